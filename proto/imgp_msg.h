@@ -1,0 +1,138 @@
+/*  imgp_msg — every message imgpipe sends over ZeroMQ, and the one codec
+    that turns them into frames and back. proto/PROTOCOL.md is the spec.
+
+    Why: nothing else in the tree builds or parses wire bytes. A message is
+    a typed record; frame 0 is a small JSON header that always carries the
+    protocol version "v" and the "type"; image bytes, when the type has
+    them, travel as frame 1, never inside JSON, and are handed to libzmq
+    without copies. Decoding validates every field and returns NULL for
+    anything malformed (unknown version or type, bad id, out-of-range
+    option, extra frames): bytes from a socket never cause an assert.
+
+    Ownership: imgp_msg_send() consumes the message; a received message is
+    the caller's to destroy. On a ROUTER socket, imgp_msg_recv() keeps the
+    peer's envelope in the message and imgp_msg_send() of a reply made by
+    imgp_msg_reply_new() routes it back to that peer.
+*/
+#ifndef IMGP_MSG_H_INCLUDED
+#define IMGP_MSG_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgp_id.h"
+#include "imgp_opts.h"
+
+#define IMGP_PROTO_VERSION 1
+#define IMGP_WORKER_MAX 64          //  resizer name, printable ASCII
+#define IMGP_CODE_MAX 32            //  error code, [a-z_]
+#define IMGP_MESSAGE_MAX 256        //  error message, UTF-8 text
+#define IMGP_HEADER_MAX 4096        //  largest JSON header frame accepted
+
+typedef enum {
+    //  frontend (REQ) -> broker intake (ROUTER)
+    IMGP_MSG_SUBMIT = 1,    //  id, opts, data = original image
+    IMGP_MSG_ACCEPTED,      //  reply: id, state; the job is spooled and known
+    //  frontend (REQ) -> broker status (ROUTER)
+    IMGP_MSG_STATUS,        //  id
+    IMGP_MSG_FETCH,         //  id; like STATUS, but INFO carries the thumbnail
+    IMGP_MSG_INFO,          //  reply: id, state, created_at, updated_at, attempts,
+                            //  code+message when failed, result when done,
+                            //  data = thumbnail (FETCH of a done job only)
+    IMGP_MSG_PING,          //  liveness (either REQ socket)
+    IMGP_MSG_PONG,          //  reply to PING
+    IMGP_MSG_ERROR,         //  reply to anything: code, message
+    //  broker ventilator (PUSH) -> resizer (PULL)
+    IMGP_MSG_JOB,           //  id, attempts (this attempt, 1-based), opts, data = original
+    //  resizer (PUSH) -> broker sink (PULL)
+    IMGP_MSG_HEARTBEAT,     //  worker, slots (free job slots now)
+    IMGP_MSG_STARTED,       //  id, worker, attempts
+    IMGP_MSG_DONE,          //  id, worker, attempts, result, data = thumbnail
+    IMGP_MSG_FAILED,        //  id, worker, attempts, code, message
+} imgp_msg_type_t;
+
+//  Metadata of a finished thumbnail.
+typedef struct {
+    int width;              //  pixels
+    int height;             //  pixels
+    imgp_format_t format;   //  encoded format
+    int64_t bytes;          //  encoded size
+    int64_t ms;             //  resize time on the resizer, milliseconds
+} imgp_result_t;
+
+//  The message record. Fields a type does not use are zero/empty and are
+//  neither encoded nor read for it.
+typedef struct {
+    imgp_msg_type_t type;
+    char id [IMGP_ID_LEN + 1];          //  job id; "" when the type has none
+    imgp_opts_t opts;                   //  SUBMIT, JOB
+    imgp_state_t state;                 //  ACCEPTED, INFO
+    int64_t created_at;                 //  INFO: ms since the Unix epoch
+    int64_t updated_at;                 //  INFO: ms since the Unix epoch
+    int attempts;                       //  INFO: so far; JOB/STARTED/DONE/FAILED: this one
+    int slots;                          //  HEARTBEAT: free job slots, 0..1000
+    char worker [IMGP_WORKER_MAX + 1];  //  HEARTBEAT, STARTED, DONE, FAILED
+    char code [IMGP_CODE_MAX + 1];      //  ERROR, FAILED, INFO when failed
+    char message [IMGP_MESSAGE_MAX + 1];//  ERROR, FAILED, INFO when failed
+    imgp_result_t result;               //  DONE, INFO when done
+    //  Private: the image bytes and the ROUTER envelope. Use the functions.
+    zframe_t *data_frame;               //  received bytes, owned
+    void *data_buf;                     //  outgoing bytes, owned until sent
+    size_t data_len;                    //  length of data_buf
+    void (*data_free) (void *buf, void *hint);  //  frees data_buf (libzmq style)
+    zframe_t *routing_id;               //  ROUTER peer identity, owned
+} imgp_msg_t;
+
+//  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
+imgp_msg_t *imgp_msg_new (imgp_msg_type_t type);
+
+//  Create a reply to `request`: same envelope (routing id), same id.
+imgp_msg_t *imgp_msg_reply_new (imgp_msg_t *request, imgp_msg_type_t type);
+
+//  Create an ERROR reply to `request` with a code and printf-style message.
+imgp_msg_t *imgp_msg_error_new (imgp_msg_t *request, const char *code,
+                                const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+//  Destroy; safe on NULL and twice.
+void imgp_msg_destroy (imgp_msg_t **self_p);
+
+//  Attach image bytes. Takes ownership of `buf`, which is freed with
+//  `free_fn(buf, hint)` (NULL means free()) once libzmq has sent it: no copy.
+void imgp_msg_set_data (imgp_msg_t *self, void *buf, size_t len,
+                        void (*free_fn) (void *buf, void *hint));
+
+//  Attach a received frame as the image bytes (takes ownership), to forward
+//  bytes without copying them.
+void imgp_msg_set_frame (imgp_msg_t *self, zframe_t **frame_p);
+
+//  The image bytes (borrowed) and their length; NULL / 0 when none.
+const uint8_t *imgp_msg_data (imgp_msg_t *self);
+size_t imgp_msg_size (imgp_msg_t *self);
+
+//  Encode into frames (header, then data if any). The data moves into the
+//  zmsg without a copy only for frames; a data_buf is copied here, so the
+//  send path uses imgp_msg_send instead. For tests and the fuzzer.
+zmsg_t *imgp_msg_encode (imgp_msg_t *self);
+
+//  Decode the frames of one message (without ROUTER envelope). Destroys
+//  *zmsg_p. Returns NULL for anything malformed, with the reason in
+//  `error` (may be NULL) for logging.
+imgp_msg_t *imgp_msg_decode (zmsg_t **zmsg_p, char *error, size_t error_size);
+
+//  Send on any socket (a zsock_t * or a raw libzmq socket via zsock_resolve);
+//  on a ROUTER the envelope goes first. Destroys *self_p. Returns 0 or -1
+//  (peer gone, timeout, interrupted).
+int imgp_msg_send (imgp_msg_t **self_p, void *sock);
+
+//  Receive one whole message. On a ROUTER socket the envelope is kept.
+//  Returns NULL when interrupted or on timeout (zmq_errno tells), or when
+//  the message was malformed: it is then logged at WARN and dropped.
+imgp_msg_t *imgp_msg_recv (void *sock);
+
+//  Name of a type ("SUBMIT"), for logs.
+const char *imgp_msg_type_name (imgp_msg_type_t type);
+
+#endif
