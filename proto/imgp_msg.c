@@ -1,0 +1,882 @@
+/*  imgp_msg — see imgp_msg.h and proto/PROTOCOL.md, the normative spec.
+
+    Why: this is the only code in imgpipe that touches wire bytes. A message
+    is frame 0, a compact JSON header {"v":1,"type":"...",...} holding only
+    the fields its type uses, then frame 1 with image bytes for the types
+    that carry them. One validator (s_check) serves both directions: the
+    decoder refuses a malformed message and the encoder refuses to send one,
+    so a bug in a sender shows up where it is made, not as a silent drop at
+    the receiver.
+
+    Never: assert or crash on bytes from a socket, copy image bytes on the
+    send path, or accept a field outside its range.
+*/
+#include "imgp_msg.h"
+#include "imgp_log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_ATTEMPTS_MAX 1000         //  attempts field, JOB..FAILED and INFO
+#define S_SLOTS_MAX 1000            //  slots field, HEARTBEAT
+#define S_RESULT_SIDE_MAX 65535     //  result width/height
+
+//  Fields of the JSON header; a type's spec lists the ones it uses.
+enum {
+    F_ID = 1 << 0,          //  "id", required
+    F_ID_OPT = 1 << 1,      //  "id", optional (ERROR replies)
+    F_OPTS = 1 << 2,        //  "opts" object
+    F_STATE = 1 << 3,       //  "state"
+    F_TIMES = 1 << 4,       //  "created_at", "updated_at"
+    F_ATTEMPTS = 1 << 5,    //  "attempts"
+    F_SLOTS = 1 << 6,       //  "slots"
+    F_WORKER = 1 << 7,      //  "worker"
+    F_ERROR = 1 << 8,       //  "code", "message"
+    F_RESULT = 1 << 9,      //  "result" object
+    F_BY_STATE = 1 << 10    //  INFO: error when failed, result when done
+};
+
+//  Does a type carry frame 1?
+typedef enum {
+    S_DATA_NONE = 0,        //  never
+    S_DATA_REQUIRED,        //  always, not empty
+    S_DATA_OPTIONAL         //  INFO: only with state "done"
+} s_data_t;
+
+typedef struct {
+    const char *wire;       //  "type" value on the wire, lowercase
+    const char *name;       //  name in logs, uppercase
+    unsigned fields;        //  F_* bits of the fields it uses
+    s_data_t data;          //  whether frame 1 is present
+    int min_attempts;       //  0 for INFO (so far), 1 for a worker's attempt
+} s_type_spec_t;
+
+//  Indexed by imgp_msg_type_t; entry 0 is unused.
+static const s_type_spec_t s_types [] = {
+    [IMGP_MSG_SUBMIT] = { "submit", "SUBMIT", F_ID | F_OPTS, S_DATA_REQUIRED, 0 },
+    [IMGP_MSG_ACCEPTED] = { "accepted", "ACCEPTED", F_ID | F_STATE, S_DATA_NONE, 0 },
+    [IMGP_MSG_STATUS] = { "status", "STATUS", F_ID, S_DATA_NONE, 0 },
+    [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID, S_DATA_NONE, 0 },
+    [IMGP_MSG_INFO] = { "info", "INFO",
+        F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE, S_DATA_OPTIONAL, 0 },
+    [IMGP_MSG_PING] = { "ping", "PING", 0, S_DATA_NONE, 0 },
+    [IMGP_MSG_PONG] = { "pong", "PONG", 0, S_DATA_NONE, 0 },
+    [IMGP_MSG_ERROR] = { "error", "ERROR", F_ID_OPT | F_ERROR, S_DATA_NONE, 0 },
+    [IMGP_MSG_JOB] = { "job", "JOB", F_ID | F_ATTEMPTS | F_OPTS, S_DATA_REQUIRED, 1 },
+    [IMGP_MSG_HEARTBEAT] = { "heartbeat", "HEARTBEAT", F_WORKER | F_SLOTS, S_DATA_NONE, 0 },
+    [IMGP_MSG_STARTED] = { "started", "STARTED", F_ID | F_WORKER | F_ATTEMPTS, S_DATA_NONE, 1 },
+    [IMGP_MSG_DONE] = { "done", "DONE",
+        F_ID | F_WORKER | F_ATTEMPTS | F_RESULT, S_DATA_REQUIRED, 1 },
+    [IMGP_MSG_FAILED] = { "failed", "FAILED",
+        F_ID | F_WORKER | F_ATTEMPTS | F_ERROR, S_DATA_NONE, 1 },
+};
+#define S_TYPES ((int) (sizeof s_types / sizeof s_types [0]))
+
+static const s_type_spec_t *
+s_type_spec (imgp_msg_type_t type)
+{
+    int i = (int) type;
+    return i > 0 && i < S_TYPES && s_types [i].wire ? &s_types [i] : NULL;
+}
+
+//  The fields a message uses, with INFO's state-dependent ones resolved.
+static unsigned
+s_fields (const imgp_msg_t *self, const s_type_spec_t *spec)
+{
+    unsigned fields = spec->fields;
+    if (fields & F_BY_STATE) {
+        if (self->state == IMGP_STATE_FAILED)
+            fields |= F_ERROR;
+        if (self->state == IMGP_STATE_DONE)
+            fields |= F_RESULT;
+    }
+    return fields;
+}
+
+//  Copy `text` into `dst` replacing anything but printable ASCII with '?',
+//  so a reason quoting outside bytes is safe to log.
+static void
+s_printable (char *dst, size_t size, const char *text)
+{
+    size_t i = 0;
+    for (; text [i] && i + 1 < size; i++) {
+        unsigned char c = (unsigned char) text [i];
+        dst [i] = c >= 0x20 && c < 0x7f ? (char) c : '?';
+    }
+    dst [i] = '\0';
+}
+
+static int
+s_fail (char *error, size_t size, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+//  Record why a message is refused; returns -1 for `return s_fail (...)`.
+static int
+s_fail (char *error, size_t size, const char *format, ...)
+{
+    if (error && size > 0) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (error, size, format, args);
+        va_end (args);
+    }
+    return -1;
+}
+
+//  --------------------------------------------------------------------------
+//  Life cycle and data
+
+static void
+s_free_buf (void *buf, void *hint)
+{
+    (void) hint;
+    free (buf);
+}
+
+//  Drop any attached image bytes.
+static void
+s_data_clear (imgp_msg_t *self)
+{
+    if (self->data_buf) {
+        void (*free_fn) (void *, void *) = self->data_free ? self->data_free : s_free_buf;
+        free_fn (self->data_buf, NULL);
+    }
+    self->data_buf = NULL;
+    self->data_len = 0;
+    self->data_free = NULL;
+    zframe_destroy (&self->data_frame);
+}
+
+imgp_msg_t *
+imgp_msg_new (imgp_msg_type_t type)
+{
+    imgp_msg_t *self = calloc (1, sizeof *self);
+    if (!self)
+        abort ();
+    self->type = type;
+    imgp_opts_default (&self->opts);
+    return self;
+}
+
+imgp_msg_t *
+imgp_msg_reply_new (imgp_msg_t *request, imgp_msg_type_t type)
+{
+    imgp_msg_t *self = imgp_msg_new (type);
+    if (request) {
+        memcpy (self->id, request->id, sizeof self->id);
+        self->id [IMGP_ID_LEN] = '\0';
+        if (request->routing_id)
+            self->routing_id = zframe_dup (request->routing_id);
+    }
+    return self;
+}
+
+imgp_msg_t *
+imgp_msg_error_new (imgp_msg_t *request, const char *code, const char *format, ...)
+{
+    imgp_msg_t *self = imgp_msg_reply_new (request, IMGP_MSG_ERROR);
+    snprintf (self->code, sizeof self->code, "%s", code ? code : "internal");
+    va_list args;
+    va_start (args, format);
+    vsnprintf (self->message, sizeof self->message, format, args);
+    va_end (args);
+    return self;
+}
+
+void
+imgp_msg_destroy (imgp_msg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    imgp_msg_t *self = *self_p;
+    s_data_clear (self);
+    zframe_destroy (&self->routing_id);
+    free (self);
+    *self_p = NULL;
+}
+
+void
+imgp_msg_set_data (imgp_msg_t *self, void *buf, size_t len,
+                   void (*free_fn) (void *buf, void *hint))
+{
+    s_data_clear (self);
+    self->data_buf = buf;
+    self->data_len = buf ? len : 0;
+    self->data_free = free_fn;
+}
+
+void
+imgp_msg_set_frame (imgp_msg_t *self, zframe_t **frame_p)
+{
+    s_data_clear (self);
+    if (frame_p) {
+        self->data_frame = *frame_p;
+        *frame_p = NULL;
+    }
+}
+
+const uint8_t *
+imgp_msg_data (imgp_msg_t *self)
+{
+    if (self->data_frame)
+        return zframe_data (self->data_frame);
+    return self->data_buf;
+}
+
+size_t
+imgp_msg_size (imgp_msg_t *self)
+{
+    if (self->data_frame)
+        return zframe_size (self->data_frame);
+    return self->data_buf ? self->data_len : 0;
+}
+
+const char *
+imgp_msg_type_name (imgp_msg_type_t type)
+{
+    const s_type_spec_t *spec = s_type_spec (type);
+    return spec ? spec->name : "UNKNOWN";
+}
+
+//  --------------------------------------------------------------------------
+//  Validation: the one set of ranges, for both directions
+
+static int
+s_check_opts (const imgp_opts_t *opts, char *error, size_t size)
+{
+    if (opts->width < 1 || opts->width > IMGP_SIDE_MAX)
+        return s_fail (error, size, "opts.width %d is not in 1..%d", opts->width, IMGP_SIDE_MAX);
+    if (opts->height < 1 || opts->height > IMGP_SIDE_MAX)
+        return s_fail (error, size, "opts.height %d is not in 1..%d", opts->height, IMGP_SIDE_MAX);
+    if (opts->quality < 0 || opts->quality > 100)
+        return s_fail (error, size, "opts.quality %d is not in 0..100", opts->quality);
+    if (!imgp_opts_valid (opts))
+        return s_fail (error, size, "opts.fit or opts.format is unknown");
+    return 0;
+}
+
+static int
+s_check_text (const char *field, const char *text, size_t max, bool code,
+              char *error, size_t size)
+{
+    size_t len = strlen (text);
+    if (len > max || len == 0)
+        return s_fail (error, size, "%s must be 1..%zu characters", field, max);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) text [i];
+        bool ok = code ? (c >= 'a' && c <= 'z') || c == '_'
+                       : c > 0x20 && c < 0x7f;
+        if (!ok)
+            return s_fail (error, size, code ? "%s must be [a-z_]"
+                                             : "%s must be printable ASCII without spaces",
+                           field);
+    }
+    return 0;
+}
+
+static int
+s_check_result (const imgp_result_t *result, char *error, size_t size)
+{
+    if (result->width < 1 || result->width > S_RESULT_SIDE_MAX
+    ||  result->height < 1 || result->height > S_RESULT_SIDE_MAX)
+        return s_fail (error, size, "result size %dx%d is not in 1..%d",
+                       result->width, result->height, S_RESULT_SIDE_MAX);
+    if ((int) result->format < IMGP_FORMAT_PNG || (int) result->format > IMGP_FORMAT_AVIF)
+        return s_fail (error, size, "result.format is unknown");
+    if (result->bytes < 1 || result->ms < 0)
+        return s_fail (error, size, "result.bytes must be >= 1 and result.ms >= 0");
+    return 0;
+}
+
+static int
+s_check_message (const char *message, char *error, size_t size)
+{
+    for (const unsigned char *c = (const unsigned char *) message; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return s_fail (error, size, "message has control characters");
+    return 0;
+}
+
+//  The fields other than id, opts and the error text.
+static int
+s_check_numbers (const imgp_msg_t *self, const s_type_spec_t *spec,
+                 unsigned fields, char *error, size_t size)
+{
+    if ((fields & F_STATE)
+    &&  ((int) self->state < IMGP_STATE_QUEUED || (int) self->state > IMGP_STATE_FAILED))
+        return s_fail (error, size, "state is unknown");
+    if ((fields & F_TIMES) && (self->created_at < 0 || self->updated_at < 0))
+        return s_fail (error, size, "created_at and updated_at must be >= 0");
+    if ((fields & F_ATTEMPTS)
+    &&  (self->attempts < spec->min_attempts || self->attempts > S_ATTEMPTS_MAX))
+        return s_fail (error, size, "attempts %d is not in %d..%d", self->attempts,
+                       spec->min_attempts, S_ATTEMPTS_MAX);
+    if ((fields & F_SLOTS) && (self->slots < 0 || self->slots > S_SLOTS_MAX))
+        return s_fail (error, size, "slots %d is not in 0..%d", self->slots, S_SLOTS_MAX);
+    return 0;
+}
+
+static int
+s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
+              char *error, size_t size)
+{
+    size_t len = imgp_msg_size (self);
+    if (spec->data == S_DATA_NONE && has_data)
+        return s_fail (error, size, "%s carries no data frame", spec->name);
+    if (spec->data == S_DATA_REQUIRED && !has_data)
+        return s_fail (error, size, "%s is missing its data frame", spec->name);
+    if (spec->data == S_DATA_OPTIONAL && has_data && self->state != IMGP_STATE_DONE)
+        return s_fail (error, size, "%s carries data only when done", spec->name);
+    if (has_data && len == 0)
+        return s_fail (error, size, "%s has an empty data frame", spec->name);
+    if (self->type == IMGP_MSG_DONE && self->result.bytes != (int64_t) len)
+        return s_fail (error, size, "result.bytes %lld does not match data of %zu bytes",
+                       (long long) self->result.bytes, len);
+    return 0;
+}
+
+//  Validate every field a message's type uses, and its data. `has_data`
+//  says whether frame 1 is (to be) present.
+static int
+s_check (imgp_msg_t *self, bool has_data, char *error, size_t size)
+{
+    const s_type_spec_t *spec = s_type_spec (self->type);
+    if (!spec)
+        return s_fail (error, size, "unknown message type %d", (int) self->type);
+    unsigned fields = s_fields (self, spec);
+    if ((fields & F_ID) && !imgp_id_valid (self->id))
+        return s_fail (error, size, "id must be %d lowercase hex characters", IMGP_ID_LEN);
+    if ((fields & F_ID_OPT) && self->id [0] && !imgp_id_valid (self->id))
+        return s_fail (error, size, "id must be %d lowercase hex characters", IMGP_ID_LEN);
+    if ((fields & F_OPTS) && s_check_opts (&self->opts, error, size))
+        return -1;
+    if (s_check_numbers (self, spec, fields, error, size))
+        return -1;
+    if ((fields & F_WORKER)
+    &&  s_check_text ("worker", self->worker, IMGP_WORKER_MAX, false, error, size))
+        return -1;
+    if ((fields & F_ERROR)
+    &&  (s_check_text ("code", self->code, IMGP_CODE_MAX, true, error, size)
+      || s_check_message (self->message, error, size)))
+        return -1;
+    if ((fields & F_RESULT) && s_check_result (&self->result, error, size))
+        return -1;
+    return s_check_data (self, spec, has_data, error, size);
+}
+
+//  --------------------------------------------------------------------------
+//  Encoding
+
+//  Make the error text safe to send, in place: control characters become
+//  spaces; if it still is not UTF-8 (a multi-byte character cut by
+//  truncation, a libvips message in another charset), non-ASCII bytes
+//  become '?'. So a resizer can pass any error text and it arrives.
+static void
+s_clean_text (char *text)
+{
+    for (unsigned char *c = (unsigned char *) text; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            *c = ' ';
+    json_t *probe = json_string (text);    //  NULL when not valid UTF-8
+    if (!probe)
+        for (unsigned char *c = (unsigned char *) text; *c; c++)
+            if (*c >= 0x80)
+                *c = '?';
+    json_decref (probe);
+}
+
+static json_t *
+s_opts_json (const imgp_opts_t *opts)
+{
+    return json_pack ("{s:i, s:i, s:s, s:s, s:i, s:b}",
+                      "width", opts->width, "height", opts->height,
+                      "fit", imgp_fit_name (opts->fit),
+                      "format", imgp_format_name (opts->format),
+                      "quality", opts->quality, "enlarge", opts->enlarge);
+}
+
+static json_t *
+s_result_json (const imgp_result_t *result)
+{
+    return json_pack ("{s:i, s:i, s:s, s:I, s:I}",
+                      "width", result->width, "height", result->height,
+                      "format", imgp_format_name (result->format),
+                      "bytes", (json_int_t) result->bytes, "ms", (json_int_t) result->ms);
+}
+
+//  Add the fields to `root`; returns 0 or -1 on allocation failure.
+static int
+s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
+{
+    int rc = 0;
+    if ((fields & F_ID) || ((fields & F_ID_OPT) && self->id [0]))
+        rc |= json_object_set_new (root, "id", json_string (self->id));
+    if (fields & F_OPTS)
+        rc |= json_object_set_new (root, "opts", s_opts_json (&self->opts));
+    if (fields & F_STATE)
+        rc |= json_object_set_new (root, "state", json_string (imgp_state_name (self->state)));
+    if (fields & F_TIMES) {
+        rc |= json_object_set_new (root, "created_at", json_integer (self->created_at));
+        rc |= json_object_set_new (root, "updated_at", json_integer (self->updated_at));
+    }
+    if (fields & F_ATTEMPTS)
+        rc |= json_object_set_new (root, "attempts", json_integer (self->attempts));
+    if (fields & F_SLOTS)
+        rc |= json_object_set_new (root, "slots", json_integer (self->slots));
+    if (fields & F_WORKER)
+        rc |= json_object_set_new (root, "worker", json_string (self->worker));
+    if (fields & F_ERROR) {
+        rc |= json_object_set_new (root, "code", json_string (self->code));
+        rc |= json_object_set_new (root, "message", json_string (self->message));
+    }
+    if (fields & F_RESULT)
+        rc |= json_object_set_new (root, "result", s_result_json (&self->result));
+    return rc ? -1 : 0;
+}
+
+//  The JSON header as compact text (the caller frees it), or NULL when the
+//  message is invalid: a sender's bug, logged here.
+static char *
+s_header_text (imgp_msg_t *self, size_t *len_p)
+{
+    const s_type_spec_t *spec = s_type_spec (self->type);
+    bool has_data = self->data_frame || self->data_buf;
+    if (self->type == IMGP_MSG_DONE)       //  the codec knows the size
+        self->result.bytes = (int64_t) imgp_msg_size (self);
+    s_clean_text (self->message);
+    char error [160];
+    if (s_check (self, has_data, error, sizeof error)) {
+        imgp_error ("job=%s event=refused_to_send type=%s reason=\"%s\"",
+                    self->id [0] ? self->id : "-", imgp_msg_type_name (self->type), error);
+        return NULL;
+    }
+    json_t *root = json_pack ("{s:i, s:s}", "v", IMGP_PROTO_VERSION, "type", spec->wire);
+    char *text = NULL;
+    if (root && s_header_fill (root, self, s_fields (self, spec)) == 0)
+        text = json_dumps (root, JSON_COMPACT);
+    json_decref (root);
+    if (text)
+        *len_p = strlen (text);
+    return text;
+}
+
+zmsg_t *
+imgp_msg_encode (imgp_msg_t *self)
+{
+    size_t len;
+    char *text = s_header_text (self, &len);
+    if (!text)
+        return NULL;
+    zmsg_t *zmsg = zmsg_new ();
+    zmsg_addmem (zmsg, text, len);
+    free (text);
+    if (self->data_frame)
+        zmsg_append (zmsg, &self->data_frame);
+    else
+    if (self->data_buf)
+        zmsg_addmem (zmsg, self->data_buf, self->data_len);
+    return zmsg;
+}
+
+//  --------------------------------------------------------------------------
+//  Decoding
+
+static json_t *
+s_get (json_t *obj, const char *key, char *error, size_t size)
+{
+    json_t *value = json_object_get (obj, key);
+    if (!value)
+        s_fail (error, size, "missing field \"%s\"", key);
+    return value;
+}
+
+static int
+s_get_str (json_t *obj, const char *key, char *dst, size_t cap,
+           char *error, size_t size)
+{
+    json_t *value = s_get (obj, key, error, size);
+    if (!value)
+        return -1;
+    if (!json_is_string (value))
+        return s_fail (error, size, "field \"%s\" is not a string", key);
+    const char *text = json_string_value (value);
+    size_t len = json_string_length (value);
+    if (len >= cap)
+        return s_fail (error, size, "field \"%s\" is longer than %zu bytes", key, cap - 1);
+    if (memchr (text, '\0', len))
+        return s_fail (error, size, "field \"%s\" contains a NUL", key);
+    memcpy (dst, text, len + 1);
+    return 0;
+}
+
+static int
+s_get_int64 (json_t *obj, const char *key, int64_t *dst, char *error, size_t size)
+{
+    json_t *value = s_get (obj, key, error, size);
+    if (!value)
+        return -1;
+    if (!json_is_integer (value))
+        return s_fail (error, size, "field \"%s\" is not an integer", key);
+    *dst = (int64_t) json_integer_value (value);
+    return 0;
+}
+
+//  An integer that fits an int; its real range is checked by s_check.
+static int
+s_get_int (json_t *obj, const char *key, int *dst, char *error, size_t size)
+{
+    int64_t value;
+    if (s_get_int64 (obj, key, &value, error, size))
+        return -1;
+    if (value < INT_MIN || value > INT_MAX)
+        return s_fail (error, size, "field \"%s\" is out of range", key);
+    *dst = (int) value;
+    return 0;
+}
+
+//  A name field ("fit": "cover") parsed with `parse`.
+static int
+s_get_name (json_t *obj, const char *key, int (*parse) (const char *, int *),
+            int *dst, char *error, size_t size)
+{
+    char text [16];
+    if (s_get_str (obj, key, text, sizeof text, error, size))
+        return -1;
+    if (parse (text, dst))
+        return s_fail (error, size, "field \"%s\" has an unknown value", key);
+    return 0;
+}
+
+//  Adapters so one s_get_name serves the three enums.
+static int
+s_parse_fit (const char *text, int *value)
+{
+    imgp_fit_t fit = IMGP_FIT_INSIDE;
+    int rc = imgp_fit_parse (text, &fit);
+    *value = (int) fit;
+    return rc;
+}
+
+static int
+s_parse_format (const char *text, int *value)
+{
+    imgp_format_t format = IMGP_FORMAT_PNG;
+    int rc = imgp_format_parse (text, &format);
+    *value = (int) format;
+    return rc;
+}
+
+static int
+s_parse_state (const char *text, int *value)
+{
+    imgp_state_t state = IMGP_STATE_QUEUED;
+    int rc = imgp_state_parse (text, &state);
+    *value = (int) state;
+    return rc;
+}
+
+static json_t *
+s_get_object (json_t *obj, const char *key, char *error, size_t size)
+{
+    json_t *value = s_get (obj, key, error, size);
+    if (value && !json_is_object (value)) {
+        s_fail (error, size, "field \"%s\" is not an object", key);
+        return NULL;
+    }
+    return value;
+}
+
+static int
+s_read_opts (json_t *root, imgp_opts_t *opts, char *error, size_t size)
+{
+    json_t *obj = s_get_object (root, "opts", error, size);
+    if (!obj)
+        return -1;
+    int fit, format;
+    if (s_get_int (obj, "width", &opts->width, error, size)
+    ||  s_get_int (obj, "height", &opts->height, error, size)
+    ||  s_get_name (obj, "fit", s_parse_fit, &fit, error, size)
+    ||  s_get_name (obj, "format", s_parse_format, &format, error, size)
+    ||  s_get_int (obj, "quality", &opts->quality, error, size))
+        return -1;
+    opts->fit = (imgp_fit_t) fit;
+    opts->format = (imgp_format_t) format;
+    json_t *enlarge = s_get (obj, "enlarge", error, size);
+    if (!enlarge)
+        return -1;
+    if (!json_is_boolean (enlarge))
+        return s_fail (error, size, "field \"enlarge\" is not a boolean");
+    opts->enlarge = json_is_true (enlarge);
+    return 0;
+}
+
+static int
+s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
+{
+    json_t *obj = s_get_object (root, "result", error, size);
+    if (!obj)
+        return -1;
+    int format;
+    if (s_get_int (obj, "width", &result->width, error, size)
+    ||  s_get_int (obj, "height", &result->height, error, size)
+    ||  s_get_name (obj, "format", s_parse_format, &format, error, size)
+    ||  s_get_int64 (obj, "bytes", &result->bytes, error, size)
+    ||  s_get_int64 (obj, "ms", &result->ms, error, size))
+        return -1;
+    result->format = (imgp_format_t) format;
+    return 0;
+}
+
+//  Read the fields a type uses from the header into `self`. INFO's state
+//  is read first, since it decides which other fields are present.
+static int
+s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
+               char *error, size_t size)
+{
+    int state = 0;
+    if ((spec->fields & F_STATE)
+    &&  s_get_name (root, "state", s_parse_state, &state, error, size))
+        return -1;
+    self->state = (imgp_state_t) state;
+    unsigned fields = s_fields (self, spec);
+    bool want_id = (fields & F_ID) || ((fields & F_ID_OPT) && json_object_get (root, "id"));
+    if ((want_id && s_get_str (root, "id", self->id, sizeof self->id, error, size))
+    ||  ((fields & F_OPTS) && s_read_opts (root, &self->opts, error, size))
+    ||  ((fields & F_TIMES)
+      && (s_get_int64 (root, "created_at", &self->created_at, error, size)
+       || s_get_int64 (root, "updated_at", &self->updated_at, error, size)))
+    ||  ((fields & F_ATTEMPTS) && s_get_int (root, "attempts", &self->attempts, error, size))
+    ||  ((fields & F_SLOTS) && s_get_int (root, "slots", &self->slots, error, size))
+    ||  ((fields & F_WORKER)
+      && s_get_str (root, "worker", self->worker, sizeof self->worker, error, size))
+    ||  ((fields & F_ERROR)
+      && (s_get_str (root, "code", self->code, sizeof self->code, error, size)
+       || s_get_str (root, "message", self->message, sizeof self->message, error, size)))
+    ||  ((fields & F_RESULT) && s_read_result (root, &self->result, error, size)))
+        return -1;
+    return 0;
+}
+
+//  Parse the header frame into a new message (without data), or NULL.
+static imgp_msg_t *
+s_decode_header (zframe_t *frame, char *error, size_t size)
+{
+    size_t len = zframe_size (frame);
+    if (len == 0 || len > IMGP_HEADER_MAX) {
+        s_fail (error, size, "header frame of %zu bytes is not in 1..%d", len, IMGP_HEADER_MAX);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb ((const char *) zframe_data (frame), len,
+                               JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        char reason [sizeof jerr.text];
+        s_printable (reason, sizeof reason, jerr.text);
+        s_fail (error, size, "header is not JSON: %s", reason);
+        return NULL;
+    }
+    imgp_msg_t *self = NULL;
+    json_t *version = json_object_get (root, "v");
+    json_t *type = json_object_get (root, "type");
+    if (!json_is_object (root))
+        s_fail (error, size, "header is not a JSON object");
+    else
+    if (!json_is_integer (version))
+        s_fail (error, size, "header has no integer protocol version \"v\"");
+    else
+    if (json_integer_value (version) != IMGP_PROTO_VERSION)
+        s_fail (error, size, "unsupported protocol version %lld",
+                (long long) json_integer_value (version));
+    else
+    if (!json_is_string (type))
+        s_fail (error, size, "header has no string \"type\"");
+    else {
+        int i;
+        for (i = 1; i < S_TYPES; i++)
+            if (s_types [i].wire && strcmp (s_types [i].wire, json_string_value (type)) == 0)
+                break;
+        if (i == S_TYPES) {
+            char name [33];
+            s_printable (name, sizeof name, json_string_value (type));
+            s_fail (error, size, "unknown message type \"%s\"", name);
+        }
+        else {
+            self = imgp_msg_new ((imgp_msg_type_t) i);
+            if (s_read_fields (root, self, &s_types [i], error, size))
+                imgp_msg_destroy (&self);
+        }
+    }
+    json_decref (root);
+    return self;
+}
+
+imgp_msg_t *
+imgp_msg_decode (zmsg_t **zmsg_p, char *error, size_t error_size)
+{
+    char unused [8];
+    if (!error) {
+        error = unused;
+        error_size = sizeof unused;
+    }
+    error [0] = '\0';
+    zmsg_t *zmsg = zmsg_p ? *zmsg_p : NULL;
+    if (zmsg_p)
+        *zmsg_p = NULL;
+    imgp_msg_t *self = NULL;
+    size_t frames = zmsg ? zmsg_size (zmsg) : 0;
+    if (frames == 0)
+        s_fail (error, error_size, "empty message");
+    else
+    if (frames > 2)
+        s_fail (error, error_size, "%zu frames, at most 2 allowed", frames);
+    else {
+        zframe_t *header = zmsg_pop (zmsg);
+        self = s_decode_header (header, error, error_size);
+        zframe_destroy (&header);
+        if (self) {
+            self->data_frame = zmsg_pop (zmsg);     //  NULL when none
+            if (s_check (self, self->data_frame != NULL, error, error_size))
+                imgp_msg_destroy (&self);
+        }
+    }
+    zmsg_destroy (&zmsg);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Sockets
+
+static int
+s_socket_type (void *handle)
+{
+    int type = -1;
+    size_t size = sizeof type;
+    if (zmq_getsockopt (handle, ZMQ_TYPE, &type, &size))
+        return -1;
+    return type;
+}
+
+//  Send the image bytes of a message as the last frame, without copying.
+static int
+s_send_data (imgp_msg_t *self, void *handle)
+{
+    if (self->data_frame)
+        return zframe_send (&self->data_frame, handle, 0);
+    zmq_msg_t msg;
+    void (*free_fn) (void *, void *) = self->data_free ? self->data_free : s_free_buf;
+    if (zmq_msg_init_data (&msg, self->data_buf, self->data_len, free_fn, NULL))
+        return -1;      //  data_buf still ours: freed by destroy
+    self->data_buf = NULL;          //  libzmq owns the bytes now
+    self->data_len = 0;
+    if (zmq_msg_send (&msg, handle, 0) == -1) {
+        int saved = errno;
+        zmq_msg_close (&msg);       //  frees the bytes through free_fn
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+//  Send the frames that precede the header: routing id and delimiter on a
+//  ROUTER, the delimiter alone on a DEALER (as REQ would).
+static int
+s_send_envelope (imgp_msg_t *self, void *handle, int type)
+{
+    if (type == ZMQ_ROUTER) {
+        if (!self->routing_id) {
+            imgp_error ("job=%s event=refused_to_send type=%s reason=\"no routing id on a ROUTER\"",
+                        self->id [0] ? self->id : "-", imgp_msg_type_name (self->type));
+            errno = EINVAL;
+            return -1;
+        }
+        if (zframe_send (&self->routing_id, handle, ZFRAME_MORE))
+            return -1;
+    }
+    if (type == ZMQ_ROUTER || type == ZMQ_DEALER)
+        if (zmq_send (handle, "", 0, ZMQ_SNDMORE) == -1)
+            return -1;
+    return 0;
+}
+
+int
+imgp_msg_send (imgp_msg_t **self_p, void *sock)
+{
+    if (!self_p || !*self_p)
+        return -1;
+    imgp_msg_t *self = *self_p;
+    int rc = -1;
+    void *handle = sock ? zsock_resolve (sock) : NULL;
+    int type = handle ? s_socket_type (handle) : -1;
+    size_t len = 0;
+    char *text = type >= 0 ? s_header_text (self, &len) : NULL;
+    if (text && s_send_envelope (self, handle, type) == 0) {
+        bool has_data = self->data_frame || self->data_buf;
+        int flags = has_data ? ZMQ_SNDMORE : 0;
+        if (zmq_send (handle, text, len, flags) == (int) len)
+            rc = has_data ? s_send_data (self, handle) : 0;
+    }
+    if (!text && type < 0)
+        errno = ENOTSOCK;
+    else
+    if (!text)
+        errno = EINVAL;
+    free (text);
+    int saved = errno;
+    imgp_msg_destroy (self_p);
+    errno = saved;
+    return rc;
+}
+
+//  Strip the envelope a ROUTER (routing id, empty delimiter) or a DEALER
+//  (empty delimiter) receives before the message. Returns 0 or -1.
+static int
+s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p,
+                 char *error, size_t size)
+{
+    if (type == ZMQ_ROUTER) {
+        *routing_id_p = zmsg_pop (zmsg);
+        if (!*routing_id_p || zframe_size (*routing_id_p) == 0)
+            return s_fail (error, size, "no routing id");
+    }
+    if (type == ZMQ_ROUTER || type == ZMQ_DEALER) {
+        zframe_t *delimiter = zmsg_pop (zmsg);
+        bool ok = delimiter && zframe_size (delimiter) == 0;
+        zframe_destroy (&delimiter);
+        if (!ok)
+            return s_fail (error, size, "envelope has no empty delimiter frame");
+    }
+    return 0;
+}
+
+imgp_msg_t *
+imgp_msg_recv (void *sock)
+{
+    void *handle = sock ? zsock_resolve (sock) : NULL;
+    int type = handle ? s_socket_type (handle) : -1;
+    if (type < 0) {
+        errno = ENOTSOCK;
+        return NULL;
+    }
+    zmsg_t *zmsg = zmsg_recv (handle);
+    if (!zmsg)
+        return NULL;            //  interrupted or timed out; errno says
+    char error [256];
+    zframe_t *routing_id = NULL;
+    imgp_msg_t *self = NULL;
+    if (s_recv_envelope (zmsg, type, &routing_id, error, sizeof error) == 0)
+        self = imgp_msg_decode (&zmsg, error, sizeof error);
+    zmsg_destroy (&zmsg);
+    if (!self) {
+        zframe_destroy (&routing_id);
+        imgp_warn ("dropped malformed message: %s", error);
+        errno = EPROTO;
+        return NULL;
+    }
+    self->routing_id = routing_id;
+    return self;
+}

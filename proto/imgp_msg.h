@@ -115,6 +115,8 @@ size_t imgp_msg_size (imgp_msg_t *self);
 //  Encode into frames (header, then data if any). The data moves into the
 //  zmsg without a copy only for frames; a data_buf is copied here, so the
 //  send path uses imgp_msg_send instead. For tests and the fuzzer.
+//  Returns NULL (logged at ERROR) when a field is invalid for the type:
+//  the codec never emits a message its own decoder would drop.
 zmsg_t *imgp_msg_encode (imgp_msg_t *self);
 
 //  Decode the frames of one message (without ROUTER envelope). Destroys
@@ -123,13 +125,16 @@ zmsg_t *imgp_msg_encode (imgp_msg_t *self);
 imgp_msg_t *imgp_msg_decode (zmsg_t **zmsg_p, char *error, size_t error_size);
 
 //  Send on any socket (a zsock_t * or a raw libzmq socket via zsock_resolve);
-//  on a ROUTER the envelope goes first. Destroys *self_p. Returns 0 or -1
-//  (peer gone, timeout, interrupted).
+//  on a ROUTER the envelope goes first (on a DEALER the empty delimiter).
+//  Destroys *self_p, data included. Returns 0 or -1 (peer gone, timeout,
+//  interrupted; EINVAL when the message is invalid or a ROUTER reply has
+//  no routing id).
 int imgp_msg_send (imgp_msg_t **self_p, void *sock);
 
 //  Receive one whole message. On a ROUTER socket the envelope is kept.
 //  Returns NULL when interrupted or on timeout (zmq_errno tells), or when
-//  the message was malformed: it is then logged at WARN and dropped.
+//  the message was malformed: it is then logged at WARN and dropped, and
+//  errno is EPROTO.
 imgp_msg_t *imgp_msg_recv (void *sock);
 
 //  Name of a type ("SUBMIT"), for logs.

@@ -1,0 +1,1305 @@
+/*  test_proto — criterion suite for proto/: ids, options, and the message
+    codec (round trip of every type, real sockets, malformed input).
+
+    Why: proto/ is the only code that reads bytes from the network, so it is
+    tested hardest: every message type must survive encode -> decode, and
+    every way a frame can be wrong must give NULL with a reason, never a
+    crash. Each test runs in its own process (criterion's default), so a
+    crash fails one test only.
+*/
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgp_id.h"
+#include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_opts.h"
+
+static void
+s_setup (void)
+{
+    imgp_log_init ("test_proto", false);
+}
+
+TestSuite (id, .init = s_setup);
+TestSuite (opts, .init = s_setup);
+TestSuite (codec, .init = s_setup);
+TestSuite (malformed, .init = s_setup);
+TestSuite (sockets, .init = s_setup, .timeout = 20);
+
+//  --------------------------------------------------------------------------
+//  Helpers
+
+static const char *S_ID = "0123456789abcdef0123456789abcdef";
+
+//  A malloc'd buffer of `len` pattern bytes.
+static uint8_t *
+s_bytes (size_t len, uint8_t seed)
+{
+    uint8_t *buf = malloc (len);
+    cr_assert_not_null (buf);
+    for (size_t i = 0; i < len; i++)
+        buf [i] = (uint8_t) (seed + i * 7);
+    return buf;
+}
+
+//  Encode and decode a message; destroys `msg`, returns the decoded one.
+static imgp_msg_t *
+s_round_trip (imgp_msg_t *msg)
+{
+    zmsg_t *zmsg = imgp_msg_encode (msg);
+    cr_assert_not_null (zmsg, "encode refused a valid %s", imgp_msg_type_name (msg->type));
+    imgp_msg_destroy (&msg);
+    char error [256] = "";
+    imgp_msg_t *back = imgp_msg_decode (&zmsg, error, sizeof error);
+    cr_assert_null (zmsg, "decode must consume the zmsg");
+    cr_assert_not_null (back, "decode failed: %s", error);
+    return back;
+}
+
+//  Decode a header (and optional data frame); returns the message or NULL
+//  with the reason in `error`.
+static imgp_msg_t *
+s_decode_header (const char *json, size_t json_len, const char *data,
+                 char *error, size_t size)
+{
+    zmsg_t *zmsg = zmsg_new ();
+    zmsg_addmem (zmsg, json, json_len);
+    if (data)
+        zmsg_addmem (zmsg, data, strlen (data));
+    return imgp_msg_decode (&zmsg, error, size);
+}
+
+//  Expect the JSON header (plus optional data) to be refused.
+static void
+s_expect_bad (const char *json, const char *data)
+{
+    char error [256] = "";
+    imgp_msg_t *msg = s_decode_header (json, strlen (json), data, error, sizeof error);
+    cr_expect_null (msg, "accepted malformed header: %s", json);
+    cr_expect_neq (error [0], '\0', "no reason given for: %s", json);
+    imgp_msg_destroy (&msg);
+}
+
+//  Expect the JSON header (plus optional data) to be accepted.
+static imgp_msg_t *
+s_expect_good (const char *json, const char *data)
+{
+    char error [256] = "";
+    imgp_msg_t *msg = s_decode_header (json, strlen (json), data, error, sizeof error);
+    cr_expect_not_null (msg, "refused valid header: %s (%s)", json, error);
+    return msg;
+}
+
+//  The JSON header a message encodes to, as a string the caller frees.
+static char *
+s_header_of (imgp_msg_t *msg)
+{
+    zmsg_t *zmsg = imgp_msg_encode (msg);
+    cr_assert_not_null (zmsg);
+    zframe_t *header = zmsg_first (zmsg);
+    char *text = zframe_strdup (header);
+    zmsg_destroy (&zmsg);
+    return text;
+}
+
+//  --------------------------------------------------------------------------
+//  Ids
+
+Test (id, new_ids_are_valid_and_distinct)
+{
+    enum { COUNT = 2000 };
+    zhashx_t *seen = zhashx_new ();
+    for (int i = 0; i < COUNT; i++) {
+        char id [IMGP_ID_LEN + 1];
+        cr_assert_eq (imgp_id_new (id), 0);
+        cr_assert_eq (strlen (id), IMGP_ID_LEN);
+        cr_assert (imgp_id_valid (id), "invalid new id %s", id);
+        cr_assert_eq (zhashx_insert (seen, id, (void *) 1), 0, "duplicate id %s", id);
+    }
+    zhashx_destroy (&seen);
+}
+
+Test (id, validation)
+{
+    cr_expect (imgp_id_valid (S_ID));
+    cr_expect (imgp_id_valid ("ffffffffffffffffffffffffffffffff"));
+    cr_expect_not (imgp_id_valid (NULL));
+    cr_expect_not (imgp_id_valid (""));
+    cr_expect_not (imgp_id_valid ("0123456789abcdef0123456789abcde"));     //  31
+    cr_expect_not (imgp_id_valid ("0123456789abcdef0123456789abcdef0"));   //  33
+    cr_expect_not (imgp_id_valid ("0123456789ABCDEF0123456789abcdef"));    //  upper
+    cr_expect_not (imgp_id_valid ("0123456789abcdeg0123456789abcdef"));    //  'g'
+    cr_expect_not (imgp_id_valid ("../../../../../../../etc/passwd.."));
+    cr_expect_not (imgp_id_valid ("0123456789abcdef 123456789abcdef"));
+    cr_expect_not (imgp_id_valid ("0123456789abcdef0123456789abcde\n"));
+}
+
+//  --------------------------------------------------------------------------
+//  Options
+
+static void
+s_expect_opts (const char *query, int width, int height)
+{
+    imgp_opts_t opts;
+    const char *error = "unset";
+    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error), 0,
+                  "query \"%s\" refused: %s", query ? query : "(null)", error);
+    cr_expect_null (error);
+    cr_expect_eq (opts.width, width, "query \"%s\" width %d", query, opts.width);
+    cr_expect_eq (opts.height, height, "query \"%s\" height %d", query, opts.height);
+}
+
+static const char *
+s_opts_error (const char *query)
+{
+    imgp_opts_t opts;
+    const char *error = NULL;
+    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error), -1,
+                  "query \"%s\" accepted", query);
+    cr_expect_not_null (error, "query \"%s\" gave no message", query);
+    return error ? error : "";
+}
+
+Test (opts, defaults)
+{
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    cr_expect_eq (opts.width, 100);
+    cr_expect_eq (opts.height, 100);
+    cr_expect_eq (opts.fit, IMGP_FIT_INSIDE);
+    cr_expect_eq (opts.format, IMGP_FORMAT_PNG);
+    cr_expect_eq (opts.quality, 0);
+    cr_expect_not (opts.enlarge);
+    cr_expect (imgp_opts_valid (&opts));
+}
+
+Test (opts, empty_queries_give_defaults)
+{
+    s_expect_opts (NULL, 100, 100);
+    s_expect_opts ("", 100, 100);
+    s_expect_opts ("&", 100, 100);
+    s_expect_opts ("&&&", 100, 100);
+}
+
+Test (opts, all_keys)
+{
+    imgp_opts_t opts;
+    const char *error = NULL;
+    cr_assert_eq (imgp_opts_parse_query (&opts,
+        "width=300&height=200&fit=cover&format=webp&quality=80&enlarge=true", &error), 0);
+    cr_expect_eq (opts.width, 300);
+    cr_expect_eq (opts.height, 200);
+    cr_expect_eq (opts.fit, IMGP_FIT_COVER);
+    cr_expect_eq (opts.format, IMGP_FORMAT_WEBP);
+    cr_expect_eq (opts.quality, 80);
+    cr_expect (opts.enlarge);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=fill&format=avif&enlarge=0", &error), 0);
+    cr_expect_eq (opts.fit, IMGP_FIT_FILL);
+    cr_expect_eq (opts.format, IMGP_FORMAT_AVIF);
+    cr_expect_not (opts.enlarge);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "format=jpeg&enlarge=1&fit=inside", &error), 0);
+    cr_expect_eq (opts.format, IMGP_FORMAT_JPEG);
+    cr_expect (opts.enlarge);
+}
+
+Test (opts, square_box_rule)
+{
+    s_expect_opts ("width=200", 200, 200);
+    s_expect_opts ("height=50", 50, 50);
+    s_expect_opts ("width=200&height=50", 200, 50);
+    s_expect_opts ("height=50&width=200", 200, 50);
+    s_expect_opts ("format=jpeg", 100, 100);
+    s_expect_opts ("&width=1&&height=4096&", 1, 4096);
+}
+
+Test (opts, url_decoding)
+{
+    s_expect_opts ("wid%74h=%32%30%30", 200, 200);
+    imgp_opts_t opts;
+    const char *error = NULL;
+    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%70ng&fit=%63over", &error), 0);
+    cr_expect_eq (opts.fit, IMGP_FIT_COVER);
+    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%4A%50%45%47", &error), -1,
+                  "values are case-sensitive");
+}
+
+Test (opts, bad_values)
+{
+    const char *width = "width must be a whole number from 1 to 4096";
+    cr_expect_str_eq (s_opts_error ("width=-1"), width);
+    cr_expect_str_eq (s_opts_error ("width=99999"), width);
+    cr_expect_str_eq (s_opts_error ("width=0"), width);
+    cr_expect_str_eq (s_opts_error ("width=4097"), width);
+    cr_expect_str_eq (s_opts_error ("width="), width);
+    cr_expect_str_eq (s_opts_error ("width"), width);
+    cr_expect_str_eq (s_opts_error ("width=12a"), width);
+    cr_expect_str_eq (s_opts_error ("width=+5"), width);
+    cr_expect_str_eq (s_opts_error ("width=%2B5"), width);
+    cr_expect_str_eq (s_opts_error ("width=5%20"), width);
+    cr_expect_str_eq (s_opts_error ("width=1.5"), width);
+    cr_expect_str_eq (s_opts_error ("width=99999999999999999999"), width);
+    cr_expect_str_eq (s_opts_error ("height=0"),
+                      "height must be a whole number from 1 to 4096");
+    cr_expect_str_eq (s_opts_error ("format=bmp"), "format must be png, jpeg, webp or avif");
+    cr_expect_str_eq (s_opts_error ("format=%2e%2e"), "format must be png, jpeg, webp or avif");
+    cr_expect_str_eq (s_opts_error ("quality=abc"),
+                      "quality must be a whole number from 1 to 100");
+    cr_expect_str_eq (s_opts_error ("quality=0"),
+                      "quality must be a whole number from 1 to 100");
+    cr_expect_str_eq (s_opts_error ("quality=101"),
+                      "quality must be a whole number from 1 to 100");
+    cr_expect_str_eq (s_opts_error ("fit=crop"), "fit must be inside, cover or fill");
+    cr_expect_str_eq (s_opts_error ("enlarge=yes"), "enlarge must be true, false, 1 or 0");
+}
+
+Test (opts, bad_keys_and_escapes)
+{
+    const char *unknown = s_opts_error ("colour=red");
+    cr_expect (strstr (unknown, "unknown option"), "got \"%s\"", unknown);
+    s_opts_error ("=5");
+    s_opts_error ("Width=5");
+    s_opts_error ("%2e%2e=1");
+    s_opts_error ("width=%zz");
+    s_opts_error ("width=%");
+    s_opts_error ("width=%3");
+    s_opts_error ("width=1%00");
+    s_opts_error ("wi%00dth=1");
+    s_opts_error ("width=100000000000000000000000000000000000000000000000000000000000000");
+}
+
+Test (opts, repeated_key)
+{
+    cr_expect_str_eq (s_opts_error ("width=1&width=2"), "width is given more than once");
+    cr_expect_str_eq (s_opts_error ("format=png&format=png"), "format is given more than once");
+    cr_expect_str_eq (s_opts_error ("width=1&wid%74h=1"), "width is given more than once");
+}
+
+Test (opts, valid)
+{
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    cr_expect_not (imgp_opts_valid (NULL));
+    opts.width = 0;
+    cr_expect_not (imgp_opts_valid (&opts));
+    opts.width = IMGP_SIDE_MAX + 1;
+    cr_expect_not (imgp_opts_valid (&opts));
+    imgp_opts_default (&opts);
+    opts.height = -3;
+    cr_expect_not (imgp_opts_valid (&opts));
+    imgp_opts_default (&opts);
+    opts.quality = 101;
+    cr_expect_not (imgp_opts_valid (&opts));
+    imgp_opts_default (&opts);
+    opts.fit = (imgp_fit_t) 7;
+    cr_expect_not (imgp_opts_valid (&opts));
+    imgp_opts_default (&opts);
+    opts.format = (imgp_format_t) -1;
+    cr_expect_not (imgp_opts_valid (&opts));
+}
+
+Test (opts, names_and_mime)
+{
+    const char *formats [] = { "png", "jpeg", "webp", "avif" };
+    const char *mimes [] = { "image/png", "image/jpeg", "image/webp", "image/avif" };
+    for (int i = 0; i < 4; i++) {
+        imgp_format_t format;
+        cr_expect_str_eq (imgp_format_name ((imgp_format_t) i), formats [i]);
+        cr_expect_str_eq (imgp_format_mime ((imgp_format_t) i), mimes [i]);
+        cr_expect_eq (imgp_format_parse (formats [i], &format), 0);
+        cr_expect_eq ((int) format, i);
+    }
+    const char *states [] = { "queued", "processing", "done", "failed" };
+    for (int i = 0; i < 4; i++) {
+        imgp_state_t state;
+        cr_expect_str_eq (imgp_state_name ((imgp_state_t) i), states [i]);
+        cr_expect_eq (imgp_state_parse (states [i], &state), 0);
+        cr_expect_eq ((int) state, i);
+    }
+    const char *fits [] = { "inside", "cover", "fill" };
+    for (int i = 0; i < 3; i++) {
+        imgp_fit_t fit;
+        cr_expect_str_eq (imgp_fit_name ((imgp_fit_t) i), fits [i]);
+        cr_expect_eq (imgp_fit_parse (fits [i], &fit), 0);
+        cr_expect_eq ((int) fit, i);
+    }
+    imgp_format_t format;
+    imgp_state_t state;
+    imgp_fit_t fit;
+    cr_expect_eq (imgp_format_parse ("bmp", &format), -1);
+    cr_expect_eq (imgp_format_parse ("PNG", &format), -1);
+    cr_expect_eq (imgp_format_parse (NULL, &format), -1);
+    cr_expect_eq (imgp_state_parse ("running", &state), -1);
+    cr_expect_eq (imgp_fit_parse ("", &fit), -1);
+    cr_expect_str_eq (imgp_format_name ((imgp_format_t) 9), "unknown");
+    cr_expect_str_eq (imgp_state_name ((imgp_state_t) -1), "unknown");
+    cr_expect_str_eq (imgp_fit_name ((imgp_fit_t) 3), "unknown");
+}
+
+//  --------------------------------------------------------------------------
+//  Codec: round trip of every type
+
+static void
+s_set_opts (imgp_opts_t *opts)
+{
+    opts->width = 320;
+    opts->height = 240;
+    opts->fit = IMGP_FIT_COVER;
+    opts->format = IMGP_FORMAT_WEBP;
+    opts->quality = 75;
+    opts->enlarge = true;
+}
+
+static void
+s_expect_opts_set (const imgp_opts_t *opts)
+{
+    cr_expect_eq (opts->width, 320);
+    cr_expect_eq (opts->height, 240);
+    cr_expect_eq (opts->fit, IMGP_FIT_COVER);
+    cr_expect_eq (opts->format, IMGP_FORMAT_WEBP);
+    cr_expect_eq (opts->quality, 75);
+    cr_expect (opts->enlarge);
+}
+
+static void
+s_expect_data (imgp_msg_t *msg, size_t len, uint8_t seed)
+{
+    cr_assert_eq (imgp_msg_size (msg), len);
+    uint8_t *expected = s_bytes (len, seed);
+    cr_expect_eq (memcmp (imgp_msg_data (msg), expected, len), 0, "data differs");
+    free (expected);
+}
+
+Test (codec, submit)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_SUBMIT);
+    strcpy (msg->id, S_ID);
+    s_set_opts (&msg->opts);
+    imgp_msg_set_data (msg, s_bytes (5000, 3), 5000, NULL);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_SUBMIT);
+    cr_expect_str_eq (back->id, S_ID);
+    s_expect_opts_set (&back->opts);
+    s_expect_data (back, 5000, 3);
+    imgp_msg_destroy (&back);
+    cr_expect_null (back);
+    imgp_msg_destroy (&back);       //  twice is safe
+}
+
+Test (codec, accepted)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_ACCEPTED);
+    strcpy (msg->id, S_ID);
+    msg->state = IMGP_STATE_QUEUED;
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_ACCEPTED);
+    cr_expect_str_eq (back->id, S_ID);
+    cr_expect_eq (back->state, IMGP_STATE_QUEUED);
+    cr_expect_null (imgp_msg_data (back));
+    cr_expect_eq (imgp_msg_size (back), 0);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, status_and_fetch)
+{
+    imgp_msg_type_t types [] = { IMGP_MSG_STATUS, IMGP_MSG_FETCH };
+    for (int i = 0; i < 2; i++) {
+        imgp_msg_t *msg = imgp_msg_new (types [i]);
+        strcpy (msg->id, S_ID);
+        imgp_msg_t *back = s_round_trip (msg);
+        cr_expect_eq (back->type, types [i]);
+        cr_expect_str_eq (back->id, S_ID);
+        imgp_msg_destroy (&back);
+    }
+}
+
+Test (codec, info_queued)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
+    strcpy (msg->id, S_ID);
+    msg->state = IMGP_STATE_PROCESSING;
+    msg->created_at = 1764300000123LL;
+    msg->updated_at = 1764300000456LL;
+    msg->attempts = 2;
+    char *header = s_header_of (msg);
+    cr_expect_null (strstr (header, "result"), "no result unless done: %s", header);
+    cr_expect_null (strstr (header, "code"), "no code unless failed: %s", header);
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->state, IMGP_STATE_PROCESSING);
+    cr_expect_eq (back->created_at, 1764300000123LL);
+    cr_expect_eq (back->updated_at, 1764300000456LL);
+    cr_expect_eq (back->attempts, 2);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, info_done_with_thumbnail)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
+    strcpy (msg->id, S_ID);
+    msg->state = IMGP_STATE_DONE;
+    msg->attempts = 1;
+    msg->result = (imgp_result_t) { 100, 67, IMGP_FORMAT_JPEG, 1234, 18 };
+    imgp_msg_set_data (msg, s_bytes (1234, 9), 1234, NULL);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->state, IMGP_STATE_DONE);
+    cr_expect_eq (back->result.width, 100);
+    cr_expect_eq (back->result.height, 67);
+    cr_expect_eq (back->result.format, IMGP_FORMAT_JPEG);
+    cr_expect_eq (back->result.bytes, 1234);
+    cr_expect_eq (back->result.ms, 18);
+    s_expect_data (back, 1234, 9);
+    imgp_msg_destroy (&back);
+
+    //  STATUS of a done job: INFO without the bytes.
+    msg = imgp_msg_new (IMGP_MSG_INFO);
+    strcpy (msg->id, S_ID);
+    msg->state = IMGP_STATE_DONE;
+    msg->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 70, 0 };
+    back = s_round_trip (msg);
+    cr_expect_eq (imgp_msg_size (back), 0);
+    cr_expect_eq (back->result.bytes, 70);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, info_failed)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
+    strcpy (msg->id, S_ID);
+    msg->state = IMGP_STATE_FAILED;
+    msg->attempts = 3;
+    strcpy (msg->code, "attempts_exhausted");
+    strcpy (msg->message, "no resizer reported within 60000 ms, 3 times");
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->state, IMGP_STATE_FAILED);
+    cr_expect_str_eq (back->code, "attempts_exhausted");
+    cr_expect_str_eq (back->message, "no resizer reported within 60000 ms, 3 times");
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, ping_pong_exact_header)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_PING);
+    char *header = s_header_of (msg);
+    cr_expect_str_eq (header, "{\"v\":1,\"type\":\"ping\"}");
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_PING);
+    imgp_msg_t *pong = imgp_msg_reply_new (back, IMGP_MSG_PONG);
+    imgp_msg_destroy (&back);
+    back = s_round_trip (pong);
+    cr_expect_eq (back->type, IMGP_MSG_PONG);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, error_with_and_without_id)
+{
+    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_STATUS);
+    strcpy (request->id, S_ID);
+    imgp_msg_t *msg = imgp_msg_error_new (request, "not_found", "no job %s", request->id);
+    imgp_msg_destroy (&request);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_ERROR);
+    cr_expect_str_eq (back->id, S_ID);
+    cr_expect_str_eq (back->code, "not_found");
+    cr_expect_str_eq (back->message, "no job 0123456789abcdef0123456789abcdef");
+    imgp_msg_destroy (&back);
+
+    msg = imgp_msg_error_new (NULL, "queue_full", "the queue holds %d jobs; retry later", 1000);
+    char *header = s_header_of (msg);
+    cr_expect_null (strstr (header, "\"id\""), "no id: %s", header);
+    free (header);
+    back = s_round_trip (msg);
+    cr_expect_str_eq (back->id, "");
+    cr_expect_str_eq (back->code, "queue_full");
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, error_message_is_truncated_and_cleaned)
+{
+    char long_text [600];
+    memset (long_text, 'x', sizeof long_text - 1);
+    long_text [sizeof long_text - 1] = '\0';
+    imgp_msg_t *msg = imgp_msg_error_new (NULL, "internal", "%s", long_text);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (strlen (back->message), IMGP_MESSAGE_MAX);
+    imgp_msg_destroy (&back);
+
+    //  libvips-style text: newlines, a tab and a multi-byte character cut
+    //  in half still arrive, as one clean line.
+    msg = imgp_msg_new (IMGP_MSG_FAILED);
+    strcpy (msg->id, S_ID);
+    strcpy (msg->worker, "host-1:4242");
+    msg->attempts = 1;
+    strcpy (msg->code, "decode_error");
+    strcpy (msg->message, "VipsJpeg: premature end\nof file\t\xc3");
+    back = s_round_trip (msg);
+    cr_expect_str_eq (back->message, "VipsJpeg: premature end of file ?");
+    imgp_msg_destroy (&back);
+
+    msg = imgp_msg_new (IMGP_MSG_FAILED);
+    strcpy (msg->id, S_ID);
+    strcpy (msg->worker, "w");
+    msg->attempts = 1;
+    strcpy (msg->code, "decode_error");
+    strcpy (msg->message, "caf\xc3\xa9 ok");
+    back = s_round_trip (msg);
+    cr_expect_str_eq (back->message, "caf\xc3\xa9 ok", "valid UTF-8 kept");
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, job)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_JOB);
+    strcpy (msg->id, S_ID);
+    msg->attempts = 2;
+    s_set_opts (&msg->opts);
+    imgp_msg_set_data (msg, s_bytes (70000, 1), 70000, NULL);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_JOB);
+    cr_expect_eq (back->attempts, 2);
+    s_expect_opts_set (&back->opts);
+    s_expect_data (back, 70000, 1);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, heartbeat_and_started)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    strcpy (msg->worker, "resizer-host.example:12345");
+    msg->slots = 0;
+    char *header = s_header_of (msg);
+    cr_expect_str_eq (header,
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":0,\"worker\":\"resizer-host.example:12345\"}");
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_HEARTBEAT);
+    cr_expect_str_eq (back->worker, "resizer-host.example:12345");
+    cr_expect_eq (back->slots, 0);
+    imgp_msg_destroy (&back);
+
+    msg = imgp_msg_new (IMGP_MSG_STARTED);
+    strcpy (msg->id, S_ID);
+    strcpy (msg->worker, "w1");
+    msg->attempts = 1;
+    back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_STARTED);
+    cr_expect_str_eq (back->id, S_ID);
+    cr_expect_str_eq (back->worker, "w1");
+    cr_expect_eq (back->attempts, 1);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, done_forwards_frame_and_sets_bytes)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_DONE);
+    strcpy (msg->id, S_ID);
+    strcpy (msg->worker, "w1");
+    msg->attempts = 1;
+    msg->result = (imgp_result_t) { 100, 1, IMGP_FORMAT_PNG, 0, 42 };
+    uint8_t *bytes = s_bytes (333, 5);
+    zframe_t *frame = zframe_new (bytes, 333);
+    free (bytes);
+    imgp_msg_set_frame (msg, &frame);
+    cr_expect_null (frame, "set_frame takes ownership");
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_DONE);
+    cr_expect_eq (back->result.width, 100);
+    cr_expect_eq (back->result.height, 1);
+    cr_expect_eq (back->result.bytes, 333, "bytes filled in by the codec");
+    cr_expect_eq (back->result.ms, 42);
+    s_expect_data (back, 333, 5);
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, failed)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_FAILED);
+    strcpy (msg->id, S_ID);
+    strcpy (msg->worker, "w1");
+    msg->attempts = 3;
+    strcpy (msg->code, "too_many_pixels");
+    strcpy (msg->message, "image is 20000x20000 pixels, the limit is 100000000");
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_FAILED);
+    cr_expect_eq (back->attempts, 3);
+    cr_expect_str_eq (back->code, "too_many_pixels");
+    cr_expect_str_eq (back->message, "image is 20000x20000 pixels, the limit is 100000000");
+    imgp_msg_destroy (&back);
+}
+
+Test (codec, type_names)
+{
+    cr_expect_str_eq (imgp_msg_type_name (IMGP_MSG_SUBMIT), "SUBMIT");
+    cr_expect_str_eq (imgp_msg_type_name (IMGP_MSG_FAILED), "FAILED");
+    cr_expect_str_eq (imgp_msg_type_name ((imgp_msg_type_t) 0), "UNKNOWN");
+    cr_expect_str_eq (imgp_msg_type_name ((imgp_msg_type_t) 99), "UNKNOWN");
+}
+
+Test (codec, reply_copies_id_and_envelope)
+{
+    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_SUBMIT);
+    strcpy (request->id, S_ID);
+    request->routing_id = zframe_new ("\x00\x01\x02\x03\x04", 5);
+    imgp_msg_t *reply = imgp_msg_reply_new (request, IMGP_MSG_ACCEPTED);
+    cr_expect_str_eq (reply->id, S_ID);
+    cr_assert_not_null (reply->routing_id);
+    cr_expect (zframe_eq (reply->routing_id, request->routing_id));
+    cr_expect_neq (reply->routing_id, request->routing_id, "a copy, not shared");
+    imgp_msg_destroy (&request);
+    imgp_msg_destroy (&reply);
+}
+
+Test (codec, set_data_replaces_and_frees)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_SUBMIT);
+    imgp_msg_set_data (msg, s_bytes (10, 0), 10, NULL);
+    imgp_msg_set_data (msg, s_bytes (20, 0), 20, NULL);     //  first one freed
+    cr_expect_eq (imgp_msg_size (msg), 20);
+    zframe_t *frame = zframe_new ("abc", 3);
+    imgp_msg_set_frame (msg, &frame);
+    cr_expect_eq (imgp_msg_size (msg), 3);
+    cr_expect_eq (memcmp (imgp_msg_data (msg), "abc", 3), 0);
+    imgp_msg_destroy (&msg);
+}
+
+Test (codec, encode_refuses_invalid)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_SUBMIT);
+    strcpy (msg->id, S_ID);
+    cr_expect_null (imgp_msg_encode (msg), "SUBMIT without data");
+    imgp_msg_set_data (msg, s_bytes (10, 0), 10, NULL);
+    strcpy (msg->id, "nope");
+    cr_expect_null (imgp_msg_encode (msg), "bad id");
+    strcpy (msg->id, S_ID);
+    msg->opts.width = 5000;
+    cr_expect_null (imgp_msg_encode (msg), "width out of range");
+    imgp_msg_destroy (&msg);
+
+    msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    strcpy (msg->worker, "has space");
+    cr_expect_null (imgp_msg_encode (msg), "worker with a space");
+    imgp_msg_destroy (&msg);
+
+    msg = imgp_msg_new (IMGP_MSG_ERROR);
+    strcpy (msg->code, "Not-Found");
+    cr_expect_null (imgp_msg_encode (msg), "code outside [a-z_]");
+    imgp_msg_destroy (&msg);
+
+    msg = imgp_msg_new (IMGP_MSG_STATUS);
+    strcpy (msg->id, S_ID);
+    imgp_msg_set_data (msg, s_bytes (10, 0), 10, NULL);
+    cr_expect_null (imgp_msg_encode (msg), "STATUS with data");
+    imgp_msg_destroy (&msg);
+
+    msg = imgp_msg_new ((imgp_msg_type_t) 42);
+    cr_expect_null (imgp_msg_encode (msg), "unknown type");
+    imgp_msg_destroy (&msg);
+}
+
+Test (codec, unknown_keys_are_ignored)
+{
+    imgp_msg_t *msg = s_expect_good (
+        "{\"v\":1,\"type\":\"status\",\"id\":\"0123456789abcdef0123456789abcdef\","
+        "\"trace\":{\"a\":[1,2,3]},\"priority\":7}", NULL);
+    if (msg)
+        cr_expect_str_eq (msg->id, S_ID);
+    imgp_msg_destroy (&msg);
+    //  Fields another type would use are ignored too.
+    msg = s_expect_good ("{\"v\":1,\"type\":\"ping\",\"id\":\"bogus\",\"slots\":-5}", NULL);
+    imgp_msg_destroy (&msg);
+}
+
+//  --------------------------------------------------------------------------
+//  Malformed input: every case must give NULL and a reason
+
+#define SUBMIT_HEAD "{\"v\":1,\"type\":\"submit\",\"id\":\"0123456789abcdef0123456789abcdef\","
+#define GOOD_OPTS "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"inside\",\"format\":\"png\"," \
+                  "\"quality\":0,\"enlarge\":false}"
+
+Test (malformed, frames)
+{
+    char error [256] = "";
+    zmsg_t *zmsg = NULL;
+    cr_expect_null (imgp_msg_decode (&zmsg, error, sizeof error));
+    cr_expect_str_eq (error, "empty message");
+    cr_expect_null (imgp_msg_decode (NULL, NULL, 0));
+
+    zmsg = zmsg_new ();
+    cr_expect_null (imgp_msg_decode (&zmsg, error, sizeof error), "no frames");
+    cr_expect_null (zmsg);
+
+    zmsg = zmsg_new ();
+    zmsg_addmem (zmsg, "", 0);
+    cr_expect_null (imgp_msg_decode (&zmsg, error, sizeof error), "empty header");
+
+    //  extra frame
+    zmsg = zmsg_new ();
+    zmsg_addstr (zmsg, SUBMIT_HEAD GOOD_OPTS "}");
+    zmsg_addstr (zmsg, "image");
+    zmsg_addstr (zmsg, "extra");
+    cr_expect_null (imgp_msg_decode (&zmsg, error, sizeof error), "three frames");
+
+    //  a data frame where the type has none
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\"}", "data");
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"0123456789abcdef0123456789abcdef\"}", "x");
+}
+
+Test (malformed, missing_or_empty_data)
+{
+    char error [256] = "";
+    imgp_msg_t *msg = s_decode_header (SUBMIT_HEAD GOOD_OPTS "}",
+                                       strlen (SUBMIT_HEAD GOOD_OPTS "}"), NULL,
+                                       error, sizeof error);
+    cr_expect_null (msg);
+    cr_expect (strstr (error, "missing its data frame"), "got: %s", error);
+    s_expect_bad (SUBMIT_HEAD GOOD_OPTS "}", "");       //  empty data frame
+    imgp_msg_destroy (&msg);
+    msg = s_expect_good (SUBMIT_HEAD GOOD_OPTS "}", "imagebytes");
+    imgp_msg_destroy (&msg);
+
+    //  INFO may carry data only when done
+    s_expect_bad ("{\"v\":1,\"type\":\"info\",\"id\":\"0123456789abcdef0123456789abcdef\","
+                  "\"state\":\"queued\",\"created_at\":1,\"updated_at\":2,\"attempts\":0}", "x");
+    //  JOB / DONE require data
+    s_expect_bad ("{\"v\":1,\"type\":\"job\",\"id\":\"0123456789abcdef0123456789abcdef\","
+                  "\"attempts\":1," GOOD_OPTS "}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"0123456789abcdef0123456789abcdef\","
+                  "\"worker\":\"w\",\"attempts\":1,\"result\":{\"width\":1,\"height\":1,"
+                  "\"format\":\"png\",\"bytes\":4,\"ms\":0}}", NULL);
+    //  DONE whose result.bytes does not match its data
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"0123456789abcdef0123456789abcdef\","
+                  "\"worker\":\"w\",\"attempts\":1,\"result\":{\"width\":1,\"height\":1,"
+                  "\"format\":\"png\",\"bytes\":5,\"ms\":0}}", "abcd");
+    msg = s_expect_good ("{\"v\":1,\"type\":\"done\",\"id\":\"0123456789abcdef0123456789abcdef\","
+                         "\"worker\":\"w\",\"attempts\":1,\"result\":{\"width\":1,\"height\":1,"
+                         "\"format\":\"png\",\"bytes\":4,\"ms\":0}}", "abcd");
+    imgp_msg_destroy (&msg);
+}
+
+Test (malformed, not_json)
+{
+    s_expect_bad ("hello", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\"", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\"} trailing", NULL);
+    s_expect_bad ("[1,\"ping\"]", NULL);
+    s_expect_bad ("\"ping\"", NULL);
+    s_expect_bad ("42", NULL);
+    s_expect_bad ("null", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\",\"v\":1}", NULL);     //  duplicate key
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\",\"x\":99999999999999999999999}", NULL);
+    s_expect_bad ("\xff\xfe{}", NULL);
+    //  embedded NUL in the frame
+    char error [256] = "";
+    imgp_msg_t *msg = s_decode_header ("{\"v\":1,\0\"type\":\"ping\"}", 23, NULL,
+                                       error, sizeof error);
+    cr_expect_null (msg);
+    imgp_msg_destroy (&msg);
+}
+
+Test (malformed, version)
+{
+    char error [256] = "";
+    const char *v2 = "{\"v\":2,\"type\":\"ping\"}";
+    imgp_msg_t *msg = s_decode_header (v2, strlen (v2), NULL, error, sizeof error);
+    cr_expect_null (msg);
+    cr_expect_str_eq (error, "unsupported protocol version 2");
+    s_expect_bad ("{\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":0,\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":-1,\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":\"1\",\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":1.0,\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":null,\"type\":\"ping\"}", NULL);
+    s_expect_bad ("{\"v\":true,\"type\":\"ping\"}", NULL);
+}
+
+Test (malformed, type)
+{
+    char error [256] = "";
+    const char *json = "{\"v\":1,\"type\":\"reboot\"}";
+    imgp_msg_t *msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
+    cr_expect_null (msg);
+    cr_expect_str_eq (error, "unknown message type \"reboot\"");
+    s_expect_bad ("{\"v\":1}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"PING\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":1}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":null}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"ping\\u0000\"}", NULL);
+    //  control characters in an unknown type never reach the log verbatim
+    json = "{\"v\":1,\"type\":\"x\\u001b[31m\\n\"}";
+    msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
+    cr_expect_null (msg);
+    for (const char *c = error; *c; c++)
+        cr_expect (*c >= 0x20 && *c < 0x7f, "unprintable byte in reason: %s", error);
+}
+
+Test (malformed, bad_id)
+{
+    s_expect_bad ("{\"v\":1,\"type\":\"status\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"0123456789abcdef\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"0123456789ABCDEF0123456789ABCDEF\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"../../../../../../../etc/passwd..\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"../etc/passwd\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"0123456789abcdef0123456789abcdef0\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":\"0123456789abcdef\\u00000123456789abcde\"}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":12345}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"status\",\"id\":null}", NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"error\",\"id\":\"bad\",\"code\":\"internal\",\"message\":\"\"}",
+                  NULL);
+}
+
+Test (malformed, opts)
+{
+    const char *cases [] = {
+        "\"opts\":{\"width\":0,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":4097,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":-1,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":99999,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"crop\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"inside\",\"format\":\"bmp\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":101,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":-5,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":1}",
+        "\"opts\":{\"width\":10.5,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":\"10\",\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":4294967306,\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"height\":10,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":{\"width\":10,\"height\":10,\"fit\":0,\"format\":\"png\",\"quality\":0,\"enlarge\":false}",
+        "\"opts\":[10,10]",
+        "\"opts\":null",
+        "\"nopts\":{}",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        char json [512];
+        snprintf (json, sizeof json, "%s%s}", SUBMIT_HEAD, cases [i]);
+        s_expect_bad (json, "imagebytes");
+    }
+}
+
+Test (malformed, wrong_types_and_ranges)
+{
+    const char *info = "{\"v\":1,\"type\":\"info\",\"id\":\"0123456789abcdef0123456789abcdef\",";
+    const char *tails [] = {
+        "\"state\":\"running\",\"created_at\":1,\"updated_at\":2,\"attempts\":0}",
+        "\"state\":2,\"created_at\":1,\"updated_at\":2,\"attempts\":0}",
+        "\"state\":\"queued\",\"created_at\":-1,\"updated_at\":2,\"attempts\":0}",
+        "\"state\":\"queued\",\"created_at\":\"1\",\"updated_at\":2,\"attempts\":0}",
+        "\"state\":\"queued\",\"created_at\":1,\"attempts\":0}",
+        "\"state\":\"queued\",\"created_at\":1,\"updated_at\":2,\"attempts\":-1}",
+        "\"state\":\"queued\",\"created_at\":1,\"updated_at\":2,\"attempts\":1001}",
+        "\"state\":\"queued\",\"created_at\":1,\"updated_at\":2,\"attempts\":true}",
+        //  failed without code / with a bad code
+        "\"state\":\"failed\",\"created_at\":1,\"updated_at\":2,\"attempts\":1}",
+        "\"state\":\"failed\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"code\":\"Bad\",\"message\":\"\"}",
+        //  done without result / with bad results
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":0,\"height\":1,\"format\":\"png\",\"bytes\":1,\"ms\":0}}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":65536,\"height\":1,\"format\":\"png\",\"bytes\":1,\"ms\":0}}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":1,\"height\":1,\"format\":\"gif\",\"bytes\":1,\"ms\":0}}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":1,\"height\":1,\"format\":\"png\",\"bytes\":0,\"ms\":0}}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":1,\"height\":1,\"format\":\"png\",\"bytes\":1,\"ms\":-1}}",
+        "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":\"done\"}",
+    };
+    for (size_t i = 0; i < sizeof tails / sizeof tails [0]; i++) {
+        char json [512];
+        snprintf (json, sizeof json, "%s%s", info, tails [i]);
+        s_expect_bad (json, NULL);
+    }
+    //  and the good ones next to them
+    char json [512];
+    snprintf (json, sizeof json, "%s%s", info,
+              "\"state\":\"failed\",\"created_at\":0,\"updated_at\":0,\"attempts\":1000,"
+              "\"code\":\"decode_error\",\"message\":\"\"}");
+    imgp_msg_t *msg = s_expect_good (json, NULL);
+    imgp_msg_destroy (&msg);
+}
+
+Test (malformed, worker_code_message)
+{
+    const char *heads [] = {
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":\"\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":\"bad\\u0007name\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":\"bad\\nname\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":\"two words\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":\"caf\\u00e9\"}",
+        ("{\"v\":1,\"type\":\"heartbeat\",\"slots\":1,\"worker\":"
+            "\"a234567890123456789012345678901234567890123456789012345678901234X\"}"),
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":-1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1001,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":1}",
+        "{\"v\":1,\"type\":\"started\",\"id\":\"0123456789abcdef0123456789abcdef\",\"worker\":\"w\",\"attempts\":0}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"\",\"message\":\"m\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"queue-full\",\"message\":\"m\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"abcdefghijklmnopqrstuvwxyz_abcdefg\",\"message\":\"m\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"internal\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":\"line\\nbreak\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":\"nul\\u0000inside\"}",
+        "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":7}",
+    };
+    for (size_t i = 0; i < sizeof heads / sizeof heads [0]; i++)
+        s_expect_bad (heads [i], NULL);
+
+    //  a message of 257 bytes
+    char json [600];
+    char text [258];
+    memset (text, 'm', 257);
+    text [257] = '\0';
+    snprintf (json, sizeof json, "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":\"%s\"}", text);
+    s_expect_bad (json, NULL);
+    text [256] = '\0';
+    snprintf (json, sizeof json, "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":\"%s\"}", text);
+    imgp_msg_t *msg = s_expect_good (json, NULL);
+    imgp_msg_destroy (&msg);
+    msg = s_expect_good ("{\"v\":1,\"type\":\"heartbeat\",\"slots\":1000,"
+        "\"worker\":\"a234567890123456789012345678901234567890123456789012345678901234\"}", NULL);
+    imgp_msg_destroy (&msg);
+}
+
+Test (malformed, huge_header)
+{
+    //  A valid header padded past IMGP_HEADER_MAX with an unknown key.
+    size_t size = IMGP_HEADER_MAX + 100;
+    char *json = malloc (size + 1);
+    int n = snprintf (json, size, "{\"v\":1,\"type\":\"ping\",\"pad\":\"");
+    memset (json + n, 'x', size - n - 2);
+    memcpy (json + size - 2, "\"}", 3);
+    char error [256] = "";
+    imgp_msg_t *msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
+    cr_expect_null (msg);
+    cr_expect (strstr (error, "header frame"), "got: %s", error);
+
+    //  exactly IMGP_HEADER_MAX bytes is still fine
+    size = IMGP_HEADER_MAX;
+    memset (json + n, 'x', size - n - 2);
+    memcpy (json + size - 2, "\"}", 3);
+    cr_assert_eq (strlen (json), IMGP_HEADER_MAX);
+    msg = s_expect_good (json, NULL);
+    imgp_msg_destroy (&msg);
+
+    //  deep nesting within the limit must not crash the parser
+    memset (json, '[', IMGP_HEADER_MAX);
+    msg = s_decode_header (json, IMGP_HEADER_MAX, NULL, error, sizeof error);
+    cr_expect_null (msg);
+    free (json);
+}
+
+Test (malformed, random_mutations_never_crash)
+{
+    //  Flip, drop and insert bytes of valid headers; the decoder must
+    //  return a message or NULL, and a returned message must be valid.
+    const char *seeds [] = {
+        SUBMIT_HEAD GOOD_OPTS "}",
+        ("{\"v\":1,\"type\":\"info\",\"id\":\"0123456789abcdef0123456789abcdef\",\"state\":\"done\","
+            "\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"result\":{\"width\":1,"
+            "\"height\":1,\"format\":\"png\",\"bytes\":4,\"ms\":0}}"),
+        ("{\"v\":1,\"type\":\"failed\",\"id\":\"0123456789abcdef0123456789abcdef\","
+            "\"worker\":\"w\",\"attempts\":1,\"code\":\"x\",\"message\":\"m\"}"),
+    };
+    unsigned seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        const char *base = seeds [round % 3];
+        size_t len = strlen (base);
+        char json [1024];
+        memcpy (json, base, len);
+        int edits = 1 + (int) ((seed = seed * 1103515245 + 12345) >> 16) % 4;
+        for (int e = 0; e < edits && len > 1; e++) {
+            seed = seed * 1103515245 + 12345;
+            size_t at = (seed >> 8) % len;
+            switch ((seed >> 4) % 3) {
+                case 0: json [at] = (char) (seed >> 16); break;
+                case 1: memmove (json + at, json + at + 1, len - at - 1); len--; break;
+                default:
+                    if (len + 1 < sizeof json) {
+                        memmove (json + at + 1, json + at, len - at);
+                        json [at] = (char) (seed >> 20);
+                        len++;
+                    }
+            }
+        }
+        char error [256];
+        imgp_msg_t *msg = s_decode_header (json, len, (round & 1) ? "abcd" : NULL,
+                                           error, sizeof error);
+        if (msg) {
+            zmsg_t *again = imgp_msg_encode (msg);
+            cr_assert_not_null (again, "decoded message does not re-encode");
+            zmsg_destroy (&again);
+        }
+        imgp_msg_destroy (&msg);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Sockets
+
+static int s_freed;                 //  calls of s_count_free
+
+static void
+s_count_free (void *buf, void *hint)
+{
+    (void) hint;
+    s_freed++;
+    free (buf);
+}
+
+//  A REQ frontend submits to a ROUTER intake; the image goes zero-copy.
+Test (sockets, req_router_submit_accepted_inproc)
+{
+    zsock_t *router = zsock_new_router ("@inproc://intake");
+    zsock_t *req = zsock_new_req (">inproc://intake");
+    cr_assert (router && req);
+    zsock_set_rcvtimeo (router, 2000);
+    zsock_set_rcvtimeo (req, 2000);
+
+    imgp_msg_t *submit = imgp_msg_new (IMGP_MSG_SUBMIT);
+    cr_assert_eq (imgp_id_new (submit->id), 0);
+    char id [IMGP_ID_LEN + 1];
+    strcpy (id, submit->id);
+    s_set_opts (&submit->opts);
+    uint8_t *buf = s_bytes (100000, 2);
+    s_freed = 0;
+    imgp_msg_set_data (submit, buf, 100000, s_count_free);
+    cr_assert_eq (imgp_msg_send (&submit, req), 0);
+    cr_expect_null (submit);
+
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_SUBMIT);
+    cr_expect_str_eq (got->id, id);
+    cr_expect_not_null (got->routing_id);
+    s_expect_opts_set (&got->opts);
+    s_expect_data (got, 100000, 2);
+    //  inproc passes the very buffer: proof that nothing copied it
+    cr_expect_eq ((const void *) imgp_msg_data (got), (const void *) buf, "data was copied");
+    cr_expect_eq (s_freed, 0, "freed while still in use");
+
+    imgp_msg_t *ack = imgp_msg_reply_new (got, IMGP_MSG_ACCEPTED);
+    ack->state = IMGP_STATE_QUEUED;
+    imgp_msg_destroy (&got);
+    cr_expect_eq (s_freed, 1, "free_fn called once the receiver let go");
+    cr_assert_eq (imgp_msg_send (&ack, router), 0);
+
+    imgp_msg_t *reply = imgp_msg_recv (req);
+    cr_assert_not_null (reply);
+    cr_expect_eq (reply->type, IMGP_MSG_ACCEPTED);
+    cr_expect_str_eq (reply->id, id);
+    cr_expect_eq (reply->state, IMGP_STATE_QUEUED);
+    cr_expect_null (reply->routing_id);
+    imgp_msg_destroy (&reply);
+
+    //  and an ERROR reply on the next round
+    imgp_msg_t *status = imgp_msg_new (IMGP_MSG_STATUS);
+    strcpy (status->id, id);
+    cr_assert_eq (imgp_msg_send (&status, req), 0);
+    got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    imgp_msg_t *error = imgp_msg_error_new (got, "not_found", "no job with id %s", got->id);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&error, router), 0);
+    reply = imgp_msg_recv (req);
+    cr_assert_not_null (reply);
+    cr_expect_eq (reply->type, IMGP_MSG_ERROR);
+    cr_expect_str_eq (reply->code, "not_found");
+    cr_expect_str_eq (reply->id, id);
+    imgp_msg_destroy (&reply);
+
+    zsock_destroy (&req);
+    zsock_destroy (&router);
+}
+
+//  PUSH/PULL over tcp for the job and result channels, with a raw libzmq
+//  socket on one side and a forwarded frame on the other.
+Test (sockets, push_pull_tcp_job_and_done)
+{
+    zsock_t *vent = zsock_new (ZMQ_PUSH);
+    cr_assert_not_null (vent);
+    int port = zsock_bind (vent, "tcp://127.0.0.1:*");
+    cr_assert_gt (port, 0);
+    zsock_set_rcvtimeo (vent, 2000);
+
+    //  The resizer side as a raw libzmq socket (void *).
+    void *pull = zmq_socket (zsys_init (), ZMQ_PULL);
+    cr_assert_not_null (pull);
+    int timeout = 2000;
+    zmq_setsockopt (pull, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+    cr_assert_eq (zmq_connect (pull, endpoint), 0);
+
+    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
+    strcpy (job->id, S_ID);
+    job->attempts = 1;
+    imgp_msg_set_data (job, s_bytes (300000, 4), 300000, NULL);
+    cr_assert_eq (imgp_msg_send (&job, vent), 0);
+
+    imgp_msg_t *got = imgp_msg_recv (pull);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_JOB);
+    cr_expect_eq (got->attempts, 1);
+    cr_expect_eq (got->opts.width, 100);
+    s_expect_data (got, 300000, 4);
+
+    //  results back: PUSH (raw) -> PULL (zsock); DONE forwards a frame
+    zsock_t *sink = zsock_new (ZMQ_PULL);
+    int sink_port = zsock_bind (sink, "tcp://127.0.0.1:*");
+    zsock_set_rcvtimeo (sink, 2000);
+    void *push = zmq_socket (zsys_init (), ZMQ_PUSH);
+    snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", sink_port);
+    cr_assert_eq (zmq_connect (push, endpoint), 0);
+
+    imgp_msg_t *done = imgp_msg_new (IMGP_MSG_DONE);
+    strcpy (done->id, got->id);
+    strcpy (done->worker, "test-worker");
+    done->attempts = got->attempts;
+    done->result = (imgp_result_t) { 100, 75, IMGP_FORMAT_PNG, 0, 12 };
+    zframe_t *frame = zframe_new (imgp_msg_data (got), 1000);
+    imgp_msg_set_frame (done, &frame);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&done, push), 0);
+
+    got = imgp_msg_recv (sink);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_DONE);
+    cr_expect_str_eq (got->worker, "test-worker");
+    cr_expect_eq (got->result.bytes, 1000);
+    s_expect_data (got, 1000, 4);
+    imgp_msg_destroy (&got);
+
+    int linger = 0;
+    zmq_setsockopt (push, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt (pull, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close (push);
+    zmq_close (pull);
+    zsock_destroy (&sink);
+    zsock_destroy (&vent);
+}
+
+Test (sockets, req_router_tcp_ping_pong)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    cr_assert_gt (port, 0);
+    zsock_set_rcvtimeo (router, 2000);
+    zsock_t *req = zsock_new (ZMQ_REQ);
+    zsock_set_rcvtimeo (req, 2000);
+    cr_assert_eq (zsock_connect (req, "tcp://127.0.0.1:%d", port), 0);
+
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    cr_assert_eq (imgp_msg_send (&ping, req), 0);
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PING);
+    imgp_msg_t *pong = imgp_msg_reply_new (got, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&pong, router), 0);
+    got = imgp_msg_recv (req);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+    zsock_destroy (&req);
+    zsock_destroy (&router);
+}
+
+Test (sockets, malformed_is_dropped_and_next_message_works)
+{
+    zsock_t *router = zsock_new_router ("@inproc://drop");
+    zsock_t *dealer = zsock_new_dealer (">inproc://drop");
+    zsock_t *pull = zsock_new_pull ("@inproc://drop-pull");
+    zsock_t *push = zsock_new_push (">inproc://drop-pull");
+    zsock_set_rcvtimeo (router, 2000);
+    zsock_set_rcvtimeo (pull, 2000);
+
+    //  DEALER without the empty delimiter: bad envelope
+    zstr_send (dealer, "{\"v\":1,\"type\":\"ping\"}");
+    errno = 0;
+    cr_expect_null (imgp_msg_recv (router));
+    cr_expect_eq (errno, EPROTO);
+    //  a v2 message with a proper envelope
+    zstr_sendm (dealer, "");
+    zstr_send (dealer, "{\"v\":2,\"type\":\"ping\"}");
+    cr_expect_null (imgp_msg_recv (router));
+    //  DEALER through imgp_msg_send adds the delimiter, as REQ would
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    cr_assert_eq (imgp_msg_send (&ping, dealer), 0);
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PING);
+    imgp_msg_t *pong = imgp_msg_reply_new (got, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&pong, router), 0);
+    zsock_set_rcvtimeo (dealer, 2000);
+    got = imgp_msg_recv (dealer);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+
+    //  PULL: garbage, an extra frame, then a good heartbeat
+    zstr_send (push, "not json");
+    zstr_sendx (push, "{\"v\":1,\"type\":\"heartbeat\",\"worker\":\"w\",\"slots\":1}", "extra", NULL);
+    imgp_msg_t *beat = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    strcpy (beat->worker, "w");
+    beat->slots = 1;
+    cr_assert_eq (imgp_msg_send (&beat, push), 0);
+    cr_expect_null (imgp_msg_recv (pull));
+    cr_expect_null (imgp_msg_recv (pull));
+    got = imgp_msg_recv (pull);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_HEARTBEAT);
+    cr_expect_eq (got->slots, 1);
+    imgp_msg_destroy (&got);
+
+    zsock_destroy (&push);
+    zsock_destroy (&pull);
+    zsock_destroy (&dealer);
+    zsock_destroy (&router);
+}
+
+Test (sockets, send_failures_free_everything)
+{
+    zsock_t *router = zsock_new_router ("@inproc://nowhere");
+    //  A reply on a ROUTER without an envelope cannot be routed.
+    imgp_msg_t *pong = imgp_msg_new (IMGP_MSG_PONG);
+    cr_expect_eq (imgp_msg_send (&pong, router), -1);
+    cr_expect_null (pong);
+    //  An invalid message is refused before anything is sent.
+    zsock_t *push = zsock_new_push ("@inproc://invalid");
+    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
+    strcpy (job->id, S_ID);
+    job->attempts = 0;
+    s_freed = 0;
+    imgp_msg_set_data (job, s_bytes (10, 0), 10, s_count_free);
+    cr_expect_eq (imgp_msg_send (&job, push), -1);
+    cr_expect_null (job);
+    cr_expect_eq (s_freed, 1, "data freed on a refused send");
+    //  A PUSH with no peer and a send timeout: the data is freed.
+    zsock_set_sndtimeo (push, 50);
+    job = imgp_msg_new (IMGP_MSG_JOB);
+    strcpy (job->id, S_ID);
+    job->attempts = 1;
+    imgp_msg_set_data (job, s_bytes (10, 0), 10, s_count_free);
+    cr_expect_eq (imgp_msg_send (&job, push), -1);
+    cr_expect_eq (errno, EAGAIN);
+    cr_expect_eq (s_freed, 2, "data freed on a failed send");
+    //  Not a socket at all, and NULLs.
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    cr_expect_eq (imgp_msg_send (&ping, NULL), -1);
+    cr_expect_null (ping);
+    cr_expect_eq (imgp_msg_send (NULL, push), -1);
+    cr_expect_null (imgp_msg_recv (NULL));
+    zsock_destroy (&push);
+    zsock_destroy (&router);
+}
+
+Test (sockets, recv_timeout_returns_null)
+{
+    zsock_t *pull = zsock_new_pull ("@inproc://quiet");
+    zsock_set_rcvtimeo (pull, 50);
+    errno = 0;
+    cr_expect_null (imgp_msg_recv (pull));
+    cr_expect_eq (errno, EAGAIN);
+    zsock_destroy (&pull);
+}
