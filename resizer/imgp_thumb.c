@@ -1,0 +1,479 @@
+/*  imgp_thumb — see imgp_thumb.h for what and why.
+
+    The pipeline, and why each step is where it is:
+
+    1. vips_foreign_find_load_buffer() names the loader from the magic bytes
+       only. Anything not on the allow-list stops here, before a loader runs.
+       libvips' own block list (untrusted loaders, and every loader that is
+       not allowed) is set too, so a loader we refused can never run by
+       another path.
+    2. A header-only open (sequential access: no pixels are decoded) gives
+       width x height of the first page, checked against max_pixels. A PNG
+       bomb or a GIF claiming 65535x65535 costs a few microseconds here and
+       gigabytes after.
+    3. vips_thumbnail_buffer() with the loader option string
+       "fail_on=truncated" (its own "fail_on" argument does not reach the
+       loader in 8.14), shrink-on-load, EXIF auto-rotate, export to sRGB
+       (without "export_profile" 8.14 exports an image with an embedded
+       profile back to that profile, and stripping it would leave the
+       colours wrong), first frame only (the loaders' default n=1).
+    4. vips_image_copy_memory() runs the decode. Decoding is lazy, so
+       truncated or corrupt data fails here, not in step 3; doing it before
+       the encoder separates decode_error from encode_error. The thumbnail
+       is at most IMGP_SIDE_MAX squared, so the copy is bounded.
+    5. Encode with metadata stripped; JPEG has no alpha, so alpha is
+       flattened onto white first.
+
+    libvips reports errors into a process-wide buffer; every failure path
+    turns it into the result message and clears it, so one job's errors
+    never leak into the next job's message.
+*/
+#include "imgp_thumb.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <vips/vips.h>
+
+#include "imgp_log.h"
+
+//  Encoder defaults of libvips 8.14, used when opts->quality is 0.
+#define S_JPEG_Q_DEFAULT 75
+#define S_WEBP_Q_DEFAULT 75
+#define S_AVIF_Q_DEFAULT 50
+
+//  A loader family we know by name: the prefix of its libvips class names
+//  ("VipsForeignLoadJpeg" matches VipsForeignLoadJpegBuffer).
+typedef struct {
+    const char *name;           //  name in --allow-loaders
+    const char *class_prefix;   //  libvips class, for matching and blocking
+    bool always;                //  on without being named (the safe set)
+    const char *label;          //  what a user calls such files, for messages
+} s_loader_t;
+
+static const s_loader_t s_loaders [] = {
+    { "jpeg", "VipsForeignLoadJpeg", true, "JPEG images" },
+    { "png", "VipsForeignLoadPng", true, "PNG images" },
+    { "webp", "VipsForeignLoadWebp", true, "WebP images" },
+    { "gif", "VipsForeignLoadNsgif", true, "GIF images" },
+    { "tiff", "VipsForeignLoadTiff", true, "TIFF images" },
+    { "heif", "VipsForeignLoadHeif", true, "HEIF/AVIF images" },
+    { "svg", "VipsForeignLoadSvg", false, "SVG images" },
+    { "pdf", "VipsForeignLoadPdf", false, "PDF documents" },
+    { "magick", "VipsForeignLoadMagick", false, "Images that only ImageMagick reads" },
+};
+#define S_LOADERS (sizeof s_loaders / sizeof s_loaders [0])
+
+//  Process-wide configuration, written by imgp_thumb_init only.
+static int64_t s_max_pixels = 100000000;    //  pixel limit of the first page
+static bool s_allowed [S_LOADERS];          //  loader families that may run
+
+//  Job id that libvips log lines are tagged with.
+static GMutex s_job_lock;                   //  guards s_job
+static char s_job [IMGP_ID_LEN + 1];        //  "" when no job is running
+
+static const char *s_code_names [] = {
+    "ok", "unsupported_format", "too_many_pixels", "decode_error",
+    "encode_error", "internal"
+};
+
+
+//  --------------------------------------------------------------------------
+//  Logging: the "VIPS" GLib domain into imgp_log, tagged with the job
+
+void
+imgp_thumb_set_job (const char *id)
+{
+    g_mutex_lock (&s_job_lock);
+    snprintf (s_job, sizeof s_job, "%s", id ? id : "");
+    g_mutex_unlock (&s_job_lock);
+}
+
+static void
+s_vips_log (const gchar *domain, GLogLevelFlags flags, const gchar *message, gpointer hint)
+{
+    (void) domain;
+    (void) hint;
+    imgp_log_level_t level = IMGP_LOG_DEBUG;        //  g_info, g_debug: tracing
+    if (flags & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+        level = IMGP_LOG_ERROR;
+    else
+    if (flags & G_LOG_LEVEL_WARNING)
+        level = IMGP_LOG_WARN;
+    else
+    if (flags & G_LOG_LEVEL_MESSAGE)
+        level = IMGP_LOG_INFO;
+    if (level == IMGP_LOG_DEBUG && !imgp_log_verbose ())
+        return;
+
+    char job [IMGP_ID_LEN + 1];
+    g_mutex_lock (&s_job_lock);
+    snprintf (job, sizeof job, "%s", *s_job ? s_job : "-");
+    g_mutex_unlock (&s_job_lock);
+    imgp_log (level, "job=%s event=vips_log message=%s", job, message ? message : "");
+}
+
+
+//  --------------------------------------------------------------------------
+//  Configuration
+
+static int
+s_loader_find (const char *name, size_t len)
+{
+    for (size_t i = 0; i < S_LOADERS; i++)
+        if (strlen (s_loaders [i].name) == len
+        &&  strncasecmp (s_loaders [i].name, name, len) == 0)
+            return (int) i;
+    return -1;
+}
+
+//  Fill `allowed` from the always-on set plus the comma list `extra`.
+static int
+s_parse_allowed (const char *extra, bool allowed [S_LOADERS])
+{
+    for (size_t i = 0; i < S_LOADERS; i++)
+        allowed [i] = s_loaders [i].always;
+
+    const char *p = extra ? extra : "";
+    while (*p) {
+        while (*p == ',' || isspace ((unsigned char) *p))
+            p++;
+        size_t len = 0;
+        while (p [len] && p [len] != ',' && !isspace ((unsigned char) p [len]))
+            len++;
+        if (len == 0)
+            break;
+        int k = s_loader_find (p, len);
+        if (k < 0) {
+            imgp_error ("event=config_error message=unknown loader '%.*s' in allow-loaders "
+                        "(known: svg, pdf, magick)", (int) len, p);
+            return -1;
+        }
+        allowed [k] = true;
+        p += len;
+    }
+    return 0;
+}
+
+//  Block every loader, then unblock the allowed ones, so libvips itself
+//  refuses what we refuse even if a path skipped our own check.
+static void
+s_apply_blocks (void)
+{
+    vips_block_untrusted_set (TRUE);
+    vips_operation_block_set ("VipsForeignLoad", TRUE);
+    for (size_t i = 0; i < S_LOADERS; i++)
+        if (s_allowed [i])
+            vips_operation_block_set (s_loaders [i].class_prefix, FALSE);
+}
+
+int
+imgp_thumb_init (const imgp_thumb_config_t *config)
+{
+    assert (config);
+    assert (config->max_pixels > 0);
+    assert (config->vips_threads >= 1);
+
+    if (VIPS_INIT ("imgpipe-resizer")) {
+        imgp_error ("event=config_error message=libvips failed to start: %s",
+                    vips_error_buffer ());
+        vips_error_clear ();
+        return -1;
+    }
+    bool allowed [S_LOADERS];
+    if (s_parse_allowed (config->allow_loaders, allowed))
+        return -1;
+    memcpy (s_allowed, allowed, sizeof s_allowed);
+
+    static bool log_routed = false;
+    if (!log_routed)
+        g_log_set_handler ("VIPS", G_LOG_LEVEL_MASK | G_LOG_FLAG_FATAL | G_LOG_FLAG_RECURSION,
+                           s_vips_log, NULL);
+    log_routed = true;
+    s_max_pixels = config->max_pixels;
+    s_apply_blocks ();
+    //  Every image is new: caching operations only holds memory.
+    vips_cache_set_max (0);
+    vips_concurrency_set (config->vips_threads);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Results and errors
+
+const char *
+imgp_thumb_code_name (imgp_thumb_code_t code)
+{
+    if ((size_t) code < sizeof s_code_names / sizeof s_code_names [0])
+        return s_code_names [code];
+    return "internal";
+}
+
+void
+imgp_thumb_thread_done (void)
+{
+    vips_thread_shutdown ();
+}
+
+void
+imgp_thumb_free (void *data, void *hint)
+{
+    (void) hint;
+    g_free (data);
+}
+
+void
+imgp_thumb_result_clear (imgp_thumb_result_t *result)
+{
+    g_free (result->data);
+    memset (result, 0, sizeof *result);
+}
+
+//  Set the failure `code` and message, clear libvips' error buffer; returns
+//  -1 for the caller to pass on.
+static int
+s_fail (imgp_thumb_result_t *result, imgp_thumb_code_t code, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static int
+s_fail (imgp_thumb_result_t *result, imgp_thumb_code_t code, const char *format, ...)
+{
+    result->code = code;
+    va_list args;
+    va_start (args, format);
+    vsnprintf (result->message, sizeof result->message, format, args);
+    va_end (args);
+    vips_error_clear ();
+    return -1;
+}
+
+//  The first line of libvips' error buffer, trimmed, as the detail of a
+//  message ("VipsJpeg: Premature end of input file"). Borrowed from `buf`.
+static const char *
+s_vips_reason (char *buf, size_t size)
+{
+    snprintf (buf, size, "%s", vips_error_buffer ());
+    buf [strcspn (buf, "\r\n")] = '\0';
+    //  The message goes on the wire as JSON text: printable ASCII only.
+    for (char *c = buf; *c; c++)
+        if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7f)
+            *c = '?';
+    size_t len = strlen (buf);
+    while (len > 0 && (isspace ((unsigned char) buf [len - 1]) || buf [len - 1] == '.'))
+        buf [--len] = '\0';
+    if (len == 0)
+        snprintf (buf, size, "no detail from libvips");
+    return buf;
+}
+
+//  Pixels in words a user reads at a glance: "400 MP", "2.5 MP", "1000 pixels".
+static void
+s_pixels_text (int64_t pixels, char *buf, size_t size)
+{
+    if (pixels >= 10000000)
+        snprintf (buf, size, "%.0f MP", pixels / 1e6);
+    else
+    if (pixels >= 100000)
+        snprintf (buf, size, "%.1f MP", pixels / 1e6);
+    else
+        snprintf (buf, size, "%lld pixels", (long long) pixels);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The pipeline steps
+
+//  Step 1: which loader would run, and may it?
+static int
+s_check_loader (const uint8_t *buf, size_t len, imgp_thumb_result_t *result)
+{
+    if (len == 0)
+        return s_fail (result, IMGP_THUMB_UNSUPPORTED_FORMAT, "the file is empty");
+
+    const char *class_name = vips_foreign_find_load_buffer (buf, len);
+    if (!class_name)
+        return s_fail (result, IMGP_THUMB_UNSUPPORTED_FORMAT,
+                       "not an image in a supported format "
+                       "(JPEG, PNG, WebP, GIF, TIFF, HEIF/AVIF)");
+    result->loader = vips_nickname_find (g_type_from_name (class_name));
+    for (size_t i = 0; i < S_LOADERS; i++)
+        if (g_str_has_prefix (class_name, s_loaders [i].class_prefix)) {
+            if (s_allowed [i])
+                return 0;
+            return s_fail (result, IMGP_THUMB_UNSUPPORTED_FORMAT,
+                           "%s are not accepted here (supported: JPEG, PNG, WebP, GIF, TIFF, "
+                           "HEIF/AVIF)", s_loaders [i].label);
+        }
+    return s_fail (result, IMGP_THUMB_UNSUPPORTED_FORMAT,
+                   "this image format (%s) is not accepted here (supported: JPEG, PNG, WebP, "
+                   "GIF, TIFF, HEIF/AVIF)", result->loader ? result->loader : class_name);
+}
+
+//  Step 2: read the header only and check the pixel count of the first page.
+static int
+s_check_pixels (const uint8_t *buf, size_t len, imgp_thumb_result_t *result)
+{
+    VipsImage *header = vips_image_new_from_buffer (buf, len, "",
+                                                    "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (!header) {
+        char reason [IMGP_MESSAGE_MAX];
+        return s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image header cannot be read: %s",
+                       s_vips_reason (reason, sizeof reason));
+    }
+
+    result->in_width = vips_image_get_width (header);
+    result->in_height = vips_image_get_page_height (header);
+    g_object_unref (header);
+
+    int64_t pixels = (int64_t) result->in_width * result->in_height;
+    if (pixels <= s_max_pixels)
+        return 0;
+    char have [32], limit [32];
+    s_pixels_text (pixels, have, sizeof have);
+    s_pixels_text (s_max_pixels, limit, sizeof limit);
+    return s_fail (result, IMGP_THUMB_TOO_MANY_PIXELS, "image is %dx%d = %s, over the limit of %s",
+                   result->in_width, result->in_height, have, limit);
+}
+
+//  Step 3 and 4: the thumbnail, decoded into memory. Returns the image or
+//  NULL with the result set.
+static VipsImage *
+s_decode (const uint8_t *buf, size_t len, const imgp_opts_t *opts, imgp_thumb_result_t *result)
+{
+    VipsSize size = opts->enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
+    if (opts->fit == IMGP_FIT_FILL)
+        size = VIPS_SIZE_FORCE;
+    VipsInteresting crop = opts->fit == IMGP_FIT_COVER ? VIPS_INTERESTING_CENTRE
+                                                       : VIPS_INTERESTING_NONE;
+    char reason [IMGP_MESSAGE_MAX];
+    VipsImage *thumb = NULL;
+    //  libvips does not write to buf (the prototype predates const).
+    if (vips_thumbnail_buffer ((void *) buf, len, &thumb, opts->width,
+                               "height", opts->height,
+                               "size", size,
+                               "crop", crop,
+                               "export_profile", "srgb",
+                               "option_string", "fail_on=truncated",
+                               NULL)) {
+        s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image cannot be decoded: %s",
+                s_vips_reason (reason, sizeof reason));
+        return NULL;
+    }
+    //  Anything not already 8-bit sRGB (an odd input the ICC export passed
+    //  through) is converted, so every output is sRGB.
+    if (vips_image_get_interpretation (thumb) != VIPS_INTERPRETATION_sRGB
+    ||  vips_image_get_format (thumb) != VIPS_FORMAT_UCHAR) {
+        VipsImage *srgb = NULL;
+        int rc = vips_colourspace (thumb, &srgb, VIPS_INTERPRETATION_sRGB, NULL);
+        g_object_unref (thumb);
+        thumb = srgb;
+        if (rc) {
+            s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image colours cannot be converted to "
+                    "sRGB: %s", s_vips_reason (reason, sizeof reason));
+            return NULL;
+        }
+    }
+    VipsImage *memory = vips_image_copy_memory (thumb);
+    g_object_unref (thumb);
+    if (!memory)
+        s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image data is truncated or corrupt: %s",
+                s_vips_reason (reason, sizeof reason));
+    return memory;
+}
+
+//  JPEG has no alpha channel: composite onto white. Returns a new reference.
+static VipsImage *
+s_flatten (VipsImage *image)
+{
+    if (!vips_image_hasalpha (image)) {
+        g_object_ref (image);
+        return image;
+    }
+    VipsArrayDouble *white = vips_array_double_newv (1, 255.0);
+    VipsImage *flat = NULL;
+    int rc = vips_flatten (image, &flat, "background", white, NULL);
+    vips_area_unref (VIPS_AREA (white));
+    return rc ? NULL : flat;
+}
+
+//  Remove every metadata item (EXIF, XMP, IPTC, ICC, comments...): the
+//  savers' "strip" is not enough, 8.14.1's webpsave ignores it. Built-in
+//  fields (width, height...) cannot be removed and are skipped by libvips.
+static void
+s_strip_metadata (VipsImage *image)
+{
+    gchar **fields = vips_image_get_fields (image);
+    for (gchar **f = fields; f && *f; f++)
+        vips_image_remove (image, *f);
+    g_strfreev (fields);
+}
+
+//  Step 5: encode with metadata stripped.
+static int
+s_encode (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
+{
+    int q = opts->quality;
+    int rc = -1;
+    s_strip_metadata (image);
+    switch (opts->format) {
+        case IMGP_FORMAT_PNG:
+            rc = vips_pngsave_buffer (image, &result->data, &result->size, "strip", TRUE, NULL);
+            break;
+        case IMGP_FORMAT_JPEG: {
+            VipsImage *flat = s_flatten (image);
+            if (flat) {
+                rc = vips_jpegsave_buffer (flat, &result->data, &result->size, "strip", TRUE,
+                                           "Q", q ? q : S_JPEG_Q_DEFAULT, NULL);
+                g_object_unref (flat);
+            }
+            break;
+        }
+        case IMGP_FORMAT_WEBP:
+            rc = vips_webpsave_buffer (image, &result->data, &result->size, "strip", TRUE,
+                                       "Q", q ? q : S_WEBP_Q_DEFAULT, NULL);
+            break;
+        case IMGP_FORMAT_AVIF:
+            rc = vips_heifsave_buffer (image, &result->data, &result->size, "strip", TRUE,
+                                       "Q", q ? q : S_AVIF_Q_DEFAULT, "bitdepth", 8,
+                                       "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL);
+            break;
+    }
+    if (rc == 0 && result->data && result->size > 0)
+        return 0;
+
+    char reason [IMGP_MESSAGE_MAX];
+    g_free (result->data);
+    result->data = NULL;
+    result->size = 0;
+    return s_fail (result, IMGP_THUMB_ENCODE_ERROR, "the %s encoder failed: %s",
+                   imgp_format_name (opts->format), s_vips_reason (reason, sizeof reason));
+}
+
+int
+imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
+                 imgp_thumb_result_t *result)
+{
+    assert (buf || len == 0);
+    assert (opts);
+    assert (result && !result->data);
+
+    memset (result, 0, sizeof *result);
+    vips_error_clear ();
+    if (!imgp_opts_valid (opts))
+        return s_fail (result, IMGP_THUMB_INTERNAL, "thumbnail options are out of range");
+    if (s_check_loader (buf, len, result) || s_check_pixels (buf, len, result))
+        return -1;
+
+    VipsImage *image = s_decode (buf, len, opts, result);
+    if (!image)
+        return -1;
+    result->width = vips_image_get_width (image);
+    result->height = vips_image_get_height (image);
+    int rc = s_encode (image, opts, result);
+    g_object_unref (image);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/*  imgp_thumb — one image in, one thumbnail out: the only code in imgpipe
+    that touches libvips.
+
+    Why: the resizer must turn untrusted bytes into a thumbnail, or into an
+    error a user can act on, without ever decoding something we did not mean
+    to expose. Every check happens here, in this order: the loader libvips
+    would pick must be on the allow-list; the header alone is read and
+    width x height of the first page is compared with the pixel limit; only
+    then is the image decoded (shrink-on-load, EXIF auto-rotate, sRGB,
+    first frame only) with "fail_on=truncated", so truncated or corrupt
+    data fails instead of giving grey rows; the pixels are materialised
+    (decode errors show here, decoding is lazy) and finally encoded with
+    metadata stripped (encoder errors show there).
+
+    libvips state is process-wide, so this module is configured once per
+    process with imgp_thumb_init() and runs one image at a time per thread.
+    It never asserts on image bytes and never lets a libvips warning reach
+    stderr unlabelled: the "VIPS" GLib log domain is routed into imgp_log,
+    tagged with the job set by imgp_thumb_set_job().
+*/
+#ifndef IMGP_THUMB_H_INCLUDED
+#define IMGP_THUMB_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgp_msg.h"
+#include "imgp_opts.h"
+
+//  Why a thumbnail could not be made. The names (imgp_thumb_code_name) are
+//  the FAILED codes on the wire.
+typedef enum {
+    IMGP_THUMB_OK = 0,
+    IMGP_THUMB_UNSUPPORTED_FORMAT,  //  not an image, or its loader is not allowed
+    IMGP_THUMB_TOO_MANY_PIXELS,     //  header says width x height > max_pixels
+    IMGP_THUMB_DECODE_ERROR,        //  truncated or corrupt data
+    IMGP_THUMB_ENCODE_ERROR,        //  the output encoder failed
+    IMGP_THUMB_INTERNAL             //  anything else (out of memory, bug)
+} imgp_thumb_code_t;
+
+//  Process-wide settings, given once to imgp_thumb_init().
+typedef struct {
+    int64_t max_pixels;             //  largest width x height decoded, > 0
+    const char *allow_loaders;      //  extra loaders, comma list of svg, pdf, magick; NULL: none
+    int vips_threads;               //  libvips worker threads per image, >= 1
+} imgp_thumb_config_t;
+
+//  The outcome of one imgp_thumb_make() call. A plain value: clear it with
+//  imgp_thumb_result_clear() when `data` was not handed on.
+typedef struct {
+    imgp_thumb_code_t code;             //  IMGP_THUMB_OK or why not
+    char message [IMGP_MESSAGE_MAX + 1];//  for the user when code != OK, else ""
+    void *data;                         //  encoded thumbnail (g_malloc'd), NULL on failure
+    size_t size;                        //  bytes in data
+    int width;                          //  thumbnail pixels
+    int height;                         //  thumbnail pixels
+    int in_width;                       //  original pixels (first page, as stored), 0 if unknown
+    int in_height;                      //  original pixels (first page, as stored), 0 if unknown
+    const char *loader;                 //  libvips loader nickname ("jpegload_buffer"), or NULL
+} imgp_thumb_result_t;
+
+//  Start libvips (if needed) and apply `config`: block untrusted and
+//  non-allowed loaders, no operation cache, `vips_threads` threads, route
+//  the "VIPS" log domain into imgp_log. May be called again to change the
+//  settings (tests do), but not while an image is being made. Returns 0, or
+//  -1 with the reason logged (unknown loader name, libvips failed to start).
+int imgp_thumb_init (const imgp_thumb_config_t *config);
+
+//  Set the job id that libvips warnings are tagged with from now on (copied;
+//  NULL or "" for none). Process-wide rather than per thread, because
+//  libvips warns from its own worker threads; the resizer runs one job at a
+//  time, so a single current id is exact.
+void imgp_thumb_set_job (const char *id);
+
+//  Make the thumbnail of `buf` (`len` bytes, borrowed, read-only) as `opts`
+//  ask. Always fills `result` (which must not hold data: clear it first).
+//  Returns 0 with result->data set, or -1 with result->code and
+//  result->message set; libvips' error buffer is left empty either way.
+int imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
+                     imgp_thumb_result_t *result);
+
+//  Free libvips' per-thread buffers; call from a thread that made
+//  thumbnails before it exits (not needed on the main thread).
+void imgp_thumb_thread_done (void);
+
+//  Free result->data (if still there) and reset the result.
+void imgp_thumb_result_clear (imgp_thumb_result_t *result);
+
+//  Frees thumbnail bytes with the libzmq free-function signature, for
+//  imgp_msg_set_data (result.data, result.size, imgp_thumb_free).
+void imgp_thumb_free (void *data, void *hint);
+
+//  Wire name of a code: "unsupported_format", "too_many_pixels", ...
+const char *imgp_thumb_code_name (imgp_thumb_code_t code);
+
+#endif

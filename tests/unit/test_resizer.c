@@ -1,0 +1,1002 @@
+/*  test_resizer — criterion suites for resizer/: imgp_thumb (libvips
+    thumbnails and every refusal) and imgp_resizer (the worker loop over
+    real sockets against a fake broker).
+
+    Fixtures are made at runtime with libvips, small and deterministic, so
+    the suite passes on a fresh machine. When the shared corpus exists
+    (IMGP_CORPUS, else ../shared/corpus from the repo root, where
+    tests/run.sh runs us) every MANIFEST.tsv line is checked too: `ok`
+    files give a thumbnail inside 100x100 that keeps the aspect within a
+    pixel, `reject` files fail with the code their kind calls for.
+*/
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+#include "imgp_id.h"
+#include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_resizer.h"
+#include "imgp_thumb.h"
+
+#define DEFAULT_MAX_PIXELS 100000000
+#define RECV_TIMEOUT_MS 5000        //  a hang fails the test instead of blocking it
+
+//  --------------------------------------------------------------------------
+//  Helpers
+
+//  Bytes owned by g_malloc, as libvips and GLib hand them out.
+typedef struct {
+    void *data;                     //  g_malloc'd bytes
+    size_t size;                    //  length of data
+} bytes_t;
+
+static void
+bytes_free (bytes_t *bytes)
+{
+    g_free (bytes->data);
+    bytes->data = NULL;
+    bytes->size = 0;
+}
+
+static void
+s_init_with (int64_t max_pixels, const char *allow)
+{
+    imgp_log_init ("test_resizer", false);
+    imgp_thumb_config_t config = { max_pixels, allow, 1 };
+    cr_assert_eq (imgp_thumb_init (&config), 0);
+}
+
+static void
+s_init (void)
+{
+    s_init_with (DEFAULT_MAX_PIXELS, NULL);
+}
+
+//  A w x h noise image with `bands` bands (1 grey, 3 RGB, 4 RGBA with the
+//  given alpha), deterministic enough for sizes and codes.
+static VipsImage *
+s_image (int w, int h, int bands, int alpha)
+{
+    VipsImage *noise [3] = { NULL, NULL, NULL };
+    int colour = bands >= 3 ? 3 : 1;
+    for (int i = 0; i < colour; i++)
+        cr_assert_eq (vips_gaussnoise (&noise [i], w, h, "mean", 128.0, "sigma", 40.0,
+                                       "seed", 42 + i, NULL), 0);
+    VipsImage *joined = NULL, *rgba = NULL, *cast = NULL, *out = NULL;
+    cr_assert_eq (vips_bandjoin (noise, &joined, colour, NULL), 0);
+    if (bands == 4)
+        cr_assert_eq (vips_bandjoin_const1 (joined, &rgba, alpha, NULL), 0);
+    else {
+        rgba = joined;
+        g_object_ref (rgba);
+    }
+    cr_assert_eq (vips_cast_uchar (rgba, &cast, NULL), 0);
+    VipsInterpretation interp = bands >= 3 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
+    cr_assert_eq (vips_copy (cast, &out, "interpretation", interp, NULL), 0);
+    for (int i = 0; i < colour; i++)
+        g_object_unref (noise [i]);
+    g_object_unref (joined);
+    g_object_unref (rgba);
+    g_object_unref (cast);
+    return out;
+}
+
+//  Encode `image` by file suffix (".png", ".jpg[Q=90]"...). Consumes image.
+static bytes_t
+s_encode (VipsImage *image, const char *suffix)
+{
+    bytes_t bytes = { NULL, 0 };
+    cr_assert_eq (vips_image_write_to_buffer (image, suffix, &bytes.data, &bytes.size, NULL), 0,
+                  "cannot write fixture %s: %s", suffix, vips_error_buffer ());
+    g_object_unref (image);
+    return bytes;
+}
+
+static bytes_t
+s_fixture (int w, int h, int bands, const char *suffix)
+{
+    return s_encode (s_image (w, h, bands, 255), suffix);
+}
+
+static imgp_opts_t
+s_opts (int w, int h, imgp_fit_t fit, imgp_format_t format)
+{
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    opts.width = w;
+    opts.height = h;
+    opts.fit = fit;
+    opts.format = format;
+    return opts;
+}
+
+//  Thumbnail that must succeed; returns the result (clear it).
+static imgp_thumb_result_t
+s_thumb_ok (bytes_t in, const imgp_opts_t *opts)
+{
+    imgp_thumb_result_t result = { 0 };
+    int rc = imgp_thumb_make (in.data, in.size, opts, &result);
+    cr_assert_eq (rc, 0, "thumbnail failed: %s: %s", imgp_thumb_code_name (result.code),
+                  result.message);
+    cr_assert (result.data && result.size > 0);
+    cr_assert_eq (result.code, IMGP_THUMB_OK);
+    return result;
+}
+
+//  Thumbnail that must fail with `code`.
+static void
+s_thumb_fails (const void *data, size_t size, imgp_thumb_code_t code, const char *message_part)
+{
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = { 0 };
+    int rc = imgp_thumb_make (data, size, &opts, &result);
+    cr_assert_eq (rc, -1);
+    cr_assert_null (result.data);
+    cr_assert_eq (result.code, code, "code %s, wanted %s (%s)", imgp_thumb_code_name (result.code),
+                  imgp_thumb_code_name (code), result.message);
+    cr_assert (strlen (result.message) > 0);
+    if (message_part)
+        cr_assert (strstr (result.message, message_part), "message '%s' lacks '%s'",
+                   result.message, message_part);
+    cr_assert_str_empty (vips_error_buffer (), "libvips error buffer left: %s",
+                         vips_error_buffer ());
+    imgp_thumb_result_clear (&result);
+}
+
+//  Decode thumbnail bytes back (the caller unrefs).
+static VipsImage *
+s_decode (const void *data, size_t size)
+{
+    VipsImage *image = vips_image_new_from_buffer (data, size, "", NULL);
+    cr_assert_not_null (image, "thumbnail does not decode: %s", vips_error_buffer ());
+    return image;
+}
+
+//  The thumbnail decodes to w x h, 8-bit sRGB with 3 or 4 bands.
+static void
+s_check_output (const imgp_thumb_result_t *result, int w, int h)
+{
+    cr_assert_eq (result->width, w, "width %d, wanted %d", result->width, w);
+    cr_assert_eq (result->height, h, "height %d, wanted %d", result->height, h);
+    VipsImage *image = s_decode (result->data, result->size);
+    cr_assert_eq (vips_image_get_width (image), w);
+    cr_assert_eq (vips_image_get_height (image), h);
+    cr_assert_eq (vips_image_get_interpretation (image), VIPS_INTERPRETATION_sRGB);
+    cr_assert_eq (vips_image_get_format (image), VIPS_FORMAT_UCHAR);
+    int bands = vips_image_get_bands (image);
+    cr_assert (bands == 3 || bands == 4, "%d bands", bands);
+    g_object_unref (image);
+}
+
+//  Make, check dimensions, clear.
+static void
+s_expect_size (bytes_t in, imgp_opts_t opts, int w, int h)
+{
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    s_check_output (&result, w, h);
+    imgp_thumb_result_clear (&result);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Thumbnails of every input format and shape
+
+Test (thumb, every_input_format, .init = s_init)
+{
+    const char *suffixes [] = { ".jpg", ".png", ".webp", ".gif", ".tif", ".heic", ".avif" };
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes [0]; i++) {
+        const char *suffix = suffixes [i];
+        bytes_t in = strcmp (suffix, ".avif") == 0
+                   ? s_encode (s_image (300, 200, 3, 255), ".heif[compression=av1]")
+                   : s_fixture (300, 200, 3, suffix);
+        imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+        imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+        cr_assert_eq (result.in_width, 300, "%s", suffix);
+        cr_assert_eq (result.in_height, 200, "%s", suffix);
+        cr_assert_eq (result.width, 100, "%s", suffix);
+        cr_assert (abs (result.height - 67) <= 1, "%s: height %d", suffix, result.height);
+        s_check_output (&result, result.width, result.height);
+        imgp_thumb_result_clear (&result);
+        bytes_free (&in);
+    }
+}
+
+Test (thumb, one_pixel_is_not_enlarged, .init = s_init)
+{
+    bytes_t in = s_fixture (1, 1, 3, ".png");
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    s_expect_size (in, opts, 1, 1);
+    opts.enlarge = true;
+    s_expect_size (in, opts, 100, 100);
+    bytes_free (&in);
+}
+
+Test (thumb, strip_keeps_a_row, .init = s_init)
+{
+    bytes_t in = s_fixture (8000, 10, 3, ".png");
+    s_expect_size (in, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 100, 1);
+    bytes_free (&in);
+}
+
+Test (thumb, exif_orientation_6_is_applied, .init = s_init)
+{
+    //  Stored portrait 60x100; orientation 6 says display it rotated: landscape.
+    VipsImage *image = s_image (60, 100, 3, 255);
+    vips_image_set_int (image, VIPS_META_ORIENTATION, 6);
+    bytes_t in = s_encode (image, ".jpg");
+    VipsImage *header = s_decode (in.data, in.size);
+    cr_assert_eq (vips_image_get_orientation (header), 6, "fixture lost its EXIF orientation");
+    g_object_unref (header);
+
+    s_expect_size (in, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 100, 60);
+    bytes_free (&in);
+}
+
+Test (thumb, grey_input_gives_srgb, .init = s_init)
+{
+    bytes_t in = s_fixture (200, 100, 1, ".png");
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    s_check_output (&result, 100, 50);
+    VipsImage *out = s_decode (result.data, result.size);
+    cr_assert_eq (vips_image_get_bands (out), 3);
+    g_object_unref (out);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
+Test (thumb, animated_gif_gives_first_frame, .init = s_init)
+{
+    //  Three 90x60 frames stacked, saved as an animation.
+    VipsImage *image = s_image (90, 180, 3, 255);
+    vips_image_set_int (image, VIPS_META_PAGE_HEIGHT, 60);
+    vips_image_set_int (image, VIPS_META_N_PAGES, 3);
+    bytes_t in = s_encode (image, ".gif");
+    imgp_opts_t opts = s_opts (30, 30, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    cr_assert_eq (result.in_height, 60, "pixel check must use the first page");
+    s_check_output (&result, 30, 20);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
+Test (thumb, rgba_to_jpeg_is_flattened_on_white, .init = s_init)
+{
+    VipsImage *clear = NULL, *srgb = NULL;
+    cr_assert_eq (vips_black (&clear, 40, 40, "bands", 4, NULL), 0);   //  black, alpha 0
+    cr_assert_eq (vips_copy (clear, &srgb, "interpretation", VIPS_INTERPRETATION_sRGB, NULL), 0);
+    g_object_unref (clear);
+    bytes_t in = s_encode (srgb, ".png");
+
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_JPEG);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    VipsImage *out = s_decode (result.data, result.size);
+    cr_assert_eq (vips_image_get_bands (out), 3);
+    double *pixel = NULL;
+    int n = 0;
+    cr_assert_eq (vips_getpoint (out, &pixel, &n, 20, 20, NULL), 0);
+    for (int i = 0; i < n; i++)
+        cr_assert_geq (pixel [i], 250.0, "band %d is %g, not white", i, pixel [i]);
+    g_free (pixel);
+    g_object_unref (out);
+    imgp_thumb_result_clear (&result);
+
+    //  PNG keeps the alpha.
+    opts.format = IMGP_FORMAT_PNG;
+    result = s_thumb_ok (in, &opts);
+    out = s_decode (result.data, result.size);
+    cr_assert_eq (vips_image_get_bands (out), 4);
+    g_object_unref (out);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
+//  Which loader reads `result` back, e.g. "VipsForeignLoadPng".
+static void
+s_check_encoded_as (const imgp_thumb_result_t *result, const char *loader_prefix)
+{
+    const char *loader = vips_foreign_find_load_buffer (result->data, result->size);
+    cr_assert_not_null (loader);
+    cr_assert (g_str_has_prefix (loader, loader_prefix), "%s, wanted %s", loader, loader_prefix);
+}
+
+Test (thumb, every_output_format, .init = s_init)
+{
+    bytes_t in = s_fixture (300, 150, 3, ".jpg");
+    struct {
+        imgp_format_t format;
+        const char *loader;
+    } cases [] = {
+        { IMGP_FORMAT_PNG, "VipsForeignLoadPng" },
+        { IMGP_FORMAT_JPEG, "VipsForeignLoadJpeg" },
+        { IMGP_FORMAT_WEBP, "VipsForeignLoadWebp" },
+        { IMGP_FORMAT_AVIF, "VipsForeignLoadHeif" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, cases [i].format);
+        imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+        s_check_output (&result, 100, 50);
+        s_check_encoded_as (&result, cases [i].loader);
+        if (cases [i].format == IMGP_FORMAT_AVIF)
+            cr_assert (result.size > 12 && memcmp ((char *) result.data + 8, "avif", 4) == 0,
+                       "not an AVIF brand");
+        imgp_thumb_result_clear (&result);
+    }
+    bytes_free (&in);
+}
+
+Test (thumb, quality_changes_lossy_size, .init = s_init)
+{
+    bytes_t in = s_fixture (300, 300, 3, ".png");
+    imgp_format_t lossy [] = { IMGP_FORMAT_JPEG, IMGP_FORMAT_WEBP, IMGP_FORMAT_AVIF };
+    for (size_t i = 0; i < 3; i++) {
+        imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, lossy [i]);
+        opts.quality = 10;
+        imgp_thumb_result_t low = s_thumb_ok (in, &opts);
+        opts.quality = 95;
+        imgp_thumb_result_t high = s_thumb_ok (in, &opts);
+        cr_assert_lt (low.size, high.size, "%s: q10 %zu bytes, q95 %zu bytes",
+                      imgp_format_name (lossy [i]), low.size, high.size);
+        imgp_thumb_result_clear (&low);
+        imgp_thumb_result_clear (&high);
+    }
+    bytes_free (&in);
+}
+
+Test (thumb, metadata_is_stripped, .init = s_init)
+{
+    VipsImage *image = s_image (200, 100, 3, 255);
+    const char xmp [] = "<x:xmpmeta xmlns:x='adobe:ns:meta/'>secret</x:xmpmeta>";
+    vips_image_set_blob_copy (image, VIPS_META_XMP_NAME, xmp, sizeof xmp);
+    bytes_t in = s_encode (image, ".jpg");
+    imgp_format_t formats [] = { IMGP_FORMAT_PNG, IMGP_FORMAT_JPEG, IMGP_FORMAT_WEBP,
+                                 IMGP_FORMAT_AVIF };
+    for (size_t i = 0; i < 4; i++) {
+        imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, formats [i]);
+        imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+        cr_assert_null (memmem (result.data, result.size, "secret", 6), "%s kept the XMP",
+                        imgp_format_name (formats [i]));
+        VipsImage *out = s_decode (result.data, result.size);
+        cr_assert_eq (vips_image_get_typeof (out, VIPS_META_XMP_NAME), 0);
+        cr_assert_eq (vips_image_get_typeof (out, VIPS_META_ICC_NAME), 0,
+                      "%s kept an ICC profile", imgp_format_name (formats [i]));
+        g_object_unref (out);
+        imgp_thumb_result_clear (&result);
+    }
+    bytes_free (&in);
+}
+
+Test (thumb, fit_modes, .init = s_init)
+{
+    bytes_t in = s_fixture (200, 100, 3, ".png");
+    s_expect_size (in, s_opts (50, 50, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 50, 25);
+    s_expect_size (in, s_opts (50, 50, IMGP_FIT_COVER, IMGP_FORMAT_PNG), 50, 50);
+    s_expect_size (in, s_opts (50, 80, IMGP_FIT_FILL, IMGP_FORMAT_PNG), 50, 80);
+    s_expect_size (in, s_opts (40, 100, IMGP_FIT_COVER, IMGP_FORMAT_PNG), 40, 100);
+    bytes_free (&in);
+}
+
+Test (thumb, enlarge_only_when_asked, .init = s_init)
+{
+    bytes_t in = s_fixture (20, 10, 3, ".png");
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    s_expect_size (in, opts, 20, 10);
+    opts.fit = IMGP_FIT_COVER;
+    s_expect_size (in, opts, 20, 10);
+    opts.enlarge = true;
+    s_expect_size (in, opts, 100, 100);
+    opts.fit = IMGP_FIT_INSIDE;
+    s_expect_size (in, opts, 100, 50);
+    bytes_free (&in);
+}
+
+Test (thumb, vips_warnings_carry_the_job_id, .init = s_init)
+{
+    char path [] = "/tmp/test_resizer_log.XXXXXX";
+    int fd = mkstemp (path);
+    cr_assert_geq (fd, 0);
+    fflush (stderr);
+    int saved = dup (2);
+    dup2 (fd, 2);
+    imgp_thumb_set_job ("0123456789abcdef0123456789abcdef");
+    g_log ("VIPS", G_LOG_LEVEL_WARNING, "a test warning");
+    imgp_thumb_set_job (NULL);
+    g_log ("VIPS", G_LOG_LEVEL_WARNING, "after the job");
+    fflush (stderr);
+    dup2 (saved, 2);
+    close (saved);
+
+    gchar *text = NULL;
+    cr_assert (g_file_get_contents (path, &text, NULL, NULL));
+    unlink (path);
+    close (fd);
+    cr_assert (strstr (text, "WARN job=0123456789abcdef0123456789abcdef event=vips_log "
+                             "message=a test warning"), "log was: %s", text);
+    cr_assert (strstr (text, "job=- event=vips_log message=after the job"), "log was: %s", text);
+    g_free (text);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Refusals
+
+Test (reject, empty, .init = s_init)
+{
+    s_thumb_fails ("", 0, IMGP_THUMB_UNSUPPORTED_FORMAT, "empty");
+}
+
+Test (reject, random_bytes, .init = s_init)
+{
+    uint8_t noise [4096];
+    uint32_t state = 42;
+    for (size_t i = 0; i < sizeof noise; i++) {
+        state = state * 1664525u + 1013904223u;
+        noise [i] = (uint8_t) (state >> 24);
+    }
+    s_thumb_fails (noise, sizeof noise, IMGP_THUMB_UNSUPPORTED_FORMAT, NULL);
+}
+
+Test (reject, text_and_html, .init = s_init)
+{
+    const char *text = "This is not an image, just some text saved as .png\n";
+    s_thumb_fails (text, strlen (text), IMGP_THUMB_UNSUPPORTED_FORMAT, "not an image");
+    const char *html = "<!DOCTYPE html><html><body><script>alert(1)</script></body></html>\n";
+    s_thumb_fails (html, strlen (html), IMGP_THUMB_UNSUPPORTED_FORMAT, NULL);
+}
+
+Test (reject, truncated_jpeg, .init = s_init)
+{
+    bytes_t in = s_fixture (400, 300, 3, ".jpg");
+    s_thumb_fails (in.data, in.size / 2, IMGP_THUMB_DECODE_ERROR, NULL);
+    bytes_free (&in);
+}
+
+Test (reject, corrupt_png_data, .init = s_init)
+{
+    bytes_t in = s_fixture (300, 300, 3, ".png");
+    uint8_t *idat = memmem (in.data, in.size, "IDAT", 4);
+    cr_assert_not_null (idat);
+    uint8_t *middle = idat + ((uint8_t *) in.data + in.size - idat) / 2;
+    for (int i = 0; i < 64; i++)
+        middle [i] ^= 0x5a;
+    s_thumb_fails (in.data, in.size, IMGP_THUMB_DECODE_ERROR, NULL);
+    bytes_free (&in);
+}
+
+static const char s_svg [] =
+    "<svg xmlns='http://www.w3.org/2000/svg' width='200' height='100'>"
+    "<rect width='200' height='100' fill='red'/></svg>";
+
+Test (reject, svg_by_default, .init = s_init)
+{
+    s_thumb_fails (s_svg, strlen (s_svg), IMGP_THUMB_UNSUPPORTED_FORMAT,
+                   "SVG images are not accepted");
+}
+
+Test (reject, svg_when_allowed_by_name)
+{
+    s_init_with (DEFAULT_MAX_PIXELS, "svg");
+    bytes_t in = { g_memdup2 (s_svg, strlen (s_svg)), strlen (s_svg) };
+    s_expect_size (in, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 100, 50);
+    bytes_free (&in);
+    //  And off again.
+    s_init_with (DEFAULT_MAX_PIXELS, "");
+    s_thumb_fails (s_svg, strlen (s_svg), IMGP_THUMB_UNSUPPORTED_FORMAT,
+                   "SVG images are not accepted");
+}
+
+Test (reject, unknown_loader_name_is_a_config_error)
+{
+    imgp_log_init ("test_resizer", false);
+    imgp_thumb_config_t config = { DEFAULT_MAX_PIXELS, "svg,bmpx", 1 };
+    cr_assert_eq (imgp_thumb_init (&config), -1);
+}
+
+Test (reject, pixel_limit_from_the_header)
+{
+    s_init_with (1000, NULL);
+    bytes_t big = s_fixture (100, 100, 3, ".png");
+    s_thumb_fails (big.data, big.size, IMGP_THUMB_TOO_MANY_PIXELS,
+                   "image is 100x100 = 10000 pixels, over the limit of 1000 pixels");
+    bytes_free (&big);
+    bytes_t small = s_fixture (30, 30, 3, ".png");
+    s_expect_size (small, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 30, 30);
+    bytes_free (&small);
+}
+
+Test (reject, jpeg_header_claiming_400_mp, .init = s_init)
+{
+    //  A small JPEG whose frame header is patched to claim 20000x20000.
+    bytes_t in = s_fixture (64, 64, 3, ".jpg");
+    uint8_t *b = in.data;
+    bool patched = false;
+    for (size_t i = 2; i + 9 < in.size && b [i] == 0xff;) {
+        size_t len = ((size_t) b [i + 2] << 8) | b [i + 3];
+        if (b [i + 1] == 0xc0 || b [i + 1] == 0xc2) {
+            b [i + 5] = 20000 >> 8, b [i + 6] = 20000 & 0xff;
+            b [i + 7] = 20000 >> 8, b [i + 8] = 20000 & 0xff;
+            patched = true;
+            break;
+        }
+        i += 2 + len;
+    }
+    cr_assert (patched);
+    s_thumb_fails (in.data, in.size, IMGP_THUMB_TOO_MANY_PIXELS, "20000x20000 = 400 MP");
+    bytes_free (&in);
+}
+
+Test (reject, gif_header_claiming_65535_squared, .init = s_init)
+{
+    const uint8_t gif [] = {
+        'G', 'I', 'F', '8', '9', 'a', 0xff, 0xff, 0xff, 0xff, 0x80, 0, 0,
+        0, 0, 0, 255, 255, 255,
+        0x2c, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0,
+        2, 2, 0x4c, 0x01, 0x00, 0x3b
+    };
+    s_thumb_fails (gif, sizeof gif, IMGP_THUMB_TOO_MANY_PIXELS, "65535x65535");
+}
+
+Test (reject, gif_javascript_polyglot, .init = s_init)
+{
+    const char poly [] = "GIF89a/*\0\0\0\0*/=1;alert(document.domain);/*"
+                         "<html><body><script>alert('x')</script></body></html>*/\n";
+    imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = { 0 };
+    cr_assert_eq (imgp_thumb_make ((const uint8_t *) poly, sizeof poly - 1, &opts, &result), -1);
+    cr_assert_neq (result.code, IMGP_THUMB_OK);
+    cr_assert_neq (result.code, IMGP_THUMB_INTERNAL, "%s", result.message);
+    imgp_thumb_result_clear (&result);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The shared corpus, when present
+
+//  Read the whole file; NULL when it cannot be read.
+static bytes_t
+s_read (const char *path)
+{
+    bytes_t bytes = { NULL, 0 };
+    gchar *data = NULL;
+    gsize size = 0;
+    if (g_file_get_contents (path, &data, &size, NULL)) {
+        bytes.data = data;
+        bytes.size = size;
+    }
+    return bytes;
+}
+
+static const char *
+s_corpus_dir (void)
+{
+    static const char *candidates [] = { "../shared/corpus", "../../shared/corpus" };
+    const char *env = getenv ("IMGP_CORPUS");
+    if (env && *env)
+        return env;
+    for (size_t i = 0; i < 2; i++) {
+        char path [512];
+        snprintf (path, sizeof path, "%s/MANIFEST.tsv", candidates [i]);
+        if (access (path, R_OK) == 0)
+            return candidates [i];
+    }
+    return NULL;
+}
+
+//  One MANIFEST.tsv line.
+typedef struct {
+    char path [256];                //  relative to the corpus
+    char format [16];               //  "jpeg", "none"...
+    int width;                      //  stored pixels, 0 for "-"
+    int height;                     //  stored pixels, 0 for "-"
+    bool ok;                        //  expect a thumbnail
+} manifest_line_t;
+
+static bool
+s_parse_line (char *line, manifest_line_t *entry)
+{
+    char *fields [7];
+    int n = 0;
+    for (char *save = NULL, *f = strtok_r (line, "\t\n", &save); f && n < 7;
+         f = strtok_r (NULL, "\t\n", &save))
+        fields [n++] = f;
+    if (n < 6 || strcmp (fields [0], "path") == 0)
+        return false;
+    snprintf (entry->path, sizeof entry->path, "%s", fields [0]);
+    snprintf (entry->format, sizeof entry->format, "%s", fields [1]);
+    entry->width = atoi (fields [2]);
+    entry->height = atoi (fields [3]);
+    entry->ok = strcmp (fields [5], "ok") == 0;
+    return true;
+}
+
+//  The box a 100x100 inside-fit of a w x h image (as displayed) must give.
+static void
+s_expected_box (int w, int h, int *out_w, int *out_h)
+{
+    if (w <= 100 && h <= 100) {
+        *out_w = w;
+        *out_h = h;
+        return;
+    }
+    double scale = w > h ? 100.0 / w : 100.0 / h;
+    *out_w = (int) (w * scale + 0.5);
+    *out_h = (int) (h * scale + 0.5);
+    *out_w = *out_w < 1 ? 1 : *out_w;
+    *out_h = *out_h < 1 ? 1 : *out_h;
+}
+
+static void
+s_check_corpus_ok (const manifest_line_t *entry, bytes_t in, imgp_thumb_result_t *result)
+{
+    cr_expect_eq (result->code, IMGP_THUMB_OK, "%s: %s: %s", entry->path,
+                  imgp_thumb_code_name (result->code), result->message);
+    if (result->code != IMGP_THUMB_OK)
+        return;
+    //  Displayed size: EXIF orientations 5..8 swap the sides.
+    VipsImage *header = s_decode (in.data, in.size);
+    bool swap = vips_image_get_orientation_swap (header);
+    g_object_unref (header);
+    int w = swap ? entry->height : entry->width;
+    int h = swap ? entry->width : entry->height;
+    int want_w, want_h;
+    s_expected_box (w, h, &want_w, &want_h);
+    cr_expect (result->width <= 100 && result->height <= 100, "%s: %dx%d", entry->path,
+               result->width, result->height);
+    cr_expect (abs (result->width - want_w) <= 1 && abs (result->height - want_h) <= 1,
+               "%s: %dx%d, wanted %dx%d", entry->path, result->width, result->height, want_w,
+               want_h);
+    VipsImage *out = s_decode (result->data, result->size);
+    int bands = vips_image_get_bands (out);
+    cr_expect (vips_image_get_interpretation (out) == VIPS_INTERPRETATION_sRGB
+               && (bands == 3 || bands == 4), "%s: not sRGB (%d bands)", entry->path, bands);
+    if (strstr (entry->path, "cmyk"))
+        cr_expect_eq (bands, 3, "%s: %d bands", entry->path, bands);
+    g_object_unref (out);
+}
+
+//  The code a reject file calls for.
+static imgp_thumb_code_t
+s_reject_code (const manifest_line_t *entry)
+{
+    if (strcmp (entry->format, "none") == 0 || strcmp (entry->format, "svg") == 0)
+        return IMGP_THUMB_UNSUPPORTED_FORMAT;
+    if ((int64_t) entry->width * entry->height > DEFAULT_MAX_PIXELS)
+        return IMGP_THUMB_TOO_MANY_PIXELS;
+    return IMGP_THUMB_DECODE_ERROR;
+}
+
+Test (corpus, every_manifest_file, .init = s_init, .timeout = 300)
+{
+    const char *dir = s_corpus_dir ();
+    if (!dir)
+        cr_skip_test ("no corpus (set IMGP_CORPUS or run from the repo root)");
+    char path [512];
+    snprintf (path, sizeof path, "%s/MANIFEST.tsv", dir);
+    FILE *manifest = fopen (path, "r");
+    cr_assert_not_null (manifest, "%s: %s", path, strerror (errno));
+
+    int files = 0, photos = 0;
+    double photo_ms = 0, photo_max_ms = 0;
+    char line [2048];
+    while (fgets (line, sizeof line, manifest)) {
+        manifest_line_t entry;
+        if (!s_parse_line (line, &entry))
+            continue;
+        snprintf (path, sizeof path, "%s/%s", dir, entry.path);
+        bytes_t in = s_read (path);
+        cr_assert (in.data || entry.width == 0, "cannot read %s", path);
+        imgp_opts_t opts = s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+        imgp_thumb_result_t result = { 0 };
+        int64_t start = g_get_monotonic_time ();
+        imgp_thumb_make (in.data ? in.data : (void *) "", in.size, &opts, &result);
+        double ms = (g_get_monotonic_time () - start) / 1000.0;
+        if (entry.ok)
+            s_check_corpus_ok (&entry, in, &result);
+        else
+            cr_expect_eq (result.code, s_reject_code (&entry), "%s: %s (%s), wanted %s",
+                          entry.path, imgp_thumb_code_name (result.code), result.message,
+                          imgp_thumb_code_name (s_reject_code (&entry)));
+        fprintf (stderr, "corpus %-48s %-18s %4dx%-4d %8.1f ms\n", entry.path,
+                 imgp_thumb_code_name (result.code), result.width, result.height, ms);
+        if (strncmp (entry.path, "photos/", 7) == 0) {
+            photos++;
+            photo_ms += ms;
+            photo_max_ms = ms > photo_max_ms ? ms : photo_max_ms;
+        }
+        imgp_thumb_result_clear (&result);
+        bytes_free (&in);
+        files++;
+    }
+    fclose (manifest);
+    cr_assert_gt (files, 0, "empty manifest");
+    if (photos)
+        fprintf (stderr, "corpus photos: %d, mean %.1f ms, max %.1f ms per thumbnail\n", photos,
+                 photo_ms / photos, photo_max_ms);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The worker loop against a fake broker on real sockets
+
+//  The broker's side: a ventilator and a sink bound on loopback.
+typedef struct {
+    zsock_t *jobs;                  //  PUSH, as the broker's ventilator
+    zsock_t *results;               //  PULL, as the broker's sink
+    char jobs_endpoint [64];        //  what the resizer connects to
+    char results_endpoint [64];     //  what the resizer connects to
+    imgp_resizer_t *resizer;        //  running in `thread`
+    pthread_t thread;               //  runs imgp_resizer_run
+    int rc;                         //  imgp_resizer_run's return
+} fake_broker_t;
+
+static zsock_t *
+s_bind (int type, char *endpoint, size_t size)
+{
+    zsock_t *sock = zsock_new (type);
+    cr_assert_not_null (sock);
+    if (type == ZMQ_PUSH) {
+        zsock_set_sndhwm (sock, 1);
+        zsock_set_immediate (sock, 1);
+        zsock_set_sndtimeo (sock, RECV_TIMEOUT_MS);
+    }
+    else
+        zsock_set_rcvtimeo (sock, RECV_TIMEOUT_MS);
+    int port = zsock_bind (sock, "tcp://127.0.0.1:*");
+    cr_assert_gt (port, 0);
+    snprintf (endpoint, size, "tcp://127.0.0.1:%d", port);
+    return sock;
+}
+
+static void *
+s_run_resizer (void *args)
+{
+    fake_broker_t *broker = args;
+    broker->rc = imgp_resizer_run (broker->resizer);
+    return NULL;
+}
+
+static void
+s_broker_start (fake_broker_t *broker, int heartbeat_ms, int64_t max_upload_bytes)
+{
+    memset (broker, 0, sizeof *broker);
+    broker->jobs = s_bind (ZMQ_PUSH, broker->jobs_endpoint, sizeof broker->jobs_endpoint);
+    broker->results = s_bind (ZMQ_PULL, broker->results_endpoint,
+                              sizeof broker->results_endpoint);
+    imgp_resizer_config_t config = {
+        .jobs = broker->jobs_endpoint,
+        .results = broker->results_endpoint,
+        .name = "test-worker",
+        .max_upload_bytes = max_upload_bytes,
+        .heartbeat_ms = heartbeat_ms,
+    };
+    broker->resizer = imgp_resizer_new (&config);
+    cr_assert_not_null (broker->resizer);
+    cr_assert_str_eq (imgp_resizer_name (broker->resizer), "test-worker");
+    cr_assert_eq (pthread_create (&broker->thread, NULL, s_run_resizer, broker), 0);
+}
+
+static void
+s_broker_stop (fake_broker_t *broker)
+{
+    imgp_resizer_stop (broker->resizer);
+    cr_assert_eq (pthread_join (broker->thread, NULL), 0);
+    cr_assert_eq (broker->rc, 0);
+    imgp_resizer_destroy (&broker->resizer);
+    imgp_resizer_destroy (&broker->resizer);     //  safe twice
+    zsock_destroy (&broker->jobs);
+    zsock_destroy (&broker->results);
+}
+
+//  Next message on the sink, or a failed test after RECV_TIMEOUT_MS.
+static imgp_msg_t *
+s_recv (fake_broker_t *broker)
+{
+    imgp_msg_t *msg = imgp_msg_recv (broker->results);
+    cr_assert_not_null (msg, "no message from the resizer within %d ms", RECV_TIMEOUT_MS);
+    return msg;
+}
+
+//  Next message that is not a HEARTBEAT.
+static imgp_msg_t *
+s_recv_result (fake_broker_t *broker)
+{
+    while (true) {
+        imgp_msg_t *msg = s_recv (broker);
+        if (msg->type != IMGP_MSG_HEARTBEAT)
+            return msg;
+        imgp_msg_destroy (&msg);
+    }
+}
+
+static void
+s_send_job (fake_broker_t *broker, const char *id, bytes_t *image)
+{
+    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
+    snprintf (job->id, sizeof job->id, "%s", id);
+    job->attempts = 2;
+    imgp_opts_default (&job->opts);
+    imgp_msg_set_data (job, image->data, image->size, imgp_thumb_free);
+    image->data = NULL;
+    cr_assert_eq (imgp_msg_send (&job, broker->jobs), 0);
+}
+
+Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 1 << 20);
+
+    imgp_msg_t *beat = s_recv (&broker);
+    cr_assert_eq (beat->type, IMGP_MSG_HEARTBEAT, "first message is %s",
+                  imgp_msg_type_name (beat->type));
+    cr_assert_str_eq (beat->worker, "test-worker");
+    cr_assert_eq (beat->slots, 1);
+    imgp_msg_destroy (&beat);
+
+    char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (id), 0);
+    bytes_t image = s_fixture (300, 200, 3, ".jpg");
+    s_send_job (&broker, id, &image);
+
+    imgp_msg_t *started = s_recv_result (&broker);
+    cr_assert_eq (started->type, IMGP_MSG_STARTED, "got %s", imgp_msg_type_name (started->type));
+    cr_assert_str_eq (started->id, id);
+    cr_assert_str_eq (started->worker, "test-worker");
+    cr_assert_eq (started->attempts, 2);
+    imgp_msg_destroy (&started);
+
+    imgp_msg_t *done = s_recv_result (&broker);
+    cr_assert_eq (done->type, IMGP_MSG_DONE, "got %s: %s %s", imgp_msg_type_name (done->type),
+                  done->code, done->message);
+    cr_assert_str_eq (done->id, id);
+    cr_assert_eq (done->attempts, 2);
+    cr_assert_eq (done->result.width, 100);
+    cr_assert (abs (done->result.height - 67) <= 1);
+    cr_assert_eq (done->result.format, IMGP_FORMAT_PNG);
+    cr_assert_eq ((size_t) done->result.bytes, imgp_msg_size (done));
+    VipsImage *thumb = s_decode (imgp_msg_data (done), imgp_msg_size (done));
+    cr_assert_eq (vips_image_get_width (thumb), 100);
+    g_object_unref (thumb);
+    imgp_msg_destroy (&done);
+
+    //  A bad image gives FAILED, and the loop goes on.
+    char bad_id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (bad_id), 0);
+    const char text [] = "not an image at all";
+    bytes_t bad = { g_memdup2 (text, sizeof text), sizeof text };
+    s_send_job (&broker, bad_id, &bad);
+    imgp_msg_t *msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_STARTED);
+    imgp_msg_destroy (&msg);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_FAILED, "got %s", imgp_msg_type_name (msg->type));
+    cr_assert_str_eq (msg->id, bad_id);
+    cr_assert_str_eq (msg->code, "unsupported_format");
+    cr_assert (strlen (msg->message) > 0);
+    imgp_msg_destroy (&msg);
+
+    cr_assert_eq (imgp_resizer_jobs (broker.resizer), 2);
+    s_broker_stop (&broker);
+}
+
+Test (loop, heartbeats_report_slots, .init = s_init, .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 50, 32 << 20);
+
+    //  Idle: a steady beat with one free slot.
+    int64_t start = zclock_mono ();
+    for (int i = 0; i < 4; i++) {
+        imgp_msg_t *beat = s_recv (&broker);
+        cr_assert_eq (beat->type, IMGP_MSG_HEARTBEAT);
+        cr_assert_eq (beat->slots, 1);
+        imgp_msg_destroy (&beat);
+    }
+    int64_t elapsed = zclock_mono () - start;
+    cr_assert (elapsed >= 100 && elapsed < 2000, "4 beats at 50 ms took %lld ms",
+               (long long) elapsed);
+
+    //  A job: slots go to 0 while it runs and back to 1 after.
+    char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (id), 0);
+    bytes_t image = s_fixture (2000, 1500, 3, ".png");
+    s_send_job (&broker, id, &image);
+    bool busy = false, free_again = false, done = false;
+    int64_t deadline = zclock_mono () + RECV_TIMEOUT_MS;
+    while (!free_again || !done) {
+        cr_assert_lt (zclock_mono (), deadline, "busy %d, free again %d, done %d", busy,
+                      free_again, done);
+        imgp_msg_t *msg = s_recv (&broker);
+        if (msg->type == IMGP_MSG_HEARTBEAT && msg->slots == 0)
+            busy = true;
+        if (msg->type == IMGP_MSG_HEARTBEAT && msg->slots == 1 && busy)
+            free_again = true;
+        if (msg->type == IMGP_MSG_DONE)
+            done = true;
+        imgp_msg_destroy (&msg);
+    }
+
+    //  Stopping says slots=0 last.
+    imgp_resizer_stop (broker.resizer);
+    bool last_word = false;
+    zsock_set_rcvtimeo (broker.results, 1000);
+    imgp_msg_t *msg;
+    while ((msg = imgp_msg_recv (broker.results))) {
+        last_word = msg->type == IMGP_MSG_HEARTBEAT && msg->slots == 0;
+        imgp_msg_destroy (&msg);
+    }
+    cr_assert (last_word, "no HEARTBEAT slots=0 on stop");
+    s_broker_stop (&broker);
+}
+
+Test (loop, oversized_messages_are_refused_and_the_loop_goes_on, .init = s_init, .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 100000);
+    imgp_msg_t *beat = s_recv (&broker);
+    cr_assert_eq (beat->type, IMGP_MSG_HEARTBEAT);
+    imgp_msg_destroy (&beat);
+
+    //  Over max-upload-bytes + 64 KiB: libzmq drops it (and the connection,
+    //  which it then makes again); no result is sent for it.
+    char big_id [IMGP_ID_LEN + 1], id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (big_id), 0);
+    cr_assert_eq (imgp_id_new (id), 0);
+    bytes_t big = { g_malloc0 (200000), 200000 };   //  > 100000 + 65536
+    s_send_job (&broker, big_id, &big);
+    bytes_t image = s_fixture (50, 40, 3, ".png");
+    s_send_job (&broker, id, &image);
+
+    imgp_msg_t *msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_STARTED);
+    cr_assert_str_eq (msg->id, id, "a result for the oversized job");
+    imgp_msg_destroy (&msg);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_DONE);
+    cr_assert_str_eq (msg->id, id);
+    imgp_msg_destroy (&msg);
+
+    //  A thumbnail over the broker's limit fails here, not on the wire.
+    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
+    cr_assert_eq (imgp_id_new (job->id), 0);
+    job->attempts = 1;
+    imgp_opts_default (&job->opts);
+    job->opts.width = job->opts.height = 2000;
+    job->opts.enlarge = true;
+    image = s_fixture (50, 40, 3, ".png");
+    imgp_msg_set_data (job, image.data, image.size, imgp_thumb_free);
+    cr_assert_eq (imgp_msg_send (&job, broker.jobs), 0);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_STARTED);
+    imgp_msg_destroy (&msg);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_FAILED);
+    cr_assert_str_eq (msg->code, "encode_error");
+    cr_assert (strstr (msg->message, "over the limit of 100000 bytes"), "%s", msg->message);
+    imgp_msg_destroy (&msg);
+    s_broker_stop (&broker);
+}
+
+Test (loop, bad_worker_name_is_refused, .init = s_init)
+{
+    imgp_resizer_config_t config = {
+        .jobs = "tcp://127.0.0.1:1", .results = "tcp://127.0.0.1:2",
+        .name = "has space", .max_upload_bytes = 1000, .heartbeat_ms = 1000,
+    };
+    cr_assert_null (imgp_resizer_new (&config));
+    config.name = NULL;
+    imgp_resizer_t *resizer = imgp_resizer_new (&config);
+    cr_assert_not_null (resizer);
+    char suffix [32];
+    snprintf (suffix, sizeof suffix, "-%ld", (long) getpid ());
+    cr_assert (g_str_has_suffix (imgp_resizer_name (resizer), suffix), "name %s",
+               imgp_resizer_name (resizer));
+    cr_assert_leq (strlen (imgp_resizer_name (resizer)), IMGP_WORKER_MAX);
+    imgp_resizer_destroy (&resizer);
+    cr_assert_null (resizer);
+}
