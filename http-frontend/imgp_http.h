@@ -1,0 +1,43 @@
+/*  imgp_http — the HTTP server of imgpipe-frontend: civetweb with the v1
+    routes (DESIGN.md, "HTTP contract"), turning each request into one call
+    to the broker and its reply into an HTTP response.
+
+    Why: the frontend holds no job state, so any number of them can serve
+    the same broker; it validates everything a client sends (route, id,
+    options, body size, content type, magic bytes) before the broker sees
+    it. Each civetweb worker thread gets its own broker client
+    (imgp_brokerc) in init_thread and drops it in exit_thread.
+
+    Never: decode or resize an image, let a client-supplied id reach the
+    broker unvalidated, or answer an error in anything but JSON
+    {"error":{"code":...,"message":...}}.
+*/
+#ifndef IMGP_HTTP_H_INCLUDED
+#define IMGP_HTTP_H_INCLUDED
+
+#include <stddef.h>
+
+typedef struct {
+    const char *listen;         //  civetweb listening_ports, e.g. "127.0.0.1:8080" (port 0: any)
+    const char *intake;         //  broker intake endpoint (SUBMIT)
+    const char *status;         //  broker status endpoint (STATUS, FETCH, PING)
+    int threads;                //  worker threads, also the most concurrent connections
+    size_t max_upload;          //  largest image accepted, bytes
+    int broker_timeout_ms;      //  time one broker call may take before 503
+    int request_timeout_ms;     //  civetweb timeout per read or write
+} imgp_http_config_t;
+
+typedef struct _imgp_http_t imgp_http_t;
+
+//  Start serving. `config` is copied. Returns NULL when civetweb cannot
+//  start (port taken, bad option); the reason is logged.
+imgp_http_t *imgp_http_new (const imgp_http_config_t *config);
+
+//  Stop serving: waits for requests in flight, closes every socket. Safe on
+//  NULL and twice.
+void imgp_http_destroy (imgp_http_t **self_p);
+
+//  The TCP port listened on (the real one when the config asked for 0).
+int imgp_http_port (imgp_http_t *self);
+
+#endif

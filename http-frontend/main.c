@@ -1,0 +1,102 @@
+/*  imgpipe-frontend — the HTTP frontend: parses flags, starts the server
+    (imgp_http), waits for SIGINT or SIGTERM, stops cleanly.
+
+    Signals are blocked before any thread starts, so every thread (czmq's,
+    libzmq's, civetweb's) inherits the mask and only sigwait() below takes
+    them; czmq is told not to install its own handler. Nothing else lives
+    here: see imgp_http.c for the routes.
+*/
+#include <czmq.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "imgp_conf.h"
+#include "imgp_http.h"
+#include "imgp_log.h"
+
+#define S_PROGRAM "imgpipe-frontend"
+
+static const imgp_conf_spec_t s_specs [] = {
+    { "listen", "127.0.0.1:8080", "HTTP address:port to listen on (IPv4 only)" },
+    { "intake", "tcp://127.0.0.1:5571", "broker intake endpoint (job submission)" },
+    { "status", "tcp://127.0.0.1:5572", "broker status endpoint (status, results, health)" },
+    { "threads", "16", "HTTP worker threads, also the most concurrent connections" },
+    { "max-upload-bytes", "33554432", "largest image upload accepted, in bytes" },
+    { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503" },
+    { "request-timeout-ms", "30000", "HTTP timeout per read or write, in milliseconds" },
+    { NULL, NULL, NULL }
+};
+
+//  Read the numeric flags into `config`. Returns 0 or -1 (message printed).
+static int
+s_config (imgp_conf_t *conf, imgp_http_config_t *config)
+{
+    long long threads, max_upload, broker_timeout, request_timeout;
+    if (imgp_conf_long (conf, "threads", 1, 1024, &threads)
+    ||  imgp_conf_long (conf, "max-upload-bytes", 1, 1024LL * 1024 * 1024, &max_upload)
+    ||  imgp_conf_long (conf, "broker-timeout-ms", 100, 600000, &broker_timeout)
+    ||  imgp_conf_long (conf, "request-timeout-ms", 100, 3600000, &request_timeout))
+        return -1;
+    config->listen = imgp_conf_str (conf, "listen");
+    config->intake = imgp_conf_str (conf, "intake");
+    config->status = imgp_conf_str (conf, "status");
+    config->threads = (int) threads;
+    config->max_upload = (size_t) max_upload;
+    config->broker_timeout_ms = (int) broker_timeout;
+    config->request_timeout_ms = (int) request_timeout;
+    return 0;
+}
+
+//  Block SIGINT and SIGTERM in this thread and every thread made after.
+static void
+s_block_signals (sigset_t *signals)
+{
+    sigemptyset (signals);
+    sigaddset (signals, SIGINT);
+    sigaddset (signals, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, signals, NULL);
+}
+
+int
+main (int argc, char **argv)
+{
+    imgp_conf_t *conf = imgp_conf_new (
+        S_PROGRAM, "HTTP frontend of imgpipe: takes uploads, hands them to the broker, "
+                   "serves status and thumbnails.", s_specs);
+    if (!conf)
+        return 1;
+    int rc = imgp_conf_parse (conf, argc, argv);
+    imgp_http_config_t config;
+    if (rc == 0 && s_config (conf, &config))
+        rc = -1;
+    if (rc) {
+        imgp_conf_destroy (&conf);
+        return rc > 0 ? 0 : 2;
+    }
+    imgp_log_init (S_PROGRAM, imgp_conf_bool (conf, "verbose"));
+
+    sigset_t signals;
+    s_block_signals (&signals);
+    zsys_handler_set (NULL);
+    zsys_init ();
+    //  Two REQ sockets per worker thread, remade after a timeout.
+    if ((size_t) config.threads * 2 + 64 > zsys_socket_limit ())
+        zsys_set_max_sockets ((size_t) config.threads * 2 + 64);
+
+    imgp_http_t *http = imgp_http_new (&config);
+    if (!http) {
+        imgp_conf_destroy (&conf);
+        return 1;
+    }
+    imgp_info ("event=listening listen=%s port=%d intake=%s status=%s threads=%d "
+               "max_upload=%zu", config.listen, imgp_http_port (http), config.intake,
+               config.status, config.threads, config.max_upload);
+    int signal = 0;
+    sigwait (&signals, &signal);
+    imgp_info ("event=stopping signal=%s", strsignal (signal));
+    imgp_http_destroy (&http);
+    imgp_conf_destroy (&conf);
+    return 0;
+}

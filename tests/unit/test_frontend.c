@@ -1,0 +1,1014 @@
+/*  test_frontend — unit tests of http-frontend/: the magic-byte sniffer,
+    the shared upload buffer, and the real HTTP server (imgp_http) running
+    in-process on a loopback port against a fake broker.
+
+    The fake broker is a czmq actor with two ROUTER sockets (intake and
+    status) that answers through imgp_msg like the real one: ACCEPTED or a
+    chosen ERROR for SUBMIT, INFO for a few fixed ids, PONG for PING. The
+    HTTP client is a raw socket with send and receive timeouts, so a hang
+    fails the test instead of blocking; it reads a response by its
+    Content-Length, not until EOF.
+
+    Never: depend on a broker, a port number or a network beyond 127.0.0.1.
+*/
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <czmq.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "imgp_buf.h"
+#include "imgp_http.h"
+#include "imgp_id.h"
+#include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_sniff.h"
+
+#define UPLOAD_LIMIT 65536
+#define ID_QUEUED "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define ID_PROCESSING "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define ID_DONE "dddddddddddddddddddddddddddddddd"
+#define ID_FAILED "ffffffffffffffffffffffffffffffff"
+#define ID_UNKNOWN "0123456789abcdef0123456789abcdef"
+#define THUMBNAIL "THUMBNL"
+#define CREATED_MS 1700000000123LL          //  2023-11-14T22:13:20.123Z
+#define BOUNDARY "imgpTestBoundary42"
+
+//  --------------------------------------------------------------------------
+//  Sniffing
+
+#define SNIFF(text) imgp_sniff ((const uint8_t *) (text), sizeof (text) - 1)
+
+Test (sniff, accepts_each_supported_magic)
+{
+    cr_assert_str_eq (SNIFF ("\xFF\xD8\xFF\xE0\0\x10JFIF"), "jpeg");
+    cr_assert_str_eq (SNIFF ("\x89PNG\r\n\x1A\n\0\0\0\rIHDR"), "png");
+    cr_assert_str_eq (SNIFF ("GIF87a\x01\0\x01\0"), "gif");
+    cr_assert_str_eq (SNIFF ("GIF89a\x01\0\x01\0"), "gif");
+    cr_assert_str_eq (SNIFF ("RIFF\x24\0\0\0WEBPVP8 "), "webp");
+    cr_assert_str_eq (SNIFF ("II*\0\x08\0\0\0"), "tiff");
+    cr_assert_str_eq (SNIFF ("MM\0*\0\0\0\x08"), "tiff");
+    cr_assert_str_eq (SNIFF ("\0\0\0\x18" "ftypheic\0\0\0\0mif1heic"), "heif");
+    cr_assert_str_eq (SNIFF ("\0\0\0\x1c" "ftypavif\0\0\0\0avifmif1miaf"), "heif");
+    cr_assert_str_eq (SNIFF ("\0\0\0\x14" "ftypavis\0\0\0\0avis"), "heif");
+    //  Major brand unknown, HEIF brand among the compatible ones.
+    cr_assert_str_eq (SNIFF ("\0\0\0\x18" "ftypmiaf\0\0\0\0miafmif1"), "heif");
+}
+
+Test (sniff, refuses_everything_else)
+{
+    cr_assert_null (SNIFF ("<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>"));
+    cr_assert_null (SNIFF ("<svg width=\"10\" height=\"10\"></svg>"));
+    cr_assert_null (SNIFF ("%PDF-1.7\n%\xE2\xE3\xCF\xD3\n"));
+    cr_assert_null (SNIFF ("<!DOCTYPE html><html><body>hi</body></html>"));
+    cr_assert_null (SNIFF ("hello, this is plain text\n"));
+    cr_assert_null (SNIFF ("BM\x36\0\0\0\0\0\0\0\x36\0\0\0"));       //  BMP: not served
+    cr_assert_null (SNIFF ("RIFF\x24\0\0\0WAVEfmt "));
+    cr_assert_null (SNIFF ("\0\0\0\x18" "ftypisom\0\0\0\0isomiso2"));  //  MP4 video
+    cr_assert_null (SNIFF ("\xFF\xD8"));                               //  too short
+    cr_assert_null (SNIFF ("GIF90a"));
+    cr_assert_null (SNIFF (""));
+    cr_assert_null (imgp_sniff (NULL, 10));
+    uint8_t noise [256];
+    for (size_t i = 0; i < sizeof noise; i++)
+        noise [i] = (uint8_t) (i * 37 + 11);
+    cr_assert_null (imgp_sniff (noise, sizeof noise));
+    //  A compatible-brand list that runs past the bytes given is not read.
+    cr_assert_null (SNIFF ("\0\0\1\0" "ftypisom\0\0\0\0isom"));
+}
+
+//  --------------------------------------------------------------------------
+//  Shared upload buffer
+
+Test (buf, keeps_bytes_across_resize_and_references)
+{
+    uint8_t *buf = imgp_buf_new (4);
+    cr_assert_not_null (buf);
+    memcpy (buf, "abcd", 4);
+    cr_assert_eq (imgp_buf_resize (&buf, 1 << 20), 0);
+    cr_assert_eq (memcmp (buf, "abcd", 4), 0);
+    cr_assert_eq (imgp_buf_ref (buf), buf);
+    imgp_buf_unref (buf, NULL);         //  the reference libzmq would drop
+    cr_assert_eq (memcmp (buf, "abcd", 4), 0);
+    imgp_buf_destroy (&buf);
+    cr_assert_null (buf);
+    imgp_buf_destroy (&buf);            //  twice is fine
+}
+
+//  --------------------------------------------------------------------------
+//  Fake broker
+
+typedef struct {
+    pthread_mutex_t lock;       //  guards everything below
+    char intake [64];           //  endpoint the frontend connects to
+    char status [64];           //  endpoint the frontend connects to
+    const char *submit_error;   //  answer SUBMIT with this ERROR code, NULL: ACCEPTED
+    int drop_submits;           //  SUBMITs to leave unanswered first
+    int submits;                //  SUBMITs received
+    char last_id [IMGP_ID_LEN + 1];     //  id of the last SUBMIT
+    imgp_opts_t last_opts;      //  options of the last SUBMIT
+    uint8_t *last_data;         //  copy of the bytes of the last SUBMIT
+    size_t last_size;           //  their length
+} fake_t;
+
+static fake_t s_fake = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void
+s_fake_record (imgp_msg_t *msg)
+{
+    pthread_mutex_lock (&s_fake.lock);
+    s_fake.submits++;
+    snprintf (s_fake.last_id, sizeof s_fake.last_id, "%s", msg->id);
+    s_fake.last_opts = msg->opts;
+    free (s_fake.last_data);
+    s_fake.last_size = imgp_msg_size (msg);
+    s_fake.last_data = malloc (s_fake.last_size + 1);
+    memcpy (s_fake.last_data, imgp_msg_data (msg), s_fake.last_size);
+    pthread_mutex_unlock (&s_fake.lock);
+}
+
+static imgp_msg_t *
+s_fake_submit (imgp_msg_t *msg)
+{
+    s_fake_record (msg);
+    pthread_mutex_lock (&s_fake.lock);
+    bool drop = s_fake.drop_submits > 0;
+    if (drop)
+        s_fake.drop_submits--;
+    const char *error = s_fake.submit_error;
+    pthread_mutex_unlock (&s_fake.lock);
+    if (drop)
+        return NULL;
+    if (error)
+        return imgp_msg_error_new (msg, error, "fake broker says %s", error);
+    imgp_msg_t *reply = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
+    reply->state = IMGP_STATE_QUEUED;
+    return reply;
+}
+
+static imgp_msg_t *
+s_fake_info (imgp_msg_t *msg)
+{
+    imgp_state_t state;
+    if (streq (msg->id, ID_QUEUED))
+        state = IMGP_STATE_QUEUED;
+    else
+    if (streq (msg->id, ID_PROCESSING))
+        state = IMGP_STATE_PROCESSING;
+    else
+    if (streq (msg->id, ID_DONE))
+        state = IMGP_STATE_DONE;
+    else
+    if (streq (msg->id, ID_FAILED))
+        state = IMGP_STATE_FAILED;
+    else
+        return imgp_msg_error_new (msg, "not_found", "no job %s", msg->id);
+
+    imgp_msg_t *info = imgp_msg_reply_new (msg, IMGP_MSG_INFO);
+    info->state = state;
+    info->created_at = CREATED_MS;
+    info->updated_at = CREATED_MS + 1000;
+    info->attempts = 1;
+    if (state == IMGP_STATE_FAILED) {
+        snprintf (info->code, sizeof info->code, "decode_error");
+        snprintf (info->message, sizeof info->message, "the file is truncated");
+    }
+    if (state == IMGP_STATE_DONE) {
+        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 7, 12 };
+        if (msg->type == IMGP_MSG_FETCH)
+            imgp_msg_set_data (info, strdup (THUMBNAIL), strlen (THUMBNAIL), NULL);
+    }
+    return info;
+}
+
+static imgp_msg_t *
+s_fake_answer (imgp_msg_t *msg)
+{
+    switch (msg->type) {
+        case IMGP_MSG_SUBMIT:
+            return s_fake_submit (msg);
+        case IMGP_MSG_STATUS:
+        case IMGP_MSG_FETCH:
+            return s_fake_info (msg);
+        case IMGP_MSG_PING:
+            return imgp_msg_reply_new (msg, IMGP_MSG_PONG);
+        default:
+            return imgp_msg_error_new (msg, "bad_request", "unexpected message");
+    }
+}
+
+static void
+s_fake_actor (zsock_t *pipe, void *args)
+{
+    (void) args;
+    zsock_t *intake = zsock_new (ZMQ_ROUTER);
+    zsock_t *status = zsock_new (ZMQ_ROUTER);
+    int intake_port = zsock_bind (intake, "tcp://127.0.0.1:*");
+    int status_port = zsock_bind (status, "tcp://127.0.0.1:*");
+    snprintf (s_fake.intake, sizeof s_fake.intake, "tcp://127.0.0.1:%d", intake_port);
+    snprintf (s_fake.status, sizeof s_fake.status, "tcp://127.0.0.1:%d", status_port);
+    zsock_signal (pipe, 0);
+
+    zpoller_t *poller = zpoller_new (pipe, intake, status, NULL);
+    while (true) {
+        zsock_t *which = zpoller_wait (poller, -1);
+        if (!which || which == pipe)
+            break;              //  $TERM or interrupted
+        imgp_msg_t *msg = imgp_msg_recv (which);
+        if (!msg)
+            continue;
+        imgp_msg_t *reply = s_fake_answer (msg);
+        if (reply)
+            imgp_msg_send (&reply, which);
+        imgp_msg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+}
+
+//  --------------------------------------------------------------------------
+//  Server fixtures
+
+static zactor_t *s_broker;
+static imgp_http_t *s_http;
+static int s_port;
+
+static void
+s_start_http (const char *intake, const char *status)
+{
+    imgp_http_config_t config = {
+        .listen = "127.0.0.1:0",
+        .intake = intake,
+        .status = status,
+        .threads = 4,
+        .max_upload = UPLOAD_LIMIT,
+        .broker_timeout_ms = 1500,
+        .request_timeout_ms = 5000,
+    };
+    s_http = imgp_http_new (&config);
+    cr_assert_not_null (s_http, "the server did not start");
+    s_port = imgp_http_port (s_http);
+    cr_assert_gt (s_port, 0);
+}
+
+static void
+s_setup (void)
+{
+    imgp_log_init ("test_frontend", getenv ("IMGP_TEST_VERBOSE") != NULL);
+    s_broker = zactor_new (s_fake_actor, NULL);
+    s_start_http (s_fake.intake, s_fake.status);
+}
+
+//  A loopback port that nothing listens on: bound by a socket that never
+//  listens (connections are refused) and kept until the test ends, so no
+//  other test process running in parallel can bind it meanwhile.
+static int s_dead_fds [2];
+
+static int
+s_dead_port (size_t slot)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET };
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    cr_assert_eq (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    cr_assert_eq (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    s_dead_fds [slot] = fd;
+    return ntohs (addr.sin_port);
+}
+
+static void
+s_setup_down (void)
+{
+    imgp_log_init ("test_frontend", getenv ("IMGP_TEST_VERBOSE") != NULL);
+    char intake [64], status [64];
+    snprintf (intake, sizeof intake, "tcp://127.0.0.1:%d", s_dead_port (0));
+    snprintf (status, sizeof status, "tcp://127.0.0.1:%d", s_dead_port (1));
+    s_start_http (intake, status);
+}
+
+static void
+s_teardown (void)
+{
+    imgp_http_destroy (&s_http);
+    zactor_destroy (&s_broker);
+    for (size_t i = 0; i < sizeof s_dead_fds / sizeof s_dead_fds [0]; i++)
+        if (s_dead_fds [i] > 0)
+            close (s_dead_fds [i]);
+    free (s_fake.last_data);
+    s_fake.last_data = NULL;
+}
+
+TestSuite (http, .init = s_setup, .fini = s_teardown, .timeout = 30);
+TestSuite (down, .init = s_setup_down, .fini = s_teardown, .timeout = 30);
+
+//  --------------------------------------------------------------------------
+//  HTTP client
+
+typedef struct {
+    int status;                 //  HTTP status, 0 when no response came
+    char head [8192];           //  status line and headers
+    char *body;                 //  body (NUL-terminated), owned
+    size_t size;                //  body length
+    int64_t ms;                 //  time from connect to the whole response
+} response_t;
+
+static void
+s_response_free (response_t *response)
+{
+    free (response->body);
+    memset (response, 0, sizeof *response);
+}
+
+//  Value of a response header (case-insensitive name), or NULL. Static buffer.
+static const char *
+s_header (response_t *response, const char *name)
+{
+    static char value [512];
+    size_t len = strlen (name);
+    for (const char *line = strstr (response->head, "\r\n"); line && line [2];
+         line = strstr (line + 2, "\r\n")) {
+        const char *start = line + 2;
+        if (strncasecmp (start, name, len) == 0 && start [len] == ':') {
+            start += len + 1;
+            while (*start == ' ')
+                start++;
+            size_t n = strcspn (start, "\r\n");
+            snprintf (value, sizeof value, "%.*s", (int) n, start);
+            return value;
+        }
+    }
+    return NULL;
+}
+
+static int
+s_connect (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct timeval timeout = { 10, 0 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) s_port) };
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    cr_assert_eq (connect (fd, (struct sockaddr *) &addr, sizeof addr), 0, "connect failed");
+    return fd;
+}
+
+static void
+s_send_all (int fd, const void *data, size_t size)
+{
+    const char *at = data;
+    while (size > 0) {
+        ssize_t n = send (fd, at, size, MSG_NOSIGNAL);
+        if (n <= 0)
+            return;             //  the server may refuse early; its response tells
+        at += n;
+        size -= (size_t) n;
+    }
+}
+
+//  Read one response: the head, then Content-Length bytes of body.
+static void
+s_receive (int fd, response_t *response)
+{
+    size_t cap = 1 << 16, have = 0;
+    char *data = malloc (cap + 1);
+    char *body = NULL;
+    long long length = -1;
+    while (true) {
+        if (body && length >= 0 && (size_t) (data + have - body) >= (size_t) length)
+            break;
+        if (have == cap)
+            data = realloc (data, (cap *= 2) + 1);
+        ssize_t n = recv (fd, data + have, cap - have, 0);
+        cr_assert_geq (n, 0, "no response within the receive timeout");
+        if (n == 0)
+            break;
+        have += (size_t) n;
+        data [have] = '\0';
+        char *end = body ? NULL : strstr (data, "\r\n\r\n");
+        if (end) {
+            body = end + 4;
+            snprintf (response->head, sizeof response->head, "%.*s", (int) (end - data + 2), data);
+            const char *cl = s_header (response, "Content-Length");
+            length = cl ? atoll (cl) : -1;
+        }
+    }
+    cr_assert_not_null (body, "incomplete response head");
+    response->size = (size_t) (data + have - body);
+    response->body = malloc (response->size + 1);
+    memcpy (response->body, body, response->size);
+    response->body [response->size] = '\0';
+    response->status = atoi (response->head + strlen ("HTTP/1.1 "));
+    free (data);
+}
+
+//  Send `head` (without the blank line) and `body`, and read the response.
+static void
+s_exchange (const char *head, const void *body, size_t size, response_t *response)
+{
+    memset (response, 0, sizeof *response);
+    int64_t start = zclock_mono ();
+    int fd = s_connect ();
+    char *request = zsys_sprintf ("%s\r\n", head);
+    s_send_all (fd, request, strlen (request));
+    zstr_free (&request);
+    if (size)
+        s_send_all (fd, body, size);
+    s_receive (fd, response);
+    close (fd);
+    response->ms = zclock_mono () - start;
+}
+
+static void
+s_get (const char *method, const char *path, response_t *response)
+{
+    char head [1024];
+    snprintf (head, sizeof head, "%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n",
+              method, path);
+    s_exchange (head, NULL, 0, response);
+}
+
+static void
+s_post (const char *path, const char *type, const void *body, size_t size,
+        response_t *response)
+{
+    char head [1024];
+    snprintf (head, sizeof head,
+              "POST %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+              "Content-Type: %s\r\nContent-Length: %zu\r\n", path, type, size);
+    s_exchange (head, body, size, response);
+}
+
+//  POST a multipart form: a text field `note`, then `field` holding the bytes.
+static void
+s_post_form (const char *path, const char *field, const void *data, size_t size,
+             response_t *response)
+{
+    char *head = zsys_sprintf (
+        "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+        "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"a.png\"\r\n"
+        "Content-Type: image/png\r\n\r\n", field);
+    const char *tail = "\r\n--" BOUNDARY "--\r\n";
+    size_t total = strlen (head) + size + strlen (tail);
+    char *body = malloc (total);
+    memcpy (body, head, strlen (head));
+    memcpy (body + strlen (head), data, size);
+    memcpy (body + strlen (head) + size, tail, strlen (tail));
+    s_post (path, "multipart/form-data; boundary=" BOUNDARY, body, total, response);
+    free (body);
+    zstr_free (&head);
+}
+
+//  Bytes that start like a PNG, `size` in all.
+static uint8_t *
+s_fake_png (size_t size)
+{
+    uint8_t *data = malloc (size);
+    memcpy (data, "\x89PNG\r\n\x1A\n", 8);
+    for (size_t i = 8; i < size; i++)
+        data [i] = (uint8_t) ((i * 7) % 251);
+    return data;
+}
+
+static json_t *
+s_json (response_t *response)
+{
+    json_t *json = json_loadb (response->body, response->size, 0, NULL);
+    cr_assert_not_null (json, "body is not JSON: %s", response->body);
+    return json;
+}
+
+//  The response is a JSON error with this status and code.
+static void
+s_assert_error (response_t *response, int status, const char *code)
+{
+    cr_assert_eq (response->status, status, "want %d, got %d: %s", status, response->status,
+                  response->body);
+    cr_assert_str_eq (s_header (response, "Content-Type"), "application/json");
+    json_t *json = s_json (response);
+    const char *got = json_string_value (json_object_get (json_object_get (json, "error"), "code"));
+    cr_assert_not_null (got, "no error.code in %s", response->body);
+    cr_assert_str_eq (got, code);
+    cr_assert_not_null (json_string_value (
+        json_object_get (json_object_get (json, "error"), "message")));
+    json_decref (json);
+}
+
+static const char *
+s_str (json_t *json, const char *key)
+{
+    const char *value = json_string_value (json_object_get (json, key));
+    cr_assert_not_null (value, "no string '%s'", key);
+    return value;
+}
+
+static void
+s_fake_behave (const char *submit_error, int drop_submits)
+{
+    pthread_mutex_lock (&s_fake.lock);
+    s_fake.submit_error = submit_error;
+    s_fake.drop_submits = drop_submits;
+    pthread_mutex_unlock (&s_fake.lock);
+}
+
+static int
+s_submits (void)
+{
+    pthread_mutex_lock (&s_fake.lock);
+    int submits = s_fake.submits;
+    pthread_mutex_unlock (&s_fake.lock);
+    return submits;
+}
+
+//  --------------------------------------------------------------------------
+//  Uploads
+
+//  202 with Location and the JSON body; returns the id (static buffer).
+static const char *
+s_assert_accepted (response_t *response)
+{
+    static char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (response->status, 202, "got %d: %s", response->status, response->body);
+    json_t *json = s_json (response);
+    snprintf (id, sizeof id, "%s", s_str (json, "id"));
+    cr_assert (imgp_id_valid (id));
+    cr_assert_str_eq (s_str (json, "status"), "queued");
+    char want [128];
+    snprintf (want, sizeof want, "/v1/images/%s", id);
+    cr_assert_str_eq (s_str (json, "status_url"), want);
+    cr_assert_str_eq (s_header (response, "Location"), want);
+    snprintf (want, sizeof want, "/v1/images/%s/thumbnail", id);
+    cr_assert_str_eq (s_str (json, "thumbnail_url"), want);
+    json_decref (json);
+    return id;
+}
+
+static void
+s_assert_submitted (const char *id, const uint8_t *data, size_t size)
+{
+    pthread_mutex_lock (&s_fake.lock);
+    cr_assert_str_eq (s_fake.last_id, id);
+    cr_assert_eq (s_fake.last_size, size);
+    cr_assert_eq (memcmp (s_fake.last_data, data, size), 0, "the broker got other bytes");
+    pthread_mutex_unlock (&s_fake.lock);
+}
+
+Test (http, multipart_upload_is_accepted)
+{
+    size_t size = 20000;
+    uint8_t *png = s_fake_png (size);
+    response_t response;
+    s_post_form ("/v1/images?width=200&format=webp", "img", png, size, &response);
+    const char *id = s_assert_accepted (&response);
+    s_assert_submitted (id, png, size);
+    cr_assert_eq (s_fake.last_opts.width, 200);
+    cr_assert_eq (s_fake.last_opts.height, 200);
+    cr_assert_eq (s_fake.last_opts.format, IMGP_FORMAT_WEBP);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, legacy_route_takes_uploads)
+{
+    uint8_t *png = s_fake_png (1000);
+    response_t response;
+    s_post_form ("/images", "img", png, 1000, &response);
+    const char *id = s_assert_accepted (&response);
+    s_assert_submitted (id, png, 1000);
+    cr_assert_eq (s_fake.last_opts.width, 100);     //  defaults
+    cr_assert_eq (s_fake.last_opts.format, IMGP_FORMAT_PNG);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, raw_body_upload_is_accepted)
+{
+    uint8_t *png = s_fake_png (5000);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 5000, &response);
+    s_assert_submitted (s_assert_accepted (&response), png, 5000);
+    s_response_free (&response);
+
+    const char jpeg [] = "\xFF\xD8\xFF\xE0 some jpeg bytes";
+    s_post ("/v1/images?fit=cover&width=64&height=32", "application/octet-stream", jpeg,
+            sizeof jpeg - 1, &response);
+    s_assert_submitted (s_assert_accepted (&response), (const uint8_t *) jpeg, sizeof jpeg - 1);
+    cr_assert_eq (s_fake.last_opts.fit, IMGP_FIT_COVER);
+    cr_assert_eq (s_fake.last_opts.height, 32);
+    s_response_free (&response);
+    free (png);
+}
+
+//  Send `size` bytes as a chunked body in chunks of `chunk` bytes.
+static void
+s_post_chunked (const uint8_t *data, size_t size, size_t chunk, response_t *response)
+{
+    memset (response, 0, sizeof *response);
+    int fd = s_connect ();
+    const char *head = "POST /v1/images HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                       "Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s_send_all (fd, head, strlen (head));
+    for (size_t at = 0; at < size; at += chunk) {
+        size_t n = size - at < chunk ? size - at : chunk;
+        char line [32];
+        snprintf (line, sizeof line, "%zx\r\n", n);
+        s_send_all (fd, line, strlen (line));
+        s_send_all (fd, data + at, n);
+        s_send_all (fd, "\r\n", 2);
+    }
+    s_send_all (fd, "0\r\n\r\n", 5);
+    s_receive (fd, response);
+    close (fd);
+}
+
+Test (http, chunked_upload_is_counted_and_accepted)
+{
+    uint8_t *png = s_fake_png (30000);
+    response_t response;
+    s_post_chunked (png, 30000, 4096, &response);
+    s_assert_submitted (s_assert_accepted (&response), png, 30000);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, form_without_img_field_is_400)
+{
+    uint8_t *png = s_fake_png (1000);
+    response_t response;
+    s_post_form ("/v1/images", "file", png, 1000, &response);
+    s_assert_error (&response, 400, "bad_request");
+    cr_assert_eq (s_submits (), 0);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, empty_upload_is_400)
+{
+    response_t response;
+    s_post ("/v1/images", "image/png", "", 0, &response);
+    s_assert_error (&response, 400, "bad_request");
+    s_response_free (&response);
+    s_post_form ("/v1/images", "img", "", 0, &response);
+    s_assert_error (&response, 400, "bad_request");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, other_content_types_are_415)
+{
+    uint8_t *png = s_fake_png (100);
+    response_t response;
+    s_post ("/v1/images", "text/plain", png, 100, &response);
+    s_assert_error (&response, 415, "unsupported_media_type");
+    s_response_free (&response);
+    s_post ("/v1/images", "application/x-www-form-urlencoded", "img=abc", 7, &response);
+    s_assert_error (&response, 415, "unsupported_media_type");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+    free (png);
+}
+
+Test (http, non_images_are_415)
+{
+    static const char *bodies [] = {
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>",
+        "%PDF-1.4\n1 0 obj\n",
+        "<!DOCTYPE html><html></html>",
+        "just some text",
+    };
+    response_t response;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies [0]; i++) {
+        s_post ("/v1/images", "image/png", bodies [i], strlen (bodies [i]), &response);
+        s_assert_error (&response, 415, "unsupported_format");
+        s_response_free (&response);
+        s_post_form ("/v1/images", "img", bodies [i], strlen (bodies [i]), &response);
+        s_assert_error (&response, 415, "unsupported_format");
+        s_response_free (&response);
+    }
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, declared_length_over_limit_is_413_before_the_body)
+{
+    response_t response;
+    //  Only the head is sent: the answer must not wait for a body.
+    s_exchange ("POST /v1/images HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+                "Content-Length: 1000000000\r\n", NULL, 0, &response);
+    s_assert_error (&response, 413, "too_large");
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    cr_log_info ("413 for a declared 1 GB upload after %lld ms", (long long) response.ms);
+    cr_assert_lt (response.ms, 5000);
+    s_response_free (&response);
+
+    s_exchange ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                "Content-Type: multipart/form-data; boundary=" BOUNDARY "\r\n"
+                "Content-Length: 1000000000\r\n", NULL, 0, &response);
+    s_assert_error (&response, 413, "too_large");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, counted_bytes_over_limit_are_413)
+{
+    uint8_t *png = s_fake_png (UPLOAD_LIMIT + 1);
+    response_t response;
+    s_post_chunked (png, UPLOAD_LIMIT + 1, 8192, &response);
+    s_assert_error (&response, 413, "too_large");
+    s_response_free (&response);
+    //  Multipart may declare a little more than the limit; the image may not.
+    s_post_form ("/v1/images", "img", png, UPLOAD_LIMIT + 1, &response);
+    s_assert_error (&response, 413, "too_large");
+    s_response_free (&response);
+    //  Exactly the limit is fine.
+    s_post_form ("/v1/images", "img", png, UPLOAD_LIMIT, &response);
+    s_assert_submitted (s_assert_accepted (&response), png, UPLOAD_LIMIT);
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 1);
+    free (png);
+}
+
+Test (http, post_without_a_length_is_411)
+{
+    //  The head alone: civetweb itself answers a text 400 ("Malformed
+    //  message") when body bytes arrive together with a length-less head.
+    response_t response;
+    s_exchange ("POST /v1/images HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n",
+                NULL, 0, &response);
+    s_assert_error (&response, 411, "length_required");
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, bad_options_are_400)
+{
+    static const char *queries [] = {
+        "width=-1", "width=99999", "format=bmp", "quality=abc", "fit=stretch", "colour=red",
+    };
+    uint8_t *png = s_fake_png (100);
+    response_t response;
+    for (size_t i = 0; i < sizeof queries / sizeof queries [0]; i++) {
+        char path [128];
+        snprintf (path, sizeof path, "/v1/images?%s", queries [i]);
+        s_post (path, "image/png", png, 100, &response);
+        s_assert_error (&response, 400, "bad_option");
+        s_response_free (&response);
+    }
+    cr_assert_eq (s_submits (), 0);
+    free (png);
+}
+
+//  --------------------------------------------------------------------------
+//  Ids, status, thumbnails
+
+Test (http, malformed_ids_are_400)
+{
+    static const char *paths [] = {
+        "/v1/images/0123456789abcdef0123456789abcdef0",          //  too long
+        "/v1/images/0123456789ABCDEF0123456789ABCDEF",           //  uppercase
+        "/v1/images/0123456789abcdef",                           //  too short
+        "/v1/images/0123456789abcdef0123456789abcdeg",           //  not hex
+        "/v1/images/../healthz",
+        "/v1/images/%2e%2e/thumbnail",
+        "/v1/images/%2E%2E",
+        "/v1/images/",
+        "/images/../../etc/passwd/thumbnail",
+        "/images/0123456789ABCDEF0123456789ABCDEF/thumbnail",
+        "/v1/images/0123456789abcdef0123456789abcdef0/thumbnail",
+    };
+    response_t response;
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++) {
+        s_get ("GET", paths [i], &response);
+        cr_assert_eq (response.status, 400, "%s gave %d", paths [i], response.status);
+        s_assert_error (&response, 400, "bad_id");
+        s_response_free (&response);
+    }
+}
+
+Test (http, unknown_id_is_404)
+{
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_UNKNOWN, &response);
+    s_assert_error (&response, 404, "not_found");
+    s_response_free (&response);
+    s_get ("GET", "/v1/images/" ID_UNKNOWN "/thumbnail", &response);
+    s_assert_error (&response, 404, "not_found");
+    s_response_free (&response);
+}
+
+Test (http, status_of_a_done_job)
+{
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_DONE, &response);
+    cr_assert_eq (response.status, 200, "%s", response.body);
+    cr_assert_str_eq (s_header (&response, "Content-Type"), "application/json");
+    json_t *json = s_json (&response);
+    cr_assert_str_eq (s_str (json, "id"), ID_DONE);
+    cr_assert_str_eq (s_str (json, "status"), "done");
+    cr_assert_str_eq (s_str (json, "created_at"), "2023-11-14T22:13:20.123Z");
+    cr_assert_str_eq (s_str (json, "updated_at"), "2023-11-14T22:13:21.123Z");
+    cr_assert_eq (json_integer_value (json_object_get (json, "attempts")), 1);
+    cr_assert_null (json_object_get (json, "error"));
+    json_t *result = json_object_get (json, "result");
+    cr_assert_eq (json_integer_value (json_object_get (result, "width")), 100);
+    cr_assert_eq (json_integer_value (json_object_get (result, "height")), 50);
+    cr_assert_str_eq (s_str (result, "format"), "png");
+    cr_assert_eq (json_integer_value (json_object_get (result, "bytes")), 7);
+    json_decref (json);
+    s_response_free (&response);
+}
+
+Test (http, status_of_a_failed_job)
+{
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_FAILED, &response);
+    cr_assert_eq (response.status, 200);
+    json_t *json = s_json (&response);
+    cr_assert_str_eq (s_str (json, "status"), "failed");
+    json_t *error = json_object_get (json, "error");
+    cr_assert_str_eq (s_str (error, "code"), "decode_error");
+    cr_assert_str_eq (s_str (error, "message"), "the file is truncated");
+    cr_assert_null (json_object_get (json, "result"));
+    json_decref (json);
+    s_response_free (&response);
+}
+
+static void
+s_assert_pending (const char *path, const char *state)
+{
+    response_t response;
+    s_get ("GET", path, &response);
+    cr_assert_eq (response.status, 202, "%s gave %d", path, response.status);
+    cr_assert_str_eq (s_header (&response, "Retry-After"), "1");
+    json_t *json = s_json (&response);
+    cr_assert_str_eq (s_str (json, "status"), state);
+    json_decref (json);
+    s_response_free (&response);
+}
+
+Test (http, thumbnail_follows_the_job_state)
+{
+    s_assert_pending ("/v1/images/" ID_QUEUED "/thumbnail", "queued");
+    s_assert_pending ("/v1/images/" ID_PROCESSING "/thumbnail", "processing");
+
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_DONE "/thumbnail", &response);
+    cr_assert_eq (response.status, 200);
+    cr_assert_str_eq (s_header (&response, "Content-Type"), "image/png");
+    cr_assert_str_eq (s_header (&response, "Content-Length"), "7");
+    cr_assert_str_eq (response.body, THUMBNAIL);
+    s_response_free (&response);
+
+    s_get ("GET", "/images/" ID_DONE "/thumbnail", &response);      //  legacy route
+    cr_assert_eq (response.status, 200);
+    cr_assert_str_eq (response.body, THUMBNAIL);
+    s_response_free (&response);
+
+    s_get ("GET", "/v1/images/" ID_FAILED "/thumbnail", &response);
+    s_assert_error (&response, 422, "decode_error");
+    s_response_free (&response);
+}
+
+//  --------------------------------------------------------------------------
+//  Methods, paths, broker answers
+
+static void
+s_assert_405 (const char *method, const char *path, const char *allow)
+{
+    response_t response;
+    s_get (method, path, &response);
+    s_assert_error (&response, 405, "method_not_allowed");
+    cr_assert_str_eq (s_header (&response, "Allow"), allow);
+    s_response_free (&response);
+}
+
+Test (http, wrong_method_is_405_with_allow)
+{
+    s_assert_405 ("GET", "/v1/images", "POST");
+    s_assert_405 ("PUT", "/images", "POST");
+    s_assert_405 ("DELETE", "/v1/images/" ID_DONE, "GET");
+    s_assert_405 ("POST", "/v1/images/" ID_DONE "/thumbnail", "GET");
+    s_assert_405 ("POST", "/healthz", "GET");
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, unknown_path_is_404_json)
+{
+    static const char *paths [] = {
+        "/", "/nope", "/v1", "/v1/imagesx", "/imagesx", "/healthzz",
+        "/v1/images/" ID_DONE "/other", "/images/" ID_DONE,
+    };
+    response_t response;
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++) {
+        s_get ("GET", paths [i], &response);
+        cr_assert_eq (response.status, 404, "%s gave %d", paths [i], response.status);
+        s_assert_error (&response, 404, "not_found");
+        s_response_free (&response);
+    }
+}
+
+Test (http, queue_full_is_503_with_retry_after)
+{
+    s_fake_behave ("queue_full", 0);
+    uint8_t *png = s_fake_png (100);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 100, &response);
+    s_assert_error (&response, 503, "queue_full");
+    cr_assert_not_null (s_header (&response, "Retry-After"));
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, broker_too_large_is_413)
+{
+    s_fake_behave ("too_large", 0);
+    uint8_t *png = s_fake_png (100);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 100, &response);
+    s_assert_error (&response, 413, "too_large");
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, lost_submit_is_retried_with_the_same_id)
+{
+    s_fake_behave (NULL, 1);
+    uint8_t *png = s_fake_png (3000);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 3000, &response);
+    const char *id = s_assert_accepted (&response);
+    cr_assert_eq (s_submits (), 2, "one SUBMIT lost, one retried");
+    s_assert_submitted (id, png, 3000);
+    cr_log_info ("202 after a lost SUBMIT in %lld ms", (long long) response.ms);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, healthz_is_200_when_the_broker_answers)
+{
+    response_t response;
+    s_get ("GET", "/healthz", &response);
+    cr_assert_eq (response.status, 200);
+    json_t *json = s_json (&response);
+    cr_assert_str_eq (s_str (json, "status"), "ok");
+    json_decref (json);
+    s_response_free (&response);
+}
+
+Test (http, keep_alive_serves_several_requests)
+{
+    int fd = s_connect ();
+    for (int i = 0; i < 3; i++) {
+        const char *request = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+        s_send_all (fd, request, strlen (request));
+        response_t response;
+        memset (&response, 0, sizeof response);
+        s_receive (fd, &response);
+        cr_assert_eq (response.status, 200);
+        s_response_free (&response);
+    }
+    close (fd);
+}
+
+//  --------------------------------------------------------------------------
+//  Broker down
+
+Test (down, upload_is_503_with_retry_after_in_time)
+{
+    uint8_t *png = s_fake_png (1000);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 1000, &response);
+    s_assert_error (&response, 503, "unavailable");
+    cr_assert_not_null (s_header (&response, "Retry-After"));
+    cr_log_info ("503 with the broker down after %lld ms", (long long) response.ms);
+    cr_assert_lt (response.ms, 10000, "took %lld ms", (long long) response.ms);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (down, healthz_and_status_are_503)
+{
+    response_t response;
+    s_get ("GET", "/healthz", &response);
+    s_assert_error (&response, 503, "unavailable");
+    s_response_free (&response);
+    s_get ("GET", "/v1/images/" ID_DONE, &response);
+    s_assert_error (&response, 503, "unavailable");
+    cr_assert_not_null (s_header (&response, "Retry-After"));
+    s_response_free (&response);
+    //  Ids are still checked first.
+    s_get ("GET", "/v1/images/nope", &response);
+    s_assert_error (&response, 400, "bad_id");
+    s_response_free (&response);
+}
