@@ -18,6 +18,8 @@ static const imgp_conf_spec_t s_builtin [] = {
     { "version", NULL, "print the version and exit" },
 };
 #define S_BUILTINS (sizeof s_builtin / sizeof s_builtin [0])
+//  The last built-ins (help, version) come from the command line only.
+#define S_CLI_ONLY 2
 
 struct _imgp_conf_t {
     const char *program;                      //  name for messages
@@ -88,7 +90,7 @@ s_help (imgp_conf_t *self)
         printf ("  %-30s %s", flag, s->help);
         if (s->dflt && *s->dflt)
             printf (" (default %s)", s->dflt);
-        printf ("  [%s]\n", self->env [i]);
+        printf (i < self->count - S_CLI_ONLY ? "  [%s]\n" : "\n", self->env [i]);
     }
 }
 
@@ -164,7 +166,8 @@ imgp_conf_str (imgp_conf_t *self, const char *name)
     }
     if (self->value [k])
         return self->value [k];
-    const char *env = getenv (self->env [k]);
+    //  --help and --version are for the person at the terminal only.
+    const char *env = k < self->count - S_CLI_ONLY ? getenv (self->env [k]) : NULL;
     if (env)
         return env;
     return self->spec [k]->dflt;
