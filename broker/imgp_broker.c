@@ -1,0 +1,815 @@
+/*  imgp_broker — see imgp_broker.h.
+
+    One thread owns everything: the four sockets, the status table and the
+    spool. A zmq_poll loop (fair across sockets, unlike zpoller's first-
+    ready) serves messages in small batches and runs the housekeeping tick
+    every config.tick_ms: lost workers, late jobs, TTL. Dispatch runs after
+    every pass, so a heartbeat or a finished job starts the next job at once.
+
+    Decisions worth knowing:
+    - ACCEPTED is sent only after ID.in and ID.json are written and the job
+      is in the table (invariant 1). A repeated SUBMIT of a held id is
+      answered ACCEPTED again without touching the spool (idempotent).
+    - Credit = free slots from the latest heartbeats minus jobs dispatched
+      but not STARTED. The jobs PUSH socket has sndhwm 1, ZMQ_IMMEDIATE and
+      sndtimeo 0, and we check POLLOUT before reading the original, so the
+      loop never blocks on a busy or absent resizer.
+    - First result wins: DONE/FAILED for an unknown or finished job is
+      dropped. A result for a job that is queued (re-queued after a timeout,
+      or reloaded after a restart) still counts: the thumbnail is real.
+    - attempts counts dispatches. A re-queue (dispatch timeout, job timeout,
+      lost worker) of a job that used all --max-attempts fails it with
+      attempts_exhausted. Resizer FAILED results are final.
+    - The attempt counted at dispatch is saved with the next record write
+      (STARTED, re-queue, result), not at dispatch itself: a broker crash
+      can grant one extra attempt, a cheap price for one less write per job.
+*/
+#include "imgp_broker.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_spool.h"
+#include "imgp_table.h"
+
+#define S_SOCKETS 4
+#define S_BATCH 64                  //  messages per socket per loop pass
+#define S_HEADROOM 65536            //  maxmsgsize above the upload limit
+#define S_LINGER_MS 1000
+
+static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs", "results" };
+
+//  The caller's handle: the actor plus the copies of the config strings.
+struct _imgp_broker_t {
+    zactor_t *actor;                    //  the server thread
+    imgp_broker_config_t config;        //  limits; strings point into `strings`
+    char *strings [5];                  //  owned copies: 4 endpoints, data_dir
+    char *endpoints [S_SOCKETS];        //  real bound endpoints, from the actor
+};
+
+//  The actor's state, owned by the actor thread.
+typedef struct {
+    zsock_t *pipe;                      //  commands from the caller
+    const imgp_broker_config_t *config; //  borrowed from imgp_broker_t
+    zsock_t *sockets [S_SOCKETS];       //  by imgp_broker_socket_t
+    char *endpoints [S_SOCKETS];        //  resolved endpoints, owned
+    imgp_spool_t *spool;                //  the on-disk truth
+    imgp_table_t *table;                //  the in-memory index
+    int64_t next_tick;                  //  monotonic ms of next housekeeping
+    bool terminated;                    //  $TERM received
+} s_server_t;
+
+typedef void (s_handler_fn) (s_server_t *self, imgp_msg_t *msg);
+
+void
+imgp_broker_config_default (imgp_broker_config_t *config)
+{
+    assert (config);
+    *config = (imgp_broker_config_t) {
+        .intake = "tcp://127.0.0.1:5571",
+        .status = "tcp://127.0.0.1:5572",
+        .jobs = "tcp://127.0.0.1:5573",
+        .results = "tcp://127.0.0.1:5574",
+        .data_dir = "./imgpipe-data",
+        .max_queue = 1000,
+        .max_jobs = 100000,
+        .max_upload_bytes = 33554432,
+        .max_attempts = 3,
+        .dispatch_timeout_ms = 10000,
+        .heartbeat_timeout_ms = 3000,
+        .job_timeout_ms = 60000,
+        .ttl_s = 86400,
+        .fsync = false,
+        .tick_ms = 100,
+    };
+}
+
+//  =====================================================================
+//  Replies and records
+
+static void
+s_reply (s_server_t *self, imgp_broker_socket_t which, imgp_msg_t **reply_p)
+{
+    imgp_msg_type_t type = (*reply_p)->type;
+    char id [IMGP_ID_LEN + 1];
+    snprintf (id, sizeof id, "%s", (*reply_p)->id [0] ? (*reply_p)->id : "-");
+    if (imgp_msg_send (reply_p, self->sockets [which]))
+        imgp_warn ("job=%s event=reply_failed type=%s socket=%s error=\"%s\"", id,
+                   imgp_msg_type_name (type), s_socket_names [which], zmq_strerror (errno));
+}
+
+static void
+s_persist (s_server_t *self, imgp_job_t *job)
+{
+    imgp_spool_save (self->spool, job);     //  errors logged by the spool
+}
+
+static void
+s_touch (imgp_job_t *job)
+{
+    job->updated_at = zclock_time ();
+}
+
+//  The job ends done or failed: table, record, and the original goes.
+static void
+s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state)
+{
+    s_touch (job);
+    imgp_table_finish (self->table, job, state);
+    s_persist (self, job);
+    imgp_spool_drop (self->spool, job->id, IMGP_SPOOL_IN);
+}
+
+static void
+s_fail (s_server_t *self, imgp_job_t *job, const char *code, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+static void
+s_fail (s_server_t *self, imgp_job_t *job, const char *code, const char *format, ...)
+{
+    snprintf (job->code, sizeof job->code, "%s", code);
+    va_list args;
+    va_start (args, format);
+    vsnprintf (job->message, sizeof job->message, format, args);
+    va_end (args);
+    s_finish (self, job, IMGP_STATE_FAILED);
+    imgp_info ("job=%s event=failed code=%s attempt=%d message=\"%s\"",
+               job->id, job->code, job->attempts, job->message);
+}
+
+//  Forget a finished job: spool files and table entry.
+static void
+s_forget (s_server_t *self, imgp_job_t **job_p, const char *event)
+{
+    imgp_info ("job=%s event=%s state=%s", (*job_p)->id, event,
+               imgp_state_name ((*job_p)->state));
+    imgp_spool_delete (self->spool, (*job_p)->id);
+    imgp_table_remove (self->table, job_p);
+}
+
+//  Fail a job that used its last attempt, saying why the last one ended.
+static void
+s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
+{
+    const char *what = "no resizer finished the job in";
+    if (streq (reason, "dispatch_timeout"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last one was not "
+                "started within %lld ms", what, job->attempts,
+                (long long) self->config->dispatch_timeout_ms);
+    else
+    if (streq (reason, "job_timeout"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last one timed out "
+                "after %lld ms", what, job->attempts, (long long) self->config->job_timeout_ms);
+    else
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "stopped answering", what, job->attempts, job->worker);
+}
+
+//  Take a job out of flight again; fail it when it used its last attempt.
+static void
+s_requeue (s_server_t *self, imgp_job_t *job, const char *reason)
+{
+    if (job->attempts >= self->config->max_attempts) {
+        s_exhausted (self, job, reason);
+        return;
+    }
+    bool was_visible = job->state != IMGP_STATE_QUEUED;
+    imgp_table_requeue (self->table, job);
+    if (was_visible)
+        s_touch (job);
+    s_persist (self, job);
+    imgp_info ("job=%s event=requeued reason=%s attempt=%d", job->id, reason, job->attempts);
+}
+
+//  =====================================================================
+//  Intake and status: SUBMIT, STATUS, FETCH, PING
+
+static imgp_msg_t *
+s_info_new (imgp_msg_t *request, imgp_job_t *job)
+{
+    imgp_msg_t *info = imgp_msg_reply_new (request, IMGP_MSG_INFO);
+    info->state = job->state;
+    info->created_at = job->created_at;
+    info->updated_at = job->updated_at;
+    info->attempts = job->attempts;
+    if (job->state == IMGP_STATE_FAILED) {
+        memcpy (info->code, job->code, sizeof info->code);
+        memcpy (info->message, job->message, sizeof info->message);
+    }
+    if (job->state == IMGP_STATE_DONE)
+        info->result = job->result;
+    return info;
+}
+
+static void
+s_on_ping (s_server_t *self, imgp_msg_t *msg, imgp_broker_socket_t which)
+{
+    imgp_msg_t *pong = imgp_msg_reply_new (msg, IMGP_MSG_PONG);
+    s_reply (self, which, &pong);
+}
+
+//  Make room in a full table by evicting the job that finished first.
+static int
+s_make_room (s_server_t *self)
+{
+    if (imgp_table_size (self->table) < self->config->max_jobs)
+        return 0;
+    imgp_job_t *oldest = imgp_table_oldest_finished (self->table);
+    if (!oldest)
+        return -1;
+    s_forget (self, &oldest, "evicted");
+    return 0;
+}
+
+//  Refuse a SUBMIT we cannot take; returns the ERROR, or NULL when it may go on.
+static imgp_msg_t *
+s_submit_refusal (s_server_t *self, imgp_msg_t *msg)
+{
+    size_t size = imgp_msg_size (msg);
+    if (size == 0 || !imgp_opts_valid (&msg->opts))
+        return imgp_msg_error_new (msg, "bad_request", "the job has no image or bad options");
+    if (size > self->config->max_upload_bytes)
+        return imgp_msg_error_new (msg, "too_large", "the image is %zu bytes; the limit is %zu",
+                                   size, self->config->max_upload_bytes);
+    if (imgp_table_queued (self->table) >= self->config->max_queue)
+        return imgp_msg_error_new (msg, "queue_full", "%zu jobs are queued; retry later",
+                                   imgp_table_queued (self->table));
+    if (s_make_room (self))
+        return imgp_msg_error_new (msg, "queue_full",
+                                   "the status table holds %zu unfinished jobs; retry later",
+                                   imgp_table_size (self->table));
+    return NULL;
+}
+
+static void
+s_on_submit (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
+    if (job) {
+        imgp_debug ("job=%s event=duplicate_submit state=%s", job->id, imgp_state_name (job->state));
+        imgp_msg_t *accepted = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
+        accepted->state = job->state;
+        s_reply (self, IMGP_BROKER_INTAKE, &accepted);
+        return;
+    }
+    imgp_msg_t *reply = s_submit_refusal (self, msg);
+    if (reply) {
+        imgp_info ("job=%s event=refused code=%s bytes=%zu", msg->id, reply->code, imgp_msg_size (msg));
+        s_reply (self, IMGP_BROKER_INTAKE, &reply);
+        return;
+    }
+    imgp_job_t record = { .state = IMGP_STATE_QUEUED, .opts = msg->opts };
+    memcpy (record.id, msg->id, sizeof record.id);
+    record.created_at = record.updated_at = zclock_time ();
+    record.bytes = (int64_t) imgp_msg_size (msg);
+
+    //  Original first, then the record: the record is the commit point.
+    if (imgp_spool_put (self->spool, record.id, IMGP_SPOOL_IN, imgp_msg_data (msg),
+                        imgp_msg_size (msg))
+    ||  imgp_spool_save (self->spool, &record)) {
+        imgp_spool_delete (self->spool, record.id);
+        reply = imgp_msg_error_new (msg, "internal", "the broker could not store the job");
+        s_reply (self, IMGP_BROKER_INTAKE, &reply);
+        return;
+    }
+    job = imgp_table_insert (self->table, &record);
+    assert (job);               //  the lookup above said the id is new
+    imgp_info ("job=%s event=accepted bytes=%zu", job->id, imgp_msg_size (msg));
+    reply = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
+    reply->state = job->state;
+    s_reply (self, IMGP_BROKER_INTAKE, &reply);
+}
+
+static void
+s_on_status (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
+    imgp_msg_t *reply = job ? s_info_new (msg, job)
+                            : imgp_msg_error_new (msg, "not_found", "no job with this id");
+    s_reply (self, IMGP_BROKER_STATUS, &reply);
+}
+
+static void
+s_on_fetch (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
+    if (!job || job->state != IMGP_STATE_DONE) {
+        s_on_status (self, msg);
+        return;
+    }
+    void *data = NULL;
+    size_t size = 0;
+    imgp_msg_t *reply;
+    if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) == 0 && size > 0) {
+        reply = s_info_new (msg, job);
+        imgp_msg_set_data (reply, data, size, NULL);    //  sent without a copy
+    }
+    else {
+        free (data);
+        reply = imgp_msg_error_new (msg, "internal", "the thumbnail is missing from the spool");
+    }
+    s_reply (self, IMGP_BROKER_STATUS, &reply);
+}
+
+static void
+s_refuse_type (s_server_t *self, imgp_msg_t *msg, imgp_broker_socket_t which)
+{
+    imgp_warn ("job=%s event=wrong_socket type=%s socket=%s", msg->id [0] ? msg->id : "-",
+               imgp_msg_type_name (msg->type), s_socket_names [which]);
+    imgp_msg_t *reply = imgp_msg_error_new (msg, "bad_request", "%s is not served on the %s socket",
+                                            imgp_msg_type_name (msg->type), s_socket_names [which]);
+    s_reply (self, which, &reply);
+}
+
+static void
+s_on_intake (s_server_t *self, imgp_msg_t *msg)
+{
+    if (msg->type == IMGP_MSG_SUBMIT)
+        s_on_submit (self, msg);
+    else
+    if (msg->type == IMGP_MSG_PING)
+        s_on_ping (self, msg, IMGP_BROKER_INTAKE);
+    else
+        s_refuse_type (self, msg, IMGP_BROKER_INTAKE);
+}
+
+static void
+s_on_status_socket (s_server_t *self, imgp_msg_t *msg)
+{
+    if (msg->type == IMGP_MSG_STATUS)
+        s_on_status (self, msg);
+    else
+    if (msg->type == IMGP_MSG_FETCH)
+        s_on_fetch (self, msg);
+    else
+    if (msg->type == IMGP_MSG_PING)
+        s_on_ping (self, msg, IMGP_BROKER_STATUS);
+    else
+        s_refuse_type (self, msg, IMGP_BROKER_STATUS);
+}
+
+//  =====================================================================
+//  Results: HEARTBEAT, STARTED, DONE, FAILED
+
+static void
+s_on_heartbeat (s_server_t *self, imgp_msg_t *msg)
+{
+    if (imgp_table_heartbeat (self->table, msg->worker, msg->slots, zclock_mono ()))
+        imgp_info ("worker=%s event=joined slots=%d", msg->worker, msg->slots);
+}
+
+static void
+s_on_started (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
+    if (!job || job->phase == IMGP_PHASE_FINISHED || msg->attempts != job->attempts) {
+        imgp_debug ("job=%s event=stale_started worker=%s attempt=%d", msg->id, msg->worker,
+                    msg->attempts);
+        return;
+    }
+    imgp_table_started (self->table, job, msg->worker, zclock_mono ());
+    imgp_table_worker_took (self->table, msg->worker);
+    s_touch (job);
+    s_persist (self, job);
+    imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
+}
+
+//  The job a result is for, or NULL when the result must be dropped.
+static imgp_job_t *
+s_result_job (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
+    if (job && job->phase != IMGP_PHASE_FINISHED)
+        return job;
+    imgp_debug ("job=%s event=duplicate_result type=%s worker=%s attempt=%d", msg->id,
+                imgp_msg_type_name (msg->type), msg->worker, msg->attempts);
+    return NULL;
+}
+
+static void
+s_on_done (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = s_result_job (self, msg);
+    if (!job)
+        return;
+    snprintf (job->worker, sizeof job->worker, "%s", msg->worker);
+    if (imgp_spool_put (self->spool, job->id, IMGP_SPOOL_OUT, imgp_msg_data (msg),
+                        imgp_msg_size (msg))) {
+        s_fail (self, job, "internal", "the broker could not store the thumbnail");
+        return;
+    }
+    job->result = msg->result;
+    job->result.bytes = (int64_t) imgp_msg_size (msg);
+    s_finish (self, job, IMGP_STATE_DONE);
+    imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,
+               job->worker, (long long) job->result.ms, (long long) job->result.bytes,
+               msg->attempts);
+}
+
+static void
+s_on_failed (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = s_result_job (self, msg);
+    if (!job)
+        return;
+    snprintf (job->worker, sizeof job->worker, "%s", msg->worker);
+    s_fail (self, job, msg->code, "%s", msg->message);
+}
+
+static void
+s_on_results (s_server_t *self, imgp_msg_t *msg)
+{
+    switch (msg->type) {
+        case IMGP_MSG_HEARTBEAT: s_on_heartbeat (self, msg); break;
+        case IMGP_MSG_STARTED: s_on_started (self, msg); break;
+        case IMGP_MSG_DONE: s_on_done (self, msg); break;
+        case IMGP_MSG_FAILED: s_on_failed (self, msg); break;
+        default:
+            //  A PULL socket cannot answer: log and drop.
+            imgp_warn ("job=%s event=wrong_socket type=%s socket=results",
+                       msg->id [0] ? msg->id : "-", imgp_msg_type_name (msg->type));
+    }
+}
+
+//  =====================================================================
+//  Dispatch and housekeeping
+
+static void
+s_dispatch (s_server_t *self)
+{
+    zsock_t *jobs = self->sockets [IMGP_BROKER_JOBS];
+    while (imgp_table_credit (self->table) > 0) {
+        imgp_job_t *job = imgp_table_next (self->table);
+        if (!job || !(zsock_events (jobs) & ZMQ_POLLOUT))
+            return;                 //  nothing queued, or no resizer pipe has room
+        void *data = NULL;
+        size_t size = 0;
+        if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_IN, &data, &size) || size == 0) {
+            free (data);
+            s_fail (self, job, "internal", "the original is missing from the spool");
+            continue;
+        }
+        imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_JOB);
+        memcpy (msg->id, job->id, sizeof msg->id);
+        msg->attempts = job->attempts + 1;
+        msg->opts = job->opts;
+        imgp_msg_set_data (msg, data, size, NULL);      //  read once, sent without a copy
+        if (imgp_msg_send (&msg, jobs)) {
+            imgp_debug ("job=%s event=dispatch_deferred error=\"%s\"", job->id, zmq_strerror (errno));
+            return;                 //  try again at the next pass
+        }
+        imgp_table_dispatched (self->table, job, zclock_mono ());
+        imgp_info ("job=%s event=dispatched attempt=%d bytes=%zu", job->id, job->attempts, size);
+    }
+}
+
+static void
+s_check_workers (s_server_t *self, int64_t now)
+{
+    const char *lost;
+    while ((lost = imgp_table_lost_worker (self->table, now,
+                                           self->config->heartbeat_timeout_ms))) {
+        char name [IMGP_WORKER_MAX + 1];
+        snprintf (name, sizeof name, "%s", lost);
+        imgp_warn ("worker=%s event=lost silent_ms=%lld", name,
+                   (long long) self->config->heartbeat_timeout_ms);
+        imgp_table_worker_remove (self->table, name);
+        imgp_job_t *job;
+        while ((job = imgp_table_held_by (self->table, name)))
+            s_requeue (self, job, "worker_lost");
+    }
+}
+
+static void
+s_check_jobs (s_server_t *self, int64_t now)
+{
+    const char *reason;
+    imgp_job_t *job;
+    while ((job = imgp_table_overdue (self->table, now, self->config->dispatch_timeout_ms,
+                                      self->config->job_timeout_ms, &reason)))
+        s_requeue (self, job, reason);
+}
+
+static void
+s_sweep (s_server_t *self)
+{
+    int64_t cutoff = zclock_time () - self->config->ttl_s * 1000;
+    imgp_job_t *job;
+    while ((job = imgp_table_oldest_finished (self->table)) && job->updated_at <= cutoff)
+        s_forget (self, &job, "expired");
+}
+
+static void
+s_on_tick (s_server_t *self)
+{
+    int64_t now = zclock_mono ();
+    s_check_workers (self, now);
+    s_check_jobs (self, now);
+    s_sweep (self);
+    self->next_tick = now + self->config->tick_ms;
+}
+
+//  =====================================================================
+//  Start-up: spool reload and sockets
+
+//  Reload order: unfinished jobs by creation (FIFO), finished by finish time.
+static int64_t
+s_record_key (const imgp_job_t *record)
+{
+    bool finished = record->state == IMGP_STATE_DONE || record->state == IMGP_STATE_FAILED;
+    return finished ? record->updated_at : record->created_at;
+}
+
+static int
+s_record_compare (const void *item1, const void *item2)
+{
+    int64_t a = s_record_key (item1), b = s_record_key (item2);
+    return a < b ? -1 : a > b;
+}
+
+static int
+s_collect (const imgp_job_t *record, void *arg)
+{
+    imgp_job_t *copy = malloc (sizeof *copy);
+    assert (copy);
+    *copy = *record;
+    zlistx_add_end ((zlistx_t *) arg, copy);
+    return 0;
+}
+
+static void
+s_free_record (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
+static void
+s_restore (s_server_t *self, imgp_job_t *record)
+{
+    if (record->state == IMGP_STATE_DONE
+    &&  !imgp_spool_has (self->spool, record->id, IMGP_SPOOL_OUT)) {
+        record->state = IMGP_STATE_FAILED;
+        snprintf (record->code, sizeof record->code, "internal");
+        snprintf (record->message, sizeof record->message, "the thumbnail was lost from the spool");
+        imgp_spool_save (self->spool, record);
+    }
+    imgp_job_t *job = imgp_table_insert (self->table, record);
+    assert (job);                   //  the spool names each id once
+    if (job->phase == IMGP_PHASE_FINISHED)
+        imgp_spool_drop (self->spool, job->id, IMGP_SPOOL_IN);
+}
+
+static int
+s_recover (s_server_t *self)
+{
+    zlistx_t *records = zlistx_new ();
+    assert (records);
+    zlistx_set_destructor (records, s_free_record);
+    zlistx_set_comparator (records, s_record_compare);
+    int rc = imgp_spool_scan (self->spool, s_collect, records);
+    if (rc >= 0) {
+        zlistx_sort (records);
+        for (imgp_job_t *record = (imgp_job_t *) zlistx_first (records); record;
+             record = (imgp_job_t *) zlistx_next (records))
+            s_restore (self, record);
+        imgp_info ("event=recovered jobs=%zu queued=%zu dir=%s", imgp_table_size (self->table),
+                   imgp_table_queued (self->table), self->config->data_dir);
+    }
+    zlistx_destroy (&records);
+    return rc < 0 ? -1 : 0;
+}
+
+static int
+s_max_msgsize (size_t limit)
+{
+    return limit > (size_t) (INT_MAX - S_HEADROOM) ? INT_MAX : (int) limit + S_HEADROOM;
+}
+
+static int
+s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endpoint)
+{
+    zsock_t *sock = zsock_new (type);
+    if (!sock)
+        return -1;
+    self->sockets [which] = sock;
+    zsock_set_linger (sock, S_LINGER_MS);
+    zsock_set_sndtimeo (sock, 0);           //  the loop never blocks on a send
+    if (which == IMGP_BROKER_INTAKE || which == IMGP_BROKER_RESULTS)
+        zsock_set_maxmsgsize (sock, s_max_msgsize (self->config->max_upload_bytes));
+    if (which == IMGP_BROKER_STATUS)
+        zsock_set_maxmsgsize (sock, S_HEADROOM);
+    if (which == IMGP_BROKER_JOBS) {
+        zsock_set_sndhwm (sock, 1);
+        zsock_set_immediate (sock, 1);
+        //  ZMTP heartbeats drop the pipe of a resizer whose host vanished,
+        //  so PUSH stops choosing it before our own heartbeat timeout.
+        zsock_set_heartbeat_ivl (sock, 1000);
+        zsock_set_heartbeat_timeout (sock, (int) self->config->heartbeat_timeout_ms);
+    }
+    if (zsock_bind (sock, "%s", endpoint) == -1) {
+        imgp_error ("event=bind_failed socket=%s endpoint=%s error=\"%s\"",
+                    s_socket_names [which], endpoint, zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    self->endpoints [which] = zsock_last_endpoint (sock);
+    return self->endpoints [which] ? 0 : -1;
+}
+
+static void
+s_server_destroy (s_server_t **self_p)
+{
+    s_server_t *self = *self_p;
+    if (!self)
+        return;
+    for (int i = 0; i < S_SOCKETS; i++) {
+        zsock_destroy (&self->sockets [i]);
+        zstr_free (&self->endpoints [i]);
+    }
+    imgp_table_destroy (&self->table);
+    imgp_spool_destroy (&self->spool);
+    free (self);
+    *self_p = NULL;
+}
+
+static s_server_t *
+s_server_new (zsock_t *pipe, const imgp_broker_config_t *config)
+{
+    s_server_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->pipe = pipe;
+    self->config = config;
+    self->table = imgp_table_new ();
+    self->spool = imgp_spool_new (config->data_dir, config->fsync);
+    if (!self->spool || s_recover (self)
+    ||  s_bind (self, IMGP_BROKER_INTAKE, ZMQ_ROUTER, config->intake)
+    ||  s_bind (self, IMGP_BROKER_STATUS, ZMQ_ROUTER, config->status)
+    ||  s_bind (self, IMGP_BROKER_JOBS, ZMQ_PUSH, config->jobs)
+    ||  s_bind (self, IMGP_BROKER_RESULTS, ZMQ_PULL, config->results)) {
+        s_server_destroy (&self);
+        return NULL;
+    }
+    self->next_tick = zclock_mono () + config->tick_ms;
+    return self;
+}
+
+//  =====================================================================
+//  The actor
+
+static void
+s_on_pipe (s_server_t *self)
+{
+    char *command = zstr_recv (self->pipe);
+    if (!command)
+        return;                     //  interrupted
+    if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+        imgp_warn ("event=unknown_command command=%s", command);
+    zstr_free (&command);
+}
+
+//  Serve up to S_BATCH messages waiting on a socket. Malformed ones were
+//  logged and dropped by imgp_msg_recv (NULL).
+static void
+s_drain (s_server_t *self, imgp_broker_socket_t which, s_handler_fn *handler)
+{
+    zsock_t *sock = self->sockets [which];
+    for (int i = 0; i < S_BATCH && (zsock_events (sock) & ZMQ_POLLIN); i++) {
+        imgp_msg_t *msg = imgp_msg_recv (sock);
+        if (msg)
+            handler (self, msg);
+        imgp_msg_destroy (&msg);
+    }
+}
+
+static void
+s_server_run (s_server_t *self)
+{
+    zmq_pollitem_t items [] = {
+        { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->sockets [IMGP_BROKER_INTAKE]), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->sockets [IMGP_BROKER_STATUS]), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->sockets [IMGP_BROKER_RESULTS]), 0, ZMQ_POLLIN, 0 },
+    };
+    while (!self->terminated) {
+        int64_t wait = self->next_tick - zclock_mono ();
+        int rc = zmq_poll (items, 4, wait > 0 ? (long) wait : 0);
+        if (rc == -1 && zmq_errno () != EINTR) {
+            imgp_error ("event=poll_failed error=\"%s\"", zmq_strerror (zmq_errno ()));
+            break;                  //  context terminated: nothing more we can do
+        }
+        if (rc > 0) {
+            if (items [0].revents & ZMQ_POLLIN)
+                s_on_pipe (self);
+            if (items [1].revents & ZMQ_POLLIN)
+                s_drain (self, IMGP_BROKER_INTAKE, s_on_intake);
+            if (items [2].revents & ZMQ_POLLIN)
+                s_drain (self, IMGP_BROKER_STATUS, s_on_status_socket);
+            if (items [3].revents & ZMQ_POLLIN)
+                s_drain (self, IMGP_BROKER_RESULTS, s_on_results);
+        }
+        if (zclock_mono () >= self->next_tick)
+            s_on_tick (self);
+        s_dispatch (self);
+    }
+}
+
+//  Startup failed: still obey the actor contract and wait for $TERM.
+static void
+s_wait_term (zsock_t *pipe)
+{
+    while (true) {
+        char *command = zstr_recv (pipe);
+        bool term = !command || streq (command, "$TERM");
+        zstr_free (&command);
+        if (term)
+            return;
+    }
+}
+
+static void
+s_actor (zsock_t *pipe, void *args)
+{
+    imgp_broker_t *owner = (imgp_broker_t *) args;
+    zsock_signal (pipe, 0);         //  zactor_new handshake
+    s_server_t *self = s_server_new (pipe, &owner->config);
+    zsock_signal (pipe, self ? 0 : 1);
+    if (!self) {
+        s_wait_term (pipe);
+        return;
+    }
+    zstr_sendx (pipe, self->endpoints [0], self->endpoints [1], self->endpoints [2],
+                self->endpoints [3], NULL);
+    s_server_run (self);
+    s_server_destroy (&self);
+}
+
+//  =====================================================================
+//  The caller's side
+
+static const char *
+s_keep (imgp_broker_t *self, int slot, const char *text)
+{
+    self->strings [slot] = strdup (text ? text : "");
+    assert (self->strings [slot]);
+    return self->strings [slot];
+}
+
+imgp_broker_t *
+imgp_broker_new (const imgp_broker_config_t *config)
+{
+    assert (config);
+    //  attempts travel in INFO, where the protocol allows up to 1000.
+    assert (config->max_attempts >= 1 && config->max_attempts <= 1000);
+    assert (config->tick_ms >= 1);
+    imgp_broker_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = *config;
+    self->config.intake = s_keep (self, 0, config->intake);
+    self->config.status = s_keep (self, 1, config->status);
+    self->config.jobs = s_keep (self, 2, config->jobs);
+    self->config.results = s_keep (self, 3, config->results);
+    self->config.data_dir = s_keep (self, 4, config->data_dir);
+
+    self->actor = zactor_new (s_actor, self);
+    if (!self->actor || zsock_wait (self->actor) != 0
+    ||  zstr_recvx (self->actor, &self->endpoints [0], &self->endpoints [1],
+                    &self->endpoints [2], &self->endpoints [3], NULL) != S_SOCKETS) {
+        imgp_broker_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+imgp_broker_destroy (imgp_broker_t **self_p)
+{
+    assert (self_p);
+    imgp_broker_t *self = *self_p;
+    if (!self)
+        return;
+    zactor_destroy (&self->actor);
+    for (int i = 0; i < S_SOCKETS; i++)
+        zstr_free (&self->endpoints [i]);
+    for (int i = 0; i < 5; i++)
+        free (self->strings [i]);
+    free (self);
+    *self_p = NULL;
+}
+
+const char *
+imgp_broker_endpoint (imgp_broker_t *self, imgp_broker_socket_t which)
+{
+    assert (self);
+    assert (which < S_SOCKETS);
+    return self->endpoints [which];
+}

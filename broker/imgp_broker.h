@@ -1,0 +1,68 @@
+/*  imgp_broker — the imgpipe broker as a czmq actor: intake, status
+    service, ventilator, sink, status table and spool in one thread.
+
+    Why an actor (as in malamute): main() and the tests start it the same
+    way, in-process, and stop it with one call. The actor binds four
+    sockets (intake ROUTER, status ROUTER, jobs PUSH, results PULL), reloads
+    the spool so nothing acknowledged is lost, and runs one poll loop with a
+    housekeeping tick (dispatch by credit, timeouts, lost workers, TTL).
+    All its state is owned by the actor thread; the caller only talks to it
+    through imgp_broker_new / _destroy. Never decodes an image; never
+    asserts on bytes from a socket.
+*/
+#ifndef IMGP_BROKER_H_INCLUDED
+#define IMGP_BROKER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+//  Configuration, a plain value. Strings are borrowed during imgp_broker_new
+//  only (the broker keeps copies). Endpoints may use ephemeral ports
+//  ("tcp://127.0.0.1:*"); imgp_broker_endpoint() tells the real ones.
+typedef struct {
+    const char *intake;             //  ROUTER for SUBMIT/PING
+    const char *status;             //  ROUTER for STATUS/FETCH/PING
+    const char *jobs;               //  PUSH ventilator, resizers PULL
+    const char *results;            //  PULL sink, resizers PUSH
+    const char *data_dir;           //  spool directory
+    size_t max_queue;               //  queued jobs before queue_full
+    size_t max_jobs;                //  table entries (finished ones evicted first)
+    size_t max_upload_bytes;        //  largest original accepted
+    int max_attempts;               //  dispatches before attempts_exhausted
+    int64_t dispatch_timeout_ms;    //  JOB sent, no STARTED -> re-queue
+    int64_t heartbeat_timeout_ms;   //  worker silent -> lost, its jobs re-queued
+    int64_t job_timeout_ms;         //  STARTED but no result -> re-queue
+    int64_t ttl_s;                  //  finished jobs kept this long
+    bool fsync;                     //  fsync spool writes
+    int64_t tick_ms;                //  housekeeping period (100)
+} imgp_broker_config_t;
+
+//  Which bound socket, for imgp_broker_endpoint().
+typedef enum {
+    IMGP_BROKER_INTAKE = 0,
+    IMGP_BROKER_STATUS,
+    IMGP_BROKER_JOBS,
+    IMGP_BROKER_RESULTS
+} imgp_broker_socket_t;
+
+typedef struct _imgp_broker_t imgp_broker_t;
+
+//  Fill `config` with the documented defaults (endpoints 127.0.0.1:5571-5574,
+//  ./imgpipe-data, 1000 queued, 100000 jobs, 32 MiB, 3 attempts, 10 s / 3 s /
+//  60 s timeouts, TTL one day, no fsync, 100 ms tick).
+void imgp_broker_config_default (imgp_broker_config_t *config);
+
+//  Start the broker: open and scan the spool, bind the sockets, start the
+//  loop. Returns when it is serving, or NULL (reason logged) when the spool
+//  or a bind failed.
+imgp_broker_t *imgp_broker_new (const imgp_broker_config_t *config);
+
+//  Stop the broker cleanly (the loop ends, sockets close, the spool stays)
+//  and free it; safe on NULL and twice.
+void imgp_broker_destroy (imgp_broker_t **self_p);
+
+//  The endpoint a socket is bound to, ephemeral port resolved (borrowed).
+const char *imgp_broker_endpoint (imgp_broker_t *self, imgp_broker_socket_t which);
+
+#endif

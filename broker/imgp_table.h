@@ -1,0 +1,135 @@
+/*  imgp_table — the broker's status table: every job it holds, the FIFO of
+    jobs waiting for a resizer, the jobs in flight, the finished jobs waiting
+    for their TTL, and the resizers (workers) that are alive.
+
+    Why: the broker's decisions (what to dispatch next, which job is late,
+    which worker went silent, what to evict) are all questions about this
+    data; keeping them in one module without sockets, files or clocks makes
+    them easy to test. Callers pass the current time in.
+
+    Ownership: the table owns its job records. A returned imgp_job_t * is
+    borrowed and stays valid until that job is removed; callers may change
+    its plain fields (updated_at, code, result...) but change its phase only
+    through the functions below, which keep the lists and counters right.
+    Never reads a file or a socket; never decides policy (attempt limits,
+    bounds) — the broker does.
+*/
+#ifndef IMGP_TABLE_H_INCLUDED
+#define IMGP_TABLE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "imgp_msg.h"
+
+//  Where the broker holds a job. Each phase is one list in the table.
+typedef enum {
+    IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for credit
+    IMGP_PHASE_DISPATCHED,      //  sent on the ventilator, no STARTED yet
+    IMGP_PHASE_RUNNING,         //  a worker reported STARTED
+    IMGP_PHASE_FINISHED         //  done or failed, kept until its TTL
+} imgp_phase_t;
+
+//  One job. Also the record the spool stores (times, attempts, error, result).
+typedef struct {
+    char id [IMGP_ID_LEN + 1];              //  job id, valid (imgp_id_valid)
+    imgp_state_t state;                     //  what clients see
+    imgp_phase_t phase;                     //  where the broker holds it
+    imgp_opts_t opts;                       //  thumbnail options
+    int64_t created_at;                     //  wall clock ms, when accepted
+    int64_t updated_at;                     //  wall clock ms, last visible change
+    int64_t bytes;                          //  size of the original
+    int attempts;                           //  dispatches so far
+    char worker [IMGP_WORKER_MAX + 1];      //  worker running / that finished it
+    int64_t dispatched_at;                  //  monotonic ms of last dispatch, 0 none
+    int64_t started_at;                     //  monotonic ms of STARTED, 0 none
+    char code [IMGP_CODE_MAX + 1];          //  failure code when failed
+    char message [IMGP_MESSAGE_MAX + 1];    //  failure message when failed
+    imgp_result_t result;                   //  thumbnail metadata when done
+} imgp_job_t;
+
+typedef struct _imgp_table_t imgp_table_t;
+
+//  Create an empty table. Never NULL (aborts on OOM, like czmq).
+imgp_table_t *imgp_table_new (void);
+
+//  Destroy the table and every record in it; safe on NULL and twice.
+void imgp_table_destroy (imgp_table_t **self_p);
+
+//  Insert a copy of `record`. Queued and processing records go to the back
+//  of the FIFO as queued (a processing job whose broker restarted has no
+//  worker any more); done and failed records go to the back of the finished
+//  list. Returns the table's record, or NULL when the id is already held.
+imgp_job_t *imgp_table_insert (imgp_table_t *self, const imgp_job_t *record);
+
+//  The record for an id, or NULL.
+imgp_job_t *imgp_table_lookup (imgp_table_t *self, const char *id);
+
+//  Remove a job and free its record; `*job_p` is set to NULL.
+void imgp_table_remove (imgp_table_t *self, imgp_job_t **job_p);
+
+//  Counts: all jobs, jobs in the FIFO, jobs dispatched but not STARTED.
+size_t imgp_table_size (imgp_table_t *self);
+size_t imgp_table_queued (imgp_table_t *self);
+size_t imgp_table_unstarted (imgp_table_t *self);
+
+//  The job at the front of the FIFO (borrowed), or NULL when empty.
+imgp_job_t *imgp_table_next (imgp_table_t *self);
+
+//  A queued job was sent on the ventilator at monotonic time `now`: it
+//  leaves the FIFO, counts one more attempt, and uses one credit until its
+//  STARTED arrives.
+void imgp_table_dispatched (imgp_table_t *self, imgp_job_t *job, int64_t now);
+
+//  A worker reported STARTED at `now`. Valid from any unfinished phase (a
+//  late STARTED for a job already back in the FIFO takes it out again).
+void imgp_table_started (imgp_table_t *self, imgp_job_t *job,
+                         const char *worker, int64_t now);
+
+//  Put an in-flight job back at the FRONT of the FIFO (it waited longest).
+//  Does not change attempts: the next dispatch counts the next one.
+void imgp_table_requeue (imgp_table_t *self, imgp_job_t *job);
+
+//  The job ended: `state` is IMGP_STATE_DONE or IMGP_STATE_FAILED. Valid
+//  from any unfinished phase; appended to the finished list, so set
+//  job->updated_at to the finish time. The caller fills code/result.
+void imgp_table_finish (imgp_table_t *self, imgp_job_t *job, imgp_state_t state);
+
+//  First in-flight job past its deadline at monotonic time `now`: dispatched
+//  more than `dispatch_ms` ago without STARTED, or started more than
+//  `job_ms` ago. `reason` is set to "dispatch_timeout" or "job_timeout".
+//  NULL when none is late.
+imgp_job_t *imgp_table_overdue (imgp_table_t *self, int64_t now, int64_t dispatch_ms,
+                                int64_t job_ms, const char **reason);
+
+//  First running job held by `worker`, or NULL.
+imgp_job_t *imgp_table_held_by (imgp_table_t *self, const char *worker);
+
+//  The finished job that finished first (eviction and TTL sweep), or NULL.
+imgp_job_t *imgp_table_oldest_finished (imgp_table_t *self);
+
+//  A heartbeat from `worker` with `slots` free at monotonic time `now`.
+//  Returns true when the worker was not known (it joined).
+bool imgp_table_heartbeat (imgp_table_t *self, const char *worker, int slots,
+                           int64_t now);
+
+//  A worker took a job (STARTED): count one slot fewer until its next
+//  heartbeat says otherwise, so its stale "free" slot is not used twice.
+void imgp_table_worker_took (imgp_table_t *self, const char *worker);
+
+//  Name of the first worker silent for more than `timeout_ms` at `now`
+//  (borrowed, valid until the worker is removed), or NULL.
+const char *imgp_table_lost_worker (imgp_table_t *self, int64_t now, int64_t timeout_ms);
+
+//  Forget a worker (lost); unknown names are ignored.
+void imgp_table_worker_remove (imgp_table_t *self, const char *worker);
+
+//  Number of live workers.
+size_t imgp_table_workers (imgp_table_t *self);
+
+//  Jobs the broker may dispatch now: free slots of live workers, minus jobs
+//  dispatched but not yet started. Never negative.
+int imgp_table_credit (imgp_table_t *self);
+
+#endif

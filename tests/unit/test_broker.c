@@ -1,0 +1,1170 @@
+/*  test_broker — criterion suites for broker/: the status table (pure
+    data), the spool (in a temp dir), and the broker actor in-process over
+    real tcp loopback sockets with a fake resizer made of a PULL + PUSH.
+
+    Every socket has receive/send timeouts and every wait has a deadline,
+    so a hang fails the test instead of blocking the run. Endpoints are
+    ephemeral ports and each test has its own temp dir, so criterion may
+    run tests in parallel.
+*/
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "imgp_broker.h"
+#include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_spool.h"
+#include "imgp_table.h"
+
+#define S_TIMEOUT_MS 5000           //  socket timeouts and wait deadlines
+
+static char s_dir [64];             //  this test's temp dir
+
+static void
+s_setup (void)
+{
+    imgp_log_init ("test_broker", getenv ("IMGP_TEST_VERBOSE") != NULL);
+    snprintf (s_dir, sizeof s_dir, "/tmp/imgp-test-broker-XXXXXX");
+    cr_assert_not_null (mkdtemp (s_dir));
+}
+
+static int
+s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st; (void) flag; (void) ftw;
+    return remove (path);
+}
+
+static void
+s_teardown (void)
+{
+    if (s_dir [0])
+        nftw (s_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+s_new_id (char id [IMGP_ID_LEN + 1])
+{
+    cr_assert_eq (imgp_id_new (id), 0);
+}
+
+//  A path in this test's spool: DIR/jobs/ID.ext
+static const char *
+s_spool_path (const char *id, const char *ext)
+{
+    static char path [256];
+    snprintf (path, sizeof path, "%s/jobs/%s%s", s_dir, id, ext);
+    return path;
+}
+
+static bool
+s_exists (const char *path)
+{
+    return access (path, F_OK) == 0;
+}
+
+static void
+s_write_file (const char *path, const char *text)
+{
+    FILE *file = fopen (path, "w");
+    cr_assert_not_null (file);
+    fputs (text, file);
+    fclose (file);
+}
+
+//  =====================================================================
+//  Table
+
+static imgp_job_t
+s_record (imgp_state_t state, int64_t created_at)
+{
+    imgp_job_t record = { .state = state, .created_at = created_at, .updated_at = created_at };
+    s_new_id (record.id);
+    imgp_opts_default (&record.opts);
+    return record;
+}
+
+TestSuite (table, .init = s_setup, .fini = s_teardown, .timeout = 10);
+
+Test (table, insert_lookup_remove)
+{
+    imgp_table_t *table = imgp_table_new ();
+    imgp_job_t record = s_record (IMGP_STATE_QUEUED, 1);
+    imgp_job_t *job = imgp_table_insert (table, &record);
+    cr_assert_not_null (job);
+    cr_assert_eq (imgp_table_lookup (table, record.id), job);
+    cr_assert_null (imgp_table_insert (table, &record), "a held id is not inserted twice");
+    cr_assert_null (imgp_table_lookup (table, "00000000000000000000000000000000"));
+    cr_assert_eq (imgp_table_size (table), 1);
+    cr_assert_eq (imgp_table_queued (table), 1);
+    imgp_table_remove (table, &job);
+    cr_assert_null (job);
+    cr_assert_null (imgp_table_lookup (table, record.id));
+    cr_assert_eq (imgp_table_size (table), 0);
+    cr_assert_eq (imgp_table_queued (table), 0);
+    imgp_table_destroy (&table);
+    imgp_table_destroy (&table);
+    cr_assert_null (table);
+}
+
+Test (table, fifo_order_and_requeue_at_front)
+{
+    imgp_table_t *table = imgp_table_new ();
+    imgp_job_t records [3];
+    imgp_job_t *jobs [3];
+    for (int i = 0; i < 3; i++) {
+        records [i] = s_record (IMGP_STATE_QUEUED, i);
+        jobs [i] = imgp_table_insert (table, &records [i]);
+    }
+    cr_assert_eq (imgp_table_next (table), jobs [0]);
+    imgp_table_dispatched (table, jobs [0], 100);
+    cr_assert_eq (jobs [0]->phase, IMGP_PHASE_DISPATCHED);
+    cr_assert_eq (jobs [0]->attempts, 1);
+    cr_assert_eq (imgp_table_unstarted (table), 1);
+    cr_assert_eq (imgp_table_queued (table), 2);
+    cr_assert_eq (imgp_table_next (table), jobs [1]);
+
+    imgp_table_dispatched (table, jobs [1], 100);
+    imgp_table_started (table, jobs [1], "w1", 110);
+    cr_assert_eq (jobs [1]->state, IMGP_STATE_PROCESSING);
+    cr_assert_str_eq (jobs [1]->worker, "w1");
+    cr_assert_eq (imgp_table_unstarted (table), 1);
+
+    //  Re-queued jobs go to the front, in the order they are re-queued.
+    imgp_table_requeue (table, jobs [0]);
+    cr_assert_eq (imgp_table_unstarted (table), 0);
+    cr_assert_eq (imgp_table_next (table), jobs [0]);
+    imgp_table_requeue (table, jobs [1]);
+    cr_assert_eq (jobs [1]->state, IMGP_STATE_QUEUED);
+    cr_assert_str_eq (jobs [1]->worker, "");
+    cr_assert_eq (jobs [1]->attempts, 1, "a re-queue keeps the attempts count");
+    cr_assert_eq (imgp_table_next (table), jobs [1]);
+    cr_assert_eq (imgp_table_queued (table), 3);
+    imgp_table_destroy (&table);
+}
+
+Test (table, reload_placement_and_finished_order)
+{
+    imgp_table_t *table = imgp_table_new ();
+    imgp_job_t running = s_record (IMGP_STATE_PROCESSING, 1);
+    snprintf (running.worker, sizeof running.worker, "gone");
+    imgp_job_t done = s_record (IMGP_STATE_DONE, 2);
+    imgp_job_t failed = s_record (IMGP_STATE_FAILED, 3);
+    imgp_job_t *r = imgp_table_insert (table, &running);
+    imgp_job_t *d = imgp_table_insert (table, &done);
+    imgp_job_t *f = imgp_table_insert (table, &failed);
+    cr_assert_eq (r->state, IMGP_STATE_QUEUED, "a processing record reloads as queued");
+    cr_assert_eq (r->phase, IMGP_PHASE_QUEUED);
+    cr_assert_str_eq (r->worker, "");
+    cr_assert_eq (d->phase, IMGP_PHASE_FINISHED);
+    cr_assert_eq (imgp_table_queued (table), 1);
+    cr_assert_eq (imgp_table_oldest_finished (table), d);
+
+    //  A result for a queued job finishes it; the finished list is in finish order.
+    imgp_table_finish (table, r, IMGP_STATE_DONE);
+    cr_assert_eq (imgp_table_queued (table), 0);
+    imgp_table_remove (table, &d);
+    cr_assert_eq (imgp_table_oldest_finished (table), f);
+    imgp_table_remove (table, &f);
+    cr_assert_eq (imgp_table_oldest_finished (table), r);
+    imgp_table_remove (table, &r);
+    cr_assert_null (imgp_table_oldest_finished (table));
+    imgp_table_destroy (&table);
+}
+
+Test (table, worker_credit)
+{
+    imgp_table_t *table = imgp_table_new ();
+    cr_assert_eq (imgp_table_credit (table), 0);
+    cr_assert (imgp_table_heartbeat (table, "w1", 2, 0), "first heartbeat joins");
+    cr_assert_not (imgp_table_heartbeat (table, "w1", 2, 10));
+    cr_assert (imgp_table_heartbeat (table, "w2", 1, 10));
+    cr_assert_eq (imgp_table_workers (table), 2);
+    cr_assert_eq (imgp_table_credit (table), 3);
+
+    imgp_job_t records [4];
+    imgp_job_t *jobs [4];
+    for (int i = 0; i < 4; i++) {
+        records [i] = s_record (IMGP_STATE_QUEUED, i);
+        jobs [i] = imgp_table_insert (table, &records [i]);
+    }
+    imgp_table_dispatched (table, jobs [0], 20);
+    imgp_table_dispatched (table, jobs [1], 20);
+    cr_assert_eq (imgp_table_credit (table), 1, "dispatched jobs use credit");
+    imgp_table_started (table, jobs [0], "w1", 30);
+    imgp_table_worker_took (table, "w1");
+    cr_assert_eq (imgp_table_credit (table), 1, "a STARTED moves the use to the worker's slots");
+    imgp_table_dispatched (table, jobs [2], 40);
+    imgp_table_dispatched (table, jobs [3], 40);
+    cr_assert_eq (imgp_table_credit (table), 0, "never negative");
+
+    imgp_table_worker_remove (table, "w2");
+    imgp_table_worker_remove (table, "nobody");
+    cr_assert_eq (imgp_table_workers (table), 1);
+    imgp_table_destroy (&table);
+}
+
+Test (table, timeouts_and_lost_workers)
+{
+    imgp_table_t *table = imgp_table_new ();
+    imgp_job_t a = s_record (IMGP_STATE_QUEUED, 1), b = s_record (IMGP_STATE_QUEUED, 2);
+    imgp_job_t *ja = imgp_table_insert (table, &a);
+    imgp_job_t *jb = imgp_table_insert (table, &b);
+    imgp_table_heartbeat (table, "w1", 1, 1000);
+    imgp_table_heartbeat (table, "w2", 1, 1500);
+
+    imgp_table_dispatched (table, ja, 1000);
+    imgp_table_dispatched (table, jb, 1000);
+    imgp_table_started (table, jb, "w1", 1100);
+
+    const char *reason = NULL;
+    cr_assert_null (imgp_table_overdue (table, 1200, 500, 5000, &reason));
+    cr_assert_eq (imgp_table_overdue (table, 1501, 500, 5000, &reason), ja);
+    cr_assert_str_eq (reason, "dispatch_timeout");
+    imgp_table_requeue (table, ja);
+    cr_assert_null (imgp_table_overdue (table, 6100, 500, 5000, &reason));
+    cr_assert_eq (imgp_table_overdue (table, 6101, 500, 5000, &reason), jb);
+    cr_assert_str_eq (reason, "job_timeout");
+
+    cr_assert_null (imgp_table_lost_worker (table, 3000, 2000));
+    const char *lost = imgp_table_lost_worker (table, 3001, 2000);
+    cr_assert_not_null (lost);
+    cr_assert_str_eq (lost, "w1");
+    cr_assert_eq (imgp_table_held_by (table, "w1"), jb);
+    cr_assert_null (imgp_table_held_by (table, "w2"));
+    imgp_table_worker_remove (table, "w1");
+    imgp_table_requeue (table, jb);
+    cr_assert_null (imgp_table_held_by (table, "w1"));
+    cr_assert_null (imgp_table_lost_worker (table, 3001, 2000));
+    lost = imgp_table_lost_worker (table, 3501, 2000);
+    cr_assert (lost && streq (lost, "w2"));
+    imgp_table_destroy (&table);
+}
+
+//  =====================================================================
+//  Spool
+
+TestSuite (spool, .init = s_setup, .fini = s_teardown, .timeout = 10);
+
+Test (spool, put_get_round_trip)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, true);
+    cr_assert_not_null (spool);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    cr_assert_not (imgp_spool_has (spool, id, IMGP_SPOOL_IN));
+    const char data [] = "not really an image\0with a NUL";
+    cr_assert_eq (imgp_spool_put (spool, id, IMGP_SPOOL_IN, data, sizeof data), 0);
+    cr_assert (imgp_spool_has (spool, id, IMGP_SPOOL_IN));
+    cr_assert_not (s_exists (s_spool_path (id, ".in.tmp")), "no temp file left");
+
+    void *got = NULL;
+    size_t size = 0;
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_IN, &got, &size), 0);
+    cr_assert_eq (size, sizeof data);
+    cr_assert_arr_eq (got, data, size);
+    free (got);
+
+    //  An overwrite replaces the whole file.
+    cr_assert_eq (imgp_spool_put (spool, id, IMGP_SPOOL_IN, "xy", 2), 0);
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_IN, &got, &size), 0);
+    cr_assert_eq (size, 2);
+    free (got);
+
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_OUT, &got, &size), -1);
+    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0);
+    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0, "a missing file is fine");
+    cr_assert_not (imgp_spool_has (spool, id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+    imgp_spool_destroy (&spool);
+    cr_assert_null (spool);
+}
+
+Test (spool, record_round_trip)
+{
+    imgp_job_t done = s_record (IMGP_STATE_DONE, 1795000000000);
+    done.updated_at = done.created_at + 1234;
+    done.bytes = 5000;
+    done.attempts = 2;
+    done.opts.width = 320;
+    done.opts.fit = IMGP_FIT_COVER;
+    done.opts.format = IMGP_FORMAT_WEBP;
+    done.opts.quality = 80;
+    done.opts.enlarge = true;
+    snprintf (done.worker, sizeof done.worker, "host-1.42");
+    done.result = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15 };
+
+    char *text = imgp_spool_record_encode (&done);
+    cr_assert_not_null (text);
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    free (text);
+    cr_assert_str_eq (back.id, done.id);
+    cr_assert_eq (back.state, IMGP_STATE_DONE);
+    cr_assert_eq (back.created_at, done.created_at);
+    cr_assert_eq (back.updated_at, done.updated_at);
+    cr_assert_eq (back.bytes, 5000);
+    cr_assert_eq (back.attempts, 2);
+    cr_assert_eq (memcmp (&back.opts, &done.opts, sizeof back.opts), 0);
+    cr_assert_eq (memcmp (&back.result, &done.result, sizeof back.result), 0);
+    cr_assert_str_eq (back.worker, "host-1.42");
+
+    imgp_job_t failed = s_record (IMGP_STATE_FAILED, 5);
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "truncated \"JPEG\" data");
+    text = imgp_spool_record_encode (&failed);
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0);
+    free (text);
+    cr_assert_str_eq (back.code, "decode_error");
+    cr_assert_str_eq (back.message, "truncated \"JPEG\" data");
+
+    cr_assert_eq (imgp_spool_record_decode ("{\"v\":1}", &back), -1);
+    cr_assert_eq (imgp_spool_record_decode ("not json", &back), -1);
+    cr_assert_eq (imgp_spool_record_decode ("{\"v\":1,\"id\":\"../../etc/passwd\"}", &back), -1);
+}
+
+static int
+s_collect_ids (const imgp_job_t *record, void *arg)
+{
+    zlistx_add_end ((zlistx_t *) arg, (void *) record->id);
+    return 0;
+}
+
+Test (spool, scan_recovers_records_and_cleans_debris)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    imgp_job_t kept = s_record (IMGP_STATE_QUEUED, 10);
+    cr_assert_eq (imgp_spool_put (spool, kept.id, IMGP_SPOOL_IN, "abc", 3), 0);
+    cr_assert_eq (imgp_spool_save (spool, &kept), 0);
+
+    //  Debris of crashes: a half-written temp, an original whose record never
+    //  committed, a thumbnail of a deleted record.
+    char orphan [IMGP_ID_LEN + 1], stray [IMGP_ID_LEN + 1], corrupt [IMGP_ID_LEN + 1];
+    s_new_id (orphan);
+    s_new_id (stray);
+    s_new_id (corrupt);
+    s_write_file (s_spool_path (kept.id, ".json.tmp"), "{\"v\":1,\"id\":");
+    s_write_file (s_spool_path (orphan, ".in"), "orphan");
+    s_write_file (s_spool_path (orphan, ".in.tmp"), "orph");
+    s_write_file (s_spool_path (stray, ".out"), "thumb");
+    //  A record that does not parse is set aside with its original.
+    s_write_file (s_spool_path (corrupt, ".json"), "{\"v\":1, garbage");
+    s_write_file (s_spool_path (corrupt, ".in"), "original");
+    //  Files that are not ours stay.
+    char other [128];
+    snprintf (other, sizeof other, "%s/jobs/README", s_dir);
+    s_write_file (other, "hands off");
+
+    zlistx_t *ids = zlistx_new ();
+    cr_assert_eq (imgp_spool_scan (spool, s_collect_ids, ids), 1);
+    zlistx_destroy (&ids);
+
+    cr_assert (s_exists (s_spool_path (kept.id, ".json")));
+    cr_assert (s_exists (s_spool_path (kept.id, ".in")));
+    cr_assert_not (s_exists (s_spool_path (kept.id, ".json.tmp")));
+    cr_assert_not (s_exists (s_spool_path (orphan, ".in")));
+    cr_assert_not (s_exists (s_spool_path (orphan, ".in.tmp")));
+    cr_assert_not (s_exists (s_spool_path (stray, ".out")));
+    cr_assert_not (s_exists (s_spool_path (corrupt, ".json")));
+    cr_assert (s_exists (s_spool_path (corrupt, ".json.corrupt")));
+    cr_assert (s_exists (s_spool_path (corrupt, ".in")));
+    cr_assert (s_exists (other));
+
+    cr_assert_eq (imgp_spool_delete (spool, kept.id), 0);
+    cr_assert_not (s_exists (s_spool_path (kept.id, ".json")));
+    cr_assert_not (s_exists (s_spool_path (kept.id, ".in")));
+    imgp_spool_destroy (&spool);
+}
+
+Test (spool, refuses_an_unusable_directory)
+{
+    char file [128];
+    snprintf (file, sizeof file, "%s/plain-file", s_dir);
+    s_write_file (file, "x");
+    cr_assert_null (imgp_spool_new (file, false));
+}
+
+//  =====================================================================
+//  Broker, in-process
+
+TestSuite (broker, .init = s_setup, .fini = s_teardown, .timeout = 30);
+
+static imgp_broker_config_t
+s_config (void)
+{
+    imgp_broker_config_t config;
+    imgp_broker_config_default (&config);
+    config.intake = config.status = config.jobs = config.results = "tcp://127.0.0.1:*";
+    config.data_dir = s_dir;
+    config.tick_ms = 20;
+    return config;
+}
+
+static imgp_broker_t *
+s_broker_new (const imgp_broker_config_t *config)
+{
+    imgp_broker_t *broker = imgp_broker_new (config);
+    cr_assert_not_null (broker);
+    return broker;
+}
+
+static zsock_t *
+s_connect (int type, const char *endpoint)
+{
+    zsock_t *sock = zsock_new (type);
+    cr_assert_not_null (sock);
+    zsock_set_rcvtimeo (sock, S_TIMEOUT_MS);
+    zsock_set_sndtimeo (sock, S_TIMEOUT_MS);
+    zsock_set_linger (sock, 0);
+    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    return sock;
+}
+
+static zsock_t *
+s_req (imgp_broker_t *broker, imgp_broker_socket_t which)
+{
+    return s_connect (ZMQ_REQ, imgp_broker_endpoint (broker, which));
+}
+
+//  Send a request on a REQ socket and return the reply (NULL on timeout).
+static imgp_msg_t *
+s_call (zsock_t *req, imgp_msg_t *request)
+{
+    cr_assert_eq (imgp_msg_send (&request, req), 0);
+    return imgp_msg_recv (req);
+}
+
+static void *
+s_copy (const void *data, size_t size)
+{
+    void *copy = malloc (size);
+    cr_assert_not_null (copy);
+    memcpy (copy, data, size);
+    return copy;
+}
+
+static imgp_msg_t *
+s_submit (zsock_t *intake, const char *id, size_t size)
+{
+    imgp_msg_t *submit = imgp_msg_new (IMGP_MSG_SUBMIT);
+    memcpy (submit->id, id, IMGP_ID_LEN + 1);
+    imgp_opts_default (&submit->opts);
+    void *data = malloc (size);
+    cr_assert_not_null (data);
+    memset (data, 'i', size);
+    imgp_msg_set_data (submit, data, size, NULL);
+    imgp_msg_t *reply = s_call (intake, submit);
+    cr_assert_not_null (reply, "no reply to SUBMIT");
+    return reply;
+}
+
+//  SUBMIT that must be accepted.
+static void
+s_submit_ok (zsock_t *intake, const char *id, size_t size)
+{
+    imgp_msg_t *reply = s_submit (intake, id, size);
+    cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED, "got %s %s", imgp_msg_type_name (reply->type),
+                  reply->message);
+    cr_assert_str_eq (reply->id, id);
+    imgp_msg_destroy (&reply);
+}
+
+static imgp_msg_t *
+s_ask (zsock_t *status, imgp_msg_type_t type, const char *id)
+{
+    imgp_msg_t *request = imgp_msg_new (type);
+    memcpy (request->id, id, IMGP_ID_LEN + 1);
+    imgp_msg_t *reply = s_call (status, request);
+    cr_assert_not_null (reply, "no reply to %s", imgp_msg_type_name (type));
+    return reply;
+}
+
+//  Poll STATUS until the job is in `state`; returns its INFO, or fails.
+static imgp_msg_t *
+s_wait_state (zsock_t *status, const char *id, imgp_state_t state)
+{
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (true) {
+        imgp_msg_t *info = s_ask (status, IMGP_MSG_STATUS, id);
+        if (info->type == IMGP_MSG_INFO && info->state == state)
+            return info;
+        imgp_msg_destroy (&info);
+        cr_assert (zclock_mono () < deadline, "job %s never reached %s", id, imgp_state_name (state));
+        zclock_sleep (10);
+    }
+}
+
+static void
+s_expect_error (imgp_msg_t **reply_p, const char *code)
+{
+    cr_assert_eq ((*reply_p)->type, IMGP_MSG_ERROR, "got %s", imgp_msg_type_name ((*reply_p)->type));
+    cr_assert_str_eq ((*reply_p)->code, code);
+    imgp_msg_destroy (reply_p);
+}
+
+//  ---------------------------------------------------------------------
+//  A fake resizer: PULL from the ventilator, PUSH to the sink.
+
+typedef struct {
+    zsock_t *pull;              //  jobs
+    zsock_t *push;              //  heartbeats and results
+    char name [32];             //  worker name
+} s_worker_t;
+
+//  A worker that only sends (no PULL): for garbage, so no job can go its way.
+static s_worker_t *
+s_sender_new (imgp_broker_t *broker, const char *name)
+{
+    s_worker_t *self = calloc (1, sizeof *self);
+    cr_assert_not_null (self);
+    snprintf (self->name, sizeof self->name, "%s", name);
+    self->push = s_connect (ZMQ_PUSH, imgp_broker_endpoint (broker, IMGP_BROKER_RESULTS));
+    return self;
+}
+
+static s_worker_t *
+s_worker_new (imgp_broker_t *broker, const char *name)
+{
+    s_worker_t *self = s_sender_new (broker, name);
+    self->pull = zsock_new (ZMQ_PULL);
+    zsock_set_rcvhwm (self->pull, 1);
+    zsock_set_linger (self->pull, 0);
+    cr_assert_eq (zsock_connect (self->pull, "%s", imgp_broker_endpoint (broker, IMGP_BROKER_JOBS)), 0);
+    return self;
+}
+
+static void
+s_worker_destroy (s_worker_t **self_p)
+{
+    if (*self_p) {
+        zsock_destroy (&(*self_p)->pull);
+        zsock_destroy (&(*self_p)->push);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_worker_heartbeat (s_worker_t *self, int slots)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    msg->slots = slots;
+    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+}
+
+//  Heartbeat with a free slot every 50 ms until a JOB arrives; fails at the deadline.
+static imgp_msg_t *
+s_worker_await_job (s_worker_t *self)
+{
+    zsock_set_rcvtimeo (self->pull, 50);
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (zclock_mono () < deadline) {
+        s_worker_heartbeat (self, 1);
+        imgp_msg_t *job = imgp_msg_recv (self->pull);
+        if (job) {
+            cr_assert_eq (job->type, IMGP_MSG_JOB);
+            return job;
+        }
+    }
+    cr_assert_fail ("worker %s got no job in time", self->name);
+    return NULL;
+}
+
+static void
+s_worker_started (s_worker_t *self, const char *id, int attempt)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_STARTED);
+    memcpy (msg->id, id, IMGP_ID_LEN + 1);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    msg->attempts = attempt;
+    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+}
+
+static void
+s_worker_done (s_worker_t *self, const char *id, int attempt, const char *thumbnail)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_DONE);
+    memcpy (msg->id, id, IMGP_ID_LEN + 1);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    msg->attempts = attempt;
+    size_t size = strlen (thumbnail);
+    msg->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, (int64_t) size, 7 };
+    imgp_msg_set_data (msg, s_copy (thumbnail, size), size, NULL);
+    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+}
+
+static void
+s_worker_failed (s_worker_t *self, const char *id, int attempt, const char *code)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_FAILED);
+    memcpy (msg->id, id, IMGP_ID_LEN + 1);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    msg->attempts = attempt;
+    snprintf (msg->code, sizeof msg->code, "%s", code);
+    snprintf (msg->message, sizeof msg->message, "the image is bad");
+    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+}
+
+//  A worker takes the next job and finishes it with `thumbnail`.
+static void
+s_worker_run_one (s_worker_t *worker, zsock_t *status, const char *id, const char *thumbnail)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (worker, id, attempt);
+    s_worker_done (worker, id, attempt, thumbnail);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+}
+
+static void
+s_expect_thumbnail (zsock_t *status, const char *id, const char *thumbnail)
+{
+    imgp_msg_t *info = s_ask (status, IMGP_MSG_FETCH, id);
+    cr_assert_eq (info->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (info->type), info->message);
+    cr_assert_eq (info->state, IMGP_STATE_DONE);
+    cr_assert_eq (imgp_msg_size (info), strlen (thumbnail));
+    cr_assert_arr_eq (imgp_msg_data (info), thumbnail, strlen (thumbnail));
+    cr_assert_eq (info->result.bytes, (int64_t) strlen (thumbnail));
+    cr_assert_eq (info->result.width, 100);
+    imgp_msg_destroy (&info);
+}
+
+//  ---------------------------------------------------------------------
+
+Test (broker, submit_then_status_and_ping)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+
+    int64_t before = zclock_time ();
+    imgp_msg_t *reply = s_submit (intake, id, 1000);
+    cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED);
+    cr_assert_eq (reply->state, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&reply);
+    //  Invariant 1: ACCEPTED means on disk.
+    cr_assert (s_exists (s_spool_path (id, ".in")));
+    cr_assert (s_exists (s_spool_path (id, ".json")));
+
+    reply = s_ask (status, IMGP_MSG_STATUS, id);
+    cr_assert_eq (reply->type, IMGP_MSG_INFO);
+    cr_assert_str_eq (reply->id, id);
+    cr_assert_eq (reply->state, IMGP_STATE_QUEUED);
+    cr_assert_eq (reply->attempts, 0);
+    cr_assert_geq (reply->created_at, before);
+    imgp_msg_destroy (&reply);
+
+    reply = s_ask (status, IMGP_MSG_FETCH, id);
+    cr_assert_eq (reply->type, IMGP_MSG_INFO);
+    cr_assert_eq (imgp_msg_size (reply), 0, "no bytes before done");
+    imgp_msg_destroy (&reply);
+
+    char unknown [IMGP_ID_LEN + 1];
+    s_new_id (unknown);
+    reply = s_ask (status, IMGP_MSG_STATUS, unknown);
+    s_expect_error (&reply, "not_found");
+    reply = s_ask (status, IMGP_MSG_FETCH, unknown);
+    s_expect_error (&reply, "not_found");
+
+    reply = s_call (intake, imgp_msg_new (IMGP_MSG_PING));
+    cr_assert (reply && reply->type == IMGP_MSG_PONG);
+    imgp_msg_destroy (&reply);
+    reply = s_call (status, imgp_msg_new (IMGP_MSG_PING));
+    cr_assert (reply && reply->type == IMGP_MSG_PONG);
+    imgp_msg_destroy (&reply);
+
+    //  A request on the wrong socket gets a clear error.
+    reply = s_ask (intake, IMGP_MSG_STATUS, id);
+    s_expect_error (&reply, "bad_request");
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+    imgp_broker_destroy (&broker);
+    cr_assert_null (broker);
+}
+
+Test (broker, duplicate_submit_is_idempotent)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 100);
+    imgp_msg_t *first = s_ask (status, IMGP_MSG_STATUS, id);
+    s_submit_ok (intake, id, 100);
+    s_submit_ok (intake, id, 999);
+    imgp_msg_t *again = s_ask (status, IMGP_MSG_STATUS, id);
+    cr_assert_eq (again->created_at, first->created_at, "the job was not replaced");
+    imgp_msg_destroy (&first);
+    imgp_msg_destroy (&again);
+
+    void *data = NULL;
+    size_t size = 0;
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_IN, &data, &size), 0);
+    cr_assert_eq (size, 100, "the original is the first upload");
+    free (data);
+    imgp_spool_destroy (&spool);
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, bounds_queue_full_and_too_large)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_queue = 2;
+    config.max_upload_bytes = 1024;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    char ids [3][IMGP_ID_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        s_new_id (ids [i]);
+
+    imgp_msg_t *reply = s_submit (intake, ids [0], 2000);
+    s_expect_error (&reply, "too_large");
+    s_submit_ok (intake, ids [0], 1024);
+    s_submit_ok (intake, ids [1], 10);
+    reply = s_submit (intake, ids [2], 10);
+    s_expect_error (&reply, "queue_full");
+    cr_assert_not (s_exists (s_spool_path (ids [2], ".in")), "a refused job leaves nothing");
+    s_submit_ok (intake, ids [0], 10);      //  a retry of a held job is still fine
+
+    zsock_destroy (&intake);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, table_full_evicts_oldest_finished)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_jobs = 2;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1], c [IMGP_ID_LEN + 1], d [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_new_id (c);
+    s_new_id (d);
+
+    s_submit_ok (intake, a, 10);
+    s_worker_run_one (worker, status, a, "thumb-a");
+    s_submit_ok (intake, b, 10);
+    s_submit_ok (intake, c, 10);            //  table full: a (finished) goes
+    imgp_msg_t *reply = s_ask (status, IMGP_MSG_STATUS, a);
+    s_expect_error (&reply, "not_found");
+    cr_assert_not (s_exists (s_spool_path (a, ".json")));
+    cr_assert_not (s_exists (s_spool_path (a, ".out")));
+    reply = s_submit (intake, d, 10);       //  nothing finished to evict
+    s_expect_error (&reply, "queue_full");
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, fake_resizer_round_trip)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 321);
+
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id);
+    cr_assert_eq (job->attempts, 1);
+    cr_assert_eq (job->opts.width, IMGP_SIDE_DEFAULT);
+    cr_assert_eq (imgp_msg_size (job), 321);
+    cr_assert_eq (imgp_msg_data (job) [0], 'i');
+    imgp_msg_destroy (&job);
+
+    s_worker_started (worker, id, 1);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    cr_assert_eq (info->attempts, 1);
+    imgp_msg_destroy (&info);
+
+    s_worker_done (worker, id, 1, "THUMBNAIL");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->result.bytes, 9);
+    cr_assert_geq (info->updated_at, info->created_at);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, "THUMBNAIL");
+    cr_assert_not (s_exists (s_spool_path (id, ".in")), "the original goes once done");
+    cr_assert (s_exists (s_spool_path (id, ".out")));
+
+    //  A resizer's FAILED is final.
+    char bad [IMGP_ID_LEN + 1];
+    s_new_id (bad);
+    s_submit_ok (intake, bad, 10);
+    job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, bad);
+    imgp_msg_destroy (&job);
+    s_worker_started (worker, bad, 1);
+    s_worker_failed (worker, bad, 1, "decode_error");
+    info = s_wait_state (status, bad, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "decode_error");
+    cr_assert_str_eq (info->message, "the image is bad");
+    imgp_msg_destroy (&info);
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, first_result_wins)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (intake, a, 10);
+    s_worker_run_one (worker, status, a, "first");
+
+    //  Late duplicates for a: dropped. Then a result for b on the same
+    //  connection: when b is done, the broker has read the duplicates.
+    s_submit_ok (intake, b, 10);
+    s_worker_done (worker, a, 1, "second");
+    s_worker_failed (worker, a, 2, "decode_error");
+    s_worker_done (worker, b, 1, "bee");
+    imgp_msg_t *info = s_wait_state (status, b, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, a, "first");
+    s_expect_thumbnail (status, b, "bee");
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, silent_worker_job_is_redispatched)
+{
+    imgp_broker_config_t config = s_config ();
+    config.heartbeat_timeout_ms = 300;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+
+    s_worker_t *first = s_worker_new (broker, "w1");
+    imgp_msg_t *job = s_worker_await_job (first);
+    imgp_msg_destroy (&job);
+    s_worker_started (first, id, 1);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&first);              //  dies: no more heartbeats
+
+    s_worker_t *second = s_worker_new (broker, "w2");
+    job = s_worker_await_job (second);
+    cr_assert_str_eq (job->id, id);
+    cr_assert_eq (job->attempts, 2);
+    imgp_msg_destroy (&job);
+    s_worker_started (second, id, 2);
+    s_worker_done (second, id, 2, "again");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->attempts, 2);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, "again");
+
+    s_worker_destroy (&second);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, job_timeout_requeues)
+{
+    imgp_broker_config_t config = s_config ();
+    config.job_timeout_ms = 200;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+
+    imgp_msg_t *job = s_worker_await_job (worker);
+    imgp_msg_destroy (&job);
+    s_worker_started (worker, id, 1);       //  ...and hangs, still heartbeating
+    job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id);
+    cr_assert_eq (job->attempts, 2);
+    imgp_msg_destroy (&job);
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, max_attempts_ends_failed)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 2;
+    config.dispatch_timeout_ms = 200;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+
+    //  The worker takes the job but never reports STARTED.
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        imgp_msg_t *job = s_worker_await_job (worker);
+        cr_assert_eq (job->attempts, attempt);
+        imgp_msg_destroy (&job);
+    }
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "not started within 200 ms"), "%s", info->message);
+    cr_assert_eq (info->attempts, 2);
+    imgp_msg_destroy (&info);
+    cr_assert_not (s_exists (s_spool_path (id, ".in")));
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, restart_keeps_jobs_and_thumbnails)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (intake, a, 10);
+    s_worker_run_one (worker, status, a, "kept");
+    s_worker_destroy (&worker);             //  no worker: b stays queued
+    s_submit_ok (intake, b, 10);
+    imgp_msg_t *info = s_ask (status, IMGP_MSG_STATUS, a);
+    int64_t done_at = info->updated_at;
+    imgp_msg_destroy (&info);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+
+    broker = s_broker_new (&config);
+    status = s_req (broker, IMGP_BROKER_STATUS);
+    info = s_ask (status, IMGP_MSG_STATUS, a);
+    cr_assert_eq (info->type, IMGP_MSG_INFO);
+    cr_assert_eq (info->state, IMGP_STATE_DONE);
+    cr_assert_eq (info->updated_at, done_at);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, a, "kept");
+    info = s_ask (status, IMGP_MSG_STATUS, b);
+    cr_assert_eq (info->type, IMGP_MSG_INFO);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&info);
+
+    //  ...and the queued job still runs.
+    worker = s_worker_new (broker, "w2");
+    s_worker_run_one (worker, status, b, "late");
+    s_expect_thumbnail (status, b, "late");
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, finished_jobs_expire_after_ttl)
+{
+    imgp_broker_config_t config = s_config ();
+    config.ttl_s = 1;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    s_worker_run_one (worker, status, id, "brief");
+
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (true) {
+        imgp_msg_t *reply = s_ask (status, IMGP_MSG_STATUS, id);
+        bool gone = reply->type == IMGP_MSG_ERROR && streq (reply->code, "not_found");
+        imgp_msg_destroy (&reply);
+        if (gone)
+            break;
+        cr_assert (zclock_mono () < deadline, "the finished job never expired");
+        zclock_sleep (50);
+    }
+    cr_assert_not (s_exists (s_spool_path (id, ".out")));
+    cr_assert_not (s_exists (s_spool_path (id, ".json")));
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  Raw bytes on a TCP connection: a ZMTP 3 greeting with a mechanism that
+//  does not exist. The broker must drop the connection (we wait for that).
+static void
+s_send_raw_garbage (const char *endpoint)
+{
+    static const uint8_t greeting [64] = {
+        0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0, 'B', 'O', 'G', 'U', 'S'
+    };
+    zsock_t *stream = s_connect (ZMQ_STREAM, endpoint);
+    zframe_t *peer = zframe_recv (stream);      //  connected: [peer id][empty]
+    cr_assert_not_null (peer, "no connection to %s", endpoint);
+    zframe_t *frame = zframe_recv (stream);
+    zframe_destroy (&frame);
+    cr_assert_eq (zframe_send (&peer, stream, ZFRAME_MORE), 0);
+    cr_assert_eq (zmq_send (zsock_resolve (stream), greeting, sizeof greeting, 0),
+                  (int) sizeof greeting);
+    //  Whatever the broker says, then an empty frame: it closed on us.
+    bool closed = false;
+    while (!closed && (peer = zframe_recv (stream))) {
+        frame = zframe_recv (stream);
+        closed = frame && zframe_size (frame) == 0;
+        zframe_destroy (&frame);
+        zframe_destroy (&peer);
+    }
+    cr_assert (closed, "the broker kept a garbage connection on %s", endpoint);
+    zsock_destroy (&stream);
+}
+
+//  Well-framed ZeroMQ messages that are not valid imgpipe messages.
+static void
+s_send_bad_messages (zsock_t *sock, bool with_delimiter)
+{
+    const char *headers [] = {
+        "not json", "{}", "{\"v\":99,\"type\":\"ping\"}", "{\"v\":1,\"type\":\"nope\"}",
+        "{\"v\":1,\"type\":\"status\",\"id\":\"../../../etc/passwd\"}",
+        "{\"v\":1,\"type\":\"submit\",\"id\":\"00000000000000000000000000000000\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"worker\":\"w\",\"slots\":-5}",
+        "[1,2,3]", ""
+    };
+    for (size_t i = 0; i < sizeof headers / sizeof headers [0]; i++) {
+        zmsg_t *msg = zmsg_new ();
+        if (with_delimiter)
+            zmsg_addmem (msg, "", 0);
+        zmsg_addstr (msg, headers [i]);
+        cr_assert_eq (zmsg_send (&msg, sock), 0);
+    }
+    //  A valid header with frames it must not have.
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    zmsg_t *msg = imgp_msg_encode (ping);
+    imgp_msg_destroy (&ping);
+    cr_assert_not_null (msg);
+    if (with_delimiter)
+        zmsg_pushmem (msg, "", 0);
+    zmsg_addstr (msg, "extra");
+    zmsg_addstr (msg, "frames");
+    cr_assert_eq (zmsg_send (&msg, sock), 0);
+    //  No envelope delimiter at all.
+    if (with_delimiter)
+        cr_assert_eq (zstr_send (sock, "{\"v\":1,\"type\":\"ping\"}"), 0);
+}
+
+//  Garbage on a ROUTER from a DEALER, then a PING on the same connection:
+//  its PONG proves the broker read (and dropped) everything before it.
+static void
+s_garbage_to_router (imgp_broker_t *broker, imgp_broker_socket_t which)
+{
+    zsock_t *dealer = s_connect (ZMQ_DEALER, imgp_broker_endpoint (broker, which));
+    s_send_bad_messages (dealer, true);
+    imgp_msg_t *reply = s_call (dealer, imgp_msg_new (IMGP_MSG_PING));
+    cr_assert (reply && reply->type == IMGP_MSG_PONG, "no PONG after garbage");
+    imgp_msg_destroy (&reply);
+    zsock_destroy (&dealer);
+}
+
+Test (broker, malformed_input_is_dropped)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    for (int which = IMGP_BROKER_INTAKE; which <= IMGP_BROKER_RESULTS; which++)
+        s_send_raw_garbage (imgp_broker_endpoint (broker, which));
+    s_garbage_to_router (broker, IMGP_BROKER_INTAKE);
+    s_garbage_to_router (broker, IMGP_BROKER_STATUS);
+
+    //  Garbage and stray results on the sink, then a result for a real
+    //  (queued) job on the same connection: once that job is done, the
+    //  broker has read everything before it.
+    char id [IMGP_ID_LEN + 1], unknown [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_new_id (unknown);
+    s_submit_ok (intake, id, 10);
+    s_worker_t *garbage = s_sender_new (broker, "garbage");
+    s_send_bad_messages (garbage->push, false);
+    s_worker_started (garbage, unknown, 1);
+    s_worker_done (garbage, unknown, 1, "nobody asked");
+    s_worker_failed (garbage, unknown, 1, "decode_error");
+    s_worker_done (garbage, id, 1, "sync");
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&garbage);
+
+    //  Still serving, on every socket.
+    imgp_msg_t *reply = s_call (intake, imgp_msg_new (IMGP_MSG_PING));
+    cr_assert (reply && reply->type == IMGP_MSG_PONG);
+    imgp_msg_destroy (&reply);
+    reply = s_ask (status, IMGP_MSG_STATUS, unknown);
+    s_expect_error (&reply, "not_found");
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char next [IMGP_ID_LEN + 1];
+    s_new_id (next);
+    s_submit_ok (intake, next, 10);
+    s_worker_run_one (worker, status, next, "fine");
+    s_expect_thumbnail (status, next, "fine");
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+Test (broker, bind_failure_returns_null)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *first = s_broker_new (&config);
+    config.intake = imgp_broker_endpoint (first, IMGP_BROKER_INTAKE);    //  taken
+    imgp_broker_t *second = imgp_broker_new (&config);
+    cr_assert_null (second);
+    config.intake = "not-an-endpoint";
+    cr_assert_null (imgp_broker_new (&config));
+    imgp_broker_destroy (&first);
+}
