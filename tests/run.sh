@@ -69,7 +69,9 @@ for suite in test_proto test_broker test_resizer test_frontend; do
     run_suite "$suite"
 done
 # End-to-end suites start real processes; run them one at a time.
-run_suite test_e2e --jobs 1
+for suite in test_e2e test_faults; do
+    [ -f "tests/integration/$suite.c" ] && run_suite "$suite" --jobs 1
+done
 
 echo "logs: $out"
 [ $skipped -gt 0 ] && echo "$skipped skipped"
