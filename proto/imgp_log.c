@@ -43,10 +43,11 @@ imgp_log_v (imgp_log_level_t level, const char *format, va_list args)
     if (n < 0 || (size_t) n >= sizeof line)
         return;
     vsnprintf (line + n, sizeof line - n - 1, format, args);
-    //  One line per event, whatever the message held.
+    //  One line per event, whatever the message held: no newline, escape
+    //  sequence or other control byte from a client reaches the terminal.
     size_t len = strlen (line);
     for (size_t i = n; i < len; i++)
-        if (line [i] == '\n' || line [i] == '\r')
+        if ((unsigned char) line [i] < 0x20 || line [i] == 0x7f)
             line [i] = ' ';
     line [len] = '\n';
     line [len + 1] = '\0';

@@ -880,3 +880,10 @@ imgp_msg_recv (void *sock)
     self->routing_id = routing_id;
     return self;
 }
+
+int
+imgp_msg_max_size (int64_t max_image)
+{
+    assert (max_image >= 0 && max_image <= IMGP_UPLOAD_LIMIT_MAX);
+    return (int) max_image + IMGP_HEADER_MAX + 1024;
+}

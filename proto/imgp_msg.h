@@ -137,6 +137,15 @@ int imgp_msg_send (imgp_msg_t **self_p, void *sock);
 //  errno is EPROTO.
 imgp_msg_t *imgp_msg_recv (void *sock);
 
+//  The largest --max-upload-bytes any program accepts (1 GiB), so the
+//  socket limit below always fits libzmq's int option.
+#define IMGP_UPLOAD_LIMIT_MAX (1LL << 30)
+
+//  ZMQ_MAXMSGSIZE for a socket that receives images of up to `max_image`
+//  bytes: the image plus room for the header frame and envelope. Every
+//  program sizes its sockets with this one rule, so their limits agree.
+int imgp_msg_max_size (int64_t max_image);
+
 //  Name of a type ("SUBMIT"), for logs.
 const char *imgp_msg_type_name (imgp_msg_type_t type);
 
