@@ -23,6 +23,8 @@
     - The attempt counted at dispatch is saved with the next record write
       (STARTED, re-queue, result), not at dispatch itself: a broker crash
       can grant one extra attempt, a cheap price for one less write per job.
+      A result names its attempt, so a job finished by the result of such an
+      unsaved attempt still counts it (s_result_job).
 */
 #include "imgp_broker.h"
 
@@ -380,13 +382,19 @@ s_on_started (s_server_t *self, imgp_msg_t *msg)
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
 }
 
-//  The job a result is for, or NULL when the result must be dropped.
+//  The job a result is for, or NULL when the result must be dropped. A
+//  result of attempt N proves N dispatches, some perhaps made before a
+//  restart and never saved (see the top of this file): attempts never
+//  reads lower than that, so no job ends "done after 0 attempts".
 static imgp_job_t *
 s_result_job (s_server_t *self, imgp_msg_t *msg)
 {
     imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
-    if (job && job->phase != IMGP_PHASE_FINISHED)
+    if (job && job->phase != IMGP_PHASE_FINISHED) {
+        if (msg->attempts > job->attempts)
+            job->attempts = msg->attempts;
         return job;
+    }
     imgp_debug ("job=%s event=duplicate_result type=%s worker=%s attempt=%d", msg->id,
                 imgp_msg_type_name (msg->type), msg->worker, msg->attempts);
     return NULL;

@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -241,11 +242,22 @@ s_endpoint (char *buf, size_t size, int port)
     snprintf (buf, size, "tcp://127.0.0.1:%d", port);
 }
 
+//  Append the `extra` flags (NULL-terminated, or `max` of them) to an
+//  argv [24] that holds `argc` arguments, and terminate it.
+static void
+s_add_args (char **argv, int argc, const char *const *extra, int max)
+{
+    for (int k = 0; k < max && extra [k] && argc < 23; k++)
+        argv [argc++] = (char *) extra [k];
+    argv [argc] = NULL;
+}
+
 static int
 s_proc_start (h_cluster_t *self, h_proc_t *proc, const char *name, char **argv)
 {
-    snprintf (proc->name, sizeof proc->name, "%s", name);
     snprintf (proc->log, sizeof proc->log, "%s/%s.log", self->dir, name);
+    if (proc->name != name)
+        snprintf (proc->name, sizeof proc->name, "%s", name);
     proc->pid = h_spawn (argv, proc->log, NULL);
     return proc->pid > 0 ? 0 : -1;
 }
@@ -256,9 +268,10 @@ s_start_broker (h_cluster_t *self)
     char ep [4][64];
     for (int i = 0; i < 4; i++)
         s_endpoint (ep [i], sizeof ep [i], self->broker_ports [i]);
-    char *argv [] = { H_BROKER_BIN, "--intake", ep [0], "--status", ep [1],
-                      "--jobs", ep [2], "--results", ep [3],
-                      "--data-dir", self->data_dir, "--verbose", NULL };
+    char *argv [24] = { H_BROKER_BIN, "--intake", ep [0], "--status", ep [1],
+                        "--jobs", ep [2], "--results", ep [3],
+                        "--data-dir", self->data_dir, "--verbose" };
+    s_add_args (argv, 12, self->opts.broker_extra, 12);
     return s_proc_start (self, &self->broker, "broker", argv);
 }
 
@@ -269,7 +282,8 @@ s_start_resizer (h_cluster_t *self, int i)
     s_endpoint (jobs, sizeof jobs, self->broker_ports [2]);
     s_endpoint (results, sizeof results, self->broker_ports [3]);
     snprintf (name, sizeof name, "resizer%d", i);
-    char *argv [] = { H_RESIZER_BIN, "--jobs", jobs, "--results", results, "--verbose", NULL };
+    char *argv [24] = { H_RESIZER_BIN, "--jobs", jobs, "--results", results, "--verbose" };
+    s_add_args (argv, 6, self->opts.resizer_extra, 8);
     return s_proc_start (self, &self->resizer [i], name, argv);
 }
 
@@ -283,10 +297,7 @@ s_start_frontend (h_cluster_t *self, int i, const h_cluster_opts_t *opts)
     snprintf (name, sizeof name, "frontend%d", i);
     char *argv [24] = { H_FRONTEND_BIN, "--listen", listen, "--intake", intake,
                         "--status", status, "--verbose" };
-    int argc = 8;
-    for (int k = 0; opts->frontend_extra [k] && argc < 22; k++)
-        argv [argc++] = (char *) opts->frontend_extra [k];
-    argv [argc] = NULL;
+    s_add_args (argv, 8, opts->frontend_extra, 8);
     return s_proc_start (self, &self->frontend [i], name, argv);
 }
 
@@ -356,6 +367,7 @@ h_cluster_new (const h_cluster_opts_t *opts)
     h_cluster_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
+    self->opts = *opts;
     self->resizers = opts->resizers < H_MAX_RESIZERS ? opts->resizers : H_MAX_RESIZERS;
     self->frontends = opts->frontends < H_MAX_FRONTENDS ? opts->frontends : H_MAX_FRONTENDS;
     snprintf (self->dir, sizeof self->dir, "/tmp/imgp-e2e-XXXXXX");
@@ -511,6 +523,129 @@ h_cluster_url (h_cluster_t *self, int i)
     static char urls [H_MAX_FRONTENDS][64];
     snprintf (urls [i], sizeof urls [i], "http://127.0.0.1:%d", self->http_ports [i]);
     return urls [i];
+}
+
+//  -------------------------------------------------------------------------
+//  Faults
+
+int
+h_proc_signal (h_proc_t *proc, int sig, int deadline_ms)
+{
+    if (proc->pid <= 0 || kill (proc->pid, sig) != 0)
+        return -1;
+    if (sig == SIGSTOP || sig == SIGCONT)
+        return 0;
+    int status = 0;
+    if (h_wait_exit (proc->pid, deadline_ms, &status) != 0)
+        return -1;
+    proc->pid = 0;
+    proc->exit_status = status;
+    return 0;
+}
+
+int
+h_cluster_broker_start (h_cluster_t *self)
+{
+    if (self->broker.pid > 0)
+        return -1;                  //  one broker per cluster
+    return s_start_broker (self);
+}
+
+static bool
+s_resizer_ready (void *arg)
+{
+    h_proc_t *proc = arg;
+    return s_proc_dead (proc) || h_log_count (proc->log, "event=ready") > 0;
+}
+
+int
+h_cluster_add_resizer (h_cluster_t *self, int deadline_ms)
+{
+    int i = self->resizers;
+    if (i >= H_MAX_RESIZERS || s_start_resizer (self, i) != 0)
+        return -1;
+    self->resizers++;
+    h_proc_t *proc = &self->resizer [i];
+    if (!h_wait_until (s_resizer_ready, proc, deadline_ms) || proc->pid <= 0)
+        return -1;
+    return i;
+}
+
+int
+h_resizer_worker (const h_proc_t *resizer, char *name, size_t name_size)
+{
+    size_t size = 0;
+    char *log = h_read_file (resizer->log, &size);
+    const char *ready = log ? strstr (log, "event=ready worker=") : NULL;
+    int rc = -1;
+    if (ready) {
+        ready += strlen ("event=ready worker=");
+        snprintf (name, name_size, "%.*s", (int) strcspn (ready, " \r\n"), ready);
+        rc = *name ? 0 : -1;
+    }
+    free (log);
+    return rc;
+}
+
+int
+h_healthz (int port, int timeout_ms)
+{
+    h_response_t resp;
+    int status = h_http (port, "GET", "/healthz", NULL, NULL, 0, &resp, timeout_ms) == 0
+               ? resp.status : 0;
+    h_response_free (&resp);
+    return status;
+}
+
+int
+h_spool_count (h_cluster_t *self, const char *suffix)
+{
+    char path [400];
+    snprintf (path, sizeof path, "%s/jobs", self->data_dir);
+    DIR *dir = opendir (path);
+    if (!dir)
+        return -1;
+    int count = 0;
+    size_t len = strlen (suffix);
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        size_t name_len = strlen (entry->d_name);
+        if (entry->d_name [0] != '.' && name_len >= len
+        &&  strcmp (entry->d_name + name_len - len, suffix) == 0)
+            count++;
+    }
+    closedir (dir);
+    return count;
+}
+
+//  -------------------------------------------------------------------------
+//  Logs and /proc
+
+int
+h_log_count (const char *path, const char *needle)
+{
+    size_t size = 0;
+    char *text = h_read_file (path, &size);
+    int count = 0;
+    for (const char *at = text; at && (at = strstr (at, needle)); at += strlen (needle))
+        count++;
+    free (text);
+    return count;
+}
+
+long
+h_rss_kb (pid_t pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%d/status", (int) pid);
+    FILE *file = fopen (path, "r");
+    long kb = -1;
+    while (file && fgets (line, sizeof line, file))
+        if (sscanf (line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (file)
+        fclose (file);
+    return kb;
 }
 
 //  -------------------------------------------------------------------------
@@ -958,6 +1093,38 @@ h_make_image (const char *format, int w, int h, bool alpha, size_t *size)
         return NULL;
     }
     //  Hand back malloc memory so callers free() it.
+    void *copy = malloc (len);
+    if (copy)
+        memcpy (copy, buf, len);
+    g_free (buf);
+    *size = len;
+    return copy;
+}
+
+void *
+h_make_flat_png (int w, int h, size_t *size)
+{
+    h_vips_init ();
+    VipsObject *scope = VIPS_OBJECT (vips_image_new ());
+    VipsImage **t = (VipsImage **) vips_object_local_array (scope, 3);
+    void *buf = NULL;
+    size_t len = 0;
+    double ones [] = { 1, 1, 1, 1 }, colour [] = { 10000, 30000, 50000, 65535 };
+    int rc = vips_black (&t [0], w, h, "bands", 4, NULL)
+          || vips_linear (t [0], &t [1], ones, colour, 4, NULL)
+          || vips_cast_ushort (t [1], &t [2], NULL);
+    if (rc == 0) {
+        t [2]->Type = VIPS_INTERPRETATION_RGB16;
+        rc = vips_pngsave_buffer (t [2], &buf, &len, "bitdepth", 16, "compression", 9,
+                                  "filter", VIPS_FOREIGN_PNG_FILTER_PAETH, NULL);
+    }
+    g_object_unref (scope);
+    if (rc != 0 || !buf) {
+        fprintf (stderr, "harness: cannot make a flat png: %s\n", vips_error_buffer ());
+        vips_error_clear ();
+        g_free (buf);
+        return NULL;
+    }
     void *copy = malloc (len);
     if (copy)
         memcpy (copy, buf, len);

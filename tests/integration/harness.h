@@ -80,6 +80,8 @@ typedef struct {
     int resizers;                   //  resizer processes, 0..H_MAX_RESIZERS
     int frontends;                  //  frontend processes, 1..H_MAX_FRONTENDS
     const char *frontend_extra [8]; //  extra frontend flags, NULL-terminated
+    const char *broker_extra [12];  //  extra broker flags, NULL-terminated
+    const char *resizer_extra [8];  //  extra resizer flags, NULL-terminated
 } h_cluster_opts_t;
 
 typedef struct {
@@ -93,6 +95,7 @@ typedef struct {
     int resizers;                   //  resizers used
     int frontends;                  //  frontends used
     bool ok;                        //  set by h_cluster_pass: test passed
+    h_cluster_opts_t opts;          //  how it was started (extra flags are borrowed)
 } h_cluster_t;
 
 //  Start a cluster and wait (bounded) until every frontend's /healthz says
@@ -118,6 +121,43 @@ void h_cluster_dump_logs (h_cluster_t *self, int lines);
 
 //  URL of frontend i: "http://127.0.0.1:PORT" in a static buffer per i.
 const char *h_cluster_url (h_cluster_t *self, int i);
+
+//  -------------------------------------------------------------------------
+//  Faults: kill, restart and add processes of a running cluster
+
+//  Send `sig` to a process and, unless it is SIGSTOP/SIGCONT, reap it
+//  within deadline_ms (pid becomes 0, exit_status kept). Returns 0, or -1
+//  when it could not be signalled or did not exit in time.
+int h_proc_signal (h_proc_t *proc, int sig, int deadline_ms);
+
+//  (Re)start the broker with the same flags, ports and data dir; it logs
+//  to the same file (appended). Does not wait: poll /healthz. The old
+//  broker must be gone (h_proc_signal). Returns 0 or -1.
+int h_cluster_broker_start (h_cluster_t *self);
+
+//  Start one more resizer (the next free slot, named "resizerN") and wait
+//  up to deadline_ms for its "event=ready". Returns its index, or -1.
+int h_cluster_add_resizer (h_cluster_t *self, int deadline_ms);
+
+//  The worker name a resizer announced ("event=ready worker=NAME"), into
+//  `name`. Returns 0, or -1 when it has not logged it.
+int h_resizer_worker (const h_proc_t *resizer, char *name, size_t name_size);
+
+//  GET /healthz on a frontend; the HTTP status, 0 when none came.
+int h_healthz (int port, int timeout_ms);
+
+//  Files in the spool's jobs directory whose names end in `suffix`
+//  (".json", ".in", "" for all). -1 when the directory cannot be read.
+int h_spool_count (h_cluster_t *self, const char *suffix);
+
+//  -------------------------------------------------------------------------
+//  Logs and /proc
+
+//  Occurrences of `needle` in the file, 0 when missing.
+int h_log_count (const char *path, const char *needle);
+
+//  Resident set size of a process in kB (VmRSS), -1 when unknown.
+long h_rss_kb (pid_t pid);
 
 //  -------------------------------------------------------------------------
 //  HTTP over plain sockets (HTTP/1.1, Connection: close)
@@ -180,6 +220,14 @@ void h_vips_init (void);
 //  4 with `alpha`. Noise keeps JPEGs from being trivially small. Returns
 //  malloc'd bytes (g_free-compatible not needed: free()) or NULL.
 void *h_make_image (const char *format, int w, int h, bool alpha, size_t *size);
+
+//  A w x h PNG of one flat colour, 16-bit RGBA, every row Paeth-filtered:
+//  small on the wire (a 6000 x 6000 one is ~300 kB) but slow to decode, as
+//  a resizer must unfilter every pixel (PNG has no shrink-on-load): about
+//  60 ns a pixel on one core, so 6000 x 6000 keeps a resizer busy ~2 s.
+//  For tests that must catch a job while it runs. Returns malloc'd bytes
+//  or NULL.
+void *h_make_flat_png (int w, int h, size_t *size);
 
 //  Width, height and EXIF orientation (1 when absent) from the header.
 int h_image_info (const void *data, size_t size, int *w, int *h, int *orientation);
