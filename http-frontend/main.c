@@ -62,6 +62,10 @@ s_block_signals (sigset_t *signals)
 int
 main (int argc, char **argv)
 {
+    //  First thing, so a signal that comes while we read flags or start
+    //  waits for sigwait() below instead of killing us with 143.
+    sigset_t signals;
+    s_block_signals (&signals);
     imgp_conf_t *conf = imgp_conf_new (
         S_PROGRAM, "HTTP frontend of imgpipe: takes uploads, hands them to the broker, "
                    "serves status and thumbnails.", s_specs);
@@ -77,8 +81,6 @@ main (int argc, char **argv)
     }
     imgp_log_init (S_PROGRAM, imgp_conf_bool (conf, "verbose"));
 
-    sigset_t signals;
-    s_block_signals (&signals);
     zsys_handler_set (NULL);
     zsys_init ();
     //  Two REQ sockets per worker thread, remade after a timeout.
@@ -97,6 +99,7 @@ main (int argc, char **argv)
     sigwait (&signals, &signal);
     imgp_info ("event=stopping signal=%s", strsignal (signal));
     imgp_http_destroy (&http);
+    imgp_info ("event=stopped");
     imgp_conf_destroy (&conf);
     return 0;
 }

@@ -8,8 +8,12 @@
       when the job thread tells it, over the actor pipe, that the free
       slots changed. Its socket never blocks (send timeout 0, small
       high-water mark): a heartbeat that cannot go out now is stale anyway;
-    - czmq's zmonitor actor reports DISCONNECTED on the jobs socket (see
-      s_open_jobs for why).
+    - libzmq's socket monitor reports DISCONNECTED on the jobs socket to a
+      PAIR that the job thread polls with the jobs socket (see s_open_jobs
+      for why, and for why not czmq's zmonitor actor).
+
+    Signals: the job thread polls the stop flags every S_POLL_MS, and never
+    makes sockets again once stopping.
 
     The two PUSH sockets are separate connections, so the broker may see a
     HEARTBEAT and a STARTED in either order; credit-based dispatch in the
@@ -19,6 +23,8 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +53,9 @@ struct _imgp_resizer_t {
     int64_t max_result_size;        //  largest thumbnail sent (the broker's limit)
     //  Valid only inside imgp_resizer_run:
     zsock_t *pull;                  //  JOBs in
-    zactor_t *monitor;              //  DISCONNECTED events of pull
-    zpoller_t *poller;              //  pull and monitor
+    zsock_t *events;                //  DISCONNECTED events of pull, from libzmq's monitor
+    unsigned opens;                 //  jobs sockets made so far, names the monitor endpoint
+    zpoller_t *poller;              //  pull and events
     zsock_t *push;                  //  STARTED / DONE / FAILED out
     zactor_t *heartbeat;            //  heartbeat actor
 };
@@ -377,47 +384,86 @@ s_connect (zsock_t *sock, const char *endpoint, const char *what)
 //  brought a message over maxmsgsize and, that being a protocol error,
 //  never reconnects it. On DISCONNECTED we make the socket again (after a
 //  broker restart that is harmless: the new socket connects as the old one
-//  would have). Returns 0 or -1 (logged).
+//  would have). The monitor is libzmq's own, read here in the job thread,
+//  not czmq's zmonitor actor: czmq 4.2.1's zmonitor ends by itself on
+//  SIGTERM (its exit handshake on the pipe looked like an event, so we
+//  made a new one), and a zmonitor started after the signal aborts in
+//  zframe_recv(NULL): its interrupted poller returns NULL, which equals
+//  its sink until START is handled. Returns 0 or -1 (logged).
 static int
 s_open_jobs (imgp_resizer_t *self)
 {
     self->pull = zsock_new (ZMQ_PULL);
-    if (!self->pull)
+    self->events = zsock_new (ZMQ_PAIR);
+    if (!self->pull || !self->events) {
+        imgp_error ("event=socket_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
         return -1;
+    }
     zsock_set_rcvhwm (self->pull, 1);
     zsock_set_maxmsgsize (self->pull, self->max_msg_size);
     zsock_set_linger (self->pull, 0);
-    self->monitor = zactor_new (zmonitor, self->pull);
-    if (!self->monitor)
+    //  A fresh endpoint each time: the old one may still be bound while
+    //  libzmq reaps the socket we just closed.
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://imgp-resizer-jobs-%p-%u", (void *) self,
+              ++self->opens);
+    if (zmq_socket_monitor (zsock_resolve (self->pull), endpoint, ZMQ_EVENT_DISCONNECTED)
+    ||  zsock_connect (self->events, "%s", endpoint)) {
+        imgp_error ("event=monitor_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
         return -1;
-    zstr_sendx (self->monitor, "LISTEN", "DISCONNECTED", NULL);
-    zstr_send (self->monitor, "START");
-    zsock_wait (self->monitor);
+    }
     if (s_connect (self->pull, self->jobs, "jobs"))
         return -1;
-    self->poller = zpoller_new (self->pull, self->monitor, NULL);
-    return self->poller ? 0 : -1;
+    self->poller = zpoller_new (self->pull, self->events, NULL);
+    if (!self->poller) {
+        imgp_error ("event=poller_failed socket=jobs");
+        return -1;
+    }
+    return 0;
 }
 
 static void
 s_close_jobs (imgp_resizer_t *self)
 {
     zpoller_destroy (&self->poller);
-    zactor_destroy (&self->monitor);
+    if (self->pull)
+        zmq_socket_monitor (zsock_resolve (self->pull), NULL, 0);
+    zsock_destroy (&self->events);
     zsock_destroy (&self->pull);
 }
 
+//  The monitor tells only DISCONNECTED, so the event (number and value,
+//  then the endpoint) is not parsed: it is read to empty the pipe.
 static int
 s_reopen_jobs (imgp_resizer_t *self)
 {
-    zmsg_t *event = zmsg_recv (self->monitor);
-    char *name = event ? zmsg_popstr (event) : NULL;
-    imgp_warn ("event=jobs_disconnected endpoint=%s monitor=%s action=reconnect", self->jobs,
-               name ? name : "-");
-    zstr_free (&name);
+    zmsg_t *event = zmsg_recv (self->events);
     zmsg_destroy (&event);
+    bool stopping = s_stopping (self);
+    imgp_warn ("event=jobs_disconnected endpoint=%s action=%s", self->jobs,
+               stopping ? "none" : "reconnect");
+    if (stopping)
+        return 0;                       //  the loop ends; nothing to reconnect for
     s_close_jobs (self);
     return s_open_jobs (self);
+}
+
+//  A new actor with SIGINT and SIGTERM blocked in this thread: zactor_new
+//  waits for the actor's handshake, and a signal cutting that wait short
+//  leaves the handshake in the pipe, so zactor_destroy would take it for
+//  the actor's exit and not wait. The actor thread inherits the mask: it
+//  ends on $TERM only, so a signal has no business there.
+static zactor_t *
+s_actor_new (zactor_fn *actor, void *args)
+{
+    sigset_t signals, saved;
+    sigemptyset (&signals);
+    sigaddset (&signals, SIGINT);
+    sigaddset (&signals, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &signals, &saved);
+    zactor_t *self = zactor_new (actor, args);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    return self;
 }
 
 //  Make the sockets and the heartbeat actor. Returns 0 or -1 (logged).
@@ -427,16 +473,25 @@ s_open (imgp_resizer_t *self)
     if (s_open_jobs (self))
         return -1;
     self->push = zsock_new (ZMQ_PUSH);
-    if (!self->push)
+    if (!self->push) {
+        imgp_error ("event=socket_failed socket=results reason=%s", zmq_strerror (zmq_errno ()));
         return -1;
+    }
     zsock_set_linger (self->push, S_RESULTS_LINGER_MS);
     zsock_set_sndtimeo (self->push, S_RESULTS_SNDTIMEO_MS);
     if (s_connect (self->push, self->results, "results"))
         return -1;
 
     s_beat_args_t args = { self->results, self->name, self->heartbeat_ms };
-    self->heartbeat = zactor_new (s_beat_actor, &args);
-    return self->heartbeat ? 0 : -1;
+    self->heartbeat = s_actor_new (s_beat_actor, &args);
+    if (!self->heartbeat) {
+        imgp_error ("event=actor_failed actor=heartbeat");
+        return -1;
+    }
+    //  zactor_new does not report an actor that failed to start; then its
+    //  pipe has no peer, and a blocking SLOTS would hang us for good.
+    zsock_set_sndtimeo (self->heartbeat, 0);
+    return 0;
 }
 
 static void
@@ -449,16 +504,10 @@ s_close (imgp_resizer_t *self)
     zsock_destroy (&self->push);
 }
 
-int
-imgp_resizer_run (imgp_resizer_t *self)
+//  Jobs until stopped, or until the jobs socket cannot be made again.
+static int
+s_loop (imgp_resizer_t *self)
 {
-    assert (self);
-    if (s_open (self)) {
-        s_close (self);
-        return -1;
-    }
-    imgp_info ("event=ready worker=%s jobs=%s results=%s", self->name, self->jobs,
-               self->results);
     int rc = 0;
     while (rc == 0 && !s_stopping (self)) {
         void *which = zpoller_wait (self->poller, S_POLL_MS);
@@ -468,9 +517,27 @@ imgp_resizer_run (imgp_resizer_t *self)
                 s_handle (self, &msg);  //  NULL: malformed (logged) or interrupted
         }
         else
-        if (which == self->monitor)
+        if (which == self->events)
             rc = s_reopen_jobs (self);
         //  else timeout, or interrupted: the loop condition looks
+    }
+    return rc;
+}
+
+int
+imgp_resizer_run (imgp_resizer_t *self)
+{
+    assert (self);
+    int rc = 0;
+    //  Stopped before we started (a signal while libvips loaded): connect
+    //  nothing, so the broker never counts us.
+    if (!s_stopping (self)) {
+        rc = s_open (self);
+        if (rc == 0) {
+            imgp_info ("event=ready worker=%s jobs=%s results=%s", self->name, self->jobs,
+                       self->results);
+            rc = s_loop (self);
+        }
     }
     s_close (self);
     imgp_thumb_thread_done ();

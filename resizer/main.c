@@ -45,6 +45,10 @@ s_read_numbers (imgp_conf_t *conf, imgp_thumb_config_t *thumb, imgp_resizer_conf
 int
 main (int argc, char **argv)
 {
+    //  First thing: czmq's SIGINT/SIGTERM handler sets zsys_interrupted,
+    //  which the loop polls. Installed later (after flags and libvips, some
+    //  100 ms) a SIGTERM in between would kill us with 143.
+    zsys_init ();
     imgp_conf_t *conf = imgp_conf_new ("imgpipe-resizer",
                                        "Makes thumbnails for imgpipe: pulls jobs from the broker, "
                                        "runs libvips, pushes results.",
@@ -68,8 +72,6 @@ main (int argc, char **argv)
         imgp_conf_destroy (&conf);
         return 2;
     }
-    //  czmq's SIGINT/SIGTERM handler sets zsys_interrupted; the loop polls it.
-    zsys_init ();
     imgp_resizer_t *resizer = NULL;
     rc = imgp_thumb_init (&thumb);
     if (rc == 0) {
