@@ -110,11 +110,10 @@ static void
 s_fsync_dir (imgp_spool_t *self)
 {
     int fd = open (self->jobs_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (fsync (fd))
-            imgp_warn ("spool: cannot fsync %s: %s", self->jobs_dir, strerror (errno));
+    if (fd < 0 || fsync (fd))
+        imgp_warn ("spool: cannot fsync %s: %s", self->jobs_dir, strerror (errno));
+    if (fd >= 0)
         close (fd);
-    }
 }
 
 //  Write `path`.tmp, optionally fsync, rename over `path`.
@@ -337,6 +336,29 @@ s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
     return 0;
 }
 
+//  The ranges INFO can carry (PROTOCOL.md 3.2). The broker writes nothing
+//  else, so a record outside them was damaged; refusing it here (set aside
+//  by the scan) keeps a bad record from making its job's INFO unsendable.
+static bool
+s_record_in_range (const imgp_job_t *r)
+{
+    if (r->created_at < 0 || r->updated_at < 0 || r->bytes < 0
+    ||  r->attempts < 0 || r->attempts > IMGP_ATTEMPTS_MAX)
+        return false;
+    if (r->state == IMGP_STATE_FAILED) {
+        if (!r->code [0])
+            return false;
+        for (const char *c = r->code; *c; c++)
+            if ((*c < 'a' || *c > 'z') && *c != '_')
+                return false;
+    }
+    if (r->state == IMGP_STATE_DONE)
+        return r->result.width >= 1 && r->result.width <= 65535
+            && r->result.height >= 1 && r->result.height <= 65535
+            && r->result.bytes >= 1 && r->result.ms >= 0;
+    return true;
+}
+
 int
 imgp_spool_record_decode (const char *text, imgp_job_t *r)
 {
@@ -372,9 +394,9 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
         ||  imgp_fit_parse (fit, &r->opts.fit)
         ||  imgp_format_parse (format, &r->opts.format)
         ||  !imgp_opts_valid (&r->opts)
-        ||  r->attempts < 0 || bytes < 0
         ||  s_copy (r->worker, sizeof r->worker, worker)
-        ||  s_decode_outcome (error, result, r))
+        ||  s_decode_outcome (error, result, r)
+        ||  !s_record_in_range (r))
             rc = -1;
     }
     json_decref (root);
@@ -452,7 +474,7 @@ imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg)
             return -1;
         }
         struct dirent *entry;
-        while ((entry = readdir (dir))) {
+        while ((errno = 0, entry = readdir (dir))) {
             const char *name = entry->d_name;
             char id [IMGP_ID_LEN + 1];
             if (strlen (name) <= IMGP_ID_LEN || name [IMGP_ID_LEN] != '.')
@@ -473,7 +495,14 @@ imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg)
                 count += rc;
             }
         }
+        //  A directory that cannot be read to the end would reload only
+        //  some jobs: refuse to start rather than lose the others.
+        int error = errno;
         closedir (dir);
+        if (error) {
+            imgp_error ("spool: cannot read %s: %s", self->jobs_dir, strerror (error));
+            return -1;
+        }
     }
     return count;
 }

@@ -67,11 +67,13 @@ int imgp_spool_delete (imgp_spool_t *self, const char *id);
 
 //  Scan the spool at start: delete *.tmp, call `fn` for each valid record,
 //  delete .in/.out files that have no record, and set aside records that do
-//  not parse (renamed ID.json.corrupt, logged). Returns the number of
-//  records passed to `fn`, or -1 when the directory cannot be read.
+//  not parse or hold a value out of range (renamed ID.json.corrupt,
+//  logged). Returns the number of records passed to `fn`, or -1 when the
+//  directory cannot be read (to its end).
 int imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg);
 
-//  The record as JSON text (caller frees) and back: exposed for tests.
+//  The record as JSON text (caller frees) and back (-1 when it does not
+//  parse or a value is out of range): exposed for tests.
 char *imgp_spool_record_encode (const imgp_job_t *record);
 int imgp_spool_record_decode (const char *text, imgp_job_t *record);
 

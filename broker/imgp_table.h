@@ -23,6 +23,10 @@
 
 #include "imgp_msg.h"
 
+//  The most attempts a job can count: the protocol's limit on `attempts`
+//  (PROTOCOL.md 3.2), so --max-attempts may not go higher.
+#define IMGP_ATTEMPTS_MAX 1000
+
 //  Where the broker holds a job. Each phase is one list in the table.
 typedef enum {
     IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for credit
@@ -40,7 +44,7 @@ typedef struct {
     int64_t created_at;                     //  wall clock ms, when accepted
     int64_t updated_at;                     //  wall clock ms, last visible change
     int64_t bytes;                          //  size of the original
-    int attempts;                           //  dispatches so far
+    int attempts;                           //  dispatches so far, 0..IMGP_ATTEMPTS_MAX
     char worker [IMGP_WORKER_MAX + 1];      //  worker running / that finished it
     int64_t dispatched_at;                  //  monotonic ms of last dispatch, 0 none
     int64_t started_at;                     //  monotonic ms of STARTED, 0 none

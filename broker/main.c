@@ -17,6 +17,7 @@
 #include "imgp_broker.h"
 #include "imgp_conf.h"
 #include "imgp_log.h"
+#include "imgp_table.h"
 
 static const imgp_conf_spec_t s_specs [] = {
     { "intake", "tcp://127.0.0.1:5571", "ROUTER endpoint frontends SUBMIT jobs to" },
@@ -27,7 +28,7 @@ static const imgp_conf_spec_t s_specs [] = {
     { "max-queue", "1000", "queued jobs before new ones get queue_full" },
     { "max-jobs", "100000", "jobs held in the status table (finished ones evicted first)" },
     { "max-upload-bytes", "33554432", "largest original accepted" },
-    { "max-attempts", "3", "dispatches of a job before it fails with attempts_exhausted" },
+    { "max-attempts", "3", "dispatches of a job (1..1000) before attempts_exhausted" },
     { "dispatch-timeout-ms", "10000", "re-queue a job not STARTED this long after dispatch" },
     { "heartbeat-timeout-ms", "3000", "a resizer silent this long is lost; its jobs re-queued" },
     { "job-timeout-ms", "60000", "re-queue a job running longer than this" },
@@ -58,7 +59,7 @@ s_configure (imgp_conf_t *conf, imgp_broker_config_t *config)
     if (s_number (conf, "max-queue", 1, 10000000, &queue)
     ||  s_number (conf, "max-jobs", 1, 100000000, &jobs)
     ||  s_number (conf, "max-upload-bytes", 1, INT_MAX - 65536, &upload)
-    ||  s_number (conf, "max-attempts", 1, 1000, &attempts)
+    ||  s_number (conf, "max-attempts", 1, IMGP_ATTEMPTS_MAX, &attempts)
     ||  s_number (conf, "dispatch-timeout-ms", 10, 86400000, &dispatch)
     ||  s_number (conf, "heartbeat-timeout-ms", 10, 86400000, &heartbeat)
     ||  s_number (conf, "job-timeout-ms", 10, 86400000, &job)

@@ -766,11 +766,10 @@ Test (faults, broker_sigkill_restart_same_spool, .fini = s_teardown, .timeout = 
 //  ---------------------------------------------------------------------------
 //  4b. The broker restarted between a dispatch and its STARTED
 //
-//  The broker saves the attempt counted at dispatch only with the next
-//  record write (STARTED, re-queue, result). So a job dispatched but not
-//  yet STARTED when the broker dies comes back with the attempts of its
-//  last save; the resizer that got it still runs it and its result is the
-//  first one. That result must not make a job "done after 0 attempts".
+//  The broker saves the attempt before the JOB leaves (PROTOCOL.md 6.2),
+//  so a job dispatched but not yet STARTED when the broker dies comes back
+//  knowing that attempt; the resizer that got it still runs it and its
+//  STARTED and result must count: never "done after 0 attempts".
 //  The test plays that resizer itself (it speaks IMGP through proto/'s
 //  codec) to hold the job between dispatch and STARTED for as long as it
 //  takes; broker and frontend are the real programs.

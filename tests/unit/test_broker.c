@@ -249,6 +249,13 @@ Test (table, timeouts_and_lost_workers)
 //  =====================================================================
 //  Spool
 
+static int
+s_collect_any (const imgp_job_t *record, void *arg)
+{
+    (void) record; (void) arg;
+    return 0;
+}
+
 TestSuite (spool, .init = s_setup, .fini = s_teardown, .timeout = 10);
 
 Test (spool, put_get_round_trip)
@@ -326,6 +333,36 @@ Test (spool, record_round_trip)
     cr_assert_eq (imgp_spool_record_decode ("{\"v\":1}", &back), -1);
     cr_assert_eq (imgp_spool_record_decode ("not json", &back), -1);
     cr_assert_eq (imgp_spool_record_decode ("{\"v\":1,\"id\":\"../../etc/passwd\"}", &back), -1);
+}
+
+//  The broker writes no record INFO could not carry; one that holds such a
+//  value was damaged, and is refused (the scan sets it aside) rather than
+//  reloaded into a job whose status can never be sent.
+Test (spool, record_out_of_range_is_refused)
+{
+    imgp_job_t records [5];
+    for (int i = 0; i < 5; i++)
+        records [i] = s_record (IMGP_STATE_QUEUED, 1);
+    records [0].attempts = 1001;
+    records [1].created_at = -5;
+    records [2].state = IMGP_STATE_DONE;
+    records [2].result = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1 };
+    records [3].state = IMGP_STATE_FAILED;
+    snprintf (records [3].code, sizeof records [3].code, "Not A Code");
+    records [4].attempts = 1000;            //  the largest that is fine
+    for (int i = 0; i < 5; i++) {
+        char *text = imgp_spool_record_encode (&records [i]);
+        cr_assert_not_null (text);
+        imgp_job_t back;
+        cr_assert_eq (imgp_spool_record_decode (text, &back), i < 4 ? -1 : 0, "%s", text);
+        free (text);
+    }
+
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_eq (imgp_spool_save (spool, &records [0]), 0);
+    cr_assert_eq (imgp_spool_scan (spool, s_collect_any, NULL), 0);
+    cr_assert (s_exists (s_spool_path (records [0].id, ".json.corrupt")));
+    imgp_spool_destroy (&spool);
 }
 
 static int
@@ -1000,6 +1037,274 @@ Test (broker, restart_keeps_jobs_and_thumbnails)
     s_expect_thumbnail (status, b, "late");
 
     s_worker_destroy (&worker);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  ---------------------------------------------------------------------
+//  Spool failures, restarts, and jobs that must not stall the queue
+
+//  Put a job into the spool as a broker would have left it: its record, and
+//  its original and thumbnail when asked.
+static imgp_job_t
+s_spool_job (imgp_state_t state, int attempts, int64_t created_at, bool original,
+             bool thumbnail)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    imgp_job_t record = s_record (state, created_at);
+    record.attempts = attempts;
+    record.bytes = 8;
+    if (original)
+        cr_assert_eq (imgp_spool_put (spool, record.id, IMGP_SPOOL_IN, "original", 8), 0);
+    if (thumbnail)
+        cr_assert_eq (imgp_spool_put (spool, record.id, IMGP_SPOOL_OUT, "thumb", 5), 0);
+    cr_assert_eq (imgp_spool_save (spool, &record), 0);
+    imgp_spool_destroy (&spool);
+    return record;
+}
+
+//  The record of `id` as the spool holds it now.
+static imgp_job_t
+s_saved (const char *id)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    void *text = NULL;
+    size_t size = 0;
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
+    imgp_spool_destroy (&spool);
+    imgp_job_t record;
+    cr_assert_eq (imgp_spool_record_decode (text, &record), 0, "%s", (char *) text);
+    free (text);
+    return record;
+}
+
+//  Make every later save of `id`'s record fail, as on a full disk: a
+//  directory where the record goes makes the spool's rename fail (EISDIR).
+//  Returns the record text it replaced (caller frees), for s_mend_record.
+static char *
+s_break_record (const char *id)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    void *text = NULL;
+    size_t size = 0;
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
+    imgp_spool_destroy (&spool);
+    cr_assert_eq (unlink (s_spool_path (id, ".json")), 0);
+    cr_assert_eq (mkdir (s_spool_path (id, ".json"), 0700), 0);
+    return text;
+}
+
+static void
+s_mend_record (const char *id, const char *text)
+{
+    cr_assert_eq (rmdir (s_spool_path (id, ".json")), 0);
+    s_write_file (s_spool_path (id, ".json"), text);
+}
+
+//  A result whose final record cannot be saved: the original stays, so the
+//  record on disk (the job unfinished, attempt 1) and the spool agree, and a
+//  restart runs the job again instead of failing it for a missing original.
+Test (broker, unsaved_final_record_keeps_the_original)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (worker);
+    imgp_msg_destroy (&job);
+    s_worker_started (worker, id, 1);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+
+    char *record = s_break_record (id);
+    s_worker_done (worker, id, 1, "unsaved");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    cr_assert (s_exists (s_spool_path (id, ".in")),
+               "the original went although the final record was not saved");
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+
+    //  The disk still says unfinished: after a restart the job runs again.
+    s_mend_record (id, record);
+    free (record);
+    imgp_job_t saved = s_saved (id);
+    cr_assert_eq (saved.state, IMGP_STATE_QUEUED, "records are not written at STARTED");
+    cr_assert_eq (saved.attempts, 1);
+    broker = s_broker_new (&config);
+    status = s_req (broker, IMGP_BROKER_STATUS);
+    worker = s_worker_new (broker, "w2");
+    s_worker_run_one (worker, status, id, "again");
+    s_expect_thumbnail (status, id, "again");
+    cr_assert_not (s_exists (s_spool_path (id, ".in")));
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  Records that say queued or processing but whose original is gone (a
+//  spool from an older broker, or changed by hand) reload as failed with a
+//  message that says so, even when a thumbnail was made: the record has
+//  none of its metadata, so it cannot be served.
+Test (broker, reload_without_original_fails_clearly)
+{
+    imgp_job_t made = s_spool_job (IMGP_STATE_PROCESSING, 1, 1, false, true);
+    imgp_job_t lost = s_spool_job (IMGP_STATE_QUEUED, 0, 2, false, false);
+    imgp_job_t fine = s_spool_job (IMGP_STATE_QUEUED, 0, 3, true, false);
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+
+    imgp_msg_t *info = s_ask (status, IMGP_MSG_STATUS, made.id);
+    cr_assert_eq (info->type, IMGP_MSG_INFO);
+    cr_assert_eq (info->state, IMGP_STATE_FAILED, "got %s", imgp_state_name (info->state));
+    cr_assert_str_eq (info->code, "internal");
+    cr_assert (strstr (info->message, "original was lost from the spool before the result "
+                                      "was recorded"), "%s", info->message);
+    cr_assert_eq (info->attempts, 1);
+    imgp_msg_destroy (&info);
+    cr_assert_eq (s_saved (made.id).state, IMGP_STATE_FAILED, "the decision is saved");
+
+    info = s_ask (status, IMGP_MSG_STATUS, lost.id);
+    cr_assert_eq (info->state, IMGP_STATE_FAILED, "got %s", imgp_state_name (info->state));
+    cr_assert (strstr (info->message, "original was lost"), "%s", info->message);
+    imgp_msg_destroy (&info);
+
+    info = s_ask (status, IMGP_MSG_STATUS, fine.id);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&info);
+
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  The attempt counted at dispatch is on disk before the JOB leaves, so a
+//  restarted broker still knows it: the STARTED of that attempt takes the
+//  job (it does not stay "queued" while a resizer runs it, to be
+//  dispatched again) and the result counts it.
+Test (broker, attempt_is_saved_before_the_job_leaves)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_eq (job->attempts, 1);
+    imgp_msg_destroy (&job);
+    cr_assert_eq (s_saved (id).attempts, 1, "the dispatched attempt is not on disk");
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    imgp_broker_destroy (&broker);
+
+    //  The resizer that got the job reports to the restarted broker. It
+    //  sends no heartbeat: no credit, so the job cannot leave again.
+    broker = s_broker_new (&config);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *resizer = s_sender_new (broker, "w1");
+    s_worker_started (resizer, id, 1);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    cr_assert_eq (info->attempts, 1);
+    imgp_msg_destroy (&info);
+    s_worker_done (resizer, id, 1, "across");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->attempts, 1);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, "across");
+
+    s_worker_destroy (&resizer);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  A failed record save at dispatch does not hold the job back: it leaves
+//  (the spool logged the error) and its result still counts.
+Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    free (s_break_record (id));
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_worker_run_one (worker, status, id, "anyway");
+    s_expect_thumbnail (status, id, "anyway");
+    cr_assert (s_exists (s_spool_path (id, ".in")), "kept: the final record was not saved");
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  A job reloaded with its attempts used up (the broker stopped during its
+//  last one) ends attempts_exhausted; it is never sent as attempt
+//  max + 1, which with --max-attempts 1000 the codec refuses: the job
+//  would sit at the front of the queue and nothing behind it would run.
+Test (broker, used_up_attempts_do_not_stall_the_queue)
+{
+    imgp_job_t used = s_spool_job (IMGP_STATE_PROCESSING, 1000, 1, true, false);
+    imgp_job_t next = s_spool_job (IMGP_STATE_QUEUED, 0, 2, true, false);
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 1000;
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, next.id);
+    cr_assert_eq (job->attempts, 1);
+    imgp_msg_destroy (&job);
+    imgp_msg_t *info = s_wait_state (status, used.id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "1000 attempts; the broker restarted during the last one"),
+               "%s", info->message);
+    cr_assert_eq (info->attempts, 1000);
+    imgp_msg_destroy (&info);
+    cr_assert_not (s_exists (s_spool_path (used.id, ".in")));
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&status);
+    imgp_broker_destroy (&broker);
+}
+
+//  An original that cannot be read at dispatch fails its job only.
+Test (broker, unreadable_original_fails_only_its_job)
+{
+    imgp_broker_config_t config = s_config ();
+    imgp_broker_t *broker = s_broker_new (&config);
+    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (intake, a, 10);
+    s_submit_ok (intake, b, 10);
+    cr_assert_eq (unlink (s_spool_path (a, ".in")), 0);
+    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_worker_run_one (worker, status, b, "next");
+    imgp_msg_t *info = s_wait_state (status, a, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "internal");
+    cr_assert (strstr (info->message, "original could not be read"), "%s", info->message);
+    imgp_msg_destroy (&info);
+
+    s_worker_destroy (&worker);
+    zsock_destroy (&intake);
     zsock_destroy (&status);
     imgp_broker_destroy (&broker);
 }
