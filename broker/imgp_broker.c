@@ -58,7 +58,6 @@
 
 #define S_SOCKETS 4
 #define S_BATCH 64                  //  messages per socket per loop pass
-#define S_HEADROOM 65536            //  maxmsgsize above the upload limit
 #define S_LINGER_MS 1000
 
 static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs", "results" };
@@ -697,12 +696,6 @@ s_recover (s_server_t *self)
 }
 
 static int
-s_max_msgsize (size_t limit)
-{
-    return limit > (size_t) (INT_MAX - S_HEADROOM) ? INT_MAX : (int) limit + S_HEADROOM;
-}
-
-static int
 s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endpoint)
 {
     zsock_t *sock = zsock_new (type);
@@ -712,9 +705,9 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
     zsock_set_linger (sock, S_LINGER_MS);
     zsock_set_sndtimeo (sock, 0);           //  the loop never blocks on a send
     if (which == IMGP_BROKER_INTAKE || which == IMGP_BROKER_RESULTS)
-        zsock_set_maxmsgsize (sock, s_max_msgsize (self->config->max_upload_bytes));
+        zsock_set_maxmsgsize (sock, imgp_msg_max_size (self->config->max_upload_bytes));
     if (which == IMGP_BROKER_STATUS)
-        zsock_set_maxmsgsize (sock, S_HEADROOM);
+        zsock_set_maxmsgsize (sock, imgp_msg_max_size (0));
     if (which == IMGP_BROKER_JOBS) {
         zsock_set_sndhwm (sock, 1);
         zsock_set_immediate (sock, 1);

@@ -58,7 +58,7 @@ s_configure (imgp_conf_t *conf, imgp_broker_config_t *config)
     long long queue, jobs, upload, attempts, dispatch, heartbeat, job, ttl;
     if (s_number (conf, "max-queue", 1, 10000000, &queue)
     ||  s_number (conf, "max-jobs", 1, 100000000, &jobs)
-    ||  s_number (conf, "max-upload-bytes", 1, INT_MAX - 65536, &upload)
+    ||  s_number (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &upload)
     ||  s_number (conf, "max-attempts", 1, IMGP_ATTEMPTS_MAX, &attempts)
     ||  s_number (conf, "dispatch-timeout-ms", 10, 86400000, &dispatch)
     ||  s_number (conf, "heartbeat-timeout-ms", 10, 86400000, &heartbeat)
