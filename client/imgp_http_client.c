@@ -39,6 +39,7 @@ struct _imgp_http_client_t {
     char *body;                     //  last response body + NUL (owned)
     size_t body_size;               //  bytes in body, NUL not counted
     char error [256];               //  last transport error
+    bool connected;                 //  the last request got a connection
 };
 
 static void
@@ -54,6 +55,7 @@ s_reset (imgp_http_client_t *self)
     self->body_size = 0;
     self->status = 0;
     self->error [0] = 0;
+    self->connected = false;
 }
 
 static int
@@ -128,7 +130,7 @@ imgp_http_client_new (const char *url, char *error, size_t error_size)
         return NULL;
     }
     self->timeout_ms = 30000;
-    self->max_body = 64 * 1024 * 1024;
+    self->max_body = (size_t) 64 * 1024 * 1024;
     //  Reference-counted inside civetweb; paired with mg_exit_library in
     //  destroy.
     mg_init_library (0);
@@ -279,6 +281,7 @@ imgp_http_client_request (imgp_http_client_t *self, const char *method, const ch
     if (!conn)
         return s_fail (self, "cannot connect to %s:%d: %s", self->host, self->port,
                        ebuf [0] ? ebuf : "connection failed");
+    self->connected = true;
     int rc = s_exchange (self, conn, method, path, content_type, body, body_size);
     mg_close_connection (conn);
     if (rc != 0) {
@@ -287,6 +290,7 @@ imgp_http_client_request (imgp_http_client_t *self, const char *method, const ch
         memcpy (keep, self->error, sizeof keep);
         s_reset (self);
         memcpy (self->error, keep, sizeof keep);
+        self->connected = true;
     }
     return rc;
 }
@@ -324,6 +328,13 @@ imgp_http_client_error (imgp_http_client_t *self)
     return self->error;
 }
 
+bool
+imgp_http_client_connected (imgp_http_client_t *self)
+{
+    assert (self);
+    return self->connected;
+}
+
 void
 imgp_http_client_test (bool verbose)
 {
@@ -342,9 +353,12 @@ imgp_http_client_test (bool verbose)
     assert (c->port == 1 && strcmp (c->prefix, "/api") == 0);
     assert (strcmp (c->host, "127.0.0.1") == 0);
     //  Port 1 on loopback refuses: a transport error, not a status.
-    assert (imgp_http_client_request (c, "GET", "/healthz", NULL, NULL, 0) == -1);
+    int rc = imgp_http_client_request (c, "GET", "/healthz", NULL, NULL, 0);
+    assert (rc == -1);
+    (void) rc;
     assert (imgp_http_client_status (c) == 0);
     assert (*imgp_http_client_error (c));
+    assert (!imgp_http_client_connected (c));
     imgp_http_client_destroy (&c);
     imgp_http_client_destroy (&c);
     assert (c == NULL);

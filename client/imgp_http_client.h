@@ -3,9 +3,13 @@
 
     Why: the command-line client needs only "send this method, path and
     body; give me the status, a few headers and a bounded body". Keeping
-    that in one small class keeps main.c about commands, not sockets.
-    Each request opens its own connection (Connection: close): the client
-    makes a handful of requests per run, so keep-alive buys nothing.
+    that in one small class keeps the commands (imgp_cli, imgp_batch)
+    free of sockets.
+    Each request opens its own connection (Connection: close): a batch
+    makes several per file, but a fresh connection per request keeps each
+    one independent of the last (a frontend restarted between two polls
+    costs nothing), and on loopback or a LAN the extra handshake is noise
+    next to a resize. One client belongs to one thread at a time.
 
     Never: read a response body past the configured limit (a hostile or
     broken server cannot make the client allocate without bound), or
@@ -30,7 +34,8 @@ void imgp_http_client_destroy (imgp_http_client_t **self_p);
 //  Time allowed for the response head, in ms (default 30000). Known limit
 //  of civetweb 1.15's client: neither the connect nor the body reads have a
 //  timeout (a client connection has no request_timeout), so a caller that
-//  must not hang bounds the whole request itself (main.c uses a timer).
+//  must not hang bounds the whole request itself (imgp_cli uses a
+//  timer, imgp_batch a watchdog thread).
 void imgp_http_client_set_timeout (imgp_http_client_t *self, int timeout_ms);
 
 //  Largest response body accepted, in bytes (default 64 MiB).
@@ -59,6 +64,11 @@ const char *imgp_http_client_body (imgp_http_client_t *self, size_t *size);
 
 //  Text of the last transport error (borrowed; "" when none).
 const char *imgp_http_client_error (imgp_http_client_t *self);
+
+//  True when the last request got a connection. After a transport error
+//  this tells "the server never saw it" (false: safe to send again) from
+//  "the server may have acted on it" (true).
+bool imgp_http_client_connected (imgp_http_client_t *self);
 
 //  Self-test: URL parsing and error paths that need no server.
 void imgp_http_client_test (bool verbose);

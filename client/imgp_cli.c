@@ -1,0 +1,453 @@
+/*  imgp_cli — see imgp_cli.h.
+
+    Single commands (submit, status, get) make one request at a time and
+    run each under a process timer: civetweb 1.15's client has a timeout
+    for the response head only (a client connection carries no
+    request_timeout), so a stalled body would otherwise hang a script. The
+    timer ends the run with exit 3. `batch` has threads, so it cannot use a
+    process timer; imgp_batch watches its requests itself.
+*/
+#include "imgp_cli.h"
+
+#include "imgp_api.h"
+#include "imgp_batch.h"
+#include "imgp_file.h"
+#include "imgp_http_client.h"
+#include "imgp_id.h"
+#include "imgp_inputs.h"
+#include "imgp_log.h"
+
+#include <czmq.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define S_UPLOAD_MAX ((size_t) 256 * 1024 * 1024)
+
+const imgp_conf_spec_t imgp_cli_specs [] = {
+    { "url", "http://127.0.0.1:8080", "base URL of an imgpipe frontend" },
+    { "width", "", "submit, batch: box width in pixels (server default 100)" },
+    { "height", "", "submit, batch: box height in pixels (server default 100)" },
+    { "fit", "", "submit, batch: inside, cover or fill (server default inside)" },
+    { "format", "", "submit, batch: png, jpeg, webp or avif (server default png)" },
+    { "quality", "", "submit, batch: 1..100 for lossy formats" },
+    { "enlarge", NULL, "submit, batch: let images smaller than the box grow" },
+    { "output", "", "get: file for the thumbnail, '-' for stdout; batch: directory (also -o)" },
+    { "wait-s", "30", "get, batch: seconds to wait for each thumbnail" },
+    { "parallel", "8", "batch: files in flight at once (1..256)" },
+    { "timeout-ms", "30000", "time to wait for each HTTP response" },
+    { NULL, NULL, NULL }
+};
+
+const char imgp_cli_summary [] =
+    "imgpipe [OPTIONS] COMMAND ARGS — command-line client of the imgpipe HTTP API.\n"
+    "\n"
+    "Commands:\n"
+    "  submit FILE      upload FILE ('-' reads stdin) and print the job id\n"
+    "  status ID        print the job's status as JSON\n"
+    "  get ID -o OUT    wait for the thumbnail (honouring Retry-After) and write it\n"
+    "  batch DIR|MANIFEST -o OUTDIR\n"
+    "                   thumbnails of every file in DIR (not recursive, hidden\n"
+    "                   files skipped) or listed in MANIFEST (one path a line, or\n"
+    "                   column 1 of a TSV with a header line; relative to its\n"
+    "                   directory), --parallel at a time, into OUTDIR/NAME.EXT;\n"
+    "                   prints 'ok FILE -> OUT WxH Nms' or 'failed FILE: CODE:\n"
+    "                   MESSAGE' per file and a summary, and keeps going when a\n"
+    "                   file fails\n"
+    "\n"
+    "Options may come before or after the command.\n"
+    "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
+    "file failed), 2 bad usage, 3 server unreachable or --wait-s passed.";
+
+//  --timeout-ms, read by s_client; the watchdog needs it.
+static long long s_timeout_ms = 30000;
+
+//  --------------------------------------------------------------------------
+//  Arguments
+
+static const imgp_conf_spec_t *
+s_spec_find (const char *name)
+{
+    for (const imgp_conf_spec_t *s = imgp_cli_specs; s->name; s++)
+        if (strcmp (s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+char **
+imgp_cli_argv (int argc, char **argv, int *new_argc)
+{
+    char **out = calloc ((size_t) argc * 2 + 2, sizeof *out);
+    char **positional = calloc ((size_t) argc + 1, sizeof *positional);
+    if (!out || !positional) {
+        fprintf (stderr, "imgpipe: out of memory\n");
+        free (out);
+        free (positional);
+        return NULL;
+    }
+    int n = 0, p = 0;
+    out [n++] = argv [0];
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv [i];
+        if (strcmp (arg, "--") == 0) {
+            while (++i < argc)
+                positional [p++] = argv [i];
+            break;
+        }
+        const char *problem = NULL;
+        if (strcmp (arg, "-o") == 0 || strncmp (arg, "--", 2) == 0) {
+            bool short_o = arg [1] == 'o';
+            const imgp_conf_spec_t *spec = s_spec_find (short_o ? "output" : arg + 2);
+            out [n++] = short_o ? "--output" : arg;
+            if (spec && spec->dflt) {       //  "--width 50": value follows
+                if (i + 1 < argc)
+                    out [n++] = argv [++i];
+                else
+                    problem = "needs a value";
+            }
+        }
+        else
+        if (arg [0] == '-' && arg [1] != 0)
+            problem = "is unknown (see --help)";
+        else
+            positional [p++] = arg;
+        if (problem) {
+            fprintf (stderr, "imgpipe: option '%s' %s\n", arg, problem);
+            free (out);
+            free (positional);
+            return NULL;
+        }
+    }
+    out [n++] = "--";
+    for (int i = 0; i < p; i++)
+        out [n++] = positional [i];
+    free (positional);
+    *new_argc = n;
+    return out;
+}
+
+//  The thumbnail options of the command line. Returns 0, or -1 with a
+//  message printed.
+static int
+s_opts (imgp_conf_t *conf, imgp_api_opts_t *opts)
+{
+    const char *problem = NULL;
+    if (imgp_api_opts (opts, imgp_conf_str (conf, "width"), imgp_conf_str (conf, "height"),
+                       imgp_conf_str (conf, "fit"), imgp_conf_str (conf, "format"),
+                       imgp_conf_str (conf, "quality"), imgp_conf_bool (conf, "enlarge"),
+                       &problem) == 0)
+        return 0;
+    fprintf (stderr, "imgpipe: %s\n", problem);
+    return -1;
+}
+
+//  Check the single ID argument of status/get.
+static const char *
+s_id_arg (int argc, char **argv, const char *usage)
+{
+    if (argc != 1) {
+        fprintf (stderr, "imgpipe: usage: %s\n", usage);
+        return NULL;
+    }
+    if (!imgp_id_valid (argv [0])) {
+        fprintf (stderr, "imgpipe: '%s' is not a job id (32 lowercase hex characters)\n",
+                 argv [0]);
+        return NULL;
+    }
+    return argv [0];
+}
+
+//  An HTTP client for --url with --timeout-ms, or NULL with a message.
+static imgp_http_client_t *
+s_client (imgp_conf_t *conf)
+{
+    if (imgp_conf_long (conf, "timeout-ms", 1, 3600000, &s_timeout_ms) != 0)
+        return NULL;
+    char error [256];
+    imgp_http_client_t *http = imgp_http_client_new (imgp_conf_str (conf, "url"), error,
+                                                     sizeof error);
+    if (!http)
+        fprintf (stderr, "imgpipe: %s\n", error);
+    else
+        imgp_http_client_set_timeout (http, (int) s_timeout_ms);
+    return http;
+}
+
+//  --------------------------------------------------------------------------
+//  One request at a time
+
+//  Only async-signal-safe calls in the handler.
+static void
+s_watchdog_fired (int signum)
+{
+    (void) signum;
+    static const char text [] = "imgpipe: the server did not send a whole response in time\n";
+    ssize_t ignored = write (STDERR_FILENO, text, sizeof text - 1);
+    (void) ignored;
+    _exit (IMGP_CLI_EXIT_TRANSPORT);
+}
+
+static void
+s_watchdog_set (long long ms)
+{
+    struct itimerval timer = { { 0, 0 }, { (time_t) (ms / 1000), (suseconds_t) (ms % 1000) * 1000 } };
+    setitimer (ITIMER_REAL, &timer, NULL);
+}
+
+//  One request under the watchdog: the head timeout plus a second of
+//  grace, so civetweb's own (clearer) timeout message wins when it can.
+static int
+s_request (imgp_http_client_t *http, const char *method, const char *path,
+           const void *body, size_t body_size)
+{
+    signal (SIGALRM, s_watchdog_fired);
+    s_watchdog_set (s_timeout_ms + 1000);
+    int rc = imgp_http_client_request (http, method, path,
+                                       body ? "application/octet-stream" : NULL, body, body_size);
+    s_watchdog_set (0);
+    return rc;
+}
+
+//  Print what the server said about a refused request.
+static int
+s_report_refusal (imgp_http_client_t *http, const char *what)
+{
+    imgp_api_error_t error;
+    int status = imgp_http_client_status (http);
+    if (imgp_api_error (http, &error) == 0)
+        fprintf (stderr, "imgpipe: %s: HTTP %d %s: %s\n", what, status, error.code,
+                 error.message);
+    else
+        fprintf (stderr, "imgpipe: %s: HTTP %d\n", what, status);
+    const char *retry = imgp_http_client_header (http, "Retry-After");
+    if (retry)
+        fprintf (stderr, "imgpipe: the server asks to retry after %s s\n", retry);
+    return IMGP_CLI_EXIT_REFUSED;
+}
+
+static int
+s_report_transport (imgp_http_client_t *http)
+{
+    fprintf (stderr, "imgpipe: %s\n", imgp_http_client_error (http));
+    return IMGP_CLI_EXIT_TRANSPORT;
+}
+
+//  Upload `data` and print the id of the job.
+static int
+s_submit (imgp_http_client_t *http, const char *query, const char *data, size_t size)
+{
+    char path [sizeof ((imgp_api_opts_t *) 0)->query + 16];
+    snprintf (path, sizeof path, "/v1/images%s%s", *query ? "?" : "", query);
+    if (s_request (http, "POST", path, data, size) != 0)
+        return s_report_transport (http);
+    if (imgp_http_client_status (http) != 202)
+        return s_report_refusal (http, "upload refused");
+    char id [IMGP_ID_LEN + 1];
+    if (imgp_api_id (http, id) != 0) {
+        fprintf (stderr, "imgpipe: the server accepted the upload but sent no valid id\n");
+        return IMGP_CLI_EXIT_REFUSED;
+    }
+    printf ("%s\n", id);
+    return IMGP_CLI_EXIT_OK;
+}
+
+int
+imgp_cli_submit (imgp_conf_t *conf, int argc, char **argv)
+{
+    if (argc != 1) {
+        fprintf (stderr, "imgpipe: usage: imgpipe submit FILE [--width N ...]\n");
+        return IMGP_CLI_EXIT_USAGE;
+    }
+    imgp_api_opts_t opts;
+    if (s_opts (conf, &opts) != 0)
+        return IMGP_CLI_EXIT_USAGE;
+    imgp_http_client_t *http = s_client (conf);
+    if (!http)
+        return IMGP_CLI_EXIT_USAGE;
+    char *data = NULL;
+    size_t size = 0;
+    char problem [256];
+    int exit_code = IMGP_CLI_EXIT_USAGE;
+    if (imgp_file_read (argv [0], S_UPLOAD_MAX, &data, &size, problem, sizeof problem) != 0)
+        fprintf (stderr, "imgpipe: '%s': %s\n", argv [0], problem);
+    else
+        exit_code = s_submit (http, opts.query, data, size);
+    free (data);
+    imgp_http_client_destroy (&http);
+    return exit_code;
+}
+
+int
+imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
+{
+    const char *id = s_id_arg (argc, argv, "imgpipe status ID");
+    imgp_http_client_t *http = id ? s_client (conf) : NULL;
+    if (!http)
+        return IMGP_CLI_EXIT_USAGE;
+    char path [64];
+    snprintf (path, sizeof path, "/v1/images/%s", id);
+    int exit_code = IMGP_CLI_EXIT_OK;
+    if (s_request (http, "GET", path, NULL, 0) != 0)
+        exit_code = s_report_transport (http);
+    else
+    if (imgp_http_client_status (http) != 200)
+        exit_code = s_report_refusal (http, "status refused");
+    else {
+        size_t size = 0;
+        const char *body = imgp_http_client_body (http, &size);
+        fwrite (body, 1, size, stdout);
+        if (size == 0 || body [size - 1] != '\n')
+            putchar ('\n');
+    }
+    imgp_http_client_destroy (&http);
+    return exit_code;
+}
+
+//  Poll the thumbnail until it comes, the job fails, or `wait_s` pass,
+//  then write it to `out`.
+static int
+s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s)
+{
+    char path [64];
+    snprintf (path, sizeof path, "/v1/images/%s/thumbnail", id);
+    imgp_api_job_t job = { .state = "pending" };
+    long long deadline = zclock_mono () + wait_s * 1000;
+    while (true) {
+        if (s_request (http, "GET", path, NULL, 0) != 0)
+            return s_report_transport (http);
+        int status = imgp_http_client_status (http);
+        if (status == 200) {
+            size_t size = 0;
+            const char *body = imgp_http_client_body (http, &size);
+            imgp_debug ("job=%s event=downloaded bytes=%zu type=%s", id, size,
+                        imgp_http_client_header (http, "Content-Type"));
+            char problem [256];
+            if (imgp_file_write (out, body, size, problem, sizeof problem) == 0)
+                return IMGP_CLI_EXIT_OK;
+            fprintf (stderr, "imgpipe: '%s': %s\n", out, problem);
+            return IMGP_CLI_EXIT_REFUSED;
+        }
+        if (status == 422)
+            return s_report_refusal (http, "job failed");
+        if (status != 202 && status != 503)
+            return s_report_refusal (http, "download refused");
+        if (status == 202 && imgp_api_job (http, &job) != 0)
+            snprintf (job.state, sizeof job.state, "pending");
+        long long now = zclock_mono ();
+        if (now >= deadline)
+            break;
+        long long delay = imgp_api_retry_after_ms (http, 500);
+        zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
+    }
+    fprintf (stderr, "imgpipe: job %s is still %s after %lld s\n", id, job.state, wait_s);
+    return IMGP_CLI_EXIT_TRANSPORT;
+}
+
+int
+imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
+{
+    const char *id = s_id_arg (argc, argv, "imgpipe get ID -o OUT [--wait-s N]");
+    const char *out = imgp_conf_str (conf, "output");
+    long long wait_s = 0;
+    if (!id || imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0)
+        return IMGP_CLI_EXIT_USAGE;
+    if (!out || !*out) {
+        fprintf (stderr, "imgpipe: get needs -o OUT (or --output OUT)\n");
+        return IMGP_CLI_EXIT_USAGE;
+    }
+    imgp_http_client_t *http = s_client (conf);
+    if (!http)
+        return IMGP_CLI_EXIT_USAGE;
+    int exit_code = s_get (http, id, out, wait_s);
+    imgp_http_client_destroy (&http);
+    return exit_code;
+}
+
+//  --------------------------------------------------------------------------
+//  Batch
+
+//  Read and check the flags of batch into `config`. Returns 0, or -1 with
+//  a message printed.
+static int
+s_batch_config (imgp_conf_t *conf, imgp_api_opts_t *opts, imgp_batch_config_t *config)
+{
+    long long parallel = 0, wait_s = 0;
+    if (imgp_conf_long (conf, "parallel", 1, 256, &parallel) != 0
+    ||  imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0
+    ||  s_opts (conf, opts) != 0)
+        return -1;
+    //  Checks --timeout-ms and --url before any file is read.
+    imgp_http_client_t *http = s_client (conf);
+    if (!http)
+        return -1;
+    imgp_http_client_destroy (&http);
+    *config = (imgp_batch_config_t) {
+        .url = imgp_conf_str (conf, "url"),
+        .query = opts->query,
+        .parallel = (int) parallel,
+        .wait_ms = wait_s * 1000,
+        .timeout_ms = (int) s_timeout_ms,
+        .max_upload = S_UPLOAD_MAX,
+        .out = stdout
+    };
+    return 0;
+}
+
+//  The inputs of `source` with their outputs in `outdir`, which is made
+//  when missing. NULL with a message printed.
+static imgp_inputs_t *
+s_batch_inputs (const char *source, const char *outdir, const char *ext)
+{
+    char error [512];
+    imgp_inputs_t *inputs = imgp_inputs_new (source, error, sizeof error);
+    if (!inputs) {
+        fprintf (stderr, "imgpipe: %s\n", error);
+        return NULL;
+    }
+    if (imgp_file_mkdirs (outdir, error, sizeof error) != 0) {
+        fprintf (stderr, "imgpipe: '%s': %s\n", outdir, error);
+        imgp_inputs_destroy (&inputs);
+    }
+    else
+    if (imgp_inputs_set_outputs (inputs, outdir, ext) != 0) {
+        fprintf (stderr, "imgpipe: '%s': cannot name the outputs (path too long?)\n", outdir);
+        imgp_inputs_destroy (&inputs);
+    }
+    else
+    if (imgp_inputs_size (inputs) == 0)
+        fprintf (stderr, "imgpipe: no input files in '%s'\n", source);
+    return inputs;
+}
+
+int
+imgp_cli_batch (imgp_conf_t *conf, int argc, char **argv)
+{
+    const char *outdir = imgp_conf_str (conf, "output");
+    if (argc != 1) {
+        fprintf (stderr, "imgpipe: usage: imgpipe batch DIR|MANIFEST -o OUTDIR "
+                         "[--parallel N] [--wait-s N] [--width N ...]\n");
+        return IMGP_CLI_EXIT_USAGE;
+    }
+    if (!outdir || !*outdir || strcmp (outdir, "-") == 0) {
+        fprintf (stderr, "imgpipe: batch needs -o OUTDIR, a directory for the thumbnails\n");
+        return IMGP_CLI_EXIT_USAGE;
+    }
+    imgp_api_opts_t opts;
+    imgp_batch_config_t config;
+    if (s_batch_config (conf, &opts, &config) != 0)
+        return IMGP_CLI_EXIT_USAGE;
+    imgp_inputs_t *inputs = s_batch_inputs (argv [0], outdir, opts.ext);
+    if (!inputs)
+        return IMGP_CLI_EXIT_USAGE;
+    imgp_batch_stats_t stats;
+    char error [256];
+    int rc = imgp_batch_run (&config, inputs, &stats, error, sizeof error);
+    if (rc < 0)
+        fprintf (stderr, "imgpipe: %s\n", error);
+    imgp_inputs_destroy (&inputs);
+    return rc < 0 ? IMGP_CLI_EXIT_USAGE : rc == 0 ? IMGP_CLI_EXIT_OK : IMGP_CLI_EXIT_REFUSED;
+}
