@@ -204,6 +204,28 @@ s_reply_unavailable (s_request_t *req)
                    "the job service is not answering; try again shortly");
 }
 
+static void
+s_status_url (const char *id, char *url, size_t size)
+{
+    snprintf (url, size, "/v1/images/%s", id);
+}
+
+//  The SUBMIT reached the broker but no answer came in time: the broker may
+//  still take the job, so the client gets the id to look it up before it
+//  uploads again, rather than make a second job.
+static void
+s_reply_unconfirmed (s_request_t *req)
+{
+    char status_url [64];
+    s_status_url (req->id, status_url, sizeof status_url);
+    req->retry_after = S_RETRY_AFTER_S;
+    s_reply_json (req, 503, json_pack (
+        "{s:{s:s,s:s},s:s,s:s}", "error", "code", "unavailable", "message",
+        "the job service did not confirm the upload in time; the job may have been "
+        "accepted: poll status_url (404 means it was not) before uploading again",
+        "id", req->id, "status_url", status_url));
+}
+
 //  An ERROR from the broker, as the HTTP status that fits its code.
 static void
 s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
@@ -283,7 +305,7 @@ s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char
 {
     imgp_info ("job=%s event=submitted bytes=%zu format=%s", req->id, bytes, format);
     char status_url [64], thumbnail_url [80];
-    snprintf (status_url, sizeof status_url, "/v1/images/%s", req->id);
+    s_status_url (req->id, status_url, sizeof status_url);
     snprintf (thumbnail_url, sizeof thumbnail_url, "/v1/images/%s/thumbnail", req->id);
     snprintf (req->location, sizeof req->location, "%s", status_url);
     s_reply_json (req, 202, json_pack ("{s:s,s:s,s:s,s:s}", "id", req->id, "status",
@@ -295,13 +317,25 @@ s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char
 static void
 s_submit (s_request_t *req, const imgp_opts_t *opts, imgp_upload_t *upload, const char *format)
 {
-    if (!req->broker || imgp_id_new (req->id)) {
+    if (!req->broker) {
+        //  Its client could not be made at thread start (logged then); other
+        //  threads may serve the retry.
         imgp_upload_clear (upload);
-        s_reply_error (req, 500, "internal", "cannot take jobs on this server thread");
+        s_reply_unavailable (req);
+        return;
+    }
+    if (imgp_id_new (req->id)) {
+        imgp_upload_clear (upload);
+        s_reply_error (req, 500, "internal", "no randomness for a job id on this server");
         return;
     }
     size_t bytes = upload->size;
-    imgp_msg_t *reply = imgp_brokerc_submit (req->broker, req->id, opts, &upload->data, bytes);
+    bool sent = false;
+    imgp_msg_t *reply =
+        imgp_brokerc_submit (req->broker, req->id, opts, &upload->data, bytes, &sent);
+    if (!reply && sent)
+        s_reply_unconfirmed (req);
+    else
     if (!reply)
         s_reply_unavailable (req);
     else
@@ -333,7 +367,7 @@ s_upload (s_request_t *req)
         s_reply_error (req, upload.status, upload.code, "%s", upload.message);
         return;
     }
-    const char *format = imgp_sniff (upload.data, upload.size);
+    const char *format = imgp_sniff (upload.data, upload.size, req->server->config.sniff_allow);
     if (!format) {
         imgp_upload_clear (&upload);
         s_reply_error (req, 415, "unsupported_format", "%s", IMGP_SNIFF_REFUSED);
@@ -461,7 +495,7 @@ s_init_thread (const struct mg_context *ctx, int thread_type)
     imgp_http_t *self = mg_get_user_data (ctx);
     imgp_brokerc_t *broker =
         imgp_brokerc_new (self->intake, self->status, self->config.broker_timeout_ms,
-                          (int64_t) self->config.max_upload + 65536);
+                          (int64_t) self->config.max_upload);
     if (!broker)
         imgp_error ("cannot make a broker client for a worker thread");
     return broker;

@@ -22,9 +22,10 @@ typedef struct {
     const char *intake;         //  broker intake endpoint (SUBMIT)
     const char *status;         //  broker status endpoint (STATUS, FETCH, PING)
     int threads;                //  worker threads, also the most concurrent connections
-    size_t max_upload;          //  largest image accepted, bytes
-    int broker_timeout_ms;      //  time one broker call may take before 503
+    size_t max_upload;          //  largest image accepted, bytes, <= IMGP_UPLOAD_LIMIT_MAX
+    int broker_timeout_ms;      //  time one broker call may take before 503 (uploads: more)
     int request_timeout_ms;     //  civetweb timeout per read or write
+    unsigned sniff_allow;       //  extra formats taken at upload, IMGP_SNIFF_* bits
 } imgp_http_config_t;
 
 typedef struct _imgp_http_t imgp_http_t;

@@ -15,6 +15,8 @@
 #include "imgp_conf.h"
 #include "imgp_http.h"
 #include "imgp_log.h"
+#include "imgp_msg.h"
+#include "imgp_sniff.h"
 
 #define S_PROGRAM "imgpipe-frontend"
 
@@ -24,8 +26,11 @@ static const imgp_conf_spec_t s_specs [] = {
     { "status", "tcp://127.0.0.1:5572", "broker status endpoint (status, results, health)" },
     { "threads", "16", "HTTP worker threads, also the most concurrent connections" },
     { "max-upload-bytes", "33554432", "largest image upload accepted, in bytes" },
-    { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503" },
+    { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503; an "
+      "upload gets 1 ms more per 10 kB (assumes 10 MB/s to the broker)" },
     { "request-timeout-ms", "30000", "HTTP timeout per read or write, in milliseconds" },
+    { "allow-loaders", "", "extra formats to take at upload, comma list of svg, pdf, magick "
+      "(set the same list on the resizers)" },
     { NULL, NULL, NULL }
 };
 
@@ -35,9 +40,11 @@ s_config (imgp_conf_t *conf, imgp_http_config_t *config)
 {
     long long threads, max_upload, broker_timeout, request_timeout;
     if (imgp_conf_long (conf, "threads", 1, 1024, &threads)
-    ||  imgp_conf_long (conf, "max-upload-bytes", 1, 1024LL * 1024 * 1024, &max_upload)
+    ||  imgp_conf_long (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &max_upload)
     ||  imgp_conf_long (conf, "broker-timeout-ms", 100, 600000, &broker_timeout)
     ||  imgp_conf_long (conf, "request-timeout-ms", 100, 3600000, &request_timeout))
+        return -1;
+    if (imgp_sniff_allow_parse (imgp_conf_str (conf, "allow-loaders"), &config->sniff_allow))
         return -1;
     config->listen = imgp_conf_str (conf, "listen");
     config->intake = imgp_conf_str (conf, "intake");
@@ -72,14 +79,15 @@ main (int argc, char **argv)
     if (!conf)
         return 1;
     int rc = imgp_conf_parse (conf, argc, argv);
-    imgp_http_config_t config;
+    if (rc == 0)
+        imgp_log_init (S_PROGRAM, imgp_conf_bool (conf, "verbose"));
+    imgp_http_config_t config = { 0 };
     if (rc == 0 && s_config (conf, &config))
         rc = -1;
     if (rc) {
         imgp_conf_destroy (&conf);
         return rc > 0 ? 0 : 2;
     }
-    imgp_log_init (S_PROGRAM, imgp_conf_bool (conf, "verbose"));
 
     zsys_handler_set (NULL);
     zsys_init ();

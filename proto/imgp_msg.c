@@ -881,6 +881,12 @@ imgp_msg_recv (void *sock)
     return self;
 }
 
+bool
+imgp_msg_worker_valid (const char *name)
+{
+    return name && s_check_text ("worker", name, IMGP_WORKER_MAX, false, NULL, 0) == 0;
+}
+
 int
 imgp_msg_max_size (int64_t max_image)
 {

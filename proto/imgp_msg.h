@@ -149,4 +149,10 @@ int imgp_msg_max_size (int64_t max_image);
 //  Name of a type ("SUBMIT"), for logs.
 const char *imgp_msg_type_name (imgp_msg_type_t type);
 
+//  True when `name` may travel as a `worker`: 1..IMGP_WORKER_MAX characters
+//  0x21..0x7E (printable ASCII, no space). The codec checks received and
+//  sent names with the same rule, so a resizer that checks its name here at
+//  start never has a result refused for it.
+bool imgp_msg_worker_valid (const char *name);
+
 #endif

@@ -22,7 +22,6 @@
 #include "imgp_resizer.h"
 
 #include <assert.h>
-#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -30,13 +29,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "imgp_id.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_thumb.h"
 
 #define S_SLOTS 1                   //  jobs run at once by one resizer
 #define S_POLL_MS 100               //  how often the job loop looks at the stop flag
-#define S_MSG_HEADROOM 65536        //  JSON header room above the largest upload
 #define S_RESULTS_LINGER_MS 1000    //  time to flush the last result on exit
 #define S_RESULTS_SNDTIMEO_MS 5000  //  longest wait when the results pipe is full
 #define S_BEAT_LINGER_MS 200        //  time to flush the last heartbeat on exit
@@ -46,7 +45,7 @@ struct _imgp_resizer_t {
     char *jobs;                     //  ventilator endpoint
     char *results;                  //  sink endpoint
     char name [IMGP_WORKER_MAX + 1];//  worker name on the wire
-    int64_t max_msg_size;           //  largest message accepted on PULL
+    int max_msg_size;               //  largest message accepted on PULL
     int heartbeat_ms;               //  heartbeat interval
     atomic_bool stop;               //  set by imgp_resizer_stop
     atomic_llong jobs_done;         //  results sent (DONE or FAILED)
@@ -157,9 +156,10 @@ s_set_slots (imgp_resizer_t *self, int slots)
 //  --------------------------------------------------------------------------
 //  Construction
 
-//  Default worker name: "<hostname>-<pid>", cut to fit, spaces replaced.
+//  Default name prefix: "<hostname>-<pid>", cut to fit, and every
+//  character a worker name may not hold replaced by '_'.
 static void
-s_default_name (char *name, size_t size)
+s_default_prefix (char *prefix, size_t size)
 {
     char host [256] = "";
     if (gethostname (host, sizeof host - 1) != 0 || !*host)
@@ -167,22 +167,46 @@ s_default_name (char *name, size_t size)
     char pid [24];
     snprintf (pid, sizeof pid, "-%ld", (long) getpid ());
     size_t room = size - 1 - strlen (pid);
-    snprintf (name, size, "%.*s%s", (int) room, host, pid);
-    for (char *c = name; *c; c++)
-        if (!isgraph ((unsigned char) *c))
+    snprintf (prefix, size, "%.*s%s", (int) room, host, pid);
+    for (char *c = prefix; *c; c++) {
+        char one [2] = { *c, '\0' };
+        if (!imgp_msg_worker_valid (one))
             *c = '_';
+    }
 }
 
-static bool
-s_name_valid (const char *name)
+//  The worker name: the prefix, "-", 8 random hex digits. Returns 0 or -1.
+static int
+s_make_name (imgp_resizer_t *self, const char *prefix)
 {
-    size_t len = strlen (name);
-    if (len == 0 || len > IMGP_WORKER_MAX)
-        return false;
-    for (const char *c = name; *c; c++)
-        if (!isgraph ((unsigned char) *c))
-            return false;
-    return true;
+    char random [IMGP_ID_LEN + 1];
+    if (imgp_id_new (random)) {
+        imgp_error ("event=config_error message=no randomness for the worker name");
+        return -1;
+    }
+    snprintf (self->name, sizeof self->name, "%s-%.*s", prefix,
+              IMGP_RESIZER_SUFFIX_LEN - 1, random);
+    return imgp_msg_worker_valid (self->name) ? 0 : -1;
+}
+
+//  The configuration a resizer cannot run with, logged. Returns 0 or -1.
+static int
+s_check_config (const imgp_resizer_config_t *config)
+{
+    const char *prefix = config->name;
+    if (prefix && *prefix
+    &&  (strlen (prefix) > IMGP_RESIZER_PREFIX_MAX || !imgp_msg_worker_valid (prefix))) {
+        imgp_error ("event=config_error message=worker name must be 1..%d printable "
+                    "characters without spaces (a random suffix makes it unique)",
+                    IMGP_RESIZER_PREFIX_MAX);
+        return -1;
+    }
+    if (config->max_upload_bytes > IMGP_UPLOAD_LIMIT_MAX) {
+        imgp_error ("event=config_error message=max-upload-bytes is over the limit of %lld",
+                    (long long) IMGP_UPLOAD_LIMIT_MAX);
+        return -1;
+    }
+    return 0;
 }
 
 imgp_resizer_t *
@@ -190,26 +214,23 @@ imgp_resizer_new (const imgp_resizer_config_t *config)
 {
     assert (config && config->jobs && config->results);
     assert (config->heartbeat_ms > 0 && config->max_upload_bytes > 0);
-
-    if (config->name && *config->name && !s_name_valid (config->name)) {
-        imgp_error ("event=config_error message=worker name must be 1..%d printable "
-                    "characters without spaces", IMGP_WORKER_MAX);
+    if (s_check_config (config))
         return NULL;
-    }
     imgp_resizer_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->jobs = strdup (config->jobs);
     self->results = strdup (config->results);
-    if (!self->jobs || !self->results) {
+    char prefix [IMGP_RESIZER_PREFIX_MAX + 1];
+    if (config->name && *config->name)
+        snprintf (prefix, sizeof prefix, "%s", config->name);
+    else
+        s_default_prefix (prefix, sizeof prefix);
+    if (!self->jobs || !self->results || s_make_name (self, prefix)) {
         imgp_resizer_destroy (&self);
         return NULL;
     }
-    if (config->name && *config->name)
-        snprintf (self->name, sizeof self->name, "%s", config->name);
-    else
-        s_default_name (self->name, sizeof self->name);
-    self->max_msg_size = config->max_upload_bytes + S_MSG_HEADROOM;
+    self->max_msg_size = imgp_msg_max_size (config->max_upload_bytes);
     self->max_result_size = config->max_upload_bytes;
     self->heartbeat_ms = config->heartbeat_ms;
     atomic_init (&self->stop, false);

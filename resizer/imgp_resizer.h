@@ -15,8 +15,9 @@
     says slots=0, and run() returns. A job still waiting in the pipe is
     dropped: the broker dispatches it again when no STARTED comes.
 
-    Bounds: a message over max_upload_bytes + 64 KiB is refused by libzmq
-    (which also drops that connection; the jobs socket is then made again),
+    Bounds: a message over imgp_msg_max_size (max_upload_bytes) is refused
+    by libzmq (which also drops that connection; the jobs socket is then
+    made again),
     so the broker sees no STARTED and re-dispatches until attempts run out.
     A thumbnail over max_upload_bytes (the broker's own limit) is not sent:
     the job fails with encode_error. It never decodes an image itself and
@@ -27,19 +28,30 @@
 
 #include <stdint.h>
 
+#include "imgp_msg.h"
+
 typedef struct {
     const char *jobs;               //  endpoint of the broker's ventilator (PULL connects)
     const char *results;            //  endpoint of the broker's sink (PUSH connects)
-    const char *name;               //  worker name; NULL or "" for "<hostname>-<pid>"
-    int64_t max_upload_bytes;       //  largest original; messages above it + 64 KiB are refused
+    const char *name;               //  worker name prefix; NULL or "" for "<hostname>-<pid>"
+    int64_t max_upload_bytes;       //  largest original, 1..IMGP_UPLOAD_LIMIT_MAX
     int heartbeat_ms;               //  heartbeat interval, > 0
 } imgp_resizer_config_t;
 
 typedef struct _imgp_resizer_t imgp_resizer_t;
 
-//  Create a resizer from `config` (copied). Does not connect yet. Returns
-//  NULL, with the reason logged, when the name is not 1..IMGP_WORKER_MAX
-//  printable characters without spaces. imgp_thumb_init() must have run.
+//  Room a name prefix leaves for the random suffix ("-" and 8 hex digits).
+#define IMGP_RESIZER_SUFFIX_LEN 9
+#define IMGP_RESIZER_PREFIX_MAX (IMGP_WORKER_MAX - IMGP_RESIZER_SUFFIX_LEN)
+
+//  Create a resizer from `config` (copied). Does not connect yet. The
+//  worker name is the prefix (config->name, or "<hostname>-<pid>") plus a
+//  random suffix, "-1f2e3d4c": a restarted container has the same hostname
+//  and pid, and the broker must see the new process as a new worker, or it
+//  would never count the old one lost. Returns NULL, with the reason
+//  logged, when the prefix is not 1..IMGP_RESIZER_PREFIX_MAX printable
+//  characters without spaces or max_upload_bytes is over
+//  IMGP_UPLOAD_LIMIT_MAX. imgp_thumb_init() must have run.
 imgp_resizer_t *imgp_resizer_new (const imgp_resizer_config_t *config);
 
 //  Destroy; safe on NULL and twice. Not while run() is running.

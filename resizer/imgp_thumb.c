@@ -17,12 +17,24 @@
        (without "export_profile" 8.14 exports an image with an embedded
        profile back to that profile, and stripping it would leave the
        colours wrong), first frame only (the loaders' default n=1).
-    4. vips_image_copy_memory() runs the decode. Decoding is lazy, so
-       truncated or corrupt data fails here, not in step 3; doing it before
-       the encoder separates decode_error from encode_error. The thumbnail
-       is at most IMGP_SIDE_MAX squared, so the copy is bounded.
+    4. The pixels are computed into memory, which runs the decode.
+       Decoding is lazy, so truncated or corrupt data fails here, not in
+       step 3; doing it before the encoder separates decode_error from
+       encode_error. The thumbnail is at most IMGP_SIDE_MAX squared, so the
+       copy is bounded. One thumbnail row is one unit of libvips' work here
+       (not vips_image_copy_memory, whose units are tiles of the small
+       output: a 100x100 thumbnail is a single unit, so a limit could act
+       only once all was decoded). Upstream, the shrink computes rows in
+       batches, about ten per 100-row thumbnail; the time limit below gets
+       a say after each.
     5. Encode with metadata stripped; JPEG has no alpha, so alpha is
        flattened onto white first.
+
+    The time limit: libvips emits "eval" on an image that has progress
+    reporting on (vips_image_set_progress) after each unit of work of the
+    sink that computes it, and checks its kill flag there. Our handler sets
+    the flag once the job's deadline has passed, so the sink (step 4, or
+    the encoder's) returns -1 and the job fails with code "timeout".
 
     libvips reports errors into a process-wide buffer; every failure path
     turns it into the result message and clears it, so one job's errors
@@ -77,8 +89,18 @@ static char s_job [IMGP_ID_LEN + 1];        //  "" when no job is running
 
 static const char *s_code_names [] = {
     "ok", "unsupported_format", "too_many_pixels", "decode_error",
-    "encode_error", "internal"
+    "encode_error", "internal", "timeout"
 };
+
+static int s_time_limit_ms = 0;             //  per image; 0: none
+
+//  When the image being made must be given up. On the stack of
+//  imgp_thumb_make; the handler runs in that thread (libvips signals from
+//  the thread that runs the sink), and is disconnected before return.
+typedef struct {
+    gint64 at;                              //  g_get_monotonic_time () µs; 0: never
+    bool passed;                            //  the handler stopped libvips
+} s_deadline_t;
 
 
 //  --------------------------------------------------------------------------
@@ -176,6 +198,7 @@ imgp_thumb_init (const imgp_thumb_config_t *config)
     assert (config);
     assert (config->max_pixels > 0);
     assert (config->vips_threads >= 1);
+    assert (config->time_limit_ms >= 0);
 
     if (VIPS_INIT ("imgpipe-resizer")) {
         imgp_error ("event=config_error message=libvips failed to start: %s",
@@ -194,6 +217,7 @@ imgp_thumb_init (const imgp_thumb_config_t *config)
                            s_vips_log, NULL);
     log_routed = true;
     s_max_pixels = config->max_pixels;
+    s_time_limit_ms = config->time_limit_ms > 0 ? config->time_limit_ms : 0;
     s_apply_blocks ();
     //  Every image is new: caching operations only holds memory.
     vips_cache_set_max (0);
@@ -285,6 +309,45 @@ s_pixels_text (int64_t pixels, char *buf, size_t size)
 
 
 //  --------------------------------------------------------------------------
+//  The time limit
+
+static void
+s_on_eval (VipsImage *image, VipsProgress *progress, void *user)
+{
+    (void) progress;
+    s_deadline_t *deadline = user;
+    if (g_get_monotonic_time () < deadline->at)
+        return;
+    deadline->passed = true;
+    vips_image_set_kill (image, TRUE);
+}
+
+//  Report progress of `image` to the deadline; a fresh image only (libvips
+//  turns reporting off when asked for it on an image that already has it).
+static void
+s_watch (VipsImage *image, s_deadline_t *deadline)
+{
+    if (!deadline->at)
+        return;
+    vips_image_set_progress (image, TRUE);
+    g_signal_connect (image, "eval", G_CALLBACK (s_on_eval), deadline);
+}
+
+static void
+s_unwatch (VipsImage *image, s_deadline_t *deadline)
+{
+    g_signal_handlers_disconnect_by_data (image, deadline);
+}
+
+static int
+s_fail_timeout (imgp_thumb_result_t *result)
+{
+    return s_fail (result, IMGP_THUMB_TIMEOUT,
+                   "resizing took too long: gave up after %d ms", s_time_limit_ms);
+}
+
+
+//  --------------------------------------------------------------------------
 //  The pipeline steps
 
 //  Step 1: which loader would run, and may it?
@@ -339,10 +402,52 @@ s_check_pixels (const uint8_t *buf, size_t len, imgp_thumb_result_t *result)
                    result->in_width, result->in_height, have, limit);
 }
 
+//  Copy the rows of a computed region into the memory image `a`.
+static int
+s_copy_rows (VipsRegion *region, void *seq, void *a, void *b, gboolean *stop)
+{
+    (void) seq;
+    (void) b;
+    (void) stop;
+    VipsImage *memory = a;
+    VipsRect *rect = &region->valid;
+    size_t bytes = VIPS_IMAGE_SIZEOF_PEL (memory) * (size_t) rect->width;
+    for (int y = rect->top; y < VIPS_RECT_BOTTOM (rect); y++)
+        memcpy (VIPS_IMAGE_ADDR (memory, rect->left, y), VIPS_REGION_ADDR (region, rect->left, y),
+                bytes);
+    return 0;
+}
+
+//  Step 4: compute `image` into a new memory image, one row per unit of
+//  work so the deadline is looked at after every row. Returns the image,
+//  or NULL with libvips' error set.
+static VipsImage *
+s_materialise (VipsImage *image, s_deadline_t *deadline)
+{
+    VipsImage *memory = vips_image_new_memory ();
+    if (!memory)
+        return NULL;
+    vips_image_init_fields (memory, vips_image_get_width (image), vips_image_get_height (image),
+                            vips_image_get_bands (image), vips_image_get_format (image),
+                            vips_image_get_coding (image), vips_image_get_interpretation (image),
+                            vips_image_get_xres (image), vips_image_get_yres (image));
+    int rc = vips_image_write_prepare (memory);
+    if (rc == 0) {
+        s_watch (image, deadline);
+        rc = vips_sink_tile (image, vips_image_get_width (image), 1, NULL, s_copy_rows, NULL,
+                             memory, NULL);
+        s_unwatch (image, deadline);
+    }
+    if (rc)
+        g_object_unref (memory);
+    return rc ? NULL : memory;
+}
+
 //  Step 3 and 4: the thumbnail, decoded into memory. Returns the image or
 //  NULL with the result set.
 static VipsImage *
-s_decode (const uint8_t *buf, size_t len, const imgp_opts_t *opts, imgp_thumb_result_t *result)
+s_decode (const uint8_t *buf, size_t len, const imgp_opts_t *opts, s_deadline_t *deadline,
+          imgp_thumb_result_t *result)
 {
     VipsSize size = opts->enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
     if (opts->fit == IMGP_FIT_FILL)
@@ -377,8 +482,11 @@ s_decode (const uint8_t *buf, size_t len, const imgp_opts_t *opts, imgp_thumb_re
             return NULL;
         }
     }
-    VipsImage *memory = vips_image_copy_memory (thumb);
+    VipsImage *memory = s_materialise (thumb, deadline);
     g_object_unref (thumb);
+    if (!memory && deadline->passed)
+        s_fail_timeout (result);
+    else
     if (!memory)
         s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image data is truncated or corrupt: %s",
                 s_vips_reason (reason, sizeof reason));
@@ -412,13 +520,12 @@ s_strip_metadata (VipsImage *image)
     g_strfreev (fields);
 }
 
-//  Step 5: encode with metadata stripped.
+//  The encoder of the requested format, into result->data. Returns 0 or -1.
 static int
-s_encode (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
+s_save (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
 {
     int q = opts->quality;
     int rc = -1;
-    s_strip_metadata (image);
     switch (opts->format) {
         case IMGP_FORMAT_PNG:
             rc = vips_pngsave_buffer (image, &result->data, &result->size, "strip", TRUE, NULL);
@@ -442,6 +549,18 @@ s_encode (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result
                                        "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL);
             break;
     }
+    return rc;
+}
+
+//  Step 5: encode with metadata stripped.
+static int
+s_encode (VipsImage *image, const imgp_opts_t *opts, s_deadline_t *deadline,
+          imgp_thumb_result_t *result)
+{
+    s_strip_metadata (image);
+    s_watch (image, deadline);
+    int rc = s_save (image, opts, result);
+    s_unwatch (image, deadline);
     if (rc == 0 && result->data && result->size > 0)
         return 0;
 
@@ -449,6 +568,8 @@ s_encode (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result
     g_free (result->data);
     result->data = NULL;
     result->size = 0;
+    if (deadline->passed)
+        return s_fail_timeout (result);
     return s_fail (result, IMGP_THUMB_ENCODE_ERROR, "the %s encoder failed: %s",
                    imgp_format_name (opts->format), s_vips_reason (reason, sizeof reason));
 }
@@ -463,17 +584,20 @@ imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
 
     memset (result, 0, sizeof *result);
     vips_error_clear ();
+    s_deadline_t deadline = { 0, false };
+    if (s_time_limit_ms > 0)
+        deadline.at = g_get_monotonic_time () + (gint64) s_time_limit_ms * 1000;
     if (!imgp_opts_valid (opts))
         return s_fail (result, IMGP_THUMB_INTERNAL, "thumbnail options are out of range");
     if (s_check_loader (buf, len, result) || s_check_pixels (buf, len, result))
         return -1;
 
-    VipsImage *image = s_decode (buf, len, opts, result);
+    VipsImage *image = s_decode (buf, len, opts, &deadline, result);
     if (!image)
         return -1;
     result->width = vips_image_get_width (image);
     result->height = vips_image_get_height (image);
-    int rc = s_encode (image, opts, result);
+    int rc = s_encode (image, opts, &deadline, result);
     g_object_unref (image);
     return rc;
 }

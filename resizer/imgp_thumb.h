@@ -17,6 +17,17 @@
     It never asserts on image bytes and never lets a libvips warning reach
     stderr unlabelled: the "VIPS" GLib log domain is routed into imgp_log,
     tagged with the job set by imgp_thumb_set_job().
+
+    Time per job is bounded too (invariant 4): an image that takes longer
+    than time_limit_ms has libvips stopped and fails with code "timeout",
+    before the broker's --job-timeout-ms would dispatch it again while we
+    still work on it. The limit acts between the batches of rows libvips
+    computes (a tenth of a 100x100 thumbnail, less of a larger one) and
+    between the strips the encoder reads. A loader that must decode the
+    whole image before it gives a first row (interlaced PNG, progressive
+    JPEG that cannot shrink on load) is stopped only after that, and a
+    single encoder call (AV1) cannot be cut short at all: for those the
+    broker's job timeout stays the bound.
 */
 #ifndef IMGP_THUMB_H_INCLUDED
 #define IMGP_THUMB_H_INCLUDED
@@ -35,7 +46,8 @@ typedef enum {
     IMGP_THUMB_TOO_MANY_PIXELS,     //  header says width x height > max_pixels
     IMGP_THUMB_DECODE_ERROR,        //  truncated or corrupt data
     IMGP_THUMB_ENCODE_ERROR,        //  the output encoder failed
-    IMGP_THUMB_INTERNAL             //  anything else (out of memory, bug)
+    IMGP_THUMB_INTERNAL,            //  anything else (out of memory, bug)
+    IMGP_THUMB_TIMEOUT              //  over time_limit_ms; libvips was stopped
 } imgp_thumb_code_t;
 
 //  Process-wide settings, given once to imgp_thumb_init().
@@ -43,6 +55,7 @@ typedef struct {
     int64_t max_pixels;             //  largest width x height decoded, > 0
     const char *allow_loaders;      //  extra loaders, comma list of svg, pdf, magick; NULL: none
     int vips_threads;               //  libvips worker threads per image, >= 1
+    int time_limit_ms;              //  time one image may take, ms; 0: no limit
 } imgp_thumb_config_t;
 
 //  The outcome of one imgp_thumb_make() call. A plain value: clear it with

@@ -26,6 +26,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "imgp_brokerc.h"
 #include "imgp_buf.h"
 #include "imgp_http.h"
 #include "imgp_id.h"
@@ -39,6 +40,7 @@
 #define ID_DONE "dddddddddddddddddddddddddddddddd"
 #define ID_FAILED "ffffffffffffffffffffffffffffffff"
 #define ID_UNKNOWN "0123456789abcdef0123456789abcdef"
+#define ID_BIG "9999999999999999999999999999999a"  //  done, thumbnail of UPLOAD_LIMIT bytes
 #define THUMBNAIL "THUMBNL"
 #define CREATED_MS 1700000000123LL          //  2023-11-14T22:13:20.123Z
 #define BOUNDARY "imgpTestBoundary42"
@@ -46,7 +48,9 @@
 //  --------------------------------------------------------------------------
 //  Sniffing
 
-#define SNIFF(text) imgp_sniff ((const uint8_t *) (text), sizeof (text) - 1)
+#define SNIFF_ALLOW(text, allow) imgp_sniff ((const uint8_t *) (text), sizeof (text) - 1, allow)
+#define SNIFF(text) SNIFF_ALLOW (text, 0)
+#define ALLOW_ALL (IMGP_SNIFF_SVG | IMGP_SNIFF_PDF | IMGP_SNIFF_MAGICK)
 
 Test (sniff, accepts_each_supported_magic)
 {
@@ -77,13 +81,60 @@ Test (sniff, refuses_everything_else)
     cr_assert_null (SNIFF ("\xFF\xD8"));                               //  too short
     cr_assert_null (SNIFF ("GIF90a"));
     cr_assert_null (SNIFF (""));
-    cr_assert_null (imgp_sniff (NULL, 10));
+    cr_assert_null (imgp_sniff (NULL, 10, 0));
     uint8_t noise [256];
     for (size_t i = 0; i < sizeof noise; i++)
         noise [i] = (uint8_t) (i * 37 + 11);
-    cr_assert_null (imgp_sniff (noise, sizeof noise));
+    cr_assert_null (imgp_sniff (noise, sizeof noise, 0));
     //  A compatible-brand list that runs past the bytes given is not read.
     cr_assert_null (SNIFF ("\0\0\1\0" "ftypisom\0\0\0\0isom"));
+}
+
+Test (sniff, extra_loaders_only_when_allowed)
+{
+    static const char svg [] = "<svg xmlns=\"http://www.w3.org/2000/svg\"/>";
+    static const char xml [] = "\xEF\xBB\xBF  <?xml version=\"1.0\"?>\n<!-- drawn by hand -->\n"
+                               "<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\" \"x.dtd\">\n"
+                               "<SVG width=\"10\" height=\"10\"></SVG>";
+    static const char pdf [] = "%PDF-1.7\n%\xE2\xE3\xCF\xD3\n";
+    static const char bmp [] = "BM\x36\0\0\0\0\0\0\0\x36\0\0\0";
+    cr_assert_null (SNIFF (svg));
+    cr_assert_null (SNIFF (pdf));
+    cr_assert_str_eq (SNIFF_ALLOW (svg, IMGP_SNIFF_SVG), "svg");
+    cr_assert_str_eq (SNIFF_ALLOW (xml, IMGP_SNIFF_SVG), "svg");
+    cr_assert_null (SNIFF_ALLOW (pdf, IMGP_SNIFF_SVG));
+    cr_assert_str_eq (SNIFF_ALLOW (pdf, IMGP_SNIFF_PDF), "pdf");
+    cr_assert_null (SNIFF_ALLOW (svg, IMGP_SNIFF_PDF));
+    cr_assert_null (SNIFF_ALLOW (bmp, IMGP_SNIFF_SVG | IMGP_SNIFF_PDF));
+    //  magick: anything not empty; the resizer decides.
+    cr_assert_str_eq (SNIFF_ALLOW (bmp, IMGP_SNIFF_MAGICK), "magick");
+    cr_assert_null (SNIFF_ALLOW ("", ALLOW_ALL));
+    //  The six formats keep their names whatever is allowed.
+    cr_assert_str_eq (SNIFF_ALLOW ("\x89PNG\r\n\x1A\n\0\0\0\rIHDR", ALLOW_ALL), "png");
+    //  Text that is not SVG near the start.
+    cr_assert_null (SNIFF_ALLOW ("hello <svg>", IMGP_SNIFF_SVG));
+    cr_assert_null (SNIFF_ALLOW ("<html><body>no drawing here</body></html>", IMGP_SNIFF_SVG));
+    char late [2048];
+    memset (late, ' ', sizeof late);
+    memcpy (late, "<?xml version=\"1.0\"?>", 21);
+    memcpy (late + 1500, "<svg/>", 6);
+    cr_assert_null (imgp_sniff ((const uint8_t *) late, sizeof late, IMGP_SNIFF_SVG));
+}
+
+Test (sniff, allow_list_uses_the_resizer_names)
+{
+    unsigned allow = 99;
+    cr_assert_eq (imgp_sniff_allow_parse (NULL, &allow), 0);
+    cr_assert_eq (allow, 0);
+    cr_assert_eq (imgp_sniff_allow_parse ("", &allow), 0);
+    cr_assert_eq (allow, 0);
+    cr_assert_eq (imgp_sniff_allow_parse ("svg", &allow), 0);
+    cr_assert_eq (allow, IMGP_SNIFF_SVG);
+    cr_assert_eq (imgp_sniff_allow_parse (" PDF, svg ,,magick", &allow), 0);
+    cr_assert_eq (allow, ALLOW_ALL);
+    cr_assert_eq (imgp_sniff_allow_parse ("jpeg,png,webp,gif,tiff,heif", &allow), 0);
+    cr_assert_eq (allow, 0, "the always-on formats add nothing");
+    cr_assert_eq (imgp_sniff_allow_parse ("svg,bmpx", &allow), -1);
 }
 
 //  --------------------------------------------------------------------------
@@ -113,6 +164,7 @@ typedef struct {
     char status [64];           //  endpoint the frontend connects to
     const char *submit_error;   //  answer SUBMIT with this ERROR code, NULL: ACCEPTED
     int drop_submits;           //  SUBMITs to leave unanswered first
+    int submit_delay_ms;        //  wait this long before answering a SUBMIT
     int submits;                //  SUBMITs received
     char last_id [IMGP_ID_LEN + 1];     //  id of the last SUBMIT
     imgp_opts_t last_opts;      //  options of the last SUBMIT
@@ -145,9 +197,12 @@ s_fake_submit (imgp_msg_t *msg)
     if (drop)
         s_fake.drop_submits--;
     const char *error = s_fake.submit_error;
+    int delay_ms = s_fake.submit_delay_ms;
     pthread_mutex_unlock (&s_fake.lock);
     if (drop)
         return NULL;
+    if (delay_ms)
+        zclock_sleep (delay_ms);    //  a slow broker (spool on a slow disk)
     if (error)
         return imgp_msg_error_new (msg, error, "fake broker says %s", error);
     imgp_msg_t *reply = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
@@ -165,7 +220,7 @@ s_fake_info (imgp_msg_t *msg)
     if (streq (msg->id, ID_PROCESSING))
         state = IMGP_STATE_PROCESSING;
     else
-    if (streq (msg->id, ID_DONE))
+    if (streq (msg->id, ID_DONE) || streq (msg->id, ID_BIG))
         state = IMGP_STATE_DONE;
     else
     if (streq (msg->id, ID_FAILED))
@@ -182,6 +237,12 @@ s_fake_info (imgp_msg_t *msg)
         snprintf (info->code, sizeof info->code, "decode_error");
         snprintf (info->message, sizeof info->message, "the file is truncated");
     }
+    if (state == IMGP_STATE_DONE && streq (msg->id, ID_BIG)) {
+        info->result = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12 };
+        if (msg->type == IMGP_MSG_FETCH)
+            imgp_msg_set_data (info, calloc (1, UPLOAD_LIMIT), UPLOAD_LIMIT, NULL);
+    }
+    else
     if (state == IMGP_STATE_DONE) {
         info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 7, 12 };
         if (msg->type == IMGP_MSG_FETCH)
@@ -243,8 +304,8 @@ static zactor_t *s_broker;
 static imgp_http_t *s_http;
 static int s_port;
 
-static void
-s_start_http (const char *intake, const char *status)
+static imgp_http_config_t
+s_config (const char *intake, const char *status)
 {
     imgp_http_config_t config = {
         .listen = "127.0.0.1:0",
@@ -255,18 +316,58 @@ s_start_http (const char *intake, const char *status)
         .broker_timeout_ms = 1500,
         .request_timeout_ms = 5000,
     };
-    s_http = imgp_http_new (&config);
+    return config;
+}
+
+static void
+s_start_http_with (const imgp_http_config_t *config)
+{
+    s_http = imgp_http_new (config);
     cr_assert_not_null (s_http, "the server did not start");
     s_port = imgp_http_port (s_http);
     cr_assert_gt (s_port, 0);
 }
 
 static void
-s_setup (void)
+s_start_http (const char *intake, const char *status)
+{
+    imgp_http_config_t config = s_config (intake, status);
+    s_start_http_with (&config);
+}
+
+static void
+s_setup_broker (void)
 {
     imgp_log_init ("test_frontend", getenv ("IMGP_TEST_VERBOSE") != NULL);
     s_broker = zactor_new (s_fake_actor, NULL);
+}
+
+static void
+s_setup (void)
+{
+    s_setup_broker ();
     s_start_http (s_fake.intake, s_fake.status);
+}
+
+//  A frontend that takes SVG and PDF uploads (--allow-loaders svg,pdf).
+static void
+s_setup_extra (void)
+{
+    s_setup_broker ();
+    imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
+    config.sniff_allow = IMGP_SNIFF_SVG | IMGP_SNIFF_PDF;
+    s_start_http_with (&config);
+}
+
+//  A frontend whose threads get no broker client: its upload limit is
+//  over what a client accepts (main.c never lets that through).
+static void
+s_setup_no_client (void)
+{
+    s_setup_broker ();
+    imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
+    config.max_upload = (size_t) IMGP_UPLOAD_LIMIT_MAX + 1;
+    s_start_http_with (&config);
 }
 
 //  A loopback port that nothing listens on: bound by a socket that never
@@ -307,10 +408,15 @@ s_teardown (void)
             close (s_dead_fds [i]);
     free (s_fake.last_data);
     s_fake.last_data = NULL;
+    s_fake.submits = 0;
+    s_fake.submit_delay_ms = 0;
 }
 
 TestSuite (http, .init = s_setup, .fini = s_teardown, .timeout = 30);
 TestSuite (down, .init = s_setup_down, .fini = s_teardown, .timeout = 30);
+TestSuite (extra, .init = s_setup_extra, .fini = s_teardown, .timeout = 30);
+TestSuite (noclient, .init = s_setup_no_client, .fini = s_teardown, .timeout = 30);
+TestSuite (brokerc, .init = s_setup_broker, .fini = s_teardown, .timeout = 30);
 
 //  --------------------------------------------------------------------------
 //  HTTP client
@@ -377,16 +483,16 @@ s_send_all (int fd, const void *data, size_t size)
     }
 }
 
-//  Read one response: the head, then Content-Length bytes of body.
+//  Read one response: the head, then Content-Length bytes of body. The
+//  body is kept as an offset: the buffer moves when it grows.
 static void
 s_receive (int fd, response_t *response)
 {
-    size_t cap = 1 << 16, have = 0;
+    size_t cap = 1 << 16, have = 0, body = 0;
     char *data = malloc (cap + 1);
-    char *body = NULL;
     long long length = -1;
     while (true) {
-        if (body && length >= 0 && (size_t) (data + have - body) >= (size_t) length)
+        if (body && length >= 0 && have - body >= (size_t) length)
             break;
         if (have == cap)
             data = realloc (data, (cap *= 2) + 1);
@@ -398,16 +504,16 @@ s_receive (int fd, response_t *response)
         data [have] = '\0';
         char *end = body ? NULL : strstr (data, "\r\n\r\n");
         if (end) {
-            body = end + 4;
+            body = (size_t) (end - data) + 4;
             snprintf (response->head, sizeof response->head, "%.*s", (int) (end - data + 2), data);
             const char *cl = s_header (response, "Content-Length");
             length = cl ? atoll (cl) : -1;
         }
     }
-    cr_assert_not_null (body, "incomplete response head");
-    response->size = (size_t) (data + have - body);
+    cr_assert (body > 0, "incomplete response head");
+    response->size = have - body;
     response->body = malloc (response->size + 1);
-    memcpy (response->body, body, response->size);
+    memcpy (response->body, data + body, response->size);
     response->body [response->size] = '\0';
     response->status = atoi (response->head + strlen ("HTTP/1.1 "));
     free (data);
@@ -519,6 +625,14 @@ s_fake_behave (const char *submit_error, int drop_submits)
     pthread_mutex_lock (&s_fake.lock);
     s_fake.submit_error = submit_error;
     s_fake.drop_submits = drop_submits;
+    pthread_mutex_unlock (&s_fake.lock);
+}
+
+static void
+s_fake_delay (int submit_delay_ms)
+{
+    pthread_mutex_lock (&s_fake.lock);
+    s_fake.submit_delay_ms = submit_delay_ms;
     pthread_mutex_unlock (&s_fake.lock);
 }
 
@@ -955,6 +1069,46 @@ Test (http, lost_submit_is_retried_with_the_same_id)
     free (png);
 }
 
+Test (http, unanswered_submit_is_503_with_the_id_to_check)
+{
+    //  The broker got the upload but never answered: it may hold the job,
+    //  so the client is told its id instead of being left to upload again.
+    s_fake_behave (NULL, 1000);
+    uint8_t *png = s_fake_png (2000);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 2000, &response);
+    s_assert_error (&response, 503, "unavailable");
+    cr_assert_not_null (s_header (&response, "Retry-After"));
+    json_t *json = s_json (&response);
+    const char *id = s_str (json, "id");
+    pthread_mutex_lock (&s_fake.lock);
+    cr_assert_str_eq (id, s_fake.last_id, "the id is the one the broker got");
+    pthread_mutex_unlock (&s_fake.lock);
+    char want [128];
+    snprintf (want, sizeof want, "/v1/images/%s", id);
+    cr_assert_str_eq (s_str (json, "status_url"), want);
+    const char *message = json_string_value (
+        json_object_get (json_object_get (json, "error"), "message"));
+    cr_assert (strstr (message, "may have been accepted"), "%s", message);
+    json_decref (json);
+    cr_assert_geq (s_submits (), 2, "small SUBMITs are resent");
+    cr_log_info ("503 for an unanswered SUBMIT after %lld ms, %d tries",
+                 (long long) response.ms, s_submits ());
+    cr_assert_lt (response.ms, 2000, "took %lld ms", (long long) response.ms);
+    s_response_free (&response);
+    free (png);
+}
+
+Test (http, thumbnail_as_large_as_the_limit_is_served)
+{
+    //  The status socket's limit fits the largest thumbnail plus its header.
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_BIG "/thumbnail", &response);
+    cr_assert_eq (response.status, 200, "got %d: %.200s", response.status, response.body);
+    cr_assert_eq (response.size, UPLOAD_LIMIT);
+    s_response_free (&response);
+}
+
 Test (http, healthz_is_200_when_the_broker_answers)
 {
     response_t response;
@@ -984,6 +1138,10 @@ Test (http, keep_alive_serves_several_requests)
 //  --------------------------------------------------------------------------
 //  Broker down
 
+//  With no broker connected a request cannot leave: the answer comes after
+//  the short wait for a connection, not after --broker-timeout-ms.
+#define FAST_503_MS 1000
+
 Test (down, upload_is_503_with_retry_after_in_time)
 {
     uint8_t *png = s_fake_png (1000);
@@ -992,7 +1150,10 @@ Test (down, upload_is_503_with_retry_after_in_time)
     s_assert_error (&response, 503, "unavailable");
     cr_assert_not_null (s_header (&response, "Retry-After"));
     cr_log_info ("503 with the broker down after %lld ms", (long long) response.ms);
-    cr_assert_lt (response.ms, 10000, "took %lld ms", (long long) response.ms);
+    cr_assert_lt (response.ms, FAST_503_MS, "took %lld ms", (long long) response.ms);
+    json_t *json = s_json (&response);
+    cr_assert_null (json_object_get (json, "id"), "nothing left: no job to look up");
+    json_decref (json);
     s_response_free (&response);
     free (png);
 }
@@ -1002,6 +1163,7 @@ Test (down, healthz_and_status_are_503)
     response_t response;
     s_get ("GET", "/healthz", &response);
     s_assert_error (&response, 503, "unavailable");
+    cr_assert_lt (response.ms, FAST_503_MS, "took %lld ms", (long long) response.ms);
     s_response_free (&response);
     s_get ("GET", "/v1/images/" ID_DONE, &response);
     s_assert_error (&response, 503, "unavailable");
@@ -1011,4 +1173,142 @@ Test (down, healthz_and_status_are_503)
     s_get ("GET", "/v1/images/nope", &response);
     s_assert_error (&response, 400, "bad_id");
     s_response_free (&response);
+}
+
+//  --------------------------------------------------------------------------
+//  Extra loaders (--allow-loaders svg,pdf)
+
+Test (extra, allowed_loaders_pass_the_sniffer)
+{
+    static const char svg [] = "<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" "
+                               "width=\"10\" height=\"10\"/>";
+    static const char pdf [] = "%PDF-1.4\n1 0 obj\n";
+    response_t response;
+    s_post ("/v1/images", "image/svg+xml", svg, strlen (svg), &response);
+    s_assert_submitted (s_assert_accepted (&response), (const uint8_t *) svg, strlen (svg));
+    s_response_free (&response);
+    s_post_form ("/v1/images", "img", pdf, strlen (pdf), &response);
+    s_assert_submitted (s_assert_accepted (&response), (const uint8_t *) pdf, strlen (pdf));
+    s_response_free (&response);
+    //  Not allowed: magick's catch-all.
+    s_post ("/v1/images", "image/png", "just some text", 14, &response);
+    s_assert_error (&response, 415, "unsupported_format");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 2);
+}
+
+//  --------------------------------------------------------------------------
+//  A thread without a broker client
+
+Test (noclient, requests_are_503_not_500)
+{
+    uint8_t *png = s_fake_png (1000);
+    response_t response;
+    s_post ("/v1/images", "image/png", png, 1000, &response);
+    s_assert_error (&response, 503, "unavailable");
+    cr_assert_not_null (s_header (&response, "Retry-After"));
+    s_response_free (&response);
+    s_get ("GET", "/v1/images/" ID_DONE, &response);
+    s_assert_error (&response, 503, "unavailable");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+    free (png);
+}
+
+//  --------------------------------------------------------------------------
+//  The broker client alone: time budgets
+
+#define CLIENT_TIMEOUT_MS 300
+
+//  SUBMIT `size` bytes with a fresh id; returns the reply (or NULL).
+static imgp_msg_t *
+s_client_submit (imgp_brokerc_t *client, size_t size, bool *sent, int64_t *ms)
+{
+    char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (id), 0);
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    uint8_t *data = imgp_buf_new (size);
+    cr_assert_not_null (data);
+    memset (data, 7, size);
+    int64_t start = zclock_mono ();
+    imgp_msg_t *reply = imgp_brokerc_submit (client, id, &opts, &data, size, sent);
+    *ms = zclock_mono () - start;
+    cr_assert_null (data, "the client took the buffer");
+    return reply;
+}
+
+Test (brokerc, unanswered_small_submit_is_resent_then_given_up)
+{
+    s_fake_behave (NULL, 1000);
+    imgp_brokerc_t *client =
+        imgp_brokerc_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
+    cr_assert_not_null (client);
+    bool sent = false;
+    int64_t ms;
+    imgp_msg_t *reply = s_client_submit (client, 1000, &sent, &ms);
+    cr_assert_null (reply, "the broker never answers");
+    cr_assert (sent, "the SUBMIT did leave");
+    cr_log_info ("small SUBMIT given up after %lld ms, %d tries", (long long) ms, s_submits ());
+    cr_assert_geq (ms, CLIENT_TIMEOUT_MS - 20);
+    cr_assert_lt (ms, CLIENT_TIMEOUT_MS + 500);
+    cr_assert_geq (s_submits (), 2, "a small SUBMIT is resent within the budget");
+    imgp_brokerc_destroy (&client);
+}
+
+Test (brokerc, large_submit_is_sent_once_and_waited_for)
+{
+    //  8 MB at the assumed 10 MB/s: 800 ms more than the 300 ms budget,
+    //  enough for a broker that answers after 600 ms.
+    s_fake_delay (2 * CLIENT_TIMEOUT_MS);
+    size_t size = 8000000;
+    imgp_brokerc_t *client =
+        imgp_brokerc_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
+    cr_assert_not_null (client);
+    bool sent = false;
+    int64_t ms;
+    imgp_msg_t *reply = s_client_submit (client, size, &sent, &ms);
+    cr_assert_not_null (reply, "no reply after %lld ms", (long long) ms);
+    cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED);
+    cr_assert (sent);
+    cr_assert_eq (s_submits (), 1, "sent once, not every %d ms", CLIENT_TIMEOUT_MS / 3);
+    pthread_mutex_lock (&s_fake.lock);
+    cr_assert_eq (s_fake.last_size, size);
+    pthread_mutex_unlock (&s_fake.lock);
+    cr_log_info ("8 MB SUBMIT answered after %lld ms", (long long) ms);
+    imgp_msg_destroy (&reply);
+    imgp_brokerc_destroy (&client);
+}
+
+Test (brokerc, no_broker_fails_fast_and_sends_nothing)
+{
+    char intake [64], status [64];
+    snprintf (intake, sizeof intake, "tcp://127.0.0.1:%d", s_dead_port (0));
+    snprintf (status, sizeof status, "tcp://127.0.0.1:%d", s_dead_port (1));
+    imgp_brokerc_t *client = imgp_brokerc_new (intake, status, 1500, UPLOAD_LIMIT);
+    cr_assert_not_null (client);
+    bool sent = true;
+    int64_t ms;
+    imgp_msg_t *reply = s_client_submit (client, 4000000, &sent, &ms);
+    cr_assert_null (reply);
+    cr_assert_not (sent, "nothing can have left");
+    cr_assert_lt (ms, FAST_503_MS, "took %lld ms", (long long) ms);
+    int64_t start = zclock_mono ();
+    cr_assert_null (imgp_brokerc_ping (client));
+    cr_assert_lt (zclock_mono () - start, FAST_503_MS);
+    imgp_brokerc_destroy (&client);
+}
+
+Test (brokerc, bad_arguments_make_no_client)
+{
+    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 0, 100));
+    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100, 0));
+    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
+                                      IMGP_UPLOAD_LIMIT_MAX + 1));
+    cr_assert_null (imgp_brokerc_new (NULL, "tcp://127.0.0.1:2", 100, 100));
+    imgp_brokerc_t *client = imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
+                                               IMGP_UPLOAD_LIMIT_MAX);
+    cr_assert_not_null (client);
+    imgp_brokerc_destroy (&client);
+    imgp_brokerc_destroy (&client);
 }

@@ -25,6 +25,7 @@
 #include "imgp_thumb.h"
 
 #define DEFAULT_MAX_PIXELS 100000000
+#define DEFAULT_TIME_LIMIT_MS 30000 //  the resizer's default, so every test runs the watch
 #define RECV_TIMEOUT_MS 5000        //  a hang fails the test instead of blocking it
 
 //  --------------------------------------------------------------------------
@@ -45,11 +46,17 @@ bytes_free (bytes_t *bytes)
 }
 
 static void
-s_init_with (int64_t max_pixels, const char *allow)
+s_init_limits (int64_t max_pixels, const char *allow, int time_limit_ms)
 {
     imgp_log_init ("test_resizer", false);
-    imgp_thumb_config_t config = { max_pixels, allow, 1 };
+    imgp_thumb_config_t config = { max_pixels, allow, 1, time_limit_ms };
     cr_assert_eq (imgp_thumb_init (&config), 0);
+}
+
+static void
+s_init_with (int64_t max_pixels, const char *allow)
+{
+    s_init_limits (max_pixels, allow, DEFAULT_TIME_LIMIT_MS);
 }
 
 static void
@@ -494,7 +501,7 @@ Test (reject, svg_when_allowed_by_name)
 Test (reject, unknown_loader_name_is_a_config_error)
 {
     imgp_log_init ("test_resizer", false);
-    imgp_thumb_config_t config = { DEFAULT_MAX_PIXELS, "svg,bmpx", 1 };
+    imgp_thumb_config_t config = { DEFAULT_MAX_PIXELS, "svg,bmpx", 1, 0 };
     cr_assert_eq (imgp_thumb_init (&config), -1);
 }
 
@@ -552,6 +559,64 @@ Test (reject, gif_javascript_polyglot, .init = s_init)
     cr_assert_neq (result.code, IMGP_THUMB_OK);
     cr_assert_neq (result.code, IMGP_THUMB_INTERNAL, "%s", result.message);
     imgp_thumb_result_clear (&result);
+}
+
+
+//  A slow image: a flat 16-bit RGB PNG with every row Paeth-filtered. Small
+//  on the wire (zlib squeezes the flat rows), but every one of its pixels
+//  must be unfiltered, converted and shrunk.
+static bytes_t
+s_slow_png (int side)
+{
+    VipsImage *black = NULL, *grey = NULL, *wide = NULL, *rgb16 = NULL;
+    cr_assert_eq (vips_black (&black, side, side, "bands", 3, NULL), 0);
+    cr_assert_eq (vips_linear1 (black, &grey, 1.0, 30000.0, NULL), 0);
+    cr_assert_eq (vips_cast_ushort (grey, &wide, NULL), 0);
+    cr_assert_eq (vips_copy (wide, &rgb16, "interpretation", VIPS_INTERPRETATION_RGB16, NULL), 0);
+    g_object_unref (black);
+    g_object_unref (grey);
+    g_object_unref (wide);
+    bytes_t bytes = { NULL, 0 };
+    cr_assert_eq (vips_pngsave_buffer (rgb16, &bytes.data, &bytes.size,
+                                       "filter", VIPS_FOREIGN_PNG_FILTER_PAETH, NULL), 0);
+    g_object_unref (rgb16);
+    return bytes;
+}
+
+//  Milliseconds imgp_thumb_make takes on `in`, which must fail with `code`
+//  (IMGP_THUMB_OK: must succeed).
+static int64_t
+s_time_make (bytes_t in, const imgp_opts_t *opts, imgp_thumb_code_t code)
+{
+    imgp_thumb_result_t result = { 0 };
+    int64_t start = zclock_mono ();
+    int rc = imgp_thumb_make (in.data, in.size, opts, &result);
+    int64_t ms = zclock_mono () - start;
+    cr_assert_eq (rc, code == IMGP_THUMB_OK ? 0 : -1);
+    cr_assert_eq (result.code, code, "%s: %s", imgp_thumb_code_name (result.code),
+                  result.message);
+    imgp_thumb_result_clear (&result);
+    return ms;
+}
+
+Test (reject, slow_image_over_the_time_limit)
+{
+    s_init_limits (DEFAULT_MAX_PIXELS, NULL, 1);
+    bytes_t in = s_slow_png (3000);
+    s_thumb_fails (in.data, in.size, IMGP_THUMB_TIMEOUT, "gave up after 1 ms");
+
+    //  Stopped early, not at the end: at 400x400 libvips computes the rows
+    //  in some 40 batches and the limit acts after each (at 100x100, in 10).
+    imgp_opts_t opts = s_opts (400, 400, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    int64_t stopped_ms = s_time_make (in, &opts, IMGP_THUMB_TIMEOUT);
+    s_init_limits (DEFAULT_MAX_PIXELS, NULL, 60000);
+    int64_t full_ms = s_time_make (in, &opts, IMGP_THUMB_OK);
+    cr_log_info ("slow PNG: stopped after %lld ms, whole in %lld ms", (long long) stopped_ms,
+                 (long long) full_ms);
+    cr_assert_lt (stopped_ms, full_ms, "libvips was not stopped before the end");
+    //  Within the limit the watch changes nothing.
+    s_expect_size (in, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 100, 100);
+    bytes_free (&in);
 }
 
 
@@ -761,6 +826,18 @@ s_run_resizer (void *args)
     return NULL;
 }
 
+//  `name` is `prefix`, "-" and 8 random hex digits.
+static void
+s_assert_suffixed (const char *name, const char *prefix)
+{
+    size_t len = strlen (prefix);
+    cr_assert_eq (strncmp (name, prefix, len), 0, "name %s lacks prefix %s", name, prefix);
+    cr_assert_eq (strlen (name), len + 9, "name %s", name);
+    cr_assert_eq (name [len], '-', "name %s", name);
+    cr_assert_eq (strspn (name + len + 1, "0123456789abcdef"), 8, "name %s", name);
+    cr_assert (imgp_msg_worker_valid (name));
+}
+
 static void
 s_broker_start (fake_broker_t *broker, int heartbeat_ms, int64_t max_upload_bytes)
 {
@@ -777,7 +854,7 @@ s_broker_start (fake_broker_t *broker, int heartbeat_ms, int64_t max_upload_byte
     };
     broker->resizer = imgp_resizer_new (&config);
     cr_assert_not_null (broker->resizer);
-    cr_assert_str_eq (imgp_resizer_name (broker->resizer), "test-worker");
+    s_assert_suffixed (imgp_resizer_name (broker->resizer), "test-worker");
     cr_assert_eq (pthread_create (&broker->thread, NULL, s_run_resizer, broker), 0);
 }
 
@@ -834,7 +911,7 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     imgp_msg_t *beat = s_recv (&broker);
     cr_assert_eq (beat->type, IMGP_MSG_HEARTBEAT, "first message is %s",
                   imgp_msg_type_name (beat->type));
-    cr_assert_str_eq (beat->worker, "test-worker");
+    cr_assert_str_eq (beat->worker, imgp_resizer_name (broker.resizer));
     cr_assert_eq (beat->slots, 1);
     imgp_msg_destroy (&beat);
 
@@ -846,7 +923,7 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     imgp_msg_t *started = s_recv_result (&broker);
     cr_assert_eq (started->type, IMGP_MSG_STARTED, "got %s", imgp_msg_type_name (started->type));
     cr_assert_str_eq (started->id, id);
-    cr_assert_str_eq (started->worker, "test-worker");
+    cr_assert_str_eq (started->worker, imgp_resizer_name (broker.resizer));
     cr_assert_eq (started->attempts, 2);
     imgp_msg_destroy (&started);
 
@@ -942,12 +1019,13 @@ Test (loop, oversized_messages_are_refused_and_the_loop_goes_on, .init = s_init,
     cr_assert_eq (beat->type, IMGP_MSG_HEARTBEAT);
     imgp_msg_destroy (&beat);
 
-    //  Over max-upload-bytes + 64 KiB: libzmq drops it (and the connection,
-    //  which it then makes again); no result is sent for it.
+    //  Over imgp_msg_max_size (max-upload-bytes): libzmq drops it (and the
+    //  connection, which it then makes again); no result is sent for it.
     char big_id [IMGP_ID_LEN + 1], id [IMGP_ID_LEN + 1];
     cr_assert_eq (imgp_id_new (big_id), 0);
     cr_assert_eq (imgp_id_new (id), 0);
-    bytes_t big = { g_malloc0 (200000), 200000 };   //  > 100000 + 65536
+    size_t over = (size_t) imgp_msg_max_size (100000) + 1;
+    bytes_t big = { g_malloc0 (over), over };
     s_send_job (&broker, big_id, &big);
     bytes_t image = s_fixture (50, 40, 3, ".png");
     s_send_job (&broker, id, &image);
@@ -982,21 +1060,126 @@ Test (loop, oversized_messages_are_refused_and_the_loop_goes_on, .init = s_init,
     s_broker_stop (&broker);
 }
 
-Test (loop, bad_worker_name_is_refused, .init = s_init)
+Test (loop, slow_job_fails_with_timeout, .timeout = 30)
+{
+    s_init_limits (DEFAULT_MAX_PIXELS, NULL, 1);
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 1 << 20);
+    char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (id), 0);
+    bytes_t image = s_slow_png (2000);
+    s_send_job (&broker, id, &image);
+    imgp_msg_t *msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_STARTED);
+    imgp_msg_destroy (&msg);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_FAILED, "got %s", imgp_msg_type_name (msg->type));
+    cr_assert_str_eq (msg->id, id);
+    cr_assert_str_eq (msg->code, "timeout");
+    cr_assert (strstr (msg->message, "gave up after 1 ms"), "%s", msg->message);
+    imgp_msg_destroy (&msg);
+
+    //  A stopped job leaves nothing behind: the next one, in time, is done.
+    s_init_limits (DEFAULT_MAX_PIXELS, NULL, DEFAULT_TIME_LIMIT_MS);
+    cr_assert_eq (imgp_id_new (id), 0);
+    image = s_slow_png (2000);
+    s_send_job (&broker, id, &image);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_STARTED);
+    imgp_msg_destroy (&msg);
+    msg = s_recv_result (&broker);
+    cr_assert_eq (msg->type, IMGP_MSG_DONE, "got %s: %s", imgp_msg_type_name (msg->type),
+                  msg->message);
+    imgp_msg_destroy (&msg);
+    s_broker_stop (&broker);
+}
+
+static imgp_resizer_config_t
+s_config_named (const char *name)
 {
     imgp_resizer_config_t config = {
         .jobs = "tcp://127.0.0.1:1", .results = "tcp://127.0.0.1:2",
-        .name = "has space", .max_upload_bytes = 1000, .heartbeat_ms = 1000,
+        .name = name, .max_upload_bytes = 1000, .heartbeat_ms = 1000,
     };
+    return config;
+}
+
+Test (loop, bad_worker_name_is_refused, .init = s_init)
+{
+    imgp_resizer_config_t config = s_config_named ("has space");
     cr_assert_null (imgp_resizer_new (&config));
-    config.name = NULL;
+    char prefix [IMGP_WORKER_MAX + 1];
+    memset (prefix, 'p', sizeof prefix);
+    prefix [IMGP_RESIZER_PREFIX_MAX + 1] = '\0';       //  no room left for the suffix
+    config.name = prefix;
+    cr_assert_null (imgp_resizer_new (&config));
+    prefix [IMGP_RESIZER_PREFIX_MAX] = '\0';           //  just fits
     imgp_resizer_t *resizer = imgp_resizer_new (&config);
     cr_assert_not_null (resizer);
-    char suffix [32];
-    snprintf (suffix, sizeof suffix, "-%ld", (long) getpid ());
-    cr_assert (g_str_has_suffix (imgp_resizer_name (resizer), suffix), "name %s",
-               imgp_resizer_name (resizer));
-    cr_assert_leq (strlen (imgp_resizer_name (resizer)), IMGP_WORKER_MAX);
+    s_assert_suffixed (imgp_resizer_name (resizer), prefix);
+    cr_assert_eq (strlen (imgp_resizer_name (resizer)), IMGP_WORKER_MAX);
     imgp_resizer_destroy (&resizer);
     cr_assert_null (resizer);
+}
+
+Test (loop, names_are_unique_per_process_lifetime, .init = s_init)
+{
+    //  A restarted container has the same hostname and pid: the suffix
+    //  makes the new process a new worker to the broker.
+    imgp_resizer_config_t config = s_config_named (NULL);
+    imgp_resizer_t *first = imgp_resizer_new (&config);
+    imgp_resizer_t *second = imgp_resizer_new (&config);
+    cr_assert (first && second);
+    char host [256] = "", pid [24], prefix [IMGP_RESIZER_PREFIX_MAX + 1];
+    gethostname (host, sizeof host - 1);
+    snprintf (pid, sizeof pid, "-%ld", (long) getpid ());
+    snprintf (prefix, sizeof prefix, "%.*s%s", (int) (sizeof prefix - 1 - strlen (pid)), host,
+              pid);
+    for (char *c = prefix; *c; c++)
+        if (*c <= ' ' || *c >= 0x7f)
+            *c = '_';
+    s_assert_suffixed (imgp_resizer_name (first), prefix);
+    s_assert_suffixed (imgp_resizer_name (second), prefix);
+    cr_assert_str_neq (imgp_resizer_name (first), imgp_resizer_name (second));
+    imgp_resizer_destroy (&first);
+    imgp_resizer_destroy (&second);
+
+    config = s_config_named ("rack7");
+    first = imgp_resizer_new (&config);
+    second = imgp_resizer_new (&config);
+    cr_assert (first && second);
+    s_assert_suffixed (imgp_resizer_name (first), "rack7");
+    cr_assert_str_neq (imgp_resizer_name (first), imgp_resizer_name (second));
+    imgp_resizer_destroy (&first);
+    imgp_resizer_destroy (&second);
+}
+
+Test (loop, worker_names_follow_the_codec)
+{
+    cr_assert (imgp_msg_worker_valid ("a"));
+    cr_assert (imgp_msg_worker_valid ("host-1:42/x~!"));
+    char name [IMGP_WORKER_MAX + 2];
+    memset (name, 'n', sizeof name);
+    name [IMGP_WORKER_MAX] = '\0';
+    cr_assert (imgp_msg_worker_valid (name));
+    name [IMGP_WORKER_MAX] = 'n';
+    name [IMGP_WORKER_MAX + 1] = '\0';
+    cr_assert_not (imgp_msg_worker_valid (name), "65 characters");
+    cr_assert_not (imgp_msg_worker_valid (NULL));
+    cr_assert_not (imgp_msg_worker_valid (""));
+    cr_assert_not (imgp_msg_worker_valid ("a b"));
+    cr_assert_not (imgp_msg_worker_valid ("tab\there"));
+    cr_assert_not (imgp_msg_worker_valid ("del\x7f"));
+    cr_assert_not (imgp_msg_worker_valid ("caf\xc3\xa9"));
+}
+
+Test (loop, upload_limit_is_capped, .init = s_init)
+{
+    imgp_resizer_config_t config = s_config_named ("capped");
+    config.max_upload_bytes = IMGP_UPLOAD_LIMIT_MAX + 1;
+    cr_assert_null (imgp_resizer_new (&config));
+    config.max_upload_bytes = IMGP_UPLOAD_LIMIT_MAX;
+    imgp_resizer_t *resizer = imgp_resizer_new (&config);
+    cr_assert_not_null (resizer);
+    imgp_resizer_destroy (&resizer);
 }
