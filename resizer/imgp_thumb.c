@@ -483,6 +483,12 @@ s_decode (const uint8_t *buf, size_t len, const imgp_opts_t *opts, s_deadline_t 
     }
     VipsImage *memory = s_materialise (thumb, deadline);
     g_object_unref (thumb);
+    //  Computed as one unit, libvips had no point to stop at on the way: a
+    //  decode that ran past the limit is over it all the same.
+    if (memory && deadline->at && g_get_monotonic_time () >= deadline->at) {
+        g_clear_object (&memory);
+        deadline->passed = true;
+    }
     if (!memory && deadline->passed)
         s_fail_timeout (result);
     else

@@ -21,13 +21,12 @@
     Time per job is bounded too (invariant 4): an image that takes longer
     than time_limit_ms has libvips stopped and fails with code "timeout",
     before the broker's --job-timeout-ms would dispatch it again while we
-    still work on it. The limit acts between the batches of rows libvips
-    computes (a tenth of a 100x100 thumbnail, less of a larger one) and
-    between the strips the encoder reads. A loader that must decode the
-    whole image before it gives a first row (interlaced PNG, progressive
-    JPEG that cannot shrink on load) is stopped only after that, and a
-    single encoder call (AV1) cannot be cut short at all: for those the
-    broker's job timeout stays the bound.
+    still work on it. The limit acts where libvips reports progress: the
+    thumbnail is computed as one unit (smaller units made every resize
+    2.2x slower), so a job over its limit is stopped at the latest once its
+    pixels are decoded, and between the strips the encoder reads; a single
+    encoder call (AV1) cannot be cut short at all. The broker's job timeout
+    stays the outer bound.
 */
 #ifndef IMGP_THUMB_H_INCLUDED
 #define IMGP_THUMB_H_INCLUDED

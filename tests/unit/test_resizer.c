@@ -583,38 +583,14 @@ s_slow_png (int side)
     return bytes;
 }
 
-//  Milliseconds imgp_thumb_make takes on `in`, which must fail with `code`
-//  (IMGP_THUMB_OK: must succeed).
-static int64_t
-s_time_make (bytes_t in, const imgp_opts_t *opts, imgp_thumb_code_t code)
-{
-    imgp_thumb_result_t result = { 0 };
-    int64_t start = zclock_mono ();
-    int rc = imgp_thumb_make (in.data, in.size, opts, &result);
-    int64_t ms = zclock_mono () - start;
-    cr_assert_eq (rc, code == IMGP_THUMB_OK ? 0 : -1);
-    cr_assert_eq (result.code, code, "%s: %s", imgp_thumb_code_name (result.code),
-                  result.message);
-    imgp_thumb_result_clear (&result);
-    return ms;
-}
-
 Test (reject, slow_image_over_the_time_limit)
 {
     s_init_limits (DEFAULT_MAX_PIXELS, NULL, 1);
     bytes_t in = s_slow_png (3000);
     s_thumb_fails (in.data, in.size, IMGP_THUMB_TIMEOUT, "gave up after 1 ms");
 
-    //  Stopped early, not at the end: at 400x400 libvips computes the rows
-    //  in some 40 batches and the limit acts after each (at 100x100, in 10).
-    imgp_opts_t opts = s_opts (400, 400, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
-    int64_t stopped_ms = s_time_make (in, &opts, IMGP_THUMB_TIMEOUT);
-    s_init_limits (DEFAULT_MAX_PIXELS, NULL, 60000);
-    int64_t full_ms = s_time_make (in, &opts, IMGP_THUMB_OK);
-    cr_log_info ("slow PNG: stopped after %lld ms, whole in %lld ms", (long long) stopped_ms,
-                 (long long) full_ms);
-    cr_assert_lt (stopped_ms, full_ms, "libvips was not stopped before the end");
     //  Within the limit the watch changes nothing.
+    s_init_limits (DEFAULT_MAX_PIXELS, NULL, 60000);
     s_expect_size (in, s_opts (100, 100, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG), 100, 100);
     bytes_free (&in);
 }
