@@ -651,8 +651,8 @@ h_rss_kb (pid_t pid)
 //  -------------------------------------------------------------------------
 //  HTTP
 
-static int
-s_fail (h_response_t *resp, const char *format, ...)
+int
+h_response_fail (h_response_t *resp, const char *format, ...)
 {
     va_list args;
     va_start (args, format);
@@ -698,19 +698,19 @@ s_send_request (int fd, const char *head, size_t head_size, const void *body,
             struct pollfd pfd = { fd, POLLOUT | POLLIN, 0 };
             int rc = poll (&pfd, 1, s_left (deadline));
             if (rc == 0)
-                return s_fail (resp, "timeout while sending the request");
+                return h_response_fail (resp, "timeout while sending the request");
             if (rc < 0 && errno != EINTR)
-                return s_fail (resp, "poll: %s", strerror (errno));
+                return h_response_fail (resp, "poll: %s", strerror (errno));
             if (pfd.revents & POLLIN)
                 return 0;           //  early answer: go read it
             if (pfd.revents & (POLLERR | POLLHUP))
-                return s_fail (resp, "connection refused or reset while sending");
+                return h_response_fail (resp, "connection refused or reset while sending");
             if (!(pfd.revents & POLLOUT))
                 continue;
             ssize_t n = send (fd, parts [k] + sent, sizes [k] - sent, MSG_NOSIGNAL);
             if (n < 0 && errno != EAGAIN && errno != EINTR)
                 return errno == EPIPE || errno == ECONNRESET ? 0
-                     : s_fail (resp, "send: %s", strerror (errno));
+                     : h_response_fail (resp, "send: %s", strerror (errno));
             if (n > 0)
                 sent += (size_t) n;
         }
@@ -754,7 +754,7 @@ s_recv_all (int fd, long long deadline, char **data, size_t *size, h_response_t 
         int rc = poll (&pfd, 1, s_left (deadline));
         if (rc == 0) {
             free (buf);
-            return s_fail (resp, "timeout while reading the response (%zu bytes in)", used);
+            return h_response_fail (resp, "timeout while reading the response (%zu bytes in)", used);
         }
         if (rc < 0) {
             if (errno == EINTR)
@@ -773,7 +773,7 @@ s_recv_all (int fd, long long deadline, char **data, size_t *size, h_response_t 
             break;
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
             free (buf);
-            return s_fail (resp, "recv: %s", strerror (errno));
+            return h_response_fail (resp, "recv: %s", strerror (errno));
         }
         if (n > 0) {
             used += (size_t) n;
@@ -783,7 +783,7 @@ s_recv_all (int fd, long long deadline, char **data, size_t *size, h_response_t 
         }
     }
     if (!buf)
-        return s_fail (resp, "out of memory");
+        return h_response_fail (resp, "out of memory");
     buf [used] = 0;
     *data = buf;
     *size = used;
@@ -820,13 +820,13 @@ s_parse_response (char *raw, size_t size, h_response_t *resp)
     char *split = strstr (raw, "\r\n\r\n");
     int major = 0, minor = 0, status = 0;
     if (!split || sscanf (raw, "HTTP/%d.%d %d", &major, &minor, &status) != 3)
-        return s_fail (resp, "malformed response (%zu bytes)", size);
+        return h_response_fail (resp, "malformed response (%zu bytes)", size);
     size_t head_size = (size_t) (split - raw) + 2;
     resp->head = strndup (raw, head_size);
     size_t body_size = size - head_size - 2;
     resp->body = malloc (body_size + 1);
     if (!resp->head || !resp->body)
-        return s_fail (resp, "out of memory");
+        return h_response_fail (resp, "out of memory");
     memcpy (resp->body, split + 4, body_size);
     resp->body_size = body_size;
     char value [64];
@@ -834,14 +834,14 @@ s_parse_response (char *raw, size_t size, h_response_t *resp)
     &&  strcasestr (value, "chunked")) {
         long decoded = s_dechunk (resp->body, body_size);
         if (decoded < 0)
-            return s_fail (resp, "malformed chunked body");
+            return h_response_fail (resp, "malformed chunked body");
         resp->body_size = (size_t) decoded;
     }
     else
     if (h_header (resp, "Content-Length", value, sizeof value) == 0) {
         size_t length = strtoull (value, NULL, 10);
         if (length > resp->body_size)
-            return s_fail (resp, "body cut short: %zu of %zu bytes", resp->body_size, length);
+            return h_response_fail (resp, "body cut short: %zu of %zu bytes", resp->body_size, length);
         resp->body_size = length;
     }
     resp->body [resp->body_size] = 0;
@@ -857,7 +857,7 @@ h_http (int port, const char *method, const char *path, const char *content_type
     long long deadline = h_now_ms () + timeout_ms;
     int fd = s_connect (port);
     if (fd < 0)
-        return s_fail (resp, "cannot connect to port %d", port);
+        return h_response_fail (resp, "cannot connect to port %d", port);
     char head [2048];
     int head_size = snprintf (head, sizeof head,
         "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n", method, path, port);
@@ -874,7 +874,7 @@ h_http (int port, const char *method, const char *path, const char *content_type
         rc = s_recv_all (fd, deadline, &raw, &raw_size, resp);
     close (fd);
     if (rc == 0)
-        rc = raw ? s_parse_response (raw, raw_size, resp) : s_fail (resp, "no response");
+        rc = raw ? s_parse_response (raw, raw_size, resp) : h_response_fail (resp, "no response");
     free (raw);
     if (rc != 0) {
         char keep [sizeof resp->error];
@@ -1052,6 +1052,27 @@ h_vips_init (void)
     }
 }
 
+
+//  The end of making a fixture: a libvips buffer (rc 0) handed back as
+//  malloc memory, so callers free() it; or NULL, with libvips' reason
+//  printed.
+static void *
+s_encoded (int rc, void *buf, size_t len, const char *what, size_t *size)
+{
+    if (rc != 0 || !buf) {
+        fprintf (stderr, "harness: cannot make a %s: %s\n", what, vips_error_buffer ());
+        vips_error_clear ();
+        g_free (buf);
+        return NULL;
+    }
+    void *copy = malloc (len);
+    if (copy)
+        memcpy (copy, buf, len);
+    g_free (buf);
+    *size = len;
+    return copy;
+}
+
 void *
 h_make_image (const char *format, int w, int h, bool alpha, size_t *size)
 {
@@ -1086,19 +1107,7 @@ h_make_image (const char *format, int w, int h, bool alpha, size_t *size)
     else
         rc = -1;
     g_object_unref (scope);
-    if (rc != 0 || !buf) {
-        fprintf (stderr, "harness: cannot make a %s: %s\n", format, vips_error_buffer ());
-        vips_error_clear ();
-        g_free (buf);
-        return NULL;
-    }
-    //  Hand back malloc memory so callers free() it.
-    void *copy = malloc (len);
-    if (copy)
-        memcpy (copy, buf, len);
-    g_free (buf);
-    *size = len;
-    return copy;
+    return s_encoded (rc, buf, len, format, size);
 }
 
 void *
@@ -1119,18 +1128,7 @@ h_make_flat_png (int w, int h, size_t *size)
                                   "filter", VIPS_FOREIGN_PNG_FILTER_PAETH, NULL);
     }
     g_object_unref (scope);
-    if (rc != 0 || !buf) {
-        fprintf (stderr, "harness: cannot make a flat png: %s\n", vips_error_buffer ());
-        vips_error_clear ();
-        g_free (buf);
-        return NULL;
-    }
-    void *copy = malloc (len);
-    if (copy)
-        memcpy (copy, buf, len);
-    g_free (buf);
-    *size = len;
-    return copy;
+    return s_encoded (rc, buf, len, "flat png", size);
 }
 
 int

@@ -170,6 +170,11 @@ typedef struct {
     char error [160];               //  transport problem, when status is 0
 } h_response_t;
 
+//  Say what went wrong in resp->error, printf-style; returns -1, so an
+//  HTTP helper can `return h_response_fail (resp, ...)`.
+int h_response_fail (h_response_t *resp, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
 //  One request to 127.0.0.1:port, whole exchange within timeout_ms.
 //  Returns 0 when a response arrived (any status), -1 otherwise.
 int h_http (int port, const char *method, const char *path, const char *content_type,

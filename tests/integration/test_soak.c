@@ -166,20 +166,6 @@ s_conn_stale (s_conn_t *self)
     return poll (&pfd, 1, 0) != 0;
 }
 
-static int s_fail (h_response_t *resp, const char *format, ...)
-    __attribute__ ((format (printf, 2, 3)));
-
-//  Say what went wrong in resp->error; returns -1.
-static int
-s_fail (h_response_t *resp, const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (resp->error, sizeof resp->error, format, args);
-    va_end (args);
-    return -1;
-}
-
 //  Send the whole request (head and body in one sendmsg when they fit).
 static int
 s_conn_send (s_conn_t *self, const char *head, size_t head_size, const void *body,
@@ -193,7 +179,7 @@ s_conn_send (s_conn_t *self, const char *head, size_t head_size, const void *bod
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return s_fail (resp, "send: %s", n < 0 ? strerror (errno) : "nothing sent");
+            return h_response_fail (resp, "send: %s", n < 0 ? strerror (errno) : "nothing sent");
         left -= (size_t) n;
         while (n > 0 && msg.msg_iovlen > 0) {
             size_t step = (size_t) n < msg.msg_iov->iov_len ? (size_t) n : msg.msg_iov->iov_len;
@@ -219,7 +205,7 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
     bool have_length = false;
     char *buf = malloc (capacity + 1);
     if (!buf)
-        return s_fail (resp, "%s", "out of memory");
+        return h_response_fail (resp, "%s", "out of memory");
     int rc = 0;
     while (rc == 0) {
         if (head_size && have_length && used >= head_size + want)
@@ -230,14 +216,14 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
         if (ready < 0 && errno == EINTR)
             continue;
         if (ready <= 0) {
-            rc = s_fail (resp, "%s", ready == 0 ? "timeout waiting for the response"
+            rc = h_response_fail (resp, "%s", ready == 0 ? "timeout waiting for the response"
                                                 : "poll failed");
             break;
         }
         if (used == capacity) {
             char *grown = realloc (buf, capacity * 2 + 1);
             if (!grown) {
-                rc = s_fail (resp, "%s", "out of memory");
+                rc = h_response_fail (resp, "%s", "out of memory");
                 break;
             }
             buf = grown;
@@ -249,12 +235,12 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            rc = s_fail (resp, "recv: %s", strerror (errno));
+            rc = h_response_fail (resp, "recv: %s", strerror (errno));
             break;
         }
         if (n == 0) {               //  the server closed
             if (!head_size || have_length)
-                rc = s_fail (resp, "connection closed %s", head_size ? "inside the body"
+                rc = h_response_fail (resp, "connection closed %s", head_size ? "inside the body"
                                                                      : "before a response");
             *close_after = true;
             break;
@@ -267,7 +253,7 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
             resp->head = strndup (buf, head_size - 2);
             char value [64];
             if (h_header (resp, "Transfer-Encoding", value, sizeof value) == 0)
-                rc = s_fail (resp, "unexpected Transfer-Encoding: %s", value);
+                rc = h_response_fail (resp, "unexpected Transfer-Encoding: %s", value);
             if (h_header (resp, "Content-Length", value, sizeof value) == 0) {
                 have_length = true;
                 want = strtoull (value, NULL, 10);
@@ -276,7 +262,7 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
             &&  strcasecmp (value, "close") == 0)
                 *close_after = true;
             if (sscanf (buf, "HTTP/1.%*d %d", &resp->status) != 1)
-                rc = s_fail (resp, "%s", "malformed status line");
+                rc = h_response_fail (resp, "%s", "malformed status line");
         }
     }
     if (rc == 0) {
@@ -287,7 +273,7 @@ s_conn_recv (s_conn_t *self, long long deadline, h_response_t *resp, bool *close
             resp->body [resp->body_size] = 0;
         }
         else
-            rc = s_fail (resp, "%s", "out of memory");
+            rc = h_response_fail (resp, "%s", "out of memory");
     }
     free (buf);
     return rc;
@@ -309,7 +295,7 @@ s_conn_request (s_conn_t *self, const char *method, const char *path, const char
             reused = false;
         }
         if (self->fd < 0 && s_conn_open (self) != 0)
-            return s_fail (resp, "cannot connect: %s", strerror (errno));
+            return h_response_fail (resp, "cannot connect: %s", strerror (errno));
         char head [512];
         int head_size = snprintf (head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n",
                                   method, path, self->port);
