@@ -850,31 +850,31 @@ s_parse_response (char *raw, size_t size, h_response_t *resp)
 }
 
 int
-h_http (int port, const char *method, const char *path, const char *content_type,
-        const void *body, size_t body_size, h_response_t *resp, int timeout_ms)
+h_raw_send (int port, const char *head, const void *body, size_t body_size,
+            h_response_t *resp, int timeout_ms)
 {
     memset (resp, 0, sizeof *resp);
-    long long deadline = h_now_ms () + timeout_ms;
     int fd = s_connect (port);
     if (fd < 0)
         return h_response_fail (resp, "cannot connect to port %d", port);
-    char head [2048];
-    int head_size = snprintf (head, sizeof head,
-        "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n", method, path, port);
-    if (body || content_type)
-        head_size += snprintf (head + head_size, sizeof head - (size_t) head_size,
-            "Content-Type: %s\r\nContent-Length: %zu\r\n",
-            content_type ? content_type : "application/octet-stream", body_size);
-    head_size += snprintf (head + head_size, sizeof head - (size_t) head_size, "\r\n");
+    if (s_send_request (fd, head, strlen (head), body, body ? body_size : 0,
+                        h_now_ms () + timeout_ms, resp) != 0) {
+        close (fd);
+        return -1;
+    }
+    return fd;
+}
+
+int
+h_raw_response (int fd, h_response_t *resp, int timeout_ms)
+{
     char *raw = NULL;
     size_t raw_size = 0;
-    int rc = s_send_request (fd, head, (size_t) head_size, body, body ? body_size : 0,
-                             deadline, resp);
-    if (rc == 0)
-        rc = s_recv_all (fd, deadline, &raw, &raw_size, resp);
+    int rc = s_recv_all (fd, h_now_ms () + timeout_ms, &raw, &raw_size, resp);
     close (fd);
     if (rc == 0)
-        rc = raw ? s_parse_response (raw, raw_size, resp) : h_response_fail (resp, "no response");
+        rc = raw_size ? s_parse_response (raw, raw_size, resp)
+                      : h_response_fail (resp, "closed without a response");
     free (raw);
     if (rc != 0) {
         char keep [sizeof resp->error];
@@ -883,6 +883,23 @@ h_http (int port, const char *method, const char *path, const char *content_type
         memcpy (resp->error, keep, sizeof keep);
     }
     return rc;
+}
+
+int
+h_http (int port, const char *method, const char *path, const char *content_type,
+        const void *body, size_t body_size, h_response_t *resp, int timeout_ms)
+{
+    long long deadline = h_now_ms () + timeout_ms;
+    char head [2048];
+    int head_size = snprintf (head, sizeof head,
+        "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n", method, path, port);
+    if (body || content_type)
+        head_size += snprintf (head + head_size, sizeof head - (size_t) head_size,
+            "Content-Type: %s\r\nContent-Length: %zu\r\n",
+            content_type ? content_type : "application/octet-stream", body_size);
+    snprintf (head + head_size, sizeof head - (size_t) head_size, "\r\n");
+    int fd = h_raw_send (port, head, body, body_size, resp, timeout_ms);
+    return fd < 0 ? -1 : h_raw_response (fd, resp, s_left (deadline));
 }
 
 int

@@ -180,6 +180,21 @@ int h_response_fail (h_response_t *resp, const char *format, ...)
 int h_http (int port, const char *method, const char *path, const char *content_type,
             const void *body, size_t body_size, h_response_t *resp, int timeout_ms);
 
+//  For requests no honest client sends (a Content-Length that lies, a
+//  stalled body): connect, send `head` exactly as given (request line,
+//  headers and the blank line), then body_size bytes of body, and return
+//  the socket without reading, so the caller can stall before it reads
+//  with h_raw_response. Stops sending early when the server answers.
+//  Returns the socket, or -1 with the reason in resp->error.
+int h_raw_send (int port, const char *head, const void *body, size_t body_size,
+                h_response_t *resp, int timeout_ms);
+
+//  Read one response from a socket of h_raw_send within timeout_ms, then
+//  close the socket. Returns 0 when a response arrived, -1 otherwise
+//  (resp->error says why: "closed without a response" when the server
+//  just closed).
+int h_raw_response (int fd, h_response_t *resp, int timeout_ms);
+
 //  Copy header `name` (case-insensitive) into value. Returns 0 or -1.
 int h_header (const h_response_t *resp, const char *name, char *value, size_t value_size);
 
