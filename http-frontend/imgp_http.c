@@ -8,8 +8,21 @@
 
     Order of checks on every request: route, then the id in it (400 bad_id
     before anything else), then the method (405 + Allow), then the handler.
-    A response sent while the request body is still unread asks the client
-    to close the connection, since civetweb will not keep it alive anyway.
+    All of them run on the head alone, so a refused upload never gets the
+    "100 Continue" its client may wait for (imgp_upload sends it only once
+    the body is wanted).
+
+    Responses are written by us, head and all, not through civetweb 1.15's
+    mg_response_header_* calls: once an upload has written its interim
+    100, mg_write has marked the connection "data sent" and
+    mg_response_header_start refuses (-3), which left a body with no status
+    line; and mg_response_header_send writes each header line with its own
+    send(), which with Nagle and the client's delayed ACK cost 40 ms per
+    keep-alive request (tcp_nodelay is set too). Our Connection header
+    repeats civetweb's own keep-alive rule (should_keep_alive). A response
+    sent while the request body is still unread closes the connection
+    (mg_disable_connection_keep_alive) and says so, so left-over body bytes
+    are never read as the next request.
 */
 #include "imgp_http.h"
 
@@ -21,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "imgp_brokerc.h"
@@ -30,6 +44,7 @@
 #include "imgp_opts.h"
 #include "imgp_sniff.h"
 #include "imgp_upload.h"
+#include "imgp_watch.h"
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
 #define S_WORKER_THREAD 1       //  civetweb thread_type of request workers
@@ -40,6 +55,7 @@ struct _imgp_http_t {
     char *listen;               //  owned copy of config.listen
     char *intake;               //  owned copy of config.intake
     char *status;               //  owned copy of config.status
+    imgp_watch_t *watch;        //  cuts off upload reads past --upload-timeout-ms
 };
 
 typedef enum {
@@ -62,6 +78,7 @@ typedef struct {
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
     int status;                 //  HTTP status sent, 0 until then
     bool body_read;             //  the request body was read to its end
+    bool must_close;            //  the connection cannot carry another request
     int retry_after;            //  Retry-After seconds, 0 for none
     const char *allow;          //  Allow header (405), NULL for none
     char location [64];         //  Location header, "" for none
@@ -139,28 +156,97 @@ s_body_pending (s_request_t *req)
     return length < 0 && strcmp (req->method, "POST") == 0;
 }
 
+//  True when the comma-separated header `value` lists `token`, in any case.
+static bool
+s_has_token (const char *value, const char *token)
+{
+    size_t len = strlen (token);
+    while (*value) {
+        value += strspn (value, " \t,");
+        size_t n = strcspn (value, ",");
+        size_t end = n;
+        while (end > 0 && (value [end - 1] == ' ' || value [end - 1] == '\t'))
+            end--;
+        if (end == len && strncasecmp (value, token, len) == 0)
+            return true;
+        value += n;
+    }
+    return false;
+}
+
+//  The Connection header of the response, as civetweb 1.15 will act after
+//  the handler (should_keep_alive: the client's Connection header, else
+//  keep-alive for HTTP/1.1 only). With body bytes still unread we close,
+//  and make civetweb close too.
+static const char *
+s_connection (s_request_t *req)
+{
+    if (req->must_close || s_body_pending (req)) {
+        mg_disable_connection_keep_alive (req->conn);
+        return "close";
+    }
+    const char *asked = mg_get_header (req->conn, "Connection");
+    const char *version = mg_get_request_info (req->conn)->http_version;
+    bool keep = asked ? s_has_token (asked, "keep-alive")
+                      : version && strcmp (version, "1.1") == 0;
+    return keep ? "keep-alive" : "close";
+}
+
+//  A response head, with room for a small body after it, so most
+//  responses leave in one write.
+typedef struct {
+    char text [4096];           //  head, then maybe the body
+    size_t size;                //  bytes used
+} s_head_t;
+
+static void
+s_head_add (s_head_t *head, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+s_head_add (s_head_t *head, const char *format, ...)
+{
+    size_t room = sizeof head->text - head->size;
+    va_list args;
+    va_start (args, format);
+    int n = vsnprintf (head->text + head->size, room, format, args);
+    va_end (args);
+    assert (n >= 0 && (size_t) n < room);   //  our own headers are short
+    head->size += (size_t) n;
+}
+
 static void
 s_reply (s_request_t *req, int status, const char *type, const void *body, size_t size)
 {
     struct mg_connection *conn = req->conn;
-    char text [32];
-    mg_response_header_start (conn, status);
-    mg_response_header_add (conn, "Content-Type", type, -1);
-    snprintf (text, sizeof text, "%zu", size);
-    mg_response_header_add (conn, "Content-Length", text, -1);
+    const char *version = mg_get_request_info (conn)->http_version;
+    char date [64];
+    time_t now = time (NULL);
+    struct tm tm;
+    strftime (date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r (&now, &tm));
+
+    s_head_t head = { .size = 0 };
+    //  HTTP/1.0 clients get 1.0; everyone else, even one that asked for
+    //  HTTP/9.9, gets what we speak.
+    bool v10 = version && strcmp (version, "1.0") == 0;
+    s_head_add (&head, "HTTP/%s %d %s\r\nDate: %s\r\n", v10 ? "1.0" : "1.1", status,
+                mg_get_response_code_text (conn, status), date);
+    s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
     if (req->location [0])
-        mg_response_header_add (conn, "Location", req->location, -1);
+        s_head_add (&head, "Location: %s\r\n", req->location);
     if (req->allow)
-        mg_response_header_add (conn, "Allow", req->allow, -1);
-    if (req->retry_after > 0) {
-        snprintf (text, sizeof text, "%d", req->retry_after);
-        mg_response_header_add (conn, "Retry-After", text, -1);
+        s_head_add (&head, "Allow: %s\r\n", req->allow);
+    if (req->retry_after > 0)
+        s_head_add (&head, "Retry-After: %d\r\n", req->retry_after);
+    s_head_add (&head, "Connection: %s\r\n\r\n", s_connection (req));
+    if (size <= sizeof head.text - head.size) {
+        if (size)
+            memcpy (head.text + head.size, body, size);
+        mg_write (conn, head.text, head.size + size);
     }
-    if (s_body_pending (req))
-        mg_response_header_add (conn, "Connection", "close", -1);
-    mg_response_header_send (conn);
-    if (size)
+    else {
+        mg_write (conn, head.text, head.size);
         mg_write (conn, body, size);
+    }
     req->status = status;
 }
 
@@ -360,8 +446,11 @@ s_upload (s_request_t *req)
         s_reply_error (req, 400, "bad_option", "%s", error ? error : "bad option");
         return;
     }
+    const imgp_http_config_t *config = &req->server->config;
+    imgp_upload_limits_t limits = { config->max_upload, config->upload_timeout_ms,
+                                    config->request_timeout_ms, req->server->watch };
     imgp_upload_t upload;
-    int rc = imgp_upload_read (req->conn, req->server->config.max_upload, &upload);
+    int rc = imgp_upload_read (req->conn, &limits, &upload);
     req->body_read = upload.consumed;
     if (rc) {
         s_reply_error (req, upload.status, upload.code, "%s", upload.message);
@@ -511,6 +600,41 @@ s_exit_thread (const struct mg_context *ctx, int thread_type, void *thread_point
     imgp_brokerc_destroy (&broker);
 }
 
+//  civetweb's own refusals (a request line or header it cannot parse, a
+//  Content-Length that is no number, a head over its size limit) get the
+//  same JSON error as ours instead of a text page, and close: after a
+//  request civetweb could not parse, nothing says where the next begins.
+static int
+s_http_error (struct mg_connection *conn, int status, const char *errmsg)
+{
+    static const struct { int status; const char *code, *message; } errors [] = {
+        { 400, "bad_request", "the request is malformed" },
+        { 404, "not_found", "no such resource" },
+        { 405, "method_not_allowed", "this method is not allowed here" },
+        { 408, "request_timeout", "the request did not arrive in time" },
+        { 411, "length_required", "send a Content-Length of one plain number, or a chunked "
+                                  "body" },
+        { 413, "too_large", "the request is too large" },
+        { 414, "too_large", "the request line is too long" },
+        { 417, "expectation_failed", "only Expect: 100-continue is supported" },
+        { 431, "too_large", "the request headers are too large" },
+        { 505, "bad_request", "use HTTP/1.1 or HTTP/1.0" },
+    };
+    const char *code = status >= 500 ? "internal" : "bad_request";
+    const char *message = mg_get_response_code_text (conn, status);
+    for (size_t i = 0; i < sizeof errors / sizeof errors [0]; i++)
+        if (errors [i].status == status) {
+            code = errors [i].code;
+            message = errors [i].message;
+        }
+    //  civetweb's own words only when they say more than "Bad request".
+    bool detail = errmsg && *errmsg && strcasecmp (errmsg, "Bad request") != 0;
+    s_request_t req = { .conn = conn, .method = "", .path = "", .must_close = true };
+    s_reply_error (&req, status, code, "%s%s%.200s", message, detail ? ": " : "",
+                   detail ? errmsg : "");
+    return 0;                   //  answered here
+}
+
 static int
 s_log_message (const struct mg_connection *conn, const char *message)
 {
@@ -533,6 +657,9 @@ s_start (imgp_http_t *self)
         "num_threads", threads,
         "request_timeout_ms", timeout,
         "enable_keep_alive", "yes",
+        //  Headroom for writes that are not one segment (a 100 Continue,
+        //  then the response; a large thumbnail after its head).
+        "tcp_nodelay", "1",
         NULL
     };
     struct mg_callbacks callbacks;
@@ -540,6 +667,7 @@ s_start (imgp_http_t *self)
     callbacks.log_message = s_log_message;
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
+    callbacks.http_error = s_http_error;
     self->ctx = mg_start (&callbacks, self, options);
     if (!self->ctx)
         return -1;
@@ -553,6 +681,7 @@ imgp_http_new (const imgp_http_config_t *config)
     assert (config && config->listen && config->intake && config->status);
     assert (config->threads > 0 && config->max_upload > 0);
     assert (config->broker_timeout_ms > 0 && config->request_timeout_ms > 0);
+    assert (config->upload_timeout_ms > 0);
     imgp_http_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
@@ -563,7 +692,8 @@ imgp_http_new (const imgp_http_config_t *config)
     //  Worker threads open sockets concurrently: make czmq's context first.
     zsys_init ();
     mg_init_library (0);
-    if (!self->listen || !self->intake || !self->status || s_start (self)) {
+    self->watch = imgp_watch_new ((size_t) config->threads);
+    if (!self->listen || !self->intake || !self->status || !self->watch || s_start (self)) {
         imgp_error ("cannot start the HTTP server on '%s'", config->listen);
         imgp_http_destroy (&self);
     }
@@ -579,6 +709,7 @@ imgp_http_destroy (imgp_http_t **self_p)
     if (self->ctx)
         mg_stop (self->ctx);
     mg_exit_library ();
+    imgp_watch_destroy (&self->watch);
     free (self->listen);
     free (self->intake);
     free (self->status);

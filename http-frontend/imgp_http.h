@@ -25,6 +25,7 @@ typedef struct {
     size_t max_upload;          //  largest image accepted, bytes, <= IMGP_UPLOAD_LIMIT_MAX
     int broker_timeout_ms;      //  time one broker call may take before 503 (uploads: more)
     int request_timeout_ms;     //  civetweb timeout per read or write
+    int upload_timeout_ms;      //  time a whole upload body may take (408 beyond)
     unsigned sniff_allow;       //  extra formats taken at upload, IMGP_SNIFF_* bits
 } imgp_http_config_t;
 

@@ -10,20 +10,37 @@
     civetweb 1.15 quirk: after a field_get callback returns ABORT, it may
     call field_get once more with a bogus length before it stops, so once
     the sink is over its limit the callback never touches its arguments.
+
+    Deadlines. civetweb's request_timeout_ms bounds each read with no byte
+    at all, and its mg_read does not return until it has every byte asked
+    for (pull_all), so a client sending a byte every few seconds would hold
+    a read, ours or mg_handle_form_request's, indefinitely. The whole body
+    therefore runs under imgp_watch, which makes the thread's reads fail
+    once the deadline has passed; bytes that arrive after it are refused
+    too. A read can fail three ways, told apart by the clock:
+    - past the body deadline: our watch cut it off (408);
+    - after a whole read timeout with no byte: civetweb's timeout, a stall
+      (408). For a Content-Length body mg_read then returns 0 short of the
+      length rather than -1; for chunked and multipart bodies it is -1;
+    - sooner: the client closed or sent garbage (400).
 */
 #include "imgp_upload.h"
 
+#include <assert.h>
+#include <czmq.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "imgp_buf.h"
+#include "imgp_watch.h"
 
 #define S_FORM_SLACK 65536      //  multipart headers and boundaries around the image
 #define S_READ_CHUNK 16384      //  bytes asked of mg_read at a time
 #define S_FIRST_ALLOC 65536     //  first buffer when no length was declared
 #define S_DRAIN_MAX 65536       //  epilogue read after the last multipart boundary
+#define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
 
 typedef enum {
     S_BODY_OTHER = 0,           //  a content type we do not take
@@ -31,7 +48,8 @@ typedef enum {
     S_BODY_RAW                  //  the body is the image
 } s_body_t;
 
-//  Where the image bytes go while they are read.
+//  Where the image bytes go while they are read, and the clock they are
+//  read against.
 typedef struct {
     uint8_t *data;              //  imgp_buf being filled, NULL until the first byte
     size_t size;                //  bytes used
@@ -39,7 +57,11 @@ typedef struct {
     size_t limit;               //  most bytes allowed
     bool too_large;             //  a byte past the limit arrived
     bool no_memory;             //  the buffer could not grow
+    bool overdue;               //  bytes were still coming at the body deadline
     bool found;                 //  multipart: the img field was seen
+    int64_t deadline;           //  zclock_mono time the whole body must be in by
+    int64_t last_bytes;         //  zclock_mono time bytes last arrived (or the start)
+    const imgp_upload_limits_t *limits;     //  the limits read under
 } s_sink_t;
 
 static int
@@ -77,10 +99,36 @@ s_sink_reserve (s_sink_t *sink, size_t capacity)
     return 0;
 }
 
+static bool
+s_sink_failed (s_sink_t *sink)
+{
+    return sink->too_large || sink->no_memory || sink->overdue;
+}
+
+//  Bytes arrived: note when, and whether they came after the deadline.
+//  Returns -1 once the sink takes nothing more.
+static int
+s_sink_arrived (s_sink_t *sink)
+{
+    if (s_sink_failed (sink))
+        return -1;
+    sink->last_bytes = zclock_mono ();
+    sink->overdue = sink->last_bytes > sink->deadline;
+    return sink->overdue ? -1 : 0;
+}
+
+//  True when the client has sent nothing for a whole civetweb read timeout.
+static bool
+s_sink_stalled (s_sink_t *sink)
+{
+    int64_t silent = zclock_mono () - sink->last_bytes;
+    return silent + S_CLOCK_SLACK_MS >= sink->limits->read_timeout_ms;
+}
+
 static int
 s_sink_append (s_sink_t *sink, const void *bytes, size_t len)
 {
-    if (sink->too_large || sink->no_memory)
+    if (s_sink_failed (sink))
         return -1;
     if (len > sink->limit - sink->size) {
         sink->too_large = true;
@@ -122,6 +170,26 @@ s_body_kind (const char *content_type)
     return S_BODY_OTHER;
 }
 
+static int
+s_fail_overdue (imgp_upload_t *upload, s_sink_t *sink)
+{
+    return s_fail (upload, 408, "request_timeout",
+                   "the upload took longer than %d ms; send it faster",
+                   sink->limits->timeout_ms);
+}
+
+//  A read failed or came back short: say why (see the top of this file).
+static int
+s_fail_read (imgp_upload_t *upload, s_sink_t *sink, const char *cut_short)
+{
+    if (zclock_mono () > sink->deadline)
+        return s_fail_overdue (upload, sink);
+    if (s_sink_stalled (sink))
+        return s_fail (upload, 408, "request_timeout",
+                       "no upload bytes arrived for %d ms", sink->limits->read_timeout_ms);
+    return s_fail (upload, 400, "bad_request", "%s", cut_short);
+}
+
 //  Raw body: mg_read until the end (0), counting; chunked bodies included.
 static int
 s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
@@ -130,13 +198,16 @@ s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
     if (declared > 0 && s_sink_reserve (sink, (size_t) declared))
         sink->no_memory = true;
     char chunk [S_READ_CHUNK];
-    int n;
-    while (!sink->no_memory && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
-        if (s_sink_append (sink, chunk, (size_t) n))
-            return 0;           //  sink says why
-    if (!sink->no_memory && n < 0)
-        return s_fail (upload, 400, "bad_request", "the upload was cut short");
-    upload->consumed = !sink->no_memory;
+    int n = 0;
+    while (!s_sink_failed (sink) && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
+        if (s_sink_arrived (sink) == 0)
+            s_sink_append (sink, chunk, (size_t) n);
+    if (s_sink_failed (sink))
+        return 0;               //  sink says why
+    bool short_read = n == 0 && declared > 0 && (long long) sink->size < declared;
+    if (n < 0 || short_read)
+        return s_fail_read (upload, sink, "the upload was cut short");
+    upload->consumed = true;
     return 0;
 }
 
@@ -159,22 +230,25 @@ s_field_get (const char *key, const char *value, size_t valuelen, void *user_dat
 {
     (void) key;                 //  NULL after the first chunk of a field
     s_sink_t *sink = user_data;
-    if (s_sink_append (sink, value, valuelen))
+    if (s_sink_arrived (sink) || s_sink_append (sink, value, valuelen))
         return MG_FORM_FIELD_HANDLE_ABORT;
     return MG_FORM_FIELD_HANDLE_GET;
 }
 
 //  After the closing boundary a client may send an epilogue; read a little
-//  of it so the connection can be kept alive.
+//  of it so the connection can be kept alive. The image is complete by
+//  now, so a late or stalled epilogue (a 0 that is a read timeout, or a
+//  read our watch cut off) only costs the connection.
 static bool
-s_drain (struct mg_connection *conn)
+s_drain (struct mg_connection *conn, s_sink_t *sink)
 {
     char chunk [S_READ_CHUNK];
     size_t drained = 0;
     int n;
     while (drained <= S_DRAIN_MAX && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
         drained += (size_t) n;
-    return drained <= S_DRAIN_MAX && n == 0;
+    return drained <= S_DRAIN_MAX && n == 0 && !s_sink_stalled (sink)
+        && zclock_mono () <= sink->deadline;
 }
 
 static int
@@ -182,25 +256,50 @@ s_read_form (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
 {
     struct mg_form_data_handler handler = { s_field_found, s_field_get, NULL, sink };
     int rc = mg_handle_form_request (conn, &handler);
-    if (sink->too_large || sink->no_memory)
+    if (s_sink_failed (sink))
         return 0;               //  sink says why
     if (rc < 0)
-        return s_fail (upload, 400, "bad_request",
-                       "malformed multipart/form-data body");
+        return s_fail_read (upload, sink, "malformed multipart/form-data body");
     if (!sink->found)
         return s_fail (upload, 400, "bad_request",
                        "no form field \"img\": send the image file in the field named img");
-    upload->consumed = s_drain (conn);
+    upload->consumed = s_drain (conn, sink);
     return 0;
 }
 
-int
-imgp_upload_read (struct mg_connection *conn, size_t limit, imgp_upload_t *upload)
+//  civetweb 1.15 frames the body by the first Content-Length header as
+//  strtoll reads it: "12, 13" is 12, and a second header that differs is
+//  ignored. A proxy in front may have framed it by another, so anything
+//  but plain digits, the same in every Content-Length header, is refused.
+static bool
+s_length_ambiguous (struct mg_connection *conn)
 {
-    memset (upload, 0, sizeof *upload);
     const struct mg_request_info *info = mg_get_request_info (conn);
-    s_body_t kind = s_body_kind (mg_get_header (conn, "Content-Type"));
-    long long declared = info->content_length;
+    const char *first = NULL;
+    for (int i = 0; i < info->num_headers; i++) {
+        const char *value = info->http_headers [i].value;
+        if (strcasecmp (info->http_headers [i].name, "Content-Length") != 0)
+            continue;
+        if (!*value || value [strspn (value, "0123456789")] || (first && strcmp (first, value)))
+            return true;
+        first = value;
+    }
+    return false;
+}
+
+//  Everything that can be refused from the head alone, before a body byte
+//  is read or a 100 Continue promised.
+static int
+s_check_head (struct mg_connection *conn, size_t limit, s_body_t kind, imgp_upload_t *upload)
+{
+    const char *expect = mg_get_header (conn, "Expect");
+    if (expect && strcasecmp (expect, "100-continue") != 0)
+        return s_fail (upload, 417, "expectation_failed",
+                       "the only expectation met here is Expect: 100-continue");
+    if (s_length_ambiguous (conn))
+        return s_fail (upload, 400, "bad_request",
+                       "send one Content-Length, a plain number of bytes");
+    long long declared = mg_get_request_info (conn)->content_length;
     long long allowed = (long long) limit + (kind == S_BODY_FORM ? S_FORM_SLACK : 0);
     if (declared > allowed)
         return s_fail (upload, 413, "too_large",
@@ -212,16 +311,51 @@ imgp_upload_read (struct mg_connection *conn, size_t limit, imgp_upload_t *uploa
         return s_fail (upload, 415, "unsupported_media_type",
                        "send multipart/form-data with the image in field img, or the raw "
                        "image with Content-Type image/* or application/octet-stream");
+    return 0;
+}
 
-    s_sink_t sink = { .limit = limit };
+//  A client that sent "Expect: 100-continue" waits for a go-ahead before
+//  the body (curl: for bodies over 1 MB, up to a second). civetweb 1.15
+//  writes one only for PUT and CGI (forward_body_data), never before a
+//  request handler's mg_read, so we do. HTTP/1.0 clients get none (RFC
+//  7231, 5.1.1). s_check_head has refused any other expectation.
+static void
+s_continue (struct mg_connection *conn)
+{
+    static const char line [] = "HTTP/1.1 100 Continue\r\n\r\n";
+    const char *expect = mg_get_header (conn, "Expect");
+    const char *version = mg_get_request_info (conn)->http_version;
+    if (expect && version && strcmp (version, "1.1") == 0)
+        mg_write (conn, line, sizeof line - 1);
+}
+
+int
+imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits,
+                  imgp_upload_t *upload)
+{
+    assert (conn && limits && limits->watch && upload);
+    memset (upload, 0, sizeof *upload);
+    size_t limit = limits->max_bytes;
+    s_body_t kind = s_body_kind (mg_get_header (conn, "Content-Type"));
+    if (s_check_head (conn, limit, kind, upload))
+        return -1;
+    s_continue (conn);
+
+    int64_t now = zclock_mono ();
+    s_sink_t sink = { .limit = limit, .deadline = now + limits->timeout_ms,
+                      .last_bytes = now, .limits = limits };
+    int slot = imgp_watch_begin (limits->watch, sink.deadline);
     int rc = kind == S_BODY_FORM ? s_read_form (conn, &sink, upload)
                                  : s_read_raw (conn, &sink, upload);
+    imgp_watch_end (limits->watch, slot);
     if (rc) {
         imgp_buf_destroy (&sink.data);
         return -1;              //  upload already says why
     }
     upload->data = sink.data;
     upload->size = sink.size;
+    if (sink.overdue)
+        return s_fail_overdue (upload, &sink);
     if (sink.too_large)
         return s_fail (upload, 413, "too_large",
                        "upload is over the limit of %zu bytes", limit);

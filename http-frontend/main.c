@@ -28,7 +28,10 @@ static const imgp_conf_spec_t s_specs [] = {
     { "max-upload-bytes", "33554432", "largest image upload accepted, in bytes" },
     { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503; an "
       "upload gets 1 ms more per 10 kB (assumes 10 MB/s to the broker)" },
-    { "request-timeout-ms", "30000", "HTTP timeout per read or write, in milliseconds" },
+    { "request-timeout-ms", "30000", "HTTP timeout per read or write, in milliseconds; an "
+      "upload that sends nothing this long gets 408" },
+    { "upload-timeout-ms", "120000", "time a whole upload body may take, in milliseconds; a "
+      "slower one gets 408 and its connection is closed" },
     { "allow-loaders", "", "extra formats to take at upload, comma list of svg, pdf, magick "
       "(set the same list on the resizers)" },
     { NULL, NULL, NULL }
@@ -38,11 +41,12 @@ static const imgp_conf_spec_t s_specs [] = {
 static int
 s_config (imgp_conf_t *conf, imgp_http_config_t *config)
 {
-    long long threads, max_upload, broker_timeout, request_timeout;
+    long long threads, max_upload, broker_timeout, request_timeout, upload_timeout;
     if (imgp_conf_long (conf, "threads", 1, 1024, &threads)
     ||  imgp_conf_long (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &max_upload)
     ||  imgp_conf_long (conf, "broker-timeout-ms", 100, 600000, &broker_timeout)
-    ||  imgp_conf_long (conf, "request-timeout-ms", 100, 3600000, &request_timeout))
+    ||  imgp_conf_long (conf, "request-timeout-ms", 100, 3600000, &request_timeout)
+    ||  imgp_conf_long (conf, "upload-timeout-ms", 100, 86400000, &upload_timeout))
         return -1;
     if (imgp_sniff_allow_parse (imgp_conf_str (conf, "allow-loaders"), &config->sniff_allow))
         return -1;
@@ -53,6 +57,7 @@ s_config (imgp_conf_t *conf, imgp_http_config_t *config)
     config->max_upload = (size_t) max_upload;
     config->broker_timeout_ms = (int) broker_timeout;
     config->request_timeout_ms = (int) request_timeout;
+    config->upload_timeout_ms = (int) upload_timeout;
     return 0;
 }
 
@@ -101,8 +106,9 @@ main (int argc, char **argv)
         return 1;
     }
     imgp_info ("event=listening listen=%s port=%d intake=%s status=%s threads=%d "
-               "max_upload=%zu", config.listen, imgp_http_port (http), config.intake,
-               config.status, config.threads, config.max_upload);
+               "max_upload=%zu upload_timeout_ms=%d", config.listen, imgp_http_port (http),
+               config.intake, config.status, config.threads, config.max_upload,
+               config.upload_timeout_ms);
     int signal = 0;
     sigwait (&signals, &signal);
     imgp_info ("event=stopping signal=%s", strsignal (signal));

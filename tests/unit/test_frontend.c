@@ -16,7 +16,9 @@
 #include <criterion/logging.h>
 #include <czmq.h>
 #include <jansson.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,6 +317,7 @@ s_config (const char *intake, const char *status)
         .max_upload = UPLOAD_LIMIT,
         .broker_timeout_ms = 1500,
         .request_timeout_ms = 5000,
+        .upload_timeout_ms = 20000,
     };
     return config;
 }
@@ -398,6 +401,22 @@ s_setup_down (void)
     s_start_http (intake, status);
 }
 
+//  A frontend with one worker thread and short timeouts, so a thread held
+//  by a slow client would show as the next request not being served.
+#define SLOW_READ_MS 1000       //  --request-timeout-ms: one silent read
+#define SLOW_UPLOAD_MS 5000     //  --upload-timeout-ms: the whole body
+
+static void
+s_setup_slow (void)
+{
+    s_setup_broker ();
+    imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
+    config.threads = 1;
+    config.request_timeout_ms = SLOW_READ_MS;
+    config.upload_timeout_ms = SLOW_UPLOAD_MS;
+    s_start_http_with (&config);
+}
+
 static void
 s_teardown (void)
 {
@@ -416,6 +435,7 @@ TestSuite (http, .init = s_setup, .fini = s_teardown, .timeout = 30);
 TestSuite (down, .init = s_setup_down, .fini = s_teardown, .timeout = 30);
 TestSuite (extra, .init = s_setup_extra, .fini = s_teardown, .timeout = 30);
 TestSuite (noclient, .init = s_setup_no_client, .fini = s_teardown, .timeout = 30);
+TestSuite (slow, .init = s_setup_slow, .fini = s_teardown, .timeout = 30);
 TestSuite (brokerc, .init = s_setup_broker, .fini = s_teardown, .timeout = 30);
 
 //  --------------------------------------------------------------------------
@@ -852,6 +872,34 @@ Test (http, counted_bytes_over_limit_are_413)
     free (png);
 }
 
+Test (http, ambiguous_content_length_is_400)
+{
+    //  civetweb would frame these by the first number; a proxy may not.
+    static const char *lengths [] = {
+        "Content-Length: 12, 13\r\n",
+        "Content-Length: 20\r\nContent-Length: 10\r\n",
+        "Content-Length: +20\r\n",
+    };
+    uint8_t *png = s_fake_png (20);
+    response_t response;
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths [0]; i++) {
+        char *head = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                                   "Content-Type: image/png\r\n%s", lengths [i]);
+        s_exchange (head, png, 20, &response);
+        s_assert_error (&response, 400, "bad_request");
+        cr_assert_str_eq (s_header (&response, "Connection"), "close");
+        s_response_free (&response);
+        zstr_free (&head);
+    }
+    //  The same length twice says one thing.
+    s_exchange ("POST /v1/images HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+                "Content-Length: 20\r\nContent-Length: 20\r\n", png, 20, &response);
+    s_assert_submitted (s_assert_accepted (&response), png, 20);
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 1);
+    free (png);
+}
+
 Test (http, post_without_a_length_is_411)
 {
     //  The head alone: civetweb itself answers a text 400 ("Malformed
@@ -1133,6 +1181,311 @@ Test (http, keep_alive_serves_several_requests)
         s_response_free (&response);
     }
     close (fd);
+}
+
+//  --------------------------------------------------------------------------
+//  Expect: 100-continue
+
+//  Read an interim response, up to its blank line and not a byte more, so
+//  the final response is still there for s_receive.
+static void
+s_receive_interim (int fd, char *head, size_t size)
+{
+    size_t have = 0;
+    while (have < 4 || memcmp (head + have - 4, "\r\n\r\n", 4) != 0) {
+        cr_assert_lt (have + 1, size, "interim response too long: %.*s", (int) have, head);
+        ssize_t n = recv (fd, head + have, 1, 0);
+        cr_assert_eq (n, 1, "no interim response within the receive timeout");
+        have++;
+    }
+    head [have] = '\0';
+}
+
+//  The server closed the connection: no further response comes, only EOF
+//  (or a reset), within the receive timeout.
+static void
+s_assert_closed (int fd)
+{
+    char byte;
+    ssize_t n = recv (fd, &byte, 1, 0);
+    cr_assert (n == 0 || (n < 0 && errno == ECONNRESET),
+               "the connection stayed open (recv %zd, %s)", n, n < 0 ? strerror (errno) : "");
+}
+
+//  POST the head of an upload of `size` bytes with an Expect header
+//  (100-continue: the client waits for a go-ahead before the body).
+static int
+s_post_expecting (const char *path, const char *type, size_t size, const char *expect)
+{
+    int fd = s_connect ();
+    char *head = zsys_sprintf ("POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: %s\r\n"
+                               "Content-Length: %zu\r\nExpect: %s\r\n\r\n",
+                               path, type, size, expect);
+    s_send_all (fd, head, strlen (head));
+    zstr_free (&head);
+    return fd;
+}
+
+Test (http, expect_100_continue_is_answered_before_the_body)
+{
+    uint8_t *png = s_fake_png (20000);
+    int fd = s_post_expecting ("/v1/images", "image/png", 20000, "100-continue");
+    char interim [256];
+    s_receive_interim (fd, interim, sizeof interim);
+    cr_assert_str_eq (interim, "HTTP/1.1 100 Continue\r\n\r\n");
+
+    s_send_all (fd, png, 20000);
+    response_t response;
+    memset (&response, 0, sizeof response);
+    s_receive (fd, &response);
+    cr_assert (strncmp (response.head, "HTTP/1.1 202 ", 13) == 0, "head: %s", response.head);
+    s_assert_submitted (s_assert_accepted (&response), png, 20000);
+    cr_assert_str_eq (s_header (&response, "Connection"), "keep-alive");
+    s_response_free (&response);
+
+    //  The connection is in step: it serves the next request.
+    const char *next = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+    s_send_all (fd, next, strlen (next));
+    s_receive (fd, &response);
+    cr_assert (strncmp (response.head, "HTTP/1.1 200 ", 13) == 0, "head: %s", response.head);
+    s_response_free (&response);
+    close (fd);
+    free (png);
+}
+
+Test (http, expect_100_continue_on_a_multipart_upload)
+{
+    uint8_t *png = s_fake_png (3000);
+    char *part = zsys_sprintf (
+        "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"img\"; filename=\"a.png\"\r\n"
+        "Content-Type: image/png\r\n\r\n");
+    const char *tail = "\r\n--" BOUNDARY "--\r\n";
+    size_t total = strlen (part) + 3000 + strlen (tail);
+    int fd = s_post_expecting ("/v1/images", "multipart/form-data; boundary=" BOUNDARY, total,
+                               "100-continue");
+    char interim [256];
+    s_receive_interim (fd, interim, sizeof interim);
+    cr_assert_str_eq (interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    s_send_all (fd, part, strlen (part));
+    s_send_all (fd, png, 3000);
+    s_send_all (fd, tail, strlen (tail));
+    response_t response;
+    memset (&response, 0, sizeof response);
+    s_receive (fd, &response);
+    s_assert_submitted (s_assert_accepted (&response), png, 3000);
+    s_response_free (&response);
+    close (fd);
+    zstr_free (&part);
+    free (png);
+}
+
+//  Requests refused from the head alone: the answer is the error, with no
+//  "100 Continue" first, and the connection closes (the body never came).
+//  An expectation other than 100-continue is refused with 417.
+Test (http, refused_uploads_get_no_100_continue)
+{
+    static const struct {
+        const char *path;       //  request path
+        const char *type;       //  Content-Type
+        size_t size;            //  declared Content-Length
+        const char *expect;     //  Expect header
+        int status;             //  answer
+        const char *code;       //  its error code
+    } cases [] = {
+        { "/v1/images", "image/png", UPLOAD_LIMIT + 1, "100-continue", 413, "too_large" },
+        { "/v1/images", "image/png", 1000000000, "100-continue", 413, "too_large" },
+        { "/v1/images", "text/plain", 1000, "100-continue", 415, "unsupported_media_type" },
+        { "/v1/images?width=huge", "image/png", 1000, "100-continue", 400, "bad_option" },
+        { "/healthz", "image/png", 1000, "100-continue", 405, "method_not_allowed" },
+        { "/v1/images/" ID_DONE "/thumbnail", "image/png", 1000, "100-Continue", 405,
+          "method_not_allowed" },
+        { "/nope", "image/png", 1000, "100-continue", 404, "not_found" },
+        { "/v1/images/nope", "image/png", 1000, "100-continue", 400, "bad_id" },
+        { "/v1/images", "image/png", 1000, "something-else", 417, "expectation_failed" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        int fd = s_post_expecting (cases [i].path, cases [i].type, cases [i].size,
+                                   cases [i].expect);
+        response_t response;
+        memset (&response, 0, sizeof response);
+        s_receive (fd, &response);
+        char status_line [32];
+        snprintf (status_line, sizeof status_line, "HTTP/1.1 %d ", cases [i].status);
+        cr_assert (strncmp (response.head, status_line, strlen (status_line)) == 0,
+                   "%s: want %d first, got: %s", cases [i].path, cases [i].status, response.head);
+        s_assert_error (&response, cases [i].status, cases [i].code);
+        cr_assert_str_eq (s_header (&response, "Connection"), "close");
+        s_assert_closed (fd);
+        s_response_free (&response);
+        close (fd);
+    }
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, http_1_0_client_gets_no_100_continue)
+{
+    uint8_t *png = s_fake_png (2000);
+    char *head = zsys_sprintf ("POST /v1/images HTTP/1.0\r\nContent-Type: image/png\r\n"
+                               "Content-Length: 2000\r\nExpect: 100-continue\r\n");
+    response_t response;
+    s_exchange (head, png, 2000, &response);
+    cr_assert (strncmp (response.head, "HTTP/1.0 202 ", 13) == 0, "head: %s", response.head);
+    s_assert_submitted (s_assert_accepted (&response), png, 2000);
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    s_response_free (&response);
+    zstr_free (&head);
+    free (png);
+}
+
+Test (http, error_with_an_unread_body_closes_the_connection)
+{
+    //  The body looks like a request: it must never be answered as one.
+    const char *body = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+    int fd = s_connect ();
+    char *head = zsys_sprintf ("POST /nope HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+                               "Content-Length: %zu\r\n\r\n%s", strlen (body), body);
+    s_send_all (fd, head, strlen (head));
+    response_t response;
+    memset (&response, 0, sizeof response);
+    s_receive (fd, &response);
+    s_assert_error (&response, 404, "not_found");
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    s_assert_closed (fd);
+    s_response_free (&response);
+    zstr_free (&head);
+    close (fd);
+}
+
+//  --------------------------------------------------------------------------
+//  Slow and stalled uploads: 408, and the one worker thread is free again
+
+//  Start an upload of one kind ("raw", "chunked" or "form") that declares
+//  more than it sends: the head and the first 1000 body bytes (500 of a
+//  1000-byte chunk). Any further byte sent is a valid continuation.
+static int
+s_upload_start (const char *kind)
+{
+    char filler [1001];
+    memset (filler, 'x', 1000);
+    filler [1000] = '\0';
+    char *request;
+    if (streq (kind, "raw"))
+        request = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                                "Content-Type: image/png\r\nContent-Length: 10000\r\n\r\n%s",
+                                filler);
+    else
+    if (streq (kind, "chunked"))
+        request = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                                "Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n"
+                                "\r\n3e8\r\n%.500s", filler);
+    else
+        request = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                                "Content-Type: multipart/form-data; boundary=" BOUNDARY "\r\n"
+                                "Content-Length: 20000\r\n\r\n--" BOUNDARY "\r\n"
+                                "Content-Disposition: form-data; name=\"img\"; filename=\"a\"\r\n"
+                                "Content-Type: image/png\r\n\r\n%s", filler);
+    int fd = s_connect ();
+    s_send_all (fd, request, strlen (request));
+    zstr_free (&request);
+    return fd;
+}
+
+//  The upload on `fd` was answered 408 request_timeout, with a message
+//  that has `why` in it, no sooner than `min_ms` after `start`; then the
+//  connection closed and the one worker thread serves a new connection.
+static void
+s_assert_timed_out (int fd, int64_t start, int64_t min_ms, const char *why)
+{
+    response_t response;
+    memset (&response, 0, sizeof response);
+    s_receive (fd, &response);
+    int64_t ms = zclock_mono () - start;
+    s_assert_error (&response, 408, "request_timeout");
+    cr_assert (strstr (response.body, why), "want '%s' in %s", why, response.body);
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    cr_log_info ("408 after %lld ms: %s", (long long) ms, response.body);
+    cr_assert_geq (ms, min_ms, "408 came too early, after %lld ms", (long long) ms);
+    s_assert_closed (fd);
+    s_response_free (&response);
+    close (fd);
+    cr_assert_eq (s_submits (), 0);
+
+    s_get ("GET", "/healthz", &response);
+    cr_assert_eq (response.status, 200, "the worker thread is still held");
+    s_response_free (&response);
+}
+
+//  The client sends part of the body, then nothing: civetweb's read
+//  timeout ends it, long before the upload deadline.
+static void
+s_assert_stall_is_408 (const char *kind)
+{
+    int64_t start = zclock_mono ();
+    int fd = s_upload_start (kind);
+    s_assert_timed_out (fd, start, SLOW_READ_MS, "no upload bytes arrived");
+}
+
+//  The client sends a byte every 100 ms: each read is well inside
+//  --request-timeout-ms, the whole body is not inside --upload-timeout-ms.
+static void
+s_assert_dribble_is_408 (const char *kind)
+{
+    int64_t start = zclock_mono ();
+    int fd = s_upload_start (kind);
+    struct pollfd answer = { .fd = fd, .events = POLLIN };
+    while (poll (&answer, 1, 100) == 0) {
+        cr_assert_lt (zclock_mono () - start, SLOW_UPLOAD_MS + 10000, "no answer in time");
+        s_send_all (fd, "x", 1);
+    }
+    s_assert_timed_out (fd, start, SLOW_UPLOAD_MS, "the upload took longer than");
+}
+
+Test (slow, stalled_raw_body_is_408)
+{
+    s_assert_stall_is_408 ("raw");
+}
+
+Test (slow, stalled_chunked_body_is_408)
+{
+    s_assert_stall_is_408 ("chunked");
+}
+
+Test (slow, stalled_multipart_body_is_408)
+{
+    s_assert_stall_is_408 ("form");
+}
+
+Test (slow, dribbled_raw_body_is_408_at_the_upload_deadline)
+{
+    s_assert_dribble_is_408 ("raw");
+}
+
+Test (slow, dribbled_chunked_body_is_408_at_the_upload_deadline)
+{
+    s_assert_dribble_is_408 ("chunked");
+}
+
+Test (slow, dribbled_multipart_body_is_408_at_the_upload_deadline)
+{
+    s_assert_dribble_is_408 ("form");
+}
+
+Test (slow, body_cut_short_by_the_client_is_400)
+{
+    //  The client half-closes mid-body: gone, not slow.
+    static const char *kinds [] = { "raw", "chunked", "form" };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds [0]; i++) {
+        int fd = s_upload_start (kinds [i]);
+        shutdown (fd, SHUT_WR);
+        response_t response;
+        memset (&response, 0, sizeof response);
+        s_receive (fd, &response);
+        s_assert_error (&response, 400, "bad_request");
+        cr_assert_str_eq (s_header (&response, "Connection"), "close");
+        s_response_free (&response);
+        close (fd);
+    }
+    cr_assert_eq (s_submits (), 0);
 }
 
 //  --------------------------------------------------------------------------
