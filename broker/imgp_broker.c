@@ -402,8 +402,12 @@ s_on_started (s_server_t *self, imgp_msg_t *msg)
                     msg->attempts);
         return;
     }
-    imgp_table_started (self->table, job, msg->worker, zclock_mono ());
-    imgp_table_worker_took (self->table, msg->worker);
+    int64_t now = zclock_mono ();
+    imgp_table_started (self->table, job, msg->worker, now);
+    //  A STARTED can come before the worker's first heartbeat, or from a
+    //  worker that dies before sending one: it is tracked from here on.
+    if (imgp_table_worker_took (self->table, msg->worker, now))
+        imgp_info ("worker=%s event=joined slots=0 by=started", msg->worker);
     s_touch (job);
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
 }

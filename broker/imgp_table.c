@@ -287,34 +287,46 @@ imgp_table_oldest_finished (imgp_table_t *self)
     return entry ? &entry->job : NULL;
 }
 
+//  The record of `worker`, made (no slots, seen `now`) when it is new.
+static s_worker_t *
+s_worker_get (imgp_table_t *self, const char *worker, int64_t now, bool *joined)
+{
+    s_worker_t *known = (s_worker_t *) zhashx_lookup (self->workers, worker);
+    *joined = known == NULL;
+    if (*joined) {
+        known = calloc (1, sizeof *known);
+        assert (known);
+        snprintf (known->name, sizeof known->name, "%s", worker);
+        known->last_seen = now;
+        int rc = zhashx_insert (self->workers, known->name, known);
+        assert (rc == 0);
+        (void) rc;
+    }
+    return known;
+}
+
 bool
 imgp_table_heartbeat (imgp_table_t *self, const char *worker, int slots, int64_t now)
 {
     assert (self);
     assert (worker);
-    s_worker_t *known = (s_worker_t *) zhashx_lookup (self->workers, worker);
-    bool joined = known == NULL;
-    if (joined) {
-        known = calloc (1, sizeof *known);
-        assert (known);
-        snprintf (known->name, sizeof known->name, "%s", worker);
-        int rc = zhashx_insert (self->workers, known->name, known);
-        assert (rc == 0);
-        (void) rc;
-    }
+    bool joined;
+    s_worker_t *known = s_worker_get (self, worker, now, &joined);
     known->slots = slots > 0 ? slots : 0;
     known->last_seen = now;
     return joined;
 }
 
-void
-imgp_table_worker_took (imgp_table_t *self, const char *worker)
+bool
+imgp_table_worker_took (imgp_table_t *self, const char *worker, int64_t now)
 {
     assert (self);
     assert (worker);
-    s_worker_t *known = (s_worker_t *) zhashx_lookup (self->workers, worker);
-    if (known && known->slots > 0)
+    bool joined;
+    s_worker_t *known = s_worker_get (self, worker, now, &joined);
+    if (known->slots > 0)
         known->slots--;
+    return joined;
 }
 
 const char *

@@ -118,9 +118,13 @@ imgp_job_t *imgp_table_oldest_finished (imgp_table_t *self);
 bool imgp_table_heartbeat (imgp_table_t *self, const char *worker, int slots,
                            int64_t now);
 
-//  A worker took a job (STARTED): count one slot fewer until its next
-//  heartbeat says otherwise, so its stale "free" slot is not used twice.
-void imgp_table_worker_took (imgp_table_t *self, const char *worker);
+//  A worker took a job (STARTED) at monotonic time `now`: count one slot
+//  fewer until its next heartbeat says otherwise, so its stale "free" slot
+//  is not used twice. A worker not heard from before is registered as seen
+//  now with no free slots: should it never send a heartbeat, it is lost
+//  after the heartbeat timeout like any other and its job goes back to the
+//  queue. Returns true when the worker was not known (it joined).
+bool imgp_table_worker_took (imgp_table_t *self, const char *worker, int64_t now);
 
 //  Name of the first worker silent for more than `timeout_ms` at `now`
 //  (borrowed, valid until the worker is removed), or NULL.

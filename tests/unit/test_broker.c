@@ -197,7 +197,7 @@ Test (table, worker_credit)
     imgp_table_dispatched (table, jobs [1], 20);
     cr_assert_eq (imgp_table_credit (table), 1, "dispatched jobs use credit");
     imgp_table_started (table, jobs [0], "w1", 30);
-    imgp_table_worker_took (table, "w1");
+    cr_assert_not (imgp_table_worker_took (table, "w1", 30), "w1 sent a heartbeat");
     cr_assert_eq (imgp_table_credit (table), 1, "a STARTED moves the use to the worker's slots");
     imgp_table_dispatched (table, jobs [2], 40);
     imgp_table_dispatched (table, jobs [3], 40);
@@ -206,6 +206,27 @@ Test (table, worker_credit)
     imgp_table_worker_remove (table, "w2");
     imgp_table_worker_remove (table, "nobody");
     cr_assert_eq (imgp_table_workers (table), 1);
+    imgp_table_destroy (&table);
+}
+
+//  A STARTED from a worker never heard from (it died before its first
+//  heartbeat, or a peer that is no resizer) must not park the job until
+//  the job timeout: the worker is tracked from the STARTED and lost after
+//  the heartbeat timeout like any other.
+Test (table, started_by_an_unknown_worker_is_tracked)
+{
+    imgp_table_t *table = imgp_table_new ();
+    imgp_job_t a = s_record (IMGP_STATE_QUEUED, 1);
+    imgp_job_t *ja = imgp_table_insert (table, &a);
+    imgp_table_dispatched (table, ja, 1000);
+    imgp_table_started (table, ja, "ghost", 1100);
+    cr_assert (imgp_table_worker_took (table, "ghost", 1100), "an unknown worker joins");
+    cr_assert_eq (imgp_table_workers (table), 1);
+    cr_assert_eq (imgp_table_credit (table), 0, "a worker known only by its STARTED has no slots");
+    cr_assert_null (imgp_table_lost_worker (table, 3100, 2000));
+    const char *lost = imgp_table_lost_worker (table, 3101, 2000);
+    cr_assert (lost && streq (lost, "ghost"), "silent since its STARTED: lost");
+    cr_assert_eq (imgp_table_held_by (table, "ghost"), ja);
     imgp_table_destroy (&table);
 }
 
