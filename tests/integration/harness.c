@@ -543,6 +543,35 @@ h_proc_signal (h_proc_t *proc, int sig, int deadline_ms)
     return 0;
 }
 
+bool
+h_proc_alive (h_proc_t *proc)
+{
+    return !s_proc_dead (proc);
+}
+
+typedef struct {
+    h_proc_t *proc;                 //  the process and its log
+    const char *needle;             //  text
+    int count;                      //  at least this many occurrences
+} s_log_wait_t;
+
+static bool
+s_logged_or_gone (void *arg)
+{
+    s_log_wait_t *wait = arg;
+    return h_log_count (wait->proc->log, wait->needle) >= wait->count
+        || s_proc_dead (wait->proc);
+}
+
+long long
+h_wait_log (h_proc_t *proc, const char *needle, int count, int deadline_ms)
+{
+    long long t0 = h_now_ms ();
+    s_log_wait_t wait = { proc, needle, count };
+    h_wait_until (s_logged_or_gone, &wait, deadline_ms);
+    return h_log_count (proc->log, needle) >= count ? h_now_ms () - t0 : -1;
+}
+
 int
 h_cluster_broker_start (h_cluster_t *self)
 {

@@ -130,6 +130,15 @@ const char *h_cluster_url (h_cluster_t *self, int i);
 //  when it could not be signalled or did not exit in time.
 int h_proc_signal (h_proc_t *proc, int sig, int deadline_ms);
 
+//  True while the process runs; one that exited is reaped here (pid
+//  becomes 0, exit_status kept).
+bool h_proc_alive (h_proc_t *proc);
+
+//  Wait up to deadline_ms for `count` occurrences of `needle` in the log
+//  of `proc`, giving up at once if the process exits meanwhile. Returns
+//  the ms waited, or -1 on timeout or exit (h_proc_alive tells which).
+long long h_wait_log (h_proc_t *proc, const char *needle, int count, int deadline_ms);
+
 //  (Re)start the broker with the same flags, ports and data dir; it logs
 //  to the same file (appended). Does not wait: poll /healthz. The old
 //  broker must be gone (h_proc_signal). Returns 0 or -1.

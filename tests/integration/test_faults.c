@@ -248,30 +248,6 @@ s_job_started (void *arg)
     return watch->ended;
 }
 
-//  Waiting for a log line.
-typedef struct {
-    const char *log;                //  file
-    const char *needle;             //  text
-    int count;                      //  at least this many occurrences
-} s_log_wait_t;
-
-static bool
-s_log_reached (void *arg)
-{
-    s_log_wait_t *wait = arg;
-    return h_log_count (wait->log, wait->needle) >= wait->count;
-}
-
-//  Wait up to deadline_ms for `count` occurrences of `needle` in `log`.
-//  Returns the ms waited, or -1 on timeout.
-static long long
-s_wait_log (const char *log, const char *needle, int count, int deadline_ms)
-{
-    long long t0 = h_now_ms ();
-    s_log_wait_t wait = { log, needle, count };
-    return h_wait_until (s_log_reached, &wait, deadline_ms) ? h_now_ms () - t0 : -1;
-}
-
 typedef struct {
     int port;                       //  frontend
     int want;                       //  HTTP status of /healthz
@@ -343,7 +319,7 @@ Test (faults, resizer_sigkill_holding_jobs, .fini = s_teardown, .timeout = 180)
 
     char lost [128];
     snprintf (lost, sizeof lost, "worker=%s event=lost", worker);
-    long long lost_ms = s_wait_log (s_cluster->broker.log, lost, 1, 10000);
+    long long lost_ms = h_wait_log (&s_cluster->broker, lost, 1, 10000);
     cr_assert_geq (lost_ms, 0, "the broker did not log '%s' within 10 s", lost);
 
     int retried = 0;
@@ -388,7 +364,7 @@ Test (faults, resizer_sigstop_late_result_dropped, .fini = s_teardown, .timeout 
     //  The broker notices the silence and gives the job to the other one.
     char needle [160];
     snprintf (needle, sizeof needle, "worker=%s event=lost", worker);
-    long long lost_ms = s_wait_log (s_cluster->broker.log, needle, 1, 10000);
+    long long lost_ms = h_wait_log (&s_cluster->broker, needle, 1, 10000);
     cr_assert_geq (lost_ms, 0, "the broker did not log '%s' within 10 s", needle);
     json_t *first = s_expect_done (s_port (0), ids [0], s_slower ());
     long long done_ms = h_now_ms () - stopped_at;
@@ -408,10 +384,10 @@ Test (faults, resizer_sigstop_late_result_dropped, .fini = s_teardown, .timeout 
     //  that must be dropped (first result wins).
     cr_assert_eq (h_resume (victim->pid), 0);
     snprintf (needle, sizeof needle, "job=%s event=resized", ids [0]);
-    long long late_ms = s_wait_log (victim->log, needle, 1, 30000);
+    long long late_ms = h_wait_log (victim, needle, 1, 30000);
     cr_assert_geq (late_ms, 0, "%s did not finish its job after SIGCONT", victim->name);
     snprintf (needle, sizeof needle, "job=%s event=duplicate_result", ids [0]);
-    long long dropped_ms = s_wait_log (s_cluster->broker.log, needle, 1, 10000);
+    long long dropped_ms = h_wait_log (&s_cluster->broker, needle, 1, 10000);
     cr_expect_geq (dropped_ms, 0, "the broker did not log '%s'", needle);
     snprintf (needle, sizeof needle, "job=%s event=done", ids [0]);
     cr_expect_eq (h_log_count (s_cluster->broker.log, needle), 1,
@@ -428,7 +404,7 @@ Test (faults, resizer_sigstop_late_result_dropped, .fini = s_teardown, .timeout 
 
     //  And nothing broke: the resumed resizer rejoins, jobs still get done.
     snprintf (needle, sizeof needle, "worker=%s event=joined", worker);
-    long long rejoin_ms = s_wait_log (s_cluster->broker.log, needle, 2, 10000);
+    long long rejoin_ms = h_wait_log (&s_cluster->broker, needle, 2, 10000);
     cr_expect_geq (rejoin_ms, 0, "the resumed resizer did not rejoin");
     char more [4][H_ID_SIZE];
     for (int i = 0; i < 4; i++)
@@ -500,7 +476,7 @@ Test (faults, job_timeout_attempts_exhausted, .fini = s_teardown, .timeout = 120
     for (int r = 0; r < s_cluster->resizers; r++)
         started += s_job_events (s_cluster->resizer [r].log, id, "started") > 0;
     snprintf (needle, sizeof needle, "job=%s event=duplicate_result", id);
-    cr_expect_geq (s_wait_log (s_cluster->broker.log, needle, dispatched, 10000), 0,
+    cr_expect_geq (h_wait_log (&s_cluster->broker, needle, dispatched, 10000), 0,
                    "the broker did not drop all %d late results", dispatched);
     json_t *after = s_final (s_port (0), id);
     cr_expect (json_equal (status, after), "the status changed after the late results");
@@ -1146,7 +1122,7 @@ Test (faults, overload_queue_full_and_bounded_rss, .fini = s_teardown, .timeout 
     //  Resizers stopped, and the broker knows it (no credit left).
     for (int i = 0; i < 2; i++)
         cr_assert_eq (h_pause (s_cluster->resizer [i].pid), 0);
-    cr_assert_geq (s_wait_log (s_cluster->broker.log, "event=lost", 2, 10000), 0,
+    cr_assert_geq (h_wait_log (&s_cluster->broker, "event=lost", 2, 10000), 0,
                    "the broker did not notice both resizers stopped");
     static s_burst_t bursts [CLIENTS];
     static char accepted [CLIENTS * EACH][H_ID_SIZE];
