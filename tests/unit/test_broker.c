@@ -698,18 +698,58 @@ s_expect_thumbnail (zsock_t *status, const char *id, const char *thumbnail)
 }
 
 //  ---------------------------------------------------------------------
+//  A rig: the broker under test, a REQ on each of its request ports, and
+//  at most one fake resizer. Most tests need just this; a test that needs
+//  another config changes it before making the rig, and a test that
+//  restarts the broker destroys its rig and makes another.
+
+typedef struct {
+    imgp_broker_t *broker;      //  the broker under test
+    zsock_t *intake;            //  REQ to its intake port
+    zsock_t *status;            //  REQ to its status port
+    s_worker_t *worker;         //  fake resizer, or NULL
+} s_rig_t;
+
+//  `worker` names the resizer to start with, or is NULL for none (a test
+//  that must not have one yet sets rig->worker itself, later).
+static s_rig_t *
+s_rig_new (const imgp_broker_config_t *config, const char *worker)
+{
+    s_rig_t *self = calloc (1, sizeof *self);
+    cr_assert_not_null (self);
+    self->broker = s_broker_new (config);
+    self->intake = s_req (self->broker, IMGP_BROKER_INTAKE);
+    self->status = s_req (self->broker, IMGP_BROKER_STATUS);
+    if (worker)
+        self->worker = s_worker_new (self->broker, worker);
+    return self;
+}
+
+static void
+s_rig_destroy (s_rig_t **self_p)
+{
+    if (*self_p) {
+        s_rig_t *self = *self_p;
+        s_worker_destroy (&self->worker);
+        zsock_destroy (&self->intake);
+        zsock_destroy (&self->status);
+        imgp_broker_destroy (&self->broker);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  ---------------------------------------------------------------------
 
 Test (broker, submit_then_status_and_ping)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
 
     int64_t before = zclock_time ();
-    imgp_msg_t *reply = s_submit (intake, id, 1000);
+    imgp_msg_t *reply = s_submit (rig->intake, id, 1000);
     cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED);
     cr_assert_eq (reply->state, IMGP_STATE_QUEUED);
     imgp_msg_destroy (&reply);
@@ -717,7 +757,7 @@ Test (broker, submit_then_status_and_ping)
     cr_assert (s_exists (s_spool_path (id, ".in")));
     cr_assert (s_exists (s_spool_path (id, ".json")));
 
-    reply = s_ask (status, IMGP_MSG_STATUS, id);
+    reply = s_ask (rig->status, IMGP_MSG_STATUS, id);
     cr_assert_eq (reply->type, IMGP_MSG_INFO);
     cr_assert_str_eq (reply->id, id);
     cr_assert_eq (reply->state, IMGP_STATE_QUEUED);
@@ -725,49 +765,49 @@ Test (broker, submit_then_status_and_ping)
     cr_assert_geq (reply->created_at, before);
     imgp_msg_destroy (&reply);
 
-    reply = s_ask (status, IMGP_MSG_FETCH, id);
+    reply = s_ask (rig->status, IMGP_MSG_FETCH, id);
     cr_assert_eq (reply->type, IMGP_MSG_INFO);
     cr_assert_eq (imgp_msg_size (reply), 0, "no bytes before done");
     imgp_msg_destroy (&reply);
 
     char unknown [IMGP_ID_LEN + 1];
     s_new_id (unknown);
-    reply = s_ask (status, IMGP_MSG_STATUS, unknown);
+    reply = s_ask (rig->status, IMGP_MSG_STATUS, unknown);
     s_expect_error (&reply, "not_found");
-    reply = s_ask (status, IMGP_MSG_FETCH, unknown);
+    reply = s_ask (rig->status, IMGP_MSG_FETCH, unknown);
     s_expect_error (&reply, "not_found");
 
-    reply = s_call (intake, imgp_msg_new (IMGP_MSG_PING));
+    reply = s_call (rig->intake, imgp_msg_new (IMGP_MSG_PING));
     cr_assert (reply && reply->type == IMGP_MSG_PONG);
     imgp_msg_destroy (&reply);
-    reply = s_call (status, imgp_msg_new (IMGP_MSG_PING));
+    reply = s_call (rig->status, imgp_msg_new (IMGP_MSG_PING));
     cr_assert (reply && reply->type == IMGP_MSG_PONG);
     imgp_msg_destroy (&reply);
 
     //  A request on the wrong socket gets a clear error.
-    reply = s_ask (intake, IMGP_MSG_STATUS, id);
+    reply = s_ask (rig->intake, IMGP_MSG_STATUS, id);
     s_expect_error (&reply, "bad_request");
 
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
-    imgp_broker_destroy (&broker);
-    cr_assert_null (broker);
+    //  The broker's destroy is safe twice and clears the pointer.
+    imgp_broker_destroy (&rig->broker);
+    imgp_broker_destroy (&rig->broker);
+    cr_assert_null (rig->broker);
+    s_rig_destroy (&rig);
+    s_rig_destroy (&rig);
+    cr_assert_null (rig);
 }
 
 Test (broker, duplicate_submit_is_idempotent)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 100);
-    imgp_msg_t *first = s_ask (status, IMGP_MSG_STATUS, id);
-    s_submit_ok (intake, id, 100);
-    s_submit_ok (intake, id, 999);
-    imgp_msg_t *again = s_ask (status, IMGP_MSG_STATUS, id);
+    s_submit_ok (rig->intake, id, 100);
+    imgp_msg_t *first = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    s_submit_ok (rig->intake, id, 100);
+    s_submit_ok (rig->intake, id, 999);
+    imgp_msg_t *again = s_ask (rig->status, IMGP_MSG_STATUS, id);
     cr_assert_eq (again->created_at, first->created_at, "the job was not replaced");
     imgp_msg_destroy (&first);
     imgp_msg_destroy (&again);
@@ -780,9 +820,7 @@ Test (broker, duplicate_submit_is_idempotent)
     free (data);
     imgp_spool_destroy (&spool);
 
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, bounds_queue_full_and_too_large)
@@ -790,68 +828,57 @@ Test (broker, bounds_queue_full_and_too_large)
     imgp_broker_config_t config = s_config ();
     config.max_queue = 2;
     config.max_upload_bytes = 1024;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char ids [3][IMGP_ID_LEN + 1];
     for (int i = 0; i < 3; i++)
         s_new_id (ids [i]);
 
-    imgp_msg_t *reply = s_submit (intake, ids [0], 2000);
+    imgp_msg_t *reply = s_submit (rig->intake, ids [0], 2000);
     s_expect_error (&reply, "too_large");
-    s_submit_ok (intake, ids [0], 1024);
-    s_submit_ok (intake, ids [1], 10);
-    reply = s_submit (intake, ids [2], 10);
+    s_submit_ok (rig->intake, ids [0], 1024);
+    s_submit_ok (rig->intake, ids [1], 10);
+    reply = s_submit (rig->intake, ids [2], 10);
     s_expect_error (&reply, "queue_full");
     cr_assert_not (s_exists (s_spool_path (ids [2], ".in")), "a refused job leaves nothing");
-    s_submit_ok (intake, ids [0], 10);      //  a retry of a held job is still fine
+    s_submit_ok (rig->intake, ids [0], 10);  //  a retry of a held job is still fine
 
-    zsock_destroy (&intake);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, table_full_evicts_oldest_finished)
 {
     imgp_broker_config_t config = s_config ();
     config.max_jobs = 2;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1], c [IMGP_ID_LEN + 1], d [IMGP_ID_LEN + 1];
     s_new_id (a);
     s_new_id (b);
     s_new_id (c);
     s_new_id (d);
 
-    s_submit_ok (intake, a, 10);
-    s_worker_run_one (worker, status, a, "thumb-a");
-    s_submit_ok (intake, b, 10);
-    s_submit_ok (intake, c, 10);            //  table full: a (finished) goes
-    imgp_msg_t *reply = s_ask (status, IMGP_MSG_STATUS, a);
+    s_submit_ok (rig->intake, a, 10);
+    s_worker_run_one (rig->worker, rig->status, a, "thumb-a");
+    s_submit_ok (rig->intake, b, 10);
+    s_submit_ok (rig->intake, c, 10);       //  table full: a (finished) goes
+    imgp_msg_t *reply = s_ask (rig->status, IMGP_MSG_STATUS, a);
     s_expect_error (&reply, "not_found");
     cr_assert_not (s_exists (s_spool_path (a, ".json")));
     cr_assert_not (s_exists (s_spool_path (a, ".out")));
-    reply = s_submit (intake, d, 10);       //  nothing finished to evict
+    reply = s_submit (rig->intake, d, 10);  //  nothing finished to evict
     s_expect_error (&reply, "queue_full");
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, fake_resizer_round_trip)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 321);
+    s_submit_ok (rig->intake, id, 321);
 
-    imgp_msg_t *job = s_worker_await_job (worker);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
     cr_assert_str_eq (job->id, id);
     cr_assert_eq (job->attempts, 1);
     cr_assert_eq (job->opts.width, IMGP_SIDE_DEFAULT);
@@ -859,131 +886,112 @@ Test (broker, fake_resizer_round_trip)
     cr_assert_eq (imgp_msg_data (job) [0], 'i');
     imgp_msg_destroy (&job);
 
-    s_worker_started (worker, id, 1);
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    s_worker_started (rig->worker, id, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
     cr_assert_eq (info->attempts, 1);
     imgp_msg_destroy (&info);
 
-    s_worker_done (worker, id, 1, "THUMBNAIL");
-    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    s_worker_done (rig->worker, id, 1, "THUMBNAIL");
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     cr_assert_eq (info->result.bytes, 9);
     cr_assert_geq (info->updated_at, info->created_at);
     imgp_msg_destroy (&info);
-    s_expect_thumbnail (status, id, "THUMBNAIL");
+    s_expect_thumbnail (rig->status, id, "THUMBNAIL");
     cr_assert_not (s_exists (s_spool_path (id, ".in")), "the original goes once done");
     cr_assert (s_exists (s_spool_path (id, ".out")));
 
     //  A resizer's FAILED is final.
     char bad [IMGP_ID_LEN + 1];
     s_new_id (bad);
-    s_submit_ok (intake, bad, 10);
-    job = s_worker_await_job (worker);
+    s_submit_ok (rig->intake, bad, 10);
+    job = s_worker_await_job (rig->worker);
     cr_assert_str_eq (job->id, bad);
     imgp_msg_destroy (&job);
-    s_worker_started (worker, bad, 1);
-    s_worker_failed (worker, bad, 1, "decode_error");
-    info = s_wait_state (status, bad, IMGP_STATE_FAILED);
+    s_worker_started (rig->worker, bad, 1);
+    s_worker_failed (rig->worker, bad, 1, "decode_error");
+    info = s_wait_state (rig->status, bad, IMGP_STATE_FAILED);
     cr_assert_str_eq (info->code, "decode_error");
     cr_assert_str_eq (info->message, "the image is bad");
     imgp_msg_destroy (&info);
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, first_result_wins)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
     s_new_id (a);
     s_new_id (b);
-    s_submit_ok (intake, a, 10);
-    s_worker_run_one (worker, status, a, "first");
+    s_submit_ok (rig->intake, a, 10);
+    s_worker_run_one (rig->worker, rig->status, a, "first");
 
     //  Late duplicates for a: dropped. Then a result for b on the same
     //  connection: when b is done, the broker has read the duplicates.
-    s_submit_ok (intake, b, 10);
-    s_worker_done (worker, a, 1, "second");
-    s_worker_failed (worker, a, 2, "decode_error");
-    s_worker_done (worker, b, 1, "bee");
-    imgp_msg_t *info = s_wait_state (status, b, IMGP_STATE_DONE);
+    s_submit_ok (rig->intake, b, 10);
+    s_worker_done (rig->worker, a, 1, "second");
+    s_worker_failed (rig->worker, a, 2, "decode_error");
+    s_worker_done (rig->worker, b, 1, "bee");
+    imgp_msg_t *info = s_wait_state (rig->status, b, IMGP_STATE_DONE);
     imgp_msg_destroy (&info);
-    s_expect_thumbnail (status, a, "first");
-    s_expect_thumbnail (status, b, "bee");
+    s_expect_thumbnail (rig->status, a, "first");
+    s_expect_thumbnail (rig->status, b, "bee");
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, silent_worker_job_is_redispatched)
 {
     imgp_broker_config_t config = s_config ();
     config.heartbeat_timeout_ms = 300;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
+    s_submit_ok (rig->intake, id, 10);
 
-    s_worker_t *first = s_worker_new (broker, "w1");
+    s_worker_t *first = s_worker_new (rig->broker, "w1");
     imgp_msg_t *job = s_worker_await_job (first);
     imgp_msg_destroy (&job);
     s_worker_started (first, id, 1);
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
     imgp_msg_destroy (&info);
     s_worker_destroy (&first);              //  dies: no more heartbeats
 
-    s_worker_t *second = s_worker_new (broker, "w2");
+    s_worker_t *second = s_worker_new (rig->broker, "w2");
     job = s_worker_await_job (second);
     cr_assert_str_eq (job->id, id);
     cr_assert_eq (job->attempts, 2);
     imgp_msg_destroy (&job);
     s_worker_started (second, id, 2);
     s_worker_done (second, id, 2, "again");
-    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     cr_assert_eq (info->attempts, 2);
     imgp_msg_destroy (&info);
-    s_expect_thumbnail (status, id, "again");
+    s_expect_thumbnail (rig->status, id, "again");
 
     s_worker_destroy (&second);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, job_timeout_requeues)
 {
     imgp_broker_config_t config = s_config ();
     config.job_timeout_ms = 200;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
+    s_submit_ok (rig->intake, id, 10);
 
-    imgp_msg_t *job = s_worker_await_job (worker);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
     imgp_msg_destroy (&job);
-    s_worker_started (worker, id, 1);       //  ...and hangs, still heartbeating
-    job = s_worker_await_job (worker);
+    s_worker_started (rig->worker, id, 1);  //  ...and hangs, still heartbeating
+    job = s_worker_await_job (rig->worker);
     cr_assert_str_eq (job->id, id);
     cr_assert_eq (job->attempts, 2);
     imgp_msg_destroy (&job);
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, max_attempts_ends_failed)
@@ -991,75 +999,61 @@ Test (broker, max_attempts_ends_failed)
     imgp_broker_config_t config = s_config ();
     config.max_attempts = 2;
     config.dispatch_timeout_ms = 200;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
+    s_submit_ok (rig->intake, id, 10);
 
     //  The worker takes the job but never reports STARTED.
     for (int attempt = 1; attempt <= 2; attempt++) {
-        imgp_msg_t *job = s_worker_await_job (worker);
+        imgp_msg_t *job = s_worker_await_job (rig->worker);
         cr_assert_eq (job->attempts, attempt);
         imgp_msg_destroy (&job);
     }
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_FAILED);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
     cr_assert_str_eq (info->code, "attempts_exhausted");
     cr_assert (strstr (info->message, "not started within 200 ms"), "%s", info->message);
     cr_assert_eq (info->attempts, 2);
     imgp_msg_destroy (&info);
     cr_assert_not (s_exists (s_spool_path (id, ".in")));
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, restart_keeps_jobs_and_thumbnails)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
     s_new_id (a);
     s_new_id (b);
-    s_submit_ok (intake, a, 10);
-    s_worker_run_one (worker, status, a, "kept");
-    s_worker_destroy (&worker);             //  no worker: b stays queued
-    s_submit_ok (intake, b, 10);
-    imgp_msg_t *info = s_ask (status, IMGP_MSG_STATUS, a);
+    s_submit_ok (rig->intake, a, 10);
+    s_worker_run_one (rig->worker, rig->status, a, "kept");
+    s_worker_destroy (&rig->worker);        //  no worker: b stays queued
+    s_submit_ok (rig->intake, b, 10);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, a);
     int64_t done_at = info->updated_at;
     imgp_msg_destroy (&info);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 
-    broker = s_broker_new (&config);
-    status = s_req (broker, IMGP_BROKER_STATUS);
-    info = s_ask (status, IMGP_MSG_STATUS, a);
+    rig = s_rig_new (&config, NULL);
+    info = s_ask (rig->status, IMGP_MSG_STATUS, a);
     cr_assert_eq (info->type, IMGP_MSG_INFO);
     cr_assert_eq (info->state, IMGP_STATE_DONE);
     cr_assert_eq (info->updated_at, done_at);
     imgp_msg_destroy (&info);
-    s_expect_thumbnail (status, a, "kept");
-    info = s_ask (status, IMGP_MSG_STATUS, b);
+    s_expect_thumbnail (rig->status, a, "kept");
+    info = s_ask (rig->status, IMGP_MSG_STATUS, b);
     cr_assert_eq (info->type, IMGP_MSG_INFO);
     cr_assert_eq (info->state, IMGP_STATE_QUEUED);
     imgp_msg_destroy (&info);
 
     //  ...and the queued job still runs.
-    worker = s_worker_new (broker, "w2");
-    s_worker_run_one (worker, status, b, "late");
-    s_expect_thumbnail (status, b, "late");
+    rig->worker = s_worker_new (rig->broker, "w2");
+    s_worker_run_one (rig->worker, rig->status, b, "late");
+    s_expect_thumbnail (rig->status, b, "late");
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  ---------------------------------------------------------------------
@@ -1085,9 +1079,9 @@ s_spool_job (imgp_state_t state, int attempts, int64_t created_at, bool original
     return record;
 }
 
-//  The record of `id` as the spool holds it now.
-static imgp_job_t
-s_saved (const char *id)
+//  The text of `id`'s record as the spool holds it now (caller frees).
+static char *
+s_record_text (const char *id)
 {
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
     cr_assert_not_null (spool);
@@ -1095,8 +1089,16 @@ s_saved (const char *id)
     size_t size = 0;
     cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
     imgp_spool_destroy (&spool);
+    return text;
+}
+
+//  The record of `id` as the spool holds it now.
+static imgp_job_t
+s_saved (const char *id)
+{
+    char *text = s_record_text (id);
     imgp_job_t record;
-    cr_assert_eq (imgp_spool_record_decode (text, &record), 0, "%s", (char *) text);
+    cr_assert_eq (imgp_spool_record_decode (text, &record), 0, "%s", text);
     free (text);
     return record;
 }
@@ -1107,12 +1109,7 @@ s_saved (const char *id)
 static char *
 s_break_record (const char *id)
 {
-    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
-    cr_assert_not_null (spool);
-    void *text = NULL;
-    size_t size = 0;
-    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
-    imgp_spool_destroy (&spool);
+    char *text = s_record_text (id);
     cr_assert_eq (unlink (s_spool_path (id, ".json")), 0);
     cr_assert_eq (mkdir (s_spool_path (id, ".json"), 0700), 0);
     return text;
@@ -1131,29 +1128,23 @@ s_mend_record (const char *id, const char *text)
 Test (broker, unsaved_final_record_keeps_the_original)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
-    imgp_msg_t *job = s_worker_await_job (worker);
+    s_submit_ok (rig->intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
     imgp_msg_destroy (&job);
-    s_worker_started (worker, id, 1);
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    s_worker_started (rig->worker, id, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
     imgp_msg_destroy (&info);
 
     char *record = s_break_record (id);
-    s_worker_done (worker, id, 1, "unsaved");
-    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    s_worker_done (rig->worker, id, 1, "unsaved");
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     imgp_msg_destroy (&info);
     cr_assert (s_exists (s_spool_path (id, ".in")),
                "the original went although the final record was not saved");
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 
     //  The disk still says unfinished: after a restart the job runs again.
     s_mend_record (id, record);
@@ -1161,16 +1152,12 @@ Test (broker, unsaved_final_record_keeps_the_original)
     imgp_job_t saved = s_saved (id);
     cr_assert_eq (saved.state, IMGP_STATE_QUEUED, "records are not written at STARTED");
     cr_assert_eq (saved.attempts, 1);
-    broker = s_broker_new (&config);
-    status = s_req (broker, IMGP_BROKER_STATUS);
-    worker = s_worker_new (broker, "w2");
-    s_worker_run_one (worker, status, id, "again");
-    s_expect_thumbnail (status, id, "again");
+    rig = s_rig_new (&config, "w2");
+    s_worker_run_one (rig->worker, rig->status, id, "again");
+    s_expect_thumbnail (rig->status, id, "again");
     cr_assert_not (s_exists (s_spool_path (id, ".in")));
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  Records that say queued or processing but whose original is gone (a
@@ -1183,10 +1170,9 @@ Test (broker, reload_without_original_fails_clearly)
     imgp_job_t lost = s_spool_job (IMGP_STATE_QUEUED, 0, 2, false, false);
     imgp_job_t fine = s_spool_job (IMGP_STATE_QUEUED, 0, 3, true, false);
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
 
-    imgp_msg_t *info = s_ask (status, IMGP_MSG_STATUS, made.id);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, made.id);
     cr_assert_eq (info->type, IMGP_MSG_INFO);
     cr_assert_eq (info->state, IMGP_STATE_FAILED, "got %s", imgp_state_name (info->state));
     cr_assert_str_eq (info->code, "internal");
@@ -1196,17 +1182,16 @@ Test (broker, reload_without_original_fails_clearly)
     imgp_msg_destroy (&info);
     cr_assert_eq (s_saved (made.id).state, IMGP_STATE_FAILED, "the decision is saved");
 
-    info = s_ask (status, IMGP_MSG_STATUS, lost.id);
+    info = s_ask (rig->status, IMGP_MSG_STATUS, lost.id);
     cr_assert_eq (info->state, IMGP_STATE_FAILED, "got %s", imgp_state_name (info->state));
     cr_assert (strstr (info->message, "original was lost"), "%s", info->message);
     imgp_msg_destroy (&info);
 
-    info = s_ask (status, IMGP_MSG_STATUS, fine.id);
+    info = s_ask (rig->status, IMGP_MSG_STATUS, fine.id);
     cr_assert_eq (info->state, IMGP_STATE_QUEUED);
     imgp_msg_destroy (&info);
 
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  The attempt counted at dispatch is on disk before the JOB leaves, so a
@@ -1216,38 +1201,32 @@ Test (broker, reload_without_original_fails_clearly)
 Test (broker, attempt_is_saved_before_the_job_leaves)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
-    imgp_msg_t *job = s_worker_await_job (worker);
+    s_submit_ok (rig->intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
     cr_assert_eq (job->attempts, 1);
     imgp_msg_destroy (&job);
     cr_assert_eq (s_saved (id).attempts, 1, "the dispatched attempt is not on disk");
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 
     //  The resizer that got the job reports to the restarted broker. It
     //  sends no heartbeat: no credit, so the job cannot leave again.
-    broker = s_broker_new (&config);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *resizer = s_sender_new (broker, "w1");
+    rig = s_rig_new (&config, NULL);
+    s_worker_t *resizer = s_sender_new (rig->broker, "w1");
     s_worker_started (resizer, id, 1);
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
     cr_assert_eq (info->attempts, 1);
     imgp_msg_destroy (&info);
     s_worker_done (resizer, id, 1, "across");
-    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     cr_assert_eq (info->attempts, 1);
     imgp_msg_destroy (&info);
-    s_expect_thumbnail (status, id, "across");
+    s_expect_thumbnail (rig->status, id, "across");
 
     s_worker_destroy (&resizer);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  A failed record save at dispatch does not hold the job back: it leaves
@@ -1255,22 +1234,17 @@ Test (broker, attempt_is_saved_before_the_job_leaves)
 Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
+    s_submit_ok (rig->intake, id, 10);
     free (s_break_record (id));
-    s_worker_t *worker = s_worker_new (broker, "w1");
-    s_worker_run_one (worker, status, id, "anyway");
-    s_expect_thumbnail (status, id, "anyway");
+    rig->worker = s_worker_new (rig->broker, "w1");
+    s_worker_run_one (rig->worker, rig->status, id, "anyway");
+    s_expect_thumbnail (rig->status, id, "anyway");
     cr_assert (s_exists (s_spool_path (id, ".in")), "kept: the final record was not saved");
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  A job reloaded with its attempts used up (the broker stopped during its
@@ -1283,15 +1257,13 @@ Test (broker, used_up_attempts_do_not_stall_the_queue)
     imgp_job_t next = s_spool_job (IMGP_STATE_QUEUED, 0, 2, true, false);
     imgp_broker_config_t config = s_config ();
     config.max_attempts = 1000;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
 
-    imgp_msg_t *job = s_worker_await_job (worker);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
     cr_assert_str_eq (job->id, next.id);
     cr_assert_eq (job->attempts, 1);
     imgp_msg_destroy (&job);
-    imgp_msg_t *info = s_wait_state (status, used.id, IMGP_STATE_FAILED);
+    imgp_msg_t *info = s_wait_state (rig->status, used.id, IMGP_STATE_FAILED);
     cr_assert_str_eq (info->code, "attempts_exhausted");
     cr_assert (strstr (info->message, "1000 attempts; the broker restarted during the last one"),
                "%s", info->message);
@@ -1299,53 +1271,43 @@ Test (broker, used_up_attempts_do_not_stall_the_queue)
     imgp_msg_destroy (&info);
     cr_assert_not (s_exists (s_spool_path (used.id, ".in")));
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  An original that cannot be read at dispatch fails its job only.
 Test (broker, unreadable_original_fails_only_its_job)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
     s_new_id (a);
     s_new_id (b);
-    s_submit_ok (intake, a, 10);
-    s_submit_ok (intake, b, 10);
+    s_submit_ok (rig->intake, a, 10);
+    s_submit_ok (rig->intake, b, 10);
     cr_assert_eq (unlink (s_spool_path (a, ".in")), 0);
-    s_worker_t *worker = s_worker_new (broker, "w1");
-    s_worker_run_one (worker, status, b, "next");
-    imgp_msg_t *info = s_wait_state (status, a, IMGP_STATE_FAILED);
+    rig->worker = s_worker_new (rig->broker, "w1");
+    s_worker_run_one (rig->worker, rig->status, b, "next");
+    imgp_msg_t *info = s_wait_state (rig->status, a, IMGP_STATE_FAILED);
     cr_assert_str_eq (info->code, "internal");
     cr_assert (strstr (info->message, "original could not be read"), "%s", info->message);
     imgp_msg_destroy (&info);
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, finished_jobs_expire_after_ttl)
 {
     imgp_broker_config_t config = s_config ();
     config.ttl_s = 1;
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
-    s_submit_ok (intake, id, 10);
-    s_worker_run_one (worker, status, id, "brief");
+    s_submit_ok (rig->intake, id, 10);
+    s_worker_run_one (rig->worker, rig->status, id, "brief");
 
     int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
     while (true) {
-        imgp_msg_t *reply = s_ask (status, IMGP_MSG_STATUS, id);
+        imgp_msg_t *reply = s_ask (rig->status, IMGP_MSG_STATUS, id);
         bool gone = reply->type == IMGP_MSG_ERROR && streq (reply->code, "not_found");
         imgp_msg_destroy (&reply);
         if (gone)
@@ -1356,10 +1318,7 @@ Test (broker, finished_jobs_expire_after_ttl)
     cr_assert_not (s_exists (s_spool_path (id, ".out")));
     cr_assert_not (s_exists (s_spool_path (id, ".json")));
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 //  Raw bytes on a TCP connection: a ZMTP 3 greeting with a mechanism that
@@ -1439,13 +1398,11 @@ s_garbage_to_router (imgp_broker_t *broker, imgp_broker_socket_t which)
 Test (broker, malformed_input_is_dropped)
 {
     imgp_broker_config_t config = s_config ();
-    imgp_broker_t *broker = s_broker_new (&config);
-    zsock_t *intake = s_req (broker, IMGP_BROKER_INTAKE);
-    zsock_t *status = s_req (broker, IMGP_BROKER_STATUS);
+    s_rig_t *rig = s_rig_new (&config, NULL);
     for (int which = IMGP_BROKER_INTAKE; which <= IMGP_BROKER_RESULTS; which++)
-        s_send_raw_garbage (imgp_broker_endpoint (broker, which));
-    s_garbage_to_router (broker, IMGP_BROKER_INTAKE);
-    s_garbage_to_router (broker, IMGP_BROKER_STATUS);
+        s_send_raw_garbage (imgp_broker_endpoint (rig->broker, which));
+    s_garbage_to_router (rig->broker, IMGP_BROKER_INTAKE);
+    s_garbage_to_router (rig->broker, IMGP_BROKER_STATUS);
 
     //  Garbage and stray results on the sink, then a result for a real
     //  (queued) job on the same connection: once that job is done, the
@@ -1453,34 +1410,31 @@ Test (broker, malformed_input_is_dropped)
     char id [IMGP_ID_LEN + 1], unknown [IMGP_ID_LEN + 1];
     s_new_id (id);
     s_new_id (unknown);
-    s_submit_ok (intake, id, 10);
-    s_worker_t *garbage = s_sender_new (broker, "garbage");
+    s_submit_ok (rig->intake, id, 10);
+    s_worker_t *garbage = s_sender_new (rig->broker, "garbage");
     s_send_bad_messages (garbage->push, false);
     s_worker_started (garbage, unknown, 1);
     s_worker_done (garbage, unknown, 1, "nobody asked");
     s_worker_failed (garbage, unknown, 1, "decode_error");
     s_worker_done (garbage, id, 1, "sync");
-    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     imgp_msg_destroy (&info);
     s_worker_destroy (&garbage);
 
     //  Still serving, on every socket.
-    imgp_msg_t *reply = s_call (intake, imgp_msg_new (IMGP_MSG_PING));
+    imgp_msg_t *reply = s_call (rig->intake, imgp_msg_new (IMGP_MSG_PING));
     cr_assert (reply && reply->type == IMGP_MSG_PONG);
     imgp_msg_destroy (&reply);
-    reply = s_ask (status, IMGP_MSG_STATUS, unknown);
+    reply = s_ask (rig->status, IMGP_MSG_STATUS, unknown);
     s_expect_error (&reply, "not_found");
-    s_worker_t *worker = s_worker_new (broker, "w1");
+    rig->worker = s_worker_new (rig->broker, "w1");
     char next [IMGP_ID_LEN + 1];
     s_new_id (next);
-    s_submit_ok (intake, next, 10);
-    s_worker_run_one (worker, status, next, "fine");
-    s_expect_thumbnail (status, next, "fine");
+    s_submit_ok (rig->intake, next, 10);
+    s_worker_run_one (rig->worker, rig->status, next, "fine");
+    s_expect_thumbnail (rig->status, next, "fine");
 
-    s_worker_destroy (&worker);
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    imgp_broker_destroy (&broker);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, bind_failure_returns_null)

@@ -504,10 +504,12 @@ s_send_all (int fd, const void *data, size_t size)
 }
 
 //  Read one response: the head, then Content-Length bytes of body. The
-//  body is kept as an offset: the buffer moves when it grows.
+//  body is kept as an offset: the buffer moves when it grows. `response`
+//  is filled from empty, so callers need not clear it first.
 static void
 s_receive (int fd, response_t *response)
 {
+    memset (response, 0, sizeof *response);
     size_t cap = 1 << 16, have = 0, body = 0;
     char *data = malloc (cap + 1);
     long long length = -1;
@@ -543,7 +545,6 @@ s_receive (int fd, response_t *response)
 static void
 s_exchange (const char *head, const void *body, size_t size, response_t *response)
 {
-    memset (response, 0, sizeof *response);
     int64_t start = zclock_mono ();
     int fd = s_connect ();
     char *request = zsys_sprintf ("%s\r\n", head);
@@ -607,6 +608,15 @@ s_fake_png (size_t size)
     return data;
 }
 
+//  POST a fake PNG of `size` bytes to /v1/images as a raw image/png body.
+static void
+s_post_png (size_t size, response_t *response)
+{
+    uint8_t *png = s_fake_png (size);
+    s_post ("/v1/images", "image/png", png, size, response);
+    free (png);
+}
+
 static json_t *
 s_json (response_t *response)
 {
@@ -629,6 +639,47 @@ s_assert_error (response_t *response, int status, const char *code)
     cr_assert_not_null (json_string_value (
         json_object_get (json_object_get (json, "error"), "message")));
     json_decref (json);
+}
+
+//  The helpers below make one request that must be refused, and say which
+//  request it was when it is not (a loop over cases shows which case).
+
+static void
+s_assert_refused (const char *what, response_t *response, int status, const char *code)
+{
+    cr_assert_eq (response->status, status, "%s gave %d: %s", what, response->status,
+                  response->body);
+    s_assert_error (response, status, code);
+    s_response_free (response);
+}
+
+//  `method` on `path` gets the JSON error `status` `code`.
+static void
+s_assert_get_error (const char *method, const char *path, int status, const char *code)
+{
+    response_t response;
+    s_get (method, path, &response);
+    s_assert_refused (path, &response, status, code);
+}
+
+//  POST of `body` as `type` gets the JSON error `status` `code`.
+static void
+s_assert_post_error (const char *path, const char *type, const void *body, size_t size,
+                     int status, const char *code)
+{
+    response_t response;
+    s_post (path, type, body, size, &response);
+    s_assert_refused (path, &response, status, code);
+}
+
+//  A multipart POST of `data` in `field` gets the JSON error `status` `code`.
+static void
+s_assert_form_error (const char *path, const char *field, const void *data, size_t size,
+                     int status, const char *code)
+{
+    response_t response;
+    s_post_form (path, field, data, size, &response);
+    s_assert_refused (path, &response, status, code);
 }
 
 static const char *
@@ -748,7 +799,6 @@ Test (http, raw_body_upload_is_accepted)
 static void
 s_post_chunked (const uint8_t *data, size_t size, size_t chunk, response_t *response)
 {
-    memset (response, 0, sizeof *response);
     int fd = s_connect ();
     const char *head = "POST /v1/images HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
                        "Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -779,36 +829,24 @@ Test (http, chunked_upload_is_counted_and_accepted)
 Test (http, form_without_img_field_is_400)
 {
     uint8_t *png = s_fake_png (1000);
-    response_t response;
-    s_post_form ("/v1/images", "file", png, 1000, &response);
-    s_assert_error (&response, 400, "bad_request");
+    s_assert_form_error ("/v1/images", "file", png, 1000, 400, "bad_request");
     cr_assert_eq (s_submits (), 0);
-    s_response_free (&response);
     free (png);
 }
 
 Test (http, empty_upload_is_400)
 {
-    response_t response;
-    s_post ("/v1/images", "image/png", "", 0, &response);
-    s_assert_error (&response, 400, "bad_request");
-    s_response_free (&response);
-    s_post_form ("/v1/images", "img", "", 0, &response);
-    s_assert_error (&response, 400, "bad_request");
-    s_response_free (&response);
+    s_assert_post_error ("/v1/images", "image/png", "", 0, 400, "bad_request");
+    s_assert_form_error ("/v1/images", "img", "", 0, 400, "bad_request");
     cr_assert_eq (s_submits (), 0);
 }
 
 Test (http, other_content_types_are_415)
 {
     uint8_t *png = s_fake_png (100);
-    response_t response;
-    s_post ("/v1/images", "text/plain", png, 100, &response);
-    s_assert_error (&response, 415, "unsupported_media_type");
-    s_response_free (&response);
-    s_post ("/v1/images", "application/x-www-form-urlencoded", "img=abc", 7, &response);
-    s_assert_error (&response, 415, "unsupported_media_type");
-    s_response_free (&response);
+    s_assert_post_error ("/v1/images", "text/plain", png, 100, 415, "unsupported_media_type");
+    s_assert_post_error ("/v1/images", "application/x-www-form-urlencoded", "img=abc", 7, 415,
+                         "unsupported_media_type");
     cr_assert_eq (s_submits (), 0);
     free (png);
 }
@@ -821,14 +859,11 @@ Test (http, non_images_are_415)
         "<!DOCTYPE html><html></html>",
         "just some text",
     };
-    response_t response;
     for (size_t i = 0; i < sizeof bodies / sizeof bodies [0]; i++) {
-        s_post ("/v1/images", "image/png", bodies [i], strlen (bodies [i]), &response);
-        s_assert_error (&response, 415, "unsupported_format");
-        s_response_free (&response);
-        s_post_form ("/v1/images", "img", bodies [i], strlen (bodies [i]), &response);
-        s_assert_error (&response, 415, "unsupported_format");
-        s_response_free (&response);
+        size_t size = strlen (bodies [i]);
+        s_assert_post_error ("/v1/images", "image/png", bodies [i], size, 415,
+                             "unsupported_format");
+        s_assert_form_error ("/v1/images", "img", bodies [i], size, 415, "unsupported_format");
     }
     cr_assert_eq (s_submits (), 0);
 }
@@ -861,9 +896,7 @@ Test (http, counted_bytes_over_limit_are_413)
     s_assert_error (&response, 413, "too_large");
     s_response_free (&response);
     //  Multipart may declare a little more than the limit; the image may not.
-    s_post_form ("/v1/images", "img", png, UPLOAD_LIMIT + 1, &response);
-    s_assert_error (&response, 413, "too_large");
-    s_response_free (&response);
+    s_assert_form_error ("/v1/images", "img", png, UPLOAD_LIMIT + 1, 413, "too_large");
     //  Exactly the limit is fine.
     s_post_form ("/v1/images", "img", png, UPLOAD_LIMIT, &response);
     s_assert_submitted (s_assert_accepted (&response), png, UPLOAD_LIMIT);
@@ -919,13 +952,10 @@ Test (http, bad_options_are_400)
         "width=-1", "width=99999", "format=bmp", "quality=abc", "fit=stretch", "colour=red",
     };
     uint8_t *png = s_fake_png (100);
-    response_t response;
     for (size_t i = 0; i < sizeof queries / sizeof queries [0]; i++) {
         char path [128];
         snprintf (path, sizeof path, "/v1/images?%s", queries [i]);
-        s_post (path, "image/png", png, 100, &response);
-        s_assert_error (&response, 400, "bad_option");
-        s_response_free (&response);
+        s_assert_post_error (path, "image/png", png, 100, 400, "bad_option");
     }
     cr_assert_eq (s_submits (), 0);
     free (png);
@@ -949,24 +979,14 @@ Test (http, malformed_ids_are_400)
         "/images/0123456789ABCDEF0123456789ABCDEF/thumbnail",
         "/v1/images/0123456789abcdef0123456789abcdef0/thumbnail",
     };
-    response_t response;
-    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++) {
-        s_get ("GET", paths [i], &response);
-        cr_assert_eq (response.status, 400, "%s gave %d", paths [i], response.status);
-        s_assert_error (&response, 400, "bad_id");
-        s_response_free (&response);
-    }
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++)
+        s_assert_get_error ("GET", paths [i], 400, "bad_id");
 }
 
 Test (http, unknown_id_is_404)
 {
-    response_t response;
-    s_get ("GET", "/v1/images/" ID_UNKNOWN, &response);
-    s_assert_error (&response, 404, "not_found");
-    s_response_free (&response);
-    s_get ("GET", "/v1/images/" ID_UNKNOWN "/thumbnail", &response);
-    s_assert_error (&response, 404, "not_found");
-    s_response_free (&response);
+    s_assert_get_error ("GET", "/v1/images/" ID_UNKNOWN, 404, "not_found");
+    s_assert_get_error ("GET", "/v1/images/" ID_UNKNOWN "/thumbnail", 404, "not_found");
 }
 
 Test (http, status_of_a_done_job)
@@ -1037,9 +1057,7 @@ Test (http, thumbnail_follows_the_job_state)
     cr_assert_str_eq (response.body, THUMBNAIL);
     s_response_free (&response);
 
-    s_get ("GET", "/v1/images/" ID_FAILED "/thumbnail", &response);
-    s_assert_error (&response, 422, "decode_error");
-    s_response_free (&response);
+    s_assert_get_error ("GET", "/v1/images/" ID_FAILED "/thumbnail", 422, "decode_error");
 }
 
 //  --------------------------------------------------------------------------
@@ -1071,35 +1089,25 @@ Test (http, unknown_path_is_404_json)
         "/", "/nope", "/v1", "/v1/imagesx", "/imagesx", "/healthzz",
         "/v1/images/" ID_DONE "/other", "/images/" ID_DONE,
     };
-    response_t response;
-    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++) {
-        s_get ("GET", paths [i], &response);
-        cr_assert_eq (response.status, 404, "%s gave %d", paths [i], response.status);
-        s_assert_error (&response, 404, "not_found");
-        s_response_free (&response);
-    }
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++)
+        s_assert_get_error ("GET", paths [i], 404, "not_found");
 }
 
 Test (http, queue_full_is_503_with_retry_after)
 {
     s_fake_behave ("queue_full", 0);
-    uint8_t *png = s_fake_png (100);
     response_t response;
-    s_post ("/v1/images", "image/png", png, 100, &response);
+    s_post_png (100, &response);
     s_assert_error (&response, 503, "queue_full");
     cr_assert_not_null (s_header (&response, "Retry-After"));
     s_response_free (&response);
-    free (png);
 }
 
 Test (http, broker_too_large_is_413)
 {
     s_fake_behave ("too_large", 0);
     uint8_t *png = s_fake_png (100);
-    response_t response;
-    s_post ("/v1/images", "image/png", png, 100, &response);
-    s_assert_error (&response, 413, "too_large");
-    s_response_free (&response);
+    s_assert_post_error ("/v1/images", "image/png", png, 100, 413, "too_large");
     free (png);
 }
 
@@ -1122,9 +1130,8 @@ Test (http, unanswered_submit_is_503_with_the_id_to_check)
     //  The broker got the upload but never answered: it may hold the job,
     //  so the client is told its id instead of being left to upload again.
     s_fake_behave (NULL, 1000);
-    uint8_t *png = s_fake_png (2000);
     response_t response;
-    s_post ("/v1/images", "image/png", png, 2000, &response);
+    s_post_png (2000, &response);
     s_assert_error (&response, 503, "unavailable");
     cr_assert_not_null (s_header (&response, "Retry-After"));
     json_t *json = s_json (&response);
@@ -1144,7 +1151,6 @@ Test (http, unanswered_submit_is_503_with_the_id_to_check)
                  (long long) response.ms, s_submits ());
     cr_assert_lt (response.ms, 2000, "took %lld ms", (long long) response.ms);
     s_response_free (&response);
-    free (png);
 }
 
 Test (http, thumbnail_as_large_as_the_limit_is_served)
@@ -1175,7 +1181,6 @@ Test (http, keep_alive_serves_several_requests)
         const char *request = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
         s_send_all (fd, request, strlen (request));
         response_t response;
-        memset (&response, 0, sizeof response);
         s_receive (fd, &response);
         cr_assert_eq (response.status, 200);
         s_response_free (&response);
@@ -1236,7 +1241,6 @@ Test (http, expect_100_continue_is_answered_before_the_body)
 
     s_send_all (fd, png, 20000);
     response_t response;
-    memset (&response, 0, sizeof response);
     s_receive (fd, &response);
     cr_assert (strncmp (response.head, "HTTP/1.1 202 ", 13) == 0, "head: %s", response.head);
     s_assert_submitted (s_assert_accepted (&response), png, 20000);
@@ -1270,7 +1274,6 @@ Test (http, expect_100_continue_on_a_multipart_upload)
     s_send_all (fd, png, 3000);
     s_send_all (fd, tail, strlen (tail));
     response_t response;
-    memset (&response, 0, sizeof response);
     s_receive (fd, &response);
     s_assert_submitted (s_assert_accepted (&response), png, 3000);
     s_response_free (&response);
@@ -1307,7 +1310,6 @@ Test (http, refused_uploads_get_no_100_continue)
         int fd = s_post_expecting (cases [i].path, cases [i].type, cases [i].size,
                                    cases [i].expect);
         response_t response;
-        memset (&response, 0, sizeof response);
         s_receive (fd, &response);
         char status_line [32];
         snprintf (status_line, sizeof status_line, "HTTP/1.1 %d ", cases [i].status);
@@ -1346,7 +1348,6 @@ Test (http, error_with_an_unread_body_closes_the_connection)
                                "Content-Length: %zu\r\n\r\n%s", strlen (body), body);
     s_send_all (fd, head, strlen (head));
     response_t response;
-    memset (&response, 0, sizeof response);
     s_receive (fd, &response);
     s_assert_error (&response, 404, "not_found");
     cr_assert_str_eq (s_header (&response, "Connection"), "close");
@@ -1397,7 +1398,6 @@ static void
 s_assert_timed_out (int fd, int64_t start, int64_t min_ms, const char *why)
 {
     response_t response;
-    memset (&response, 0, sizeof response);
     s_receive (fd, &response);
     int64_t ms = zclock_mono () - start;
     s_assert_error (&response, 408, "request_timeout");
@@ -1478,7 +1478,6 @@ Test (slow, body_cut_short_by_the_client_is_400)
         int fd = s_upload_start (kinds [i]);
         shutdown (fd, SHUT_WR);
         response_t response;
-        memset (&response, 0, sizeof response);
         s_receive (fd, &response);
         s_assert_error (&response, 400, "bad_request");
         cr_assert_str_eq (s_header (&response, "Connection"), "close");
@@ -1497,9 +1496,8 @@ Test (slow, body_cut_short_by_the_client_is_400)
 
 Test (down, upload_is_503_with_retry_after_in_time)
 {
-    uint8_t *png = s_fake_png (1000);
     response_t response;
-    s_post ("/v1/images", "image/png", png, 1000, &response);
+    s_post_png (1000, &response);
     s_assert_error (&response, 503, "unavailable");
     cr_assert_not_null (s_header (&response, "Retry-After"));
     cr_log_info ("503 with the broker down after %lld ms", (long long) response.ms);
@@ -1508,7 +1506,6 @@ Test (down, upload_is_503_with_retry_after_in_time)
     cr_assert_null (json_object_get (json, "id"), "nothing left: no job to look up");
     json_decref (json);
     s_response_free (&response);
-    free (png);
 }
 
 Test (down, healthz_and_status_are_503)
@@ -1523,9 +1520,7 @@ Test (down, healthz_and_status_are_503)
     cr_assert_not_null (s_header (&response, "Retry-After"));
     s_response_free (&response);
     //  Ids are still checked first.
-    s_get ("GET", "/v1/images/nope", &response);
-    s_assert_error (&response, 400, "bad_id");
-    s_response_free (&response);
+    s_assert_get_error ("GET", "/v1/images/nope", 400, "bad_id");
 }
 
 //  --------------------------------------------------------------------------
@@ -1544,9 +1539,8 @@ Test (extra, allowed_loaders_pass_the_sniffer)
     s_assert_submitted (s_assert_accepted (&response), (const uint8_t *) pdf, strlen (pdf));
     s_response_free (&response);
     //  Not allowed: magick's catch-all.
-    s_post ("/v1/images", "image/png", "just some text", 14, &response);
-    s_assert_error (&response, 415, "unsupported_format");
-    s_response_free (&response);
+    s_assert_post_error ("/v1/images", "image/png", "just some text", 14, 415,
+                         "unsupported_format");
     cr_assert_eq (s_submits (), 2);
 }
 
@@ -1555,17 +1549,13 @@ Test (extra, allowed_loaders_pass_the_sniffer)
 
 Test (noclient, requests_are_503_not_500)
 {
-    uint8_t *png = s_fake_png (1000);
     response_t response;
-    s_post ("/v1/images", "image/png", png, 1000, &response);
+    s_post_png (1000, &response);
     s_assert_error (&response, 503, "unavailable");
     cr_assert_not_null (s_header (&response, "Retry-After"));
     s_response_free (&response);
-    s_get ("GET", "/v1/images/" ID_DONE, &response);
-    s_assert_error (&response, 503, "unavailable");
-    s_response_free (&response);
+    s_assert_get_error ("GET", "/v1/images/" ID_DONE, 503, "unavailable");
     cr_assert_eq (s_submits (), 0);
-    free (png);
 }
 
 //  --------------------------------------------------------------------------

@@ -46,6 +46,49 @@ s_bytes (size_t len, uint8_t seed)
     return buf;
 }
 
+//  Builders for the messages the tests make most, all about job S_ID. Each
+//  sets only the fields its arguments name; a test sets the rest itself,
+//  so what a test checks stays in the test.
+
+//  A new message of `type` for job S_ID.
+static imgp_msg_t *
+s_msg_new (imgp_msg_type_t type)
+{
+    imgp_msg_t *msg = imgp_msg_new (type);
+    strcpy (msg->id, S_ID);
+    return msg;
+}
+
+//  A resizer's report (STARTED, DONE or FAILED) on attempt `attempts`.
+static imgp_msg_t *
+s_report_new (imgp_msg_type_t type, const char *worker, int attempts)
+{
+    imgp_msg_t *msg = s_msg_new (type);
+    strcpy (msg->worker, worker);
+    msg->attempts = attempts;
+    return msg;
+}
+
+static imgp_msg_t *
+s_failed_new (const char *worker, int attempts, const char *code, const char *message)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_FAILED, worker, attempts);
+    strcpy (msg->code, code);
+    strcpy (msg->message, message);
+    return msg;
+}
+
+//  A JOB carrying `size` bytes of s_bytes (size, seed), freed by `free_fn`
+//  (NULL: free) once sent.
+static imgp_msg_t *
+s_job_new (int attempts, size_t size, uint8_t seed, void (*free_fn) (void *, void *))
+{
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_JOB);
+    msg->attempts = attempts;
+    imgp_msg_set_data (msg, s_bytes (size, seed), size, free_fn);
+    return msg;
+}
+
 //  Encode and decode a message; destroys `msg`, returns the decoded one.
 static imgp_msg_t *
 s_round_trip (imgp_msg_t *msg)
@@ -73,15 +116,18 @@ s_decode_header (const char *json, size_t json_len, const char *data,
     return imgp_msg_decode (&zmsg, error, size);
 }
 
-//  Expect the JSON header (plus optional data) to be refused.
-static void
+//  Expect the JSON header (plus optional data) to be refused; returns the
+//  reason given (static buffer), for a test that checks its words.
+static const char *
 s_expect_bad (const char *json, const char *data)
 {
-    char error [256] = "";
+    static char error [256];
+    error [0] = '\0';
     imgp_msg_t *msg = s_decode_header (json, strlen (json), data, error, sizeof error);
     cr_expect_null (msg, "accepted malformed header: %s", json);
     cr_expect_neq (error [0], '\0', "no reason given for: %s", json);
     imgp_msg_destroy (&msg);
+    return error;
 }
 
 //  Expect the JSON header (plus optional data) to be accepted.
@@ -375,8 +421,7 @@ s_expect_data (imgp_msg_t *msg, size_t len, uint8_t seed)
 
 Test (codec, submit)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_SUBMIT);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_SUBMIT);
     s_set_opts (&msg->opts);
     imgp_msg_set_data (msg, s_bytes (5000, 3), 5000, NULL);
     imgp_msg_t *back = s_round_trip (msg);
@@ -391,8 +436,7 @@ Test (codec, submit)
 
 Test (codec, accepted)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_ACCEPTED);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_ACCEPTED);
     msg->state = IMGP_STATE_QUEUED;
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->type, IMGP_MSG_ACCEPTED);
@@ -407,8 +451,7 @@ Test (codec, status_and_fetch)
 {
     imgp_msg_type_t types [] = { IMGP_MSG_STATUS, IMGP_MSG_FETCH };
     for (int i = 0; i < 2; i++) {
-        imgp_msg_t *msg = imgp_msg_new (types [i]);
-        strcpy (msg->id, S_ID);
+        imgp_msg_t *msg = s_msg_new (types [i]);
         imgp_msg_t *back = s_round_trip (msg);
         cr_expect_eq (back->type, types [i]);
         cr_expect_str_eq (back->id, S_ID);
@@ -418,8 +461,7 @@ Test (codec, status_and_fetch)
 
 Test (codec, info_queued)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_PROCESSING;
     msg->created_at = 1764300000123LL;
     msg->updated_at = 1764300000456LL;
@@ -438,8 +480,7 @@ Test (codec, info_queued)
 
 Test (codec, info_done_with_thumbnail)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_DONE;
     msg->attempts = 1;
     msg->result = (imgp_result_t) { 100, 67, IMGP_FORMAT_JPEG, 1234, 18 };
@@ -455,8 +496,7 @@ Test (codec, info_done_with_thumbnail)
     imgp_msg_destroy (&back);
 
     //  STATUS of a done job: INFO without the bytes.
-    msg = imgp_msg_new (IMGP_MSG_INFO);
-    strcpy (msg->id, S_ID);
+    msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_DONE;
     msg->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 70, 0 };
     back = s_round_trip (msg);
@@ -467,8 +507,7 @@ Test (codec, info_done_with_thumbnail)
 
 Test (codec, info_failed)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_INFO);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_FAILED;
     msg->attempts = 3;
     strcpy (msg->code, "attempts_exhausted");
@@ -497,8 +536,7 @@ Test (codec, ping_pong_exact_header)
 
 Test (codec, error_with_and_without_id)
 {
-    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_STATUS);
-    strcpy (request->id, S_ID);
+    imgp_msg_t *request = s_msg_new (IMGP_MSG_STATUS);
     imgp_msg_t *msg = imgp_msg_error_new (request, "not_found", "no job %s", request->id);
     imgp_msg_destroy (&request);
     imgp_msg_t *back = s_round_trip (msg);
@@ -530,34 +568,20 @@ Test (codec, error_message_is_truncated_and_cleaned)
 
     //  libvips-style text: newlines, a tab and a multi-byte character cut
     //  in half still arrive, as one clean line.
-    msg = imgp_msg_new (IMGP_MSG_FAILED);
-    strcpy (msg->id, S_ID);
-    strcpy (msg->worker, "host-1:4242");
-    msg->attempts = 1;
-    strcpy (msg->code, "decode_error");
-    strcpy (msg->message, "VipsJpeg: premature end\nof file\t\xc3");
-    back = s_round_trip (msg);
+    back = s_round_trip (s_failed_new ("host-1:4242", 1, "decode_error",
+                                       "VipsJpeg: premature end\nof file\t\xc3"));
     cr_expect_str_eq (back->message, "VipsJpeg: premature end of file ?");
     imgp_msg_destroy (&back);
 
-    msg = imgp_msg_new (IMGP_MSG_FAILED);
-    strcpy (msg->id, S_ID);
-    strcpy (msg->worker, "w");
-    msg->attempts = 1;
-    strcpy (msg->code, "decode_error");
-    strcpy (msg->message, "caf\xc3\xa9 ok");
-    back = s_round_trip (msg);
+    back = s_round_trip (s_failed_new ("w", 1, "decode_error", "caf\xc3\xa9 ok"));
     cr_expect_str_eq (back->message, "caf\xc3\xa9 ok", "valid UTF-8 kept");
     imgp_msg_destroy (&back);
 }
 
 Test (codec, job)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_JOB);
-    strcpy (msg->id, S_ID);
-    msg->attempts = 2;
+    imgp_msg_t *msg = s_job_new (2, 70000, 1, NULL);
     s_set_opts (&msg->opts);
-    imgp_msg_set_data (msg, s_bytes (70000, 1), 70000, NULL);
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->type, IMGP_MSG_JOB);
     cr_expect_eq (back->attempts, 2);
@@ -581,11 +605,7 @@ Test (codec, heartbeat_and_started)
     cr_expect_eq (back->slots, 0);
     imgp_msg_destroy (&back);
 
-    msg = imgp_msg_new (IMGP_MSG_STARTED);
-    strcpy (msg->id, S_ID);
-    strcpy (msg->worker, "w1");
-    msg->attempts = 1;
-    back = s_round_trip (msg);
+    back = s_round_trip (s_report_new (IMGP_MSG_STARTED, "w1", 1));
     cr_expect_eq (back->type, IMGP_MSG_STARTED);
     cr_expect_str_eq (back->id, S_ID);
     cr_expect_str_eq (back->worker, "w1");
@@ -595,10 +615,7 @@ Test (codec, heartbeat_and_started)
 
 Test (codec, done_forwards_frame_and_sets_bytes)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_DONE);
-    strcpy (msg->id, S_ID);
-    strcpy (msg->worker, "w1");
-    msg->attempts = 1;
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, "w1", 1);
     msg->result = (imgp_result_t) { 100, 1, IMGP_FORMAT_PNG, 0, 42 };
     uint8_t *bytes = s_bytes (333, 5);
     zframe_t *frame = zframe_new (bytes, 333);
@@ -617,12 +634,8 @@ Test (codec, done_forwards_frame_and_sets_bytes)
 
 Test (codec, failed)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_FAILED);
-    strcpy (msg->id, S_ID);
-    strcpy (msg->worker, "w1");
-    msg->attempts = 3;
-    strcpy (msg->code, "too_many_pixels");
-    strcpy (msg->message, "image is 20000x20000 pixels, the limit is 100000000");
+    imgp_msg_t *msg = s_failed_new ("w1", 3, "too_many_pixels",
+                                    "image is 20000x20000 pixels, the limit is 100000000");
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->type, IMGP_MSG_FAILED);
     cr_expect_eq (back->attempts, 3);
@@ -641,8 +654,7 @@ Test (codec, type_names)
 
 Test (codec, reply_copies_id_and_envelope)
 {
-    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_SUBMIT);
-    strcpy (request->id, S_ID);
+    imgp_msg_t *request = s_msg_new (IMGP_MSG_SUBMIT);
     request->routing_id = zframe_new ("\x00\x01\x02\x03\x04", 5);
     imgp_msg_t *reply = imgp_msg_reply_new (request, IMGP_MSG_ACCEPTED);
     cr_expect_str_eq (reply->id, S_ID);
@@ -668,8 +680,7 @@ Test (codec, set_data_replaces_and_frees)
 
 Test (codec, encode_refuses_invalid)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_SUBMIT);
-    strcpy (msg->id, S_ID);
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_SUBMIT);
     cr_expect_null (imgp_msg_encode (msg), "SUBMIT without data");
     imgp_msg_set_data (msg, s_bytes (10, 0), 10, NULL);
     strcpy (msg->id, "nope");
@@ -689,8 +700,7 @@ Test (codec, encode_refuses_invalid)
     cr_expect_null (imgp_msg_encode (msg), "code outside [a-z_]");
     imgp_msg_destroy (&msg);
 
-    msg = imgp_msg_new (IMGP_MSG_STATUS);
-    strcpy (msg->id, S_ID);
+    msg = s_msg_new (IMGP_MSG_STATUS);
     imgp_msg_set_data (msg, s_bytes (10, 0), 10, NULL);
     cr_expect_null (imgp_msg_encode (msg), "STATUS with data");
     imgp_msg_destroy (&msg);
@@ -750,15 +760,10 @@ Test (malformed, frames)
 
 Test (malformed, missing_or_empty_data)
 {
-    char error [256] = "";
-    imgp_msg_t *msg = s_decode_header (SUBMIT_HEAD GOOD_OPTS "}",
-                                       strlen (SUBMIT_HEAD GOOD_OPTS "}"), NULL,
-                                       error, sizeof error);
-    cr_expect_null (msg);
-    cr_expect (strstr (error, "missing its data frame"), "got: %s", error);
+    const char *reason = s_expect_bad (SUBMIT_HEAD GOOD_OPTS "}", NULL);
+    cr_expect (strstr (reason, "missing its data frame"), "got: %s", reason);
     s_expect_bad (SUBMIT_HEAD GOOD_OPTS "}", "");       //  empty data frame
-    imgp_msg_destroy (&msg);
-    msg = s_expect_good (SUBMIT_HEAD GOOD_OPTS "}", "imagebytes");
+    imgp_msg_t *msg = s_expect_good (SUBMIT_HEAD GOOD_OPTS "}", "imagebytes");
     imgp_msg_destroy (&msg);
 
     //  INFO may carry data only when done
@@ -802,11 +807,8 @@ Test (malformed, not_json)
 
 Test (malformed, version)
 {
-    char error [256] = "";
-    const char *v2 = "{\"v\":2,\"type\":\"ping\"}";
-    imgp_msg_t *msg = s_decode_header (v2, strlen (v2), NULL, error, sizeof error);
-    cr_expect_null (msg);
-    cr_expect_str_eq (error, "unsupported protocol version 2");
+    cr_expect_str_eq (s_expect_bad ("{\"v\":2,\"type\":\"ping\"}", NULL),
+                      "unsupported protocol version 2");
     s_expect_bad ("{\"type\":\"ping\"}", NULL);
     s_expect_bad ("{\"v\":0,\"type\":\"ping\"}", NULL);
     s_expect_bad ("{\"v\":-1,\"type\":\"ping\"}", NULL);
@@ -818,11 +820,8 @@ Test (malformed, version)
 
 Test (malformed, type)
 {
-    char error [256] = "";
-    const char *json = "{\"v\":1,\"type\":\"reboot\"}";
-    imgp_msg_t *msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
-    cr_expect_null (msg);
-    cr_expect_str_eq (error, "unknown message type \"reboot\"");
+    cr_expect_str_eq (s_expect_bad ("{\"v\":1,\"type\":\"reboot\"}", NULL),
+                      "unknown message type \"reboot\"");
     s_expect_bad ("{\"v\":1}", NULL);
     s_expect_bad ("{\"v\":1,\"type\":\"PING\"}", NULL);
     s_expect_bad ("{\"v\":1,\"type\":1}", NULL);
@@ -830,11 +829,9 @@ Test (malformed, type)
     s_expect_bad ("{\"v\":1,\"type\":null}", NULL);
     s_expect_bad ("{\"v\":1,\"type\":\"ping\\u0000\"}", NULL);
     //  control characters in an unknown type never reach the log verbatim
-    json = "{\"v\":1,\"type\":\"x\\u001b[31m\\n\"}";
-    msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
-    cr_expect_null (msg);
-    for (const char *c = error; *c; c++)
-        cr_expect (*c >= 0x20 && *c < 0x7f, "unprintable byte in reason: %s", error);
+    const char *reason = s_expect_bad ("{\"v\":1,\"type\":\"x\\u001b[31m\\n\"}", NULL);
+    for (const char *c = reason; *c; c++)
+        cr_expect (*c >= 0x20 && *c < 0x7f, "unprintable byte in reason: %s", reason);
 }
 
 Test (malformed, bad_id)
@@ -968,21 +965,20 @@ Test (malformed, huge_header)
     int n = snprintf (json, size, "{\"v\":1,\"type\":\"ping\",\"pad\":\"");
     memset (json + n, 'x', size - n - 2);
     memcpy (json + size - 2, "\"}", 3);
-    char error [256] = "";
-    imgp_msg_t *msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
-    cr_expect_null (msg);
-    cr_expect (strstr (error, "header frame"), "got: %s", error);
+    const char *reason = s_expect_bad (json, NULL);
+    cr_expect (strstr (reason, "header frame"), "got: %s", reason);
 
     //  exactly IMGP_HEADER_MAX bytes is still fine
     size = IMGP_HEADER_MAX;
     memset (json + n, 'x', size - n - 2);
     memcpy (json + size - 2, "\"}", 3);
     cr_assert_eq (strlen (json), IMGP_HEADER_MAX);
-    msg = s_expect_good (json, NULL);
+    imgp_msg_t *msg = s_expect_good (json, NULL);
     imgp_msg_destroy (&msg);
 
     //  deep nesting within the limit must not crash the parser
     memset (json, '[', IMGP_HEADER_MAX);
+    char error [256] = "";
     msg = s_decode_header (json, IMGP_HEADER_MAX, NULL, error, sizeof error);
     cr_expect_null (msg);
     free (json);
@@ -1130,10 +1126,7 @@ Test (sockets, push_pull_tcp_job_and_done)
     snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
     cr_assert_eq (zmq_connect (pull, endpoint), 0);
 
-    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
-    strcpy (job->id, S_ID);
-    job->attempts = 1;
-    imgp_msg_set_data (job, s_bytes (300000, 4), 300000, NULL);
+    imgp_msg_t *job = s_job_new (1, 300000, 4, NULL);
     cr_assert_eq (imgp_msg_send (&job, vent), 0);
 
     imgp_msg_t *got = imgp_msg_recv (pull);
@@ -1178,6 +1171,24 @@ Test (sockets, push_pull_tcp_job_and_done)
     zsock_destroy (&vent);
 }
 
+//  `client` (REQ, or a DEALER) sends PING; `router` answers PONG.
+static void
+s_ping_pong (zsock_t *client, zsock_t *router)
+{
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    cr_assert_eq (imgp_msg_send (&ping, client), 0);
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PING);
+    imgp_msg_t *pong = imgp_msg_reply_new (got, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&pong, router), 0);
+    got = imgp_msg_recv (client);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_PONG);
+    imgp_msg_destroy (&got);
+}
+
 Test (sockets, req_router_tcp_ping_pong)
 {
     zsock_t *router = zsock_new (ZMQ_ROUTER);
@@ -1188,18 +1199,7 @@ Test (sockets, req_router_tcp_ping_pong)
     zsock_set_rcvtimeo (req, 2000);
     cr_assert_eq (zsock_connect (req, "tcp://127.0.0.1:%d", port), 0);
 
-    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
-    cr_assert_eq (imgp_msg_send (&ping, req), 0);
-    imgp_msg_t *got = imgp_msg_recv (router);
-    cr_assert_not_null (got);
-    cr_expect_eq (got->type, IMGP_MSG_PING);
-    imgp_msg_t *pong = imgp_msg_reply_new (got, IMGP_MSG_PONG);
-    imgp_msg_destroy (&got);
-    cr_assert_eq (imgp_msg_send (&pong, router), 0);
-    got = imgp_msg_recv (req);
-    cr_assert_not_null (got);
-    cr_expect_eq (got->type, IMGP_MSG_PONG);
-    imgp_msg_destroy (&got);
+    s_ping_pong (req, router);
     zsock_destroy (&req);
     zsock_destroy (&router);
 }
@@ -1223,19 +1223,8 @@ Test (sockets, malformed_is_dropped_and_next_message_works)
     zstr_send (dealer, "{\"v\":2,\"type\":\"ping\"}");
     cr_expect_null (imgp_msg_recv (router));
     //  DEALER through imgp_msg_send adds the delimiter, as REQ would
-    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
-    cr_assert_eq (imgp_msg_send (&ping, dealer), 0);
-    imgp_msg_t *got = imgp_msg_recv (router);
-    cr_assert_not_null (got);
-    cr_expect_eq (got->type, IMGP_MSG_PING);
-    imgp_msg_t *pong = imgp_msg_reply_new (got, IMGP_MSG_PONG);
-    imgp_msg_destroy (&got);
-    cr_assert_eq (imgp_msg_send (&pong, router), 0);
     zsock_set_rcvtimeo (dealer, 2000);
-    got = imgp_msg_recv (dealer);
-    cr_assert_not_null (got);
-    cr_expect_eq (got->type, IMGP_MSG_PONG);
-    imgp_msg_destroy (&got);
+    s_ping_pong (dealer, router);
 
     //  PULL: garbage, an extra frame, then a good heartbeat
     zstr_send (push, "not json");
@@ -1246,7 +1235,7 @@ Test (sockets, malformed_is_dropped_and_next_message_works)
     cr_assert_eq (imgp_msg_send (&beat, push), 0);
     cr_expect_null (imgp_msg_recv (pull));
     cr_expect_null (imgp_msg_recv (pull));
-    got = imgp_msg_recv (pull);
+    imgp_msg_t *got = imgp_msg_recv (pull);
     cr_assert_not_null (got);
     cr_expect_eq (got->type, IMGP_MSG_HEARTBEAT);
     cr_expect_eq (got->slots, 1);
@@ -1267,20 +1256,14 @@ Test (sockets, send_failures_free_everything)
     cr_expect_null (pong);
     //  An invalid message is refused before anything is sent.
     zsock_t *push = zsock_new_push ("@inproc://invalid");
-    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
-    strcpy (job->id, S_ID);
-    job->attempts = 0;
     s_freed = 0;
-    imgp_msg_set_data (job, s_bytes (10, 0), 10, s_count_free);
+    imgp_msg_t *job = s_job_new (0, 10, 0, s_count_free);
     cr_expect_eq (imgp_msg_send (&job, push), -1);
     cr_expect_null (job);
     cr_expect_eq (s_freed, 1, "data freed on a refused send");
     //  A PUSH with no peer and a send timeout: the data is freed.
     zsock_set_sndtimeo (push, 50);
-    job = imgp_msg_new (IMGP_MSG_JOB);
-    strcpy (job->id, S_ID);
-    job->attempts = 1;
-    imgp_msg_set_data (job, s_bytes (10, 0), 10, s_count_free);
+    job = s_job_new (1, 10, 0, s_count_free);
     cr_expect_eq (imgp_msg_send (&job, push), -1);
     cr_expect_eq (errno, EAGAIN);
     cr_expect_eq (s_freed, 2, "data freed on a failed send");
