@@ -7,7 +7,21 @@
 # parallel clients; waits until all are done; then runs vips_baseline (plain
 # vips_thumbnail_buffer, one process per core) over the same file list.
 # Also reports the upload (202) latency while the resizers are saturated:
-# the number that says whether the web server stays free under load.
+# the number that says whether the web server stays free under load, and
+# where the CPU went: each process's CPU seconds, and the resizers' own time
+# per image (their event=resized ms), to compare with vips_baseline's.
+# On a machine with few cores the resizers share them with curl, the
+# frontend and the broker while uploads run: compare "resize wall" with
+# "resizer cpu" to see that contention.
+#
+# The baseline runs twice. "plain" is libvips with glibc's malloc defaults,
+# the way a hand-written loop runs. "same malloc" gives it the allocator
+# settings the resizer makes for itself (s_tune_malloc in
+# resizer/imgp_thumb.c: one arena per libvips thread, 32 MB mmap threshold,
+# 64 MB trim threshold). They speed plain libvips up too (one process over
+# the 36 photos: 13.4 -> 16.8 images/s, 2026-11-28), so the ratio against
+# it is the cost of the pipeline alone, and the one against "plain" what a
+# user gains or loses over the loop they would have written.
 #   CORPUS=../shared/corpus ROUNDS=3 CONCURRENCY=8 BUILD_DIR=build
 set -euo pipefail
 
@@ -30,10 +44,11 @@ p=() ; for i in 1 2 3 4 5; do p+=("$(free_port)"); done
 ep() { echo "tcp://127.0.0.1:$1"; }
 export IMGP_INTAKE=$(ep "${p[0]}") IMGP_STATUS=$(ep "${p[1]}") IMGP_JOBS=$(ep "${p[2]}") IMGP_RESULTS=$(ep "${p[3]}")
 pids=()
+declare -A role
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-"$build/broker/imgpipe-broker" --data-dir "$work/data" --max-queue 100000 2>"$work/broker.log" & pids+=($!)
-for _ in $(seq "$resizers"); do "$build/resizer/imgpipe-resizer" 2>>"$work/resizer.log" & pids+=($!); done
-"$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:${p[4]}" 2>"$work/frontend.log" & pids+=($!)
+"$build/broker/imgpipe-broker" --data-dir "$work/data" --max-queue 100000 2>"$work/broker.log" & pids+=($!); role[$!]=broker
+for _ in $(seq "$resizers"); do "$build/resizer/imgpipe-resizer" 2>>"$work/resizer.log" & pids+=($!); role[$!]=resizers; done
+"$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:${p[4]}" 2>"$work/frontend.log" & pids+=($!); role[$!]=frontend
 url="http://127.0.0.1:${p[4]}"
 until curl -fs "$url/healthz" >/dev/null; do sleep 0.1; done
 
@@ -41,11 +56,11 @@ files=()
 for _ in $(seq "$rounds"); do files+=("$corpus"/photos/*.jpg); done
 n=${#files[@]}
 
-# -H 'Expect:': curl waits 1 s for a "100 Continue" before bodies over 1 MB,
-# which civetweb 1.15 never sends in this handler (README, known limits).
+# Plain curl, as a user runs it: it sends Expect: 100-continue for bodies
+# over 1 MB, which the frontend answers at once.
 t0=$(now)
 printf '%s\n' "${files[@]}" | xargs -P "$conc" -I{} \
-    curl -s -o /dev/null -H 'Expect:' -w '%{http_code} %{time_total}\n' -F img=@{} "$url/v1/images" >"$work/uploads"
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -F img=@{} "$url/v1/images" >"$work/uploads"
 t_up=$(now)
 accepted=$(grep -c '^202 ' "$work/uploads" || true)
 until [ "$(grep -c 'event=done' "$work/broker.log" || true)" -ge "$accepted" ]; do
@@ -54,13 +69,35 @@ until [ "$(grep -c 'event=done' "$work/broker.log" || true)" -ge "$accepted" ]; 
 done
 t1=$(now)
 
+# CPU seconds (user + system) per role, from /proc while they still run.
+tick=$(getconf CLK_TCK)
+declare -A cpu=([broker]=0 [resizers]=0 [frontend]=0)
+for pid in "${pids[@]}"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    t=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+    cpu[${role[$pid]}]=$(( ${cpu[${role[$pid]}]} + t ))
+done
+resize_ms=$(grep -o 'event=resized ms=[0-9]*' "$work/resizer.log" | awk -F= '{s += $3} END {print s + 0}')
+
 read -r _ base_s base_rate < <("$build/tests/vips_baseline" "$resizers" "${files[@]}" 2>/dev/null)
+same_malloc=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864
+read -r _ tuned_s tuned_rate < <(GLIBC_TUNABLES=$same_malloc \
+    "$build/tests/vips_baseline" "$resizers" "${files[@]}" 2>/dev/null)
 sys_s=$(echo "$t1 - $t0" | bc -l)
 sys_rate=$(echo "$n / $sys_s" | bc -l)
 lat=$(awk '{print $2}' "$work/uploads" | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99)+1; if (i>NR) i=NR; printf "%.1f %.1f", a[int(NR*0.5)+1]*1000, a[i]*1000}')
 printf 'images: %d (%d accepted), resizers: %d, upload concurrency: %d\n' "$n" "$accepted" "$resizers" "$conc"
 printf 'imgpipe end to end : %6.2f images/s (%.2f s)\n' "$sys_rate" "$sys_s"
 printf 'plain libvips      : %6.2f images/s (%.2f s)\n' "$base_rate" "$base_s"
-printf 'ratio imgpipe/vips : %6.2f\n' "$(echo "$sys_rate / $base_rate" | bc -l)"
+printf 'libvips, same malloc: %5.2f images/s (%.2f s)\n' "$tuned_rate" "$tuned_s"
+printf 'ratio imgpipe/vips : %6.2f (same malloc: %.2f)\n' "$(echo "$sys_rate / $base_rate" | bc -l)" \
+    "$(echo "$sys_rate / $tuned_rate" | bc -l)"
+printf 'resize wall (sum of event=resized ms): %.1f ms/image; resizer cpu %.1f ms/image; ' \
+    "$(echo "$resize_ms / $n" | bc -l)" "$(echo "${cpu[resizers]} * 1000 / $tick / $n" | bc -l)"
+printf 'baseline %.1f (same malloc %.1f) ms/image per process\n' \
+    "$(echo "$base_s * 1000 * $resizers / $n" | bc -l)" "$(echo "$tuned_s * 1000 * $resizers / $n" | bc -l)"
+printf 'cpu s: resizers %.2f, broker %.2f, frontend %.2f (wall %.2f s on %d cores)\n' \
+    "$(echo "${cpu[resizers]} / $tick" | bc -l)" "$(echo "${cpu[broker]} / $tick" | bc -l)" \
+    "$(echo "${cpu[frontend]} / $tick" | bc -l)" "$sys_s" "$(nproc)"
 printf 'upload 202 latency under load: p50 %s ms, p99 %s ms (all uploads done after %.2f s)\n' \
     ${lat} "$(echo "$t_up - $t0" | bc -l)"

@@ -379,6 +379,106 @@ Test (thumb, metadata_is_stripped, .init = s_init)
     bytes_free (&in);
 }
 
+//  A w x h image of one colour, `bands` values in `value`, tagged `interp`.
+static VipsImage *
+s_solid (int w, int h, const double *value, int bands, VipsInterpretation interp)
+{
+    VipsImage *black = NULL, *lit = NULL, *out = NULL;
+    double ones [4] = { 1, 1, 1, 1 };
+    cr_assert_eq (vips_black (&black, w, h, "bands", bands, NULL), 0);
+    cr_assert_eq (vips_linear (black, &lit, ones, (double *) value, bands, "uchar", TRUE, NULL),
+                  0);
+    cr_assert_eq (vips_copy (lit, &out, "interpretation", interp, NULL), 0);
+    g_object_unref (black);
+    g_object_unref (lit);
+    return out;
+}
+
+//  The thumbnail of `in` (PNG, 16x16 box) has `want` in its middle, each
+//  band within `slack`.
+static void
+s_expect_colour (bytes_t in, const double want [3], double slack, const char *what)
+{
+    imgp_opts_t opts = s_opts (16, 16, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    VipsImage *out = s_decode (result.data, result.size);
+    cr_assert_eq (vips_image_get_typeof (out, VIPS_META_ICC_NAME), 0, "%s: kept a profile",
+                  what);
+    double *pixel = NULL;
+    int n = 0;
+    cr_assert_eq (vips_getpoint (out, &pixel, &n, 8, 8, NULL), 0);
+    cr_assert_geq (n, 3);
+    for (int i = 0; i < 3; i++)
+        cr_expect (pixel [i] >= want [i] - slack && pixel [i] <= want [i] + slack,
+                   "%s: band %d is %g, wanted %g", what, i, pixel [i], want [i]);
+    g_free (pixel);
+    g_object_unref (out);
+    imgp_thumb_result_clear (&result);
+}
+
+//  No profile: the pixels are sRGB already and come out as they went in
+//  (a round trip through XYZ and an sRGB profile had turned white into
+//  250,253,253).
+Test (thumb, colours_without_a_profile_are_kept, .init = s_init)
+{
+    const double colours [][3] = { { 255, 255, 255 }, { 0, 255, 0 }, { 200, 100, 50 } };
+    for (size_t i = 0; i < sizeof colours / sizeof colours [0]; i++) {
+        bytes_t in = s_encode (s_solid (64, 64, colours [i], 3, VIPS_INTERPRETATION_sRGB),
+                               ".png");
+        s_expect_colour (in, colours [i], 1, "sRGB png without a profile");
+        bytes_free (&in);
+    }
+}
+
+//  An embedded profile is honoured: sRGB green stored as Display P3
+//  pixels (about 117,251,76) with the P3 profile comes back sRGB green.
+Test (thumb, embedded_profile_is_converted_to_srgb, .init = s_init)
+{
+    const double green [3] = { 0, 255, 0 };
+    VipsImage *srgb = s_solid (64, 64, green, 3, VIPS_INTERPRETATION_sRGB);
+    VipsImage *p3 = NULL;
+    cr_assert_eq (vips_icc_transform (srgb, &p3, "p3", "input_profile", "srgb", NULL), 0,
+                  "%s", vips_error_buffer ());
+    g_object_unref (srgb);
+    cr_assert (vips_image_get_typeof (p3, VIPS_META_ICC_NAME), "fixture has no profile");
+    const char *suffixes [] = { ".png", ".jpg[Q=100]" };
+    for (size_t i = 0; i < 2; i++) {
+        g_object_ref (p3);
+        bytes_t in = s_encode (p3, suffixes [i]);
+        VipsImage *header = s_decode (in.data, in.size);
+        double *pixel = NULL;
+        int n = 0;
+        cr_assert_eq (vips_getpoint (header, &pixel, &n, 8, 8, NULL), 0);
+        cr_assert_gt (pixel [0], 100, "fixture red is %g: not P3 pixels", pixel [0]);
+        cr_assert (vips_image_get_typeof (header, VIPS_META_ICC_NAME), "%s lost the profile",
+                   suffixes [i]);
+        g_free (pixel);
+        g_object_unref (header);
+        s_expect_colour (in, green, 6, suffixes [i]);
+        bytes_free (&in);
+    }
+    g_object_unref (p3);
+}
+
+//  CMYK without a profile goes through libvips' own CMYK profile: paper
+//  white comes out (near) white, 3-band sRGB.
+Test (thumb, cmyk_without_a_profile_gives_srgb, .init = s_init)
+{
+    const double paper [4] = { 0, 0, 0, 0 };
+    bytes_t in = s_encode (s_solid (64, 64, paper, 4, VIPS_INTERPRETATION_CMYK), ".jpg");
+    VipsImage *header = s_decode (in.data, in.size);
+    cr_assert_eq (vips_image_get_interpretation (header), VIPS_INTERPRETATION_CMYK);
+    cr_assert_eq (vips_image_get_typeof (header, VIPS_META_ICC_NAME), 0);
+    g_object_unref (header);
+    const double white [3] = { 255, 255, 255 };
+    s_expect_colour (in, white, 12, "CMYK jpeg without a profile");
+    imgp_opts_t opts = s_opts (16, 16, IMGP_FIT_INSIDE, IMGP_FORMAT_PNG);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    s_check_output (&result, 16, 16);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
 Test (thumb, fit_modes, .init = s_init)
 {
     bytes_t in = s_fixture (200, 100, 3, ".png");
