@@ -78,7 +78,7 @@ typedef struct {
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
     int status;                 //  HTTP status sent, 0 until then
     bool body_read;             //  the request body was read to its end
-    bool must_close;            //  the connection cannot carry another request
+    bool must_close;            //  civetweb could not parse it: no request can follow
     int retry_after;            //  Retry-After seconds, 0 for none
     const char *allow;          //  Allow header (405), NULL for none
     char location [64];         //  Location header, "" for none
@@ -174,22 +174,23 @@ s_has_token (const char *value, const char *token)
     return false;
 }
 
-//  The Connection header of the response, as civetweb 1.15 will act after
-//  the handler (should_keep_alive: the client's Connection header, else
-//  keep-alive for HTTP/1.1 only). With body bytes still unread we close,
-//  and make civetweb close too.
-static const char *
-s_connection (s_request_t *req)
+//  True when the connection must close after this response: a request
+//  civetweb could not parse, or body bytes still unread.
+static bool
+s_must_close (s_request_t *req)
 {
-    if (req->must_close || s_body_pending (req)) {
-        mg_disable_connection_keep_alive (req->conn);
-        return "close";
-    }
+    return req->must_close || s_body_pending (req);
+}
+
+//  Keep-alive as civetweb 1.15 will act after the handler
+//  (should_keep_alive: the client's Connection header, else keep-alive
+//  for HTTP/1.1 only), for the Connection header of a response.
+static bool
+s_keep_alive (s_request_t *req)
+{
     const char *asked = mg_get_header (req->conn, "Connection");
     const char *version = mg_get_request_info (req->conn)->http_version;
-    bool keep = asked ? s_has_token (asked, "keep-alive")
-                      : version && strcmp (version, "1.1") == 0;
-    return keep ? "keep-alive" : "close";
+    return asked ? s_has_token (asked, "keep-alive") : version && strcmp (version, "1.1") == 0;
 }
 
 //  A response head, with room for a small body after it, so most
@@ -237,16 +238,23 @@ s_reply (s_request_t *req, int status, const char *type, const void *body, size_
         s_head_add (&head, "Allow: %s\r\n", req->allow);
     if (req->retry_after > 0)
         s_head_add (&head, "Retry-After: %d\r\n", req->retry_after);
-    s_head_add (&head, "Connection: %s\r\n\r\n", s_connection (req));
-    if (size <= sizeof head.text - head.size) {
-        if (size)
-            memcpy (head.text + head.size, body, size);
-        mg_write (conn, head.text, head.size + size);
+    bool close = s_must_close (req);
+    if (close)
+        mg_disable_connection_keep_alive (conn);
+    s_head_add (&head, "Connection: %s\r\n\r\n",
+                close || !s_keep_alive (req) ? "close" : "keep-alive");
+    //  A HEAD response says the length of the body it does not carry.
+    if (strcmp (req->method, "HEAD") == 0)
+        size = 0;
+    else
+    if (size && size <= sizeof head.text - head.size) {
+        memcpy (head.text + head.size, body, size);
+        head.size += size;
+        size = 0;
     }
-    else {
-        mg_write (conn, head.text, head.size);
+    mg_write (conn, head.text, head.size);
+    if (size)
         mg_write (conn, body, size);
-    }
     req->status = status;
 }
 
@@ -609,8 +617,6 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
 {
     static const struct { int status; const char *code, *message; } errors [] = {
         { 400, "bad_request", "the request is malformed" },
-        { 404, "not_found", "no such resource" },
-        { 405, "method_not_allowed", "this method is not allowed here" },
         { 408, "request_timeout", "the request did not arrive in time" },
         { 411, "length_required", "send a Content-Length of one plain number, or a chunked "
                                   "body" },
@@ -629,7 +635,9 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
         }
     //  civetweb's own words only when they say more than "Bad request".
     bool detail = errmsg && *errmsg && strcasecmp (errmsg, "Bad request") != 0;
-    s_request_t req = { .conn = conn, .method = "", .path = "", .must_close = true };
+    const char *method = mg_get_request_info (conn)->request_method;
+    s_request_t req = { .conn = conn, .method = method ? method : "", .path = "",
+                        .must_close = true };
     s_reply_error (&req, status, code, "%s%s%.200s", message, detail ? ": " : "",
                    detail ? errmsg : "");
     return 0;                   //  answered here

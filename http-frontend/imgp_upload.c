@@ -54,7 +54,6 @@ typedef struct {
     uint8_t *data;              //  imgp_buf being filled, NULL until the first byte
     size_t size;                //  bytes used
     size_t capacity;            //  bytes allocated
-    size_t limit;               //  most bytes allowed
     bool too_large;             //  a byte past the limit arrived
     bool no_memory;             //  the buffer could not grow
     bool overdue;               //  bytes were still coming at the body deadline
@@ -84,8 +83,8 @@ s_fail (imgp_upload_t *upload, int status, const char *code, const char *format,
 static int
 s_sink_reserve (s_sink_t *sink, size_t capacity)
 {
-    if (capacity > sink->limit)
-        capacity = sink->limit;
+    if (capacity > sink->limits->max_bytes)
+        capacity = sink->limits->max_bytes;
     if (capacity <= sink->capacity)
         return 0;
     if (!sink->data)
@@ -125,12 +124,14 @@ s_sink_stalled (s_sink_t *sink)
     return silent + S_CLOCK_SLACK_MS >= sink->limits->read_timeout_ms;
 }
 
+//  Bytes arrived (s_sink_arrived) and are kept. Returns -1 once the sink
+//  takes nothing more.
 static int
 s_sink_append (s_sink_t *sink, const void *bytes, size_t len)
 {
-    if (s_sink_failed (sink))
+    if (s_sink_arrived (sink))
         return -1;
-    if (len > sink->limit - sink->size) {
+    if (len > sink->limits->max_bytes - sink->size) {
         sink->too_large = true;
         return -1;
     }
@@ -200,8 +201,7 @@ s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
     char chunk [S_READ_CHUNK];
     int n = 0;
     while (!s_sink_failed (sink) && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
-        if (s_sink_arrived (sink) == 0)
-            s_sink_append (sink, chunk, (size_t) n);
+        s_sink_append (sink, chunk, (size_t) n);
     if (s_sink_failed (sink))
         return 0;               //  sink says why
     bool short_read = n == 0 && declared > 0 && (long long) sink->size < declared;
@@ -230,7 +230,7 @@ s_field_get (const char *key, const char *value, size_t valuelen, void *user_dat
 {
     (void) key;                 //  NULL after the first chunk of a field
     s_sink_t *sink = user_data;
-    if (s_sink_arrived (sink) || s_sink_append (sink, value, valuelen))
+    if (s_sink_append (sink, value, valuelen))
         return MG_FORM_FIELD_HANDLE_ABORT;
     return MG_FORM_FIELD_HANDLE_GET;
 }
@@ -342,7 +342,7 @@ imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits
     s_continue (conn);
 
     int64_t now = zclock_mono ();
-    s_sink_t sink = { .limit = limit, .deadline = now + limits->timeout_ms,
+    s_sink_t sink = { .deadline = now + limits->timeout_ms,
                       .last_bytes = now, .limits = limits };
     int slot = imgp_watch_begin (limits->watch, sink.deadline);
     int rc = kind == S_BODY_FORM ? s_read_form (conn, &sink, upload)

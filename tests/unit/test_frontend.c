@@ -1188,6 +1188,27 @@ Test (http, keep_alive_serves_several_requests)
     close (fd);
 }
 
+//  A HEAD response says the length of a body it does not carry: the next
+//  response on the connection must start right after its head.
+Test (http, head_response_carries_no_body)
+{
+    int fd = s_connect ();
+    const char *requests = "HEAD /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+                           "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    s_send_all (fd, requests, strlen (requests));
+    char text [4096];
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof text - 1 && (n = recv (fd, text + have, sizeof text - 1 - have, 0)) > 0)
+        have += (size_t) n;
+    text [have] = 0;
+    close (fd);
+    const char *end = strstr (text, "\r\n\r\n");
+    cr_assert_not_null (end, "no response head: %s", text);
+    cr_assert (strncmp (end + 4, "HTTP/1.1 200", 12) == 0,
+               "bytes between the HEAD response and the next one: %s", text);
+}
+
 //  --------------------------------------------------------------------------
 //  Expect: 100-continue
 
