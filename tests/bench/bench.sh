@@ -50,7 +50,15 @@ trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; [ -n "${KEEP:-}" ] || rm -rf "$
 for _ in $(seq "$resizers"); do "$build/resizer/imgpipe-resizer" 2>>"$work/resizer.log" & pids+=($!); role[$!]=resizers; done
 "$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:${p[4]}" 2>"$work/frontend.log" & pids+=($!); role[$!]=frontend
 url="http://127.0.0.1:${p[4]}"
-until curl -fs "$url/healthz" >/dev/null; do sleep 0.1; done
+# Every wait has a deadline: a process that failed must not hang the bench.
+wait_for() {    # SECONDS DESCRIPTION COMMAND...
+    local deadline=$((SECONDS + $1)) what=$2; shift 2
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "bench: $what did not happen in time" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+wait_for 30 "the frontend's /healthz" curl -fs -o /dev/null "$url/healthz"
 
 files=()
 for _ in $(seq "$rounds"); do files+=("$corpus"/photos/*.jpg); done
@@ -63,10 +71,11 @@ printf '%s\n' "${files[@]}" | xargs -P "$conc" -I{} \
     curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -F img=@{} "$url/v1/images" >"$work/uploads"
 t_up=$(now)
 accepted=$(grep -c '^202 ' "$work/uploads" || true)
-until [ "$(grep -c 'event=done' "$work/broker.log" || true)" -ge "$accepted" ]; do
-    sleep 0.05
-    grep -q 'event=failed' "$work/broker.log" && { echo "bench: a job failed" >&2; break; }
-done
+all_ended() {
+    grep -q 'event=failed' "$work/broker.log" && { echo "bench: a job failed" >&2; exit 1; }
+    [ "$(grep -c 'event=done' "$work/broker.log" || true)" -ge "$accepted" ]
+}
+wait_for 600 "every accepted job ending" all_ended
 t1=$(now)
 
 # CPU seconds (user + system) per role, from /proc while they still run.
@@ -77,7 +86,8 @@ for pid in "${pids[@]}"; do
     t=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
     cpu[${role[$pid]}]=$(( ${cpu[${role[$pid]}]} + t ))
 done
-resize_ms=$(grep -o 'event=resized ms=[0-9]*' "$work/resizer.log" | awk -F= '{s += $3} END {print s + 0}')
+read -r resized resize_ms < <(grep -o 'event=resized ms=[0-9]*' "$work/resizer.log" |
+    awk -F= '{s += $3} END {print NR, s + 0}')
 
 read -r _ base_s base_rate < <("$build/tests/vips_baseline" "$resizers" "${files[@]}" 2>/dev/null)
 same_malloc=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864
@@ -93,7 +103,7 @@ printf 'libvips, same malloc: %5.2f images/s (%.2f s)\n' "$tuned_rate" "$tuned_s
 printf 'ratio imgpipe/vips : %6.2f (same malloc: %.2f)\n' "$(echo "$sys_rate / $base_rate" | bc -l)" \
     "$(echo "$sys_rate / $tuned_rate" | bc -l)"
 printf 'resize wall (sum of event=resized ms): %.1f ms/image; resizer cpu %.1f ms/image; ' \
-    "$(echo "$resize_ms / $n" | bc -l)" "$(echo "${cpu[resizers]} * 1000 / $tick / $n" | bc -l)"
+    "$(echo "$resize_ms / $resized" | bc -l)" "$(echo "${cpu[resizers]} * 1000 / $tick / $n" | bc -l)"
 printf 'baseline %.1f (same malloc %.1f) ms/image per process\n' \
     "$(echo "$base_s * 1000 * $resizers / $n" | bc -l)" "$(echo "$tuned_s * 1000 * $resizers / $n" | bc -l)"
 printf 'cpu s: resizers %.2f, broker %.2f, frontend %.2f (wall %.2f s on %d cores)\n' \

@@ -46,8 +46,6 @@
 
 #define S_JOB_MS 60000              //  deadline for one job to end
 #define S_WORKER_SIZE 80            //  a resizer's worker name + NUL
-#define S_HEARTBEAT_TIMEOUT_MS 1500 //  broker --heartbeat-timeout-ms
-#define S_DISPATCH_TIMEOUT_MS 3000  //  broker --dispatch-timeout-ms
 #define S_BROKER_FLAGS "--heartbeat-timeout-ms", "1500", "--dispatch-timeout-ms", "3000"
 
 static h_cluster_t *s_cluster;

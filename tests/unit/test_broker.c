@@ -793,8 +793,6 @@ Test (broker, submit_then_status_and_ping)
     imgp_broker_destroy (&rig->broker);
     cr_assert_null (rig->broker);
     s_rig_destroy (&rig);
-    s_rig_destroy (&rig);
-    cr_assert_null (rig);
 }
 
 Test (broker, duplicate_submit_is_idempotent)
