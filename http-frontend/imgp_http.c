@@ -456,7 +456,7 @@ s_upload (s_request_t *req)
     }
     const imgp_http_config_t *config = &req->server->config;
     imgp_upload_limits_t limits = { config->max_upload, config->upload_timeout_ms,
-                                    config->request_timeout_ms, req->server->watch };
+                                    config->head_timeout_ms, req->server->watch };
     imgp_upload_t upload;
     int rc = imgp_upload_read (req->conn, &limits, &upload);
     req->body_read = upload.consumed;
@@ -659,7 +659,7 @@ s_start (imgp_http_t *self)
 {
     char threads [16], timeout [16];
     snprintf (threads, sizeof threads, "%d", self->config.threads);
-    snprintf (timeout, sizeof timeout, "%d", self->config.request_timeout_ms);
+    snprintf (timeout, sizeof timeout, "%d", self->config.head_timeout_ms);
     const char *options [] = {
         "listening_ports", self->listen,
         "num_threads", threads,
@@ -688,7 +688,7 @@ imgp_http_new (const imgp_http_config_t *config)
 {
     assert (config && config->listen && config->intake && config->status);
     assert (config->threads > 0 && config->max_upload > 0);
-    assert (config->broker_timeout_ms > 0 && config->request_timeout_ms > 0);
+    assert (config->broker_timeout_ms > 0 && config->head_timeout_ms > 0);
     assert (config->upload_timeout_ms > 0);
     imgp_http_t *self = calloc (1, sizeof *self);
     if (!self)

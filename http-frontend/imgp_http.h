@@ -24,8 +24,14 @@ typedef struct {
     int threads;                //  worker threads, also the most concurrent connections
     size_t max_upload;          //  largest image accepted, bytes, <= IMGP_UPLOAD_LIMIT_MAX
     int broker_timeout_ms;      //  time one broker call may take before 503 (uploads: more)
-    int request_timeout_ms;     //  civetweb timeout per read or write
+    int head_timeout_ms;        //  a request head must arrive within this; also the
+                                //  longest silence inside a body (civetweb request_timeout_ms)
+    int keepalive_timeout_ms;   //  an idle keep-alive connection is closed after this
     int upload_timeout_ms;      //  time a whole upload body may take (408 beyond)
+    int conn_per_ip;            //  open connections per client address, 0 = no limit
+    int max_wait_s;             //  longest ?wait= a request may ask for
+    const char *api_keys;       //  key file (NAME KEY [RATE [BURST]] lines), NULL = no keys
+    int rate_per_ip;            //  requests/s per client address without keys, 0 = off
     unsigned sniff_allow;       //  extra formats taken at upload, IMGP_SNIFF_* bits
 } imgp_http_config_t;
 

@@ -28,8 +28,8 @@ static const imgp_conf_spec_t s_specs [] = {
     { "max-upload-bytes", "33554432", "largest image upload accepted, in bytes" },
     { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503; an "
       "upload gets 1 ms more per 10 kB (assumes 10 MB/s to the broker)" },
-    { "request-timeout-ms", "30000", "HTTP timeout per read or write, in milliseconds; an "
-      "upload that sends nothing this long gets 408" },
+    { "head-timeout-ms", "10000", "a request head must arrive within this many milliseconds; "
+      "also the longest silence inside an upload body (408 beyond)" },
     { "upload-timeout-ms", "120000", "time a whole upload body may take, in milliseconds; a "
       "slower one gets 408 and its connection is closed" },
     { "allow-loaders", "", "extra formats to take at upload, comma list of svg, pdf, magick "
@@ -45,7 +45,7 @@ s_config (imgp_conf_t *conf, imgp_http_config_t *config)
     if (imgp_conf_long (conf, "threads", 1, 1024, &threads)
     ||  imgp_conf_long (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &max_upload)
     ||  imgp_conf_long (conf, "broker-timeout-ms", 100, 600000, &broker_timeout)
-    ||  imgp_conf_long (conf, "request-timeout-ms", 100, 3600000, &request_timeout)
+    ||  imgp_conf_long (conf, "head-timeout-ms", 100, 3600000, &request_timeout)
     ||  imgp_conf_long (conf, "upload-timeout-ms", 100, 86400000, &upload_timeout))
         return -1;
     if (imgp_sniff_allow_parse (imgp_conf_str (conf, "allow-loaders"), &config->sniff_allow))
@@ -56,7 +56,7 @@ s_config (imgp_conf_t *conf, imgp_http_config_t *config)
     config->threads = (int) threads;
     config->max_upload = (size_t) max_upload;
     config->broker_timeout_ms = (int) broker_timeout;
-    config->request_timeout_ms = (int) request_timeout;
+    config->head_timeout_ms = (int) request_timeout;
     config->upload_timeout_ms = (int) upload_timeout;
     return 0;
 }

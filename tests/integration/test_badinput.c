@@ -26,7 +26,7 @@
 #include <vips/vips.h>
 
 #define S_SMALL_LIMIT "2000000"     //  --max-upload-bytes of the upload tests
-#define S_STALL_TIMEOUT "1000"      //  --request-timeout-ms of the stall tests
+#define S_STALL_TIMEOUT "1000"      //  --head-timeout-ms of the stall tests
 #define S_HTTP_MS 20000             //  deadline of one exchange
 #define S_HEAD 512                  //  room for a request head
 
@@ -52,7 +52,7 @@ static void
 s_setup_two_threads (void)
 {
     s_start (&(h_cluster_opts_t) { .resizers = 1, .frontends = 1,
-        .frontend_extra = { "--threads", "2", "--request-timeout-ms", S_STALL_TIMEOUT,
+        .frontend_extra = { "--threads", "2", "--head-timeout-ms", S_STALL_TIMEOUT,
                             "--max-upload-bytes", S_SMALL_LIMIT, NULL } });
 }
 

@@ -316,7 +316,7 @@ s_config (const char *intake, const char *status)
         .threads = 4,
         .max_upload = UPLOAD_LIMIT,
         .broker_timeout_ms = 1500,
-        .request_timeout_ms = 5000,
+        .head_timeout_ms = 5000,
         .upload_timeout_ms = 20000,
     };
     return config;
@@ -403,7 +403,7 @@ s_setup_down (void)
 
 //  A frontend with one worker thread and short timeouts, so a thread held
 //  by a slow client would show as the next request not being served.
-#define SLOW_READ_MS 1000       //  --request-timeout-ms: one silent read
+#define SLOW_READ_MS 1000       //  --head-timeout-ms: one silent read
 #define SLOW_UPLOAD_MS 5000     //  --upload-timeout-ms: the whole body
 
 static void
@@ -412,7 +412,7 @@ s_setup_slow (void)
     s_setup_broker ();
     imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
     config.threads = 1;
-    config.request_timeout_ms = SLOW_READ_MS;
+    config.head_timeout_ms = SLOW_READ_MS;
     config.upload_timeout_ms = SLOW_UPLOAD_MS;
     s_start_http_with (&config);
 }
@@ -1447,7 +1447,7 @@ s_assert_stall_is_408 (const char *kind)
 }
 
 //  The client sends a byte every 100 ms: each read is well inside
-//  --request-timeout-ms, the whole body is not inside --upload-timeout-ms.
+//  --head-timeout-ms, the whole body is not inside --upload-timeout-ms.
 static void
 s_assert_dribble_is_408 (const char *kind)
 {
