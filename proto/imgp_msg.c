@@ -14,9 +14,11 @@
 #include "imgp_msg.h"
 #include "imgp_log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +40,28 @@ enum {
     F_WORKER = 1 << 7,      //  "worker"
     F_ERROR = 1 << 8,       //  "code", "message"
     F_RESULT = 1 << 9,      //  "result" object
-    F_BY_STATE = 1 << 10    //  INFO: error when failed, result when done
+    F_BY_STATE = 1 << 10,   //  INFO: error when failed, result when done
+    F_OWNER = 1 << 11,      //  "owner", optional
+    F_WAIT = 1 << 12,       //  "wait_ms", optional
+    F_STATS = 1 << 13       //  "stats" object, optional
 };
+
+//  "tag" is optional on every type: a requester's number for its request,
+//  echoed in the reply, so one DEALER socket can carry many requests.
+
+const int64_t imgp_stats_bounds_ms [IMGP_STATS_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
+};
+
+void
+imgp_histo_add (imgp_histo_t *histo, int64_t ms)
+{
+    int i = 0;
+    while (i < IMGP_STATS_BUCKETS && ms > imgp_stats_bounds_ms [i])
+        i++;
+    histo->counts [i]++;
+    histo->sum_ms += ms > 0 ? ms : 0;
+}
 
 //  Does a type carry frame 1?
 typedef enum {
@@ -58,14 +80,14 @@ typedef struct {
 
 //  Indexed by imgp_msg_type_t; entry 0 is unused.
 static const s_type_spec_t s_types [] = {
-    [IMGP_MSG_SUBMIT] = { "submit", "SUBMIT", F_ID | F_OPTS, S_DATA_REQUIRED, 0 },
+    [IMGP_MSG_SUBMIT] = { "submit", "SUBMIT", F_ID | F_OPTS | F_OWNER, S_DATA_REQUIRED, 0 },
     [IMGP_MSG_ACCEPTED] = { "accepted", "ACCEPTED", F_ID | F_STATE, S_DATA_NONE, 0 },
-    [IMGP_MSG_STATUS] = { "status", "STATUS", F_ID, S_DATA_NONE, 0 },
-    [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID, S_DATA_NONE, 0 },
+    [IMGP_MSG_STATUS] = { "status", "STATUS", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
+    [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
     [IMGP_MSG_INFO] = { "info", "INFO",
         F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE, S_DATA_OPTIONAL, 0 },
     [IMGP_MSG_PING] = { "ping", "PING", 0, S_DATA_NONE, 0 },
-    [IMGP_MSG_PONG] = { "pong", "PONG", 0, S_DATA_NONE, 0 },
+    [IMGP_MSG_PONG] = { "pong", "PONG", F_STATS, S_DATA_NONE, 0 },
     [IMGP_MSG_ERROR] = { "error", "ERROR", F_ID_OPT | F_ERROR, S_DATA_NONE, 0 },
     [IMGP_MSG_JOB] = { "job", "JOB", F_ID | F_ATTEMPTS | F_OPTS, S_DATA_REQUIRED, 1 },
     [IMGP_MSG_HEARTBEAT] = { "heartbeat", "HEARTBEAT", F_WORKER | F_SLOTS, S_DATA_NONE, 0 },
@@ -170,6 +192,7 @@ imgp_msg_reply_new (imgp_msg_t *request, imgp_msg_type_t type)
     if (request) {
         memcpy (self->id, request->id, sizeof self->id);
         self->id [IMGP_ID_LEN] = '\0';
+        self->tag = request->tag;
         if (request->routing_id)
             self->routing_id = zframe_dup (request->routing_id);
     }
@@ -340,6 +363,82 @@ s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
     return 0;
 }
 
+//  The integer fields of imgp_stats_t, by wire name, for the codec's loops.
+static const struct {
+    const char *name;       //  key in the "stats" object
+    size_t offset;          //  offsetof in imgp_stats_t
+} s_stats_fields [] = {
+    { "queued", offsetof (imgp_stats_t, queued) },
+    { "queue_max", offsetof (imgp_stats_t, queue_max) },
+    { "in_flight", offsetof (imgp_stats_t, in_flight) },
+    { "resizers", offsetof (imgp_stats_t, resizers) },
+    { "slots", offsetof (imgp_stats_t, slots) },
+    { "waiters", offsetof (imgp_stats_t, waiters) },
+    { "accepted", offsetof (imgp_stats_t, accepted) },
+    { "done", offsetof (imgp_stats_t, done) },
+    { "failed", offsetof (imgp_stats_t, failed) },
+    { "retried", offsetof (imgp_stats_t, retried) },
+};
+#define S_STATS_FIELDS (sizeof s_stats_fields / sizeof s_stats_fields [0])
+
+//  The histograms of imgp_stats_t, by wire name.
+static const struct {
+    const char *name;       //  key in the "stats" object
+    size_t offset;          //  offsetof in imgp_stats_t
+} s_stats_histos [] = {
+    { "job_ms", offsetof (imgp_stats_t, job_ms) },
+    { "wait_ms", offsetof (imgp_stats_t, wait_ms) },
+};
+#define S_STATS_HISTOS (sizeof s_stats_histos / sizeof s_stats_histos [0])
+
+static int64_t *
+s_stats_field (imgp_stats_t *stats, size_t i)
+{
+    return (int64_t *) ((char *) stats + s_stats_fields [i].offset);
+}
+
+static imgp_histo_t *
+s_stats_histo (imgp_stats_t *stats, size_t i)
+{
+    return (imgp_histo_t *) ((char *) stats + s_stats_histos [i].offset);
+}
+
+//  Every figure is a count: none may be negative.
+static int
+s_check_stats (imgp_stats_t *stats, char *error, size_t size)
+{
+    for (size_t i = 0; i < S_STATS_FIELDS; i++)
+        if (*s_stats_field (stats, i) < 0)
+            return s_fail (error, size, "stats.%s is negative", s_stats_fields [i].name);
+    for (size_t i = 0; i < S_STATS_HISTOS; i++) {
+        imgp_histo_t *histo = s_stats_histo (stats, i);
+        for (int b = 0; b <= IMGP_STATS_BUCKETS; b++)
+            if (histo->counts [b] < 0)
+                return s_fail (error, size, "stats.%s has a negative count",
+                               s_stats_histos [i].name);
+        if (histo->sum_ms < 0)
+            return s_fail (error, size, "stats.%s has a negative sum", s_stats_histos [i].name);
+    }
+    return 0;
+}
+
+//  The optional fields: tag on every type, owner and wait_ms where used.
+static int
+s_check_optional (imgp_msg_t *self, unsigned fields, char *error, size_t size)
+{
+    if (self->tag < 0 || self->tag > IMGP_TAG_MAX)
+        return s_fail (error, size, "tag is not in 0..2^53-1");
+    if ((fields & F_OWNER) && self->owner [0] && !imgp_msg_owner_valid (self->owner))
+        return s_fail (error, size, "owner must be 1..%d characters of [A-Za-z0-9_.-]",
+                       IMGP_OWNER_MAX);
+    if ((fields & F_WAIT) && (self->wait_ms < 0 || self->wait_ms > IMGP_WAIT_MAX_MS))
+        return s_fail (error, size, "wait_ms %d is not in 0..%d", self->wait_ms,
+                       IMGP_WAIT_MAX_MS);
+    if ((fields & F_STATS) && self->has_stats && s_check_stats (&self->stats, error, size))
+        return -1;
+    return 0;
+}
+
 //  Validate every field a message's type uses, and its data. `has_data`
 //  says whether frame 1 is (to be) present.
 static int
@@ -365,6 +464,8 @@ s_check (imgp_msg_t *self, bool has_data, char *error, size_t size)
       || s_check_message (self->message, error, size)))
         return -1;
     if ((fields & F_RESULT) && s_check_result (&self->result, error, size))
+        return -1;
+    if (s_check_optional (self, fields, error, size))
         return -1;
     return s_check_data (self, spec, has_data, error, size);
 }
@@ -409,6 +510,44 @@ s_result_json (const imgp_result_t *result)
                       "bytes", (json_int_t) result->bytes, "ms", (json_int_t) result->ms);
 }
 
+static json_t *
+s_histo_json (const imgp_histo_t *histo)
+{
+    json_t *counts = json_array ();
+    for (int b = 0; counts && b <= IMGP_STATS_BUCKETS; b++)
+        json_array_append_new (counts, json_integer (histo->counts [b]));
+    return json_pack ("{s:o?, s:I}", "counts", counts, "sum", (json_int_t) histo->sum_ms);
+}
+
+static json_t *
+s_stats_json (imgp_stats_t *stats)
+{
+    json_t *obj = json_object ();
+    for (size_t i = 0; obj && i < S_STATS_FIELDS; i++)
+        json_object_set_new (obj, s_stats_fields [i].name,
+                             json_integer (*s_stats_field (stats, i)));
+    for (size_t i = 0; obj && i < S_STATS_HISTOS; i++)
+        json_object_set_new (obj, s_stats_histos [i].name,
+                             s_histo_json (s_stats_histo (stats, i)));
+    return obj;
+}
+
+//  The optional fields, each only when set.
+static int
+s_header_fill_optional (json_t *root, imgp_msg_t *self, unsigned fields)
+{
+    int rc = 0;
+    if (self->tag)
+        rc |= json_object_set_new (root, "tag", json_integer (self->tag));
+    if ((fields & F_OWNER) && self->owner [0])
+        rc |= json_object_set_new (root, "owner", json_string (self->owner));
+    if ((fields & F_WAIT) && self->wait_ms)
+        rc |= json_object_set_new (root, "wait_ms", json_integer (self->wait_ms));
+    if ((fields & F_STATS) && self->has_stats)
+        rc |= json_object_set_new (root, "stats", s_stats_json (&self->stats));
+    return rc ? -1 : 0;
+}
+
 //  Add the fields to `root`; returns 0 or -1 on allocation failure.
 static int
 s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
@@ -436,6 +575,7 @@ s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
     }
     if (fields & F_RESULT)
         rc |= json_object_set_new (root, "result", s_result_json (&self->result));
+    rc |= s_header_fill_optional (root, self, fields);
     return rc ? -1 : 0;
 }
 
@@ -632,6 +772,60 @@ s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
     return 0;
 }
 
+static int
+s_read_histo (json_t *obj, const char *key, imgp_histo_t *histo, char *error, size_t size)
+{
+    json_t *value = s_get_object (obj, key, error, size);
+    if (!value)
+        return -1;
+    json_t *counts = json_object_get (value, "counts");
+    if (!json_is_array (counts) || json_array_size (counts) != IMGP_STATS_BUCKETS + 1)
+        return s_fail (error, size, "stats.%s.counts is not an array of %d integers", key,
+                       IMGP_STATS_BUCKETS + 1);
+    for (int b = 0; b <= IMGP_STATS_BUCKETS; b++) {
+        json_t *count = json_array_get (counts, (size_t) b);
+        if (!json_is_integer (count))
+            return s_fail (error, size, "stats.%s.counts has a non-integer", key);
+        histo->counts [b] = (int64_t) json_integer_value (count);
+    }
+    return s_get_int64 (value, "sum", &histo->sum_ms, error, size);
+}
+
+static int
+s_read_stats (json_t *root, imgp_stats_t *stats, char *error, size_t size)
+{
+    json_t *obj = s_get_object (root, "stats", error, size);
+    if (!obj)
+        return -1;
+    for (size_t i = 0; i < S_STATS_FIELDS; i++)
+        if (s_get_int64 (obj, s_stats_fields [i].name, s_stats_field (stats, i), error, size))
+            return -1;
+    for (size_t i = 0; i < S_STATS_HISTOS; i++)
+        if (s_read_histo (obj, s_stats_histos [i].name, s_stats_histo (stats, i), error, size))
+            return -1;
+    return 0;
+}
+
+//  The optional fields, each read only when present.
+static int
+s_read_optional (json_t *root, imgp_msg_t *self, unsigned fields, char *error, size_t size)
+{
+    if (json_object_get (root, "tag") && s_get_int64 (root, "tag", &self->tag, error, size))
+        return -1;
+    if ((fields & F_OWNER) && json_object_get (root, "owner")
+    &&  s_get_str (root, "owner", self->owner, sizeof self->owner, error, size))
+        return -1;
+    if ((fields & F_WAIT) && json_object_get (root, "wait_ms")
+    &&  s_get_int (root, "wait_ms", &self->wait_ms, error, size))
+        return -1;
+    if ((fields & F_STATS) && json_object_get (root, "stats")) {
+        if (s_read_stats (root, &self->stats, error, size))
+            return -1;
+        self->has_stats = true;
+    }
+    return 0;
+}
+
 //  Read the fields a type uses from the header into `self`. INFO's state
 //  is read first, since it decides which other fields are present.
 static int
@@ -657,7 +851,8 @@ s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
     ||  ((fields & F_ERROR)
       && (s_get_str (root, "code", self->code, sizeof self->code, error, size)
        || s_get_str (root, "message", self->message, sizeof self->message, error, size)))
-    ||  ((fields & F_RESULT) && s_read_result (root, &self->result, error, size)))
+    ||  ((fields & F_RESULT) && s_read_result (root, &self->result, error, size))
+    ||  s_read_optional (root, self, fields, error, size))
         return -1;
     return 0;
 }
@@ -879,6 +1074,20 @@ imgp_msg_recv (void *sock)
     }
     self->routing_id = routing_id;
     return self;
+}
+
+bool
+imgp_msg_owner_valid (const char *name)
+{
+    size_t len = name ? strlen (name) : 0;
+    if (len == 0 || len > IMGP_OWNER_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) name [i];
+        if (!isalnum (c) && c != '_' && c != '.' && c != '-')
+            return false;
+    }
+    return true;
 }
 
 bool

@@ -30,6 +30,10 @@
 #define IMGP_CODE_MAX 32            //  error code, [a-z_]
 #define IMGP_MESSAGE_MAX 256        //  error message, UTF-8 text
 #define IMGP_HEADER_MAX 4096        //  largest JSON header frame accepted
+#define IMGP_OWNER_MAX 64           //  owner (API key name), [A-Za-z0-9_.-]
+#define IMGP_WAIT_MAX_MS 60000      //  longest wait_ms of a STATUS or FETCH
+#define IMGP_TAG_MAX 9007199254740991LL //  2^53 - 1: exact in every JSON reader
+#define IMGP_STATS_BUCKETS 12       //  bounded buckets of a histogram (+Inf is extra)
 
 typedef enum {
     //  frontend (REQ) -> broker intake (ROUTER)
@@ -52,6 +56,35 @@ typedef enum {
     IMGP_MSG_DONE,          //  id, worker, attempts, result, data = thumbnail
     IMGP_MSG_FAILED,        //  id, worker, attempts, code, message
 } imgp_msg_type_t;
+
+//  Upper bounds (ms) of the histogram buckets in PONG stats; a last bucket
+//  holds everything above the highest (Prometheus "+Inf").
+extern const int64_t imgp_stats_bounds_ms [IMGP_STATS_BUCKETS];
+
+//  A histogram of milliseconds: counts per bucket (not cumulative) and sum.
+typedef struct {
+    int64_t counts [IMGP_STATS_BUCKETS + 1];    //  per bucket, last is above every bound
+    int64_t sum_ms;                             //  sum of every observation
+} imgp_histo_t;
+
+//  The broker's figures, carried by PONG (for /readyz, /metrics, /v1/cluster).
+typedef struct {
+    int64_t queued;         //  jobs waiting for a resizer
+    int64_t queue_max;      //  --max-queue: queued beyond it get queue_full
+    int64_t in_flight;      //  jobs dispatched, not yet finished
+    int64_t resizers;       //  live resizers (heard within the heartbeat timeout)
+    int64_t slots;          //  free job slots the live resizers reported
+    int64_t waiters;        //  STATUS/FETCH requests held with wait_ms
+    int64_t accepted;       //  jobs accepted since start
+    int64_t done;           //  jobs ended done since start
+    int64_t failed;         //  jobs ended failed since start
+    int64_t retried;        //  dispatches re-queued (resizer lost, timeout) since start
+    imgp_histo_t job_ms;    //  resize time of done jobs, as the resizers reported
+    imgp_histo_t wait_ms;   //  time from accepted to first dispatch
+} imgp_stats_t;
+
+//  Add one observation to a histogram.
+void imgp_histo_add (imgp_histo_t *histo, int64_t ms);
 
 //  Metadata of a finished thumbnail.
 typedef struct {
@@ -77,6 +110,11 @@ typedef struct {
     char code [IMGP_CODE_MAX + 1];      //  ERROR, FAILED, INFO when failed
     char message [IMGP_MESSAGE_MAX + 1];//  ERROR, FAILED, INFO when failed
     imgp_result_t result;               //  DONE, INFO when done
+    int64_t tag;                        //  any: 0 or 1..IMGP_TAG_MAX, echoed in replies
+    char owner [IMGP_OWNER_MAX + 1];    //  SUBMIT, STATUS, FETCH: "" or the key name
+    int wait_ms;                        //  STATUS, FETCH: 0, or hold until finished
+    bool has_stats;                     //  PONG: stats present (the broker's always are)
+    imgp_stats_t stats;                 //  PONG, when has_stats
     //  Private: the image bytes and the ROUTER envelope. Use the functions.
     zframe_t *data_frame;               //  received bytes, owned
     void *data_buf;                     //  outgoing bytes, owned until sent
@@ -88,7 +126,7 @@ typedef struct {
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
 imgp_msg_t *imgp_msg_new (imgp_msg_type_t type);
 
-//  Create a reply to `request`: same envelope (routing id), same id.
+//  Create a reply to `request`: same envelope (routing id), id and tag.
 imgp_msg_t *imgp_msg_reply_new (imgp_msg_t *request, imgp_msg_type_t type);
 
 //  Create an ERROR reply to `request` with a code and printf-style message.
@@ -148,6 +186,10 @@ int imgp_msg_max_size (int64_t max_image);
 
 //  Name of a type ("SUBMIT"), for logs.
 const char *imgp_msg_type_name (imgp_msg_type_t type);
+
+//  True when `name` may travel as an `owner`: 1..IMGP_OWNER_MAX characters
+//  of [A-Za-z0-9_.-] (the API key names of the frontend's key file).
+bool imgp_msg_owner_valid (const char *name);
 
 //  True when `name` may travel as a `worker`: 1..IMGP_WORKER_MAX characters
 //  0x21..0x7E (printable ASCII, no space). The codec checks received and

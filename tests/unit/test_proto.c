@@ -459,6 +459,80 @@ Test (codec, status_and_fetch)
     }
 }
 
+Test (codec, tag_owner_and_wait)
+{
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_FETCH);
+    msg->tag = IMGP_TAG_MAX;
+    msg->wait_ms = IMGP_WAIT_MAX_MS;
+    snprintf (msg->owner, sizeof msg->owner, "team-a.prod_2");
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->tag, IMGP_TAG_MAX);
+    cr_expect_eq (back->wait_ms, IMGP_WAIT_MAX_MS);
+    cr_expect_str_eq (back->owner, "team-a.prod_2");
+    //  a reply carries the request's tag back, not its owner or wait
+    imgp_msg_t *info = imgp_msg_reply_new (back, IMGP_MSG_ERROR);
+    snprintf (info->code, sizeof info->code, "not_found");
+    imgp_msg_destroy (&back);
+    back = s_round_trip (info);
+    cr_expect_eq (back->tag, IMGP_TAG_MAX);
+    cr_expect_str_eq (back->owner, "");
+    imgp_msg_destroy (&back);
+    //  unset, none of them is on the wire
+    msg = s_msg_new (IMGP_MSG_STATUS);
+    char *header = s_header_of (msg);
+    cr_expect_null (strstr (header, "tag"), "%s", header);
+    cr_expect_null (strstr (header, "owner"), "%s", header);
+    cr_expect_null (strstr (header, "wait_ms"), "%s", header);
+    free (header);
+    imgp_msg_destroy (&msg);
+}
+
+Test (codec, pong_stats)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_PONG);
+    msg->has_stats = true;
+    msg->stats.queued = 7;
+    msg->stats.queue_max = 1000;
+    msg->stats.resizers = 2;
+    msg->stats.retried = 3;
+    imgp_histo_add (&msg->stats.job_ms, 4);
+    imgp_histo_add (&msg->stats.job_ms, 80);
+    imgp_histo_add (&msg->stats.job_ms, 999999);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect (back->has_stats);
+    cr_expect_eq (back->stats.queued, 7);
+    cr_expect_eq (back->stats.queue_max, 1000);
+    cr_expect_eq (back->stats.resizers, 2);
+    cr_expect_eq (back->stats.retried, 3);
+    cr_expect_eq (back->stats.job_ms.counts [0], 1);      //  <= 5
+    cr_expect_eq (back->stats.job_ms.counts [4], 1);      //  <= 100
+    cr_expect_eq (back->stats.job_ms.counts [IMGP_STATS_BUCKETS], 1);
+    cr_expect_eq (back->stats.job_ms.sum_ms, 4 + 80 + 999999);
+    imgp_msg_destroy (&back);
+}
+
+#define S_ID_TEXT "0123456789abcdef0123456789abcdef"     //  S_ID, for literals
+
+Test (malformed, tag_owner_wait_stats)
+{
+    const char *bad [] = {
+        "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"tag\":-1}",
+        "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"tag\":9007199254740992}",
+        "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"tag\":\"1\"}",
+        "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"owner\":\"a b\"}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"" S_ID_TEXT "\",\"wait_ms\":60001}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"" S_ID_TEXT "\",\"wait_ms\":-5}",
+        "{\"v\":1,\"type\":\"pong\",\"stats\":{}}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
+        s_expect_bad (bad [i], NULL);
+    imgp_msg_t *msg = s_expect_good (
+        "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"tag\":12,"
+        "\"owner\":\"k1\",\"wait_ms\":100}", NULL);
+    cr_expect_eq (msg->tag, 12);
+    imgp_msg_destroy (&msg);
+}
+
 Test (codec, info_queued)
 {
     imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
