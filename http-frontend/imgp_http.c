@@ -29,6 +29,7 @@
 #include <assert.h>
 #include <civetweb.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,17 +38,19 @@
 #include <strings.h>
 #include <time.h>
 
-#include "imgp_brokerc.h"
+#include "imgp_conns.h"
 #include "imgp_id.h"
+#include "imgp_link.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_opts.h"
+#include "imgp_reply.h"
 #include "imgp_sniff.h"
 #include "imgp_upload.h"
 #include "imgp_watch.h"
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
-#define S_WORKER_THREAD 1       //  civetweb thread_type of request workers
+#define S_MMAP_THRESHOLD (128 * 1024)   //  allocations above go to mmap, see imgp_http_new
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -56,7 +59,17 @@ struct _imgp_http_t {
     char *intake;               //  owned copy of config.intake
     char *status;               //  owned copy of config.status
     imgp_watch_t *watch;        //  cuts off upload reads past --upload-timeout-ms
+    imgp_link_t *link;          //  the link to the broker, shared by every worker
+    imgp_conns_t *conns;        //  open connections, per address and in all
 };
+
+//  What we keep about one open connection (civetweb's connection data),
+//  from init_connection to connection_close, on its worker thread.
+typedef struct {
+    char address [48];          //  client address, as counted in conns
+    bool counted;               //  counted in conns (at its first request head)
+    bool refused;               //  over --conn-per-ip: answer 503 and close
+} s_conn_t;
 
 typedef enum {
     S_ROUTE_NONE = 0,           //  no such resource
@@ -71,17 +84,12 @@ typedef enum {
 typedef struct {
     struct mg_connection *conn; //  civetweb connection
     imgp_http_t *server;        //  the server object
-    imgp_brokerc_t *broker;     //  this thread's broker client (NULL if it failed)
+    s_conn_t *state;            //  the connection's own data, NULL for none
     const char *method;         //  request method
     const char *path;           //  decoded, uncleaned request path
     s_route_t route;            //  what the path names
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
-    int status;                 //  HTTP status sent, 0 until then
-    bool body_read;             //  the request body was read to its end
-    bool must_close;            //  civetweb could not parse it: no request can follow
-    int retry_after;            //  Retry-After seconds, 0 for none
-    const char *allow;          //  Allow header (405), NULL for none
-    char location [64];         //  Location header, "" for none
+    imgp_reply_t reply;         //  the response: its headers, and what was sent
 } s_request_t;
 
 typedef void (s_handler_fn) (s_request_t *req);
@@ -140,161 +148,13 @@ s_route_parse (const char *path, char id [IMGP_ID_LEN + 1])
 }
 
 //  --------------------------------------------------------------------------
-//  Responses
-
-//  True when the request may have body bytes we did not read: then the
-//  connection cannot carry another request.
-static bool
-s_body_pending (s_request_t *req)
-{
-    if (req->body_read)
-        return false;
-    long long length = mg_get_request_info (req->conn)->content_length;
-    if (length > 0 || mg_get_header (req->conn, "Transfer-Encoding"))
-        return true;
-    //  A POST without a length: whatever follows is not a request.
-    return length < 0 && strcmp (req->method, "POST") == 0;
-}
-
-//  True when the comma-separated header `value` lists `token`, in any case.
-static bool
-s_has_token (const char *value, const char *token)
-{
-    size_t len = strlen (token);
-    while (*value) {
-        value += strspn (value, " \t,");
-        size_t n = strcspn (value, ",");
-        size_t end = n;
-        while (end > 0 && (value [end - 1] == ' ' || value [end - 1] == '\t'))
-            end--;
-        if (end == len && strncasecmp (value, token, len) == 0)
-            return true;
-        value += n;
-    }
-    return false;
-}
-
-//  True when the connection must close after this response: a request
-//  civetweb could not parse, or body bytes still unread.
-static bool
-s_must_close (s_request_t *req)
-{
-    return req->must_close || s_body_pending (req);
-}
-
-//  Keep-alive as civetweb 1.15 will act after the handler
-//  (should_keep_alive: the client's Connection header, else keep-alive
-//  for HTTP/1.1 only), for the Connection header of a response.
-static bool
-s_keep_alive (s_request_t *req)
-{
-    const char *asked = mg_get_header (req->conn, "Connection");
-    const char *version = mg_get_request_info (req->conn)->http_version;
-    return asked ? s_has_token (asked, "keep-alive") : version && strcmp (version, "1.1") == 0;
-}
-
-//  A response head, with room for a small body after it, so most
-//  responses leave in one write.
-typedef struct {
-    char text [4096];           //  head, then maybe the body
-    size_t size;                //  bytes used
-} s_head_t;
-
-static void
-s_head_add (s_head_t *head, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
-
-static void
-s_head_add (s_head_t *head, const char *format, ...)
-{
-    size_t room = sizeof head->text - head->size;
-    va_list args;
-    va_start (args, format);
-    int n = vsnprintf (head->text + head->size, room, format, args);
-    va_end (args);
-    assert (n >= 0 && (size_t) n < room);   //  our own headers are short
-    head->size += (size_t) n;
-}
-
-static void
-s_reply (s_request_t *req, int status, const char *type, const void *body, size_t size)
-{
-    struct mg_connection *conn = req->conn;
-    const char *version = mg_get_request_info (conn)->http_version;
-    char date [64];
-    time_t now = time (NULL);
-    struct tm tm;
-    strftime (date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r (&now, &tm));
-
-    s_head_t head = { .size = 0 };
-    //  HTTP/1.0 clients get 1.0; everyone else, even one that asked for
-    //  HTTP/9.9, gets what we speak.
-    bool v10 = version && strcmp (version, "1.0") == 0;
-    s_head_add (&head, "HTTP/%s %d %s\r\nDate: %s\r\n", v10 ? "1.0" : "1.1", status,
-                mg_get_response_code_text (conn, status), date);
-    s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
-    if (req->location [0])
-        s_head_add (&head, "Location: %s\r\n", req->location);
-    if (req->allow)
-        s_head_add (&head, "Allow: %s\r\n", req->allow);
-    if (req->retry_after > 0)
-        s_head_add (&head, "Retry-After: %d\r\n", req->retry_after);
-    bool close = s_must_close (req);
-    if (close)
-        mg_disable_connection_keep_alive (conn);
-    s_head_add (&head, "Connection: %s\r\n\r\n",
-                close || !s_keep_alive (req) ? "close" : "keep-alive");
-    //  A HEAD response says the length of the body it does not carry.
-    if (strcmp (req->method, "HEAD") == 0)
-        size = 0;
-    else
-    if (size && size <= sizeof head.text - head.size) {
-        memcpy (head.text + head.size, body, size);
-        head.size += size;
-        size = 0;
-    }
-    mg_write (conn, head.text, head.size);
-    if (size)
-        mg_write (conn, body, size);
-    req->status = status;
-}
-
-//  Send a JSON body; takes ownership of `body` (NULL means out of memory).
-static void
-s_reply_json (s_request_t *req, int status, json_t *body)
-{
-    char *text = body ? json_dumps (body, JSON_COMPACT) : NULL;
-    json_decref (body);
-    if (!text) {
-        static const char oom [] =
-            "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        s_reply (req, 500, "application/json", oom, strlen (oom));
-        return;
-    }
-    s_reply (req, status, "application/json", text, strlen (text));
-    free (text);
-}
-
-static void
-s_reply_error (s_request_t *req, int status, const char *code, const char *format, ...)
-    __attribute__ ((format (printf, 4, 5)));
-
-static void
-s_reply_error (s_request_t *req, int status, const char *code, const char *format, ...)
-{
-    char message [IMGP_MESSAGE_MAX + 1];
-    va_list args;
-    va_start (args, format);
-    vsnprintf (message, sizeof message, format, args);
-    va_end (args);
-    s_reply_json (req, status, json_pack ("{s:{s:s,s:s}}", "error", "code", code,
-                                          "message", message));
-}
+//  Responses (written by imgp_reply)
 
 static void
 s_reply_unavailable (s_request_t *req)
 {
-    req->retry_after = S_RETRY_AFTER_S;
-    s_reply_error (req, 503, "unavailable",
+    req->reply.retry_after = S_RETRY_AFTER_S;
+    imgp_reply_error (&req->reply, 503, "unavailable",
                    "the job service is not answering; try again shortly");
 }
 
@@ -312,8 +172,8 @@ s_reply_unconfirmed (s_request_t *req)
 {
     char status_url [64];
     s_status_url (req->id, status_url, sizeof status_url);
-    req->retry_after = S_RETRY_AFTER_S;
-    s_reply_json (req, 503, json_pack (
+    req->reply.retry_after = S_RETRY_AFTER_S;
+    imgp_reply_json (&req->reply, 503, json_pack (
         "{s:{s:s,s:s},s:s,s:s}", "error", "code", "unavailable", "message",
         "the job service did not confirm the upload in time; the job may have been "
         "accepted: poll status_url (404 means it was not) before uploading again",
@@ -336,11 +196,11 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
         if (strcmp (reply->code, map [i].code) == 0)
             status = map [i].status;
     if (status == 503)
-        req->retry_after = S_RETRY_AFTER_S;
+        req->reply.retry_after = S_RETRY_AFTER_S;
     const char *message = reply->message [0] ? reply->message : "the job service failed";
     if (status == 404)
         message = "no image with this id (it may have expired)";
-    s_reply_error (req, status, reply->code [0] ? reply->code : "internal", "%s", message);
+    imgp_reply_error (&req->reply, status, reply->code [0] ? reply->code : "internal", "%s", message);
 }
 
 //  A reply of a type the request does not expect: a broker bug.
@@ -349,7 +209,7 @@ s_reply_unexpected (s_request_t *req, imgp_msg_t *reply)
 {
     imgp_error ("job=%s event=unexpected_reply type=%s", req->id [0] ? req->id : "-",
                 imgp_msg_type_name (reply->type));
-    s_reply_error (req, 502, "bad_gateway", "the job service gave an unexpected answer");
+    imgp_reply_error (&req->reply, 502, "bad_gateway", "the job service gave an unexpected answer");
 }
 
 //  --------------------------------------------------------------------------
@@ -401,8 +261,8 @@ s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char
     char status_url [64], thumbnail_url [80];
     s_status_url (req->id, status_url, sizeof status_url);
     snprintf (thumbnail_url, sizeof thumbnail_url, "/v1/images/%s/thumbnail", req->id);
-    snprintf (req->location, sizeof req->location, "%s", status_url);
-    s_reply_json (req, 202, json_pack ("{s:s,s:s,s:s,s:s}", "id", req->id, "status",
+    snprintf (req->reply.location, sizeof req->reply.location, "%s", status_url);
+    imgp_reply_json (&req->reply, 202, json_pack ("{s:s,s:s,s:s,s:s}", "id", req->id, "status",
                                        imgp_state_name (reply->state), "status_url",
                                        status_url, "thumbnail_url", thumbnail_url));
 }
@@ -411,22 +271,19 @@ s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char
 static void
 s_submit (s_request_t *req, const imgp_opts_t *opts, imgp_upload_t *upload, const char *format)
 {
-    if (!req->broker) {
-        //  Its client could not be made at thread start (logged then); other
-        //  threads may serve the retry.
-        imgp_upload_clear (upload);
-        s_reply_unavailable (req);
-        return;
-    }
     if (imgp_id_new (req->id)) {
         imgp_upload_clear (upload);
-        s_reply_error (req, 500, "internal", "no randomness for a job id on this server");
+        imgp_reply_error (&req->reply, 500, "internal", "no randomness for a job id on this server");
         return;
     }
     size_t bytes = upload->size;
     bool sent = false;
-    imgp_msg_t *reply =
-        imgp_brokerc_submit (req->broker, req->id, opts, &upload->data, bytes, &sent);
+    imgp_link_request_t request = {
+        .type = IMGP_MSG_SUBMIT, .id = req->id, .opts = opts, .data = upload->data,
+        .size = bytes,
+    };
+    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, &sent);
+    imgp_upload_clear (upload);     //  libzmq may still hold references
     if (!reply && sent)
         s_reply_unconfirmed (req);
     else
@@ -451,7 +308,7 @@ s_upload (s_request_t *req)
     imgp_opts_t opts;
     const char *error = NULL;
     if (imgp_opts_parse_query (&opts, mg_get_request_info (req->conn)->query_string, &error)) {
-        s_reply_error (req, 400, "bad_option", "%s", error ? error : "bad option");
+        imgp_reply_error (&req->reply, 400, "bad_option", "%s", error ? error : "bad option");
         return;
     }
     const imgp_http_config_t *config = &req->server->config;
@@ -459,25 +316,50 @@ s_upload (s_request_t *req)
                                     config->head_timeout_ms, req->server->watch };
     imgp_upload_t upload;
     int rc = imgp_upload_read (req->conn, &limits, &upload);
-    req->body_read = upload.consumed;
+    req->reply.body_read = upload.consumed;
     if (rc) {
-        s_reply_error (req, upload.status, upload.code, "%s", upload.message);
+        imgp_reply_error (&req->reply, upload.status, upload.code, "%s", upload.message);
         return;
     }
     const char *format = imgp_sniff (upload.data, upload.size, req->server->config.sniff_allow);
     if (!format) {
         imgp_upload_clear (&upload);
-        s_reply_error (req, 415, "unsupported_format", "%s", IMGP_SNIFF_REFUSED);
+        imgp_reply_error (&req->reply, 415, "unsupported_format", "%s", IMGP_SNIFF_REFUSED);
         return;
     }
     s_submit (req, &opts, &upload, format);
 }
 
-//  Ask the broker about the request's job; replies itself unless INFO came.
-static imgp_msg_t *
-s_ask (s_request_t *req, imgp_msg_t *(*ask) (imgp_brokerc_t *, const char *))
+//  The request's ?wait=S in milliseconds (0 when absent), or -1 after
+//  answering 400: S is whole seconds, 0..--max-wait-s.
+static int
+s_wait_ms (s_request_t *req)
 {
-    imgp_msg_t *reply = req->broker ? ask (req->broker, req->id) : NULL;
+    const char *query = mg_get_request_info (req->conn)->query_string;
+    char text [16];
+    int len = query ? mg_get_var (query, strlen (query), "wait", text, sizeof text) : -1;
+    if (len == -1)
+        return 0;
+    int max = req->server->config.max_wait_s;
+    bool digits = len > 0 && len <= 5 && text [strspn (text, "0123456789")] == '\0';
+    int seconds = digits ? atoi (text) : -1;
+    if (seconds < 0 || seconds > max) {
+        imgp_reply_error (&req->reply, 400, "bad_option", "wait must be whole seconds from 0 to %d", max);
+        return -1;
+    }
+    return seconds * 1000;
+}
+
+//  Ask the broker about the request's job (STATUS or FETCH), holding the
+//  reply up to ?wait= until the job ends; replies itself unless INFO came.
+static imgp_msg_t *
+s_ask (s_request_t *req, imgp_msg_type_t type)
+{
+    int wait_ms = s_wait_ms (req);
+    if (wait_ms < 0)
+        return NULL;
+    imgp_link_request_t request = { .type = type, .id = req->id, .wait_ms = wait_ms };
+    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, NULL);
     if (!reply)
         s_reply_unavailable (req);
     else
@@ -495,31 +377,52 @@ s_ask (s_request_t *req, imgp_msg_t *(*ask) (imgp_brokerc_t *, const char *))
 static void
 s_status (s_request_t *req)
 {
-    imgp_msg_t *info = s_ask (req, imgp_brokerc_status);
+    imgp_msg_t *info = s_ask (req, IMGP_MSG_STATUS);
     if (info)
-        s_reply_json (req, 200, s_status_json (info));
+        imgp_reply_json (&req->reply, 200, s_status_json (info));
     imgp_msg_destroy (&info);
+}
+
+//  True when the thumbnail's magic bytes are the format the job reports,
+//  so we never serve bytes under a Content-Type they do not have.
+static bool
+s_thumbnail_true (imgp_msg_t *info)
+{
+    const char *sniffed = imgp_sniff (imgp_msg_data (info), imgp_msg_size (info), 0);
+    const char *format = imgp_format_name (info->result.format);
+    if (!sniffed)
+        return false;
+    //  The sniffer names AVIF by its container, HEIF.
+    return strcmp (sniffed, format) == 0
+        || (info->result.format == IMGP_FORMAT_AVIF && strcmp (sniffed, "heif") == 0);
 }
 
 static void
 s_thumbnail (s_request_t *req)
 {
-    imgp_msg_t *info = s_ask (req, imgp_brokerc_fetch);
+    imgp_msg_t *info = s_ask (req, IMGP_MSG_FETCH);
     if (!info)
         return;
-    if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0)
-        s_reply (req, 200, imgp_format_mime (info->result.format), imgp_msg_data (info),
+    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info))
+        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->result.format), imgp_msg_data (info),
                  imgp_msg_size (info));
     else
+    if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
+        imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,
+                    imgp_format_name (info->result.format), imgp_msg_size (info));
+        imgp_reply_error (&req->reply, 502, "bad_gateway",
+                       "the job service returned bytes that are not the thumbnail's format");
+    }
+    else
     if (info->state == IMGP_STATE_DONE)
-        s_reply_error (req, 500, "internal", "the thumbnail is missing on the job service");
+        imgp_reply_error (&req->reply, 500, "internal", "the thumbnail is missing on the job service");
     else
     if (info->state == IMGP_STATE_FAILED)
-        s_reply_error (req, 422, info->code [0] ? info->code : "failed", "%s",
+        imgp_reply_error (&req->reply, 422, info->code [0] ? info->code : "failed", "%s",
                        info->message [0] ? info->message : "the image could not be resized");
     else {
-        req->retry_after = S_RETRY_AFTER_S;
-        s_reply_json (req, 202, s_status_json (info));
+        req->reply.retry_after = S_RETRY_AFTER_S;
+        imgp_reply_json (&req->reply, 202, s_status_json (info));
     }
     imgp_msg_destroy (&info);
 }
@@ -527,9 +430,10 @@ s_thumbnail (s_request_t *req)
 static void
 s_health (s_request_t *req)
 {
-    imgp_msg_t *reply = req->broker ? imgp_brokerc_ping (req->broker) : NULL;
+    imgp_link_request_t request = { .type = IMGP_MSG_PING, .id = "" };
+    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, NULL);
     if (reply && reply->type == IMGP_MSG_PONG)
-        s_reply_json (req, 200, json_pack ("{s:s}", "status", "ok"));
+        imgp_reply_json (&req->reply, 200, json_pack ("{s:s}", "status", "ok"));
     else
         s_reply_unavailable (req);
     imgp_msg_destroy (&reply);
@@ -538,15 +442,65 @@ s_health (s_request_t *req)
 //  --------------------------------------------------------------------------
 //  civetweb callbacks
 
+//  Count the request's connection at its first head; one whose address
+//  holds its limit already is refused, now and for every request after.
+static void
+s_conn_count (s_request_t *req)
+{
+    s_conn_t *state = req->state;
+    if (!state || state->counted)
+        return;
+    snprintf (state->address, sizeof state->address, "%s",
+              mg_get_request_info (req->conn)->remote_addr);
+    state->counted = true;
+    if (imgp_conns_open (req->server->conns, state->address)) {
+        state->refused = true;
+        imgp_info ("event=refused reason=conn_limit client=%s limit=%d", state->address,
+                   req->server->config.conn_per_ip);
+    }
+}
+
+//  Over its address's connection limit: refused, whatever it asked.
+static void
+s_reply_refused (s_request_t *req)
+{
+    req->reply.must_close = true;
+    req->reply.retry_after = S_RETRY_AFTER_S;
+    imgp_reply_error (&req->reply, 503, "too_many_connections",
+                   "too many open connections from your address (at most %d); close some "
+                   "and retry", req->server->config.conn_per_ip);
+}
+
+//  A request both with a Content-Length and a Transfer-Encoding is framed
+//  one way by us and maybe another by a proxy in front (RFC 9112 6.3:
+//  request smuggling): refused, and its connection closed, so whatever
+//  follows its body is never read as a request.
+static bool
+s_framing_ambiguous (s_request_t *req)
+{
+    return mg_get_header (req->conn, "Transfer-Encoding")
+        && mg_get_header (req->conn, "Content-Length");
+}
+
 static void
 s_dispatch (s_request_t *req)
 {
+    if (req->state && req->state->refused) {
+        s_reply_refused (req);
+        return;
+    }
+    if (s_framing_ambiguous (req)) {
+        req->reply.must_close = true;
+        imgp_reply_error (&req->reply, 400, "bad_request",
+                       "send a Content-Length or a Transfer-Encoding, not both");
+        return;
+    }
     if (req->route == S_ROUTE_NONE) {
-        s_reply_error (req, 404, "not_found", "no such resource");
+        imgp_reply_error (&req->reply, 404, "not_found", "no such resource");
         return;
     }
     if (req->route == S_ROUTE_BAD_ID) {
-        s_reply_error (req, 400, "bad_id", "an image id is %d lowercase hex characters",
+        imgp_reply_error (&req->reply, 400, "bad_id", "an image id is %d lowercase hex characters",
                        IMGP_ID_LEN);
         return;
     }
@@ -556,8 +510,8 @@ s_dispatch (s_request_t *req)
         if (strcmp (req->method, s_routes [i].method) == 0)
             s_routes [i].handler (req);
         else {
-            req->allow = s_routes [i].method;
-            s_reply_error (req, 405, "method_not_allowed", "use %s here", s_routes [i].method);
+            req->reply.allow = s_routes [i].method;
+            imgp_reply_error (&req->reply, 405, "method_not_allowed", "use %s here", s_routes [i].method);
         }
         return;
     }
@@ -568,44 +522,25 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *info = mg_get_request_info (conn);
     int64_t start = zclock_mono ();
+    imgp_http_t *self = cbdata;
+    const char *method = info->request_method ? info->request_method : "";
     s_request_t req = {
         .conn = conn,
-        .server = cbdata,
-        .broker = mg_get_thread_pointer (conn),
-        .method = info->request_method ? info->request_method : "",
+        .server = self,
+        .state = mg_get_user_connection_data (conn),
+        .method = method,
         .path = info->local_uri_raw ? info->local_uri_raw
               : info->local_uri ? info->local_uri : "",
+        .reply = { .conn = conn, .method = method,
+                   .crowded = imgp_conns_crowded (self->conns) },
     };
     req.route = s_route_parse (req.path, req.id);
+    s_conn_count (&req);
     s_dispatch (&req);
     if (imgp_log_verbose ())
         imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.method, req.path,
-                    req.status, (long long) (zclock_mono () - start));
-    return req.status > 0 ? req.status : 500;
-}
-
-static void *
-s_init_thread (const struct mg_context *ctx, int thread_type)
-{
-    if (thread_type != S_WORKER_THREAD)
-        return NULL;
-    imgp_http_t *self = mg_get_user_data (ctx);
-    imgp_brokerc_t *broker =
-        imgp_brokerc_new (self->intake, self->status, self->config.broker_timeout_ms,
-                          (int64_t) self->config.max_upload);
-    if (!broker)
-        imgp_error ("cannot make a broker client for a worker thread");
-    return broker;
-}
-
-static void
-s_exit_thread (const struct mg_context *ctx, int thread_type, void *thread_pointer)
-{
-    (void) ctx;
-    if (thread_type != S_WORKER_THREAD)
-        return;
-    imgp_brokerc_t *broker = thread_pointer;
-    imgp_brokerc_destroy (&broker);
+                    req.reply.status, (long long) (zclock_mono () - start));
+    return req.reply.status > 0 ? req.reply.status : 500;
 }
 
 //  civetweb's own refusals (a request line or header it cannot parse, a
@@ -636,11 +571,42 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
     //  civetweb's own words only when they say more than "Bad request".
     bool detail = errmsg && *errmsg && strcasecmp (errmsg, "Bad request") != 0;
     const char *method = mg_get_request_info (conn)->request_method;
-    s_request_t req = { .conn = conn, .method = method ? method : "", .path = "",
-                        .must_close = true };
-    s_reply_error (&req, status, code, "%s%s%.200s", message, detail ? ": " : "",
+    s_request_t req = { .conn = conn, .server = mg_get_user_data (mg_get_context (conn)),
+                        .state = mg_get_user_connection_data (conn),
+                        .method = method ? method : "", .path = "",
+                        .reply = { .conn = conn, .method = method ? method : "",
+                                   .must_close = true } };
+    s_conn_count (&req);
+    if (req.state && req.state->refused) {
+        s_reply_refused (&req);
+        return 0;
+    }
+    imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
                    detail ? errmsg : "");
     return 0;                   //  answered here
+}
+
+//  A worker takes a new connection: give it our connection data. Its
+//  address is counted at its first request head, the first moment
+//  civetweb 1.15 tells it (mg_get_request_info is NULL in
+//  init_connection): a connection that never completes a head is not
+//  counted, and is bounded by --head-timeout-ms instead.
+static int
+s_init_connection (const struct mg_connection *conn, void **conn_data)
+{
+    (void) conn;
+    *conn_data = calloc (1, sizeof (s_conn_t));    //  NULL: the connection goes uncounted
+    return 0;
+}
+
+static void
+s_connection_close (const struct mg_connection *conn)
+{
+    imgp_http_t *self = mg_get_user_data (mg_get_context (conn));
+    s_conn_t *state = mg_get_user_connection_data (conn);
+    if (state && state->counted)
+        imgp_conns_close (self->conns, state->address);
+    free (state);
 }
 
 static int
@@ -657,14 +623,24 @@ s_log_message (const struct mg_connection *conn, const char *message)
 static int
 s_start (imgp_http_t *self)
 {
-    char threads [16], timeout [16];
+    char threads [16], timeout [16], idle [16];
     snprintf (threads, sizeof threads, "%d", self->config.threads);
     snprintf (timeout, sizeof timeout, "%d", self->config.head_timeout_ms);
+    snprintf (idle, sizeof idle, "%d", self->config.keepalive_timeout_ms);
+    //  One worker thread per open connection: the pool is the most
+    //  connections held at once; the queue and backlog hold as many again
+    //  while workers free up. request_timeout_ms is civetweb's deadline for
+    //  a whole request head (and the longest silence in a body);
+    //  keep_alive_timeout_ms replaces it for the next head on a kept-alive
+    //  connection, so it is the idle timeout.
     const char *options [] = {
         "listening_ports", self->listen,
         "num_threads", threads,
+        "connection_queue", threads,
+        "listen_backlog", threads,
         "request_timeout_ms", timeout,
-        "enable_keep_alive", "yes",
+        "keep_alive_timeout_ms", idle,
+        "enable_keep_alive", self->config.keepalive_timeout_ms > 0 ? "yes" : "no",
         //  Headroom for writes that are not one segment (a 100 Continue,
         //  then the response; a large thumbnail after its head).
         "tcp_nodelay", "1",
@@ -673,9 +649,9 @@ s_start (imgp_http_t *self)
     struct mg_callbacks callbacks;
     memset (&callbacks, 0, sizeof callbacks);
     callbacks.log_message = s_log_message;
-    callbacks.init_thread = s_init_thread;
-    callbacks.exit_thread = s_exit_thread;
     callbacks.http_error = s_http_error;
+    callbacks.init_connection = s_init_connection;
+    callbacks.connection_close = s_connection_close;
     self->ctx = mg_start (&callbacks, self, options);
     if (!self->ctx)
         return -1;
@@ -700,8 +676,19 @@ imgp_http_new (const imgp_http_config_t *config)
     //  Worker threads open sockets concurrently: make czmq's context first.
     zsys_init ();
     mg_init_library (0);
+    //  An upload buffer is one allocation that grows to the upload's size,
+    //  made on whichever of thousands of threads took the request. glibc's
+    //  dynamic mmap threshold rises to the largest block freed, so after a
+    //  few 30 MB uploads they came from per-thread arenas that kept the
+    //  memory (356 MB after 14 uploads). A fixed threshold keeps large
+    //  blocks in mmap, given back to the system when freed.
+    mallopt (M_MMAP_THRESHOLD, S_MMAP_THRESHOLD);
+    self->conns = imgp_conns_new (config->threads, config->conn_per_ip);
     self->watch = imgp_watch_new ((size_t) config->threads);
-    if (!self->listen || !self->intake || !self->status || !self->watch || s_start (self)) {
+    self->link = imgp_link_new (config->intake, config->status, config->broker_timeout_ms,
+                                (int64_t) config->max_upload);
+    if (!self->listen || !self->intake || !self->status || !self->conns || !self->watch
+    ||  !self->link || s_start (self)) {
         imgp_error ("cannot start the HTTP server on '%s'", config->listen);
         imgp_http_destroy (&self);
     }
@@ -717,7 +704,9 @@ imgp_http_destroy (imgp_http_t **self_p)
     if (self->ctx)
         mg_stop (self->ctx);
     mg_exit_library ();
+    imgp_link_destroy (&self->link);
     imgp_watch_destroy (&self->watch);
+    imgp_conns_destroy (&self->conns);
     free (self->listen);
     free (self->intake);
     free (self->status);

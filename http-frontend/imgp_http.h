@@ -5,8 +5,8 @@
     Why: the frontend holds no job state, so any number of them can serve
     the same broker; it validates everything a client sends (route, id,
     options, body size, content type, magic bytes) before the broker sees
-    it. Each civetweb worker thread gets its own broker client
-    (imgp_brokerc) in init_thread and drops it in exit_thread.
+    it. Every civetweb worker thread talks to the broker through the one
+    shared link (imgp_link), so thousands of threads cost two sockets.
 
     Never: decode or resize an image, let a client-supplied id reach the
     broker unvalidated, or answer an error in anything but JSON

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "imgp_conf.h"
 #include "imgp_http.h"
@@ -24,12 +25,16 @@ static const imgp_conf_spec_t s_specs [] = {
     { "listen", "127.0.0.1:8080", "HTTP address:port to listen on (IPv4 only)" },
     { "intake", "tcp://127.0.0.1:5571", "broker intake endpoint (job submission)" },
     { "status", "tcp://127.0.0.1:5572", "broker status endpoint (status, results, health)" },
-    { "threads", "16", "HTTP worker threads, also the most concurrent connections" },
+    { "threads", "4096", "HTTP worker threads, also the most concurrent connections" },
     { "max-upload-bytes", "33554432", "largest image upload accepted, in bytes" },
     { "broker-timeout-ms", "1500", "how long to wait for the broker before answering 503; an "
       "upload gets 1 ms more per 10 kB (assumes 10 MB/s to the broker)" },
     { "head-timeout-ms", "10000", "a request head must arrive within this many milliseconds; "
       "also the longest silence inside an upload body (408 beyond)" },
+    { "keepalive-timeout-ms", "5000", "an idle keep-alive connection is closed after this" },
+    { "conn-per-ip", "64", "open connections per client address; over it 503 + Retry-After; "
+      "0 = no limit" },
+    { "max-wait-s", "30", "longest ?wait= a status or thumbnail request may ask for" },
     { "upload-timeout-ms", "120000", "time a whole upload body may take, in milliseconds; a "
       "slower one gets 408 and its connection is closed" },
     { "allow-loaders", "", "extra formats to take at upload, comma list of svg, pdf, magick "
@@ -42,11 +47,15 @@ static int
 s_config (imgp_conf_t *conf, imgp_http_config_t *config)
 {
     long long threads, max_upload, broker_timeout, request_timeout, upload_timeout;
-    if (imgp_conf_long (conf, "threads", 1, 1024, &threads)
+    long long keepalive, per_ip, max_wait;
+    if (imgp_conf_long (conf, "threads", 1, 16384, &threads)
     ||  imgp_conf_long (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &max_upload)
     ||  imgp_conf_long (conf, "broker-timeout-ms", 100, 600000, &broker_timeout)
     ||  imgp_conf_long (conf, "head-timeout-ms", 100, 3600000, &request_timeout)
-    ||  imgp_conf_long (conf, "upload-timeout-ms", 100, 86400000, &upload_timeout))
+    ||  imgp_conf_long (conf, "upload-timeout-ms", 100, 86400000, &upload_timeout)
+    ||  imgp_conf_long (conf, "keepalive-timeout-ms", 0, 600000, &keepalive)
+    ||  imgp_conf_long (conf, "conn-per-ip", 0, 100000, &per_ip)
+    ||  imgp_conf_long (conf, "max-wait-s", 0, 30, &max_wait))
         return -1;
     if (imgp_sniff_allow_parse (imgp_conf_str (conf, "allow-loaders"), &config->sniff_allow))
         return -1;
@@ -58,6 +67,9 @@ s_config (imgp_conf_t *conf, imgp_http_config_t *config)
     config->broker_timeout_ms = (int) broker_timeout;
     config->head_timeout_ms = (int) request_timeout;
     config->upload_timeout_ms = (int) upload_timeout;
+    config->keepalive_timeout_ms = (int) keepalive;
+    config->conn_per_ip = (int) per_ip;
+    config->max_wait_s = (int) max_wait;
     return 0;
 }
 
@@ -96,9 +108,12 @@ main (int argc, char **argv)
 
     zsys_handler_set (NULL);
     zsys_init ();
-    //  Two REQ sockets per worker thread, remade after a timeout.
-    if ((size_t) config.threads * 2 + 64 > zsys_socket_limit ())
-        zsys_set_max_sockets ((size_t) config.threads * 2 + 64);
+    //  A descriptor per open connection, one worker thread per connection.
+    struct rlimit files;
+    if (getrlimit (RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit (RLIMIT_NOFILE, &files);
+    }
 
     imgp_http_t *http = imgp_http_new (&config);
     if (!http) {

@@ -28,10 +28,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "imgp_brokerc.h"
 #include "imgp_buf.h"
 #include "imgp_http.h"
 #include "imgp_id.h"
+#include "imgp_link.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_sniff.h"
@@ -43,7 +43,8 @@
 #define ID_FAILED "ffffffffffffffffffffffffffffffff"
 #define ID_UNKNOWN "0123456789abcdef0123456789abcdef"
 #define ID_BIG "9999999999999999999999999999999a"  //  done, thumbnail of UPLOAD_LIMIT bytes
-#define THUMBNAIL "THUMBNL"
+#define THUMBNAIL "\x89PNG\r\n\x1A\nTHUMB"    //  a PNG's magic, then anything
+#define ID_LIAR "cccccccccccccccccccccccccccccccc"  //  done, bytes that are not its format
 #define CREATED_MS 1700000000123LL          //  2023-11-14T22:13:20.123Z
 #define BOUNDARY "imgpTestBoundary42"
 
@@ -222,7 +223,7 @@ s_fake_info (imgp_msg_t *msg)
     if (streq (msg->id, ID_PROCESSING))
         state = IMGP_STATE_PROCESSING;
     else
-    if (streq (msg->id, ID_DONE) || streq (msg->id, ID_BIG))
+    if (streq (msg->id, ID_DONE) || streq (msg->id, ID_BIG) || streq (msg->id, ID_LIAR))
         state = IMGP_STATE_DONE;
     else
     if (streq (msg->id, ID_FAILED))
@@ -241,12 +242,22 @@ s_fake_info (imgp_msg_t *msg)
     }
     if (state == IMGP_STATE_DONE && streq (msg->id, ID_BIG)) {
         info->result = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12 };
+        if (msg->type == IMGP_MSG_FETCH) {
+            uint8_t *png = calloc (1, UPLOAD_LIMIT);
+            memcpy (png, THUMBNAIL, 8);
+            imgp_msg_set_data (info, png, UPLOAD_LIMIT, NULL);
+        }
+    }
+    else
+    if (state == IMGP_STATE_DONE && streq (msg->id, ID_LIAR)) {
+        static const char html [] = "<html><script>alert(1)</script></html>";
+        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, sizeof html - 1, 12 };
         if (msg->type == IMGP_MSG_FETCH)
-            imgp_msg_set_data (info, calloc (1, UPLOAD_LIMIT), UPLOAD_LIMIT, NULL);
+            imgp_msg_set_data (info, strdup (html), sizeof html - 1, NULL);
     }
     else
     if (state == IMGP_STATE_DONE) {
-        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 7, 12 };
+        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 13, 12 };
         if (msg->type == IMGP_MSG_FETCH)
             imgp_msg_set_data (info, strdup (THUMBNAIL), strlen (THUMBNAIL), NULL);
     }
@@ -317,6 +328,8 @@ s_config (const char *intake, const char *status)
         .max_upload = UPLOAD_LIMIT,
         .broker_timeout_ms = 1500,
         .head_timeout_ms = 5000,
+        .keepalive_timeout_ms = 5000,
+        .max_wait_s = 30,
         .upload_timeout_ms = 20000,
     };
     return config;
@@ -364,15 +377,6 @@ s_setup_extra (void)
 
 //  A frontend whose threads get no broker client: its upload limit is
 //  over what a client accepts (main.c never lets that through).
-static void
-s_setup_no_client (void)
-{
-    s_setup_broker ();
-    imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
-    config.max_upload = (size_t) IMGP_UPLOAD_LIMIT_MAX + 1;
-    s_start_http_with (&config);
-}
-
 //  A loopback port that nothing listens on: bound by a socket that never
 //  listens (connections are refused) and kept until the test ends, so no
 //  other test process running in parallel can bind it meanwhile.
@@ -434,9 +438,8 @@ s_teardown (void)
 TestSuite (http, .init = s_setup, .fini = s_teardown, .timeout = 30);
 TestSuite (down, .init = s_setup_down, .fini = s_teardown, .timeout = 30);
 TestSuite (extra, .init = s_setup_extra, .fini = s_teardown, .timeout = 30);
-TestSuite (noclient, .init = s_setup_no_client, .fini = s_teardown, .timeout = 30);
 TestSuite (slow, .init = s_setup_slow, .fini = s_teardown, .timeout = 30);
-TestSuite (brokerc, .init = s_setup_broker, .fini = s_teardown, .timeout = 30);
+TestSuite (link, .init = s_setup_broker, .fini = s_teardown, .timeout = 30);
 
 //  --------------------------------------------------------------------------
 //  HTTP client
@@ -1006,7 +1009,7 @@ Test (http, status_of_a_done_job)
     cr_assert_eq (json_integer_value (json_object_get (result, "width")), 100);
     cr_assert_eq (json_integer_value (json_object_get (result, "height")), 50);
     cr_assert_str_eq (s_str (result, "format"), "png");
-    cr_assert_eq (json_integer_value (json_object_get (result, "bytes")), 7);
+    cr_assert_eq (json_integer_value (json_object_get (result, "bytes")), 13);
     json_decref (json);
     s_response_free (&response);
 }
@@ -1048,7 +1051,8 @@ Test (http, thumbnail_follows_the_job_state)
     s_get ("GET", "/v1/images/" ID_DONE "/thumbnail", &response);
     cr_assert_eq (response.status, 200);
     cr_assert_str_eq (s_header (&response, "Content-Type"), "image/png");
-    cr_assert_str_eq (s_header (&response, "Content-Length"), "7");
+    cr_assert_str_eq (s_header (&response, "Content-Length"), "13");
+    cr_assert_str_eq (s_header (&response, "X-Content-Type-Options"), "nosniff");
     cr_assert_str_eq (response.body, THUMBNAIL);
     s_response_free (&response);
 
@@ -1151,6 +1155,11 @@ Test (http, unanswered_submit_is_503_with_the_id_to_check)
                  (long long) response.ms, s_submits ());
     cr_assert_lt (response.ms, 2000, "took %lld ms", (long long) response.ms);
     s_response_free (&response);
+}
+
+Test (http, thumbnail_bytes_not_of_its_format_are_never_served)
+{
+    s_assert_get_error ("GET", "/v1/images/" ID_LIAR "/thumbnail", 502, "bad_gateway");
 }
 
 Test (http, thumbnail_as_large_as_the_limit_is_served)
@@ -1568,25 +1577,22 @@ Test (extra, allowed_loaders_pass_the_sniffer)
 //  --------------------------------------------------------------------------
 //  A thread without a broker client
 
-Test (noclient, requests_are_503_not_500)
+Test (link, a_server_without_its_link_does_not_start)
 {
-    response_t response;
-    s_post_png (1000, &response);
-    s_assert_error (&response, 503, "unavailable");
-    cr_assert_not_null (s_header (&response, "Retry-After"));
-    s_response_free (&response);
-    s_assert_get_error ("GET", "/v1/images/" ID_DONE, 503, "unavailable");
-    cr_assert_eq (s_submits (), 0);
+    imgp_http_config_t config = s_config (s_fake.intake, s_fake.status);
+    config.max_upload = (size_t) IMGP_UPLOAD_LIMIT_MAX + 1;    //  no link for that
+    imgp_http_t *http = imgp_http_new (&config);
+    cr_assert_null (http);
 }
 
 //  --------------------------------------------------------------------------
-//  The broker client alone: time budgets
+//  The broker link alone: time budgets, many calls at once
 
 #define CLIENT_TIMEOUT_MS 300
 
 //  SUBMIT `size` bytes with a fresh id; returns the reply (or NULL).
 static imgp_msg_t *
-s_client_submit (imgp_brokerc_t *client, size_t size, bool *sent, int64_t *ms)
+s_client_submit (imgp_link_t *client, size_t size, bool *sent, int64_t *ms)
 {
     char id [IMGP_ID_LEN + 1];
     cr_assert_eq (imgp_id_new (id), 0);
@@ -1596,17 +1602,20 @@ s_client_submit (imgp_brokerc_t *client, size_t size, bool *sent, int64_t *ms)
     cr_assert_not_null (data);
     memset (data, 7, size);
     int64_t start = zclock_mono ();
-    imgp_msg_t *reply = imgp_brokerc_submit (client, id, &opts, &data, size, sent);
+    imgp_link_request_t request = {
+        .type = IMGP_MSG_SUBMIT, .id = id, .opts = &opts, .data = data, .size = size
+    };
+    imgp_msg_t *reply = imgp_link_call (client, &request, sent);
     *ms = zclock_mono () - start;
-    cr_assert_null (data, "the client took the buffer");
+    imgp_buf_destroy (&data);   //  the link holds its own references
     return reply;
 }
 
-Test (brokerc, unanswered_small_submit_is_resent_then_given_up)
+Test (link, unanswered_small_submit_is_resent_then_given_up)
 {
     s_fake_behave (NULL, 1000);
-    imgp_brokerc_t *client =
-        imgp_brokerc_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
+    imgp_link_t *client =
+        imgp_link_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
     cr_assert_not_null (client);
     bool sent = false;
     int64_t ms;
@@ -1617,17 +1626,17 @@ Test (brokerc, unanswered_small_submit_is_resent_then_given_up)
     cr_assert_geq (ms, CLIENT_TIMEOUT_MS - 20);
     cr_assert_lt (ms, CLIENT_TIMEOUT_MS + 500);
     cr_assert_geq (s_submits (), 2, "a small SUBMIT is resent within the budget");
-    imgp_brokerc_destroy (&client);
+    imgp_link_destroy (&client);
 }
 
-Test (brokerc, large_submit_is_sent_once_and_waited_for)
+Test (link, large_submit_is_sent_once_and_waited_for)
 {
     //  8 MB at the assumed 10 MB/s: 800 ms more than the 300 ms budget,
     //  enough for a broker that answers after 600 ms.
     s_fake_delay (2 * CLIENT_TIMEOUT_MS);
     size_t size = 8000000;
-    imgp_brokerc_t *client =
-        imgp_brokerc_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
+    imgp_link_t *client =
+        imgp_link_new (s_fake.intake, s_fake.status, CLIENT_TIMEOUT_MS, UPLOAD_LIMIT);
     cr_assert_not_null (client);
     bool sent = false;
     int64_t ms;
@@ -1641,15 +1650,15 @@ Test (brokerc, large_submit_is_sent_once_and_waited_for)
     pthread_mutex_unlock (&s_fake.lock);
     cr_log_info ("8 MB SUBMIT answered after %lld ms", (long long) ms);
     imgp_msg_destroy (&reply);
-    imgp_brokerc_destroy (&client);
+    imgp_link_destroy (&client);
 }
 
-Test (brokerc, no_broker_fails_fast_and_sends_nothing)
+Test (link, no_broker_fails_fast_and_sends_nothing)
 {
     char intake [64], status [64];
     snprintf (intake, sizeof intake, "tcp://127.0.0.1:%d", s_dead_port (0));
     snprintf (status, sizeof status, "tcp://127.0.0.1:%d", s_dead_port (1));
-    imgp_brokerc_t *client = imgp_brokerc_new (intake, status, 1500, UPLOAD_LIMIT);
+    imgp_link_t *client = imgp_link_new (intake, status, 1500, UPLOAD_LIMIT);
     cr_assert_not_null (client);
     bool sent = true;
     int64_t ms;
@@ -1658,21 +1667,67 @@ Test (brokerc, no_broker_fails_fast_and_sends_nothing)
     cr_assert_not (sent, "nothing can have left");
     cr_assert_lt (ms, FAST_503_MS, "took %lld ms", (long long) ms);
     int64_t start = zclock_mono ();
-    cr_assert_null (imgp_brokerc_ping (client));
+    imgp_link_request_t ping = { .type = IMGP_MSG_PING, .id = "" };
+    cr_assert_null (imgp_link_call (client, &ping, NULL));
     cr_assert_lt (zclock_mono () - start, FAST_503_MS);
-    imgp_brokerc_destroy (&client);
+    imgp_link_destroy (&client);
 }
 
-Test (brokerc, bad_arguments_make_no_client)
+Test (link, bad_arguments_make_no_client)
 {
-    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 0, 100));
-    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100, 0));
-    cr_assert_null (imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
-                                      IMGP_UPLOAD_LIMIT_MAX + 1));
-    cr_assert_null (imgp_brokerc_new (NULL, "tcp://127.0.0.1:2", 100, 100));
-    imgp_brokerc_t *client = imgp_brokerc_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
-                                               IMGP_UPLOAD_LIMIT_MAX);
+    cr_assert_null (imgp_link_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 0, 100));
+    cr_assert_null (imgp_link_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100, 0));
+    cr_assert_null (imgp_link_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
+                                   IMGP_UPLOAD_LIMIT_MAX + 1));
+    cr_assert_null (imgp_link_new (NULL, "tcp://127.0.0.1:2", 100, 100));
+    imgp_link_t *client = imgp_link_new ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", 100,
+                                         IMGP_UPLOAD_LIMIT_MAX);
     cr_assert_not_null (client);
-    imgp_brokerc_destroy (&client);
-    imgp_brokerc_destroy (&client);
+    imgp_link_destroy (&client);
+    imgp_link_destroy (&client);
+}
+
+//  Many threads, one link: each call gets the reply to its own request,
+//  matched by tag, never another thread's.
+#define CALLERS 64
+#define CALLS_EACH 20
+
+static void *
+s_caller (void *args)
+{
+    imgp_link_t *client = args;
+    static const char *ids [] = { ID_QUEUED, ID_PROCESSING, ID_DONE, ID_FAILED, ID_UNKNOWN };
+    intptr_t wrong = 0;
+    for (int i = 0; i < CALLS_EACH; i++) {
+        const char *id = ids [(size_t) i % 5];
+        imgp_link_request_t request = { .type = i % 2 ? IMGP_MSG_FETCH : IMGP_MSG_STATUS,
+                                        .id = id };
+        imgp_msg_t *reply = imgp_link_call (client, &request, NULL);
+        bool right = reply && (reply->type == IMGP_MSG_INFO || reply->type == IMGP_MSG_ERROR)
+                  && streq (reply->id, id)
+                  && (reply->type == IMGP_MSG_ERROR) == streq (id, ID_UNKNOWN);
+        if (!right)
+            wrong++;
+        imgp_msg_destroy (&reply);
+    }
+    return (void *) wrong;
+}
+
+Test (link, many_threads_each_get_their_own_reply)
+{
+    imgp_link_t *client = imgp_link_new (s_fake.intake, s_fake.status, 5000, UPLOAD_LIMIT);
+    cr_assert_not_null (client);
+    pthread_t threads [CALLERS];
+    for (int i = 0; i < CALLERS; i++)
+        cr_assert_eq (pthread_create (&threads [i], NULL, s_caller, client), 0);
+    intptr_t wrong = 0;
+    for (int i = 0; i < CALLERS; i++) {
+        void *result;
+        pthread_join (threads [i], &result);
+        wrong += (intptr_t) result;
+    }
+    cr_assert_eq (wrong, 0, "%ld of %d calls got no reply or another's",
+                  (long) wrong, CALLERS * CALLS_EACH);
+    cr_assert_eq (imgp_link_pending (client), 0);
+    imgp_link_destroy (&client);
 }

@@ -1,0 +1,53 @@
+/*  imgp_conns — the frontend's count of open connections: per client
+    address, for the per-address limit, and in all, against the worker
+    pool.
+
+    Why: civetweb gives each open connection a worker thread for as long
+    as it stays open. Thousands of threads keep idle and slow clients from
+    shutting others out, but one address could still open them all; so an
+    address over --conn-per-ip is refused (503 + Retry-After, closed), and
+    when the pool runs low, responses say "Connection: close" so busy
+    keep-alive clients give their workers back. Counting happens when
+    civetweb hands a worker a new connection (init_connection) and when it
+    closes it (connection_close), so a connection that never sends a whole
+    request head is counted too.
+
+    Memory: one small entry per address with open connections, so the
+    table is bounded by the open connections, which civetweb bounds.
+
+    Never: refuse a connection it did not count, or forget one it did.
+*/
+#ifndef IMGP_CONNS_H_INCLUDED
+#define IMGP_CONNS_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct _imgp_conns_t imgp_conns_t;
+
+//  Create a counter for a pool of `workers` threads. `per_address` is the
+//  most connections one address may hold open, 0 for no limit. Returns
+//  NULL when out of memory.
+imgp_conns_t *imgp_conns_new (int workers, int per_address);
+
+//  Destroy; safe on NULL and twice.
+void imgp_conns_destroy (imgp_conns_t **self_p);
+
+//  Count a new connection from `address` (text, e.g. "127.0.0.1"). Returns
+//  0, or -1 when the address already holds its limit: the connection is
+//  counted all the same, and is to be refused and closed. Either way the
+//  caller calls imgp_conns_close for it once.
+int imgp_conns_open (imgp_conns_t *self, const char *address);
+
+//  Uncount a connection from `address`.
+void imgp_conns_close (imgp_conns_t *self, const char *address);
+
+//  True when so few workers are free (under an eighth of the pool, at
+//  least 2) that keep-alive connections should be closed after their
+//  response.
+bool imgp_conns_crowded (imgp_conns_t *self);
+
+//  Connections open now, in all.
+size_t imgp_conns_count (imgp_conns_t *self);
+
+#endif
