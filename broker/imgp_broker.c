@@ -41,6 +41,16 @@
       spool and otherwise ignored: the table is the truth while we run, and
       a stale record only costs a restart an attempt more or less. A full
       disk must not stop the queue.
+    - A job's owner is set by its SUBMIT and never changes; STATUS/FETCH of
+      another owner is answered as an unknown id (PROTOCOL.md 6.4).
+    - A STATUS/FETCH with wait_ms on an unfinished job is held in
+      imgp_waiters (a chain per job, a heap by deadline). It is woken in
+      s_wake, called from s_finish (every way a job ends goes through it)
+      and s_forget; its deadline bounds the poll timeout, so an expired wait
+      is answered on time, not at the next tick. Held requests are memory
+      only: a restart drops them and the requester asks again.
+    - PONG stats: counters and histograms are bumped where things happen
+      (O(1)); the gauges are read from the table when a PING comes.
 */
 #include "imgp_broker.h"
 
