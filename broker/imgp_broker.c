@@ -41,6 +41,16 @@
       spool and otherwise ignored: the table is the truth while we run, and
       a stale record only costs a restart an attempt more or less. A full
       disk must not stop the queue.
+    - A job's owner is set by its SUBMIT and never changes; STATUS/FETCH of
+      another owner is answered as an unknown id (PROTOCOL.md 6.4).
+    - A STATUS/FETCH with wait_ms on an unfinished job is held in
+      imgp_waiters (a chain per job, a heap by deadline). It is woken in
+      s_wake, called from s_finish (every way a job ends goes through it)
+      and s_forget; its deadline bounds the poll timeout, so an expired wait
+      is answered on time, not at the next tick. Held requests are memory
+      only: a restart drops them and the requester asks again.
+    - PONG stats: counters and histograms are bumped where things happen
+      (O(1)); the gauges are read from the table when a PING comes.
 */
 #include "imgp_broker.h"
 
@@ -55,6 +65,7 @@
 #include "imgp_msg.h"
 #include "imgp_spool.h"
 #include "imgp_table.h"
+#include "imgp_waiters.h"
 
 #define S_SOCKETS 4
 #define S_BATCH 64                  //  messages per socket per loop pass
@@ -78,6 +89,8 @@ typedef struct {
     char *endpoints [S_SOCKETS];        //  resolved endpoints, owned
     imgp_spool_t *spool;                //  the on-disk truth
     imgp_table_t *table;                //  the in-memory index
+    imgp_waiters_t *waiters;            //  STATUS/FETCH held until their job ends
+    imgp_stats_t stats;                 //  counters and histograms; PONG adds the gauges
     int64_t next_tick;                  //  monotonic ms of next housekeeping
     bool terminated;                    //  $TERM received
 } s_server_t;
@@ -104,6 +117,7 @@ imgp_broker_config_default (imgp_broker_config_t *config)
         .ttl_s = 86400,
         .fsync = false,
         .tick_ms = 100,
+        .max_waiters = 10000,
     };
 }
 
@@ -134,18 +148,96 @@ s_touch (imgp_job_t *job)
     job->updated_at = zclock_time ();
 }
 
+static imgp_msg_t *
+s_info_new (imgp_msg_t *request, imgp_job_t *job)
+{
+    imgp_msg_t *info = imgp_msg_reply_new (request, IMGP_MSG_INFO);
+    info->state = job->state;
+    info->created_at = job->created_at;
+    info->updated_at = job->updated_at;
+    info->attempts = job->attempts;
+    if (job->state == IMGP_STATE_FAILED) {
+        memcpy (info->code, job->code, sizeof info->code);
+        memcpy (info->message, job->message, sizeof info->message);
+    }
+    if (job->state == IMGP_STATE_DONE)
+        info->result = job->result;
+    return info;
+}
+
+//  INFO of a done job with its thumbnail, read from the spool; ERROR
+//  internal when the spool cannot give it.
+static imgp_msg_t *
+s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
+{
+    void *data = NULL;
+    size_t size = 0;
+    if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) || size == 0) {
+        free (data);
+        return imgp_msg_error_new (request, "internal", "the thumbnail is missing from the spool");
+    }
+    imgp_msg_t *info = s_info_new (request, job);
+    imgp_msg_set_data (info, data, size, NULL);     //  sent without a copy
+    return info;
+}
+
+//  Answer a STATUS or FETCH about `job`, at once or after it was held:
+//  INFO (with the thumbnail for a FETCH of a done job), or ERROR not_found
+//  when `job` is NULL (unknown, or another owner's).
+static void
+s_answer (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
+{
+    imgp_msg_t *reply;
+    if (!job)
+        reply = imgp_msg_error_new (request, "not_found", "no job with this id");
+    else
+    if (request->type == IMGP_MSG_FETCH && job->state == IMGP_STATE_DONE)
+        reply = s_thumbnail_new (self, request, job);
+    else
+        reply = s_info_new (request, job);
+    s_reply (self, IMGP_BROKER_STATUS, &reply);
+}
+
+//  Answer every request held on `job`, with the job as it is now. The one
+//  place held requests are woken: called where a job ends (s_finish) and
+//  where it leaves the table (s_forget), so none is left behind.
+static void
+s_wake (s_server_t *self, imgp_job_t *job)
+{
+    imgp_msg_t *request;
+    while ((request = imgp_waiters_take (self->waiters, job->id))) {
+        s_answer (self, request, job);
+        imgp_msg_destroy (&request);
+    }
+}
+
+//  Count a job that ended, for PONG.
+static void
+s_count_finish (s_server_t *self, imgp_job_t *job)
+{
+    if (job->state == IMGP_STATE_DONE) {
+        self->stats.done++;
+        imgp_histo_add (&self->stats.job_ms, job->result.ms);
+    }
+    else
+        self->stats.failed++;
+}
+
 //  The job ends done or failed: table, record, and then the original goes,
 //  but only once the final record is on disk (see the top of this file).
+//  Every way a job ends comes through here, so here its waiters wake.
 static void
 s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state)
 {
     s_touch (job);
     imgp_table_finish (self->table, job, state);
+    s_count_finish (self, job);
     if (s_persist (self, job) == 0)
         imgp_spool_drop (self->spool, job->id, IMGP_SPOOL_IN);
     else
         imgp_warn ("job=%s event=original_kept reason=\"the final record was not saved\"",
                    job->id);
+    s_wake (self, job);
 }
 
 static void
@@ -174,6 +266,7 @@ s_forget (s_server_t *self, imgp_job_t **job_p, const char *event)
 {
     imgp_info ("job=%s event=%s state=%s", (*job_p)->id, event,
                imgp_state_name ((*job_p)->state));
+    s_wake (self, *job_p);
     imgp_spool_delete (self->spool, (*job_p)->id);
     imgp_table_remove (self->table, job_p);
 }
@@ -210,6 +303,7 @@ s_requeue (s_server_t *self, imgp_job_t *job, const char *reason)
     }
     bool was_visible = job->state != IMGP_STATE_QUEUED;
     imgp_table_requeue (self->table, job);
+    self->stats.retried++;
     if (was_visible)
         s_touch (job);
     s_persist (self, job);
@@ -219,27 +313,27 @@ s_requeue (s_server_t *self, imgp_job_t *job, const char *reason)
 //  =====================================================================
 //  Intake and status: SUBMIT, STATUS, FETCH, PING
 
-static imgp_msg_t *
-s_info_new (imgp_msg_t *request, imgp_job_t *job)
+//  The broker's figures for PONG: the counters kept as things happen, and
+//  the gauges read now (O(1) each, but the live resizers: a walk over the
+//  fleet, as credit does on every dispatch).
+static void
+s_stats (s_server_t *self, imgp_stats_t *stats)
 {
-    imgp_msg_t *info = imgp_msg_reply_new (request, IMGP_MSG_INFO);
-    info->state = job->state;
-    info->created_at = job->created_at;
-    info->updated_at = job->updated_at;
-    info->attempts = job->attempts;
-    if (job->state == IMGP_STATE_FAILED) {
-        memcpy (info->code, job->code, sizeof info->code);
-        memcpy (info->message, job->message, sizeof info->message);
-    }
-    if (job->state == IMGP_STATE_DONE)
-        info->result = job->result;
-    return info;
+    *stats = self->stats;
+    stats->queued = (int64_t) imgp_table_queued (self->table);
+    stats->queue_max = (int64_t) self->config->max_queue;
+    stats->in_flight = (int64_t) imgp_table_inflight (self->table);
+    stats->waiters = (int64_t) imgp_waiters_size (self->waiters);
+    imgp_table_live (self->table, zclock_mono (), self->config->heartbeat_timeout_ms,
+                     &stats->resizers, &stats->slots);
 }
 
 static void
 s_on_ping (s_server_t *self, imgp_msg_t *msg, imgp_broker_socket_t which)
 {
     imgp_msg_t *pong = imgp_msg_reply_new (msg, IMGP_MSG_PONG);
+    pong->has_stats = true;
+    s_stats (self, &pong->stats);
     s_reply (self, which, &pong);
 }
 
@@ -276,15 +370,34 @@ s_submit_refusal (s_server_t *self, imgp_msg_t *msg)
     return NULL;
 }
 
+//  A SUBMIT for an id already held. A retry (PROTOCOL.md 5.2) gets ACCEPTED
+//  with the job's state. One from another owner is no retry (a retry repeats
+//  its request): it gets bad_request, without the job's state, and the job
+//  keeps its owner.
+static void
+s_on_resubmit (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+{
+    imgp_msg_t *reply;
+    if (streq (job->owner, msg->owner)) {
+        imgp_debug ("job=%s event=duplicate_submit state=%s", job->id, imgp_state_name (job->state));
+        reply = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
+        reply->state = job->state;
+    }
+    else {
+        imgp_warn ("job=%s event=refused code=bad_request reason=\"held for another owner\"",
+                   job->id);
+        reply = imgp_msg_error_new (msg, "bad_request",
+                                    "this id names another job; a retry must repeat its SUBMIT");
+    }
+    s_reply (self, IMGP_BROKER_INTAKE, &reply);
+}
+
 static void
 s_on_submit (s_server_t *self, imgp_msg_t *msg)
 {
     imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
     if (job) {
-        imgp_debug ("job=%s event=duplicate_submit state=%s", job->id, imgp_state_name (job->state));
-        imgp_msg_t *accepted = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
-        accepted->state = job->state;
-        s_reply (self, IMGP_BROKER_INTAKE, &accepted);
+        s_on_resubmit (self, msg, job);
         return;
     }
     imgp_msg_t *reply = s_submit_refusal (self, msg);
@@ -295,6 +408,7 @@ s_on_submit (s_server_t *self, imgp_msg_t *msg)
     }
     imgp_job_t record = { .state = IMGP_STATE_QUEUED, .opts = msg->opts };
     memcpy (record.id, msg->id, sizeof record.id);
+    memcpy (record.owner, msg->owner, sizeof record.owner);
     record.created_at = record.updated_at = zclock_time ();
     record.bytes = (int64_t) imgp_msg_size (msg);
 
@@ -309,41 +423,50 @@ s_on_submit (s_server_t *self, imgp_msg_t *msg)
     }
     job = imgp_table_insert (self->table, &record);
     assert (job);               //  the lookup above said the id is new
+    self->stats.accepted++;
     imgp_info ("job=%s event=accepted bytes=%zu", job->id, imgp_msg_size (msg));
     reply = imgp_msg_reply_new (msg, IMGP_MSG_ACCEPTED);
     reply->state = job->state;
     s_reply (self, IMGP_BROKER_INTAKE, &reply);
 }
 
-static void
-s_on_status (s_server_t *self, imgp_msg_t *msg)
+//  The job a STATUS or FETCH may see: held, and submitted by the same owner
+//  ("" is an owner too). Another owner's job is NULL, like an unknown id,
+//  so a key cannot learn whether another key's job exists.
+static imgp_job_t *
+s_owned_job (s_server_t *self, imgp_msg_t *msg)
 {
     imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
-    imgp_msg_t *reply = job ? s_info_new (msg, job)
-                            : imgp_msg_error_new (msg, "not_found", "no job with this id");
-    s_reply (self, IMGP_BROKER_STATUS, &reply);
+    return job && streq (job->owner, msg->owner) ? job : NULL;
 }
 
-static void
-s_on_fetch (s_server_t *self, imgp_msg_t *msg)
+//  Hold a STATUS or FETCH with wait_ms until its unfinished job ends or the
+//  wait passes. Returns -1 when it is to be answered now: nothing to wait
+//  for, or --max-waiters requests are held already.
+static int
+s_hold (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
 {
-    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
-    if (!job || job->state != IMGP_STATE_DONE) {
-        s_on_status (self, msg);
-        return;
+    if (!job || msg->wait_ms <= 0 || job->phase == IMGP_PHASE_FINISHED)
+        return -1;
+    if (imgp_waiters_size (self->waiters) >= self->config->max_waiters) {
+        imgp_debug ("job=%s event=wait_refused waiters=%zu", job->id,
+                    imgp_waiters_size (self->waiters));
+        return -1;
     }
-    void *data = NULL;
-    size_t size = 0;
-    imgp_msg_t *reply;
-    if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) == 0 && size > 0) {
-        reply = s_info_new (msg, job);
-        imgp_msg_set_data (reply, data, size, NULL);    //  sent without a copy
-    }
-    else {
-        free (data);
-        reply = imgp_msg_error_new (msg, "internal", "the thumbnail is missing from the spool");
-    }
-    s_reply (self, IMGP_BROKER_STATUS, &reply);
+    //  A copy keeps what the answer needs (envelope, id, tag, type). The
+    //  owner was checked here, and a job's owner never changes.
+    imgp_msg_t *held = imgp_msg_reply_new (msg, msg->type);
+    imgp_waiters_hold (self->waiters, &held, zclock_mono () + msg->wait_ms);
+    return 0;
+}
+
+//  STATUS or FETCH.
+static void
+s_on_query (s_server_t *self, imgp_msg_t *msg)
+{
+    imgp_job_t *job = s_owned_job (self, msg);
+    if (s_hold (self, msg, job))
+        s_answer (self, msg, job);
 }
 
 static void
@@ -371,11 +494,8 @@ s_on_intake (s_server_t *self, imgp_msg_t *msg)
 static void
 s_on_status_socket (s_server_t *self, imgp_msg_t *msg)
 {
-    if (msg->type == IMGP_MSG_STATUS)
-        s_on_status (self, msg);
-    else
-    if (msg->type == IMGP_MSG_FETCH)
-        s_on_fetch (self, msg);
+    if (msg->type == IMGP_MSG_STATUS || msg->type == IMGP_MSG_FETCH)
+        s_on_query (self, msg);
     else
     if (msg->type == IMGP_MSG_PING)
         s_on_ping (self, msg, IMGP_BROKER_STATUS);
@@ -536,6 +656,8 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job)
         return 0;
     }
     imgp_table_dispatched (self->table, job, zclock_mono ());
+    if (job->attempts == 1)
+        imgp_histo_add (&self->stats.wait_ms, zclock_time () - job->created_at);
     imgp_info ("job=%s event=dispatched attempt=%d bytes=%zu", job->id, job->attempts, size);
     return 0;
 }
@@ -587,6 +709,19 @@ s_sweep (s_server_t *self)
     imgp_job_t *job;
     while ((job = imgp_table_oldest_finished (self->table)) && job->updated_at <= cutoff)
         s_forget (self, &job, "expired");
+}
+
+//  Answer the held requests whose wait has passed, with the job as it is
+//  now (a job never leaves the table with requests held on it, but a
+//  lookup that finds none answers not_found all the same).
+static void
+s_expire (s_server_t *self, int64_t now)
+{
+    imgp_msg_t *request;
+    while ((request = imgp_waiters_expired (self->waiters, now))) {
+        s_answer (self, request, imgp_table_lookup (self->table, request->id));
+        imgp_msg_destroy (&request);
+    }
 }
 
 static void
@@ -739,6 +874,7 @@ s_server_destroy (s_server_t **self_p)
         zsock_destroy (&self->sockets [i]);
         zstr_free (&self->endpoints [i]);
     }
+    imgp_waiters_destroy (&self->waiters);    //  nobody needs an answer now
     imgp_table_destroy (&self->table);
     imgp_spool_destroy (&self->spool);
     free (self);
@@ -754,6 +890,7 @@ s_server_new (zsock_t *pipe, const imgp_broker_config_t *config)
     self->pipe = pipe;
     self->config = config;
     self->table = imgp_table_new ();
+    self->waiters = imgp_waiters_new ();
     self->spool = imgp_spool_new (config->data_dir, config->fsync);
     if (!self->spool || s_recover (self)
     ||  s_bind (self, IMGP_BROKER_INTAKE, ZMQ_ROUTER, config->intake)
@@ -797,6 +934,20 @@ s_drain (s_server_t *self, imgp_broker_socket_t which, s_handler_fn *handler)
     }
 }
 
+//  How long the loop may sleep: until the next tick or the earliest
+//  deadline of a held request, whichever comes first, so a wait ends on
+//  time rather than at the tick after.
+static long
+s_poll_timeout (s_server_t *self)
+{
+    int64_t until = self->next_tick;
+    int64_t deadline = imgp_waiters_next_deadline (self->waiters);
+    if (deadline >= 0 && deadline < until)
+        until = deadline;
+    int64_t wait = until - zclock_mono ();
+    return wait > 0 ? (long) wait : 0;
+}
+
 static void
 s_server_run (s_server_t *self)
 {
@@ -807,8 +958,7 @@ s_server_run (s_server_t *self)
         { zsock_resolve (self->sockets [IMGP_BROKER_RESULTS]), 0, ZMQ_POLLIN, 0 },
     };
     while (!self->terminated) {
-        int64_t wait = self->next_tick - zclock_mono ();
-        int rc = zmq_poll (items, 4, wait > 0 ? (long) wait : 0);
+        int rc = zmq_poll (items, 4, s_poll_timeout (self));
         if (rc == -1 && zmq_errno () != EINTR) {
             imgp_error ("event=poll_failed error=\"%s\"", zmq_strerror (zmq_errno ()));
             break;                  //  context terminated: nothing more we can do
@@ -825,6 +975,7 @@ s_server_run (s_server_t *self)
         }
         if (zclock_mono () >= self->next_tick)
             s_on_tick (self);
+        s_expire (self, zclock_mono ());
         s_dispatch (self);
     }
 }

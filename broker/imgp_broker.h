@@ -36,6 +36,7 @@ typedef struct {
     int64_t ttl_s;                  //  finished jobs kept this long
     bool fsync;                     //  fsync spool writes
     int64_t tick_ms;                //  housekeeping period (100)
+    size_t max_waiters;             //  STATUS/FETCH held for wait_ms; beyond, answered at once
 } imgp_broker_config_t;
 
 //  Which bound socket, for imgp_broker_endpoint().
@@ -50,7 +51,7 @@ typedef struct _imgp_broker_t imgp_broker_t;
 
 //  Fill `config` with the documented defaults (endpoints 127.0.0.1:5571-5574,
 //  ./imgpipe-data, 1000 queued, 100000 jobs, 32 MiB, 3 attempts, 10 s / 3 s /
-//  60 s timeouts, TTL one day, no fsync, 100 ms tick).
+//  60 s timeouts, TTL one day, no fsync, 100 ms tick, 10000 waiters).
 void imgp_broker_config_default (imgp_broker_config_t *config);
 
 //  Start the broker: open and scan the spool, bind the sockets, start the

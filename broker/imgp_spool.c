@@ -271,7 +271,7 @@ imgp_spool_record_encode (const imgp_job_t *r)
     assert (r);
     json_t *root = json_pack (
         "{s:i, s:s, s:s, s:{s:i, s:i, s:s, s:s, s:i, s:b},"
-        " s:I, s:I, s:I, s:i, s:s}",
+        " s:I, s:I, s:I, s:i, s:s, s:s}",
         "v", S_RECORD_VERSION,
         "id", r->id,
         "state", imgp_state_name (r->state),
@@ -284,7 +284,8 @@ imgp_spool_record_encode (const imgp_job_t *r)
         "updated_at", (json_int_t) r->updated_at,
         "bytes", (json_int_t) r->bytes,
         "attempts", r->attempts,
-        "worker", r->worker);
+        "worker", r->worker,
+        "owner", r->owner);
     if (!root)
         return NULL;
     int rc = 0;
@@ -343,7 +344,8 @@ static bool
 s_record_in_range (const imgp_job_t *r)
 {
     if (r->created_at < 0 || r->updated_at < 0 || r->bytes < 0
-    ||  r->attempts < 0 || r->attempts > IMGP_ATTEMPTS_MAX)
+    ||  r->attempts < 0 || r->attempts > IMGP_ATTEMPTS_MAX
+    ||  (r->owner [0] && !imgp_msg_owner_valid (r->owner)))
         return false;
     if (r->state == IMGP_STATE_FAILED) {
         if (!r->code [0])
@@ -369,12 +371,13 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
     if (!root)
         return -1;
     int version, enlarge;
-    const char *id, *state, *fit, *format, *worker;
+    //  Records written before owners existed have none: they load as "".
+    const char *id, *state, *fit, *format, *worker, *owner = "";
     json_int_t created_at, updated_at, bytes;
     json_t *error = NULL, *result = NULL;
     int rc = json_unpack (root,
         "{s:i, s:s, s:s, s:{s:i, s:i, s:s, s:s, s:i, s:b},"
-        " s:I, s:I, s:I, s:i, s:s, s?o, s?o}",
+        " s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o}",
         "v", &version, "id", &id, "state", &state,
         "opts",
             "width", &r->opts.width, "height", &r->opts.height,
@@ -382,7 +385,7 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
             "quality", &r->opts.quality, "enlarge", &enlarge,
         "created_at", &created_at, "updated_at", &updated_at,
         "bytes", &bytes, "attempts", &r->attempts, "worker", &worker,
-        "error", &error, "result", &result);
+        "owner", &owner, "error", &error, "result", &result);
     if (rc == 0) {
         r->opts.enlarge = enlarge != 0;
         r->created_at = created_at;
@@ -395,6 +398,7 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
         ||  imgp_format_parse (format, &r->opts.format)
         ||  !imgp_opts_valid (&r->opts)
         ||  s_copy (r->worker, sizeof r->worker, worker)
+        ||  s_copy (r->owner, sizeof r->owner, owner)
         ||  s_decode_outcome (error, result, r)
         ||  !s_record_in_range (r))
             rc = -1;

@@ -73,7 +73,8 @@ int imgp_spool_delete (imgp_spool_t *self, const char *id);
 int imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg);
 
 //  The record as JSON text (caller frees) and back (-1 when it does not
-//  parse or a value is out of range): exposed for tests.
+//  parse or a value is out of range): exposed for tests. A record without
+//  "owner" (from a broker before owners) decodes with owner "".
 char *imgp_spool_record_encode (const imgp_job_t *record);
 int imgp_spool_record_decode (const char *text, imgp_job_t *record);
 

@@ -182,6 +182,13 @@ imgp_table_unstarted (imgp_table_t *self)
     return self->unstarted;
 }
 
+size_t
+imgp_table_inflight (imgp_table_t *self)
+{
+    assert (self);
+    return zlistx_size (self->inflight);
+}
+
 imgp_job_t *
 imgp_table_next (imgp_table_t *self)
 {
@@ -356,6 +363,21 @@ imgp_table_workers (imgp_table_t *self)
 {
     assert (self);
     return zhashx_size (self->workers);
+}
+
+void
+imgp_table_live (imgp_table_t *self, int64_t now, int64_t timeout_ms,
+                 int64_t *live, int64_t *slots)
+{
+    assert (self);
+    assert (live && slots);
+    *live = *slots = 0;
+    for (s_worker_t *known = (s_worker_t *) zhashx_first (self->workers); known;
+         known = (s_worker_t *) zhashx_next (self->workers))
+        if (now - known->last_seen <= timeout_ms) {
+            (*live)++;
+            *slots += known->slots;
+        }
 }
 
 int

@@ -41,6 +41,7 @@ typedef struct {
     imgp_state_t state;                     //  what clients see
     imgp_phase_t phase;                     //  where the broker holds it
     imgp_opts_t opts;                       //  thumbnail options
+    char owner [IMGP_OWNER_MAX + 1];        //  SUBMIT's owner (API key name), "" none
     int64_t created_at;                     //  wall clock ms, when accepted
     int64_t updated_at;                     //  wall clock ms, last visible change
     int64_t bytes;                          //  size of the original
@@ -73,10 +74,12 @@ imgp_job_t *imgp_table_lookup (imgp_table_t *self, const char *id);
 //  Remove a job and free its record; `*job_p` is set to NULL.
 void imgp_table_remove (imgp_table_t *self, imgp_job_t **job_p);
 
-//  Counts: all jobs, jobs in the FIFO, jobs dispatched but not STARTED.
+//  Counts: all jobs, jobs in the FIFO, jobs dispatched but not STARTED,
+//  jobs dispatched and not finished (STARTED or not). O(1) each.
 size_t imgp_table_size (imgp_table_t *self);
 size_t imgp_table_queued (imgp_table_t *self);
 size_t imgp_table_unstarted (imgp_table_t *self);
+size_t imgp_table_inflight (imgp_table_t *self);
 
 //  The job at the front of the FIFO (borrowed), or NULL when empty.
 imgp_job_t *imgp_table_next (imgp_table_t *self);
@@ -133,8 +136,14 @@ const char *imgp_table_lost_worker (imgp_table_t *self, int64_t now, int64_t tim
 //  Forget a worker (lost); unknown names are ignored.
 void imgp_table_worker_remove (imgp_table_t *self, const char *worker);
 
-//  Number of live workers.
+//  Number of workers known (not yet found lost by imgp_table_lost_worker).
 size_t imgp_table_workers (imgp_table_t *self);
+
+//  Workers heard from within `timeout_ms` of `now`, and the free slots they
+//  last reported, into *live and *slots. Walks the workers: as many as the
+//  resizer fleet, like imgp_table_credit.
+void imgp_table_live (imgp_table_t *self, int64_t now, int64_t timeout_ms,
+                      int64_t *live, int64_t *slots);
 
 //  Jobs the broker may dispatch now: free slots of live workers, minus jobs
 //  dispatched but not yet started. Never negative.

@@ -34,6 +34,7 @@ static const imgp_conf_spec_t s_specs [] = {
     { "job-timeout-ms", "60000", "re-queue a job running longer than this" },
     { "ttl-s", "86400", "seconds finished jobs and thumbnails are kept" },
     { "fsync", NULL, "fsync every spool write (survives power loss; slower)" },
+    { "max-waiters", "10000", "STATUS/FETCH requests held for wait_ms; beyond it, answered at once" },
     { NULL, NULL, NULL }
 };
 
@@ -55,7 +56,7 @@ s_configure (imgp_conf_t *conf, imgp_broker_config_t *config)
     config->data_dir = imgp_conf_str (conf, "data-dir");
     config->fsync = imgp_conf_bool (conf, "fsync");
 
-    long long queue, jobs, upload, attempts, dispatch, heartbeat, job, ttl;
+    long long queue, jobs, upload, attempts, dispatch, heartbeat, job, ttl, waiters;
     if (s_number (conf, "max-queue", 1, 10000000, &queue)
     ||  s_number (conf, "max-jobs", 1, 100000000, &jobs)
     ||  s_number (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &upload)
@@ -63,7 +64,8 @@ s_configure (imgp_conf_t *conf, imgp_broker_config_t *config)
     ||  s_number (conf, "dispatch-timeout-ms", 10, 86400000, &dispatch)
     ||  s_number (conf, "heartbeat-timeout-ms", 10, 86400000, &heartbeat)
     ||  s_number (conf, "job-timeout-ms", 10, 86400000, &job)
-    ||  s_number (conf, "ttl-s", 1, 3650LL * 86400, &ttl))
+    ||  s_number (conf, "ttl-s", 1, 3650LL * 86400, &ttl)
+    ||  s_number (conf, "max-waiters", 0, 10000000, &waiters))
         return -1;
     config->max_queue = (size_t) queue;
     config->max_jobs = (size_t) jobs;
@@ -73,6 +75,7 @@ s_configure (imgp_conf_t *conf, imgp_broker_config_t *config)
     config->heartbeat_timeout_ms = heartbeat;
     config->job_timeout_ms = job;
     config->ttl_s = ttl;
+    config->max_waiters = (size_t) waiters;
     return 0;
 }
 

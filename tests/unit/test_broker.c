@@ -20,6 +20,7 @@
 #include "imgp_msg.h"
 #include "imgp_spool.h"
 #include "imgp_table.h"
+#include "imgp_waiters.h"
 
 #define S_TIMEOUT_MS 5000           //  socket timeouts and wait deadlines
 
@@ -507,19 +508,33 @@ s_copy (const void *data, size_t size)
     return copy;
 }
 
+//  A SUBMIT of `size` bytes on behalf of `owner` ("" for none).
 static imgp_msg_t *
-s_submit (zsock_t *intake, const char *id, size_t size)
+s_submit_new (const char *id, size_t size, const char *owner)
 {
     imgp_msg_t *submit = imgp_msg_new (IMGP_MSG_SUBMIT);
     memcpy (submit->id, id, IMGP_ID_LEN + 1);
+    snprintf (submit->owner, sizeof submit->owner, "%s", owner);
     imgp_opts_default (&submit->opts);
     void *data = malloc (size);
     cr_assert_not_null (data);
     memset (data, 'i', size);
     imgp_msg_set_data (submit, data, size, NULL);
-    imgp_msg_t *reply = s_call (intake, submit);
+    return submit;
+}
+
+static imgp_msg_t *
+s_submit_as (zsock_t *intake, const char *id, size_t size, const char *owner)
+{
+    imgp_msg_t *reply = s_call (intake, s_submit_new (id, size, owner));
     cr_assert_not_null (reply, "no reply to SUBMIT");
     return reply;
+}
+
+static imgp_msg_t *
+s_submit (zsock_t *intake, const char *id, size_t size)
+{
+    return s_submit_as (intake, id, size, "");
 }
 
 //  SUBMIT that must be accepted.
@@ -533,14 +548,31 @@ s_submit_ok (zsock_t *intake, const char *id, size_t size)
     imgp_msg_destroy (&reply);
 }
 
+//  A STATUS or FETCH on behalf of `owner`, with a tag and a wait.
 static imgp_msg_t *
-s_ask (zsock_t *status, imgp_msg_type_t type, const char *id)
+s_query_new (imgp_msg_type_t type, const char *id, const char *owner, int64_t tag,
+             int wait_ms)
 {
     imgp_msg_t *request = imgp_msg_new (type);
     memcpy (request->id, id, IMGP_ID_LEN + 1);
-    imgp_msg_t *reply = s_call (status, request);
+    snprintf (request->owner, sizeof request->owner, "%s", owner);
+    request->tag = tag;
+    request->wait_ms = wait_ms;
+    return request;
+}
+
+static imgp_msg_t *
+s_ask_as (zsock_t *status, imgp_msg_type_t type, const char *id, const char *owner)
+{
+    imgp_msg_t *reply = s_call (status, s_query_new (type, id, owner, 0, 0));
     cr_assert_not_null (reply, "no reply to %s", imgp_msg_type_name (type));
     return reply;
+}
+
+static imgp_msg_t *
+s_ask (zsock_t *status, imgp_msg_type_t type, const char *id)
+{
+    return s_ask_as (status, type, id, "");
 }
 
 //  Poll STATUS until the job is in `state`; returns its INFO, or fails.
@@ -707,6 +739,7 @@ typedef struct {
     imgp_broker_t *broker;      //  the broker under test
     zsock_t *intake;            //  REQ to its intake port
     zsock_t *status;            //  REQ to its status port
+    zsock_t *dealer;            //  DEALER to its status port: tagged, held requests
     s_worker_t *worker;         //  fake resizer, or NULL
 } s_rig_t;
 
@@ -720,6 +753,8 @@ s_rig_new (const imgp_broker_config_t *config, const char *worker)
     self->broker = s_broker_new (config);
     self->intake = s_req (self->broker, IMGP_BROKER_INTAKE);
     self->status = s_req (self->broker, IMGP_BROKER_STATUS);
+    self->dealer = s_connect (ZMQ_DEALER, imgp_broker_endpoint (self->broker,
+                                                                IMGP_BROKER_STATUS));
     if (worker)
         self->worker = s_worker_new (self->broker, worker);
     return self;
@@ -733,6 +768,7 @@ s_rig_destroy (s_rig_t **self_p)
         s_worker_destroy (&self->worker);
         zsock_destroy (&self->intake);
         zsock_destroy (&self->status);
+        zsock_destroy (&self->dealer);
         imgp_broker_destroy (&self->broker);
         free (self);
         *self_p = NULL;
@@ -1445,4 +1481,559 @@ Test (broker, bind_failure_returns_null)
     config.intake = "not-an-endpoint";
     cr_assert_null (imgp_broker_new (&config));
     imgp_broker_destroy (&first);
+}
+
+//  =====================================================================
+//  Owners, held requests (wait_ms), stats and tags
+
+//  A spool record keeps the owner; one written before owners existed has
+//  no "owner" member and loads with owner "".
+Test (spool, record_owner_round_trip_and_old_records)
+{
+    imgp_job_t record = s_record (IMGP_STATE_QUEUED, 1);
+    snprintf (record.owner, sizeof record.owner, "key-1.alice_B");
+    char *text = imgp_spool_record_encode (&record);
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    cr_assert_str_eq (back.owner, "key-1.alice_B");
+    free (text);
+
+    record.owner [0] = '\0';
+    text = imgp_spool_record_encode (&record);
+    char *member = strstr (text, ",\"owner\":\"\"");
+    cr_assert_not_null (member, "%s", text);
+    memmove (member, member + strlen (",\"owner\":\"\""), strlen (member + strlen (",\"owner\":\"\"")) + 1);
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    cr_assert_str_eq (back.owner, "");
+    free (text);
+
+    snprintf (record.owner, sizeof record.owner, "no spaces");
+    text = imgp_spool_record_encode (&record);
+    cr_assert_eq (imgp_spool_record_decode (text, &back), -1, "a damaged owner: %s", text);
+    free (text);
+}
+
+TestSuite (waiters, .init = s_setup, .fini = s_teardown, .timeout = 10);
+
+static void
+s_hold (imgp_waiters_t *waiters, const char *id, int64_t tag, int64_t deadline)
+{
+    imgp_msg_t *request = s_query_new (IMGP_MSG_STATUS, id, "", tag, 1000);
+    imgp_waiters_hold (waiters, &request, deadline);
+    cr_assert_null (request, "the set takes the request");
+}
+
+Test (waiters, taken_by_job_or_by_deadline)
+{
+    imgp_waiters_t *waiters = imgp_waiters_new ();
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    cr_assert_eq (imgp_waiters_next_deadline (waiters), -1);
+    //  Tags 1..6, deadlines out of order; odd tags wait on a, even on b.
+    const int64_t deadlines [] = { 500, 100, 300, 200, 400, 50 };
+    for (int i = 0; i < 6; i++)
+        s_hold (waiters, i % 2 ? b : a, i + 1, deadlines [i]);
+    cr_assert_eq (imgp_waiters_size (waiters), 6);
+    cr_assert_eq (imgp_waiters_next_deadline (waiters), 50);
+    cr_assert_null (imgp_waiters_expired (waiters, 49));
+
+    //  b's three leave by their job, from wherever they sit in the heap.
+    int seen = 0;
+    imgp_msg_t *request;
+    while ((request = imgp_waiters_take (waiters, b))) {
+        cr_assert_str_eq (request->id, b);
+        seen |= 1 << request->tag;
+        imgp_msg_destroy (&request);
+    }
+    cr_assert_eq (seen, (1 << 2) | (1 << 4) | (1 << 6));
+    cr_assert_eq (imgp_waiters_size (waiters), 3);
+
+    //  a's expire earliest first: 300 (tag 3), 400 (tag 5), 500 (tag 1).
+    cr_assert_eq (imgp_waiters_next_deadline (waiters), 300);
+    const int64_t order [] = { 3, 5, 1 };
+    for (int i = 0; i < 3; i++) {
+        request = imgp_waiters_expired (waiters, 1000);
+        cr_assert_not_null (request);
+        cr_assert_eq (request->tag, order [i]);
+        imgp_msg_destroy (&request);
+    }
+    cr_assert_null (imgp_waiters_expired (waiters, 1000));
+    cr_assert_null (imgp_waiters_take (waiters, a), "an expired waiter left its job's chain");
+    cr_assert_eq (imgp_waiters_next_deadline (waiters), -1);
+
+    //  Destroy frees what is still held (the leak checker would tell).
+    s_hold (waiters, a, 9, 1);
+    imgp_waiters_destroy (&waiters);
+    imgp_waiters_destroy (&waiters);
+    cr_assert_null (waiters);
+}
+
+//  Many waiters, and holes taken all over the heap: what is left still
+//  expires in deadline order, and every waiter comes back once.
+Test (waiters, heap_order_survives_removals)
+{
+    imgp_waiters_t *waiters = imgp_waiters_new ();
+    char ids [10][IMGP_ID_LEN + 1];
+    for (int i = 0; i < 10; i++)
+        s_new_id (ids [i]);
+    srand (7);
+    for (int i = 0; i < 1000; i++)
+        s_hold (waiters, ids [i % 10], i + 1, rand () % 5000);
+    imgp_msg_t *request;
+    for (int j = 0; j < 3; j++)
+        while ((request = imgp_waiters_take (waiters, ids [j])))
+            imgp_msg_destroy (&request);
+    cr_assert_eq (imgp_waiters_size (waiters), 700);
+
+    int64_t last = -1, deadline;
+    size_t count = 0;
+    while ((deadline = imgp_waiters_next_deadline (waiters)) >= 0) {
+        cr_assert_geq (deadline, last);
+        last = deadline;
+        request = imgp_waiters_expired (waiters, deadline);
+        cr_assert_not_null (request);
+        cr_assert (!streq (request->id, ids [0]) && !streq (request->id, ids [1])
+                   && !streq (request->id, ids [2]));
+        imgp_msg_destroy (&request);
+        count++;
+    }
+    cr_assert_eq (count, 700);
+    imgp_waiters_destroy (&waiters);
+}
+
+//  A DEALER on one of the broker's ports: many requests outstanding at
+//  once, each reply matched by its tag.
+static zsock_t *
+s_dealer (imgp_broker_t *broker, imgp_broker_socket_t which)
+{
+    return s_connect (ZMQ_DEALER, imgp_broker_endpoint (broker, which));
+}
+
+static void
+s_send (zsock_t *sock, imgp_msg_t *request)
+{
+    cr_assert_eq (imgp_msg_send (&request, sock), 0);
+}
+
+static imgp_msg_t *
+s_next_reply (zsock_t *dealer)
+{
+    imgp_msg_t *reply = imgp_msg_recv (dealer);
+    cr_assert_not_null (reply, "no reply in time");
+    return reply;
+}
+
+//  The next reply on a DEALER must be INFO in `state`, for the request
+//  tagged `tag` (0: any tag). Returns it.
+static imgp_msg_t *
+s_expect_info (zsock_t *dealer, int64_t tag, imgp_state_t state)
+{
+    imgp_msg_t *reply = s_next_reply (dealer);
+    cr_assert_eq (reply->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (reply->type),
+                  reply->message);
+    cr_assert (tag == 0 || reply->tag == tag, "tag %lld, not %lld", (long long) reply->tag,
+               (long long) tag);
+    cr_assert_eq (reply->state, state, "tag %lld is %s", (long long) reply->tag,
+                  imgp_state_name (reply->state));
+    return reply;
+}
+
+//  PING with `tag`; its PONG must be the next reply on this DEALER. The
+//  broker reads a connection in order, so every request sent before the
+//  PING that is still unanswered when the PONG comes is held.
+static imgp_stats_t
+s_ping_next (zsock_t *dealer, int64_t tag)
+{
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    ping->tag = tag;
+    s_send (dealer, ping);
+    imgp_msg_t *pong = s_next_reply (dealer);
+    cr_assert_eq (pong->type, IMGP_MSG_PONG, "got %s (tag %lld) before the PONG",
+                  imgp_msg_type_name (pong->type), (long long) pong->tag);
+    cr_assert_eq (pong->tag, tag);
+    cr_assert (pong->has_stats, "every PONG carries stats");
+    imgp_stats_t stats = pong->stats;
+    imgp_msg_destroy (&pong);
+    return stats;
+}
+
+//  The broker's stats, asked on a REQ.
+static imgp_stats_t
+s_stats (zsock_t *req)
+{
+    imgp_msg_t *pong = s_call (req, imgp_msg_new (IMGP_MSG_PING));
+    cr_assert (pong && pong->type == IMGP_MSG_PONG && pong->has_stats);
+    imgp_stats_t stats = pong->stats;
+    imgp_msg_destroy (&pong);
+    return stats;
+}
+
+//  The worker takes the next job (it must be `id`) and reports STARTED;
+//  returns the attempt.
+static int
+s_worker_take (s_worker_t *worker, const char *id)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (worker, id, attempt);
+    return attempt;
+}
+
+static int64_t
+s_histo_count (const imgp_histo_t *histo)
+{
+    int64_t count = 0;
+    for (int i = 0; i <= IMGP_STATS_BUCKETS; i++)
+        count += histo->counts [i];
+    return count;
+}
+
+Test (broker, owner_is_checked)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    char id [IMGP_ID_LEN + 1], unknown [IMGP_ID_LEN + 1], plain [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_new_id (unknown);
+    s_new_id (plain);
+    imgp_msg_t *reply = s_submit_as (rig->intake, id, 10, "alice");
+    cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED);
+    imgp_msg_destroy (&reply);
+    s_submit_ok (rig->intake, plain, 10);
+    cr_assert_str_eq (s_saved (id).owner, "alice");
+
+    imgp_msg_t *missing = s_ask (rig->status, IMGP_MSG_STATUS, unknown);
+    cr_assert_eq (missing->type, IMGP_MSG_ERROR);
+    const imgp_msg_type_t types [] = { IMGP_MSG_STATUS, IMGP_MSG_FETCH };
+    for (int i = 0; i < 2; i++) {
+        reply = s_ask_as (rig->status, types [i], id, "alice");
+        cr_assert_eq (reply->type, IMGP_MSG_INFO);
+        cr_assert_eq (reply->state, IMGP_STATE_QUEUED);
+        imgp_msg_destroy (&reply);
+        //  Another owner, or none, is told exactly what an unknown id is.
+        const char *others [] = { "bob", "" };
+        for (int j = 0; j < 2; j++) {
+            reply = s_ask_as (rig->status, types [i], id, others [j]);
+            cr_assert_eq (reply->type, IMGP_MSG_ERROR);
+            cr_assert_str_eq (reply->code, missing->code);
+            cr_assert_str_eq (reply->message, missing->message);
+            imgp_msg_destroy (&reply);
+        }
+    }
+    imgp_msg_destroy (&missing);
+    //  A job without an owner is not another key's to see.
+    reply = s_ask_as (rig->status, IMGP_MSG_STATUS, plain, "alice");
+    s_expect_error (&reply, "not_found");
+    //  Nor is a wrong owner held: answered at once (the wait would outlast
+    //  the socket's timeout).
+    reply = s_call (rig->status, s_query_new (IMGP_MSG_STATUS, id, "bob", 0, IMGP_WAIT_MAX_MS));
+    cr_assert_not_null (reply, "a wrong owner's wait was held");
+    s_expect_error (&reply, "not_found");
+
+    //  A SUBMIT of the same id by another owner is no retry: refused, and
+    //  the job keeps its owner.
+    reply = s_submit_as (rig->intake, id, 10, "bob");
+    s_expect_error (&reply, "bad_request");
+    reply = s_submit_as (rig->intake, id, 10, "alice");
+    cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED, "the owner's own retry is fine");
+    imgp_msg_destroy (&reply);
+    reply = s_ask_as (rig->status, IMGP_MSG_STATUS, id, "bob");
+    s_expect_error (&reply, "not_found");
+    cr_assert_str_eq (s_saved (id).owner, "alice");
+
+    s_rig_destroy (&rig);
+}
+
+Test (broker, owner_survives_a_restart)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char queued [IMGP_ID_LEN + 1], done [IMGP_ID_LEN + 1];
+    s_new_id (queued);
+    s_new_id (done);
+    imgp_msg_t *reply = s_submit_as (rig->intake, done, 10, "alice");
+    imgp_msg_destroy (&reply);
+    s_worker_take (rig->worker, done);
+    s_worker_done (rig->worker, done, 1, "alice's");
+    s_worker_destroy (&rig->worker);
+    //  The broker stops only once the end of the job is on disk.
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (s_saved (done).state != IMGP_STATE_DONE) {
+        cr_assert (zclock_mono () < deadline, "the job never ended");
+        zclock_sleep (10);
+    }
+    reply = s_submit_as (rig->intake, queued, 10, "alice");
+    imgp_msg_destroy (&reply);
+    s_rig_destroy (&rig);
+
+    rig = s_rig_new (&config, NULL);
+    const char *ids [] = { queued, done };
+    for (int i = 0; i < 2; i++) {
+        reply = s_ask_as (rig->status, IMGP_MSG_FETCH, ids [i], "alice");
+        cr_assert_eq (reply->type, IMGP_MSG_INFO, "got %s", reply->message);
+        imgp_msg_destroy (&reply);
+        reply = s_ask_as (rig->status, IMGP_MSG_FETCH, ids [i], "bob");
+        s_expect_error (&reply, "not_found");
+        reply = s_ask (rig->status, IMGP_MSG_STATUS, ids [i]);
+        s_expect_error (&reply, "not_found");
+    }
+    s_rig_destroy (&rig);
+}
+
+//  Every reply carries its request's tag: intake and status, INFO, ACCEPTED,
+//  PONG, and ERRORs of every kind.
+Test (broker, replies_carry_the_tag)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_upload_bytes = 100;
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    zsock_t *intake = s_dealer (rig->broker, IMGP_BROKER_INTAKE);
+    zsock_t *status = s_dealer (rig->broker, IMGP_BROKER_STATUS);
+    char id [IMGP_ID_LEN + 1], unknown [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_new_id (unknown);
+
+    imgp_msg_t *submit = s_submit_new (id, 10, "");
+    submit->tag = 11;
+    s_send (intake, submit);
+    submit = s_submit_new (unknown, 1000, "");
+    submit->tag = IMGP_TAG_MAX;
+    s_send (intake, submit);
+    s_send (intake, s_query_new (IMGP_MSG_STATUS, id, "", 13, 0));
+    const imgp_msg_type_t intake_types [] = { IMGP_MSG_ACCEPTED, IMGP_MSG_ERROR, IMGP_MSG_ERROR };
+    const int64_t intake_tags [] = { 11, IMGP_TAG_MAX, 13 };
+    for (int i = 0; i < 3; i++) {
+        imgp_msg_t *reply = s_next_reply (intake);
+        cr_assert_eq (reply->type, intake_types [i]);
+        cr_assert_eq (reply->tag, intake_tags [i]);
+        imgp_msg_destroy (&reply);
+    }
+    s_ping_next (intake, 14);
+
+    s_send (status, s_query_new (IMGP_MSG_STATUS, id, "", 21, 0));
+    s_send (status, s_query_new (IMGP_MSG_FETCH, id, "", 22, 0));
+    s_send (status, s_query_new (IMGP_MSG_STATUS, unknown, "", 23, 0));
+    s_send (status, s_query_new (IMGP_MSG_FETCH, id, "nobody", 24, 0));
+    const imgp_msg_type_t status_types [] = { IMGP_MSG_INFO, IMGP_MSG_INFO, IMGP_MSG_ERROR,
+                                              IMGP_MSG_ERROR };
+    for (int i = 0; i < 4; i++) {
+        imgp_msg_t *reply = s_next_reply (status);
+        cr_assert_eq (reply->type, status_types [i]);
+        cr_assert_eq (reply->tag, 21 + i);
+        imgp_msg_destroy (&reply);
+    }
+    s_ping_next (status, 25);
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    s_rig_destroy (&rig);
+}
+
+//  Held STATUS and FETCH are answered when the job ends done: not at
+//  STARTED, and not before. A FETCH's answer has the thumbnail.
+Test (broker, wait_is_answered_when_the_job_is_done)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+
+    //  Waits longer than the socket timeout: an answer in time was woken.
+    s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 1, IMGP_WAIT_MAX_MS));
+    s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, id, "", 2, IMGP_WAIT_MAX_MS));
+    cr_assert_eq (s_ping_next (rig->dealer, 3).waiters, 2);
+    int attempt = s_worker_take (rig->worker, id);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+    cr_assert_eq (s_ping_next (rig->dealer, 4).waiters, 2, "STARTED woke a waiter");
+
+    s_worker_done (rig->worker, id, attempt, "woken");
+    for (int i = 0; i < 2; i++) {
+        //  Done: the answer was made after the job ended.
+        imgp_msg_t *reply = s_expect_info (rig->dealer, 0, IMGP_STATE_DONE);
+        cr_assert_str_eq (reply->id, id);
+        cr_assert (reply->tag == 1 || reply->tag == 2);
+        size_t size = reply->tag == 2 ? strlen ("woken") : 0;
+        cr_assert_eq (imgp_msg_size (reply), size, "tag %lld", (long long) reply->tag);
+        if (size)
+            cr_assert_arr_eq (imgp_msg_data (reply), "woken", size);
+        imgp_msg_destroy (&reply);
+    }
+    cr_assert_eq (s_ping_next (rig->dealer, 5).waiters, 0);
+    //  A finished job is answered at once.
+    s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 6, IMGP_WAIT_MAX_MS));
+    imgp_msg_t *reply = s_expect_info (rig->dealer, 6, IMGP_STATE_DONE);
+    imgp_msg_destroy (&reply);
+
+    s_rig_destroy (&rig);
+}
+
+//  Held requests are woken however the job fails: a resizer's FAILED, or
+//  the broker giving up after its attempts.
+Test (broker, wait_is_answered_when_the_job_fails)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 1;
+    config.dispatch_timeout_ms = 200;
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char bad [IMGP_ID_LEN + 1], lost [IMGP_ID_LEN + 1];
+    s_new_id (bad);
+    s_new_id (lost);
+    s_submit_ok (rig->intake, bad, 10);
+    s_submit_ok (rig->intake, lost, 10);
+    s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, bad, "", 1, IMGP_WAIT_MAX_MS));
+    s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, lost, "", 2, IMGP_WAIT_MAX_MS));
+    cr_assert_eq (s_ping_next (rig->dealer, 3).waiters, 2);
+
+    int attempt = s_worker_take (rig->worker, bad);
+    s_worker_failed (rig->worker, bad, attempt, "decode_error");
+    imgp_msg_t *reply = s_expect_info (rig->dealer, 1, IMGP_STATE_FAILED);
+    cr_assert_str_eq (reply->code, "decode_error");
+    cr_assert_eq (imgp_msg_size (reply), 0);
+    imgp_msg_destroy (&reply);
+
+    //  The worker takes `lost` and never starts it: no attempt is left.
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_str_eq (job->id, lost);
+    imgp_msg_destroy (&job);
+    reply = s_expect_info (rig->dealer, 2, IMGP_STATE_FAILED);
+    cr_assert_str_eq (reply->code, "attempts_exhausted");
+    imgp_msg_destroy (&reply);
+
+    s_rig_destroy (&rig);
+}
+
+//  A wait that passes is answered with the job as it is then, earliest
+//  deadline first; a broker stopped with requests held just drops them.
+Test (broker, wait_is_answered_at_its_deadline)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+
+    s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 5, 300));
+    s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, id, "", 6, 150));
+    cr_assert_eq (s_ping_next (rig->dealer, 7).waiters, 2);
+    const int64_t order [] = { 6, 5 };
+    for (int i = 0; i < 2; i++) {
+        imgp_msg_t *reply = s_expect_info (rig->dealer, order [i], IMGP_STATE_QUEUED);
+        cr_assert_eq (imgp_msg_size (reply), 0);
+        imgp_msg_destroy (&reply);
+    }
+    cr_assert_eq (s_ping_next (rig->dealer, 8).waiters, 0);
+
+    s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 9, IMGP_WAIT_MAX_MS));
+    cr_assert_eq (s_ping_next (rig->dealer, 10).waiters, 1);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, many_waiters_on_one_job_are_all_answered)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+    enum { DEALERS = 3, EACH = 40 };
+    zsock_t *dealers [DEALERS];
+    for (int d = 0; d < DEALERS; d++) {
+        dealers [d] = s_dealer (rig->broker, IMGP_BROKER_STATUS);
+        for (int tag = 1; tag <= EACH; tag++)
+            s_send (dealers [d], s_query_new (tag % 2 ? IMGP_MSG_STATUS : IMGP_MSG_FETCH, id,
+                                              "", tag, IMGP_WAIT_MAX_MS));
+    }
+    for (int d = 0; d < DEALERS; d++)
+        s_ping_next (dealers [d], EACH + 1);
+    cr_assert_eq (s_stats (rig->status).waiters, DEALERS * EACH);
+
+    int attempt = s_worker_take (rig->worker, id);
+    s_worker_done (rig->worker, id, attempt, "for all");
+    for (int d = 0; d < DEALERS; d++) {
+        bool seen [EACH + 1] = { false };
+        for (int i = 0; i < EACH; i++) {
+            imgp_msg_t *reply = s_expect_info (dealers [d], 0, IMGP_STATE_DONE);
+            cr_assert (reply->tag >= 1 && reply->tag <= EACH && !seen [reply->tag]);
+            seen [reply->tag] = true;
+            imgp_msg_destroy (&reply);
+        }
+        zsock_destroy (&dealers [d]);
+    }
+    cr_assert_eq (s_stats (rig->status).waiters, 0);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, max_waiters_exceeded_answers_at_once)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_waiters = 2;
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+    for (int tag = 1; tag <= 3; tag++)
+        s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", tag, IMGP_WAIT_MAX_MS));
+    //  The third wait is over the bound: answered at once.
+    imgp_msg_t *reply = s_expect_info (rig->dealer, 3, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&reply);
+    cr_assert_eq (s_ping_next (rig->dealer, 4).waiters, 2);
+
+    int attempt = s_worker_take (rig->worker, id);
+    s_worker_done (rig->worker, id, attempt, "done");
+    for (int i = 0; i < 2; i++) {
+        reply = s_expect_info (rig->dealer, 0, IMGP_STATE_DONE);
+        cr_assert (reply->tag == 1 || reply->tag == 2);
+        imgp_msg_destroy (&reply);
+    }
+    s_rig_destroy (&rig);
+}
+
+Test (broker, pong_stats_move_with_jobs)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_queue = 7;
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    imgp_stats_t stats = s_stats (rig->intake);
+    cr_assert_eq (stats.queue_max, 7);
+    cr_assert_eq (stats.accepted + stats.done + stats.failed + stats.retried, 0);
+    cr_assert_eq (stats.queued + stats.in_flight + stats.resizers + stats.waiters, 0);
+
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (rig->intake, a, 10);
+    s_submit_ok (rig->intake, b, 10);
+    stats = s_stats (rig->status);
+    cr_assert_eq (stats.accepted, 2);
+    cr_assert_eq (stats.queued, 2);
+
+    rig->worker = s_worker_new (rig->broker, "w1");
+    int attempt = s_worker_take (rig->worker, a);
+    stats = s_stats (rig->status);
+    cr_assert_eq (stats.in_flight, 1);
+    cr_assert_eq (stats.queued, 1);
+    cr_assert_eq (stats.resizers, 1);
+    cr_assert_eq (s_histo_count (&stats.wait_ms), 1, "a's first dispatch");
+    s_worker_done (rig->worker, a, attempt, "a");
+    imgp_msg_t *info = s_wait_state (rig->status, a, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    attempt = s_worker_take (rig->worker, b);
+    s_worker_failed (rig->worker, b, attempt, "decode_error");
+    info = s_wait_state (rig->status, b, IMGP_STATE_FAILED);
+    imgp_msg_destroy (&info);
+
+    stats = s_stats (rig->status);
+    cr_assert_eq (stats.accepted, 2);
+    cr_assert_eq (stats.done, 1);
+    cr_assert_eq (stats.failed, 1);
+    cr_assert_eq (stats.queued + stats.in_flight, 0);
+    cr_assert_eq (s_histo_count (&stats.job_ms), 1, "done jobs only");
+    cr_assert_eq (stats.job_ms.sum_ms, 7, "the resizer's ms");
+    cr_assert_eq (s_histo_count (&stats.wait_ms), 2);
+    s_rig_destroy (&rig);
 }
