@@ -67,6 +67,7 @@
 #include "imgp_table.h"
 #include "imgp_waiters.h"
 
+#define S_FRONTEND_HWM 100000       //  replies and requests queued per frontend link
 #define S_SOCKETS 4
 #define S_BATCH 64                  //  messages per socket per loop pass
 #define S_LINGER_MS 1000
@@ -847,6 +848,13 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
         zsock_set_maxmsgsize (sock, imgp_msg_max_size (self->config->max_upload_bytes));
     if (which == IMGP_BROKER_STATUS)
         zsock_set_maxmsgsize (sock, imgp_msg_max_size (0));
+    if (which == IMGP_BROKER_INTAKE || which == IMGP_BROKER_STATUS) {
+        //  One frontend sends every request of its thousands of HTTP
+        //  workers over one DEALER: a ROUTER drops replies beyond its
+        //  per-peer high-water mark (1000 by default) without a word.
+        zsock_set_sndhwm (sock, S_FRONTEND_HWM);
+        zsock_set_rcvhwm (sock, S_FRONTEND_HWM);
+    }
     if (which == IMGP_BROKER_JOBS) {
         zsock_set_sndhwm (sock, 1);
         zsock_set_immediate (sock, 1);
