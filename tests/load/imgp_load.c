@@ -535,6 +535,20 @@ s_photo_load (s_photo_t *photo, const char *path)
     return ok ? 0 : -1;
 }
 
+//  Free `n` photos and the array holding them.
+static void
+s_photos_free (s_photo_t **photos_p, size_t n)
+{
+    if (!photos_p || !*photos_p)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free ((*photos_p) [i].name);
+        free ((*photos_p) [i].data);
+    }
+    free (*photos_p);
+    *photos_p = NULL;
+}
+
 static int
 s_cmp_str (const void *a, const void *b)
 {
@@ -1670,5 +1684,16 @@ main (int argc, char **argv)
     }
     curl_multi_cleanup (run->multi);
     curl_global_cleanup ();
+    if (cfg.image_path) {
+        free (run->image.name);
+        free (run->image.data);
+    }
+    if (cfg.burst_photo) {
+        free (run->burst_photo.name);
+        free (run->burst_photo.data);
+    }
+    s_photos_free (&small, nsmall);
+    s_photos_free (&run->photos, run->nphotos);
+    free (run);
     return rc ? 1 : 0;
 }
