@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <malloc.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +41,13 @@
 
 #include "imgp_conns.h"
 #include "imgp_id.h"
+#include "imgp_keys.h"
 #include "imgp_link.h"
 #include "imgp_log.h"
+#include "imgp_metrics.h"
 #include "imgp_msg.h"
 #include "imgp_opts.h"
+#include "imgp_rate.h"
 #include "imgp_reply.h"
 #include "imgp_sniff.h"
 #include "imgp_upload.h"
@@ -51,6 +55,8 @@
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
 #define S_MMAP_THRESHOLD (128 * 1024)   //  allocations above go to mmap, see imgp_http_new
+#define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
+#define S_NOTE_MS 60000         //  a refusal is logged once per client per this
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -61,6 +67,9 @@ struct _imgp_http_t {
     imgp_watch_t *watch;        //  cuts off upload reads past --upload-timeout-ms
     imgp_link_t *link;          //  the link to the broker, shared by every worker
     imgp_conns_t *conns;        //  open connections, per address and in all
+    imgp_keys_t *keys;          //  API keys, NULL when --api-keys is not set
+    imgp_rate_t *rate;          //  token buckets per key or address; log-once notes
+    imgp_metrics_t *metrics;    //  the frontend's Prometheus series
 };
 
 //  What we keep about one open connection (civetweb's connection data),
@@ -77,7 +86,10 @@ typedef enum {
     S_ROUTE_UPLOAD,             //  /v1/images, /images
     S_ROUTE_STATUS,             //  /v1/images/{id}
     S_ROUTE_THUMBNAIL,          //  /v1/images/{id}/thumbnail, /images/{id}/thumbnail
-    S_ROUTE_HEALTH              //  /healthz
+    S_ROUTE_HEALTH,             //  /healthz
+    S_ROUTE_READY,              //  /readyz
+    S_ROUTE_METRICS,            //  /metrics
+    S_ROUTE_CLUSTER             //  /v1/cluster
 } s_route_t;
 
 //  One request in flight, on the stack of its worker thread.
@@ -89,24 +101,43 @@ typedef struct {
     const char *path;           //  decoded, uncleaned request path
     s_route_t route;            //  what the path names
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
+    char owner [IMGP_OWNER_MAX + 1];    //  name of the client's API key, "" for none
     imgp_reply_t reply;         //  the response: its headers, and what was sent
 } s_request_t;
 
 typedef void (s_handler_fn) (s_request_t *req);
 
-static s_handler_fn s_upload, s_status, s_thumbnail, s_health;
+static s_handler_fn s_upload, s_status, s_thumbnail, s_health, s_ready, s_metrics, s_cluster;
 
-//  Which method each route takes, and who handles it.
+//  Which method each route takes, who handles it, how it is counted, and
+//  whether it is open without an API key (probes and scrapes are).
 static const struct {
     s_route_t route;            //  route
+    const char *path;           //  fixed path, NULL for the id routes
     const char *method;         //  the one method allowed
     s_handler_fn *handler;      //  handler for it
+    imgp_route_t metric;        //  route label in the metrics
+    bool open;                  //  served without an API key
 } s_routes [] = {
-    { S_ROUTE_UPLOAD, "POST", s_upload },
-    { S_ROUTE_STATUS, "GET", s_status },
-    { S_ROUTE_THUMBNAIL, "GET", s_thumbnail },
-    { S_ROUTE_HEALTH, "GET", s_health },
+    { S_ROUTE_UPLOAD, "/v1/images", "POST", s_upload, IMGP_ROUTE_UPLOAD, false },
+    { S_ROUTE_UPLOAD, "/images", "POST", s_upload, IMGP_ROUTE_UPLOAD, false },
+    { S_ROUTE_STATUS, NULL, "GET", s_status, IMGP_ROUTE_STATUS, false },
+    { S_ROUTE_THUMBNAIL, NULL, "GET", s_thumbnail, IMGP_ROUTE_THUMBNAIL, false },
+    { S_ROUTE_HEALTH, "/healthz", "GET", s_health, IMGP_ROUTE_HEALTH, true },
+    { S_ROUTE_READY, "/readyz", "GET", s_ready, IMGP_ROUTE_READY, true },
+    { S_ROUTE_METRICS, "/metrics", "GET", s_metrics, IMGP_ROUTE_METRICS, true },
+    { S_ROUTE_CLUSTER, "/v1/cluster", "GET", s_cluster, IMGP_ROUTE_CLUSTER, false },
 };
+#define S_ROUTES (sizeof s_routes / sizeof s_routes [0])
+
+static void s_refusal (s_request_t *req, imgp_refusal_t reason, const char *name,
+                       const char *who);
+
+static void
+s_client_address (s_request_t *req, char *address, size_t size)
+{
+    snprintf (address, size, "%s", mg_get_request_info (req->conn)->remote_addr);
+}
 
 //  --------------------------------------------------------------------------
 //  Routes
@@ -122,10 +153,9 @@ s_after (const char *text, const char *prefix)
 static s_route_t
 s_route_parse (const char *path, char id [IMGP_ID_LEN + 1])
 {
-    if (strcmp (path, "/healthz") == 0)
-        return S_ROUTE_HEALTH;
-    if (strcmp (path, "/v1/images") == 0 || strcmp (path, "/images") == 0)
-        return S_ROUTE_UPLOAD;
+    for (size_t i = 0; i < S_ROUTES; i++)
+        if (s_routes [i].path && strcmp (path, s_routes [i].path) == 0)
+            return s_routes [i].route;
     const char *rest = s_after (path, "/v1/images/");
     bool v1 = rest != NULL;
     if (!rest)
@@ -153,6 +183,9 @@ s_route_parse (const char *path, char id [IMGP_ID_LEN + 1])
 static void
 s_reply_unavailable (s_request_t *req)
 {
+    char address [48];
+    s_client_address (req, address, sizeof address);
+    s_refusal (req, IMGP_REFUSAL_BROKER_DOWN, "broker_down", address);
     req->reply.retry_after = S_RETRY_AFTER_S;
     imgp_reply_error (&req->reply, 503, "unavailable",
                    "the job service is not answering; try again shortly");
@@ -195,8 +228,10 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
     for (size_t i = 0; i < sizeof map / sizeof map [0]; i++)
         if (strcmp (reply->code, map [i].code) == 0)
             status = map [i].status;
-    if (status == 503)
+    if (status == 503) {
+        imgp_metrics_refusal (req->server->metrics, IMGP_REFUSAL_QUEUE_FULL);
         req->reply.retry_after = S_RETRY_AFTER_S;
+    }
     const char *message = reply->message [0] ? reply->message : "the job service failed";
     if (status == 404)
         message = "no image with this id (it may have expired)";
@@ -254,6 +289,19 @@ s_status_json (imgp_msg_t *info)
 //  --------------------------------------------------------------------------
 //  Handlers
 
+//  One call to the broker through the link, as the request's owner; its
+//  round trip is measured unless the broker was asked to hold it.
+static imgp_msg_t *
+s_call (s_request_t *req, imgp_link_request_t *request, bool *sent)
+{
+    request->owner = req->owner;
+    int64_t start = zclock_usecs ();
+    imgp_msg_t *reply = imgp_link_call (req->server->link, request, sent);
+    if (reply && request->wait_ms == 0)
+        imgp_metrics_roundtrip (req->server->metrics, (double) (zclock_usecs () - start) / 1e6);
+    return reply;
+}
+
 static void
 s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char *format)
 {
@@ -282,7 +330,7 @@ s_submit (s_request_t *req, const imgp_opts_t *opts, imgp_upload_t *upload, cons
         .type = IMGP_MSG_SUBMIT, .id = req->id, .opts = opts, .data = upload->data,
         .size = bytes,
     };
-    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, &sent);
+    imgp_msg_t *reply = s_call (req, &request, &sent);
     imgp_upload_clear (upload);     //  libzmq may still hold references
     if (!reply && sent)
         s_reply_unconfirmed (req);
@@ -318,9 +366,13 @@ s_upload (s_request_t *req)
     int rc = imgp_upload_read (req->conn, &limits, &upload);
     req->reply.body_read = upload.consumed;
     if (rc) {
+        if (upload.status == 413 || upload.status == 408)
+            imgp_metrics_refusal (req->server->metrics, upload.status == 413
+                                  ? IMGP_REFUSAL_TOO_LARGE : IMGP_REFUSAL_UPLOAD_TIMEOUT);
         imgp_reply_error (&req->reply, upload.status, upload.code, "%s", upload.message);
         return;
     }
+    imgp_metrics_upload_bytes (req->server->metrics, upload.size);
     const char *format = imgp_sniff (upload.data, upload.size, req->server->config.sniff_allow);
     if (!format) {
         imgp_upload_clear (&upload);
@@ -359,7 +411,7 @@ s_ask (s_request_t *req, imgp_msg_type_t type)
     if (wait_ms < 0)
         return NULL;
     imgp_link_request_t request = { .type = type, .id = req->id, .wait_ms = wait_ms };
-    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, NULL);
+    imgp_msg_t *reply = s_call (req, &request, NULL);
     if (!reply)
         s_reply_unavailable (req);
     else
@@ -427,16 +479,157 @@ s_thumbnail (s_request_t *req)
     imgp_msg_destroy (&info);
 }
 
+//  PING the broker: its PONG (with its figures), or NULL when it did not
+//  answer.
+static imgp_msg_t *
+s_ping (s_request_t *req)
+{
+    imgp_link_request_t request = { .type = IMGP_MSG_PING, .id = "" };
+    imgp_msg_t *reply = s_call (req, &request, NULL);
+    if (reply && reply->type != IMGP_MSG_PONG)
+        imgp_msg_destroy (&reply);
+    return reply;
+}
+
+//  A histogram of the broker's, in seconds.
+static void
+s_metrics_histo (imgp_metrics_out_t *out, const char *name, const char *help,
+                 const imgp_histo_t *histo)
+{
+    double bounds [IMGP_STATS_BUCKETS];
+    uint64_t counts [IMGP_STATS_BUCKETS + 1];
+    for (int b = 0; b < IMGP_STATS_BUCKETS; b++)
+        bounds [b] = (double) imgp_stats_bounds_ms [b] / 1000;
+    for (int b = 0; b <= IMGP_STATS_BUCKETS; b++)
+        counts [b] = (uint64_t) histo->counts [b];
+    imgp_metrics_out_histogram (out, name, help, bounds, counts, IMGP_STATS_BUCKETS,
+                                (double) histo->sum_ms / 1000);
+}
+
+//  Liveness: the broker answers.
 static void
 s_health (s_request_t *req)
 {
-    imgp_link_request_t request = { .type = IMGP_MSG_PING, .id = "" };
-    imgp_msg_t *reply = imgp_link_call (req->server->link, &request, NULL);
-    if (reply && reply->type == IMGP_MSG_PONG)
+    imgp_msg_t *pong = s_ping (req);
+    if (pong)
         imgp_reply_json (&req->reply, 200, json_pack ("{s:s}", "status", "ok"));
     else
         s_reply_unavailable (req);
-    imgp_msg_destroy (&reply);
+    imgp_msg_destroy (&pong);
+}
+
+//  Why the service cannot take work now, or NULL when it can.
+static const char *
+s_unready (imgp_msg_t *pong)
+{
+    if (!pong)
+        return "the broker is not answering";
+    if (!pong->has_stats)
+        return "the broker does not report its queue";
+    if (pong->stats.resizers == 0)
+        return "no resizer is live";
+    if (pong->stats.queued >= pong->stats.queue_max)
+        return "the broker's queue is full";
+    return NULL;
+}
+
+//  Readiness: the broker answers, its queue has room, a resizer is live.
+static void
+s_ready (s_request_t *req)
+{
+    imgp_msg_t *pong = s_ping (req);
+    const char *reason = s_unready (pong);
+    if (reason) {
+        req->reply.retry_after = S_RETRY_AFTER_S;
+        imgp_reply_error (&req->reply, 503, "not_ready", "%s", reason);
+    }
+    else
+        imgp_reply_json (&req->reply, 200, json_pack (
+            "{s:s,s:I,s:I,s:I}", "status", "ready", "resizers",
+            (json_int_t) pong->stats.resizers, "queued", (json_int_t) pong->stats.queued,
+            "queue_max", (json_int_t) pong->stats.queue_max));
+    imgp_msg_destroy (&pong);
+}
+
+//  The cluster as the broker sees it.
+static void
+s_cluster (s_request_t *req)
+{
+    imgp_msg_t *pong = s_ping (req);
+    if (!pong || !pong->has_stats)
+        s_reply_unavailable (req);
+    else {
+        imgp_stats_t *stats = &pong->stats;
+        imgp_reply_json (&req->reply, 200, json_pack (
+            "{s:I,s:I,s:I,s:I,s:I,s:I}", "resizers", (json_int_t) stats->resizers,
+            "free_slots", (json_int_t) stats->slots, "queued", (json_int_t) stats->queued,
+            "queue_max", (json_int_t) stats->queue_max, "in_flight",
+            (json_int_t) stats->in_flight, "waiting_requests", (json_int_t) stats->waiters));
+    }
+    imgp_msg_destroy (&pong);
+}
+
+//  The broker's figures as imgpipe_broker_* families.
+static void
+s_metrics_broker (imgp_metrics_out_t *out, imgp_msg_t *pong)
+{
+    imgp_metrics_out_scalar (out, "broker_up", IMGP_METRIC_GAUGE,
+                             "1 when the broker answered this scrape", pong ? 1 : 0);
+    if (!pong || !pong->has_stats)
+        return;
+    const imgp_stats_t *st = &pong->stats;
+    static const struct {
+        const char *name, *help;    //  family, its HELP
+        imgp_metric_type_t type;    //  counter or gauge
+        size_t offset;              //  of the figure in imgp_stats_t
+    } figures [] = {
+        { "broker_queue_depth", "jobs waiting for a resizer", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, queued) },
+        { "broker_queue_max", "queued jobs beyond which uploads get 503", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, queue_max) },
+        { "broker_jobs_in_flight", "jobs dispatched and not finished", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, in_flight) },
+        { "broker_resizers_live", "resizers heard within the heartbeat timeout",
+          IMGP_METRIC_GAUGE, offsetof (imgp_stats_t, resizers) },
+        { "broker_waiters", "status requests held until their job ends", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, waiters) },
+        { "broker_jobs_accepted_total", "jobs accepted", IMGP_METRIC_COUNTER,
+          offsetof (imgp_stats_t, accepted) },
+        { "broker_jobs_done_total", "jobs ended done", IMGP_METRIC_COUNTER,
+          offsetof (imgp_stats_t, done) },
+        { "broker_jobs_failed_total", "jobs ended failed", IMGP_METRIC_COUNTER,
+          offsetof (imgp_stats_t, failed) },
+        { "broker_jobs_retried_total", "dispatches re-queued", IMGP_METRIC_COUNTER,
+          offsetof (imgp_stats_t, retried) },
+    };
+    for (size_t i = 0; i < sizeof figures / sizeof figures [0]; i++)
+        imgp_metrics_out_scalar (out, figures [i].name, figures [i].type, figures [i].help,
+                                 (double) *(const int64_t *) ((const char *) st
+                                                              + figures [i].offset));
+    s_metrics_histo (out, "broker_job_seconds", "resize time of done jobs", &st->job_ms);
+    s_metrics_histo (out, "broker_queue_wait_seconds", "time from accepted to first dispatch",
+                     &st->wait_ms);
+}
+
+//  Prometheus text: the frontend's series, then the broker's.
+static void
+s_metrics (s_request_t *req)
+{
+    imgp_metrics_out_t *out = imgp_metrics_out_new ();
+    imgp_msg_t *pong = out ? s_ping (req) : NULL;
+    char *text = NULL;
+    if (out) {
+        imgp_metrics_write (req->server->metrics, out);
+        s_metrics_broker (out, pong);
+        text = imgp_metrics_out_text (&out);
+    }
+    imgp_msg_destroy (&pong);
+    if (text)
+        imgp_reply_send (&req->reply, 200, "text/plain; version=0.0.4; charset=utf-8", text,
+                         strlen (text));
+    else
+        imgp_reply_error (&req->reply, 500, "internal", "out of memory");
+    free (text);
 }
 
 //  --------------------------------------------------------------------------
@@ -453,22 +646,88 @@ s_conn_count (s_request_t *req)
     snprintf (state->address, sizeof state->address, "%s",
               mg_get_request_info (req->conn)->remote_addr);
     state->counted = true;
-    if (imgp_conns_open (req->server->conns, state->address)) {
+    if (imgp_conns_open (req->server->conns, state->address))
         state->refused = true;
-        imgp_info ("event=refused reason=conn_limit client=%s limit=%d", state->address,
-                   req->server->config.conn_per_ip);
-    }
 }
 
 //  Over its address's connection limit: refused, whatever it asked.
 static void
 s_reply_refused (s_request_t *req)
 {
+    s_refusal (req, IMGP_REFUSAL_CONN_LIMIT, "conn_limit", req->state->address);
     req->reply.must_close = true;
     req->reply.retry_after = S_RETRY_AFTER_S;
     imgp_reply_error (&req->reply, 503, "too_many_connections",
                    "too many open connections from your address (at most %d); close some "
                    "and retry", req->server->config.conn_per_ip);
+}
+
+//  Log a refusal once per client and minute (the reason is counted every
+//  time), so a client hammering a limit cannot flood the log.
+static void
+s_refusal (s_request_t *req, imgp_refusal_t reason, const char *name, const char *who)
+{
+    imgp_http_t *self = req->server;
+    imgp_metrics_refusal (self->metrics, reason);
+    if (imgp_rate_once (self->rate, name, who, S_NOTE_MS, zclock_mono ()))
+        imgp_info ("event=refused reason=%s client=%s path=%.100s (logged once a minute)",
+                   name, who, req->path);
+}
+
+//  Take one request from a bucket (a key's, or an address's); 429 with
+//  Retry-After when it is empty. Every answer to a limited client says
+//  its RateLimit-* figures. Returns 0 or -1 (answered).
+static int
+s_take (s_request_t *req, const char *who, double rate, double burst)
+{
+    imgp_rate_verdict_t verdict;
+    int rc = imgp_rate_take (req->server->rate, who, rate, burst, zclock_mono (), &verdict);
+    if (rate <= 0)
+        return 0;               //  unlimited
+    req->reply.rate_headers = true;
+    req->reply.rate_limit = verdict.limit;
+    req->reply.rate_remaining = verdict.remaining;
+    req->reply.rate_reset = verdict.reset_s;
+    if (rc == 0)
+        return 0;
+    s_refusal (req, IMGP_REFUSAL_RATE_LIMITED, "rate_limited", who);
+    req->reply.retry_after = (int) verdict.retry_after_s;
+    imgp_reply_error (&req->reply, 429, "rate_limited",
+                      "too many requests: at most %lld at once, then %g a second; retry in "
+                      "%lld s", (long long) verdict.limit, rate,
+                      (long long) verdict.retry_after_s);
+    return -1;
+}
+
+//  With --api-keys: the request must carry a known key (its name becomes
+//  the request's owner), within the key's rate. Without keys: within
+//  --rate-per-ip for its address, when set. Returns 0 to go on, or -1
+//  when a 401 or 429 was sent. Keys are never logged, only names.
+static int
+s_guard (s_request_t *req)
+{
+    imgp_http_t *self = req->server;
+    char address [48];
+    s_client_address (req, address, sizeof address);
+    if (!self->keys) {
+        double rate = self->config.rate_per_ip;
+        return s_take (req, address, rate, 2 * rate);
+    }
+    char buffer [IMGP_KEYS_KEY_MAX + 1];
+    const char *presented = imgp_keys_presented (mg_get_header (req->conn, "Authorization"),
+                                                 mg_get_header (req->conn, "X-API-Key"),
+                                                 buffer, sizeof buffer);
+    imgp_key_info_t key;
+    if (!presented || imgp_keys_check (self->keys, presented, &key)) {
+        s_refusal (req, IMGP_REFUSAL_UNAUTHORIZED, "unauthorized", address);
+        req->reply.authenticate = "Bearer realm=\"imgpipe\"";
+        imgp_reply_error (&req->reply, 401, "unauthorized",
+                          presented ? "the API key is not valid"
+                                    : "send an API key: Authorization: Bearer KEY, or X-API-Key");
+        return -1;
+    }
+    snprintf (req->owner, sizeof req->owner, "%s", key.name);
+    return s_take (req, key.name, key.rate, key.burst);
 }
 
 //  A request both with a Content-Length and a Transfer-Encoding is framed
@@ -504,17 +763,29 @@ s_dispatch (s_request_t *req)
                        IMGP_ID_LEN);
         return;
     }
-    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes [0]; i++) {
+    for (size_t i = 0; i < S_ROUTES; i++) {
         if (s_routes [i].route != req->route)
             continue;
+        if (!s_routes [i].open && s_guard (req))
+            return;             //  401 or 429 sent
         if (strcmp (req->method, s_routes [i].method) == 0)
             s_routes [i].handler (req);
         else {
             req->reply.allow = s_routes [i].method;
-            imgp_reply_error (&req->reply, 405, "method_not_allowed", "use %s here", s_routes [i].method);
+            imgp_reply_error (&req->reply, 405, "method_not_allowed", "use %s here",
+                              s_routes [i].method);
         }
         return;
     }
+}
+
+static imgp_route_t
+s_route_metric (s_route_t route)
+{
+    for (size_t i = 0; i < S_ROUTES; i++)
+        if (s_routes [i].route == route)
+            return s_routes [i].metric;
+    return IMGP_ROUTE_OTHER;
 }
 
 static int
@@ -522,6 +793,7 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 {
     const struct mg_request_info *info = mg_get_request_info (conn);
     int64_t start = zclock_mono ();
+    int64_t start_us = zclock_usecs ();
     imgp_http_t *self = cbdata;
     const char *method = info->request_method ? info->request_method : "";
     s_request_t req = {
@@ -535,8 +807,12 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
                    .crowded = imgp_conns_crowded (self->conns) },
     };
     req.route = s_route_parse (req.path, req.id);
+    imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_WORKERS_BUSY, 1);
     s_conn_count (&req);
     s_dispatch (&req);
+    imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_WORKERS_BUSY, -1);
+    imgp_metrics_request (self->metrics, s_route_metric (req.route), req.reply.status,
+                          (double) (zclock_usecs () - start_us) / 1e6);
     if (imgp_log_verbose ())
         imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.method, req.path,
                     req.reply.status, (long long) (zclock_mono () - start));
@@ -594,7 +870,8 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
 static int
 s_init_connection (const struct mg_connection *conn, void **conn_data)
 {
-    (void) conn;
+    imgp_http_t *self = mg_get_user_data (mg_get_context (conn));
+    imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, 1);
     *conn_data = calloc (1, sizeof (s_conn_t));    //  NULL: the connection goes uncounted
     return 0;
 }
@@ -607,6 +884,7 @@ s_connection_close (const struct mg_connection *conn)
     if (state && state->counted)
         imgp_conns_close (self->conns, state->address);
     free (state);
+    imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, -1);
 }
 
 static int
@@ -659,6 +937,20 @@ s_start (imgp_http_t *self)
     return 0;
 }
 
+static int
+s_keys_load (imgp_http_t *self)
+{
+    char error [256];
+    self->keys = imgp_keys_new (self->config.api_keys, error, sizeof error);
+    if (!self->keys) {
+        imgp_error ("event=keys_failed file=%s reason=\"%s\"", self->config.api_keys, error);
+        return -1;
+    }
+    imgp_info ("event=keys_loaded file=%s keys=%zu", self->config.api_keys,
+               imgp_keys_size (self->keys));
+    return 0;
+}
+
 imgp_http_t *
 imgp_http_new (const imgp_http_config_t *config)
 {
@@ -684,11 +976,17 @@ imgp_http_new (const imgp_http_config_t *config)
     //  blocks in mmap, given back to the system when freed.
     mallopt (M_MMAP_THRESHOLD, S_MMAP_THRESHOLD);
     self->conns = imgp_conns_new (config->threads, config->conn_per_ip);
+    self->rate = imgp_rate_new (S_RATE_CLIENTS);
+    self->metrics = imgp_metrics_new ();
+    if (config->api_keys && config->api_keys [0] && s_keys_load (self)) {
+        imgp_http_destroy (&self);
+        return NULL;
+    }
     self->watch = imgp_watch_new ((size_t) config->threads);
     self->link = imgp_link_new (config->intake, config->status, config->broker_timeout_ms,
                                 (int64_t) config->max_upload);
-    if (!self->listen || !self->intake || !self->status || !self->conns || !self->watch
-    ||  !self->link || s_start (self)) {
+    if (!self->listen || !self->intake || !self->status || !self->conns || !self->rate
+    ||  !self->metrics || !self->watch || !self->link || s_start (self)) {
         imgp_error ("cannot start the HTTP server on '%s'", config->listen);
         imgp_http_destroy (&self);
     }
@@ -707,6 +1005,9 @@ imgp_http_destroy (imgp_http_t **self_p)
     imgp_link_destroy (&self->link);
     imgp_watch_destroy (&self->watch);
     imgp_conns_destroy (&self->conns);
+    imgp_keys_destroy (&self->keys);
+    imgp_rate_destroy (&self->rate);
+    imgp_metrics_destroy (&self->metrics);
     free (self->listen);
     free (self->intake);
     free (self->status);
@@ -722,4 +1023,21 @@ imgp_http_port (imgp_http_t *self)
     if (!self->ctx || mg_get_server_ports (self->ctx, 1, ports) < 1)
         return -1;
     return ports [0].port;
+}
+
+int
+imgp_http_reload (imgp_http_t *self)
+{
+    assert (self);
+    if (!self->keys)
+        return 0;               //  no key file to read again
+    char error [256];
+    if (imgp_keys_reload (self->keys, error, sizeof error)) {
+        imgp_error ("event=keys_reload_failed file=%s reason=\"%s\" (the old keys stay)",
+                    self->config.api_keys, error);
+        return -1;
+    }
+    imgp_info ("event=keys_reloaded file=%s keys=%zu", self->config.api_keys,
+               imgp_keys_size (self->keys));
+    return 0;
 }

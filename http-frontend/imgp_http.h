@@ -45,6 +45,10 @@ imgp_http_t *imgp_http_new (const imgp_http_config_t *config);
 //  NULL and twice.
 void imgp_http_destroy (imgp_http_t **self_p);
 
+//  Read the API key file again (SIGHUP). On an error the old keys stay and
+//  -1 is returned (logged); 0 otherwise, also when there are no keys.
+int imgp_http_reload (imgp_http_t *self);
+
 //  The TCP port listened on (the real one when the config asked for 0).
 int imgp_http_port (imgp_http_t *self);
 
