@@ -2,9 +2,13 @@
 
     Routing is ours, not civetweb's: one handler takes every path and
     matches it against the table below using the request path as the
-    client sent it (URL-decoded, but not cleaned). civetweb's own matching
+    client sent it, URL-decoded by us, not cleaned. civetweb's own matching
     uses the cleaned path, where /v1/images/../healthz becomes /v1/healthz;
-    we want such a path refused as a bad id, not quietly rerouted.
+    we want such a path refused as a bad id, not quietly rerouted. And
+    civetweb's decoding (decode_url, off here) decodes in place and stops
+    the path at a decoded %00, so /v1/images/{id}%00/thumbnail became the
+    status route: we decode, and refuse a path with a NUL or a broken
+    escape.
 
     Order of checks on every request: route, then the id in it (400 bad_id
     before anything else), then the method (405 + Allow), then the handler.
@@ -57,6 +61,7 @@
 #define S_MMAP_THRESHOLD (128 * 1024)   //  allocations above go to mmap, see imgp_http_new
 #define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
 #define S_NOTE_MS 60000         //  a refusal is logged once per client per this
+#define S_PATH_MAX 2048         //  longest decoded request path routed
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -82,6 +87,7 @@ typedef struct {
 
 typedef enum {
     S_ROUTE_NONE = 0,           //  no such resource
+    S_ROUTE_BAD_PATH,           //  a path with a NUL, a broken escape, or too long
     S_ROUTE_BAD_ID,             //  an images path with a malformed id
     S_ROUTE_UPLOAD,             //  /v1/images, /images
     S_ROUTE_STATUS,             //  /v1/images/{id}
@@ -98,7 +104,7 @@ typedef struct {
     imgp_http_t *server;        //  the server object
     s_conn_t *state;            //  the connection's own data, NULL for none
     const char *method;         //  request method
-    const char *path;           //  decoded, uncleaned request path
+    char path [S_PATH_MAX];     //  decoded, uncleaned request path
     s_route_t route;            //  what the path names
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
     char owner [IMGP_OWNER_MAX + 1];    //  name of the client's API key, "" for none
@@ -147,6 +153,36 @@ s_after (const char *text, const char *prefix)
 {
     size_t len = strlen (prefix);
     return strncmp (text, prefix, len) == 0 ? text + len : NULL;
+}
+
+static int
+s_hex (char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+//  Decode %XX escapes of `raw` into `path`. Returns 0, or -1 for a broken
+//  escape, an escaped NUL, or a path that does not fit.
+static int
+s_path_decode (const char *raw, char *path, size_t size)
+{
+    size_t n = 0;
+    for (; *raw; raw++) {
+        int c = (unsigned char) *raw;
+        if (c == '%') {
+            int high = s_hex (raw [1]), low = high >= 0 ? s_hex (raw [2]) : -1;
+            if (low < 0 || (c = high * 16 + low) == 0)
+                return -1;
+            raw += 2;
+        }
+        if (n + 1 >= size)
+            return -1;
+        path [n++] = (char) c;
+    }
+    path [n] = '\0';
+    return 0;
 }
 
 //  Match a path; on the id routes, copy the validated id into `id`.
@@ -758,6 +794,12 @@ s_dispatch (s_request_t *req)
         imgp_reply_error (&req->reply, 404, "not_found", "no such resource");
         return;
     }
+    if (req->route == S_ROUTE_BAD_PATH) {
+        imgp_reply_error (&req->reply, 400, "bad_request",
+                          "the path has a NUL, a broken %%-escape, or is over %d bytes",
+                          S_PATH_MAX - 1);
+        return;
+    }
     if (req->route == S_ROUTE_BAD_ID) {
         imgp_reply_error (&req->reply, 400, "bad_id", "an image id is %d lowercase hex characters",
                        IMGP_ID_LEN);
@@ -801,12 +843,12 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
         .server = self,
         .state = mg_get_user_connection_data (conn),
         .method = method,
-        .path = info->local_uri_raw ? info->local_uri_raw
-              : info->local_uri ? info->local_uri : "",
         .reply = { .conn = conn, .method = method,
                    .crowded = imgp_conns_crowded (self->conns) },
     };
-    req.route = s_route_parse (req.path, req.id);
+    const char *raw = info->local_uri_raw ? info->local_uri_raw : "";
+    req.route = s_path_decode (raw, req.path, sizeof req.path) ? S_ROUTE_BAD_PATH
+              : s_route_parse (req.path, req.id);
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_WORKERS_BUSY, 1);
     s_conn_count (&req);
     s_dispatch (&req);
@@ -919,6 +961,7 @@ s_start (imgp_http_t *self)
         "request_timeout_ms", timeout,
         "keep_alive_timeout_ms", idle,
         "enable_keep_alive", self->config.keepalive_timeout_ms > 0 ? "yes" : "no",
+        "decode_url", "no",     //  we decode the path ourselves (top of this file)
         //  Headroom for writes that are not one segment (a 100 Continue,
         //  then the response; a large thumbnail after its head).
         "tcp_nodelay", "1",

@@ -3,13 +3,10 @@
     Both body kinds feed one sink that owns a growing imgp_buf and refuses
     to grow past the limit. A multipart body may declare up to S_FORM_SLACK
     more bytes than the limit, for part headers and boundaries; the image
-    field itself is held to the limit exactly. Fields other than `img` are
-    skipped by civetweb (read and dropped, never stored); a second `img`
-    field is skipped too.
-
-    civetweb 1.15 quirk: after a field_get callback returns ABORT, it may
-    call field_get once more with a bogus length before it stops, so once
-    the sink is over its limit the callback never touches its arguments.
+    field itself is held to the limit exactly. A multipart body is read by
+    imgp_form, not civetweb's mg_handle_form_request (see imgp_form.h for
+    why): fields other than `img` are read and dropped, never stored, and a
+    second `img` field is refused (400, and the connection closes).
 
     Deadlines. civetweb's request_timeout_ms bounds each read with no byte
     at all, and its mg_read does not return until it has every byte asked
@@ -34,6 +31,7 @@
 #include <strings.h>
 
 #include "imgp_buf.h"
+#include "imgp_form.h"
 #include "imgp_watch.h"
 
 #define S_FORM_SLACK 65536      //  multipart headers and boundaries around the image
@@ -57,7 +55,6 @@ typedef struct {
     bool too_large;             //  a byte past the limit arrived
     bool no_memory;             //  the buffer could not grow
     bool overdue;               //  bytes were still coming at the body deadline
-    bool found;                 //  multipart: the img field was seen
     int64_t deadline;           //  zclock_mono time the whole body must be in by
     int64_t last_bytes;         //  zclock_mono time bytes last arrived (or the start)
     const imgp_upload_limits_t *limits;     //  the limits read under
@@ -211,28 +208,42 @@ s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
     return 0;
 }
 
+//  The body bytes of a multipart upload, for imgp_form: counted against
+//  the limit plus S_FORM_SLACK, and against the deadlines of the sink.
+typedef struct {
+    struct mg_connection *conn; //  the request
+    s_sink_t *sink;             //  where the img field goes, and the clock
+    long long declared;         //  Content-Length, -1 for chunked
+    long long read;             //  body bytes read so far
+} s_form_reader_t;
+
 static int
-s_field_found (const char *key, const char *filename, char *path, size_t pathlen,
-               void *user_data)
+s_form_read (void *arg, char *buf, size_t size)
 {
-    (void) filename;
-    (void) path;
-    (void) pathlen;
-    s_sink_t *sink = user_data;
-    if (sink->found || strcmp (key, "img") != 0)
-        return MG_FORM_FIELD_STORAGE_SKIP;
-    sink->found = true;
-    return MG_FORM_FIELD_STORAGE_GET;
+    s_form_reader_t *reader = arg;
+    size_t allowed = reader->sink->limits->max_bytes + S_FORM_SLACK;
+    if ((unsigned long long) reader->read >= allowed) {
+        reader->sink->too_large = true;
+        return -1;
+    }
+    if (size > allowed - (size_t) reader->read)
+        size = allowed - (size_t) reader->read;
+    int n = mg_read (reader->conn, buf, size);
+    if (n > 0) {
+        reader->read += n;
+        return s_sink_arrived (reader->sink) ? -1 : n;
+    }
+    //  A Content-Length body that ends short was cut or stalled.
+    if (n == 0 && reader->declared > 0 && reader->read < reader->declared)
+        return -1;
+    return n;
 }
 
 static int
-s_field_get (const char *key, const char *value, size_t valuelen, void *user_data)
+s_form_data (void *arg, const char *bytes, size_t len)
 {
-    (void) key;                 //  NULL after the first chunk of a field
-    s_sink_t *sink = user_data;
-    if (s_sink_append (sink, value, valuelen))
-        return MG_FORM_FIELD_HANDLE_ABORT;
-    return MG_FORM_FIELD_HANDLE_GET;
+    s_form_reader_t *reader = arg;
+    return s_sink_append (reader->sink, bytes, len);
 }
 
 //  After the closing boundary a client may send an epilogue; read a little
@@ -254,13 +265,23 @@ s_drain (struct mg_connection *conn, s_sink_t *sink)
 static int
 s_read_form (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
 {
-    struct mg_form_data_handler handler = { s_field_found, s_field_get, NULL, sink };
-    int rc = mg_handle_form_request (conn, &handler);
+    char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
+    imgp_form_boundary (mg_get_header (conn, "Content-Type"), boundary, sizeof boundary);
+    s_form_reader_t reader = { conn, sink, mg_get_request_info (conn)->content_length, 0 };
+    char why [120] = "";
+    imgp_form_result_t rc = imgp_form_read (boundary, "img", s_form_read, s_form_data, &reader,
+                                            why, sizeof why);
     if (s_sink_failed (sink))
         return 0;               //  sink says why
-    if (rc < 0)
-        return s_fail_read (upload, sink, "malformed multipart/form-data body");
-    if (!sink->found)
+    if (rc == IMGP_FORM_READ_ERROR || rc == IMGP_FORM_STOPPED)
+        return s_fail_read (upload, sink, "the upload was cut short");
+    if (rc == IMGP_FORM_MALFORMED)
+        return s_fail (upload, 400, "bad_request", "malformed multipart/form-data body: %s",
+                       why);
+    if (rc == IMGP_FORM_DUPLICATE)
+        return s_fail (upload, 400, "bad_request",
+                       "more than one form field \"img\": send one image per upload");
+    if (rc == IMGP_FORM_MISSING)
         return s_fail (upload, 400, "bad_request",
                        "no form field \"img\": send the image file in the field named img");
     upload->consumed = s_drain (conn, sink);
@@ -307,6 +328,12 @@ s_check_head (struct mg_connection *conn, size_t limit, s_body_t kind, imgp_uplo
     if (declared < 0 && !mg_get_header (conn, "Transfer-Encoding"))
         return s_fail (upload, 411, "length_required",
                        "send the upload with a Content-Length or chunked Transfer-Encoding");
+    char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
+    if (kind == S_BODY_FORM
+    &&  imgp_form_boundary (mg_get_header (conn, "Content-Type"), boundary, sizeof boundary))
+        return s_fail (upload, 400, "bad_request",
+                       "multipart/form-data needs a boundary parameter of 1 to %d characters "
+                       "(RFC 2046)", IMGP_FORM_BOUNDARY_MAX);
     if (kind == S_BODY_OTHER)
         return s_fail (upload, 415, "unsupported_media_type",
                        "send multipart/form-data with the image in field img, or the raw "

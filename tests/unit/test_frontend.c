@@ -1731,3 +1731,179 @@ Test (link, many_threads_each_get_their_own_reply)
     cr_assert_eq (imgp_link_pending (client), 0);
     imgp_link_destroy (&client);
 }
+
+//  --------------------------------------------------------------------------
+//  Strict framing (issue 8): smuggling, bad chunks, repeated fields, ids,
+//  boundaries of every length RFC 2046 allows
+
+//  Send `head` and `body` on one connection, read one response, and
+//  assert the server closes the connection after it, so nothing after the
+//  body can run as a request.
+static void
+s_exchange_closed (const char *head, const char *body, response_t *response)
+{
+    int fd = s_connect ();
+    char *request = zsys_sprintf ("%s\r\n%s", head, body);
+    s_send_all (fd, request, strlen (request));
+    zstr_free (&request);
+    s_receive (fd, response);
+    s_assert_closed (fd);
+    close (fd);
+}
+
+Test (http, length_with_chunked_is_400_and_the_hidden_request_never_runs)
+{
+    //  Framed by Content-Length (as a proxy might), the body is "0\r\n\r\n";
+    //  by chunked, the body ends there and a second request follows.
+    static const char smuggled [] =
+        "0\r\n\r\nGET /v1/images/" ID_DONE "/thumbnail HTTP/1.1\r\nHost: x\r\n\r\n";
+    char *head = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                               "Content-Type: image/png\r\nContent-Length: %zu\r\n"
+                               "Transfer-Encoding: chunked\r\n", strlen (smuggled));
+    response_t response;
+    s_exchange_closed (head, smuggled, &response);
+    s_assert_error (&response, 400, "bad_request");
+    cr_assert_str_eq (s_header (&response, "Connection"), "close");
+    s_response_free (&response);
+    zstr_free (&head);
+    //  Also on a GET, whose body nobody reads.
+    s_exchange_closed ("GET /v1/images/" ID_DONE " HTTP/1.1\r\nHost: test\r\n"
+                       "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", smuggled,
+                       &response);
+    s_assert_error (&response, 400, "bad_request");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, bad_chunk_size_is_400_and_closes)
+{
+    response_t response;
+    s_exchange_closed ("POST /v1/images HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+                       "Transfer-Encoding: chunked\r\n",
+                       "zz\r\n\x89PNG\r\n\x1A\n\r\n0\r\n\r\n", &response);
+    s_assert_error (&response, 400, "bad_request");
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+}
+
+Test (http, ids_with_escapes_or_nul_are_400)
+{
+    //  An escaped 'd' is the same URL (RFC 3986 6.2.2.2): that id is valid.
+    response_t response;
+    s_get ("GET", "/v1/images/%64ddddddddddddddddddddddddddddddd", &response);
+    cr_assert_eq (response.status, 200);
+    s_response_free (&response);
+    static const char *paths [] = {
+        "/v1/images/ddddddddddddddddddddddddddddddd%67",   //  an escaped 'g'
+        "/v1/images/ddddddddddddddddddddddddddddddd%C3%A9",
+        "/v1/images/DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD",
+        "/v1/images/dddddddddddddddd%2fdddddddddddddddd",
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++)
+        s_assert_get_error ("GET", paths [i], 400, "bad_id");
+    //  An escaped NUL (which civetweb's own decoding turned into the end of
+    //  the path: {id}%00/thumbnail became the status route) or a broken
+    //  escape: the path itself is refused.
+    static const char *broken [] = {
+        "/v1/images/ddddddddddddddddddddddddddddddd%00",
+        "/v1/images/dddddddddddddddddddddddddddddddd%00/thumbnail",
+        "/v1/images/%00", "/v1/images/%zz", "/healthz%4",
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken [0]; i++)
+        s_assert_get_error ("GET", broken [i], 400, "bad_request");
+    //  A raw NUL inside the request line: refused, never looked up.
+    static const char raw [] = "GET /v1/images/dddddddddddddddddddddddddddddddd\0/thumbnail "
+                               "HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    int fd = s_connect ();
+    s_send_all (fd, raw, sizeof raw - 1);
+    s_receive (fd, &response);
+    close (fd);
+    cr_assert_eq (response.status, 400, "raw NUL: got %d: %.200s", response.status,
+                  response.body);
+    s_response_free (&response);
+}
+
+//  A multipart upload with `boundary` in a Content-Type of `type_tail`
+//  (the text after "multipart/form-data").
+static void
+s_post_form_with (const char *type_tail, const char *boundary, const char *parts,
+                  response_t *response)
+{
+    char *body = zsys_sprintf ("%s--%s--\r\n", parts, boundary);
+    char *type = zsys_sprintf ("multipart/form-data%s", type_tail);
+    s_post ("/v1/images", type, body, strlen (body), response);
+    zstr_free (&body);
+    zstr_free (&type);
+}
+
+static char *
+s_form_part (const char *boundary, const char *name, const char *content)
+{
+    return zsys_sprintf ("--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n",
+                         boundary, name, content);
+}
+
+Test (http, boundaries_of_every_allowed_length_and_place)
+{
+    static const char png [] = "\x89PNG\r\n\x1A\n-some-bytes";
+    char long_boundary [71];
+    memset (long_boundary, 'b', 70);
+    long_boundary [70] = '\0';
+    struct {
+        const char *tail;       //  Content-Type after multipart/form-data
+        const char *boundary;   //  the boundary itself
+    } cases [] = {
+        { "; boundary=x", "x" },
+        { "; boundary=abc", "abc" },
+        { "; charset=utf-8; boundary=q1; x=y", "q1" },
+        { ";BOUNDARY=\"with space\"", "with space" },
+        { "; boundary=\"'()+_,-./:=?\"", "'()+_,-./:=?" },
+    };
+    response_t response;
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        char *part = s_form_part (cases [i].boundary, "img", png);
+        s_post_form_with (cases [i].tail, cases [i].boundary, part, &response);
+        s_assert_submitted (s_assert_accepted (&response), (const uint8_t *) png,
+                            sizeof png - 1);
+        s_response_free (&response);
+        zstr_free (&part);
+    }
+    char *tail = zsys_sprintf ("; boundary=%s", long_boundary);
+    char *part = s_form_part (long_boundary, "img", png);
+    s_post_form_with (tail, long_boundary, part, &response);
+    s_assert_accepted (&response);
+    s_response_free (&response);
+    zstr_free (&part);
+    zstr_free (&tail);
+    //  71 characters, none, a bad character, a trailing space: 400.
+    static const char *bad [] = {
+        "; boundary=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "", "; boundary=", "; boundary=a{b", "; boundary=\"ab \"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        s_post_form_with (bad [i], "x", "", &response);
+        s_assert_error (&response, 400, "bad_request");
+        s_response_free (&response);
+    }
+}
+
+Test (http, a_second_img_field_is_400_and_closes)
+{
+    static const char png [] = "\x89PNG\r\n\x1A\n-some-bytes";
+    char *one = s_form_part ("B0undary", "img", png);
+    char *two = zsys_sprintf ("%s%s", one, one);
+    char *body = zsys_sprintf ("%s--B0undary--\r\n", two);
+    char *head = zsys_sprintf ("POST /v1/images HTTP/1.1\r\nHost: test\r\n"
+                               "Content-Type: multipart/form-data; boundary=B0undary\r\n"
+                               "Content-Length: %zu\r\n", strlen (body));
+    response_t response;
+    s_exchange_closed (head, body, &response);
+    s_assert_error (&response, 400, "bad_request");
+    cr_assert (strstr (response.body, "more than one"), "%s", response.body);
+    s_response_free (&response);
+    cr_assert_eq (s_submits (), 0);
+    zstr_free (&one);
+    zstr_free (&two);
+    zstr_free (&body);
+    zstr_free (&head);
+}

@@ -1,0 +1,311 @@
+/*  imgp_form — see imgp_form.h.
+
+    The body is read through a window of S_WINDOW bytes. A delimiter is
+    CRLF "--" boundary; the body is read as if it began with a CRLF, so
+    the first delimiter, which may open the body without one, needs no
+    case of its own. While a part's content is searched for the next
+    delimiter, all but the last (delimiter length - 1) bytes of the window
+    are content for sure and are passed on; the rest wait for more bytes.
+
+    Part headers are read line by line, at most S_HEADERS_MAX bytes per
+    part; only Content-Disposition's `name` matters here.
+*/
+#include "imgp_form.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define S_WINDOW 16384          //  bytes of the body held at once
+#define S_HEADERS_MAX 8192      //  header bytes of one part
+#define S_NAME_MAX 256          //  a field name we can tell apart
+
+typedef struct {
+    imgp_form_read_fn *read;    //  where body bytes come from
+    void *arg;                  //  for read and data
+    char buf [S_WINDOW];        //  the window
+    size_t start;               //  first unread byte in buf
+    size_t end;                 //  one past the last byte in buf
+    bool eof;                   //  read said the body ended
+    bool failed;                //  read failed
+    char delim [4 + IMGP_FORM_BOUNDARY_MAX + 1];    //  CRLF "--" boundary
+    size_t delim_len;           //  its length
+    char *error;                //  where to say what was malformed
+    size_t error_size;          //  its size
+} s_reader_t;
+
+static imgp_form_result_t
+s_malformed (s_reader_t *r, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static imgp_form_result_t
+s_malformed (s_reader_t *r, const char *format, ...)
+{
+    if (r->error && r->error_size) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (r->error, r->error_size, format, args);
+        va_end (args);
+    }
+    return IMGP_FORM_MALFORMED;
+}
+
+//  --------------------------------------------------------------------------
+//  The boundary
+
+//  RFC 2046 bchars: DIGIT / ALPHA / "'()+_,-./:=?" / space (not last).
+static bool
+s_bchar (char c)
+{
+    return isalnum ((unsigned char) c) || (c && strchr ("'()+_,-./:=? ", c));
+}
+
+//  Copy a parameter value (token or quoted-string) from `value` into `out`.
+static int
+s_param_value (const char *value, char *out, size_t size)
+{
+    size_t n = 0;
+    if (*value == '"') {
+        for (value++; *value && *value != '"'; value++) {
+            if (*value == '\\' && value [1])
+                value++;
+            if (n + 1 >= size)
+                return -1;
+            out [n++] = *value;
+        }
+        if (*value != '"')
+            return -1;
+    }
+    else
+        for (; *value && *value != ';' && *value != ' ' && *value != '\t'; value++) {
+            if (n + 1 >= size)
+                return -1;
+            out [n++] = *value;
+        }
+    out [n] = '\0';
+    return 0;
+}
+
+//  The value of parameter `name` in a header value "type; a=1; b="x"", or
+//  -1 when it is missing or too long.
+static int
+s_param (const char *header, const char *name, char *out, size_t size)
+{
+    size_t len = strlen (name);
+    const char *p = strchr (header, ';');
+    while (p) {
+        p++;
+        p += strspn (p, " \t");
+        if (strncasecmp (p, name, len) == 0) {
+            const char *eq = p + len;
+            eq += strspn (eq, " \t");
+            if (*eq == '=') {
+                eq++;
+                return s_param_value (eq + strspn (eq, " \t"), out, size);
+            }
+        }
+        //  To the next ';' outside quotes.
+        bool quoted = false;
+        for (; *p && (quoted || *p != ';'); p++) {
+            if (*p == '\\' && quoted && p [1])
+                p++;
+            else
+            if (*p == '"')
+                quoted = !quoted;
+        }
+        p = *p ? p : NULL;
+    }
+    return -1;
+}
+
+int
+imgp_form_boundary (const char *content_type, char *boundary, size_t size)
+{
+    if (!content_type || !boundary || size < IMGP_FORM_BOUNDARY_MAX + 1)
+        return -1;
+    char value [IMGP_FORM_BOUNDARY_MAX + 2];
+    if (s_param (content_type, "boundary", value, sizeof value))
+        return -1;
+    size_t len = strlen (value);
+    if (len < 1 || len > IMGP_FORM_BOUNDARY_MAX || value [len - 1] == ' ')
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        if (!s_bchar (value [i]))
+            return -1;
+    memcpy (boundary, value, len + 1);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  The window
+
+static size_t
+s_held (s_reader_t *r)
+{
+    return r->end - r->start;
+}
+
+//  Read more bytes into the window, moving what is held to its front.
+//  Returns false at the end of the body or on a read error.
+static bool
+s_fill (s_reader_t *r)
+{
+    if (r->eof || r->failed)
+        return false;
+    memmove (r->buf, r->buf + r->start, s_held (r));
+    r->end -= r->start;
+    r->start = 0;
+    if (r->end == sizeof r->buf)
+        return true;            //  full: the caller consumes first
+    int n = r->read (r->arg, r->buf + r->end, sizeof r->buf - r->end);
+    if (n < 0)
+        r->failed = true;
+    else
+    if (n == 0)
+        r->eof = true;
+    else
+        r->end += (size_t) n;
+    return n > 0;
+}
+
+//  Where `text` (`len` bytes) starts in the window, or -1.
+static long
+s_find (s_reader_t *r, const char *text, size_t len)
+{
+    const char *at = memmem (r->buf + r->start, s_held (r), text, len);
+    return at ? (long) (at - (r->buf + r->start)) : -1;
+}
+
+//  --------------------------------------------------------------------------
+//  Parts
+
+//  Pass the window's bytes up to the next delimiter to `data` (when it is
+//  not NULL) and consume the delimiter. Returns OK, STOPPED, READ_ERROR or
+//  MALFORMED (the body ended first).
+static imgp_form_result_t
+s_content (s_reader_t *r, imgp_form_data_fn *data)
+{
+    while (true) {
+        long at = s_find (r, r->delim, r->delim_len);
+        size_t sure = at >= 0 ? (size_t) at
+                    : s_held (r) >= r->delim_len ? s_held (r) - (r->delim_len - 1) : 0;
+        if (sure && data && data (r->arg, r->buf + r->start, sure))
+            return IMGP_FORM_STOPPED;
+        r->start += sure;
+        if (at >= 0) {
+            r->start += r->delim_len;
+            return IMGP_FORM_OK;
+        }
+        if (!s_fill (r))
+            return r->failed ? IMGP_FORM_READ_ERROR
+                             : s_malformed (r, "the body ends inside a part");
+    }
+}
+
+//  The next CRLF-ended line, at most `size` - 1 bytes, NUL-terminated.
+static imgp_form_result_t
+s_line (s_reader_t *r, char *line, size_t size)
+{
+    long at;
+    while ((at = s_find (r, "\r\n", 2)) < 0) {
+        if (s_held (r) >= size)
+            return s_malformed (r, "a part header line is too long");
+        if (!s_fill (r))
+            return r->failed ? IMGP_FORM_READ_ERROR
+                             : s_malformed (r, "the body ends inside a part's headers");
+    }
+    if ((size_t) at >= size)
+        return s_malformed (r, "a part header line is too long");
+    memcpy (line, r->buf + r->start, (size_t) at);
+    line [at] = '\0';
+    r->start += (size_t) at + 2;
+    return IMGP_FORM_OK;
+}
+
+//  Read a part's headers up to the empty line; `name` gets the field name
+//  of its Content-Disposition.
+static imgp_form_result_t
+s_headers (s_reader_t *r, char *name, size_t name_size)
+{
+    char line [S_HEADERS_MAX];
+    size_t total = 0;
+    name [0] = '\0';
+    bool disposition = false;
+    while (true) {
+        imgp_form_result_t rc = s_line (r, line, sizeof line);
+        if (rc != IMGP_FORM_OK)
+            return rc;
+        if (line [0] == '\0')
+            break;
+        total += strlen (line) + 2;
+        if (total > S_HEADERS_MAX)
+            return s_malformed (r, "a part's headers are over %d bytes", S_HEADERS_MAX);
+        if (strncasecmp (line, "Content-Disposition:", 20) == 0) {
+            disposition = true;
+            if (s_param (line, "name", name, name_size))
+                return s_malformed (r, "a part's Content-Disposition has no usable name");
+        }
+    }
+    if (!disposition)
+        return s_malformed (r, "a part has no Content-Disposition header");
+    return IMGP_FORM_OK;
+}
+
+//  After a delimiter: "--" closes the body (what follows is epilogue, left
+//  to the caller); otherwise transport padding and CRLF open a part.
+//  Sets *closed.
+static imgp_form_result_t
+s_after_delimiter (s_reader_t *r, bool *closed)
+{
+    while (s_held (r) < 2)
+        if (!s_fill (r))
+            return r->failed ? IMGP_FORM_READ_ERROR
+                             : s_malformed (r, "the body ends after a boundary delimiter");
+    *closed = memcmp (r->buf + r->start, "--", 2) == 0;
+    if (*closed)
+        return IMGP_FORM_OK;
+    char line [S_HEADERS_MAX];
+    imgp_form_result_t rc = s_line (r, line, sizeof line);
+    if (rc == IMGP_FORM_OK && line [strspn (line, " \t")] != '\0')
+        return s_malformed (r, "bytes after a boundary delimiter on its line");
+    return rc;
+}
+
+imgp_form_result_t
+imgp_form_read (const char *boundary, const char *field, imgp_form_read_fn *read,
+                imgp_form_data_fn *data, void *arg, char *error, size_t error_size)
+{
+    s_reader_t r = { .read = read, .arg = arg, .error = error, .error_size = error_size };
+    size_t len = boundary ? strlen (boundary) : 0;
+    if (len < 1 || len > IMGP_FORM_BOUNDARY_MAX)
+        return s_malformed (&r, "the boundary must be 1 to %d characters",
+                            IMGP_FORM_BOUNDARY_MAX);
+    r.delim_len = (size_t) snprintf (r.delim, sizeof r.delim, "\r\n--%s", boundary);
+    //  The body as if it began with CRLF: its first delimiter needs none.
+    memcpy (r.buf, "\r\n", 2);
+    r.end = 2;
+    imgp_form_result_t rc = s_content (&r, NULL);  //  the preamble
+    if (rc == IMGP_FORM_MALFORMED)
+        return s_malformed (&r, "no boundary delimiter in the body");
+    bool found = false;
+    while (rc == IMGP_FORM_OK) {
+        bool closed;
+        rc = s_after_delimiter (&r, &closed);
+        if (rc != IMGP_FORM_OK || closed)
+            break;
+        char name [S_NAME_MAX];
+        rc = s_headers (&r, name, sizeof name);
+        if (rc != IMGP_FORM_OK)
+            break;
+        bool wanted = strcmp (name, field) == 0;
+        if (wanted && found)
+            return IMGP_FORM_DUPLICATE;
+        found |= wanted;
+        rc = s_content (&r, wanted ? data : NULL);
+    }
+    if (rc == IMGP_FORM_OK && !found)
+        return IMGP_FORM_MISSING;
+    return rc;
+}

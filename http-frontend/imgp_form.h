@@ -1,0 +1,54 @@
+/*  imgp_form — a streaming reader of multipart/form-data bodies (RFC 7578
+    over RFC 2046) that hands on the bytes of one field.
+
+    Why: civetweb 1.15's mg_handle_form_request refuses boundaries shorter
+    than 4 characters (RFC 2046 allows 1 to 70), takes everything after
+    "boundary=" as the boundary (so `boundary=x; charset=utf-8` breaks, and
+    a boundary that is not the first parameter is not found), skips a
+    second field of the same name without a word, and after an abort may
+    call back once more with a bogus length. This reader takes what the RFC
+    allows and says exactly what was wrong. It never holds more than a
+    small window of the body: the wanted field's bytes go to a callback as
+    they arrive, other fields are read and dropped.
+
+    Never: read past the close delimiter's line more than the window it
+    already holds, trust a length from the body, or call back after a
+    callback said stop.
+*/
+#ifndef IMGP_FORM_H_INCLUDED
+#define IMGP_FORM_H_INCLUDED
+
+#include <stddef.h>
+
+#define IMGP_FORM_BOUNDARY_MAX 70   //  RFC 2046: 1..70 characters
+
+//  Read up to `size` body bytes into `buf`: returns the count, 0 at the end
+//  of the body, -1 on a read error (the caller's reader knows why).
+typedef int (imgp_form_read_fn) (void *arg, char *buf, size_t size);
+
+//  The next `len` bytes of the wanted field: returns 0 to go on, -1 to stop.
+typedef int (imgp_form_data_fn) (void *arg, const char *bytes, size_t len);
+
+typedef enum {
+    IMGP_FORM_OK = 0,           //  the close delimiter was read; the field came once
+    IMGP_FORM_READ_ERROR,       //  the read callback failed
+    IMGP_FORM_STOPPED,          //  the data callback said stop
+    IMGP_FORM_MALFORMED,        //  not multipart as RFC 2046 frames it (error says how)
+    IMGP_FORM_MISSING,          //  well formed, but without the wanted field
+    IMGP_FORM_DUPLICATE         //  the wanted field came twice
+} imgp_form_result_t;
+
+//  Find the boundary parameter in a Content-Type value (any position, in
+//  any case, quoted or not) and copy it into `boundary` (at least
+//  IMGP_FORM_BOUNDARY_MAX + 1 bytes). Returns 0, or -1 when there is none
+//  or it breaks RFC 2046's rules (length, characters, trailing space).
+int imgp_form_boundary (const char *content_type, char *boundary, size_t size);
+
+//  Read a whole multipart body with `boundary` through `read`, passing the
+//  content of the field named `field` to `data`. On IMGP_FORM_MALFORMED
+//  `error` (may be NULL) says what was wrong.
+imgp_form_result_t imgp_form_read (const char *boundary, const char *field,
+                                   imgp_form_read_fn *read, imgp_form_data_fn *data,
+                                   void *arg, char *error, size_t error_size);
+
+#endif
