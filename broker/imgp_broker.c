@@ -61,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgp_defaults.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_spool.h"
@@ -70,6 +71,7 @@
 #define S_FRONTEND_HWM 100000       //  replies and requests queued per frontend link
 #define S_SOCKETS 4
 #define S_BATCH 64                  //  messages per socket per loop pass
+#define S_TICK_MS 100               //  housekeeping period when config has 0
 #define S_LINGER_MS 1000
 
 static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs", "results" };
@@ -98,29 +100,36 @@ typedef struct {
 
 typedef void (s_handler_fn) (s_server_t *self, imgp_msg_t *msg);
 
-void
-imgp_broker_config_default (imgp_broker_config_t *config)
-{
-    assert (config);
-    *config = (imgp_broker_config_t) {
-        .intake = "tcp://127.0.0.1:5571",
-        .status = "tcp://127.0.0.1:5572",
-        .jobs = "tcp://127.0.0.1:5573",
-        .results = "tcp://127.0.0.1:5574",
-        .data_dir = "./imgpipe-data",
-        .max_queue = 1000,
-        .max_jobs = 100000,
-        .max_upload_bytes = 33554432,
-        .max_attempts = 3,
-        .dispatch_timeout_ms = 10000,
-        .heartbeat_timeout_ms = 3000,
-        .job_timeout_ms = 60000,
-        .ttl_s = 86400,
-        .fsync = false,
-        .tick_ms = 100,
-        .max_waiters = 10000,
-    };
-}
+#define S_CONFIG imgp_broker_config_t
+
+const imgp_conf_spec_t imgp_broker_specs [] = {
+    IMGP_CONF_INTAKE (S_CONFIG, intake),
+    IMGP_CONF_STATUS (S_CONFIG, status),
+    IMGP_CONF_JOBS (S_CONFIG, jobs),
+    IMGP_CONF_RESULTS (S_CONFIG, results),
+    IMGP_CONF_STR (S_CONFIG, data_dir, "data-dir", "./imgpipe-data",
+                   "spool directory for originals, thumbnails and job records"),
+    IMGP_CONF_NUM (S_CONFIG, max_queue, "max-queue", 1000, 1, 10000000,
+                   "queued jobs before new ones get queue_full"),
+    IMGP_CONF_NUM (S_CONFIG, max_jobs, "max-jobs", 100000, 1, 100000000,
+                   "jobs held in the status table (finished ones evicted first)"),
+    IMGP_CONF_MAX_UPLOAD_BYTES (S_CONFIG, max_upload_bytes),
+    IMGP_CONF_NUM (S_CONFIG, max_attempts, "max-attempts", 3, 1, IMGP_ATTEMPTS_MAX,
+                   "dispatches of a job before attempts_exhausted"),
+    IMGP_CONF_NUM (S_CONFIG, dispatch_timeout_ms, "dispatch-timeout-ms", 10000, 10, 86400000,
+                   "re-queue a job not STARTED this long after dispatch"),
+    IMGP_CONF_NUM (S_CONFIG, heartbeat_timeout_ms, "heartbeat-timeout-ms", 3000, 10, 86400000,
+                   "a resizer silent this long is lost; its jobs re-queued"),
+    IMGP_CONF_NUM (S_CONFIG, job_timeout_ms, "job-timeout-ms", 60000, 10, 86400000,
+                   "re-queue a job running longer than this"),
+    IMGP_CONF_NUM (S_CONFIG, ttl_s, "ttl-s", 86400, 1, 3650LL * 86400,
+                   "seconds finished jobs and thumbnails are kept"),
+    IMGP_CONF_FLAG (S_CONFIG, fsync, "fsync",
+                    "fsync every spool write (survives power loss; slower)"),
+    IMGP_CONF_NUM (S_CONFIG, max_waiters, "max-waiters", 10000, 0, 10000000,
+                   "STATUS/FETCH requests held for wait_ms; beyond it, answered at once"),
+    IMGP_CONF_END
+};
 
 //  =====================================================================
 //  Replies and records
@@ -1035,11 +1044,13 @@ imgp_broker_new (const imgp_broker_config_t *config)
     assert (config);
     //  A JOB carries at most this many attempts (PROTOCOL.md 3.2).
     assert (config->max_attempts >= 1 && config->max_attempts <= IMGP_ATTEMPTS_MAX);
-    assert (config->tick_ms >= 1);
+    assert (config->tick_ms >= 0);
     imgp_broker_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->config = *config;
+    if (self->config.tick_ms == 0)
+        self->config.tick_ms = S_TICK_MS;
     self->config.intake = s_keep (self, 0, config->intake);
     self->config.status = s_keep (self, 1, config->status);
     self->config.jobs = s_keep (self, 2, config->jobs);

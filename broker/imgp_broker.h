@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgp_conf.h"
+
 //  Configuration, a plain value. Strings are borrowed during imgp_broker_new
 //  only (the broker keeps copies). Endpoints may use ephemeral ports
 //  ("tcp://127.0.0.1:*"); imgp_broker_endpoint() tells the real ones.
@@ -35,7 +37,7 @@ typedef struct {
     int64_t job_timeout_ms;         //  STARTED but no result -> re-queue
     int64_t ttl_s;                  //  finished jobs kept this long
     bool fsync;                     //  fsync spool writes
-    int64_t tick_ms;                //  housekeeping period (100)
+    int64_t tick_ms;                //  housekeeping period; 0: 100 ms (not an option)
     size_t max_waiters;             //  STATUS/FETCH held for wait_ms; beyond, answered at once
 } imgp_broker_config_t;
 
@@ -49,10 +51,10 @@ typedef enum {
 
 typedef struct _imgp_broker_t imgp_broker_t;
 
-//  Fill `config` with the documented defaults (endpoints 127.0.0.1:5571-5574,
-//  ./imgpipe-data, 1000 queued, 100000 jobs, 32 MiB, 3 attempts, 10 s / 3 s /
-//  60 s timeouts, TTL one day, no fsync, 100 ms tick, 10000 waiters).
-void imgp_broker_config_default (imgp_broker_config_t *config);
+//  The broker's options, rows of imgp_broker_config_t: the flags of
+//  imgpipe-broker, and its defaults (imgp_conf_defaults fills a config
+//  with them; tick_ms is left 0).
+extern const imgp_conf_spec_t imgp_broker_specs [];
 
 //  Start the broker: open and scan the spool, bind the sockets, start the
 //  loop. Returns when it is serving, or NULL (reason logged) when the spool

@@ -28,19 +28,44 @@
 
 #define S_UPLOAD_MAX ((size_t) 256 * 1024 * 1024)
 
+//  Every option of every command, so one table fills it (imgp_conf_load).
+typedef struct {
+    const char *url;            //  base URL of the frontend
+    const char *width;          //  thumbnail options as text, "" = server default
+    const char *height;
+    const char *fit;
+    const char *format;
+    const char *quality;
+    bool enlarge;               //  let small images grow
+    const char *output;         //  get: file; batch: directory
+    int64_t wait_s;             //  seconds to wait for each thumbnail
+    int parallel;               //  batch: files in flight
+    int timeout_ms;             //  per HTTP response
+} s_config_t;
+
 const imgp_conf_spec_t imgp_cli_specs [] = {
-    { "url", "http://127.0.0.1:8080", "base URL of an imgpipe frontend" },
-    { "width", "", "submit, batch: box width in pixels (server default 100)" },
-    { "height", "", "submit, batch: box height in pixels (server default 100)" },
-    { "fit", "", "submit, batch: inside, cover or fill (server default inside)" },
-    { "format", "", "submit, batch: png, jpeg, webp or avif (server default png)" },
-    { "quality", "", "submit, batch: 1..100 for lossy formats" },
-    { "enlarge", NULL, "submit, batch: let images smaller than the box grow" },
-    { "output", "", "get: file for the thumbnail, '-' for stdout; batch: directory (also -o)" },
-    { "wait-s", "30", "get, batch: seconds to wait for each thumbnail" },
-    { "parallel", "8", "batch: files in flight at once (1..256)" },
-    { "timeout-ms", "30000", "time to wait for each HTTP response" },
-    { NULL, NULL, NULL }
+    IMGP_CONF_STR (s_config_t, url, "url", "http://127.0.0.1:8080",
+                   "base URL of an imgpipe frontend"),
+    IMGP_CONF_STR (s_config_t, width, "width", "",
+                   "submit, batch: box width in pixels (server default 100)"),
+    IMGP_CONF_STR (s_config_t, height, "height", "",
+                   "submit, batch: box height in pixels (server default 100)"),
+    IMGP_CONF_STR (s_config_t, fit, "fit", "",
+                   "submit, batch: inside, cover or fill (server default inside)"),
+    IMGP_CONF_STR (s_config_t, format, "format", "",
+                   "submit, batch: png, jpeg, webp or avif (server default png)"),
+    IMGP_CONF_STR (s_config_t, quality, "quality", "", "submit, batch: 1..100 for lossy formats"),
+    IMGP_CONF_FLAG (s_config_t, enlarge, "enlarge",
+                    "submit, batch: let images smaller than the box grow"),
+    IMGP_CONF_STR (s_config_t, output, "output", "",
+                   "get: file for the thumbnail, '-' for stdout; batch: directory (also -o)"),
+    IMGP_CONF_NUM (s_config_t, wait_s, "wait-s", 30, 0, 86400,
+                   "get, batch: seconds to wait for each thumbnail"),
+    IMGP_CONF_NUM (s_config_t, parallel, "parallel", 8, 1, 256,
+                   "batch: files in flight at once"),
+    IMGP_CONF_NUM (s_config_t, timeout_ms, "timeout-ms", 30000, 1, 3600000,
+                   "time to wait for each HTTP response"),
+    IMGP_CONF_END
 };
 
 const char imgp_cli_summary [] =
@@ -63,8 +88,8 @@ const char imgp_cli_summary [] =
     "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
     "file failed), 2 bad usage, 3 server unreachable or --wait-s passed.";
 
-//  --timeout-ms, read by s_client; the watchdog needs it.
-static long long s_timeout_ms = 30000;
+//  --timeout-ms, set by s_client; the watchdog needs it.
+static long long s_timeout_ms;
 
 //  --------------------------------------------------------------------------
 //  Arguments
@@ -133,16 +158,22 @@ imgp_cli_argv (int argc, char **argv, int *new_argc)
 //  The thumbnail options of the command line. Returns 0, or -1 with a
 //  message printed.
 static int
-s_opts (imgp_conf_t *conf, imgp_api_opts_t *opts)
+s_opts (const s_config_t *config, imgp_api_opts_t *opts)
 {
     const char *problem = NULL;
-    if (imgp_api_opts (opts, imgp_conf_str (conf, "width"), imgp_conf_str (conf, "height"),
-                       imgp_conf_str (conf, "fit"), imgp_conf_str (conf, "format"),
-                       imgp_conf_str (conf, "quality"), imgp_conf_bool (conf, "enlarge"),
-                       &problem) == 0)
+    if (imgp_api_opts (opts, config->width, config->height, config->fit, config->format,
+                       config->quality, config->enlarge, &problem) == 0)
         return 0;
     fprintf (stderr, "imgpipe: %s\n", problem);
     return -1;
+}
+
+//  The options into `config`. Returns 0, or -1 with the bad ones named.
+static int
+s_load (imgp_conf_t *conf, s_config_t *config)
+{
+    *config = (s_config_t) { 0 };
+    return imgp_conf_load (conf, config);
 }
 
 //  Check the single ID argument of status/get.
@@ -163,13 +194,11 @@ s_id_arg (int argc, char **argv, const char *usage)
 
 //  An HTTP client for --url with --timeout-ms, or NULL with a message.
 static imgp_http_client_t *
-s_client (imgp_conf_t *conf)
+s_client (const s_config_t *config)
 {
-    if (imgp_conf_long (conf, "timeout-ms", 1, 3600000, &s_timeout_ms) != 0)
-        return NULL;
+    s_timeout_ms = config->timeout_ms;
     char error [256];
-    imgp_http_client_t *http = imgp_http_client_new (imgp_conf_str (conf, "url"), error,
-                                                     sizeof error);
+    imgp_http_client_t *http = imgp_http_client_new (config->url, error, sizeof error);
     if (!http)
         fprintf (stderr, "imgpipe: %s\n", error);
     else
@@ -262,10 +291,11 @@ imgp_cli_submit (imgp_conf_t *conf, int argc, char **argv)
         fprintf (stderr, "imgpipe: usage: imgpipe submit FILE [--width N ...]\n");
         return IMGP_CLI_EXIT_USAGE;
     }
+    s_config_t config;
     imgp_api_opts_t opts;
-    if (s_opts (conf, &opts) != 0)
+    if (s_load (conf, &config) != 0 || s_opts (&config, &opts) != 0)
         return IMGP_CLI_EXIT_USAGE;
-    imgp_http_client_t *http = s_client (conf);
+    imgp_http_client_t *http = s_client (&config);
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
     char *data = NULL;
@@ -285,7 +315,8 @@ int
 imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
 {
     const char *id = s_id_arg (argc, argv, "imgpipe status ID");
-    imgp_http_client_t *http = id ? s_client (conf) : NULL;
+    s_config_t config;
+    imgp_http_client_t *http = id && s_load (conf, &config) == 0 ? s_client (&config) : NULL;
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
     char path [64];
@@ -351,18 +382,18 @@ int
 imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
 {
     const char *id = s_id_arg (argc, argv, "imgpipe get ID -o OUT [--wait-s N]");
-    const char *out = imgp_conf_str (conf, "output");
-    long long wait_s = 0;
-    if (!id || imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0)
+    s_config_t config;
+    if (!id || s_load (conf, &config) != 0)
         return IMGP_CLI_EXIT_USAGE;
-    if (!out || !*out) {
+    const char *out = config.output;
+    if (!*out) {
         fprintf (stderr, "imgpipe: get needs -o OUT (or --output OUT)\n");
         return IMGP_CLI_EXIT_USAGE;
     }
-    imgp_http_client_t *http = s_client (conf);
+    imgp_http_client_t *http = s_client (&config);
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
-    int exit_code = s_get (http, id, out, wait_s);
+    int exit_code = s_get (http, id, out, config.wait_s);
     imgp_http_client_destroy (&http);
     return exit_code;
 }
@@ -373,23 +404,20 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
 //  Read and check the flags of batch into `config`. Returns 0, or -1 with
 //  a message printed.
 static int
-s_batch_config (imgp_conf_t *conf, imgp_api_opts_t *opts, imgp_batch_config_t *config)
+s_batch_config (const s_config_t *options, imgp_api_opts_t *opts, imgp_batch_config_t *config)
 {
-    long long parallel = 0, wait_s = 0;
-    if (imgp_conf_long (conf, "parallel", 1, 256, &parallel) != 0
-    ||  imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0
-    ||  s_opts (conf, opts) != 0)
+    if (s_opts (options, opts) != 0)
         return -1;
-    //  Checks --timeout-ms and --url before any file is read.
-    imgp_http_client_t *http = s_client (conf);
+    //  Checks --url before any file is read.
+    imgp_http_client_t *http = s_client (options);
     if (!http)
         return -1;
     imgp_http_client_destroy (&http);
     *config = (imgp_batch_config_t) {
-        .url = imgp_conf_str (conf, "url"),
+        .url = options->url,
         .query = opts->query,
-        .parallel = (int) parallel,
-        .wait_ms = wait_s * 1000,
+        .parallel = options->parallel,
+        .wait_ms = options->wait_s * 1000,
         .timeout_ms = (int) s_timeout_ms,
         .max_upload = S_UPLOAD_MAX,
         .out = stdout
@@ -426,19 +454,22 @@ s_batch_inputs (const char *source, const char *outdir, const char *ext)
 int
 imgp_cli_batch (imgp_conf_t *conf, int argc, char **argv)
 {
-    const char *outdir = imgp_conf_str (conf, "output");
+    s_config_t options;
+    if (s_load (conf, &options) != 0)
+        return IMGP_CLI_EXIT_USAGE;
+    const char *outdir = options.output;
     if (argc != 1) {
         fprintf (stderr, "imgpipe: usage: imgpipe batch DIR|MANIFEST -o OUTDIR "
                          "[--parallel N] [--wait-s N] [--width N ...]\n");
         return IMGP_CLI_EXIT_USAGE;
     }
-    if (!outdir || !*outdir || strcmp (outdir, "-") == 0) {
+    if (!*outdir || strcmp (outdir, "-") == 0) {
         fprintf (stderr, "imgpipe: batch needs -o OUTDIR, a directory for the thumbnails\n");
         return IMGP_CLI_EXIT_USAGE;
     }
     imgp_api_opts_t opts;
     imgp_batch_config_t config;
-    if (s_batch_config (conf, &opts, &config) != 0)
+    if (s_batch_config (&options, &opts, &config) != 0)
         return IMGP_CLI_EXIT_USAGE;
     imgp_inputs_t *inputs = s_batch_inputs (argv [0], outdir, opts.ext);
     if (!inputs)

@@ -886,6 +886,14 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
             code = errors [i].code;
             message = errors [i].message;
         }
+    //  civetweb says "Malformed message" when a request head never
+    //  completed: --head-timeout-ms ran out (or the client went away).
+    if (status == 400 && errmsg && strcmp (errmsg, "Malformed message") == 0) {
+        status = 408;
+        code = "request_timeout";
+        message = "the request head did not arrive in time";
+        errmsg = NULL;
+    }
     //  civetweb's own words only when they say more than "Bad request".
     bool detail = errmsg && *errmsg && strcasecmp (errmsg, "Bad request") != 0;
     const char *method = mg_get_request_info (conn)->request_method;
@@ -899,6 +907,8 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
         s_reply_refused (&req);
         return 0;
     }
+    if (status == 408)
+        imgp_metrics_refusal (req.server->metrics, IMGP_REFUSAL_HEAD_TIMEOUT);
     imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
                    detail ? errmsg : "");
     return 0;                   //  answered here

@@ -17,8 +17,8 @@
       is left of its wait), or all that is left when less than half a slice
       would remain, so a large upload is sent once and waited for;
     - a send that no connected broker takes is tried again each tick, for
-      S_CONNECT_WAIT_MS from the call's start, then the call fails, having
-      sent nothing;
+      S_CONNECT_WAIT_MS from its first refusal, then the call fails (having
+      sent nothing, unless an earlier try was taken);
     - when a socket reports CONNECTED (libzmq's monitor), every call on it
       still waiting is due at once: a broker restarted under a held wait
       hears it again, with what is left of the wait.
@@ -65,6 +65,7 @@ struct s_call_t {
     int64_t slice;              //  reply wait per try, before a held request's wait
     int64_t deadline;           //  when the worker gives up
     int64_t next_try;           //  when the link thread sends it (again); 0 = queued now
+    int64_t refused_since;      //  first send of this try no broker took, 0 for none
     bool queued;                //  on the send queue
     bool sent;                  //  a connected broker took it at least once
     bool failed;                //  given up by the link: nothing was sent
@@ -251,10 +252,16 @@ s_sent (imgp_link_t *self, int64_t tag, bool ok, int64_t now)
         return;
     if (ok) {
         call->sent = true;
+        call->refused_since = 0;
         call->next_try = s_next_try (call, now);
+        return;
     }
-    else
-    if (now - call->start >= S_CONNECT_WAIT_MS || now >= call->deadline) {
+    //  Counted from this try's first refusal, not the call's start: a
+    //  socket reports CONNECTED a moment before it takes messages, and a
+    //  held request sent again then must not fail for its age.
+    if (!call->refused_since)
+        call->refused_since = now;
+    if (now - call->refused_since >= S_CONNECT_WAIT_MS || now >= call->deadline) {
         call->failed = true;    //  no broker took it: answer now, not at the deadline
         pthread_cond_signal (&call->wake);
     }

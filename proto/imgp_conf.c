@@ -1,10 +1,14 @@
 /*  imgp_conf — see imgp_conf.h. A linear scan of a small table: programs
-    have a dozen options and read them once at start.
+    have a dozen options and read them once at start. One function turns
+    text into a field (s_store), for flags, environment and defaults alike,
+    so a default is checked against its range the same way a flag is.
 */
 #include "imgp_conf.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +17,9 @@
 #define IMGP_CONF_MAX 48
 
 static const imgp_conf_spec_t s_builtin [] = {
-    { "verbose", NULL, "log DEBUG lines too" },
-    { "help", NULL, "print this help and exit" },
-    { "version", NULL, "print the version and exit" },
+    IMGP_CONF_FLAG_ROW ("verbose", "log DEBUG lines too"),
+    IMGP_CONF_FLAG_ROW ("help", "print this help and exit"),
+    IMGP_CONF_FLAG_ROW ("version", "print the version and exit"),
 };
 #define S_BUILTINS (sizeof s_builtin / sizeof s_builtin [0])
 //  The last built-ins (help, version) come from the command line only.
@@ -35,8 +39,7 @@ struct _imgp_conf_t {
 static void
 s_add (imgp_conf_t *self, const imgp_conf_spec_t *spec)
 {
-    if (self->count >= IMGP_CONF_MAX)
-        return;
+    assert (self->count < IMGP_CONF_MAX);   //  a bigger table: raise the limit
     int i = self->count++;
     self->spec [i] = spec;
     snprintf (self->env [i], sizeof self->env [i], "IMGP_%s", spec->name);
@@ -85,9 +88,14 @@ s_help (imgp_conf_t *self)
             self->program, self->summary);
     for (int i = 0; i < self->count; i++) {
         const imgp_conf_spec_t *s = self->spec [i];
+        bool number = s->type >= IMGP_CONF_INT;
         char flag [96];
-        snprintf (flag, sizeof flag, "--%s%s", s->name, s->dflt ? " VALUE" : "");
+        snprintf (flag, sizeof flag, "--%s%s", s->name,
+                  number ? " N" : s->dflt ? " VALUE" : "");
         printf ("  %-30s %s", flag, s->help);
+        if (number)
+            printf (" (%lld..%lld, default %s)", s->min, s->max, s->dflt);
+        else
         if (s->dflt && *s->dflt)
             printf (" (default %s)", s->dflt);
         printf (i < self->count - S_CLI_ONLY ? "  [%s]\n" : "\n", self->env [i]);
@@ -156,44 +164,137 @@ imgp_conf_argv (imgp_conf_t *self)
     return self->argv;
 }
 
-const char *
-imgp_conf_str (imgp_conf_t *self, const char *name)
+//  Value of option k as text, and where it came from (for messages).
+static const char *
+s_value (imgp_conf_t *self, int k, const char **source)
+{
+    *source = "the command line";
+    if (self->value [k])
+        return self->value [k];
+    //  --help and --version are for the person at the terminal only.
+    const char *env = k < self->count - S_CLI_ONLY ? getenv (self->env [k]) : NULL;
+    *source = self->env [k];
+    if (env)
+        return env;
+    *source = "the default";
+    return self->spec [k]->dflt;
+}
+
+//  Index of option `name`; a name not in the table is a bug in the caller.
+static int
+s_index (imgp_conf_t *self, const char *name)
 {
     int k = s_find (self, name, strlen (name));
     if (k < 0) {
         fprintf (stderr, "%s: internal error: no option '%s'\n", self->program, name);
         abort ();
     }
-    if (self->value [k])
-        return self->value [k];
-    //  --help and --version are for the person at the terminal only.
-    const char *env = k < self->count - S_CLI_ONLY ? getenv (self->env [k]) : NULL;
-    if (env)
-        return env;
-    return self->spec [k]->dflt;
+    return k;
+}
+
+const char *
+imgp_conf_str (imgp_conf_t *self, const char *name)
+{
+    const char *source;
+    return s_value (self, s_index (self, name), &source);
+}
+
+static bool
+s_true (const char *text)
+{
+    return text && (strcmp (text, "1") == 0 || strcasecmp (text, "true") == 0
+                 || strcasecmp (text, "yes") == 0);
 }
 
 bool
 imgp_conf_bool (imgp_conf_t *self, const char *name)
 {
-    const char *v = imgp_conf_str (self, name);
-    return v && (strcmp (v, "1") == 0 || strcasecmp (v, "true") == 0
-              || strcasecmp (v, "yes") == 0);
+    return s_true (imgp_conf_str (self, name));
+}
+
+//  `text` as a whole number in [min, max]. Returns 0, or -1 with a message
+//  naming the option and where its value came from.
+static int
+s_number (const char *program, const char *name, const char *source, const char *text,
+          long long min, long long max, long long *value)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = text ? strtoll (text, &end, 10) : 0;
+    if (!text || !*text || *end || errno || v < min || v > max) {
+        fprintf (stderr, "%s: --%s must be a whole number from %lld to %lld, not '%s' (from %s)\n",
+                 program, name, min, max, text ? text : "", source);
+        return -1;
+    }
+    *value = v;
+    return 0;
 }
 
 int
 imgp_conf_long (imgp_conf_t *self, const char *name, long long min, long long max,
                 long long *value)
 {
-    const char *text = imgp_conf_str (self, name);
-    char *end = NULL;
-    errno = 0;
-    long long v = text ? strtoll (text, &end, 10) : 0;
-    if (!text || !*text || *end || errno || v < min || v > max) {
-        fprintf (stderr, "%s: --%s must be a whole number from %lld to %lld, not '%s'\n",
-                 self->program, name, min, max, text ? text : "");
+    const char *source;
+    const char *text = s_value (self, s_index (self, name), &source);
+    return s_number (self->program, name, source, text, min, max, value);
+}
+
+//  Store `text`, the value of row `spec`, into its field of `config`.
+//  Returns 0, or -1 (printed) when it is not a number in range.
+static int
+s_store (const char *program, const imgp_conf_spec_t *spec, const char *source,
+         const char *text, void *config)
+{
+    char *field = (char *) config + spec->offset;
+    long long v = 0;
+    if (spec->type >= IMGP_CONF_INT
+    &&  s_number (program, spec->name, source, text, spec->min, spec->max, &v))
         return -1;
+    switch (spec->type) {
+        case IMGP_CONF_NONE:
+            break;
+        case IMGP_CONF_STRING:
+            *(const char **) field = text;
+            break;
+        case IMGP_CONF_BOOL:
+            *(bool *) field = s_true (text);
+            break;
+        case IMGP_CONF_INT:
+            assert (spec->min >= INT_MIN && spec->max <= INT_MAX);
+            *(int *) field = (int) v;
+            break;
+        case IMGP_CONF_INT64:
+            *(int64_t *) field = v;
+            break;
+        case IMGP_CONF_SIZE:
+            assert (spec->min >= 0);
+            *(size_t *) field = (size_t) v;
+            break;
     }
-    *value = v;
     return 0;
+}
+
+int
+imgp_conf_load (imgp_conf_t *self, void *config)
+{
+    assert (self && config);
+    int rc = 0;
+    for (int i = 0; i < self->count - (int) S_BUILTINS; i++) {
+        const char *source;
+        const char *text = s_value (self, i, &source);
+        if (s_store (self->program, self->spec [i], source, text, config))
+            rc = -1;                    //  go on: name every bad option at once
+    }
+    return rc;
+}
+
+int
+imgp_conf_defaults (const imgp_conf_spec_t *specs, void *config)
+{
+    assert (specs && config);
+    int rc = 0;
+    for (const imgp_conf_spec_t *s = specs; s->name; s++)
+        if (s_store ("imgp_conf", s, "the default", s->dflt, config))
+            rc = -1;
+    return rc;
 }

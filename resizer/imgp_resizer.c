@@ -22,11 +22,14 @@
 #include "imgp_resizer.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "imgp_id.h"
@@ -266,6 +269,28 @@ void
 imgp_resizer_stop (imgp_resizer_t *self)
 {
     atomic_store (&self->stop, true);
+}
+
+int
+imgp_resizer_set_priority (int nice)
+{
+    assert (nice >= 0 && nice <= 19);
+    if (nice == 0)
+        return 0;
+    //  Lower only: a resizer started under nice 15 stays at 15 (raising it
+    //  back would need CAP_SYS_NICE, and the operator meant it).
+    errno = 0;
+    int current = getpriority (PRIO_PROCESS, 0);
+    if (errno == 0 && current > nice)
+        nice = current;
+    struct sched_param param = { .sched_priority = 0 };
+    if (setpriority (PRIO_PROCESS, 0, nice) != 0
+    ||  sched_setscheduler (0, SCHED_BATCH, &param) != 0) {
+        imgp_warn ("event=priority_failed nice=%d reason=\"%s\"", nice, strerror (errno));
+        return -1;
+    }
+    imgp_info ("event=priority nice=%d policy=batch", nice);
+    return 0;
 }
 
 

@@ -10,8 +10,9 @@
     run one resizer per core. The receive high-water mark is 1, so at most
     one more job waits in our pipe; the broker keeps the real queue.
 
-    On SIGINT/SIGTERM (czmq sets zsys_interrupted) or imgp_resizer_stop(),
-    the job in progress is finished and its result sent, a last heartbeat
+    On imgp_resizer_stop() (main calls it on SIGINT/SIGTERM; an embedder
+    that keeps czmq's handler gets the same from zsys_interrupted), the job
+    in progress is finished and its result sent, a last heartbeat
     says slots=0, and run() returns. A job still waiting in the pipe is
     dropped: the broker dispatches it again when no STARTED comes.
 
@@ -66,6 +67,16 @@ int imgp_resizer_run (imgp_resizer_t *self);
 //  Ask run() to return after the current job. Safe from any thread and
 //  from a signal handler.
 void imgp_resizer_stop (imgp_resizer_t *self);
+
+//  Lower the CPU priority of the calling thread to `nice` (0..19; 0 leaves
+//  it alone; a higher nice already set is kept) and switch it to
+//  SCHED_BATCH, so a frontend on the same host answers uploads at once
+//  while resizers run. On Linux both are per thread and a new thread
+//  inherits them: call it in main() before any thread starts (czmq,
+//  libvips), and every thread of the process has them. Logs
+//  event=priority; returns 0, or -1 with a warning (the resizer still
+//  works, at the old priority).
+int imgp_resizer_set_priority (int nice);
 
 //  The worker name used on the wire (borrowed).
 const char *imgp_resizer_name (imgp_resizer_t *self);

@@ -2,88 +2,118 @@
     pushes results back. Start one per core, on any host that reaches the
     broker; stop any of them at any time.
 
-    This file only reads flags (imgp_conf) and wires imgp_thumb (libvips)
-    to imgp_resizer (the worker loop); it never touches sockets or pixels.
+    This file only reads options (one imgp_conf_load into s_config_t) and
+    wires imgp_thumb (libvips) to imgp_resizer (the worker loop); it never
+    touches sockets or pixels. Order matters: signals are blocked first
+    (imgp_signal), so a SIGTERM while flags are read or libvips loads waits
+    instead of killing us with 143; the priority is lowered before czmq or
+    libvips start a thread, so every thread inherits it. The loop runs in
+    main's thread; a small thread takes the signal and asks it to stop.
 */
 #include <czmq.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "imgp_conf.h"
+#include "imgp_defaults.h"
 #include "imgp_log.h"
-#include "imgp_msg.h"
 #include "imgp_resizer.h"
+#include "imgp_signal.h"
 #include "imgp_thumb.h"
 
+//  Everything the options set, so one table fills it.
+typedef struct {
+    imgp_thumb_config_t thumb;      //  libvips limits and loaders
+    imgp_resizer_config_t resizer;  //  endpoints, name, heartbeat
+    int nice;                       //  CPU priority to drop to, 0 = leave it
+} s_config_t;
+
 static const imgp_conf_spec_t s_specs [] = {
-    { "jobs", "tcp://127.0.0.1:5573", "broker ventilator endpoint to pull jobs from" },
-    { "results", "tcp://127.0.0.1:5574", "broker sink endpoint to push results and heartbeats to" },
-    { "name", "", "worker name prefix in messages and logs (default <hostname>-<pid>); a "
-      "random suffix is added so each process is a new worker to the broker" },
-    { "max-pixels", "100000000", "largest width x height decoded; bigger fails too_many_pixels" },
-    { "max-upload-bytes", "33554432", "largest original accepted from the broker" },
-    { "heartbeat-ms", "1000", "heartbeat interval in milliseconds" },
-    { "vips-threads", "1", "libvips worker threads per image (run one resizer per core)" },
-    { "allow-loaders", "", "extra image loaders to enable, comma list of svg, pdf, magick "
-      "(set the same list on the frontends)" },
-    { "time-limit-ms", "30000", "time one image may take before it fails with timeout; keep it "
-      "below the broker's --job-timeout-ms (60000)" },
-    { NULL, NULL, NULL }
+    IMGP_CONF_JOBS (s_config_t, resizer.jobs),
+    IMGP_CONF_RESULTS (s_config_t, resizer.results),
+    IMGP_CONF_STR (s_config_t, resizer.name, "name", "",
+                   "worker name prefix in messages and logs (default <hostname>-<pid>); a "
+                   "random suffix is added so each process is a new worker to the broker"),
+    IMGP_CONF_NUM (s_config_t, thumb.max_pixels, "max-pixels", 100000000, 1, 1000000000000LL,
+                   "largest width x height decoded; bigger fails too_many_pixels"),
+    IMGP_CONF_MAX_UPLOAD_BYTES (s_config_t, resizer.max_upload_bytes),
+    IMGP_CONF_NUM (s_config_t, resizer.heartbeat_ms, "heartbeat-ms", 1000, 10, 600000,
+                   "heartbeat interval in milliseconds"),
+    IMGP_CONF_NUM (s_config_t, thumb.vips_threads, "vips-threads", 1, 1, 256,
+                   "libvips worker threads per image (run one resizer per core)"),
+    IMGP_CONF_ALLOW_LOADERS (s_config_t, thumb.allow_loaders),
+    IMGP_CONF_NUM (s_config_t, thumb.time_limit_ms, "time-limit-ms", 30000, 1, 86400000,
+                   "time one image may take before it fails with timeout; keep it below "
+                   "the broker's --job-timeout-ms"),
+    IMGP_CONF_NUM (s_config_t, nice, "nice", 10, 0, 19,
+                   "CPU priority to drop to (nice value, also SCHED_BATCH) so a frontend "
+                   "on the same host stays quick; 0 leaves the priority alone"),
+    IMGP_CONF_END
 };
 
-//  Numeric flags into the two configurations. Returns 0 or -1 (printed).
-static int
-s_read_numbers (imgp_conf_t *conf, imgp_thumb_config_t *thumb, imgp_resizer_config_t *resizer)
+//  What the stopper thread needs.
+typedef struct {
+    imgp_resizer_t *resizer;        //  to stop
+    const sigset_t *signals;        //  to wait for
+} s_stopper_t;
+
+//  Takes SIGINT or SIGTERM and asks the loop to stop after its job.
+static void *
+s_stopper (void *args)
 {
-    long long max_pixels, max_upload, heartbeat_ms, threads, time_limit_ms;
-    if (imgp_conf_long (conf, "max-pixels", 1, 1000000000000LL, &max_pixels)
-    ||  imgp_conf_long (conf, "max-upload-bytes", 1, IMGP_UPLOAD_LIMIT_MAX, &max_upload)
-    ||  imgp_conf_long (conf, "heartbeat-ms", 10, 600000, &heartbeat_ms)
-    ||  imgp_conf_long (conf, "vips-threads", 1, 256, &threads)
-    ||  imgp_conf_long (conf, "time-limit-ms", 1, 86400000, &time_limit_ms))
+    s_stopper_t *stopper = args;
+    int signal = imgp_signal_wait (stopper->signals);
+    //  From here on, finish: main may cancel us only while we wait.
+    pthread_setcancelstate (PTHREAD_CANCEL_DISABLE, NULL);
+    imgp_info ("event=stopping signal=%s", imgp_signal_name (signal));
+    imgp_resizer_stop (stopper->resizer);
+    return NULL;
+}
+
+//  Run the loop until a signal stops it or it fails. Returns run()'s rc.
+static int
+s_run (imgp_resizer_t *resizer, const sigset_t *signals)
+{
+    s_stopper_t args = { resizer, signals };
+    pthread_t stopper;
+    if (pthread_create (&stopper, NULL, s_stopper, &args) != 0) {
+        imgp_error ("event=start_failed reason=\"no thread for signals\"");
         return -1;
-    thumb->max_pixels = max_pixels;
-    thumb->vips_threads = (int) threads;
-    thumb->time_limit_ms = (int) time_limit_ms;
-    resizer->max_upload_bytes = max_upload;
-    resizer->heartbeat_ms = (int) heartbeat_ms;
-    return 0;
+    }
+    int rc = imgp_resizer_run (resizer);
+    pthread_cancel (stopper);           //  the loop may have ended by itself
+    pthread_join (stopper, NULL);
+    return rc;
 }
 
 int
 main (int argc, char **argv)
 {
-    //  First thing: czmq's SIGINT/SIGTERM handler sets zsys_interrupted,
-    //  which the loop polls. Installed later (after flags and libvips, some
-    //  100 ms) a SIGTERM in between would kill us with 143.
-    zsys_init ();
+    sigset_t signals;
+    imgp_signal_block (&signals, false);
     imgp_conf_t *conf = imgp_conf_new ("imgpipe-resizer",
                                        "Makes thumbnails for imgpipe: pulls jobs from the broker, "
                                        "runs libvips, pushes results.",
                                        s_specs);
     if (!conf)
         return 1;
+    s_config_t config = { 0 };
     int rc = imgp_conf_parse (conf, argc, argv);
+    if (rc == 0 && imgp_conf_load (conf, &config))
+        rc = -1;
     if (rc != 0) {
         imgp_conf_destroy (&conf);
         return rc > 0 ? 0 : 2;
     }
     imgp_log_init ("imgpipe-resizer", imgp_conf_bool (conf, "verbose"));
+    imgp_resizer_set_priority (config.nice);     //  a failure is only a warning
+    zsys_init ();
 
-    imgp_thumb_config_t thumb = { .allow_loaders = imgp_conf_str (conf, "allow-loaders") };
-    imgp_resizer_config_t config = {
-        .jobs = imgp_conf_str (conf, "jobs"),
-        .results = imgp_conf_str (conf, "results"),
-        .name = imgp_conf_str (conf, "name"),
-    };
-    if (s_read_numbers (conf, &thumb, &config)) {
-        imgp_conf_destroy (&conf);
-        return 2;
-    }
     imgp_resizer_t *resizer = NULL;
-    rc = imgp_thumb_init (&thumb);
+    rc = imgp_thumb_init (&config.thumb);
     if (rc == 0) {
-        resizer = imgp_resizer_new (&config);
-        rc = resizer ? imgp_resizer_run (resizer) : -1;
+        resizer = imgp_resizer_new (&config.resizer);
+        rc = resizer ? s_run (resizer, &signals) : -1;
     }
     imgp_resizer_destroy (&resizer);
     imgp_conf_destroy (&conf);

@@ -295,9 +295,13 @@ s_start_frontend (h_cluster_t *self, int i, const h_cluster_opts_t *opts)
     s_endpoint (status, sizeof status, self->broker_ports [1]);
     snprintf (listen, sizeof listen, "127.0.0.1:%d", self->http_ports [i]);
     snprintf (name, sizeof name, "frontend%d", i);
+    //  64 threads, not the default 4096: the suites need few connections,
+    //  and under AddressSanitizer each thread costs far more than its
+    //  16 kB. The default is exercised by tests/load (deploy/run.sh) and
+    //  by suites that pass their own --threads after this one.
     char *argv [24] = { H_FRONTEND_BIN, "--listen", listen, "--intake", intake,
-                        "--status", status, "--verbose" };
-    s_add_args (argv, 8, opts->frontend_extra, 8);
+                        "--status", status, "--threads", "64", "--verbose" };
+    s_add_args (argv, 10, opts->frontend_extra, 8);
     return s_proc_start (self, &self->frontend [i], name, argv);
 }
 

@@ -5,8 +5,8 @@
     upload becomes a correct thumbnail through every process, that the
     invariants of DESIGN.md hold between processes (202 means any frontend
     knows the id; uploads are accepted while every resizer is busy), that
-    every corpus file ends as its manifest says, and that every program
-    stops cleanly on SIGTERM. Bad input has its own suite, test_badinput.
+    every corpus file ends as its manifest says, that every program
+    stops cleanly on SIGTERM, and that resizers run at a lower priority. Bad input has its own suite, test_badinput.
 
     Never: sleep as an assertion. Every wait polls a condition against a
     deadline, and each test has a criterion timeout as a last resort.
@@ -16,10 +16,14 @@
 
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +72,20 @@ s_expect_content_type (const h_response_t *resp, const char *want)
     h_header (resp, "Content-Type", type, sizeof type);
     cr_expect (strncmp (type, want, strlen (want)) == 0, "Content-Type '%s', want '%s'",
                type, want);
+}
+
+//  Upload a small PNG on frontend `upload` and wait until frontend
+//  `poll` says it is done.
+static void
+s_one_job (int upload, int poll)
+{
+    size_t size = 0;
+    void *png = h_make_image ("png", 200, 100, false, &size);
+    cr_assert_not_null (png);
+    char id [H_ID_SIZE];
+    expect_upload_ok (s_port (upload), "/v1/images", png, size, "image/png", false, id);
+    json_decref (expect_job_ends (s_port (poll), id, "done"));
+    free (png);
 }
 
 //  Full round trip of a fixture with default options: status JSON fields,
@@ -637,17 +655,82 @@ Test (e2e_cli, submit_status_get, .init = s_setup_one, .fini = s_teardown, .time
 Test (e2e_shutdown, sigterm_exits_zero, .init = s_setup_two, .fini = s_teardown,
       .timeout = 90)
 {
-    size_t size = 0;
-    void *png = h_make_image ("png", 200, 100, false, &size);
-    cr_assert_not_null (png);
-    char id [H_ID_SIZE];
-    expect_upload_ok (s_port (1), "/v1/images", png, size, "image/png", false, id);
-    json_decref (expect_job_ends (s_port (0), id, "done"));
-    free (png);
+    s_one_job (1, 0);
     char report [2048];
     long long t0 = h_now_ms ();
     int bad = h_cluster_stop_all (s_cluster, 10000, report, sizeof report);
     fprintf (stderr, "e2e shutdown: %lld ms: %s\n", h_now_ms () - t0, report);
     cr_assert_eq (bad, 0, "%d processes did not exit 0 within 10 s on SIGTERM: %s", bad, report);
+    h_cluster_pass (s_cluster);
+}
+
+//  ---------------------------------------------------------------------------
+//  8. Resizers run at a lower CPU priority, every thread of them
+
+//  Nice value and scheduling policy of thread `tid` of `pid`, from
+//  /proc/PID/task/TID/stat (fields 19 and 41). Returns 0 or -1.
+static int
+s_thread_sched (pid_t pid, const char *tid, int *nice, int *policy)
+{
+    char path [300], line [1024];
+    snprintf (path, sizeof path, "/proc/%d/task/%s/stat", (int) pid, tid);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return -1;
+    char *text = fgets (line, sizeof line, file);
+    fclose (file);
+    char *field = text ? strrchr (text, ')') : NULL;     //  the name may hold spaces
+    if (!field)
+        return -1;
+    //  Field 3 (state) follows ") "; field N is token N - 3.
+    int n = 3;
+    for (char *tok = strtok (field + 1, " "); tok; tok = strtok (NULL, " "), n++) {
+        if (n == 19)
+            *nice = atoi (tok);
+        if (n == 41) {
+            *policy = atoi (tok);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+//  Check every thread of `pid` has `nice` and `policy`; how many it has.
+static int
+s_expect_threads (pid_t pid, const char *name, int nice, int policy)
+{
+    char path [64];
+    snprintf (path, sizeof path, "/proc/%d/task", (int) pid);
+    DIR *dir = opendir (path);
+    cr_assert_not_null (dir, "%s: %s", path, strerror (errno));
+    int threads = 0;
+    for (struct dirent *entry; (entry = readdir (dir)) != NULL;) {
+        int got_nice = -100, got_policy = -1;
+        if (entry->d_name [0] == '.' || s_thread_sched (pid, entry->d_name, &got_nice,
+                                                         &got_policy) != 0)
+            continue;
+        threads++;
+        cr_expect (got_nice == nice && got_policy == policy,
+                   "%s thread %s: nice %d policy %d, want nice %d policy %d", name,
+                   entry->d_name, got_nice, got_policy, nice, policy);
+    }
+    closedir (dir);
+    return threads;
+}
+
+Test (e2e_priority, resizers_are_nice_10_batch_in_every_thread, .init = s_setup_one,
+      .fini = s_teardown, .timeout = 60)
+{
+    s_one_job (0, 0);                   //  so libvips has made its worker threads
+    errno = 0;
+    int own = getpriority (PRIO_PROCESS, 0);
+    cr_assert_eq (errno, 0);
+    int want = own > 10 ? own : 10;     //  a resizer only ever lowers its priority
+    for (int i = 0; i < s_cluster->resizers; i++)
+        cr_expect_geq (s_expect_threads (s_cluster->resizer [i].pid, "resizer", want,
+                                         SCHED_BATCH), 3, "a resizer has czmq's and libvips' threads too");
+    //  The frontend and broker keep the priority they were started with.
+    s_expect_threads (s_cluster->frontend [0].pid, "frontend", own, sched_getscheduler (0));
+    s_expect_threads (s_cluster->broker.pid, "broker", own, sched_getscheduler (0));
     h_cluster_pass (s_cluster);
 }

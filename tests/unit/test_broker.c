@@ -457,8 +457,8 @@ TestSuite (broker, .init = s_setup, .fini = s_teardown, .timeout = 30);
 static imgp_broker_config_t
 s_config (void)
 {
-    imgp_broker_config_t config;
-    imgp_broker_config_default (&config);
+    imgp_broker_config_t config = { 0 };
+    cr_assert_eq (imgp_conf_defaults (imgp_broker_specs, &config), 0);
     config.intake = config.status = config.jobs = config.results = "tcp://127.0.0.1:*";
     config.data_dir = s_dir;
     config.tick_ms = 20;

@@ -5,14 +5,19 @@
     tested hardest: every message type must survive encode -> decode, and
     every way a frame can be wrong must give NULL with a reason, never a
     crash. Each test runs in its own process (criterion's default), so a
-    crash fails one test only.
+    crash fails one test only (and an environment variable a test sets
+    stays in that test). imgp_conf, the typed option table every program
+    reads its configuration with, is tested here too.
 */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgp_conf.h"
+#include "imgp_defaults.h"
 #include "imgp_id.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
@@ -29,6 +34,7 @@ TestSuite (opts, .init = s_setup);
 TestSuite (codec, .init = s_setup);
 TestSuite (malformed, .init = s_setup);
 TestSuite (sockets, .init = s_setup, .timeout = 20);
+TestSuite (conf, .init = s_setup);
 
 //  --------------------------------------------------------------------------
 //  Helpers
@@ -1359,4 +1365,147 @@ Test (sockets, recv_timeout_returns_null)
     cr_expect_null (imgp_msg_recv (pull));
     cr_expect_eq (errno, EAGAIN);
     zsock_destroy (&pull);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_conf: typed rows
+
+//  A config struct with a field of every row type.
+typedef struct {
+    const char *endpoint;       //  a shared row
+    const char *name;           //  a text row
+    bool fast;                  //  a flag
+    int count;                  //  int
+    int64_t delay_ms;           //  int64_t
+    size_t upload;              //  size_t, a shared row
+    int untouched;              //  no row names it
+} s_conf_test_t;
+
+static const imgp_conf_spec_t s_conf_specs [] = {
+    IMGP_CONF_INTAKE (s_conf_test_t, endpoint),
+    IMGP_CONF_STR (s_conf_test_t, name, "name", "anna", "a name"),
+    IMGP_CONF_FLAG (s_conf_test_t, fast, "fast", "go fast"),
+    IMGP_CONF_NUM (s_conf_test_t, count, "count", 7, 1, 10, "how many"),
+    IMGP_CONF_NUM (s_conf_test_t, delay_ms, "delay-ms", 5000000000, 0, 10000000000LL, "how long"),
+    IMGP_CONF_MAX_UPLOAD_BYTES (s_conf_test_t, upload),
+    IMGP_CONF_END
+};
+
+//  Parse `args` (NULL-terminated, program name first) and load the rows
+//  into `config`; imgp_conf_load's rc.
+static int
+s_conf_load (char **args, s_conf_test_t *config)
+{
+    int argc = 0;
+    while (args [argc])
+        argc++;
+    imgp_conf_t *conf = imgp_conf_new ("test", "a test", s_conf_specs);
+    cr_assert_not_null (conf);
+    cr_assert_eq (imgp_conf_parse (conf, argc, args), 0);
+    int rc = imgp_conf_load (conf, config);
+    imgp_conf_destroy (&conf);
+    return rc;
+}
+
+//  What the test wrote on stderr so far (redirected), in `text`.
+static void
+s_stderr (char *text, size_t size)
+{
+    fflush (stderr);
+    size_t n = fread (text, 1, size - 1, cr_get_redirected_stderr ());
+    text [n] = 0;
+}
+
+Test (conf, defaults_fill_every_row_type)
+{
+    s_conf_test_t config = { .untouched = 42 };
+    cr_assert_eq (imgp_conf_defaults (s_conf_specs, &config), 0);
+    cr_expect_str_eq (config.endpoint, "tcp://127.0.0.1:5571");
+    cr_expect_str_eq (config.name, "anna");
+    cr_expect_not (config.fast);
+    cr_expect_eq (config.count, 7);
+    cr_expect_eq (config.delay_ms, 5000000000LL);
+    cr_expect_eq (config.upload, (size_t) 32 * 1024 * 1024);
+    cr_expect_eq (config.untouched, 42, "a field no row names is left alone");
+}
+
+Test (conf, flag_beats_environment_beats_default)
+{
+    setenv ("IMGP_COUNT", "3", 1);
+    setenv ("IMGP_NAME", "from-env", 1);
+    setenv ("IMGP_FAST", "yes", 1);
+    char *args [] = { "test", "--count", "9", "--delay-ms=0", NULL };
+    s_conf_test_t config = { 0 };
+    cr_assert_eq (s_conf_load (args, &config), 0);
+    cr_expect_eq (config.count, 9, "the flag wins over IMGP_COUNT");
+    cr_expect_str_eq (config.name, "from-env");
+    cr_expect (config.fast, "IMGP_FAST=yes sets a flag");
+    cr_expect_eq (config.delay_ms, 0);
+    cr_expect_eq (config.upload, (size_t) 33554432, "no flag, no env: the default");
+}
+
+Test (conf, a_value_out_of_range_names_the_option, .init = cr_redirect_stderr)
+{
+    imgp_log_init ("test_proto", false);
+    char *args [] = { "test", "--count", "11", NULL };
+    s_conf_test_t config = { 0 };
+    cr_expect_eq (s_conf_load (args, &config), -1);
+    char text [512];
+    s_stderr (text, sizeof text);
+    cr_expect (strstr (text, "--count must be a whole number from 1 to 10, not '11'"), "%s", text);
+    cr_expect (strstr (text, "command line"), "%s", text);
+}
+
+Test (conf, a_bad_environment_value_names_its_variable, .init = cr_redirect_stderr)
+{
+    imgp_log_init ("test_proto", false);
+    setenv ("IMGP_MAX_UPLOAD_BYTES", "2GB", 1);
+    setenv ("IMGP_DELAY_MS", "-1", 1);
+    char *args [] = { "test", NULL };
+    s_conf_test_t config = { 0 };
+    cr_expect_eq (s_conf_load (args, &config), -1);
+    char text [1024];
+    s_stderr (text, sizeof text);
+    cr_expect (strstr (text, "--max-upload-bytes") && strstr (text, "IMGP_MAX_UPLOAD_BYTES"),
+               "%s", text);
+    cr_expect (strstr (text, "--delay-ms") && strstr (text, "IMGP_DELAY_MS"),
+               "every bad option is named, not only the first: %s", text);
+}
+
+Test (conf, a_default_out_of_range_is_caught, .init = cr_redirect_stderr)
+{
+    imgp_log_init ("test_proto", false);
+    static const imgp_conf_spec_t bad [] = {
+        IMGP_CONF_NUM (s_conf_test_t, count, "count", 0, 1, 10, "a default below its range"),
+        IMGP_CONF_END
+    };
+    s_conf_test_t config = { 0 };
+    cr_expect_eq (imgp_conf_defaults (bad, &config), -1);
+}
+
+Test (conf, a_flag_takes_no_value, .init = cr_redirect_stderr)
+{
+    imgp_log_init ("test_proto", false);
+    char *args [] = { "test", "--fast=1", NULL };
+    imgp_conf_t *conf = imgp_conf_new ("test", "a test", s_conf_specs);
+    cr_expect_eq (imgp_conf_parse (conf, 2, args), -1);
+    imgp_conf_destroy (&conf);
+}
+
+Test (conf, help_lists_each_option_with_range_default_and_variable,
+      .init = cr_redirect_stdout)
+{
+    char *args [] = { "test", "--help", NULL };
+    imgp_conf_t *conf = imgp_conf_new ("test", "a test", s_conf_specs);
+    cr_expect_eq (imgp_conf_parse (conf, 2, args), 1);
+    imgp_conf_destroy (&conf);
+    fflush (stdout);
+    char text [4096];
+    size_t n = fread (text, 1, sizeof text - 1, cr_get_redirected_stdout ());
+    text [n] = 0;
+    cr_expect (strstr (text, "--count N"), "%s", text);
+    cr_expect (strstr (text, "(1..10, default 7)  [IMGP_COUNT]"), "%s", text);
+    cr_expect (strstr (text, "(default anna)  [IMGP_NAME]"), "%s", text);
+    cr_expect (strstr (text, "--intake VALUE"), "%s", text);
+    cr_expect (strstr (text, "--fast ") && strstr (text, "[IMGP_FAST]"), "%s", text);
 }

@@ -12,9 +12,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <vips/vips.h>
 
@@ -1258,4 +1260,55 @@ Test (loop, upload_limit_is_capped, .init = s_init)
     imgp_resizer_t *resizer = imgp_resizer_new (&config);
     cr_assert_not_null (resizer);
     imgp_resizer_destroy (&resizer);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_resizer_set_priority (each test is its own process: the priority
+//  it sets ends with it)
+
+TestSuite (priority);
+
+//  The nice value and policy of the thread that runs it.
+typedef struct {
+    int nice;                   //  getpriority of the thread
+    int policy;                 //  sched_getscheduler of the thread
+} s_sched_t;
+
+static void *
+s_sched_of_thread (void *args)
+{
+    s_sched_t *sched = args;
+    sched->nice = getpriority (PRIO_PROCESS, 0);
+    sched->policy = sched_getscheduler (0);
+    return NULL;
+}
+
+Test (priority, a_thread_made_after_inherits_nice_and_batch)
+{
+    imgp_log_init ("test_resizer", false);
+    if (getpriority (PRIO_PROCESS, 0) != 0)
+        cr_skip_test ("the test runs under nice already");
+    cr_assert_eq (imgp_resizer_set_priority (10), 0);
+    cr_expect_eq (getpriority (PRIO_PROCESS, 0), 10);
+    cr_expect_eq (sched_getscheduler (0), SCHED_BATCH);
+    pthread_t thread;
+    s_sched_t sched = { -100, -1 };
+    cr_assert_eq (pthread_create (&thread, NULL, s_sched_of_thread, &sched), 0);
+    pthread_join (thread, NULL);
+    cr_expect_eq (sched.nice, 10);
+    cr_expect_eq (sched.policy, SCHED_BATCH);
+}
+
+Test (priority, zero_leaves_it_alone_and_a_lower_one_is_kept)
+{
+    imgp_log_init ("test_resizer", false);
+    int policy = sched_getscheduler (0);
+    if (getpriority (PRIO_PROCESS, 0) != 0)
+        cr_skip_test ("the test runs under nice already");
+    cr_assert_eq (imgp_resizer_set_priority (0), 0);
+    cr_expect_eq (getpriority (PRIO_PROCESS, 0), 0);
+    cr_expect_eq (sched_getscheduler (0), policy);
+    cr_assert_eq (setpriority (PRIO_PROCESS, 0, 15), 0);
+    cr_assert_eq (imgp_resizer_set_priority (10), 0);
+    cr_expect_eq (getpriority (PRIO_PROCESS, 0), 15, "raising it back would need privileges");
 }
