@@ -62,6 +62,7 @@
 #define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
 #define S_NOTE_MS 60000         //  a refusal is logged once per client per this
 #define S_PATH_MAX 2048         //  longest decoded request path routed
+#define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -83,6 +84,8 @@ typedef struct {
     char address [48];          //  client address, as counted in conns
     bool counted;               //  counted in conns (at its first request head)
     bool refused;               //  over --conn-per-ip: answer 503 and close
+    int64_t waiting_since;      //  zclock_mono when civetweb began to read the next head
+    bool kept_alive;            //  a request was answered: the next head is keep-alive's
 } s_conn_t;
 
 typedef enum {
@@ -855,10 +858,26 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_WORKERS_BUSY, -1);
     imgp_metrics_request (self->metrics, s_route_metric (req.route), req.reply.status,
                           (double) (zclock_usecs () - start_us) / 1e6);
+    if (req.state) {
+        req.state->kept_alive = true;
+        req.state->waiting_since = zclock_mono ();
+    }
     if (imgp_log_verbose ())
         imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.method, req.path,
                     req.reply.status, (long long) (zclock_mono () - start));
     return req.reply.status > 0 ? req.reply.status : 500;
+}
+
+//  True when the head being read has had all the time civetweb gives it
+//  (--head-timeout-ms, or --keepalive-timeout-ms after a first request).
+static bool
+s_head_overdue (imgp_http_t *self, s_conn_t *state)
+{
+    if (!state)
+        return false;
+    int limit = state->kept_alive ? self->config.keepalive_timeout_ms
+                                  : self->config.head_timeout_ms;
+    return zclock_mono () - state->waiting_since + S_CLOCK_SLACK_MS >= limit;
 }
 
 //  civetweb's own refusals (a request line or header it cannot parse, a
@@ -886,9 +905,11 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
             code = errors [i].code;
             message = errors [i].message;
         }
-    //  civetweb says "Malformed message" when a request head never
-    //  completed: --head-timeout-ms ran out (or the client went away).
-    if (status == 400 && errmsg && strcmp (errmsg, "Malformed message") == 0) {
+    //  civetweb says "Malformed message" both for a head it cannot read
+    //  and for one that never completed: the clock tells them apart.
+    if (status == 400 && errmsg && strcmp (errmsg, "Malformed message") == 0
+    &&  s_head_overdue (mg_get_user_data (mg_get_context (conn)),
+                        mg_get_user_connection_data (conn))) {
         status = 408;
         code = "request_timeout";
         message = "the request head did not arrive in time";
@@ -924,7 +945,10 @@ s_init_connection (const struct mg_connection *conn, void **conn_data)
 {
     imgp_http_t *self = mg_get_user_data (mg_get_context (conn));
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, 1);
-    *conn_data = calloc (1, sizeof (s_conn_t));    //  NULL: the connection goes uncounted
+    s_conn_t *state = calloc (1, sizeof (s_conn_t));    //  NULL: the connection goes uncounted
+    if (state)
+        state->waiting_since = zclock_mono ();
+    *conn_data = state;
     return 0;
 }
 
