@@ -694,12 +694,22 @@ h_response_fail (h_response_t *resp, const char *format, ...)
     return -1;
 }
 
+//  A non-blocking socket connecting to 127.0.0.1:port, bound first to the
+//  source address `from` when it is not NULL (any of 127/8 on Linux).
 static int
-s_connect (int port)
+s_connect_from (int port, const char *from)
 {
     int fd = socket (AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (from) {
+        struct sockaddr_in source = { .sin_family = AF_INET };
+        if (inet_pton (AF_INET, from, &source.sin_addr) != 1
+        ||  bind (fd, (struct sockaddr *) &source, sizeof source) != 0) {
+            close (fd);
+            return -1;
+        }
+    }
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
                                 .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
     if (connect (fd, (struct sockaddr *) &addr, sizeof addr) != 0 && errno != EINPROGRESS) {
@@ -707,6 +717,12 @@ s_connect (int port)
         return -1;
     }
     return fd;
+}
+
+static int
+s_connect (int port)
+{
+    return s_connect_from (port, NULL);
 }
 
 //  Remaining ms until deadline, at least 0.
@@ -776,6 +792,19 @@ s_response_complete (const char *buf, size_t used)
     return complete;
 }
 
+//  Double a receive buffer of *capacity bytes (+1 for a NUL), up to
+//  S_MAX_RESPONSE. Returns 0, or -1 with the buffer unchanged.
+static int
+s_grow (char **buf, size_t *capacity)
+{
+    char *grown = *capacity < S_MAX_RESPONSE ? realloc (*buf, *capacity * 2 + 1) : NULL;
+    if (!grown)
+        return -1;
+    *buf = grown;
+    *capacity *= 2;
+    return 0;
+}
+
 //  Read until the response is complete or the server closes.
 static int
 s_recv_all (int fd, long long deadline, char **data, size_t *size, h_response_t *resp)
@@ -794,13 +823,8 @@ s_recv_all (int fd, long long deadline, char **data, size_t *size, h_response_t 
                 continue;
             break;
         }
-        if (used == capacity) {
-            char *grown = capacity < S_MAX_RESPONSE ? realloc (buf, capacity * 2 + 1) : NULL;
-            if (!grown)
-                break;
-            buf = grown;
-            capacity *= 2;
-        }
+        if (used == capacity && s_grow (&buf, &capacity) != 0)
+            break;
         ssize_t n = recv (fd, buf + used, capacity - used, 0);
         if (n == 0 || (n < 0 && errno == ECONNRESET && used > 0))
             break;
@@ -901,10 +925,18 @@ h_raw_send (int port, const char *head, const void *body, size_t body_size,
 int
 h_raw_response (int fd, h_response_t *resp, int timeout_ms)
 {
+    int rc = h_conn_response (fd, resp, timeout_ms);
+    close (fd);
+    return rc;
+}
+
+int
+h_conn_response (int fd, h_response_t *resp, int timeout_ms)
+{
+    memset (resp, 0, sizeof *resp);
     char *raw = NULL;
     size_t raw_size = 0;
     int rc = s_recv_all (fd, h_now_ms () + timeout_ms, &raw, &raw_size, resp);
-    close (fd);
     if (rc == 0)
         rc = raw_size ? s_parse_response (raw, raw_size, resp)
                       : h_response_fail (resp, "closed without a response");
@@ -922,10 +954,20 @@ int
 h_http (int port, const char *method, const char *path, const char *content_type,
         const void *body, size_t body_size, h_response_t *resp, int timeout_ms)
 {
+    return h_http_with (port, method, path, NULL, content_type, body, body_size, resp,
+                        timeout_ms);
+}
+
+int
+h_http_with (int port, const char *method, const char *path, const char *headers,
+             const char *content_type, const void *body, size_t body_size,
+             h_response_t *resp, int timeout_ms)
+{
     long long deadline = h_now_ms () + timeout_ms;
-    char head [2048];
+    char head [4096];
     int head_size = snprintf (head, sizeof head,
-        "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n", method, path, port);
+        "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n%s", method, path,
+        port, headers ? headers : "");
     if (body || content_type)
         head_size += snprintf (head + head_size, sizeof head - (size_t) head_size,
             "Content-Type: %s\r\nContent-Length: %zu\r\n",
@@ -933,6 +975,103 @@ h_http (int port, const char *method, const char *path, const char *content_type
     snprintf (head + head_size, sizeof head - (size_t) head_size, "\r\n");
     int fd = h_raw_send (port, head, body, body_size, resp, timeout_ms);
     return fd < 0 ? -1 : h_raw_response (fd, resp, s_left (deadline));
+}
+
+int
+h_conn_open (int port, const char *from)
+{
+    return s_connect_from (port, from);
+}
+
+int
+h_conn_send (int fd, const void *data, size_t size, int timeout_ms)
+{
+    long long deadline = h_now_ms () + timeout_ms;
+    size_t sent = 0;
+    while (sent < size) {
+        struct pollfd pfd = { fd, POLLOUT, 0 };
+        int rc = poll (&pfd, 1, s_left (deadline));
+        if (rc == 0 || (rc < 0 && errno != EINTR))
+            return -1;
+        if (pfd.revents & (POLLERR | POLLHUP))
+            return -1;
+        if (!(pfd.revents & POLLOUT))
+            continue;
+        ssize_t n = send (fd, (const char *) data + sent, size - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+        if (n > 0)
+            sent += (size_t) n;
+    }
+    return 0;
+}
+
+bool
+h_conn_readable (int fd, int ms)
+{
+    struct pollfd pfd = { fd, POLLIN, 0 };
+    int rc;
+    while ((rc = poll (&pfd, 1, ms)) < 0 && errno == EINTR)
+        ;
+    return rc > 0;
+}
+
+int
+h_conn_wait_close (int fd, int timeout_ms, char **data, size_t *size)
+{
+    long long deadline = h_now_ms () + timeout_ms;
+    size_t capacity = 4096, used = 0;
+    char *buf = malloc (capacity + 1);
+    int rc = -1;
+    while (buf) {
+        if (!h_conn_readable (fd, s_left (deadline)))
+            break;                  //  deadline: still open
+        if (used == capacity && s_grow (&buf, &capacity) != 0)
+            break;
+        ssize_t n = recv (fd, buf + used, capacity - used, 0);
+        if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE))) {
+            rc = 0;                 //  closed by the server
+            break;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (n > 0)
+            used += (size_t) n;
+    }
+    if (buf)
+        buf [used] = 0;
+    if (data)
+        *data = buf;
+    else
+        free (buf);
+    if (size)
+        *size = used;
+    return rc;
+}
+
+typedef struct {
+    int port;                       //  frontend port
+    const char *path;               //  GET path
+    int want;                       //  status to wait for
+} s_status_wait_t;
+
+static bool
+s_status_is (void *arg)
+{
+    s_status_wait_t *wait = arg;
+    h_response_t resp;
+    int rc = h_http (wait->port, "GET", wait->path, NULL, NULL, 0, &resp, 2000);
+    bool is = rc == 0 && resp.status == wait->want;
+    h_response_free (&resp);
+    return is;
+}
+
+long long
+h_wait_status (int port, const char *path, int want, int deadline_ms)
+{
+    long long t0 = h_now_ms ();
+    s_status_wait_t wait = { port, path, want };
+    return h_wait_until (s_status_is, &wait, deadline_ms) ? h_now_ms () - t0 : -1;
 }
 
 int

@@ -204,6 +204,41 @@ int h_raw_send (int port, const char *head, const void *body, size_t body_size,
 //  just closed).
 int h_raw_response (int fd, h_response_t *resp, int timeout_ms);
 
+//  As h_http, with `headers` ("Name: value\r\n" lines, may be NULL) added
+//  to the head.
+int h_http_with (int port, const char *method, const char *path, const char *headers,
+                 const char *content_type, const void *body, size_t body_size,
+                 h_response_t *resp, int timeout_ms);
+
+//  GET `path` every ~25 ms until it answers `want`, within deadline_ms.
+//  Returns the ms waited, or -1.
+long long h_wait_status (int port, const char *path, int want, int deadline_ms);
+
+//  -------------------------------------------------------------------------
+//  Connections kept open: keep-alive, several requests on one socket, and
+//  watching for the server to close it.
+
+//  A non-blocking socket connecting to 127.0.0.1:port from source address
+//  `from` ("127.0.0.9"; NULL: the kernel's choice). Returns it, or -1.
+int h_conn_open (int port, const char *from);
+
+//  Send `size` bytes within timeout_ms. Returns 0, or -1 when they could
+//  not all go (the server closed, or the deadline passed).
+int h_conn_send (int fd, const void *data, size_t size, int timeout_ms);
+
+//  Read one response within timeout_ms and leave the socket open. Returns
+//  0 when a response arrived, -1 otherwise (resp->error says why).
+int h_conn_response (int fd, h_response_t *resp, int timeout_ms);
+
+//  True when bytes, or the server's close, can be read within ms.
+bool h_conn_readable (int fd, int ms);
+
+//  Read until the server closes the socket (EOF or reset), keeping what
+//  arrives in *data (malloc'd, NUL-terminated; data may be NULL) and its
+//  size. Returns 0 when it closed, -1 when it is still open at timeout_ms.
+//  The socket stays the caller's to close.
+int h_conn_wait_close (int fd, int timeout_ms, char **data, size_t *size);
+
 //  Copy header `name` (case-insensitive) into value. Returns 0 or -1.
 int h_header (const h_response_t *resp, const char *name, char *value, size_t value_size);
 

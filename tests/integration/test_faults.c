@@ -246,25 +246,11 @@ s_job_started (void *arg)
     return watch->ended;
 }
 
-typedef struct {
-    int port;                       //  frontend
-    int want;                       //  HTTP status of /healthz
-} s_health_t;
-
-static bool
-s_health_is (void *arg)
-{
-    s_health_t *health = arg;
-    return h_healthz (health->port, 2000) == health->want;
-}
-
 //  Wait for /healthz on frontend i to answer `want`; ms waited or -1.
 static long long
 s_wait_health (int i, int want, int deadline_ms)
 {
-    long long t0 = h_now_ms ();
-    s_health_t health = { s_port (i), want };
-    return h_wait_until (s_health_is, &health, deadline_ms) ? h_now_ms () - t0 : -1;
+    return h_wait_status (s_port (i), "/healthz", want, deadline_ms);
 }
 
 static void
