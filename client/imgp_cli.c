@@ -27,6 +27,9 @@
 #include <unistd.h>
 
 #define S_UPLOAD_MAX ((size_t) 256 * 1024 * 1024)
+//  Most --long-poll-s taken. Frontends allow up to 30 s today
+//  (--max-wait-s); a larger ask is lowered by the frontend's 400.
+#define S_LONG_POLL_MAX_S 300
 
 const imgp_conf_spec_t imgp_cli_specs [] = {
     { "url", "http://127.0.0.1:8080", "base URL of an imgpipe frontend" },
@@ -38,8 +41,10 @@ const imgp_conf_spec_t imgp_cli_specs [] = {
     { "enlarge", NULL, "submit, batch: let images smaller than the box grow" },
     { "output", "", "get: file for the thumbnail, '-' for stdout; batch: directory (also -o)" },
     { "wait-s", "30", "get, batch: seconds to wait for each thumbnail" },
+    { "long-poll-s", "25", "get, batch: longest the server is asked to hold one request "
+                           "(?wait=), 0 to poll" },
     { "parallel", "8", "batch: files in flight at once (1..256)" },
-    { "timeout-ms", "30000", "time to wait for each HTTP response" },
+    { "timeout-ms", "30000", "time to wait for each HTTP response, beyond its ?wait=" },
     { NULL, NULL, NULL }
 };
 
@@ -49,7 +54,10 @@ const char imgp_cli_summary [] =
     "Commands:\n"
     "  submit FILE      upload FILE ('-' reads stdin) and print the job id\n"
     "  status ID        print the job's status as JSON\n"
-    "  get ID -o OUT    wait for the thumbnail (honouring Retry-After) and write it\n"
+    "  get ID -o OUT    wait for the thumbnail and write it: each request asks the\n"
+    "                   server to hold it until the job ends (?wait=, up to\n"
+    "                   --long-poll-s), all within --wait-s; a server that does\n"
+    "                   not hold requests is polled as its Retry-After says\n"
     "  batch DIR|MANIFEST -o OUTDIR\n"
     "                   thumbnails of every file in DIR (not recursive, hidden\n"
     "                   files skipped) or listed in MANIFEST (one path a line, or\n"
@@ -57,7 +65,7 @@ const char imgp_cli_summary [] =
     "                   directory), --parallel at a time, into OUTDIR/NAME.EXT;\n"
     "                   prints 'ok FILE -> OUT WxH Nms' or 'failed FILE: CODE:\n"
     "                   MESSAGE' per file and a summary, and keeps going when a\n"
-    "                   file fails\n"
+    "                   file fails; waits for each job as get does\n"
     "\n"
     "Options may come before or after the command.\n"
     "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
@@ -198,14 +206,16 @@ s_watchdog_set (long long ms)
     setitimer (ITIMER_REAL, &timer, NULL);
 }
 
-//  One request under the watchdog: the head timeout plus a second of
-//  grace, so civetweb's own (clearer) timeout message wins when it can.
+//  One request under the watchdog: the head timeout (--timeout-ms plus
+//  `extra_ms`, the ?wait= it asks for) plus a second of grace, so
+//  civetweb's own (clearer) timeout message wins when it can.
 static int
 s_request (imgp_http_client_t *http, const char *method, const char *path,
-           const void *body, size_t body_size)
+           const void *body, size_t body_size, long long extra_ms)
 {
+    imgp_http_client_set_timeout (http, (int) (s_timeout_ms + extra_ms));
     signal (SIGALRM, s_watchdog_fired);
-    s_watchdog_set (s_timeout_ms + 1000);
+    s_watchdog_set (s_timeout_ms + extra_ms + 1000);
     int rc = imgp_http_client_request (http, method, path,
                                        body ? "application/octet-stream" : NULL, body, body_size);
     s_watchdog_set (0);
@@ -242,7 +252,7 @@ s_submit (imgp_http_client_t *http, const char *query, const char *data, size_t 
 {
     char path [sizeof ((imgp_api_opts_t *) 0)->query + 16];
     snprintf (path, sizeof path, "/v1/images%s%s", *query ? "?" : "", query);
-    if (s_request (http, "POST", path, data, size) != 0)
+    if (s_request (http, "POST", path, data, size, 0) != 0)
         return s_report_transport (http);
     if (imgp_http_client_status (http) != 202)
         return s_report_refusal (http, "upload refused");
@@ -291,7 +301,7 @@ imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
     char path [64];
     snprintf (path, sizeof path, "/v1/images/%s", id);
     int exit_code = IMGP_CLI_EXIT_OK;
-    if (s_request (http, "GET", path, NULL, 0) != 0)
+    if (s_request (http, "GET", path, NULL, 0, 0) != 0)
         exit_code = s_report_transport (http);
     else
     if (imgp_http_client_status (http) != 200)
@@ -307,19 +317,25 @@ imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
     return exit_code;
 }
 
-//  Poll the thumbnail until it comes, the job fails, or `wait_s` pass,
-//  then write it to `out`.
+//  Ask for the thumbnail, each request held by the server until the job
+//  ends or `long_poll_s` pass (imgp_api_poll), until it comes, the job
+//  fails, or `wait_s` pass; then write it to `out`.
 static int
-s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s)
+s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s,
+       int long_poll_s)
 {
-    char path [64];
-    snprintf (path, sizeof path, "/v1/images/%s/thumbnail", id);
+    char base [64], path [80];
+    snprintf (base, sizeof base, "/v1/images/%s/thumbnail", id);
     imgp_api_job_t job = { .state = "pending" };
+    imgp_api_poll_t poll;
+    imgp_api_poll_init (&poll, long_poll_s);
     long long deadline = zclock_mono () + wait_s * 1000;
     while (true) {
-        if (s_request (http, "GET", path, NULL, 0) != 0)
+        imgp_api_poll_path (&poll, base, deadline, path, sizeof path);
+        if (s_request (http, "GET", path, NULL, 0, imgp_api_poll_extra_ms (&poll)) != 0)
             return s_report_transport (http);
         int status = imgp_http_client_status (http);
+        imgp_debug ("job=%s event=asked path=%s status=%d", id, path, status);
         if (status == 200) {
             size_t size = 0;
             const char *body = imgp_http_client_body (http, &size);
@@ -331,6 +347,8 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait
             fprintf (stderr, "imgpipe: '%s': %s\n", out, problem);
             return IMGP_CLI_EXIT_REFUSED;
         }
+        if (status == 400 && imgp_api_poll_refused (&poll, http))
+            continue;           //  at once, with the wait this server allows
         if (status == 422)
             return s_report_refusal (http, "job failed");
         if (status != 202 && status != 503)
@@ -340,8 +358,10 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait
         long long now = zclock_mono ();
         if (now >= deadline)
             break;
-        long long delay = imgp_api_retry_after_ms (http, 500);
-        zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
+        long long delay = status == 503 ? imgp_api_retry_after_ms (http, 500)
+                                        : imgp_api_poll_delay (&poll, http, 500);
+        if (delay > 0)
+            zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
     }
     fprintf (stderr, "imgpipe: job %s is still %s after %lld s\n", id, job.state, wait_s);
     return IMGP_CLI_EXIT_TRANSPORT;
@@ -352,8 +372,9 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
 {
     const char *id = s_id_arg (argc, argv, "imgpipe get ID -o OUT [--wait-s N]");
     const char *out = imgp_conf_str (conf, "output");
-    long long wait_s = 0;
-    if (!id || imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0)
+    long long wait_s = 0, long_poll_s = 0;
+    if (!id || imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0
+    ||  imgp_conf_long (conf, "long-poll-s", 0, S_LONG_POLL_MAX_S, &long_poll_s) != 0)
         return IMGP_CLI_EXIT_USAGE;
     if (!out || !*out) {
         fprintf (stderr, "imgpipe: get needs -o OUT (or --output OUT)\n");
@@ -362,7 +383,7 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
     imgp_http_client_t *http = s_client (conf);
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
-    int exit_code = s_get (http, id, out, wait_s);
+    int exit_code = s_get (http, id, out, wait_s, (int) long_poll_s);
     imgp_http_client_destroy (&http);
     return exit_code;
 }
@@ -375,9 +396,10 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
 static int
 s_batch_config (imgp_conf_t *conf, imgp_api_opts_t *opts, imgp_batch_config_t *config)
 {
-    long long parallel = 0, wait_s = 0;
+    long long parallel = 0, wait_s = 0, long_poll_s = 0;
     if (imgp_conf_long (conf, "parallel", 1, 256, &parallel) != 0
     ||  imgp_conf_long (conf, "wait-s", 0, 86400, &wait_s) != 0
+    ||  imgp_conf_long (conf, "long-poll-s", 0, S_LONG_POLL_MAX_S, &long_poll_s) != 0
     ||  s_opts (conf, opts) != 0)
         return -1;
     //  Checks --timeout-ms and --url before any file is read.
@@ -390,6 +412,7 @@ s_batch_config (imgp_conf_t *conf, imgp_api_opts_t *opts, imgp_batch_config_t *c
         .query = opts->query,
         .parallel = (int) parallel,
         .wait_ms = wait_s * 1000,
+        .long_poll_s = (int) long_poll_s,
         .timeout_ms = (int) s_timeout_ms,
         .max_upload = S_UPLOAD_MAX,
         .out = stdout
