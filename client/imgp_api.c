@@ -5,6 +5,8 @@
 
 #include "imgp_opts.h"
 
+#include <assert.h>
+#include <czmq.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,4 +136,66 @@ imgp_api_retry_after_ms (imgp_http_client_t *http, long long fallback_ms)
     if (value && end != value && seconds >= 0 && seconds <= 3600)
         ms = seconds * 1000LL;
     return ms < 50 ? 50 : ms;
+}
+
+//  --------------------------------------------------------------------------
+//  Long-poll
+
+void
+imgp_api_poll_init (imgp_api_poll_t *self, int wait_s)
+{
+    assert (wait_s >= 0);
+    *self = (imgp_api_poll_t) { .wait_s = wait_s };
+}
+
+void
+imgp_api_poll_path (imgp_api_poll_t *self, const char *path, long long deadline,
+                    char *out, size_t out_size)
+{
+    self->asked_at = (long long) zclock_mono ();
+    long long left_s = deadline > self->asked_at ? (deadline - self->asked_at) / 1000 : 0;
+    self->asked_s = left_s < self->wait_s ? (int) left_s : self->wait_s;
+    //  No parameter at all for 0: plain polling works with any frontend.
+    if (self->asked_s > 0)
+        snprintf (out, out_size, "%s?wait=%d", path, self->asked_s);
+    else
+        snprintf (out, out_size, "%s", path);
+}
+
+bool
+imgp_api_poll_refused (imgp_api_poll_t *self, imgp_http_client_t *http)
+{
+    imgp_api_error_t error;
+    if (self->asked_s == 0 || imgp_http_client_status (http) != 400
+    ||  imgp_api_error (http, &error) != 0 || strcmp (error.code, "bad_option") != 0
+    ||  strncmp (error.message, "wait ", 5) != 0)
+        return false;
+    //  "wait must be whole seconds from 0 to N": N is the last number.
+    //  Without one, halve; either way the wait only shrinks, so this ends.
+    const char *to = strrchr (error.message, ' ');
+    char *end = NULL;
+    long most = to ? strtol (to + 1, &end, 10) : -1;
+    if (!to || end == to + 1 || *end || most < 0 || most >= self->asked_s)
+        most = self->asked_s / 2;
+    self->wait_s = (int) most;
+    return true;
+}
+
+long long
+imgp_api_poll_delay (imgp_api_poll_t *self, imgp_http_client_t *http, long long fallback_ms)
+{
+    //  Held for (nearly) the wait asked: the server's timer and ours may
+    //  differ by a little, hence 9/10. Anything shorter means the server did
+    //  not hold it (an old frontend, no waiter left): pause, as a plain
+    //  poller would. asked_s 0 is plain polling, so always a pause.
+    long long held_ms = (long long) zclock_mono () - self->asked_at;
+    if (self->asked_s > 0 && held_ms * 10 >= self->asked_s * 9000LL)
+        return 0;
+    return imgp_api_retry_after_ms (http, fallback_ms);
+}
+
+long long
+imgp_api_poll_extra_ms (const imgp_api_poll_t *self)
+{
+    return self->asked_s * 1000LL;
 }

@@ -5,6 +5,9 @@
     of a refusal, the Retry-After of a 503 or a pending thumbnail. Reading
     them in one place keeps the commands to their flow, and keeps the
     client's idea of the contract (DESIGN.md, HTTP contract v1) in one file.
+    The long-poll (imgp_api_poll_*) is here for the same reason: `get` and
+    `batch` both wait for a job by asking the server to hold each request
+    (?wait=S) and must read its answers alike.
 
     Never: trust the server's JSON (every field is optional and checked;
     strings are copied with truncation into fixed buffers) or print.
@@ -63,5 +66,44 @@ int imgp_api_error (imgp_http_client_t *http, imgp_api_error_t *error);
 //  Delay asked for by the last answer's Retry-After (delta-seconds; imgpipe
 //  sends no HTTP dates), else `fallback_ms`; never under 50 ms.
 long long imgp_api_retry_after_ms (imgp_http_client_t *http, long long fallback_ms);
+
+//  Waiting for one job by long-poll: each status or thumbnail request asks
+//  the frontend to hold it until the job ends (?wait=S), so a job that takes
+//  a few seconds costs one or two requests, not one per second.
+//  Two kinds of frontend do not hold: an old one ignores ?wait= and answers
+//  at once with a pending status (so does a broker with no waiter left);
+//  the caller then pauses as imgp_api_poll_delay says, never busy-looping.
+//  One whose --max-wait-s is below S answers 400 bad_option "wait must be
+//  whole seconds from 0 to N"; imgp_api_poll_refused lowers S to N.
+typedef struct {
+    int wait_s;             //  most ?wait= to ask for; lowered by a 400
+    int asked_s;            //  ?wait= of the request in flight
+    long long asked_at;     //  when it was sent, monotonic ms
+} imgp_api_poll_t;
+
+//  Start waiting, asking for at most `wait_s` seconds a request (0 is
+//  plain polling).
+void imgp_api_poll_init (imgp_api_poll_t *self, int wait_s);
+
+//  The path of the next request: `path` with "?wait=S", S the whole
+//  seconds left before `deadline` (monotonic ms) up to the most allowed.
+//  Call it just before sending; the request's own timeout must exceed S.
+void imgp_api_poll_path (imgp_api_poll_t *self, const char *path, long long deadline,
+                         char *out, size_t out_size);
+
+//  After a 400: true when it refused our ?wait= and a smaller one is left
+//  to try (send again at once), false when the 400 is about something else.
+bool imgp_api_poll_refused (imgp_api_poll_t *self, imgp_http_client_t *http);
+
+//  After an answer that says "still pending": ms to pause before the next
+//  request. 0 when the server held the request for the wait asked (it
+//  long-polls, and it was the wait that ended); else the answer's
+//  Retry-After, or `fallback_ms` without one.
+long long imgp_api_poll_delay (imgp_api_poll_t *self, imgp_http_client_t *http,
+                               long long fallback_ms);
+
+//  Extra ms the request in flight may take beyond a plain request's
+//  timeout: the wait it asked for.
+long long imgp_api_poll_extra_ms (const imgp_api_poll_t *self);
 
 #endif

@@ -10,8 +10,9 @@
     The stall watchdog: civetweb 1.15 times out the response head only; a
     server that sends a head and then stalls the body, or never reads an
     upload, would block a worker forever, and its socket is out of our
-    reach. So each worker marks when its request started; the monitor
-    wakes every 250 ms, and a request older than timeout + 5 s fails its
+    reach. So each worker marks when its request started and how long the
+    server was asked to hold it (?wait=); the monitor wakes every 250 ms,
+    and a request older than timeout + its wait + 5 s fails its
     file ("stalled") and is left behind: the thread is detached and, if its
     request ever returns, sees that it was abandoned and leaves without
     printing or touching the inputs. The batch goes on with the others;
@@ -39,8 +40,8 @@
 
 #define S_STALL_GRACE_MS 5000   //  beyond the head timeout, before "stalled"
 #define S_TICK_MS 250           //  how often the monitor looks for stalls
-#define S_POLL_FIRST_MS 50      //  first wait between status polls
-#define S_POLL_MAX_MS 1000      //  polls back off to this
+#define S_POLL_FIRST_MS 50      //  first pause between status polls not held
+#define S_POLL_MAX_MS 1000      //  such pauses back off to this
 #define S_REFUSED_FIRST_MS 250  //  first wait after a refused connection
 #define S_REFUSED_MAX_MS 2000   //  backoff for refused connections stops here
 #define S_BUSY_DEFAULT_MS 1000  //  wait after a 503/429 without Retry-After
@@ -72,6 +73,7 @@ struct _s_worker_t {
     imgp_http_client_t *http;   //  this thread's HTTP client (owned)
     size_t index;               //  input being worked on
     long long since;            //  start of the request in flight, 0 when none
+    long long held_ms;          //  the ?wait= it asked for, in ms
     bool abandoned;             //  the monitor gave up on this thread
 };
 
@@ -204,15 +206,18 @@ s_failed (s_outcome_t *outcome, const char *code, const char *format, ...)
 //  --------------------------------------------------------------------------
 //  One file, in the worker's thread
 
-//  One request, watched by the monitor. Returns S_ABANDONED when the
-//  monitor gave up on this thread meanwhile.
+//  One request, watched by the monitor; `held_ms` is the ?wait= it asks
+//  the server to hold it, on top of the timeout. Returns S_ABANDONED when
+//  the monitor gave up on this thread meanwhile.
 static s_result_t
 s_request (s_worker_t *self, const char *method, const char *path, const void *body,
-           size_t size)
+           size_t size, long long held_ms)
 {
     s_batch_t *batch = self->batch;
+    imgp_http_client_set_timeout (self->http, (int) (batch->config.timeout_ms + held_ms));
     pthread_mutex_lock (&batch->mutex);
     self->since = s_now_ms ();
+    self->held_ms = held_ms;
     pthread_mutex_unlock (&batch->mutex);
     imgp_http_client_request (self->http, method, path,
                               body ? "application/octet-stream" : NULL, body, size);
@@ -229,11 +234,11 @@ s_request (s_worker_t *self, const char *method, const char *path, const void *b
 //  the end.
 static s_result_t
 s_call (s_worker_t *self, const char *method, const char *path, const void *body,
-        size_t size, long long deadline, s_outcome_t *outcome)
+        size_t size, long long held_ms, long long deadline, s_outcome_t *outcome)
 {
     long long backoff = S_REFUSED_FIRST_MS;
     while (true) {
-        if (s_request (self, method, path, body, size) == S_ABANDONED)
+        if (s_request (self, method, path, body, size, held_ms) == S_ABANDONED)
             return S_ABANDONED;
         int status = imgp_http_client_status (self->http);
         bool resend = status == 0 && (!imgp_http_client_connected (self->http)
@@ -279,7 +284,7 @@ s_upload (s_worker_t *self, const char *data, size_t size, long long deadline,
     const char *query = self->batch->config.query;
     char path [600];
     snprintf (path, sizeof path, "/v1/images%s%s", *query ? "?" : "", query);
-    s_result_t result = s_call (self, "POST", path, data, size, deadline, outcome);
+    s_result_t result = s_call (self, "POST", path, data, size, 0, deadline, outcome);
     if (result != S_DONE)
         return result;
     if (imgp_http_client_status (self->http) != 202)
@@ -290,18 +295,27 @@ s_upload (s_worker_t *self, const char *data, size_t size, long long deadline,
     return S_DONE;
 }
 
-//  Poll the job's status until it is done or failed, backing off.
+//  Wait for the job to end: each status request asks the server to hold
+//  it until then (imgp_api_poll); one that was not held is followed by a
+//  pause, 50 ms doubling to 1 s, as plain polling.
 static s_result_t
 s_wait (s_worker_t *self, const char *id, long long deadline, s_outcome_t *outcome)
 {
-    char path [64];
-    snprintf (path, sizeof path, "/v1/images/%s", id);
-    long long delay = S_POLL_FIRST_MS;
+    char base [64], path [80];
+    snprintf (base, sizeof base, "/v1/images/%s", id);
+    imgp_api_poll_t poll;
+    imgp_api_poll_init (&poll, self->batch->config.long_poll_s);
+    long long idle_ms = S_POLL_FIRST_MS;
     while (true) {
-        s_result_t result = s_call (self, "GET", path, NULL, 0, deadline, outcome);
+        imgp_api_poll_path (&poll, base, deadline, path, sizeof path);
+        s_result_t result = s_call (self, "GET", path, NULL, 0, imgp_api_poll_extra_ms (&poll),
+                                    deadline, outcome);
         if (result != S_DONE)
             return result;
-        if (imgp_http_client_status (self->http) != 200)
+        int status = imgp_http_client_status (self->http);
+        if (status == 400 && imgp_api_poll_refused (&poll, self->http))
+            continue;           //  at once, with the wait this server allows
+        if (status != 200)
             return s_refused (self, outcome);
         imgp_api_job_t job;
         if (imgp_api_job (self->http, &job) != 0)
@@ -315,11 +329,14 @@ s_wait (s_worker_t *self, const char *id, long long deadline, s_outcome_t *outco
             outcome->error = job.error;
             return S_FAILED;
         }
-        if (s_now_ms () + delay > deadline)
+        long long delay = imgp_api_poll_delay (&poll, self->http, idle_ms);
+        if (s_now_ms () + delay >= deadline)
             return s_failed (outcome, "timeout", "job %s still %s after --wait-s %lld", id,
                              job.state, self->batch->config.wait_ms / 1000);
-        zclock_sleep ((int) delay);
-        delay = delay * 2 < S_POLL_MAX_MS ? delay * 2 : S_POLL_MAX_MS;
+        if (delay > 0) {
+            zclock_sleep ((int) delay);
+            idle_ms = idle_ms * 2 < S_POLL_MAX_MS ? idle_ms * 2 : S_POLL_MAX_MS;
+        }
     }
 }
 
@@ -329,7 +346,7 @@ s_download (s_worker_t *self, const char *id, const char *output, long long dead
 {
     char path [80];
     snprintf (path, sizeof path, "/v1/images/%s/thumbnail", id);
-    s_result_t result = s_call (self, "GET", path, NULL, 0, deadline, outcome);
+    s_result_t result = s_call (self, "GET", path, NULL, 0, 0, deadline, outcome);
     if (result != S_DONE)
         return result;
     if (imgp_http_client_status (self->http) != 200)
@@ -476,10 +493,12 @@ s_worker_start (s_batch_t *batch, int slot, const char *url, char *error, size_t
 static void
 s_abandon_stalled_locked (s_batch_t *self, long long now)
 {
-    long long limit = self->config.timeout_ms + S_STALL_GRACE_MS;
     for (int slot = 0; slot < self->slots; slot++) {
         s_worker_t *worker = self->workers [slot];
-        if (!worker || worker->since == 0 || now - worker->since <= limit)
+        if (!worker || worker->since == 0)
+            continue;
+        long long limit = self->config.timeout_ms + worker->held_ms + S_STALL_GRACE_MS;
+        if (now - worker->since <= limit)
             continue;
         worker->abandoned = true;
         self->workers [slot] = NULL;

@@ -11,9 +11,11 @@
     and one summary line at the end:
         39 done, 2 failed, 6.3 s, 6.2 images/s
 
-    Per file: read it (at most max_upload bytes), upload it, poll its status
-    (50 ms, doubling to 1 s), download the thumbnail, write it through a
-    temporary file. A 503 (or 429) is retried after its Retry-After, a
+    Per file: read it (at most max_upload bytes), upload it, wait for its
+    status by long-poll (GET /v1/images/{id}?wait=S, S up to long_poll_s,
+    so a job costs one status request or two, however long it takes; a
+    frontend that does not hold requests is polled at 50 ms doubling to
+    1 s), download the thumbnail, write it through a temporary file. A 503 (or 429) is retried after its Retry-After, a
     connection refused after a short backoff, both only while the retry
     still falls within the file's `wait_ms` (counted from the start of its
     upload); then the file fails with the server's last answer.
@@ -21,7 +23,7 @@
     Never: hold more than one input file in memory per thread, retry an
     upload the server may already have taken (only one that never
     connected), or hang on a server that stops answering: a request that
-    takes longer than `timeout_ms` + 5 s fails its file and its thread is
+    takes longer than `timeout_ms` + its ?wait= + 5 s fails its file and its thread is
     left behind (civetweb 1.15 cannot time out a body read), so the batch
     goes on with one thread fewer.
 */
@@ -38,7 +40,9 @@ typedef struct {
     const char *query;          //  thumbnail options as a query, "" for defaults
     int parallel;               //  files in flight at most, >= 1
     long long wait_ms;          //  per file, from upload start to thumbnail
-    int timeout_ms;             //  per HTTP request, for the response head
+    int long_poll_s;            //  most ?wait= per status request, 0 polls
+    int timeout_ms;             //  per HTTP request, for the response head,
+                                //  beyond the ?wait= it asks for
     size_t max_upload;          //  largest input file read, in bytes
     FILE *out;                  //  where the result lines go
 } imgp_batch_config_t;

@@ -27,6 +27,9 @@
 #include <unistd.h>
 
 #define S_UPLOAD_MAX ((size_t) 256 * 1024 * 1024)
+//  Most --long-poll-s taken. Frontends allow up to 30 s today
+//  (--max-wait-s); a larger ask is lowered by the frontend's 400.
+#define S_LONG_POLL_MAX_S 300
 
 //  Every option of every command, so one table fills it (imgp_conf_load).
 typedef struct {
@@ -39,6 +42,7 @@ typedef struct {
     bool enlarge;               //  let small images grow
     const char *output;         //  get: file; batch: directory
     int64_t wait_s;             //  seconds to wait for each thumbnail
+    int long_poll_s;            //  longest ?wait= asked of the frontend, 0 to poll
     int parallel;               //  batch: files in flight
     int timeout_ms;             //  per HTTP response
 } s_config_t;
@@ -61,10 +65,13 @@ const imgp_conf_spec_t imgp_cli_specs [] = {
                    "get: file for the thumbnail, '-' for stdout; batch: directory (also -o)"),
     IMGP_CONF_NUM (s_config_t, wait_s, "wait-s", 30, 0, 86400,
                    "get, batch: seconds to wait for each thumbnail"),
+    IMGP_CONF_NUM (s_config_t, long_poll_s, "long-poll-s", 25, 0, S_LONG_POLL_MAX_S,
+                   "get, batch: longest the server is asked to hold one request (?wait=), "
+                   "0 to poll"),
     IMGP_CONF_NUM (s_config_t, parallel, "parallel", 8, 1, 256,
                    "batch: files in flight at once"),
     IMGP_CONF_NUM (s_config_t, timeout_ms, "timeout-ms", 30000, 1, 3600000,
-                   "time to wait for each HTTP response"),
+                   "time to wait for each HTTP response, beyond its ?wait="),
     IMGP_CONF_END
 };
 
@@ -74,7 +81,10 @@ const char imgp_cli_summary [] =
     "Commands:\n"
     "  submit FILE      upload FILE ('-' reads stdin) and print the job id\n"
     "  status ID        print the job's status as JSON\n"
-    "  get ID -o OUT    wait for the thumbnail (honouring Retry-After) and write it\n"
+    "  get ID -o OUT    wait for the thumbnail and write it: each request asks the\n"
+    "                   server to hold it until the job ends (?wait=, up to\n"
+    "                   --long-poll-s), all within --wait-s; a server that does\n"
+    "                   not hold requests is polled as its Retry-After says\n"
     "  batch DIR|MANIFEST -o OUTDIR\n"
     "                   thumbnails of every file in DIR (not recursive, hidden\n"
     "                   files skipped) or listed in MANIFEST (one path a line, or\n"
@@ -82,7 +92,7 @@ const char imgp_cli_summary [] =
     "                   directory), --parallel at a time, into OUTDIR/NAME.EXT;\n"
     "                   prints 'ok FILE -> OUT WxH Nms' or 'failed FILE: CODE:\n"
     "                   MESSAGE' per file and a summary, and keeps going when a\n"
-    "                   file fails\n"
+    "                   file fails; waits for each job as get does\n"
     "\n"
     "Options may come before or after the command.\n"
     "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
@@ -227,14 +237,16 @@ s_watchdog_set (long long ms)
     setitimer (ITIMER_REAL, &timer, NULL);
 }
 
-//  One request under the watchdog: the head timeout plus a second of
-//  grace, so civetweb's own (clearer) timeout message wins when it can.
+//  One request under the watchdog: the head timeout (--timeout-ms plus
+//  `extra_ms`, the ?wait= it asks for) plus a second of grace, so
+//  civetweb's own (clearer) timeout message wins when it can.
 static int
 s_request (imgp_http_client_t *http, const char *method, const char *path,
-           const void *body, size_t body_size)
+           const void *body, size_t body_size, long long extra_ms)
 {
+    imgp_http_client_set_timeout (http, (int) (s_timeout_ms + extra_ms));
     signal (SIGALRM, s_watchdog_fired);
-    s_watchdog_set (s_timeout_ms + 1000);
+    s_watchdog_set (s_timeout_ms + extra_ms + 1000);
     int rc = imgp_http_client_request (http, method, path,
                                        body ? "application/octet-stream" : NULL, body, body_size);
     s_watchdog_set (0);
@@ -271,7 +283,7 @@ s_submit (imgp_http_client_t *http, const char *query, const char *data, size_t 
 {
     char path [sizeof ((imgp_api_opts_t *) 0)->query + 16];
     snprintf (path, sizeof path, "/v1/images%s%s", *query ? "?" : "", query);
-    if (s_request (http, "POST", path, data, size) != 0)
+    if (s_request (http, "POST", path, data, size, 0) != 0)
         return s_report_transport (http);
     if (imgp_http_client_status (http) != 202)
         return s_report_refusal (http, "upload refused");
@@ -322,7 +334,7 @@ imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
     char path [64];
     snprintf (path, sizeof path, "/v1/images/%s", id);
     int exit_code = IMGP_CLI_EXIT_OK;
-    if (s_request (http, "GET", path, NULL, 0) != 0)
+    if (s_request (http, "GET", path, NULL, 0, 0) != 0)
         exit_code = s_report_transport (http);
     else
     if (imgp_http_client_status (http) != 200)
@@ -338,19 +350,25 @@ imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
     return exit_code;
 }
 
-//  Poll the thumbnail until it comes, the job fails, or `wait_s` pass,
-//  then write it to `out`.
+//  Ask for the thumbnail, each request held by the server until the job
+//  ends or `long_poll_s` pass (imgp_api_poll), until it comes, the job
+//  fails, or `wait_s` pass; then write it to `out`.
 static int
-s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s)
+s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s,
+       int long_poll_s)
 {
-    char path [64];
-    snprintf (path, sizeof path, "/v1/images/%s/thumbnail", id);
+    char base [64], path [80];
+    snprintf (base, sizeof base, "/v1/images/%s/thumbnail", id);
     imgp_api_job_t job = { .state = "pending" };
+    imgp_api_poll_t poll;
+    imgp_api_poll_init (&poll, long_poll_s);
     long long deadline = zclock_mono () + wait_s * 1000;
     while (true) {
-        if (s_request (http, "GET", path, NULL, 0) != 0)
+        imgp_api_poll_path (&poll, base, deadline, path, sizeof path);
+        if (s_request (http, "GET", path, NULL, 0, imgp_api_poll_extra_ms (&poll)) != 0)
             return s_report_transport (http);
         int status = imgp_http_client_status (http);
+        imgp_debug ("job=%s event=asked path=%s status=%d", id, path, status);
         if (status == 200) {
             size_t size = 0;
             const char *body = imgp_http_client_body (http, &size);
@@ -362,6 +380,8 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait
             fprintf (stderr, "imgpipe: '%s': %s\n", out, problem);
             return IMGP_CLI_EXIT_REFUSED;
         }
+        if (status == 400 && imgp_api_poll_refused (&poll, http))
+            continue;           //  at once, with the wait this server allows
         if (status == 422)
             return s_report_refusal (http, "job failed");
         if (status != 202 && status != 503)
@@ -371,8 +391,10 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait
         long long now = zclock_mono ();
         if (now >= deadline)
             break;
-        long long delay = imgp_api_retry_after_ms (http, 500);
-        zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
+        long long delay = status == 503 ? imgp_api_retry_after_ms (http, 500)
+                                        : imgp_api_poll_delay (&poll, http, 500);
+        if (delay > 0)
+            zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
     }
     fprintf (stderr, "imgpipe: job %s is still %s after %lld s\n", id, job.state, wait_s);
     return IMGP_CLI_EXIT_TRANSPORT;
@@ -393,7 +415,7 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
     imgp_http_client_t *http = s_client (&config);
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
-    int exit_code = s_get (http, id, out, config.wait_s);
+    int exit_code = s_get (http, id, out, config.wait_s, config.long_poll_s);
     imgp_http_client_destroy (&http);
     return exit_code;
 }
@@ -418,6 +440,7 @@ s_batch_config (const s_config_t *options, imgp_api_opts_t *opts, imgp_batch_con
         .query = opts->query,
         .parallel = options->parallel,
         .wait_ms = options->wait_s * 1000,
+        .long_poll_s = options->long_poll_s,
         .timeout_ms = (int) s_timeout_ms,
         .max_upload = S_UPLOAD_MAX,
         .out = stdout

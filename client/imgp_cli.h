@@ -1,13 +1,14 @@
 /*  imgp_cli — the commands of `imgpipe`, the command-line client:
         imgpipe submit FILE [--width N ...]           -> prints the job id
         imgpipe status ID                             -> prints its JSON
-        imgpipe get ID -o OUT [--wait-s N]            -> writes the thumbnail
+        imgpipe get ID -o OUT [--wait-s N] [--long-poll-s N] -> writes the thumbnail
         imgpipe batch DIR|MANIFEST -o OUTDIR [--parallel N] [--wait-s N] [--width N ...]
 
     Why: main.c only parses flags and dispatches; each command here reads
     its arguments from the parsed configuration, checks them (exit 2
     before any request when they are wrong), and runs over imgp_http_client
-    (one request at a time) or imgp_batch (many).
+    (one request at a time) or imgp_batch (many). Both wait for a job by
+    long-poll (imgp_api_poll: ?wait= up to --long-poll-s, within --wait-s).
 
     Never: write a partial thumbnail to OUT, retry a request the server
     refused for a reason a retry cannot fix, or hang on a stalled server

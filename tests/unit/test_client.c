@@ -8,7 +8,12 @@
     done at once, "busy" gets 503 + Retry-After twice first, "slow" stays
     queued for a few polls, "fail" ends failed, "refuse" gets 415, "stall"
     is accepted but its thumbnail download stops mid-body until the test
-    releases it. No broker, resizer or real frontend is involved.
+    releases it, "later" is done 2 s after it is first seen. The stub holds
+    a status or thumbnail request of "later" for its ?wait= as a frontend
+    does (up to its --max-wait-s, 400 bad_option beyond), or ignores ?wait=
+    as an old frontend would, and counts the requests, so a test can tell
+    a long-poll from a polling loop without timing anything. No broker,
+    resizer or real frontend is involved.
 
     Never: depend on a port number, a network beyond 127.0.0.1, or files
     outside a temporary directory (the corpus manifest test skips itself
@@ -25,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <czmq.h>
 
 #include "imgp_api.h"
 #include "imgp_batch.h"
@@ -38,6 +44,8 @@
 #define ID_SLOW "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define ID_FAIL "ffffffffffffffffffffffffffffffff"
 #define ID_STALL "55555555555555555555555555555555"
+#define ID_LATER "cccccccccccccccccccccccccccccccc"
+#define LATER_MS 2000           //  "later" is done this long after first seen
 #define THUMB "THUMBNAIL-BYTES"
 
 //  --------------------------------------------------------------------------
@@ -446,6 +454,7 @@ Test (cli, bad_usage_exits_2_before_any_request, .init = s_tmpdir, .fini = s_cle
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--parallel", "0", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--parallel", "257", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--wait-s", "-1", NULL },
+        { "imgpipe", url, "batch", s_dir, "-o", outdir, "--long-poll-s", "-1", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--format", "gif", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--width", "5000", NULL },
         { "imgpipe", url, "batch", missing, "-o", outdir, NULL },
@@ -455,6 +464,7 @@ Test (cli, bad_usage_exits_2_before_any_request, .init = s_tmpdir, .fini = s_cle
         { "imgpipe", url, "status", "not-an-id", NULL },
         { "imgpipe", url, "get", ID_OK, NULL },
         { "imgpipe", url, "get", "ABC", "-o", outdir, NULL },
+        { "imgpipe", url, "get", ID_OK, "-o", outdir, "--long-poll-s", "x", NULL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++)
         cr_expect_eq (s_run (cases [i]), IMGP_CLI_EXIT_USAGE, "case %zu (%s %s) should exit 2",
@@ -476,6 +486,13 @@ static int s_stub_port;
 static atomic_int s_busy_left;          //  503s still to give to "busy" uploads
 static atomic_int s_slow_polls;         //  status polls of the "slow" job
 static atomic_bool s_release;           //  the stalled download may end
+static atomic_llong s_later_at;         //  when "later" is done, 0 until first seen
+static atomic_bool s_ignore_wait;       //  act as an old frontend: no ?wait=
+static atomic_int s_max_wait;           //  the stub's --max-wait-s
+static atomic_int s_later_status;       //  status requests of "later"
+static atomic_int s_later_thumbs;       //  thumbnail requests of "later"
+static atomic_int s_wait_refused;       //  400s for a ?wait= over s_max_wait
+static atomic_int s_wait_last;          //  the last ?wait= asked, -1 for none
 
 static int
 s_reply (struct mg_connection *conn, int status, const char *type, const char *extra,
@@ -502,6 +519,7 @@ s_stub_upload (struct mg_connection *conn)
     body [size] = 0;
     const char *id = strncmp (body, "ok", 2) == 0 ? ID_OK
                    : strncmp (body, "slow", 4) == 0 ? ID_SLOW
+                   : strncmp (body, "later", 5) == 0 ? ID_LATER
                    : strncmp (body, "fail", 4) == 0 ? ID_FAIL
                    : strncmp (body, "stall", 5) == 0 ? ID_STALL : NULL;
     if (strncmp (body, "busy", 4) == 0) {
@@ -518,9 +536,52 @@ s_stub_upload (struct mg_connection *conn)
     return s_reply_json (conn, 202, json);
 }
 
+//  True when "later" is done; the first call starts its clock.
+static bool
+s_later_done (void)
+{
+    long long none = 0;
+    atomic_compare_exchange_strong (&s_later_at, &none, (long long) zclock_mono () + LATER_MS);
+    return zclock_mono () >= atomic_load (&s_later_at);
+}
+
+//  A request of "later": hold it for its ?wait= while the job is pending,
+//  as a frontend does. Returns false after answering 400 for a wait over
+//  the stub's --max-wait-s.
+static bool
+s_later_hold (struct mg_connection *conn)
+{
+    const char *query = mg_get_request_info (conn)->query_string;
+    char text [16];
+    int len = query ? mg_get_var (query, strlen (query), "wait", text, sizeof text) : -1;
+    int wait_s = len > 0 ? atoi (text) : -1;
+    atomic_store (&s_wait_last, wait_s);
+    if (wait_s < 0 || atomic_load (&s_ignore_wait))
+        return true;
+    if (wait_s > atomic_load (&s_max_wait)) {
+        atomic_fetch_add (&s_wait_refused, 1);
+        char json [160];
+        snprintf (json, sizeof json, "{\"error\":{\"code\":\"bad_option\",\"message\":"
+                  "\"wait must be whole seconds from 0 to %d\"}}", atomic_load (&s_max_wait));
+        s_reply_json (conn, 400, json);
+        return false;
+    }
+    long long until = (long long) zclock_mono () + wait_s * 1000LL;
+    while (!s_later_done () && zclock_mono () < until)
+        usleep (10000);
+    return true;
+}
+
 static int
 s_stub_status (struct mg_connection *conn, const char *id)
 {
+    if (strcmp (id, ID_LATER) == 0) {
+        atomic_fetch_add (&s_later_status, 1);
+        if (!s_later_hold (conn))
+            return 400;
+        if (!s_later_done ())
+            return s_reply_json (conn, 200, "{\"status\":\"processing\"}");
+    }
     if (strcmp (id, ID_FAIL) == 0)
         return s_reply_json (conn, 200, "{\"status\":\"failed\",\"error\":{\"code\":"
                                         "\"decode_error\",\"message\":\"bad\\ndata\"}}");
@@ -533,6 +594,14 @@ s_stub_status (struct mg_connection *conn, const char *id)
 static int
 s_stub_thumbnail (struct mg_connection *conn, const char *id)
 {
+    if (strcmp (id, ID_LATER) == 0) {
+        atomic_fetch_add (&s_later_thumbs, 1);
+        if (!s_later_hold (conn))
+            return 400;
+        if (!s_later_done ())
+            return s_reply (conn, 202, "application/json", "Retry-After: 1\r\n",
+                            "{\"status\":\"processing\"}");
+    }
     if (strcmp (id, ID_STALL) != 0)
         return s_reply (conn, 200, "image/png", "", THUMB);
     //  A head, part of the body, then nothing until released.
@@ -566,6 +635,13 @@ s_stub_start (void)
     atomic_store (&s_busy_left, 2);
     atomic_store (&s_slow_polls, 0);
     atomic_store (&s_release, false);
+    atomic_store (&s_later_at, 0);
+    atomic_store (&s_ignore_wait, false);
+    atomic_store (&s_max_wait, 30);
+    atomic_store (&s_later_status, 0);
+    atomic_store (&s_later_thumbs, 0);
+    atomic_store (&s_wait_refused, 0);
+    atomic_store (&s_wait_last, -1);
     mg_init_library (0);
     const char *options [] = { "listening_ports", "127.0.0.1:0", "num_threads", "8", NULL };
     s_stub = mg_start (NULL, NULL, options);
@@ -591,9 +667,11 @@ typedef struct {
     char text [8192];           //  everything it printed
 } s_run_t;
 
-//  Run a batch over the manifest s_dir/list.txt into s_dir/out.
+//  Run a batch over the manifest s_dir/list.txt into s_dir/out, asking
+//  the server to hold status requests up to `long_poll_s`.
 static void
-s_batch (s_run_t *run, const char *url, int parallel, long long wait_ms, int timeout_ms)
+s_batch (s_run_t *run, const char *url, int parallel, long long wait_ms, int long_poll_s,
+         int timeout_ms)
 {
     char manifest [400], outdir [400], error [256] = "";
     snprintf (manifest, sizeof manifest, "%s/list.txt", s_dir);
@@ -605,7 +683,7 @@ s_batch (s_run_t *run, const char *url, int parallel, long long wait_ms, int tim
     cr_assert_not_null (out);
     imgp_batch_config_t config = {
         .url = url, .query = "width=10", .parallel = parallel, .wait_ms = wait_ms,
-        .timeout_ms = timeout_ms, .max_upload = 1024, .out = out
+        .long_poll_s = long_poll_s, .timeout_ms = timeout_ms, .max_upload = 1024, .out = out
     };
     run->rc = imgp_batch_run (&config, inputs, &run->stats, error, sizeof error);
     cr_assert_geq (run->rc, 0, "imgp_batch_run: %s", error);
@@ -614,6 +692,16 @@ s_batch (s_run_t *run, const char *url, int parallel, long long wait_ms, int tim
     run->text [size] = 0;
     fclose (out);
     imgp_inputs_destroy (&inputs);
+}
+
+//  s_batch against the stub, its output logged.
+static void
+s_batch_stub (s_run_t *run, int parallel, long long wait_ms, int long_poll_s, int timeout_ms)
+{
+    char url [64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d", s_stub_port);
+    s_batch (run, url, parallel, wait_ms, long_poll_s, timeout_ms);
+    cr_log_info ("%s", run->text);
 }
 
 //  True when the run printed `line` as a whole line.
@@ -651,11 +739,8 @@ Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_
     s_write ("big.jpg", big_text);      //  over the 1 KiB limit of this run
     s_write ("list.txt", "ok1.jpg\nbusy.jpg\nfail.jpg\nmissing.jpg\nslow.jpg\nrefuse.jpg\n"
              "big.jpg\nok2.jpg\n");
-    char url [64];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d", s_stub_port);
     s_run_t run;
-    s_batch (&run, url, 3, 20000, 5000);
-    cr_log_info ("%s", run.text);
+    s_batch_stub (&run, 3, 20000, 25, 5000);
 
     cr_expect_eq (run.rc, 1, "a failed file makes the run return 1");
     cr_expect_eq (run.stats.done, 4);
@@ -701,12 +786,9 @@ Test (batch, a_stalled_download_fails_its_file_and_the_run_goes_on, .init = s_st
     s_write ("stall.jpg", "stall");
     s_write ("ok2.jpg", "ok 2");
     s_write ("list.txt", "ok1.jpg\nstall.jpg\nok2.jpg\n");
-    char url [64];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d", s_stub_port);
     s_run_t run;
     //  One worker: once it is left behind, the file it never took fails too.
-    s_batch (&run, url, 1, 20000, 300);
-    cr_log_info ("%s", run.text);
+    s_batch_stub (&run, 1, 20000, 25, 300);
     cr_expect_eq (run.rc, 1);
     cr_expect_eq (run.stats.done, 1);
     cr_expect_eq (run.stats.failed, 2);
@@ -736,7 +818,7 @@ Test (batch, an_unreachable_server_fails_each_file_within_its_wait, .init = s_tm
     char url [64];
     snprintf (url, sizeof url, "http://127.0.0.1:%d", ntohs (addr.sin_port));
     s_run_t run;
-    s_batch (&run, url, 8, 1000, 1000);
+    s_batch (&run, url, 8, 1000, 25, 1000);
     close (sock);
     cr_expect_eq (run.rc, 1);
     cr_expect_eq (run.stats.failed, 2);
@@ -749,7 +831,99 @@ Test (batch, an_empty_list_prints_only_the_summary, .init = s_tmpdir, .fini = s_
 {
     s_write ("list.txt", "# nothing\n");
     s_run_t run;
-    s_batch (&run, "http://127.0.0.1:1", 8, 1000, 1000);
+    s_batch (&run, "http://127.0.0.1:1", 8, 1000, 25, 1000);
     cr_expect_eq (run.rc, 0);
     cr_expect (strncmp (run.text, "0 done, 0 failed, ", 18) == 0, "%s", run.text);
+}
+
+//  --------------------------------------------------------------------------
+//  Long-poll: a job that ends ~2 s after it is first asked about. Polling
+//  once a second would take 3 or more requests; each answer here is
+//  counted at the stub, never timed.
+
+Test (batch, waits_for_a_status_by_long_poll, .init = s_stub_start, .fini = s_stub_stop,
+      .timeout = 60)
+{
+    s_write ("later.jpg", "later");
+    s_write ("ok.jpg", "ok");
+    s_write ("list.txt", "later.jpg\nok.jpg\n");
+    s_run_t run;
+    s_batch_stub (&run, 2, 20000, 25, 5000);
+    cr_expect_eq (run.rc, 0);
+    cr_expect_eq (run.stats.done, 2);
+    char line [600];
+    snprintf (line, sizeof line, "ok %s/later.jpg -> %s/out/later.png 10x20 ", s_dir, s_dir);
+    cr_expect (strstr (run.text, line), "no '%s' in:\n%s", line, run.text);
+    cr_log_info ("later: %d status, %d thumbnail requests", atomic_load (&s_later_status),
+                 atomic_load (&s_later_thumbs));
+    cr_expect_leq (atomic_load (&s_later_status), 2, "%d status requests for one job",
+                   atomic_load (&s_later_status));
+    cr_expect_eq (atomic_load (&s_later_thumbs), 1);
+    cr_expect_eq (atomic_load (&s_wait_last), -1, "the download asked for a ?wait=");
+}
+
+//  Run `imgpipe get ID_LATER` against the stub with `extra` options (up to
+//  two, NULL-padded); its exit code. The thumbnail goes to s_dir/later.png.
+static int
+s_get_later (const char *extra1, const char *extra2)
+{
+    char url [64], out [400];
+    snprintf (url, sizeof url, "--url=http://127.0.0.1:%d", s_stub_port);
+    snprintf (out, sizeof out, "%s/later.png", s_dir);
+    char *args [] = { "imgpipe", url, "get", ID_LATER, "-o", out, "--wait-s", "20",
+                      (char *) extra1, (char *) extra2, NULL };
+    int exit_code = s_run (args);
+    cr_log_info ("get %s %s: exit %d, %d thumbnail requests, %d refused, last ?wait=%d",
+                 extra1 ? extra1 : "", extra2 ? extra2 : "", exit_code,
+                 atomic_load (&s_later_thumbs), atomic_load (&s_wait_refused),
+                 atomic_load (&s_wait_last));
+    if (exit_code == IMGP_CLI_EXIT_OK) {
+        char *data = NULL, error [256];
+        size_t size = 0;
+        cr_expect_eq (imgp_file_read (out, 100, &data, &size, error, sizeof error), 0, "%s", error);
+        cr_expect (data && size == strlen (THUMB) && memcmp (data, THUMB, size) == 0);
+        free (data);
+    }
+    return exit_code;
+}
+
+Test (cli, get_waits_by_long_poll, .init = s_stub_start, .fini = s_stub_stop, .timeout = 60)
+{
+    cr_assert_eq (s_get_later (NULL, NULL), IMGP_CLI_EXIT_OK);
+    cr_expect_leq (atomic_load (&s_later_thumbs), 2, "%d thumbnail requests for one job",
+                   atomic_load (&s_later_thumbs));
+    cr_expect_eq (atomic_load (&s_later_status), 0);
+    cr_expect_eq (atomic_load (&s_wait_last), 20, "asked ?wait=%d, want all of --wait-s 20",
+                  atomic_load (&s_wait_last));
+}
+
+Test (cli, get_lowers_its_wait_to_what_the_frontend_allows, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    atomic_store (&s_max_wait, 1);
+    cr_assert_eq (s_get_later (NULL, NULL), IMGP_CLI_EXIT_OK);
+    cr_expect_eq (atomic_load (&s_wait_refused), 1, "the 400 did not teach the client");
+    cr_expect_eq (atomic_load (&s_wait_last), 1);
+    //  The refused one, then 1 s holds until the job ends at 2 s.
+    cr_expect_leq (atomic_load (&s_later_thumbs), 5, "%d thumbnail requests",
+                   atomic_load (&s_later_thumbs));
+}
+
+Test (cli, get_backs_off_when_the_frontend_does_not_hold, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    //  An old frontend answers at once with 202 + Retry-After: 1; the client
+    //  must pause as told, not ask again at once.
+    atomic_store (&s_ignore_wait, true);
+    cr_assert_eq (s_get_later (NULL, NULL), IMGP_CLI_EXIT_OK);
+    int asked = atomic_load (&s_later_thumbs);
+    cr_expect (asked >= 2 && asked <= 5, "%d thumbnail requests in ~2 s", asked);
+}
+
+Test (cli, get_with_long_poll_off_sends_no_wait, .init = s_stub_start, .fini = s_stub_stop,
+      .timeout = 60)
+{
+    cr_assert_eq (s_get_later ("--long-poll-s", "0"), IMGP_CLI_EXIT_OK);
+    cr_expect_eq (atomic_load (&s_wait_last), -1);
+    cr_expect_geq (atomic_load (&s_later_thumbs), 2);
 }
