@@ -15,7 +15,7 @@
 struct _imgp_conns_t {
     pthread_mutex_t lock;       //  guards everything below
     zhashx_t *by_address;       //  address -> open connections (as a pointer-sized int)
-    size_t open;                //  open connections in all
+    size_t open;                //  open connections in all (accept to release)
     size_t workers;             //  size of the worker pool
     size_t per_address;         //  limit per address, 0 for none
     size_t spare;               //  free workers under which the pool is crowded
@@ -59,7 +59,6 @@ imgp_conns_open (imgp_conns_t *self, const char *address)
     pthread_mutex_lock (&self->lock);
     uintptr_t count = (uintptr_t) zhashx_lookup (self->by_address, address) + 1;
     zhashx_update (self->by_address, address, (void *) count);
-    self->open++;
     pthread_mutex_unlock (&self->lock);
     return self->per_address && count > self->per_address ? -1 : 0;
 }
@@ -75,6 +74,24 @@ imgp_conns_close (imgp_conns_t *self, const char *address)
         zhashx_update (self->by_address, address, (void *) (count - 1));
     else
         zhashx_delete (self->by_address, address);
+    pthread_mutex_unlock (&self->lock);
+}
+
+void
+imgp_conns_accept (imgp_conns_t *self)
+{
+    assert (self);
+    pthread_mutex_lock (&self->lock);
+    self->open++;
+    pthread_mutex_unlock (&self->lock);
+}
+
+void
+imgp_conns_release (imgp_conns_t *self)
+{
+    assert (self);
+    pthread_mutex_lock (&self->lock);
+    assert (self->open > 0);    //  misuse: a release without its accept
     self->open--;
     pthread_mutex_unlock (&self->lock);
 }

@@ -7,10 +7,15 @@
     shutting others out, but one address could still open them all; so an
     address over --conn-per-ip is refused (503 + Retry-After, closed), and
     when the pool runs low, responses say "Connection: close" so busy
-    keep-alive clients give their workers back. Counting happens when
-    civetweb hands a worker a new connection (init_connection) and when it
-    closes it (connection_close), so a connection that never sends a whole
-    request head is counted too.
+    keep-alive clients give their workers back.
+
+    Two counts: every open connection, from the moment civetweb hands it a
+    worker (init_connection) until it closes it (connection_close), for
+    the pool; and per address, from its first request head, the first
+    moment civetweb 1.15 tells its address (mg_get_request_info is NULL in
+    init_connection). A connection that never completes a head is in the
+    first count only: the frontend gives it a short head deadline while the
+    pool is crowded (imgp_http).
 
     Memory: one small entry per address with open connections, so the
     table is bounded by the open connections, which civetweb bounds.
@@ -33,7 +38,14 @@ imgp_conns_t *imgp_conns_new (int workers, int per_address);
 //  Destroy; safe on NULL and twice.
 void imgp_conns_destroy (imgp_conns_t **self_p);
 
-//  Count a new connection from `address` (text, e.g. "127.0.0.1"). Returns
+//  Count a connection that a worker took (its address is not known yet).
+void imgp_conns_accept (imgp_conns_t *self);
+
+//  Uncount a connection taken with imgp_conns_accept.
+void imgp_conns_release (imgp_conns_t *self);
+
+//  Count the connection of a first request head from `address` (text, e.g.
+//  "127.0.0.1"). Returns
 //  0, or -1 when the address already holds its limit: the connection is
 //  counted all the same, and is to be refused and closed. Either way the
 //  caller calls imgp_conns_close for it once.

@@ -9,6 +9,10 @@
 
     Part headers are read line by line, at most S_HEADERS_MAX bytes per
     part; only Content-Disposition's `name` matters here.
+
+    The reader lives on the heap: civetweb's worker threads have 100 kB
+    stacks, and under AddressSanitizer a 16 kB window and two 8 kB lines
+    on the stack overflowed one.
 */
 #include "imgp_form.h"
 
@@ -16,6 +20,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -35,6 +40,7 @@ typedef struct {
     size_t delim_len;           //  its length
     char *error;                //  where to say what was malformed
     size_t error_size;          //  its size
+    char line [S_HEADERS_MAX];  //  the part header line being read
 } s_reader_t;
 
 static imgp_form_result_t
@@ -229,12 +235,12 @@ s_line (s_reader_t *r, char *line, size_t size)
 static imgp_form_result_t
 s_headers (s_reader_t *r, char *name, size_t name_size)
 {
-    char line [S_HEADERS_MAX];
+    char *line = r->line;
     size_t total = 0;
     name [0] = '\0';
     bool disposition = false;
     while (true) {
-        imgp_form_result_t rc = s_line (r, line, sizeof line);
+        imgp_form_result_t rc = s_line (r, line, sizeof r->line);
         if (rc != IMGP_FORM_OK)
             return rc;
         if (line [0] == '\0')
@@ -266,10 +272,35 @@ s_after_delimiter (s_reader_t *r, bool *closed)
     *closed = memcmp (r->buf + r->start, "--", 2) == 0;
     if (*closed)
         return IMGP_FORM_OK;
-    char line [S_HEADERS_MAX];
-    imgp_form_result_t rc = s_line (r, line, sizeof line);
-    if (rc == IMGP_FORM_OK && line [strspn (line, " \t")] != '\0')
+    imgp_form_result_t rc = s_line (r, r->line, sizeof r->line);
+    if (rc == IMGP_FORM_OK && r->line [strspn (r->line, " \t")] != '\0')
         return s_malformed (r, "bytes after a boundary delimiter on its line");
+    return rc;
+}
+
+//  The body after its first delimiter: parts until the close delimiter.
+static imgp_form_result_t
+s_parts (s_reader_t *r, const char *field, imgp_form_data_fn *data)
+{
+    bool found = false;
+    imgp_form_result_t rc = IMGP_FORM_OK;
+    while (rc == IMGP_FORM_OK) {
+        bool closed;
+        rc = s_after_delimiter (r, &closed);
+        if (rc != IMGP_FORM_OK || closed)
+            break;
+        char name [S_NAME_MAX];
+        rc = s_headers (r, name, sizeof name);
+        if (rc != IMGP_FORM_OK)
+            break;
+        bool wanted = strcmp (name, field) == 0;
+        if (wanted && found)
+            return IMGP_FORM_DUPLICATE;
+        found |= wanted;
+        rc = s_content (r, wanted ? data : NULL);
+    }
+    if (rc == IMGP_FORM_OK && !found)
+        return IMGP_FORM_MISSING;
     return rc;
 }
 
@@ -277,35 +308,26 @@ imgp_form_result_t
 imgp_form_read (const char *boundary, const char *field, imgp_form_read_fn *read,
                 imgp_form_data_fn *data, void *arg, char *error, size_t error_size)
 {
-    s_reader_t r = { .read = read, .arg = arg, .error = error, .error_size = error_size };
+    s_reader_t *r = calloc (1, sizeof *r);
+    if (!r)
+        return IMGP_FORM_STOPPED;       //  as if the sink were full: no memory
+    *r = (s_reader_t) { .read = read, .arg = arg, .error = error, .error_size = error_size };
+    imgp_form_result_t rc;
     size_t len = boundary ? strlen (boundary) : 0;
     if (len < 1 || len > IMGP_FORM_BOUNDARY_MAX)
-        return s_malformed (&r, "the boundary must be 1 to %d characters",
-                            IMGP_FORM_BOUNDARY_MAX);
-    r.delim_len = (size_t) snprintf (r.delim, sizeof r.delim, "\r\n--%s", boundary);
-    //  The body as if it began with CRLF: its first delimiter needs none.
-    memcpy (r.buf, "\r\n", 2);
-    r.end = 2;
-    imgp_form_result_t rc = s_content (&r, NULL);  //  the preamble
-    if (rc == IMGP_FORM_MALFORMED)
-        return s_malformed (&r, "no boundary delimiter in the body");
-    bool found = false;
-    while (rc == IMGP_FORM_OK) {
-        bool closed;
-        rc = s_after_delimiter (&r, &closed);
-        if (rc != IMGP_FORM_OK || closed)
-            break;
-        char name [S_NAME_MAX];
-        rc = s_headers (&r, name, sizeof name);
-        if (rc != IMGP_FORM_OK)
-            break;
-        bool wanted = strcmp (name, field) == 0;
-        if (wanted && found)
-            return IMGP_FORM_DUPLICATE;
-        found |= wanted;
-        rc = s_content (&r, wanted ? data : NULL);
+        rc = s_malformed (r, "the boundary must be 1 to %d characters", IMGP_FORM_BOUNDARY_MAX);
+    else {
+        r->delim_len = (size_t) snprintf (r->delim, sizeof r->delim, "\r\n--%s", boundary);
+        //  The body as if it began with CRLF: its first delimiter needs none.
+        memcpy (r->buf, "\r\n", 2);
+        r->end = 2;
+        rc = s_content (r, NULL);      //  the preamble
+        if (rc == IMGP_FORM_MALFORMED)
+            rc = s_malformed (r, "no boundary delimiter in the body");
+        else
+        if (rc == IMGP_FORM_OK)
+            rc = s_parts (r, field, data);
     }
-    if (rc == IMGP_FORM_OK && !found)
-        return IMGP_FORM_MISSING;
+    free (r);
     return rc;
 }

@@ -63,6 +63,7 @@
 #define S_NOTE_MS 60000         //  a refusal is logged once per client per this
 #define S_PATH_MAX 2048         //  longest decoded request path routed
 #define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
+#define S_CROWDED_HEAD_MS 1000  //  head deadline of a connection taken while crowded
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -85,7 +86,8 @@ typedef struct {
     bool counted;               //  counted in conns (at its first request head)
     bool refused;               //  over --conn-per-ip: answer 503 and close
     int64_t waiting_since;      //  zclock_mono when civetweb began to read the next head
-    bool kept_alive;            //  a request was answered: the next head is keep-alive's
+    int head_limit_ms;          //  the time that head has (civetweb's, or ours when crowded)
+    int slot;                   //  imgp_watch slot cutting off a slow first head, or -1
 } s_conn_t;
 
 typedef enum {
@@ -242,6 +244,7 @@ s_status_url (const char *id, char *url, size_t size)
 static void
 s_reply_unconfirmed (s_request_t *req)
 {
+    imgp_metrics_refusal (req->server->metrics, IMGP_REFUSAL_BROKER_DOWN);
     char status_url [64];
     s_status_url (req->id, status_url, sizeof status_url);
     req->reply.retry_after = S_RETRY_AFTER_S;
@@ -682,6 +685,8 @@ s_conn_count (s_request_t *req)
     s_conn_t *state = req->state;
     if (!state || state->counted)
         return;
+    imgp_watch_end (req->server->watch, state->slot);     //  the head is in
+    state->slot = -1;
     snprintf (state->address, sizeof state->address, "%s",
               mg_get_request_info (req->conn)->remote_addr);
     state->counted = true;
@@ -859,7 +864,7 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
     imgp_metrics_request (self->metrics, s_route_metric (req.route), req.reply.status,
                           (double) (zclock_usecs () - start_us) / 1e6);
     if (req.state) {
-        req.state->kept_alive = true;
+        req.state->head_limit_ms = self->config.keepalive_timeout_ms;
         req.state->waiting_since = zclock_mono ();
     }
     if (imgp_log_verbose ())
@@ -875,9 +880,8 @@ s_head_overdue (imgp_http_t *self, s_conn_t *state)
 {
     if (!state)
         return false;
-    int limit = state->kept_alive ? self->config.keepalive_timeout_ms
-                                  : self->config.head_timeout_ms;
-    return zclock_mono () - state->waiting_since + S_CLOCK_SLACK_MS >= limit;
+    (void) self;
+    return zclock_mono () - state->waiting_since + S_CLOCK_SLACK_MS >= state->head_limit_ms;
 }
 
 //  civetweb's own refusals (a request line or header it cannot parse, a
@@ -932,6 +936,7 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
         imgp_metrics_refusal (req.server->metrics, IMGP_REFUSAL_HEAD_TIMEOUT);
     imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
                    detail ? errmsg : "");
+    imgp_metrics_request (req.server->metrics, IMGP_ROUTE_OTHER, status, 0);
     return 0;                   //  answered here
 }
 
@@ -946,8 +951,20 @@ s_init_connection (const struct mg_connection *conn, void **conn_data)
     imgp_http_t *self = mg_get_user_data (mg_get_context (conn));
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, 1);
     s_conn_t *state = calloc (1, sizeof (s_conn_t));    //  NULL: the connection goes uncounted
-    if (state)
+    if (state) {
+        imgp_conns_accept (self->conns);
         state->waiting_since = zclock_mono ();
+        state->head_limit_ms = self->config.head_timeout_ms;
+        state->slot = -1;
+        //  A pool this full may be held by slow heads, which no address
+        //  count sees yet: a new connection then gets a second for its
+        //  head, not --head-timeout-ms.
+        if (imgp_conns_crowded (self->conns) && S_CROWDED_HEAD_MS < state->head_limit_ms) {
+            state->head_limit_ms = S_CROWDED_HEAD_MS;
+            state->slot = imgp_watch_begin (self->watch,
+                                            state->waiting_since + S_CROWDED_HEAD_MS);
+        }
+    }
     *conn_data = state;
     return 0;
 }
@@ -957,8 +974,12 @@ s_connection_close (const struct mg_connection *conn)
 {
     imgp_http_t *self = mg_get_user_data (mg_get_context (conn));
     s_conn_t *state = mg_get_user_connection_data (conn);
-    if (state && state->counted)
-        imgp_conns_close (self->conns, state->address);
+    if (state) {
+        imgp_watch_end (self->watch, state->slot);
+        if (state->counted)
+            imgp_conns_close (self->conns, state->address);
+        imgp_conns_release (self->conns);
+    }
     free (state);
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, -1);
 }

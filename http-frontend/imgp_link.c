@@ -48,6 +48,8 @@
 #define S_BUCKETS 1024          //  tag hash buckets (calls <= worker threads)
 #define S_HWM 100000            //  socket high-water marks: calls are bounded by threads
 #define S_BATCH 256             //  messages taken from a socket per pass
+#define S_HEARTBEAT_IVL_MS 1000 //  ZMTP PING to the broker this often
+#define S_HEARTBEAT_TIMEOUT_MS 3000 //  no traffic this long: the connection is dropped
 
 enum { S_INTAKE, S_STATUS, S_ENDPOINTS };
 
@@ -431,6 +433,12 @@ s_endpoint_open (imgp_link_t *self, s_endpoint_t *end, const char *endpoint, int
     zsock_set_sndhwm (end->sock, S_HWM);
     zsock_set_rcvhwm (end->sock, S_HWM);
     zsock_set_maxmsgsize (end->sock, max_msg);
+    //  ZMTP heartbeats: a broker that stops (SIGSTOP, a hung host, a cut
+    //  without RST) keeps its TCP connection, and every request sent to it
+    //  would wait in the pipe, uploads included, holding their memory.
+    //  libzmq drops a peer silent this long, and what was queued for it.
+    zsock_set_heartbeat_ivl (end->sock, S_HEARTBEAT_IVL_MS);
+    zsock_set_heartbeat_timeout (end->sock, S_HEARTBEAT_TIMEOUT_MS);
     char monitor [80];
     snprintf (monitor, sizeof monitor, "inproc://imgp-link-%p-%d", (void *) self,
               (int) (end - self->ends));

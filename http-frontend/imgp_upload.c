@@ -36,6 +36,7 @@
 
 #define S_FORM_SLACK 65536      //  multipart headers and boundaries around the image
 #define S_READ_CHUNK 16384      //  bytes asked of mg_read at a time
+#define S_DRAIN_CHUNK 2048      //  epilogue read at a time (on a 100 kB stack)
 #define S_FIRST_ALLOC 65536     //  first buffer when no length was declared
 #define S_DRAIN_MAX 65536       //  epilogue read after the last multipart boundary
 #define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
@@ -77,13 +78,10 @@ s_fail (imgp_upload_t *upload, int status, const char *code, const char *format,
     return -1;
 }
 
+//  Grow the buffer to `capacity` bytes. Returns 0 or -1.
 static int
-s_sink_reserve (s_sink_t *sink, size_t capacity)
+s_sink_grow (s_sink_t *sink, size_t capacity)
 {
-    if (capacity > sink->limits->max_bytes)
-        capacity = sink->limits->max_bytes;
-    if (capacity <= sink->capacity)
-        return 0;
     if (!sink->data)
         sink->data = imgp_buf_new (capacity);
     else
@@ -93,6 +91,15 @@ s_sink_reserve (s_sink_t *sink, size_t capacity)
         return -1;
     sink->capacity = capacity;
     return 0;
+}
+
+//  Make the buffer at least `capacity` bytes, at most the limit.
+static int
+s_sink_reserve (s_sink_t *sink, size_t capacity)
+{
+    if (capacity > sink->limits->max_bytes)
+        capacity = sink->limits->max_bytes;
+    return capacity <= sink->capacity ? 0 : s_sink_grow (sink, capacity);
 }
 
 static bool
@@ -119,6 +126,40 @@ s_sink_stalled (s_sink_t *sink)
 {
     int64_t silent = zclock_mono () - sink->last_bytes;
     return silent + S_CLOCK_SLACK_MS >= sink->limits->read_timeout_ms;
+}
+
+//  Room to read into at data + size, at most S_READ_CHUNK bytes, growing
+//  the buffer when it is full (up to the limit plus one byte, so a body
+//  over the limit shows). Returns the room, or 0 with the sink flagged.
+static size_t
+s_sink_room (s_sink_t *sink)
+{
+    if (sink->size == sink->capacity) {
+        size_t most = sink->limits->max_bytes + 1;
+        size_t grown = sink->capacity * 2 > S_FIRST_ALLOC ? sink->capacity * 2 : S_FIRST_ALLOC;
+        if (grown > most)
+            grown = most;
+        if (grown <= sink->size)
+            sink->too_large = true;
+        else
+        if (s_sink_grow (sink, grown))
+            sink->no_memory = true;
+        if (s_sink_failed (sink))
+            return 0;
+    }
+    size_t room = sink->capacity - sink->size;
+    return room < S_READ_CHUNK ? room : S_READ_CHUNK;
+}
+
+//  `len` bytes were read in place at data + size.
+static void
+s_sink_took (s_sink_t *sink, size_t len)
+{
+    if (s_sink_arrived (sink))
+        return;
+    sink->size += len;
+    if (sink->size > sink->limits->max_bytes)
+        sink->too_large = true;
 }
 
 //  Bytes arrived (s_sink_arrived) and are kept. Returns -1 once the sink
@@ -195,10 +236,14 @@ s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
     long long declared = mg_get_request_info (conn)->content_length;
     if (declared > 0 && s_sink_reserve (sink, (size_t) declared))
         sink->no_memory = true;
-    char chunk [S_READ_CHUNK];
+    //  Read straight into the upload's buffer: one copy of the body at most
+    //  (civetweb's own buffer to ours), and no chunk on a 100 kB stack.
     int n = 0;
-    while (!s_sink_failed (sink) && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
-        s_sink_append (sink, chunk, (size_t) n);
+    size_t room;
+    while (!s_sink_failed (sink) && (declared < 0 || (long long) sink->size < declared)
+       &&  (room = s_sink_room (sink)) > 0
+       &&  (n = mg_read (conn, sink->data + sink->size, room)) > 0)
+        s_sink_took (sink, (size_t) n);
     if (s_sink_failed (sink))
         return 0;               //  sink says why
     bool short_read = n == 0 && declared > 0 && (long long) sink->size < declared;
@@ -253,7 +298,7 @@ s_form_data (void *arg, const char *bytes, size_t len)
 static bool
 s_drain (struct mg_connection *conn, s_sink_t *sink)
 {
-    char chunk [S_READ_CHUNK];
+    char chunk [S_DRAIN_CHUNK];
     size_t drained = 0;
     int n;
     while (drained <= S_DRAIN_MAX && (n = mg_read (conn, chunk, sizeof chunk)) > 0)
