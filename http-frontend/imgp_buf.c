@@ -12,6 +12,7 @@
 
 typedef struct {
     alignas (max_align_t) atomic_int refs;  //  holders of the buffer
+    size_t size;                            //  bytes after the header
 } s_header_t;
 
 static s_header_t *
@@ -29,6 +30,7 @@ imgp_buf_new (size_t size)
     if (!header)
         return NULL;
     atomic_init (&header->refs, 1);
+    header->size = size;
     return (uint8_t *) header + sizeof (s_header_t);
 }
 
@@ -42,8 +44,15 @@ imgp_buf_resize (uint8_t **buf_p, size_t size)
     if (!block)
         return -1;
     //  The block lives on through the pointer to its bytes.
+    ((s_header_t *) block)->size = size;
     *buf_p = block + sizeof (s_header_t);
     return 0;   // cppcheck-suppress memleak
+}
+
+size_t
+imgp_buf_size (const uint8_t *buf)
+{
+    return s_header ((void *) buf)->size;
 }
 
 uint8_t *

@@ -26,6 +26,9 @@ uint8_t *imgp_buf_new (size_t size);
 //  -1 when out of memory (the buffer is then unchanged).
 int imgp_buf_resize (uint8_t **buf_p, size_t size);
 
+//  The size the buffer was made or last resized to.
+size_t imgp_buf_size (const uint8_t *buf);
+
 //  Take one more reference; returns `buf`.
 uint8_t *imgp_buf_ref (uint8_t *buf);
 

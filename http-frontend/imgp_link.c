@@ -31,6 +31,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@
 #define S_BUCKETS 1024          //  tag hash buckets (calls <= worker threads)
 #define S_HWM 100000            //  socket high-water marks: calls are bounded by threads
 #define S_BATCH 256             //  messages taken from a socket per pass
+#define S_QUEUED_UPLOADS 8      //  uploads' worth of bytes libzmq may hold, see s_queued
+#define S_QUEUED_MIN (256u << 20)   //  and at least this many
 #define S_HEARTBEAT_IVL_MS 1000 //  ZMTP PING to the broker this often
 #define S_HEARTBEAT_TIMEOUT_MS 3000 //  no traffic this long: the connection is dropped
 
@@ -86,6 +89,7 @@ typedef struct {
 
 struct _imgp_link_t {
     s_endpoint_t ends [S_ENDPOINTS];    //  intake and status
+    size_t queued_max;          //  bytes of SUBMITs libzmq may hold before new ones fail
     int timeout_ms;             //  budget of one call before transfer and wait time
     int wakefd;                 //  eventfd: a call was queued, or stop
     pthread_t thread;           //  the link thread
@@ -223,6 +227,29 @@ s_next_try (s_call_t *call, int64_t now)
 }
 
 //  --------------------------------------------------------------------------
+//  Upload bytes held by libzmq
+//
+//  A SUBMIT's bytes stay in libzmq until they are written to the broker,
+//  also after its worker gave up. A broker that stops reading (SIGSTOP, a
+//  hung host) keeps its TCP connection, and while a large message is being
+//  written libzmq sends no heartbeat, so nothing drops it: every upload
+//  after that would stay queued (seen: 21 -> 218 MB over 24 uploads of
+//  8 MB). So the bytes handed to libzmq are counted, released by the free
+//  function libzmq calls, and a SUBMIT that would go over the link's cap
+//  fails at once, as when no broker is connected. One counter per process
+//  (libzmq's free function gets no context of ours): a process has one
+//  link outside the tests.
+
+static atomic_size_t s_queued;
+
+static void
+s_queued_release (void *buf, void *hint)
+{
+    atomic_fetch_sub (&s_queued, imgp_buf_size (buf));
+    imgp_buf_unref (buf, hint);
+}
+
+//  --------------------------------------------------------------------------
 //  The link thread
 
 //  The message for a call's next try (lock held): a fresh message each
@@ -240,8 +267,10 @@ s_message (s_call_t *call, int64_t now)
         snprintf (msg->owner, sizeof msg->owner, "%s", request->owner);
     if (request->wait_ms > 0 && call->wait_until > now)
         msg->wait_ms = (int) (call->wait_until - now);
-    if (request->data)
-        imgp_msg_set_data (msg, imgp_buf_ref (request->data), request->size, imgp_buf_unref);
+    if (request->data) {
+        atomic_fetch_add (&s_queued, imgp_buf_size (request->data));
+        imgp_msg_set_data (msg, imgp_buf_ref (request->data), request->size, s_queued_release);
+    }
     return msg;
 }
 
@@ -476,6 +505,9 @@ imgp_link_new (const char *intake, const char *status, int timeout_ms, int64_t m
     if (!self)
         return NULL;
     self->timeout_ms = timeout_ms;
+    self->queued_max = S_QUEUED_UPLOADS * (size_t) max_image;
+    if (self->queued_max < S_QUEUED_MIN)
+        self->queued_max = S_QUEUED_MIN;
     pthread_mutex_init (&self->lock, NULL);
     self->wakefd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     //  Intake replies are headers only; status replies carry thumbnails.
@@ -548,8 +580,10 @@ imgp_link_call (imgp_link_t *self, const imgp_link_request_t *request, bool *sen
     assert (request->wait_ms >= 0 && request->wait_ms <= IMGP_WAIT_MAX_MS);
     s_call_t call;
     s_call_init (self, &call, request);
+    bool room = !request->data
+             || atomic_load (&s_queued) + imgp_buf_size (request->data) <= self->queued_max;
     pthread_mutex_lock (&self->lock);
-    if (!self->stopping) {
+    if (!self->stopping && room) {
         s_insert (self, &call);
         pthread_mutex_unlock (&self->lock);
         s_wake (self);
