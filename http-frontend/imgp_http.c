@@ -347,7 +347,8 @@ s_call (s_request_t *req, imgp_link_request_t *request, bool *sent)
 static void
 s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char *format)
 {
-    imgp_info ("job=%s event=submitted bytes=%zu format=%s", req->id, bytes, format);
+    imgp_info ("job=%s event=submitted bytes=%zu format=%s key=%s", req->id, bytes, format,
+               req->owner [0] ? req->owner : "-");
     char status_url [64], thumbnail_url [80];
     s_status_url (req->id, status_url, sizeof status_url);
     snprintf (thumbnail_url, sizeof thumbnail_url, "/v1/images/%s/thumbnail", req->id);

@@ -1907,3 +1907,36 @@ Test (http, a_second_img_field_is_400_and_closes)
     zstr_free (&body);
     zstr_free (&head);
 }
+
+//  A kept-alive GET /healthz on `fd`: the response's Connection header.
+static char *
+s_healthz_connection (int fd)
+{
+    static const char head [] = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+    s_send_all (fd, head, sizeof head - 1);
+    response_t response;
+    s_receive (fd, &response);
+    cr_assert_eq (response.status, 200);
+    const char *value = s_header (&response, "Connection");
+    char *connection = strdup (value ? value : "");
+    s_response_free (&response);
+    return connection;
+}
+
+Test (http, keep_alive_ends_while_the_pool_is_crowded)
+{
+    //  4 workers, 2 kept spare: with a third connection open, every
+    //  response closes its connection, so busy keep-alive clients give
+    //  their workers back.
+    int fds [3];
+    const char *expected [3] = { "keep-alive", "keep-alive", "close" };
+    for (int i = 0; i < 3; i++) {
+        fds [i] = s_connect ();
+        char *connection = s_healthz_connection (fds [i]);
+        cr_assert_str_eq (connection, expected [i], "connection %d of 3", i + 1);
+        free (connection);
+    }
+    s_assert_closed (fds [2]);
+    for (int i = 0; i < 3; i++)
+        close (fds [i]);
+}
