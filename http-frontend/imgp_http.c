@@ -858,6 +858,8 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
     const char *raw = info->local_uri_raw ? info->local_uri_raw : "";
     req.route = s_path_decode (raw, req.path, sizeof req.path) ? S_ROUTE_BAD_PATH
               : s_route_parse (req.path, req.id);
+    if (req.reply.crowded)
+        imgp_metrics_refusal (self->metrics, IMGP_REFUSAL_POOL_CROWDED);
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_WORKERS_BUSY, 1);
     s_conn_count (&req);
     s_dispatch (&req);
@@ -933,8 +935,11 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
         s_reply_refused (&req);
         return 0;
     }
-    if (status == 408)
-        imgp_metrics_refusal (req.server->metrics, IMGP_REFUSAL_HEAD_TIMEOUT);
+    if (status == 408) {
+        char address [48];
+        s_client_address (&req, address, sizeof address);
+        s_refusal (&req, IMGP_REFUSAL_HEAD_TIMEOUT, "head_timeout", address);
+    }
     imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
                    detail ? errmsg : "");
     imgp_metrics_request (req.server->metrics, IMGP_ROUTE_OTHER, status, 0);

@@ -38,7 +38,7 @@ static const char *s_routes [IMGP_ROUTE_COUNT] = {
 
 static const char *s_refusals [IMGP_REFUSAL_COUNT] = {
     "rate_limited", "conn_limit", "too_large", "queue_full",
-    "broker_down", "unauthorized", "head_timeout", "upload_timeout"};
+    "broker_down", "unauthorized", "head_timeout", "upload_timeout", "pool_crowded"};
 
 //  Request durations: fast answers to slow uploads.
 static const double s_request_bounds [] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

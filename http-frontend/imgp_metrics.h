@@ -47,6 +47,7 @@ typedef enum {
     IMGP_REFUSAL_UNAUTHORIZED,  //  401, no key or a wrong one
     IMGP_REFUSAL_HEAD_TIMEOUT,  //  408, the request head came too slowly
     IMGP_REFUSAL_UPLOAD_TIMEOUT,//  408, the body came too slowly
+    IMGP_REFUSAL_POOL_CROWDED,  //  a keep-alive connection closed: few workers free
     IMGP_REFUSAL_COUNT
 } imgp_refusal_t;
 

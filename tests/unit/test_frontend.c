@@ -1939,4 +1939,12 @@ Test (http, keep_alive_ends_while_the_pool_is_crowded)
     s_assert_closed (fds [2]);
     for (int i = 0; i < 3; i++)
         close (fds [i]);
+    //  ...and counted as such.
+    response_t response;
+    s_get ("GET", "/metrics", &response);
+    cr_assert_eq (response.status, 200);
+    const char *line = strstr (response.body, "imgpipe_http_refusals_total{reason=\"pool_crowded\"} ");
+    cr_assert_not_null (line, "%.300s", response.body);
+    cr_assert_geq (atoi (strchr (line, ' ') + 1), 1);
+    s_response_free (&response);
 }
