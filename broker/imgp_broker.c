@@ -45,10 +45,13 @@
       another owner is answered as an unknown id (PROTOCOL.md 6.4).
     - A STATUS/FETCH with wait_ms on an unfinished job is held in
       imgp_waiters (a chain per job, a heap by deadline). It is woken in
-      s_wake, called from s_finish (every way a job ends goes through it)
-      and s_forget; its deadline bounds the poll timeout, so an expired wait
-      is answered on time, not at the next tick. Held requests are memory
-      only: a restart drops them and the requester asks again.
+      s_wake, called from s_finish (every way a job ends goes through it,
+      and only an unfinished job is held on, so none is left when a
+      finished one is forgotten); a woken FETCH gets the thumbnail from the
+      DONE in hand, not read back from the spool once per waiter. Its
+      deadline bounds the poll timeout, so an expired wait is answered on
+      time, not at the next tick. Held requests are memory only: a restart
+      drops them and the requester asks again.
     - PONG stats: counters and histograms are bumped where things happen
       (O(1)); the gauges are read from the table when a PING comes.
 */
@@ -208,15 +211,22 @@ s_answer (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
     s_reply (self, IMGP_BROKER_STATUS, &reply);
 }
 
-//  Answer every request held on `job`, with the job as it is now. The one
-//  place held requests are woken: called where a job ends (s_finish) and
-//  where it leaves the table (s_forget), so none is left behind.
+//  Answer every request held on `job`, which just ended: the one place
+//  held requests are woken. `done` is the resizer's DONE when the job ended
+//  done (NULL when it failed): a FETCH gets a copy of its thumbnail, which
+//  is in hand, instead of a read of the spool per waiter.
 static void
-s_wake (s_server_t *self, imgp_job_t *job)
+s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
 {
+    assert ((job->state == IMGP_STATE_DONE) == (done != NULL));
     imgp_msg_t *request;
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
-        s_answer (self, request, job);
+        imgp_msg_t *reply = s_info_new (request, job);
+        if (done && request->type == IMGP_MSG_FETCH) {
+            zframe_t *thumbnail = zframe_new (imgp_msg_data (done), imgp_msg_size (done));
+            imgp_msg_set_frame (reply, &thumbnail);
+        }
+        s_reply (self, IMGP_BROKER_STATUS, &reply);
         imgp_msg_destroy (&request);
     }
 }
@@ -235,9 +245,10 @@ s_count_finish (s_server_t *self, imgp_job_t *job)
 
 //  The job ends done or failed: table, record, and then the original goes,
 //  but only once the final record is on disk (see the top of this file).
-//  Every way a job ends comes through here, so here its waiters wake.
+//  Every way a job ends comes through here, so here its waiters wake;
+//  `done` is the DONE that ended it, NULL when it failed.
 static void
-s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state)
+s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *done)
 {
     s_touch (job);
     imgp_table_finish (self->table, job, state);
@@ -247,7 +258,7 @@ s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state)
     else
         imgp_warn ("job=%s event=original_kept reason=\"the final record was not saved\"",
                    job->id);
-    s_wake (self, job);
+    s_wake (self, job, done);
 }
 
 static void
@@ -262,7 +273,7 @@ s_fail (s_server_t *self, imgp_job_t *job, const char *code, const char *format,
     va_start (args, format);
     vsnprintf (job->message, sizeof job->message, format, args);
     va_end (args);
-    s_finish (self, job, IMGP_STATE_FAILED);
+    s_finish (self, job, IMGP_STATE_FAILED, NULL);
     imgp_info ("job=%s event=failed code=%s attempt=%d message=\"%s\"",
                job->id, job->code, job->attempts, job->message);
 }
@@ -276,7 +287,6 @@ s_forget (s_server_t *self, imgp_job_t **job_p, const char *event)
 {
     imgp_info ("job=%s event=%s state=%s", (*job_p)->id, event,
                imgp_state_name ((*job_p)->state));
-    s_wake (self, *job_p);
     imgp_spool_delete (self->spool, (*job_p)->id);
     imgp_table_remove (self->table, job_p);
 }
@@ -575,7 +585,7 @@ s_on_done (s_server_t *self, imgp_msg_t *msg)
     }
     job->result = msg->result;
     job->result.bytes = (int64_t) imgp_msg_size (msg);
-    s_finish (self, job, IMGP_STATE_DONE);
+    s_finish (self, job, IMGP_STATE_DONE, msg);
     imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,
                job->worker, (long long) job->result.ms, (long long) job->result.bytes,
                msg->attempts);
@@ -722,8 +732,8 @@ s_sweep (s_server_t *self)
 }
 
 //  Answer the held requests whose wait has passed, with the job as it is
-//  now (a job never leaves the table with requests held on it, but a
-//  lookup that finds none answers not_found all the same).
+//  now: still unfinished, as one that ends wakes its requests (a lookup
+//  that finds none would answer not_found all the same).
 static void
 s_expire (s_server_t *self, int64_t now)
 {

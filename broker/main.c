@@ -1,5 +1,5 @@
 /*  imgpipe-broker — the program: read its options (imgp_broker_specs, one
-    imgp_conf_load), start the broker actor (imgp_broker), wait for SIGINT
+    imgp_conf_start), start the broker actor (imgp_broker), wait for SIGINT
     or SIGTERM, stop it, exit 0.
 
     Signals are blocked first thing (imgp_signal), before any thread
@@ -21,20 +21,14 @@ main (int argc, char **argv)
 {
     sigset_t signals;
     imgp_signal_block (&signals, false);
-    imgp_conf_t *conf = imgp_conf_new ("imgpipe-broker",
-        "The imgpipe broker: takes jobs from frontends, hands them to resizers,\n"
-        "keeps their status and results in a spool directory.", imgp_broker_specs);
-    if (!conf)
-        return 1;
     imgp_broker_config_t config = { 0 };
-    int rc = imgp_conf_parse (conf, argc, argv);
-    if (rc == 0 && imgp_conf_load (conf, &config))
-        rc = -1;
-    if (rc != 0) {
-        imgp_conf_destroy (&conf);
-        return rc > 0 ? 0 : 2;
-    }
-    imgp_log_init ("imgpipe-broker", imgp_conf_bool (conf, "verbose"));
+    int exit_code;
+    imgp_conf_t *conf = imgp_conf_start ("imgpipe-broker",
+        "The imgpipe broker: takes jobs from frontends, hands them to resizers,\n"
+        "keeps their status and results in a spool directory.", imgp_broker_specs,
+        argc, argv, &config, &exit_code);
+    if (!conf)
+        return exit_code;
     zsys_init ();
 
     imgp_broker_t *broker = imgp_broker_new (&config);

@@ -463,7 +463,6 @@ s_worker_start (s_batch_t *batch, int slot, const char *url, char *error, size_t
         free (self);
         return -1;
     }
-    imgp_http_client_set_timeout (self->http, batch->config.timeout_ms);
     pthread_mutex_lock (&batch->mutex);
     batch->refs++;
     batch->live++;

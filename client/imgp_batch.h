@@ -15,17 +15,18 @@
     status by long-poll (GET /v1/images/{id}?wait=S, S up to long_poll_s,
     so a job costs one status request or two, however long it takes; a
     frontend that does not hold requests is polled at 50 ms doubling to
-    1 s), download the thumbnail, write it through a temporary file. A 503 (or 429) is retried after its Retry-After, a
-    connection refused after a short backoff, both only while the retry
-    still falls within the file's `wait_ms` (counted from the start of its
-    upload); then the file fails with the server's last answer.
+    1 s), download the thumbnail, write it through a temporary file. A 503
+    (or 429) is retried after its Retry-After, a connection refused after
+    a short backoff, both only while the retry still falls within the
+    file's `wait_ms` (counted from the start of its upload); then the file
+    fails with the server's last answer.
 
     Never: hold more than one input file in memory per thread, retry an
     upload the server may already have taken (only one that never
     connected), or hang on a server that stops answering: a request that
-    takes longer than `timeout_ms` + its ?wait= + 5 s fails its file and its thread is
-    left behind (civetweb 1.15 cannot time out a body read), so the batch
-    goes on with one thread fewer.
+    takes longer than `timeout_ms` + its ?wait= + 5 s fails its file and
+    its thread is left behind (civetweb 1.15 cannot time out a body read),
+    so the batch goes on with one thread fewer.
 */
 #ifndef IMGP_BATCH_H_INCLUDED
 #define IMGP_BATCH_H_INCLUDED

@@ -202,7 +202,8 @@ s_id_arg (int argc, char **argv, const char *usage)
     return argv [0];
 }
 
-//  An HTTP client for --url with --timeout-ms, or NULL with a message.
+//  An HTTP client for --url, or NULL with a message. Each request sets
+//  its own timeout (s_request), from --timeout-ms kept here.
 static imgp_http_client_t *
 s_client (const s_config_t *config)
 {
@@ -211,8 +212,6 @@ s_client (const s_config_t *config)
     imgp_http_client_t *http = imgp_http_client_new (config->url, error, sizeof error);
     if (!http)
         fprintf (stderr, "imgpipe: %s\n", error);
-    else
-        imgp_http_client_set_timeout (http, (int) s_timeout_ms);
     return http;
 }
 
@@ -441,7 +440,7 @@ s_batch_config (const s_config_t *options, imgp_api_opts_t *opts, imgp_batch_con
         .parallel = options->parallel,
         .wait_ms = options->wait_s * 1000,
         .long_poll_s = options->long_poll_s,
-        .timeout_ms = (int) s_timeout_ms,
+        .timeout_ms = options->timeout_ms,
         .max_upload = S_UPLOAD_MAX,
         .out = stdout
     };

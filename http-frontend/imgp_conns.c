@@ -105,13 +105,3 @@ imgp_conns_crowded (imgp_conns_t *self)
     pthread_mutex_unlock (&self->lock);
     return crowded;
 }
-
-size_t
-imgp_conns_count (imgp_conns_t *self)
-{
-    assert (self);
-    pthread_mutex_lock (&self->lock);
-    size_t open = self->open;
-    pthread_mutex_unlock (&self->lock);
-    return open;
-}

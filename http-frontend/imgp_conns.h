@@ -59,7 +59,4 @@ void imgp_conns_close (imgp_conns_t *self, const char *address);
 //  response.
 bool imgp_conns_crowded (imgp_conns_t *self);
 
-//  Connections open now, in all.
-size_t imgp_conns_count (imgp_conns_t *self);
-
 #endif

@@ -105,10 +105,8 @@ typedef enum {
 
 //  One request in flight, on the stack of its worker thread.
 typedef struct {
-    struct mg_connection *conn; //  civetweb connection
     imgp_http_t *server;        //  the server object
     s_conn_t *state;            //  the connection's own data, NULL for none
-    const char *method;         //  request method
     char path [S_PATH_MAX];     //  decoded, uncleaned request path
     s_route_t route;            //  what the path names
     char id [IMGP_ID_LEN + 1];  //  job id of STATUS and THUMBNAIL routes, valid
@@ -144,10 +142,11 @@ static const struct {
 static void s_refusal (s_request_t *req, imgp_refusal_t reason, const char *name,
                        const char *who);
 
-static void
-s_client_address (s_request_t *req, char *address, size_t size)
+//  The client's address as civetweb wrote it (borrowed, for the request).
+static const char *
+s_client (s_request_t *req)
 {
-    snprintf (address, size, "%s", mg_get_request_info (req->conn)->remote_addr);
+    return mg_get_request_info (req->reply.conn)->remote_addr;
 }
 
 //  --------------------------------------------------------------------------
@@ -224,12 +223,10 @@ s_route_parse (const char *path, char id [IMGP_ID_LEN + 1])
 static void
 s_reply_unavailable (s_request_t *req)
 {
-    char address [48];
-    s_client_address (req, address, sizeof address);
-    s_refusal (req, IMGP_REFUSAL_BROKER_DOWN, "broker_down", address);
+    s_refusal (req, IMGP_REFUSAL_BROKER_DOWN, "broker_down", s_client (req));
     req->reply.retry_after = S_RETRY_AFTER_S;
     imgp_reply_error (&req->reply, 503, "unavailable",
-                   "the job service is not answering; try again shortly");
+                      "the job service is not answering; try again shortly");
 }
 
 static void
@@ -277,7 +274,8 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
     const char *message = reply->message [0] ? reply->message : "the job service failed";
     if (status == 404)
         message = "no image with this id (it may have expired)";
-    imgp_reply_error (&req->reply, status, reply->code [0] ? reply->code : "internal", "%s", message);
+    imgp_reply_error (&req->reply, status, reply->code [0] ? reply->code : "internal", "%s",
+                      message);
 }
 
 //  A reply of a type the request does not expect: a broker bug.
@@ -353,9 +351,9 @@ s_upload_accepted (s_request_t *req, imgp_msg_t *reply, size_t bytes, const char
     s_status_url (req->id, status_url, sizeof status_url);
     snprintf (thumbnail_url, sizeof thumbnail_url, "/v1/images/%s/thumbnail", req->id);
     snprintf (req->reply.location, sizeof req->reply.location, "%s", status_url);
-    imgp_reply_json (&req->reply, 202, json_pack ("{s:s,s:s,s:s,s:s}", "id", req->id, "status",
-                                       imgp_state_name (reply->state), "status_url",
-                                       status_url, "thumbnail_url", thumbnail_url));
+    imgp_reply_json (&req->reply, 202, json_pack (
+        "{s:s,s:s,s:s,s:s}", "id", req->id, "status", imgp_state_name (reply->state),
+        "status_url", status_url, "thumbnail_url", thumbnail_url));
 }
 
 //  Hand a read and sniffed upload to the broker, and answer.
@@ -364,7 +362,8 @@ s_submit (s_request_t *req, const imgp_opts_t *opts, imgp_upload_t *upload, cons
 {
     if (imgp_id_new (req->id)) {
         imgp_upload_clear (upload);
-        imgp_reply_error (&req->reply, 500, "internal", "no randomness for a job id on this server");
+        imgp_reply_error (&req->reply, 500, "internal",
+                          "no randomness for a job id on this server");
         return;
     }
     size_t bytes = upload->size;
@@ -398,7 +397,8 @@ s_upload (s_request_t *req)
 {
     imgp_opts_t opts;
     const char *error = NULL;
-    if (imgp_opts_parse_query (&opts, mg_get_request_info (req->conn)->query_string, &error)) {
+    const char *query = mg_get_request_info (req->reply.conn)->query_string;
+    if (imgp_opts_parse_query (&opts, query, &error)) {
         imgp_reply_error (&req->reply, 400, "bad_option", "%s", error ? error : "bad option");
         return;
     }
@@ -406,7 +406,7 @@ s_upload (s_request_t *req)
     imgp_upload_limits_t limits = { config->max_upload, config->upload_timeout_ms,
                                     config->head_timeout_ms, req->server->watch };
     imgp_upload_t upload;
-    int rc = imgp_upload_read (req->conn, &limits, &upload);
+    int rc = imgp_upload_read (req->reply.conn, &limits, &upload);
     req->reply.body_read = upload.consumed;
     if (rc) {
         if (upload.status == 413 || upload.status == 408)
@@ -430,7 +430,7 @@ s_upload (s_request_t *req)
 static int
 s_wait_ms (s_request_t *req)
 {
-    const char *query = mg_get_request_info (req->conn)->query_string;
+    const char *query = mg_get_request_info (req->reply.conn)->query_string;
     char text [16];
     int len = query ? mg_get_var (query, strlen (query), "wait", text, sizeof text) : -1;
     if (len == -1)
@@ -439,7 +439,8 @@ s_wait_ms (s_request_t *req)
     bool digits = len > 0 && len <= 5 && text [strspn (text, "0123456789")] == '\0';
     int seconds = digits ? atoi (text) : -1;
     if (seconds < 0 || seconds > max) {
-        imgp_reply_error (&req->reply, 400, "bad_option", "wait must be whole seconds from 0 to %d", max);
+        imgp_reply_error (&req->reply, 400, "bad_option",
+                          "wait must be whole seconds from 0 to %d", max);
         return -1;
     }
     return seconds * 1000;
@@ -499,22 +500,23 @@ s_thumbnail (s_request_t *req)
     if (!info)
         return;
     if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info))
-        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->result.format), imgp_msg_data (info),
-                 imgp_msg_size (info));
+        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->result.format),
+                         imgp_msg_data (info), imgp_msg_size (info));
     else
     if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
         imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,
                     imgp_format_name (info->result.format), imgp_msg_size (info));
         imgp_reply_error (&req->reply, 502, "bad_gateway",
-                       "the job service returned bytes that are not the thumbnail's format");
+                          "the job service returned bytes that are not the thumbnail's format");
     }
     else
     if (info->state == IMGP_STATE_DONE)
-        imgp_reply_error (&req->reply, 500, "internal", "the thumbnail is missing on the job service");
+        imgp_reply_error (&req->reply, 500, "internal",
+                          "the thumbnail is missing on the job service");
     else
     if (info->state == IMGP_STATE_FAILED)
         imgp_reply_error (&req->reply, 422, info->code [0] ? info->code : "failed", "%s",
-                       info->message [0] ? info->message : "the image could not be resized");
+                          info->message [0] ? info->message : "the image could not be resized");
     else {
         req->reply.retry_after = S_RETRY_AFTER_S;
         imgp_reply_json (&req->reply, 202, s_status_json (info));
@@ -688,8 +690,7 @@ s_conn_count (s_request_t *req)
         return;
     imgp_watch_end (req->server->watch, state->slot);     //  the head is in
     state->slot = -1;
-    snprintf (state->address, sizeof state->address, "%s",
-              mg_get_request_info (req->conn)->remote_addr);
+    snprintf (state->address, sizeof state->address, "%s", s_client (req));
     state->counted = true;
     if (imgp_conns_open (req->server->conns, state->address))
         state->refused = true;
@@ -703,8 +704,8 @@ s_reply_refused (s_request_t *req)
     req->reply.must_close = true;
     req->reply.retry_after = S_RETRY_AFTER_S;
     imgp_reply_error (&req->reply, 503, "too_many_connections",
-                   "too many open connections from your address (at most %d); close some "
-                   "and retry", req->server->config.conn_per_ip);
+                      "too many open connections from your address (at most %d); close some "
+                      "and retry", req->server->config.conn_per_ip);
 }
 
 //  Log a refusal once per client and minute (the reason is counted every
@@ -752,23 +753,23 @@ static int
 s_guard (s_request_t *req)
 {
     imgp_http_t *self = req->server;
-    char address [48];
-    s_client_address (req, address, sizeof address);
     if (!self->keys) {
         double rate = self->config.rate_per_ip;
-        return s_take (req, address, rate, 2 * rate);
+        return s_take (req, s_client (req), rate, 2 * rate);
     }
     char buffer [IMGP_KEYS_KEY_MAX + 1];
-    const char *presented = imgp_keys_presented (mg_get_header (req->conn, "Authorization"),
-                                                 mg_get_header (req->conn, "X-API-Key"),
+    const char *presented = imgp_keys_presented (mg_get_header (req->reply.conn, "Authorization"),
+                                                 mg_get_header (req->reply.conn, "X-API-Key"),
                                                  buffer, sizeof buffer);
     imgp_key_info_t key;
-    if (!presented || imgp_keys_check (self->keys, presented, &key)) {
-        s_refusal (req, IMGP_REFUSAL_UNAUTHORIZED, "unauthorized", address);
+    int known = presented ? imgp_keys_check (self->keys, presented, &key) : -1;
+    explicit_bzero (buffer, sizeof buffer);     //  no copy of a key outlives the check
+    if (known != 0) {
+        s_refusal (req, IMGP_REFUSAL_UNAUTHORIZED, "unauthorized", s_client (req));
         req->reply.authenticate = "Bearer realm=\"imgpipe\"";
         imgp_reply_error (&req->reply, 401, "unauthorized",
                           presented ? "the API key is not valid"
-                                    : "send an API key: Authorization: Bearer KEY, or X-API-Key");
+                          : "send an API key: Authorization: Bearer KEY, or X-API-Key");
         return -1;
     }
     snprintf (req->owner, sizeof req->owner, "%s", key.name);
@@ -782,8 +783,8 @@ s_guard (s_request_t *req)
 static bool
 s_framing_ambiguous (s_request_t *req)
 {
-    return mg_get_header (req->conn, "Transfer-Encoding")
-        && mg_get_header (req->conn, "Content-Length");
+    return mg_get_header (req->reply.conn, "Transfer-Encoding")
+        && mg_get_header (req->reply.conn, "Content-Length");
 }
 
 static void
@@ -796,7 +797,7 @@ s_dispatch (s_request_t *req)
     if (s_framing_ambiguous (req)) {
         req->reply.must_close = true;
         imgp_reply_error (&req->reply, 400, "bad_request",
-                       "send a Content-Length or a Transfer-Encoding, not both");
+                          "send a Content-Length or a Transfer-Encoding, not both");
         return;
     }
     if (req->route == S_ROUTE_NONE) {
@@ -811,7 +812,7 @@ s_dispatch (s_request_t *req)
     }
     if (req->route == S_ROUTE_BAD_ID) {
         imgp_reply_error (&req->reply, 400, "bad_id", "an image id is %d lowercase hex characters",
-                       IMGP_ID_LEN);
+                          IMGP_ID_LEN);
         return;
     }
     for (size_t i = 0; i < S_ROUTES; i++) {
@@ -819,7 +820,7 @@ s_dispatch (s_request_t *req)
             continue;
         if (!s_routes [i].open && s_guard (req))
             return;             //  401 or 429 sent
-        if (strcmp (req->method, s_routes [i].method) == 0)
+        if (strcmp (req->reply.method, s_routes [i].method) == 0)
             s_routes [i].handler (req);
         else {
             req->reply.allow = s_routes [i].method;
@@ -848,10 +849,8 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
     imgp_http_t *self = cbdata;
     const char *method = info->request_method ? info->request_method : "";
     s_request_t req = {
-        .conn = conn,
         .server = self,
         .state = mg_get_user_connection_data (conn),
-        .method = method,
         .reply = { .conn = conn, .method = method,
                    .crowded = imgp_conns_crowded (self->conns) },
     };
@@ -871,7 +870,7 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
         req.state->waiting_since = zclock_mono ();
     }
     if (imgp_log_verbose ())
-        imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.method, req.path,
+        imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.reply.method, req.path,
                     req.reply.status, (long long) (zclock_mono () - start));
     return req.reply.status > 0 ? req.reply.status : 500;
 }
@@ -879,11 +878,10 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 //  True when the head being read has had all the time civetweb gives it
 //  (--head-timeout-ms, or --keepalive-timeout-ms after a first request).
 static bool
-s_head_overdue (imgp_http_t *self, s_conn_t *state)
+s_head_overdue (s_conn_t *state)
 {
     if (!state)
         return false;
-    (void) self;
     return zclock_mono () - state->waiting_since + S_CLOCK_SLACK_MS >= state->head_limit_ms;
 }
 
@@ -915,8 +913,7 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
     //  civetweb says "Malformed message" both for a head it cannot read
     //  and for one that never completed: the clock tells them apart.
     if (status == 400 && errmsg && strcmp (errmsg, "Malformed message") == 0
-    &&  s_head_overdue (mg_get_user_data (mg_get_context (conn)),
-                        mg_get_user_connection_data (conn))) {
+    &&  s_head_overdue (mg_get_user_connection_data (conn))) {
         status = 408;
         code = "request_timeout";
         message = "the request head did not arrive in time";
@@ -925,9 +922,8 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
     //  civetweb's own words only when they say more than "Bad request".
     bool detail = errmsg && *errmsg && strcasecmp (errmsg, "Bad request") != 0;
     const char *method = mg_get_request_info (conn)->request_method;
-    s_request_t req = { .conn = conn, .server = mg_get_user_data (mg_get_context (conn)),
+    s_request_t req = { .server = mg_get_user_data (mg_get_context (conn)),
                         .state = mg_get_user_connection_data (conn),
-                        .method = method ? method : "", .path = "",
                         .reply = { .conn = conn, .method = method ? method : "",
                                    .must_close = true } };
     s_conn_count (&req);
@@ -935,13 +931,10 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
         s_reply_refused (&req);
         return 0;
     }
-    if (status == 408) {
-        char address [48];
-        s_client_address (&req, address, sizeof address);
-        s_refusal (&req, IMGP_REFUSAL_HEAD_TIMEOUT, "head_timeout", address);
-    }
+    if (status == 408)
+        s_refusal (&req, IMGP_REFUSAL_HEAD_TIMEOUT, "head_timeout", s_client (&req));
     imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
-                   detail ? errmsg : "");
+                      detail ? errmsg : "");
     imgp_metrics_request (req.server->metrics, IMGP_ROUTE_OTHER, status, 0);
     return 0;                   //  answered here
 }

@@ -19,6 +19,7 @@
     with its fields swapped would otherwise print its KEY as a NAME.
 */
 #include "imgp_keys.h"
+#include "imgp_msg.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -36,6 +37,9 @@
 #define S_LINE_MAX 1024                 //  longest line of a key file
 #define S_KEYS_MAX 100000               //  most keys in one file
 #define S_BLANKS " \t\r\n\v\f"          //  what separates fields
+
+//  A NAME travels as a message's owner, so proto/ checks it (one rule).
+static_assert (IMGP_KEYS_NAME_MAX == IMGP_OWNER_MAX, "a key NAME is an owner");
 
 typedef struct {
     char name [IMGP_KEYS_NAME_MAX + 1]; //  NAME
@@ -84,16 +88,6 @@ s_fail (char *error, size_t error_size, const char *format, ...)
 //  One line
 
 static bool
-s_name_valid (const char *name)
-{
-    size_t len = strlen (name);
-    if (len < 1 || len > IMGP_KEYS_NAME_MAX)
-        return false;
-    return strspn (name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-           == len;
-}
-
-static bool
 s_key_valid (const char *key)
 {
     size_t len = strlen (key);
@@ -140,7 +134,7 @@ s_parse_fields (char **fields, int count, s_key_t *key, const char **reason)
         *reason = "expected NAME KEY [RATE_PER_S [BURST]]";
         return -1;
     }
-    if (!s_name_valid (fields [0])) {
+    if (!imgp_msg_owner_valid (fields [0])) {
         *reason = "NAME must be 1..64 of A-Z a-z 0-9 _ . -";
         return -1;
     }

@@ -14,7 +14,6 @@
 #include "imgp_metrics.h"
 
 #include <assert.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -128,6 +127,9 @@ s_out_escaped (imgp_metrics_out_t *self, const char *text, bool quote)
     }
 }
 
+//  A sample value or bound as the format spells it. Whole numbers are
+//  written in full (%.15g would turn a byte counter past 1e15 into 1e+15
+//  with digits lost); others with 15 digits, so 0.1 stays "0.1".
 static void
 s_format_double (char *buf, double value)
 {
@@ -135,6 +137,8 @@ s_format_double (char *buf, double value)
         strcpy (buf, "NaN");
     else if (isinf (value))
         strcpy (buf, value > 0 ? "+Inf" : "-Inf");
+    else if (value == floor (value) && fabs (value) < 1e18)
+        snprintf (buf, S_NUMBER_SIZE, "%.0f", value);
     else
         snprintf (buf, S_NUMBER_SIZE, "%.15g", value);
 }
@@ -155,18 +159,21 @@ s_out_head (imgp_metrics_out_t *self, const char *name, const char *type, const 
     s_out_printf (self, "\n# TYPE " S_PREFIX "%s %s\n", name, type);
 }
 
-//  One sample line: imgpipe_NAME{LABELS} VALUE.
+//  One sample line: imgpipe_NAME{LABELS} VALUE. Counts come as doubles
+//  too: exact up to 2^53, far beyond any count a process reaches.
 static void
 s_out_sample (imgp_metrics_out_t *self, const char *name, const s_label_t *labels, size_t count,
-              const char *value)
+              double value)
 {
+    char number [S_NUMBER_SIZE];
+    s_format_double (number, value);
     s_out_printf (self, S_PREFIX "%s", name);
     for (size_t i = 0; i < count; i++) {
         s_out_printf (self, "%s%s=\"", i ? "," : "{", labels [i].name);
         s_out_escaped (self, labels [i].value, true);
         s_out_printf (self, "\"");
     }
-    s_out_printf (self, "%s %s\n", count ? "}" : "", value);
+    s_out_printf (self, "%s %s\n", count ? "}" : "", number);
 }
 
 //  The sample lines of one histogram, with `label` (may be NULL) on each.
@@ -174,7 +181,7 @@ static void
 s_out_buckets (imgp_metrics_out_t *self, const char *name, const s_label_t *label,
                const double *bounds, const uint64_t *counts, size_t size, double sum)
 {
-    char series [128], number [S_NUMBER_SIZE], le [S_NUMBER_SIZE];
+    char series [128], le [S_NUMBER_SIZE];
     s_label_t labels [2];
     size_t count = 0;           //  labels of _sum and _count; buckets add le
     if (label)
@@ -185,15 +192,12 @@ s_out_buckets (imgp_metrics_out_t *self, const char *name, const s_label_t *labe
     for (size_t i = 0; i <= size; i++) {
         cumulative += counts [i];
         s_format_double (le, i < size ? bounds [i] : INFINITY);
-        snprintf (number, sizeof number, "%" PRIu64, cumulative);
-        s_out_sample (self, series, labels, count + 1, number);
+        s_out_sample (self, series, labels, count + 1, (double) cumulative);
     }
     snprintf (series, sizeof series, "%s_sum", name);
-    s_format_double (number, sum);
-    s_out_sample (self, series, labels, count, number);
+    s_out_sample (self, series, labels, count, sum);
     snprintf (series, sizeof series, "%s_count", name);
-    snprintf (number, sizeof number, "%" PRIu64, cumulative);
-    s_out_sample (self, series, labels, count, number);
+    s_out_sample (self, series, labels, count, (double) cumulative);
 }
 
 imgp_metrics_out_t *
@@ -224,10 +228,8 @@ imgp_metrics_out_scalar (imgp_metrics_out_t *self, const char *name, imgp_metric
                          const char *help, double value)
 {
     assert (self && name && help);
-    char number [S_NUMBER_SIZE];
-    s_format_double (number, value);
     s_out_head (self, name, type == IMGP_METRIC_COUNTER ? "counter" : "gauge", help);
-    s_out_sample (self, name, NULL, 0, number);
+    s_out_sample (self, name, NULL, 0, value);
 }
 
 void
@@ -254,15 +256,13 @@ imgp_metrics_out_text (imgp_metrics_out_t **self_p)
 //  --------------------------------------------------------------------------
 //  Histograms
 
+//  Counts and sum start at calloc's zeros, as every other series does.
 static void
 s_histogram_init (s_histogram_t *self, const double *bounds, size_t size)
 {
     assert (size <= S_BUCKETS_MAX);
     self->bounds = bounds;
     self->size = size;
-    for (size_t i = 0; i <= S_BUCKETS_MAX; i++)
-        atomic_init (&self->counts [i], 0);
-    atomic_init (&self->sum_ns, 0);
 }
 
 static void
@@ -316,7 +316,7 @@ imgp_metrics_new (void)
     if (!self)
         return NULL;
     //  calloc's zeros are valid atomics on every platform we build for;
-    //  the histograms need their bounds anyway.
+    //  only the histograms' bounds need setting.
     for (size_t route = 0; route < IMGP_ROUTE_COUNT; route++)
         s_histogram_init (&self->durations [route], s_request_bounds,
                           S_COUNT_OF (s_request_bounds));
@@ -389,12 +389,11 @@ s_write_requests (imgp_metrics_t *self, imgp_metrics_out_t *out)
                 = atomic_load_explicit (&self->requests [route][code], memory_order_relaxed);
             if (value == 0)
                 continue;
-            char status [S_NUMBER_SIZE], number [S_NUMBER_SIZE];
+            char status [S_NUMBER_SIZE];
             snprintf (status, sizeof status, "%d", code < S_CODES ? s_codes [code] : 0);
-            snprintf (number, sizeof number, "%" PRIu64, value);
             s_label_t labels [] = {{"route", s_routes [route]},
                                    {"status", code < S_CODES ? status : "other"}};
-            s_out_sample (out, "http_requests_total", labels, 2, number);
+            s_out_sample (out, "http_requests_total", labels, 2, (double) value);
         }
 }
 
@@ -415,23 +414,11 @@ s_write_refusals (imgp_metrics_t *self, imgp_metrics_out_t *out)
 {
     s_out_head (out, "http_refusals_total", "counter", "Requests refused, by reason.");
     for (size_t reason = 0; reason < IMGP_REFUSAL_COUNT; reason++) {
-        char number [S_NUMBER_SIZE];
-        snprintf (number, sizeof number, "%" PRIu64,
-                  atomic_load_explicit (&self->refusals [reason], memory_order_relaxed));
         s_label_t label = {"reason", s_refusals [reason]};
-        s_out_sample (out, "http_refusals_total", &label, 1, number);
+        s_out_sample (out, "http_refusals_total", &label, 1,
+                      (double) atomic_load_explicit (&self->refusals [reason],
+                                                     memory_order_relaxed));
     }
-}
-
-//  A family of one integer sample.
-static void
-s_write_integer (imgp_metrics_out_t *out, const char *name, const char *type, const char *help,
-                 int64_t value)
-{
-    char number [S_NUMBER_SIZE];
-    snprintf (number, sizeof number, "%" PRId64, value);
-    s_out_head (out, name, type, help);
-    s_out_sample (out, name, NULL, 0, number);
 }
 
 void
@@ -441,25 +428,16 @@ imgp_metrics_write (imgp_metrics_t *self, imgp_metrics_out_t *out)
     s_write_requests (self, out);
     s_write_durations (self, out);
     s_write_refusals (self, out);
-    s_write_integer (out, "http_connections_open", "gauge", "HTTP connections open now.",
-                     atomic_load (&self->gauges [IMGP_GAUGE_CONNECTIONS]));
-    s_write_integer (out, "http_workers_busy", "gauge",
-                     "Worker threads serving a request now.",
-                     atomic_load (&self->gauges [IMGP_GAUGE_WORKERS_BUSY]));
-    s_write_integer (out, "http_upload_bytes_total", "counter", "Upload body bytes received.",
-                     (int64_t) atomic_load (&self->upload_bytes));
+    imgp_metrics_out_scalar (out, "http_connections_open", IMGP_METRIC_GAUGE,
+                             "HTTP connections open now.",
+                             (double) atomic_load (&self->gauges [IMGP_GAUGE_CONNECTIONS]));
+    imgp_metrics_out_scalar (out, "http_workers_busy", IMGP_METRIC_GAUGE,
+                             "Worker threads serving a request now.",
+                             (double) atomic_load (&self->gauges [IMGP_GAUGE_WORKERS_BUSY]));
+    imgp_metrics_out_scalar (out, "http_upload_bytes_total", IMGP_METRIC_COUNTER,
+                             "Upload body bytes received.",
+                             (double) atomic_load (&self->upload_bytes));
     s_out_head (out, "broker_roundtrip_seconds", "histogram",
                 "Time from sending a request to the broker to its reply.");
     s_histogram_write (&self->roundtrip, out, "broker_roundtrip_seconds", NULL, false);
-}
-
-char *
-imgp_metrics_render (imgp_metrics_t *self)
-{
-    assert (self);
-    imgp_metrics_out_t *out = imgp_metrics_out_new ();
-    if (!out)
-        return NULL;
-    imgp_metrics_write (self, out);
-    return imgp_metrics_out_text (&out);
 }

@@ -93,12 +93,9 @@ void imgp_metrics_roundtrip (imgp_metrics_t *self, double seconds);
 //  Upload bytes received: imgpipe_http_upload_bytes_total.
 void imgp_metrics_upload_bytes (imgp_metrics_t *self, uint64_t bytes);
 
-//  Append every family of the registry to `out`.
+//  Append every family of the registry to `out` (GET /metrics then adds
+//  the broker's families to the same writer).
 void imgp_metrics_write (imgp_metrics_t *self, imgp_metrics_out_t *out);
-
-//  The registry's exposition text; the caller frees it. NULL when out of
-//  memory. To add other families, use imgp_metrics_out_* instead.
-char *imgp_metrics_render (imgp_metrics_t *self);
 
 //  --------------------------------------------------------------------------
 //  The writer

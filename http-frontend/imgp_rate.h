@@ -69,7 +69,7 @@ int imgp_rate_take (imgp_rate_t *self, const char *who, double rate, double burs
 bool imgp_rate_once (imgp_rate_t *self, const char *reason, const char *who, int64_t period_ms,
                      int64_t now_ms);
 
-//  Buckets held now (at most `capacity`), for tests and /metrics.
+//  Buckets held now (at most `capacity`), for tests: it shows the bound.
 size_t imgp_rate_size (imgp_rate_t *self);
 
 #endif

@@ -162,32 +162,24 @@ s_sink_took (s_sink_t *sink, size_t len)
         sink->too_large = true;
 }
 
-//  Bytes arrived (s_sink_arrived) and are kept. Returns -1 once the sink
-//  takes nothing more.
+//  Bytes read elsewhere (the multipart reader's window) are kept, through
+//  the same room and limit as bytes read in place. Returns -1 once the
+//  sink takes nothing more.
 static int
 s_sink_append (s_sink_t *sink, const void *bytes, size_t len)
 {
-    if (s_sink_arrived (sink))
-        return -1;
-    if (len > sink->limits->max_bytes - sink->size) {
-        sink->too_large = true;
-        return -1;
+    const char *at = bytes;
+    while (len > 0 && !s_sink_failed (sink)) {
+        size_t room = s_sink_room (sink);
+        size_t n = room < len ? room : len;
+        if (n == 0)
+            break;
+        memcpy (sink->data + sink->size, at, n);
+        s_sink_took (sink, n);
+        at += n;
+        len -= n;
     }
-    if (sink->size + len > sink->capacity) {
-        size_t want = sink->capacity * 2;
-        if (want < sink->size + len)
-            want = sink->size + len;
-        if (want < S_FIRST_ALLOC)
-            want = S_FIRST_ALLOC;
-        if (s_sink_reserve (sink, want)) {
-            sink->no_memory = true;
-            return -1;
-        }
-    }
-    if (len)
-        memcpy (sink->data + sink->size, bytes, len);
-    sink->size += len;
-    return 0;
+    return s_sink_failed (sink) ? -1 : 0;
 }
 
 static s_body_t
@@ -308,10 +300,9 @@ s_drain (struct mg_connection *conn, s_sink_t *sink)
 }
 
 static int
-s_read_form (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
+s_read_form (struct mg_connection *conn, const char *boundary, s_sink_t *sink,
+             imgp_upload_t *upload)
 {
-    char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
-    imgp_form_boundary (mg_get_header (conn, "Content-Type"), boundary, sizeof boundary);
     s_form_reader_t reader = { conn, sink, mg_get_request_info (conn)->content_length, 0 };
     char why [120] = "";
     imgp_form_result_t rc = imgp_form_read (boundary, "img", s_form_read, s_form_data, &reader,
@@ -354,9 +345,11 @@ s_length_ambiguous (struct mg_connection *conn)
 }
 
 //  Everything that can be refused from the head alone, before a body byte
-//  is read or a 100 Continue promised.
+//  is read or a 100 Continue promised. A multipart body's boundary goes
+//  into `boundary` (IMGP_FORM_BOUNDARY_MAX + 1 bytes).
 static int
-s_check_head (struct mg_connection *conn, size_t limit, s_body_t kind, imgp_upload_t *upload)
+s_check_head (struct mg_connection *conn, size_t limit, s_body_t kind, char *boundary,
+              imgp_upload_t *upload)
 {
     const char *expect = mg_get_header (conn, "Expect");
     if (expect && strcasecmp (expect, "100-continue") != 0)
@@ -373,9 +366,9 @@ s_check_head (struct mg_connection *conn, size_t limit, s_body_t kind, imgp_uplo
     if (declared < 0 && !mg_get_header (conn, "Transfer-Encoding"))
         return s_fail (upload, 411, "length_required",
                        "send the upload with a Content-Length or chunked Transfer-Encoding");
-    char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
     if (kind == S_BODY_FORM
-    &&  imgp_form_boundary (mg_get_header (conn, "Content-Type"), boundary, sizeof boundary))
+    &&  imgp_form_boundary (mg_get_header (conn, "Content-Type"), boundary,
+                            IMGP_FORM_BOUNDARY_MAX + 1))
         return s_fail (upload, 400, "bad_request",
                        "multipart/form-data needs a boundary parameter of 1 to %d characters "
                        "(RFC 2046)", IMGP_FORM_BOUNDARY_MAX);
@@ -409,7 +402,8 @@ imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits
     memset (upload, 0, sizeof *upload);
     size_t limit = limits->max_bytes;
     s_body_t kind = s_body_kind (mg_get_header (conn, "Content-Type"));
-    if (s_check_head (conn, limit, kind, upload))
+    char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
+    if (s_check_head (conn, limit, kind, boundary, upload))
         return -1;
     s_continue (conn);
 
@@ -417,7 +411,7 @@ imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits
     s_sink_t sink = { .deadline = now + limits->timeout_ms,
                       .last_bytes = now, .limits = limits };
     int slot = imgp_watch_begin (limits->watch, sink.deadline);
-    int rc = kind == S_BODY_FORM ? s_read_form (conn, &sink, upload)
+    int rc = kind == S_BODY_FORM ? s_read_form (conn, boundary, &sink, upload)
                                  : s_read_raw (conn, &sink, upload);
     imgp_watch_end (limits->watch, slot);
     if (rc) {

@@ -1,5 +1,5 @@
 /*  imgpipe-frontend — the HTTP frontend: reads its options (one
-    imgp_conf_load), starts the server (imgp_http), then waits: SIGHUP
+    imgp_conf_start), starts the server (imgp_http), then waits: SIGHUP
     reloads, SIGINT or SIGTERM stops it cleanly.
 
     Signals are blocked first thing (imgp_signal), before any thread
@@ -63,12 +63,12 @@ static const imgp_conf_spec_t s_specs [] = {
     IMGP_CONF_END
 };
 
-//  The options into `config`. Returns 0, or -1 (printed) on a bad value.
+//  The text options turned into what the server takes. Returns 0, or -1
+//  (logged) on a bad value.
 static int
-s_configure (imgp_conf_t *conf, s_config_t *config)
+s_configure (s_config_t *config)
 {
-    if (imgp_conf_load (conf, config)
-    ||  imgp_sniff_allow_parse (config->allow_loaders, &config->http.sniff_allow))
+    if (imgp_sniff_allow_parse (config->allow_loaders, &config->http.sniff_allow))
         return -1;
     if (*config->http.api_keys == 0)
         config->http.api_keys = NULL;   //  keys off
@@ -105,20 +105,16 @@ main (int argc, char **argv)
 {
     sigset_t signals;
     imgp_signal_block (&signals, true);
-    imgp_conf_t *conf = imgp_conf_new (
-        S_PROGRAM, "HTTP frontend of imgpipe: takes uploads, hands them to the broker, "
-                   "serves status and thumbnails.", s_specs);
-    if (!conf)
-        return 1;
     s_config_t config = { 0 };
-    int rc = imgp_conf_parse (conf, argc, argv);
-    if (rc == 0)
-        imgp_log_init (S_PROGRAM, imgp_conf_bool (conf, "verbose"));
-    if (rc == 0 && s_configure (conf, &config))
-        rc = -1;
-    if (rc) {
+    int exit_code;
+    imgp_conf_t *conf = imgp_conf_start (
+        S_PROGRAM, "HTTP frontend of imgpipe: takes uploads, hands them to the broker, "
+                   "serves status and thumbnails.", s_specs, argc, argv, &config, &exit_code);
+    if (!conf)
+        return exit_code;
+    if (s_configure (&config)) {
         imgp_conf_destroy (&conf);
-        return rc > 0 ? 0 : 2;
+        return 2;
     }
     s_raise_nofile ();
     zsys_init ();

@@ -4,6 +4,7 @@
     so a default is checked against its range the same way a flag is.
 */
 #include "imgp_conf.h"
+#include "imgp_log.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -230,15 +231,6 @@ s_number (const char *program, const char *name, const char *source, const char 
     return 0;
 }
 
-int
-imgp_conf_long (imgp_conf_t *self, const char *name, long long min, long long max,
-                long long *value)
-{
-    const char *source;
-    const char *text = s_value (self, s_index (self, name), &source);
-    return s_number (self->program, name, source, text, min, max, value);
-}
-
 //  Store `text`, the value of row `spec`, into its field of `config`.
 //  Returns 0, or -1 (printed) when it is not a number in range.
 static int
@@ -286,6 +278,28 @@ imgp_conf_load (imgp_conf_t *self, void *config)
             rc = -1;                    //  go on: name every bad option at once
     }
     return rc;
+}
+
+imgp_conf_t *
+imgp_conf_start (const char *program, const char *summary, const imgp_conf_spec_t *specs,
+                 int argc, char **argv, void *config, int *exit_code)
+{
+    assert (exit_code);
+    imgp_conf_t *self = imgp_conf_new (program, summary, specs);
+    if (!self) {
+        *exit_code = 1;
+        return NULL;
+    }
+    int rc = imgp_conf_parse (self, argc, argv);
+    if (rc == 0) {
+        imgp_log_init (program, imgp_conf_bool (self, "verbose"));
+        rc = imgp_conf_load (self, config);
+    }
+    if (rc != 0) {
+        imgp_conf_destroy (&self);
+        *exit_code = rc > 0 ? 0 : 2;
+    }
+    return self;
 }
 
 int

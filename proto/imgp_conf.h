@@ -88,6 +88,16 @@ int imgp_conf_parse (imgp_conf_t *self, int argc, char **argv);
 //  where its value came from).
 int imgp_conf_load (imgp_conf_t *self, void *config);
 
+//  What each imgpipe program does first with its options: create the
+//  configuration, parse argv, start the log (imgp_log_init with
+//  --verbose), store the rows into `config` (imgp_conf_load). Returns the
+//  configuration, for imgp_conf_destroy at exit; or NULL, everything freed,
+//  with the exit code in *exit_code: 0 after --help or --version, 2 on a
+//  bad flag or value (printed), 1 when out of memory.
+imgp_conf_t *imgp_conf_start (const char *program, const char *summary,
+                              const imgp_conf_spec_t *specs, int argc, char **argv,
+                              void *config, int *exit_code);
+
 //  Store the defaults of `specs` into `config`, as imgp_conf_load would
 //  with no flags and no environment (for tests and embedders). Returns 0,
 //  or -1 (printed) when a default is out of its range: a bug in the table.
@@ -103,10 +113,5 @@ const char *imgp_conf_str (imgp_conf_t *self, const char *name);
 
 //  True when a boolean flag is set (flag given, or env var "1"/"true"/"yes").
 bool imgp_conf_bool (imgp_conf_t *self, const char *name);
-
-//  Value as an integer in [min, max]. Returns 0, or -1 with a message on
-//  stderr naming the option when it is not a number in range.
-int imgp_conf_long (imgp_conf_t *self, const char *name, long long min,
-                    long long max, long long *value);
 
 #endif

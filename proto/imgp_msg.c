@@ -14,7 +14,6 @@
 #include "imgp_msg.h"
 #include "imgp_log.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -283,22 +282,43 @@ s_check_opts (const imgp_opts_t *opts, char *error, size_t size)
     return 0;
 }
 
+//  The characters a text field may hold.
+typedef enum {
+    S_TEXT_CODE,            //  [a-z_]: error codes
+    S_TEXT_NAME,            //  printable ASCII without spaces: worker names
+    S_TEXT_OWNER            //  [A-Za-z0-9_.-]: owners (API key names)
+} s_text_t;
+
+static bool
+s_text_char_ok (s_text_t kind, unsigned char c)
+{
+    switch (kind) {
+        case S_TEXT_CODE:
+            return (c >= 'a' && c <= 'z') || c == '_';
+        case S_TEXT_NAME:
+            return c > 0x20 && c < 0x7f;
+        case S_TEXT_OWNER:
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                || c == '_' || c == '.' || c == '-';
+    }
+    return false;
+}
+
 static int
-s_check_text (const char *field, const char *text, size_t max, bool code,
+s_check_text (const char *field, const char *text, size_t max, s_text_t kind,
               char *error, size_t size)
 {
+    static const char *rule [] = {
+        [S_TEXT_CODE] = "[a-z_]",
+        [S_TEXT_NAME] = "printable ASCII without spaces",
+        [S_TEXT_OWNER] = "[A-Za-z0-9_.-]",
+    };
     size_t len = strlen (text);
     if (len > max || len == 0)
         return s_fail (error, size, "%s must be 1..%zu characters", field, max);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) text [i];
-        bool ok = code ? (c >= 'a' && c <= 'z') || c == '_'
-                       : c > 0x20 && c < 0x7f;
-        if (!ok)
-            return s_fail (error, size, code ? "%s must be [a-z_]"
-                                             : "%s must be printable ASCII without spaces",
-                           field);
-    }
+    for (size_t i = 0; i < len; i++)
+        if (!s_text_char_ok (kind, (unsigned char) text [i]))
+            return s_fail (error, size, "%s must be %s", field, rule [kind]);
     return 0;
 }
 
@@ -363,11 +383,14 @@ s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
     return 0;
 }
 
-//  The integer fields of imgp_stats_t, by wire name, for the codec's loops.
-static const struct {
+//  A member of imgp_stats_t, by wire name, for the codec's loops.
+typedef struct {
     const char *name;       //  key in the "stats" object
     size_t offset;          //  offsetof in imgp_stats_t
-} s_stats_fields [] = {
+} s_stats_key_t;
+
+//  The integer fields of imgp_stats_t.
+static const s_stats_key_t s_stats_fields [] = {
     { "queued", offsetof (imgp_stats_t, queued) },
     { "queue_max", offsetof (imgp_stats_t, queue_max) },
     { "in_flight", offsetof (imgp_stats_t, in_flight) },
@@ -381,11 +404,8 @@ static const struct {
 };
 #define S_STATS_FIELDS (sizeof s_stats_fields / sizeof s_stats_fields [0])
 
-//  The histograms of imgp_stats_t, by wire name.
-static const struct {
-    const char *name;       //  key in the "stats" object
-    size_t offset;          //  offsetof in imgp_stats_t
-} s_stats_histos [] = {
+//  The histograms of imgp_stats_t.
+static const s_stats_key_t s_stats_histos [] = {
     { "job_ms", offsetof (imgp_stats_t, job_ms) },
     { "wait_ms", offsetof (imgp_stats_t, wait_ms) },
 };
@@ -428,9 +448,9 @@ s_check_optional (imgp_msg_t *self, unsigned fields, char *error, size_t size)
 {
     if (self->tag < 0 || self->tag > IMGP_TAG_MAX)
         return s_fail (error, size, "tag is not in 0..2^53-1");
-    if ((fields & F_OWNER) && self->owner [0] && !imgp_msg_owner_valid (self->owner))
-        return s_fail (error, size, "owner must be 1..%d characters of [A-Za-z0-9_.-]",
-                       IMGP_OWNER_MAX);
+    if ((fields & F_OWNER) && self->owner [0]
+    &&  s_check_text ("owner", self->owner, IMGP_OWNER_MAX, S_TEXT_OWNER, error, size))
+        return -1;
     if ((fields & F_WAIT) && (self->wait_ms < 0 || self->wait_ms > IMGP_WAIT_MAX_MS))
         return s_fail (error, size, "wait_ms %d is not in 0..%d", self->wait_ms,
                        IMGP_WAIT_MAX_MS);
@@ -457,10 +477,10 @@ s_check (imgp_msg_t *self, bool has_data, char *error, size_t size)
     if (s_check_numbers (self, spec, fields, error, size))
         return -1;
     if ((fields & F_WORKER)
-    &&  s_check_text ("worker", self->worker, IMGP_WORKER_MAX, false, error, size))
+    &&  s_check_text ("worker", self->worker, IMGP_WORKER_MAX, S_TEXT_NAME, error, size))
         return -1;
     if ((fields & F_ERROR)
-    &&  (s_check_text ("code", self->code, IMGP_CODE_MAX, true, error, size)
+    &&  (s_check_text ("code", self->code, IMGP_CODE_MAX, S_TEXT_CODE, error, size)
       || s_check_message (self->message, error, size)))
         return -1;
     if ((fields & F_RESULT) && s_check_result (&self->result, error, size))
@@ -1079,21 +1099,13 @@ imgp_msg_recv (void *sock)
 bool
 imgp_msg_owner_valid (const char *name)
 {
-    size_t len = name ? strlen (name) : 0;
-    if (len == 0 || len > IMGP_OWNER_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) name [i];
-        if (!isalnum (c) && c != '_' && c != '.' && c != '-')
-            return false;
-    }
-    return true;
+    return name && s_check_text ("owner", name, IMGP_OWNER_MAX, S_TEXT_OWNER, NULL, 0) == 0;
 }
 
 bool
 imgp_msg_worker_valid (const char *name)
 {
-    return name && s_check_text ("worker", name, IMGP_WORKER_MAX, false, NULL, 0) == 0;
+    return name && s_check_text ("worker", name, IMGP_WORKER_MAX, S_TEXT_NAME, NULL, 0) == 0;
 }
 
 int

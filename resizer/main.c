@@ -2,7 +2,7 @@
     pushes results back. Start one per core, on any host that reaches the
     broker; stop any of them at any time.
 
-    This file only reads options (one imgp_conf_load into s_config_t) and
+    This file only reads options (one imgp_conf_start into s_config_t) and
     wires imgp_thumb (libvips) to imgp_resizer (the worker loop); it never
     touches sockets or pixels. Order matters: signals are blocked first
     (imgp_signal), so a SIGTERM while flags are read or libvips loads waits
@@ -91,26 +91,19 @@ main (int argc, char **argv)
 {
     sigset_t signals;
     imgp_signal_block (&signals, false);
-    imgp_conf_t *conf = imgp_conf_new ("imgpipe-resizer",
-                                       "Makes thumbnails for imgpipe: pulls jobs from the broker, "
-                                       "runs libvips, pushes results.",
-                                       s_specs);
-    if (!conf)
-        return 1;
     s_config_t config = { 0 };
-    int rc = imgp_conf_parse (conf, argc, argv);
-    if (rc == 0 && imgp_conf_load (conf, &config))
-        rc = -1;
-    if (rc != 0) {
-        imgp_conf_destroy (&conf);
-        return rc > 0 ? 0 : 2;
-    }
-    imgp_log_init ("imgpipe-resizer", imgp_conf_bool (conf, "verbose"));
+    int exit_code;
+    imgp_conf_t *conf = imgp_conf_start ("imgpipe-resizer",
+                                         "Makes thumbnails for imgpipe: pulls jobs from the "
+                                         "broker, runs libvips, pushes results.",
+                                         s_specs, argc, argv, &config, &exit_code);
+    if (!conf)
+        return exit_code;
     imgp_resizer_set_priority (config.nice);     //  a failure is only a warning
     zsys_init ();
 
     imgp_resizer_t *resizer = NULL;
-    rc = imgp_thumb_init (&config.thumb);
+    int rc = imgp_thumb_init (&config.thumb);
     if (rc == 0) {
         resizer = imgp_resizer_new (&config.resizer);
         rc = resizer ? s_run (resizer, &signals) : -1;

@@ -6,7 +6,8 @@
     invariants of DESIGN.md hold between processes (202 means any frontend
     knows the id; uploads are accepted while every resizer is busy), that
     every corpus file ends as its manifest says, that every program
-    stops cleanly on SIGTERM, and that resizers run at a lower priority. Bad input has its own suite, test_badinput.
+    stops cleanly on SIGTERM, and that resizers run at a lower priority.
+    Bad input has its own suite, test_badinput.
 
     Never: sleep as an assertion. Every wait polls a condition against a
     deadline, and each test has a criterion timeout as a last resort.

@@ -210,6 +210,19 @@ s_expect_status_json (h_response_t *resp, const char *what, const char *want)
     json_decref (root);
 }
 
+//  GET `path` on the open keep-alive connection `fd`; the response, the
+//  connection left open.
+static void
+s_conn_get (int fd, const char *path, h_response_t *resp, const char *what)
+{
+    char request [256];
+    int size = snprintf (request, sizeof request, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    cr_assert_eq (h_conn_send (fd, request, (size_t) size, S_HTTP_MS), 0,
+                  "%s: cannot send GET %s", what, path);
+    cr_assert_eq (h_conn_response (fd, resp, S_HTTP_MS), 0, "%s: no answer to GET %s: %s",
+                  what, path, resp->error);
+}
+
 //  Open a keep-alive connection from `from` and have it answer one GET
 //  /healthz; returns the socket, still open, and the status in *status.
 static int
@@ -217,11 +230,7 @@ s_conn_request (const char *from, int *status, h_response_t *resp)
 {
     int fd = h_conn_open (s_port (), from);
     cr_assert (fd >= 0, "cannot connect from %s", from ? from : "any address");
-    const char *request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    cr_assert_eq (h_conn_send (fd, request, strlen (request), S_HTTP_MS), 0,
-                  "cannot send from %s", from ? from : "any address");
-    cr_assert_eq (h_conn_response (fd, resp, S_HTTP_MS), 0, "no answer from %s: %s",
-                  from ? from : "any address", resp->error);
+    s_conn_get (fd, "/healthz", resp, from ? from : "any address");
     *status = resp->status;
     return fd;
 }
@@ -332,11 +341,7 @@ Test (frontdoor, idle_keepalive_closed, .init = s_setup_idle_close, .fini = s_te
     h_response_free (&resp);
 
     //  A second request right away, on the same connection.
-    const char *request = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
-    cr_assert_eq (h_conn_send (fd, request, strlen (request), S_HTTP_MS), 0,
-                  "the kept-alive connection was closed after one request");
-    cr_assert_eq (h_conn_response (fd, &resp, S_HTTP_MS), 0,
-                  "no answer to a second request on a kept-alive connection: %s", resp.error);
+    s_conn_get (fd, "/readyz", &resp, "a second request on a kept-alive connection");
     cr_expect_eq (resp.status, 503, "GET /readyz without resizers: %d", resp.status);
     h_response_free (&resp);
 
@@ -409,9 +414,7 @@ Test (frontdoor, connections_per_address, .init = s_setup_per_address, .fini = s
     close (other);
 
     //  The held ones still work.
-    const char *request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    cr_assert_eq (h_conn_send (fds [1], request, strlen (request), S_HTTP_MS), 0);
-    cr_assert_eq (h_conn_response (fds [1], &resp, S_HTTP_MS), 0, "%s", resp.error);
+    s_conn_get (fds [1], "/healthz", &resp, "a held connection");
     cr_expect_eq (resp.status, 200, "a held connection's second request: %d", resp.status);
     h_response_free (&resp);
 

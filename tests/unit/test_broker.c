@@ -775,6 +775,17 @@ s_rig_destroy (s_rig_t **self_p)
     }
 }
 
+//  A rig with one new job, `id` (filled in), submitted and accepted: the
+//  set-up most tests start from.
+static s_rig_t *
+s_rig_with_job (const imgp_broker_config_t *config, const char *worker, char *id)
+{
+    s_rig_t *self = s_rig_new (config, worker);
+    s_new_id (id);
+    s_submit_ok (self->intake, id, 10);
+    return self;
+}
+
 //  ---------------------------------------------------------------------
 
 Test (broker, submit_then_status_and_ping)
@@ -979,10 +990,8 @@ Test (broker, silent_worker_job_is_redispatched)
 {
     imgp_broker_config_t config = s_config ();
     config.heartbeat_timeout_ms = 300;
-    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, NULL, id);
 
     s_worker_t *first = s_worker_new (rig->broker, "w1");
     imgp_msg_t *job = s_worker_await_job (first);
@@ -1012,10 +1021,8 @@ Test (broker, job_timeout_requeues)
 {
     imgp_broker_config_t config = s_config ();
     config.job_timeout_ms = 200;
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
 
     imgp_msg_t *job = s_worker_await_job (rig->worker);
     imgp_msg_destroy (&job);
@@ -1033,10 +1040,8 @@ Test (broker, max_attempts_ends_failed)
     imgp_broker_config_t config = s_config ();
     config.max_attempts = 2;
     config.dispatch_timeout_ms = 200;
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
 
     //  The worker takes the job but never reports STARTED.
     for (int attempt = 1; attempt <= 2; attempt++) {
@@ -1162,10 +1167,8 @@ s_mend_record (const char *id, const char *text)
 Test (broker, unsaved_final_record_keeps_the_original)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
     imgp_msg_t *job = s_worker_await_job (rig->worker);
     imgp_msg_destroy (&job);
     s_worker_started (rig->worker, id, 1);
@@ -1235,10 +1238,8 @@ Test (broker, reload_without_original_fails_clearly)
 Test (broker, attempt_is_saved_before_the_job_leaves)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
     imgp_msg_t *job = s_worker_await_job (rig->worker);
     cr_assert_eq (job->attempts, 1);
     imgp_msg_destroy (&job);
@@ -1268,10 +1269,8 @@ Test (broker, attempt_is_saved_before_the_job_leaves)
 Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, NULL, id);
     free (s_break_record (id));
     rig->worker = s_worker_new (rig->broker, "w1");
     s_worker_run_one (rig->worker, rig->status, id, "anyway");
@@ -1333,10 +1332,8 @@ Test (broker, finished_jobs_expire_after_ttl)
 {
     imgp_broker_config_t config = s_config ();
     config.ttl_s = 1;
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
     s_worker_run_one (rig->worker, rig->status, id, "brief");
 
     int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
@@ -1837,10 +1834,8 @@ Test (broker, replies_carry_the_tag)
 Test (broker, wait_is_answered_when_the_job_is_done)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
 
     //  Waits longer than the socket timeout: an answer in time was woken.
     s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 1, IMGP_WAIT_MAX_MS));
@@ -1912,10 +1907,8 @@ Test (broker, wait_is_answered_when_the_job_fails)
 Test (broker, wait_is_answered_at_its_deadline)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, NULL);
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, NULL, id);
 
     s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", 5, 300));
     s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, id, "", 6, 150));
@@ -1936,10 +1929,8 @@ Test (broker, wait_is_answered_at_its_deadline)
 Test (broker, many_waiters_on_one_job_are_all_answered)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
     enum { DEALERS = 3, EACH = 40 };
     zsock_t *dealers [DEALERS];
     for (int d = 0; d < DEALERS; d++) {
@@ -1960,6 +1951,11 @@ Test (broker, many_waiters_on_one_job_are_all_answered)
             imgp_msg_t *reply = s_expect_info (dealers [d], 0, IMGP_STATE_DONE);
             cr_assert (reply->tag >= 1 && reply->tag <= EACH && !seen [reply->tag]);
             seen [reply->tag] = true;
+            //  Every FETCH (even tags) has its own whole thumbnail.
+            size_t size = reply->tag % 2 ? 0 : strlen ("for all");
+            cr_assert_eq (imgp_msg_size (reply), size, "tag %lld", (long long) reply->tag);
+            if (size)
+                cr_assert_arr_eq (imgp_msg_data (reply), "for all", size);
             imgp_msg_destroy (&reply);
         }
         zsock_destroy (&dealers [d]);
@@ -1972,10 +1968,8 @@ Test (broker, max_waiters_exceeded_answers_at_once)
 {
     imgp_broker_config_t config = s_config ();
     config.max_waiters = 2;
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    s_submit_ok (rig->intake, id, 10);
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
     for (int tag = 1; tag <= 3; tag++)
         s_send (rig->dealer, s_query_new (IMGP_MSG_STATUS, id, "", tag, IMGP_WAIT_MAX_MS));
     //  The third wait is over the bound: answered at once.

@@ -723,6 +723,30 @@ s_expect_line (s_run_t *run, const char *format, const char *file)
     cr_expect (s_printed (run, line), "no line '%s' in:\n%s", line, run->text);
 }
 
+//  The file at `path` holds the stub's thumbnail.
+static void
+s_expect_thumb (const char *path)
+{
+    char *data = NULL, error [256];
+    size_t size = 0;
+    cr_expect_eq (imgp_file_read (path, 100, &data, &size, error, sizeof error), 0, "%s: %s",
+                  path, error);
+    cr_expect (data && size == strlen (THUMB) && memcmp (data, THUMB, size) == 0);
+    free (data);
+}
+
+//  The run printed that `name`.jpg was done, and its thumbnail is there.
+static void
+s_expect_done (s_run_t *run, const char *name)
+{
+    char line [600], thumb [400];
+    snprintf (line, sizeof line, "ok %s/%s.jpg -> %s/out/%s.png 10x20 ", s_dir, name, s_dir,
+              name);
+    cr_expect (strstr (run->text, line), "no '%s' in:\n%s", line, run->text);
+    snprintf (thumb, sizeof thumb, "%s/out/%s.png", s_dir, name);
+    s_expect_thumb (thumb);
+}
+
 Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_start,
       .fini = s_stub_stop, .timeout = 60)
 {
@@ -748,19 +772,8 @@ Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_
     cr_expect_eq (atomic_load (&s_busy_left), -1, "busy was not sent three times");
     cr_expect_geq (atomic_load (&s_slow_polls), 4, "slow was not polled until done");
     const char *done [] = { "ok1", "ok2", "busy", "slow" };
-    for (size_t i = 0; i < 4; i++) {
-        char line [600], thumb [400];
-        snprintf (line, sizeof line, "ok %s/%s.jpg -> %s/out/%s.png 10x20 ", s_dir, done [i],
-                  s_dir, done [i]);
-        cr_expect (strstr (run.text, line), "no '%s' in:\n%s", line, run.text);
-        snprintf (thumb, sizeof thumb, "%s/out/%s.png", s_dir, done [i]);
-        char *data = NULL, error [256];
-        size_t size = 0;
-        cr_expect_eq (imgp_file_read (thumb, 100, &data, &size, error, sizeof error), 0,
-                      "%s: %s", thumb, error);
-        cr_expect (data && size == strlen (THUMB) && memcmp (data, THUMB, size) == 0);
-        free (data);
-    }
+    for (size_t i = 0; i < 4; i++)
+        s_expect_done (&run, done [i]);
     s_expect_line (&run, "failed %s/%s: decode_error: bad data", "fail.jpg");
     s_expect_line (&run, "failed %s/%s: unsupported_format: not a supported image",
                    "refuse.jpg");
@@ -851,9 +864,7 @@ Test (batch, waits_for_a_status_by_long_poll, .init = s_stub_start, .fini = s_st
     s_batch_stub (&run, 2, 20000, 25, 5000);
     cr_expect_eq (run.rc, 0);
     cr_expect_eq (run.stats.done, 2);
-    char line [600];
-    snprintf (line, sizeof line, "ok %s/later.jpg -> %s/out/later.png 10x20 ", s_dir, s_dir);
-    cr_expect (strstr (run.text, line), "no '%s' in:\n%s", line, run.text);
+    s_expect_done (&run, "later");
     cr_log_info ("later: %d status, %d thumbnail requests", atomic_load (&s_later_status),
                  atomic_load (&s_later_thumbs));
     cr_expect_leq (atomic_load (&s_later_status), 2, "%d status requests for one job",
@@ -877,13 +888,8 @@ s_get_later (const char *extra1, const char *extra2)
                  extra1 ? extra1 : "", extra2 ? extra2 : "", exit_code,
                  atomic_load (&s_later_thumbs), atomic_load (&s_wait_refused),
                  atomic_load (&s_wait_last));
-    if (exit_code == IMGP_CLI_EXIT_OK) {
-        char *data = NULL, error [256];
-        size_t size = 0;
-        cr_expect_eq (imgp_file_read (out, 100, &data, &size, error, sizeof error), 0, "%s", error);
-        cr_expect (data && size == strlen (THUMB) && memcmp (data, THUMB, size) == 0);
-        free (data);
-    }
+    if (exit_code == IMGP_CLI_EXIT_OK)
+        s_expect_thumb (out);
     return exit_code;
 }
 

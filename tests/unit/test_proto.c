@@ -479,9 +479,10 @@ Test (codec, tag_owner_and_wait)
     imgp_msg_t *info = imgp_msg_reply_new (back, IMGP_MSG_ERROR);
     snprintf (info->code, sizeof info->code, "not_found");
     imgp_msg_destroy (&back);
+    cr_expect_str_eq (info->owner, "");     //  ERROR has no owner on the wire: check here
+    cr_expect_eq (info->wait_ms, 0);
     back = s_round_trip (info);
     cr_expect_eq (back->tag, IMGP_TAG_MAX);
-    cr_expect_str_eq (back->owner, "");
     imgp_msg_destroy (&back);
     //  unset, none of them is on the wire
     msg = s_msg_new (IMGP_MSG_STATUS);
@@ -1407,13 +1408,21 @@ s_conf_load (char **args, s_conf_test_t *config)
     return rc;
 }
 
+//  What the test wrote on `stream` so far (redirected to `redirected`),
+//  in `text`.
+static void
+s_redirected (FILE *stream, FILE *redirected, char *text, size_t size)
+{
+    fflush (stream);
+    size_t n = fread (text, 1, size - 1, redirected);
+    text [n] = 0;
+}
+
 //  What the test wrote on stderr so far (redirected), in `text`.
 static void
 s_stderr (char *text, size_t size)
 {
-    fflush (stderr);
-    size_t n = fread (text, 1, size - 1, cr_get_redirected_stderr ());
-    text [n] = 0;
+    s_redirected (stderr, cr_get_redirected_stderr (), text, size);
 }
 
 Test (conf, defaults_fill_every_row_type)
@@ -1499,10 +1508,8 @@ Test (conf, help_lists_each_option_with_range_default_and_variable,
     imgp_conf_t *conf = imgp_conf_new ("test", "a test", s_conf_specs);
     cr_expect_eq (imgp_conf_parse (conf, 2, args), 1);
     imgp_conf_destroy (&conf);
-    fflush (stdout);
     char text [4096];
-    size_t n = fread (text, 1, sizeof text - 1, cr_get_redirected_stdout ());
-    text [n] = 0;
+    s_redirected (stdout, cr_get_redirected_stdout (), text, sizeof text);
     cr_expect (strstr (text, "--count N"), "%s", text);
     cr_expect (strstr (text, "(1..10, default 7)  [IMGP_COUNT]"), "%s", text);
     cr_expect (strstr (text, "(default anna)  [IMGP_NAME]"), "%s", text);
