@@ -185,6 +185,41 @@ fi
 run_all_suites "" "$build"
 stage_done normal $start
 
+# ----------------------------------------------------------------------
+# Script tests: whole deployments driven from bash (deploy/run.sh under
+# supervision, hosts in network namespaces). Each prints one line per
+# check and ends with "N passed, N failed"; exit 77 means it could not run
+# here (no privilege, no tool) and counts as skipped, never as passed.
+
+run_script() {
+    local label=$1
+    shift
+    local log="$out/${label//[^A-Za-z0-9_]/_}.log" started=$SECONDS
+    echo "== $label"
+    "$@" >"$log" 2>&1
+    local rc=$? counts p f
+    counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+    grep -E '^(FAIL|not ok|skipped)' "$log" | sed 's/^/    /'
+    if [ $rc -eq 77 ]; then
+        skipped=$((skipped + 1))
+        echo "  skipped ($((SECONDS - started)) s)"
+    elif [ -n "$counts" ]; then
+        p=${counts%% passed*} f=${counts#*, } f=${f%% failed}
+        passed=$((passed + p)) failed=$((failed + f))
+        [ $rc -ne 0 ] && [ "$f" -eq 0 ] && failed=$((failed + 1)) && echo "    exited $rc"
+        echo "  $p passed, $f failed ($((SECONDS - started)) s); log: $log"
+    else
+        failed=$((failed + 1))
+        echo "    not ok: $label exited $rc without a count; log: $log"
+    fi
+}
+
+start=$SECONDS
+for script in tests/deploy/test_*.sh tests/cluster/test_*.sh; do
+    [ -x "$script" ] && run_script "$(basename "$script" .sh)" "$script" "$build"
+done
+stage_done scripts $start
+
 # ---------------------------------------------------------------------------
 # Stage 2: the same suites under AddressSanitizer + UBSan + LeakSanitizer.
 #
