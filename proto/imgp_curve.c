@@ -66,7 +66,19 @@ typedef struct {
 //  --------------------------------------------------------------------------
 //  Loading keys
 
-//  Load a certificate and check it has what the caller needs. Logs why not.
+//  Decode the Z85 key at `path` of `root` into key[32]; false when absent
+//  or not a key.
+static bool
+s_key_get (zconfig_t *root, const char *path, byte key [32])
+{
+    const char *text = zconfig_get (root, path, NULL);
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text) != NULL;
+}
+
+//  Load the certificate in exactly `file` (zcert_load would read a
+//  FILE_secret lying next to it first, so a public file given where the
+//  secret one belongs would pass, and be checked for the wrong mode).
+//  With `need_secret` the file must hold the secret key too. Logs why not.
 static zcert_t *
 s_cert_load (const char *file, bool need_secret, const char *flag)
 {
@@ -75,26 +87,31 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
         return NULL;
     }
     struct stat st;
-    if (stat (file, &st) != 0 || !S_ISREG (st.st_mode)) {
-        imgp_error ("curve: %s %s: %s", flag, file, errno ? strerror (errno) : "not a file");
+    if (stat (file, &st) != 0) {
+        imgp_error ("curve: %s %s: %s", flag, file, strerror (errno));
         return NULL;
     }
-    zcert_t *cert = zcert_load (file);
-    if (!cert) {
+    if (!S_ISREG (st.st_mode)) {
+        imgp_error ("curve: %s %s is not a file", flag, file);
+        return NULL;
+    }
+    zconfig_t *root = zconfig_load (file);
+    byte public_key [32], secret_key [32] = { 0 };
+    zcert_t *cert = NULL;
+    if (!root || !s_key_get (root, "/curve/public-key", public_key))
         imgp_error ("curve: %s %s is not a czmq certificate (make one with imgpipe keygen)",
                     flag, file);
-        return NULL;
-    }
-    if (need_secret) {
-        static const byte zero [32] = { 0 };
-        if (memcmp (zcert_secret_key (cert), zero, 32) == 0) {
-            imgp_error ("curve: %s %s holds no secret key (give the _secret file)", flag, file);
-            zcert_destroy (&cert);
-            return NULL;
-        }
-        if (st.st_mode & (S_IRWXG | S_IRWXO))
+    else
+    if (need_secret && !s_key_get (root, "/curve/secret-key", secret_key))
+        imgp_error ("curve: %s %s holds no secret key (give the _secret file)", flag, file);
+    else {
+        cert = zcert_new_from (public_key, secret_key);
+        if (need_secret && (st.st_mode & (S_IRWXG | S_IRWXO)))
             imgp_warn ("curve: %s %s can be read by others (chmod 600 it)", flag, file);
     }
+    //  The parsed tree holds the secret key's text too: gone with it.
+    zconfig_destroy (&root);
+    memset (secret_key, 0, sizeof secret_key);
     return cert;
 }
 
@@ -222,9 +239,23 @@ s_refused (s_shared_t *shared, s_watch_t *watch, s_reason_t reason, uint32_t val
         watch->held [reason]++;
         return;
     }
-    imgp_warn ("event=%s reason=%s socket=%s status=%u held_back=%zu",
-               shared->server ? "refused" : "refused_by_server", s_reason_names [reason],
-               watch->name, value, watch->held [reason]);
+    //  ZAP status codes are decimal (400); libzmq's protocol errors hex.
+    char code [16];
+    if (value < 1000)
+        snprintf (code, sizeof code, "%u", value);
+    else
+        snprintf (code, sizeof code, "0x%x", value);
+    //  libzmq 4.3 does not retry a connection refused at the handshake, so
+    //  a client says what to fix before it is restarted.
+    if (shared->server)
+        imgp_warn ("event=refused reason=%s socket=%s code=%s held_back=%zu",
+                   s_reason_names [reason], watch->name, code, watch->held [reason]);
+    else
+        imgp_warn ("event=refused_by_server reason=%s socket=%s code=%s held_back=%zu"
+                   " note=\"not retried: %s, then restart\"", s_reason_names [reason],
+                   watch->name, code, watch->held [reason],
+                   reason == S_UNKNOWN_KEY ? "put our public file into the broker's --curve-clients"
+                                           : "check --curve-server, and that both ends use keys");
     watch->logged [reason] = now;
     watch->held [reason] = 0;
 }

@@ -34,7 +34,9 @@ typedef struct _imgp_curve_t imgp_curve_t;
 
 //  The broker side: load our own certificate from `secret_file` (a _secret
 //  file) and start zauth allowing the public certificates in `clients_dir`
-//  (files added or removed later are seen at the next handshake). Returns
+//  (files added or removed later are seen at the next handshake; a client
+//  refused before stays out until it connects again: libzmq 4.3 does not
+//  retry a connection whose handshake was refused). Returns
 //  NULL with the reason logged (imgp_log ERROR) when a file is missing,
 //  holds no secret key, or zauth did not start.
 imgp_curve_t *imgp_curve_server_new (const char *secret_file, const char *clients_dir);
