@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,10 +30,13 @@
 //  Longest PATH keygen takes: zcert_load reads "PATH_secret" into 256 bytes.
 #define S_PATH_MAX 240
 
-//  What the watcher thread shares with its owner.
+//  The refusal log, shared by the watcher thread and imgp_curve_event
+//  callers (any thread).
 typedef struct {
-    bool server;                    //  watching server sockets (else client)
+    bool server;                    //  our sockets are servers (else clients)
     atomic_size_t refusals;         //  refused handshakes seen, all sockets
+    pthread_mutex_t lock;           //  guards limits
+    zhashx_t *limits;               //  socket name -> s_limit_t
 } s_shared_t;
 
 struct _imgp_curve_t {
@@ -54,12 +58,16 @@ typedef enum {
 
 static const char *s_reason_names [S_REASONS] = { "unknown_key", "no_curve", "bad_handshake" };
 
+//  The once-a-minute limit of one socket name.
+typedef struct {
+    int64_t logged [S_REASONS];     //  when each reason was last logged (mono ms), 0 never
+    size_t held [S_REASONS];        //  refusals not logged since then
+} s_limit_t;
+
 //  One watched socket, owned by the watcher thread.
 typedef struct {
     zsock_t *monitor;               //  PAIR connected to the socket's monitor
     char *name;                     //  the socket's name in log lines
-    int64_t logged [S_REASONS];     //  when each reason was last logged (mono ms), 0 never
-    size_t held [S_REASONS];        //  refusals not logged since then
 } s_watch_t;
 
 
@@ -115,6 +123,13 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
     return cert;
 }
 
+static void
+s_limit_destroy (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
 static imgp_curve_t *
 s_new (const char *secret_file)
 {
@@ -122,6 +137,14 @@ s_new (const char *secret_file)
     if (!self)
         return NULL;
     atomic_init (&self->shared.refusals, 0);
+    pthread_mutex_init (&self->shared.lock, NULL);
+    self->shared.limits = zhashx_new ();
+    if (!self->shared.limits) {
+        pthread_mutex_destroy (&self->shared.lock);
+        free (self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->shared.limits, s_limit_destroy);
     self->cert = s_cert_load (secret_file, true, "--curve-secret");
     if (!self->cert)
         imgp_curve_destroy (&self);
@@ -181,6 +204,8 @@ imgp_curve_destroy (imgp_curve_t **self_p)
     zactor_destroy (&self->auth);
     zcert_destroy (&self->cert);
     free (self->server_key);
+    zhashx_destroy (&self->shared.limits);
+    pthread_mutex_destroy (&self->shared.lock);
     free (self);
     *self_p = NULL;
 }
@@ -228,17 +253,11 @@ s_reason_of (uint16_t event, uint32_t value)
     return S_BAD_HANDSHAKE;
 }
 
-//  Count a refusal, and log it unless this socket logged the same reason
-//  within the last minute.
+//  Log one refusal on socket `name`; `held` were held back before it.
 static void
-s_refused (s_shared_t *shared, s_watch_t *watch, s_reason_t reason, uint32_t value)
+s_log (s_shared_t *shared, const char *name, s_reason_t reason, uint32_t value,
+       size_t held)
 {
-    atomic_fetch_add (&shared->refusals, 1);
-    int64_t now = zclock_mono ();
-    if (watch->logged [reason] && now - watch->logged [reason] < S_LOG_EVERY_MS) {
-        watch->held [reason]++;
-        return;
-    }
     //  ZAP status codes are decimal (400); libzmq's protocol errors hex.
     char code [16];
     if (value < 1000)
@@ -249,15 +268,52 @@ s_refused (s_shared_t *shared, s_watch_t *watch, s_reason_t reason, uint32_t val
     //  a client says what to fix before it is restarted.
     if (shared->server)
         imgp_warn ("event=refused reason=%s socket=%s code=%s held_back=%zu",
-                   s_reason_names [reason], watch->name, code, watch->held [reason]);
+                   s_reason_names [reason], name, code, held);
     else
         imgp_warn ("event=refused_by_server reason=%s socket=%s code=%s held_back=%zu"
                    " note=\"not retried: %s, then restart\"", s_reason_names [reason],
-                   watch->name, code, watch->held [reason],
+                   name, code, held,
                    reason == S_UNKNOWN_KEY ? "put our public file into the broker's --curve-clients"
                                            : "check --curve-server, and that both ends use keys");
-    watch->logged [reason] = now;
-    watch->held [reason] = 0;
+}
+
+//  Count a refusal on socket `name`, and log it unless that socket logged
+//  the same reason within the last minute.
+static void
+s_refused (s_shared_t *shared, const char *name, s_reason_t reason, uint32_t value)
+{
+    atomic_fetch_add (&shared->refusals, 1);
+    int64_t now = zclock_mono ();
+    pthread_mutex_lock (&shared->lock);
+    s_limit_t *limit = (s_limit_t *) zhashx_lookup (shared->limits, name);
+    if (!limit) {
+        limit = (s_limit_t *) zmalloc (sizeof (s_limit_t));
+        if (limit && zhashx_insert (shared->limits, name, limit) != 0) {
+            free (limit);
+            limit = NULL;
+        }
+    }
+    bool quiet = limit && limit->logged [reason]
+              && now - limit->logged [reason] < S_LOG_EVERY_MS;
+    size_t held = 0;
+    if (limit && quiet)
+        limit->held [reason]++;
+    else
+    if (limit) {
+        held = limit->held [reason];
+        limit->logged [reason] = now;
+        limit->held [reason] = 0;
+    }
+    pthread_mutex_unlock (&shared->lock);
+    if (!quiet)                     //  logged outside the lock
+        s_log (shared, name, reason, value, held);
+}
+
+static bool
+s_is_refusal (int event)
+{
+    return event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
 }
 
 //  Read one monitor event: frame 1 is a 16-bit event and a 32-bit value,
@@ -278,9 +334,8 @@ s_watch_read (s_shared_t *shared, s_watch_t *watch)
         if (event == ZMQ_EVENT_MONITOR_STOPPED)
             alive = false;
         else
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
-        ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            s_refused (shared, watch, s_reason_of (event, value), value);
+        if (s_is_refusal (event))
+            s_refused (shared, watch->name, s_reason_of (event, value), value);
     }
     zmsg_destroy (&msg);
     return alive;
@@ -365,8 +420,7 @@ imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name)
     char endpoint [64];
     snprintf (endpoint, sizeof endpoint, "inproc://imgp-curve-%p-%zu", (void *) self,
               self->watches++);
-    int events = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-               | ZMQ_EVENT_MONITOR_STOPPED;
+    int events = IMGP_CURVE_EVENTS | ZMQ_EVENT_MONITOR_STOPPED;
     if (zmq_socket_monitor (zsock_resolve (sock), endpoint, events) != 0) {
         imgp_error ("curve: cannot watch socket %s: %s", name, zmq_strerror (zmq_errno ()));
         return -1;
@@ -374,6 +428,16 @@ imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name)
     //  Wait until the watcher is connected, so no early event is dropped.
     zstr_sendx (self->watcher, "WATCH", endpoint, name, NULL);
     return zsock_wait (self->watcher) == 0 ? 0 : -1;
+}
+
+bool
+imgp_curve_event (imgp_curve_t *self, const char *name, int event, uint32_t value)
+{
+    assert (name);
+    if (!self || !s_is_refusal (event))
+        return false;
+    s_refused (&self->shared, name, s_reason_of ((uint16_t) event, value), value);
+    return true;
 }
 
 size_t

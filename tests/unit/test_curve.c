@@ -476,13 +476,22 @@ Test (sockets, refusals_are_logged_once_a_minute_per_socket)
     //  Three refused connections (a resizer restarted in a loop).
     for (size_t i = 1; i <= 3; i++) {
         cr_assert (s_wait_refusals (rig.server, i));
-        zsock_destroy (&rig.dealer);
-        rig.dealer = s_dealer (rig.client, "rogue", rig.port);
+        if (i < 3) {
+            zsock_destroy (&rig.dealer);
+            rig.dealer = s_dealer (rig.client, "rogue", rig.port);
+        }
     }
+    //  A socket with its own monitor hands its events in: same limit, by name.
+    cr_assert (imgp_curve_event (rig.server, "status", ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, 400));
+    cr_assert (imgp_curve_event (rig.server, "status", ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, 400));
+    cr_assert_not (imgp_curve_event (rig.server, "status", ZMQ_EVENT_CONNECTED, 7));
+    cr_assert_not (imgp_curve_event (NULL, "status", ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, 400));
+    cr_assert_eq (imgp_curve_refusals (rig.server), 5);
     s_rig_end (&rig);
     dup2 (saved, STDERR_FILENO);
     close (saved);
 
     cr_assert_eq (s_count_lines (log, "event=refused reason=unknown_key socket=jobs"), 1);
+    cr_assert_eq (s_count_lines (log, "event=refused reason=unknown_key socket=status"), 1);
     cr_assert_eq (s_count_lines (log, "secret"), 0, "nothing about secrets in the log");
 }
