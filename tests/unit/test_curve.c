@@ -1,5 +1,6 @@
 /*  test_curve — criterion suite for proto/imgp_curve: key files, the
-    loopback rule behind --insecure, and CURVE sockets over real tcp.
+    loopback rule behind --insecure, CURVE sockets over real tcp, and the
+    frontend's link (http-frontend/imgp_link) with keys.
 
     Why: the keys are what stops a stranger on the network from posing as
     a resizer, so the tests check the refusals, not only the happy path: a
@@ -12,6 +13,8 @@
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +22,9 @@
 #include <unistd.h>
 
 #include "imgp_curve.h"
+#include "imgp_link.h"
 #include "imgp_log.h"
+#include "imgp_msg.h"
 
 //  How long a test waits for what must happen.
 #define S_DEADLINE_MS 5000
@@ -99,19 +104,26 @@ s_server (void)
     return imgp_curve_server_new (s_path (secret, sizeof secret, "broker_secret"), clients);
 }
 
+//  Hand out key NAME: copy its public file into the clients dir.
+static void
+s_allow (const char *name)
+{
+    char command [768];
+    snprintf (command, sizeof command, "cp '%s/%s' '%s/clients/%s.key'", s_dir, name, s_dir,
+              name);
+    cr_assert_eq (system (command), 0);
+}
+
 //  A client with key pair NAME that trusts the public file s_dir/TRUSTS
 //  as the broker's; with `allowed` its public file goes into the clients
 //  dir, as an operator hands it out.
 static imgp_curve_t *
 s_client (const char *name, bool allowed, const char *trusts)
 {
-    char secret [300], server [256], command [768];
+    char secret [300], server [256];
     s_keygen (name);
-    if (allowed) {
-        snprintf (command, sizeof command, "cp '%s/%s' '%s/clients/%s.key'", s_dir, name,
-                  s_dir, name);
-        cr_assert_eq (system (command), 0);
-    }
+    if (allowed)
+        s_allow (name);
     snprintf (secret, sizeof secret, "%s/%s_secret", s_dir, name);
     imgp_curve_t *client = imgp_curve_client_new (secret, s_path (server, sizeof server, trusts));
     cr_assert_not_null (client);
@@ -415,9 +427,7 @@ Test (sockets, key_added_to_the_directory_later_gets_in)
 
     //  The operator hands the key out; libzmq does not retry a refused
     //  connection, so the client connects again (a restarted resizer).
-    char command [512];
-    snprintf (command, sizeof command, "cp '%s/late' '%s/clients/late.key'", s_dir, s_dir);
-    cr_assert_eq (system (command), 0);
+    s_allow ("late");
     zsock_destroy (&rig.dealer);
     rig.dealer = s_dealer (rig.client, "late", rig.port);
     zstr_send (rig.dealer, "ready");
@@ -494,4 +504,109 @@ Test (sockets, refusals_are_logged_once_a_minute_per_socket)
     cr_assert_eq (s_count_lines (log, "event=refused reason=unknown_key socket=jobs"), 1);
     cr_assert_eq (s_count_lines (log, "event=refused reason=unknown_key socket=status"), 1);
     cr_assert_eq (s_count_lines (log, "secret"), 0, "nothing about secrets in the log");
+}
+
+//  --------------------------------------------------------------------------
+//  The frontend's link to the broker, keyed
+
+//  A broker that answers every request on its ROUTER (an ERROR reply does:
+//  the link hands back whatever answers the tag), until `stop`.
+typedef struct {
+    zsock_t *router;                //  owned by the thread while it runs
+    atomic_bool stop;               //  set by the test to end the thread
+} s_answerer_t;
+
+static void *
+s_answer (void *args)
+{
+    s_answerer_t *self = args;
+    zsock_set_rcvtimeo (self->router, 50);
+    while (!atomic_load (&self->stop)) {
+        imgp_msg_t *request = imgp_msg_recv (self->router);
+        if (!request)
+            continue;
+        imgp_msg_t *reply = imgp_msg_error_new (request, "unknown", "an answer");
+        imgp_msg_send (&reply, self->router);
+        imgp_msg_destroy (&request);
+    }
+    return NULL;
+}
+
+//  A PING over the link; true when anything answered.
+static bool
+s_ping (imgp_link_t *link)
+{
+    imgp_link_request_t request = { .type = IMGP_MSG_PING, .id = "" };
+    imgp_msg_t *reply = imgp_link_call (link, &request, NULL);
+    bool answered = reply != NULL;
+    imgp_msg_destroy (&reply);
+    return answered;
+}
+
+//  A rig whose router answers, and a frontend link to it.
+typedef struct {
+    s_rig_t rig;                    //  server keys and router; rig.client: the link's keys
+    s_answerer_t answerer;          //  the router's answering thread
+    pthread_t thread;               //  that thread
+    imgp_link_t *link;              //  the frontend's link to the router
+} s_linked_t;
+
+//  Start it: the link's key pair is "frontend", allowed or not; without
+//  `keyed` the link is plain.
+static void
+s_linked_start (s_linked_t *self, bool allowed, bool keyed)
+{
+    s_rig_start (&self->rig, "frontend", allowed, "broker");
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", self->rig.port);
+    self->answerer.router = self->rig.router;
+    atomic_init (&self->answerer.stop, false);
+    cr_assert_eq (pthread_create (&self->thread, NULL, s_answer, &self->answerer), 0);
+    self->link = imgp_link_new_keyed (endpoint, endpoint, 500, 1 << 20,
+                                      keyed ? self->rig.client : NULL);
+    cr_assert_not_null (self->link);
+}
+
+static void
+s_linked_end (s_linked_t *self)
+{
+    imgp_link_destroy (&self->link);
+    atomic_store (&self->answerer.stop, true);
+    pthread_join (self->thread, NULL);
+    s_rig_end (&self->rig);
+}
+
+Test (sockets, keyed_link_is_answered)
+{
+    s_linked_t linked;
+    s_linked_start (&linked, true, true);
+    cr_assert (s_ping (linked.link));
+    s_linked_end (&linked);
+}
+
+Test (sockets, plain_link_to_a_keyed_broker_is_not_answered)
+{
+    s_linked_t linked;
+    s_linked_start (&linked, true, false);
+    cr_assert_not (s_ping (linked.link));
+    cr_assert (s_wait_refusals (linked.rig.server, 1));
+    s_linked_end (&linked);
+}
+
+Test (sockets, refused_link_gets_in_once_its_key_is_allowed, .timeout = 60)
+{
+    s_linked_t linked;
+    s_linked_start (&linked, false, true);
+    cr_assert_not (s_ping (linked.link));
+    cr_assert (s_wait_refusals (linked.rig.client, 1), "the link's refusal was not seen");
+
+    //  The operator allows the key; the link makes its sockets again by
+    //  itself (every S_REOPEN_MS, 5 s) and is then answered.
+    s_allow ("frontend");
+    int64_t deadline = zclock_mono () + 20000;
+    bool answered = false;
+    while (!answered && zclock_mono () < deadline)
+        answered = s_ping (linked.link);    //  each call waits up to its own budget
+    cr_assert (answered, "the link did not come back after its key was allowed");
+    s_linked_end (&linked);
 }
