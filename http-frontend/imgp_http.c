@@ -323,6 +323,8 @@ s_status_json (imgp_msg_t *info)
                                         "height", info->result.height, "format",
                                         imgp_format_name (info->result.format), "bytes",
                                         (json_int_t) info->result.bytes));
+    if (body && info->worker [0])
+        json_object_set_new (body, "worker", json_string (info->worker));
     return body;
 }
 
@@ -596,22 +598,49 @@ s_ready (s_request_t *req)
     imgp_msg_destroy (&pong);
 }
 
-//  The cluster as the broker sees it.
+//  The broker's CLUSTER reply: its figures and its JSON list of resizers,
+//  or NULL when it did not answer. The list is the broker's own text: it
+//  is parsed here all the same (bounded by IMGP_CLUSTER_MAX), and a reply
+//  that is not an object with a "resizers" array counts as no answer.
+static json_t *
+s_cluster_list (s_request_t *req, imgp_stats_t *stats)
+{
+    imgp_link_request_t request = { .type = IMGP_MSG_CLUSTER, .id = "" };
+    imgp_msg_t *reply = s_call (req, &request, NULL);
+    json_t *list = NULL;
+    if (reply && reply->type == IMGP_MSG_CLUSTER && reply->has_stats) {
+        list = json_loadb ((const char *) imgp_msg_data (reply), imgp_msg_size (reply),
+                           JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_array (json_object_get (list, "resizers"))) {
+            json_decref (list);
+            list = NULL;
+        }
+        *stats = reply->stats;
+    }
+    imgp_msg_destroy (&reply);
+    return list;
+}
+
+//  The cluster as the broker sees it: every live resizer (name, host,
+//  address, slots, busy, done, failed, heartbeat age, its job ids) and
+//  the queue.
 static void
 s_cluster (s_request_t *req)
 {
-    imgp_msg_t *pong = s_ping (req);
-    if (!pong || !pong->has_stats)
+    imgp_stats_t stats;
+    json_t *body = s_cluster_list (req, &stats);
+    if (!body) {
         s_reply_unavailable (req);
-    else {
-        imgp_stats_t *stats = &pong->stats;
-        imgp_reply_json (&req->reply, 200, json_pack (
-            "{s:I,s:I,s:I,s:I,s:I,s:I}", "resizers", (json_int_t) stats->resizers,
-            "free_slots", (json_int_t) stats->slots, "queued", (json_int_t) stats->queued,
-            "queue_max", (json_int_t) stats->queue_max, "in_flight",
-            (json_int_t) stats->in_flight, "waiting_requests", (json_int_t) stats->waiters));
+        return;
     }
-    imgp_msg_destroy (&pong);
+    json_t *figures = json_pack (
+        "{s:I,s:I,s:I,s:I,s:I,s:I}", "resizers_live", (json_int_t) stats.resizers,
+        "free_slots", (json_int_t) stats.slots, "queued", (json_int_t) stats.queued,
+        "queue_max", (json_int_t) stats.queue_max, "in_flight", (json_int_t) stats.in_flight,
+        "waiting_requests", (json_int_t) stats.waiters);
+    json_object_update (body, figures);
+    json_decref (figures);
+    imgp_reply_json (&req->reply, 200, body);
 }
 
 //  The broker's figures as imgpipe_broker_* families.

@@ -619,11 +619,13 @@ imgp_link_new_keyed (const char *intake, const char *status, int timeout_ms,
         self->queued_max = S_QUEUED_MIN;
     pthread_mutex_init (&self->lock, NULL);
     self->wakefd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-    //  Intake replies are headers only; status replies carry thumbnails.
+    //  Intake replies are headers only; status replies carry thumbnails
+    //  and the CLUSTER list.
+    int64_t status_data = max_image > IMGP_CLUSTER_MAX ? max_image : IMGP_CLUSTER_MAX;
     if (self->wakefd < 0
     ||  s_endpoint_open (self, &self->ends [S_INTAKE], intake, imgp_msg_max_size (0))
     ||  s_endpoint_open (self, &self->ends [S_STATUS], status,
-                         imgp_msg_max_size (max_image))
+                         imgp_msg_max_size (status_data))
     ||  pthread_create (&self->thread, NULL, s_run, self)) {
         imgp_error ("event=link_failed intake=%s status=%s", intake, status);
         imgp_link_destroy (&self);

@@ -1,6 +1,6 @@
 /*  imgp_link — the frontend's one link to the broker, shared by every HTTP
     worker thread: a DEALER socket to the broker's intake (SUBMIT) and one
-    to its status service (STATUS, FETCH, PING), owned by the link's own
+    to its status service (STATUS, FETCH, CLUSTER, PING), owned by the link's own
     thread.
 
     Why: the frontend runs thousands of civetweb worker threads, one per
@@ -44,7 +44,7 @@ typedef struct _imgp_link_t imgp_link_t;
 //  One request, as a worker describes it. Borrowed by the link for the
 //  length of imgp_link_call.
 typedef struct {
-    imgp_msg_type_t type;       //  SUBMIT, STATUS, FETCH or PING
+    imgp_msg_type_t type;       //  SUBMIT, STATUS, FETCH, CLUSTER or PING
     const char *id;             //  job id, "" for PING
     const imgp_opts_t *opts;    //  SUBMIT only, else NULL
     const char *owner;          //  API key name of the client, NULL or "" for none
