@@ -18,7 +18,7 @@
 #
 # Variables: skip=N ignores jobs accepted on the first N lines (a warm-up;
 # workers and slots are still followed there).
-# Output, one line per job that started:  J idle_ms wait_ms worker
+# Output, one line per job that started:  J idle_ms wait_ms worker bytes
 # and at the end lines "# key value" with counts (see dispatch.sh).
 
 function seconds(stamp,    day, h, m, s) {
@@ -107,14 +107,15 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
 
     if (event == "accepted" && NR > skip) {
         accepted_at[job] = t
+        size_of[job] = value("bytes") + 0
         free_at_accept[job] = free_time
         accepted++
     } else if (event == "started" && worker != "") {
         release(job)                    # an earlier attempt's slot, if still held
         if ((job in accepted_at) && !(job in first_start)) {
             first_start[job] = t
-            printf "%s %.0f %.0f %s\n", job, (free_time - free_at_accept[job]) * 1000,
-                (t - accepted_at[job]) * 1000, worker
+            printf "%s %.0f %.0f %s %d\n", job, (free_time - free_at_accept[job]) * 1000,
+                (t - accepted_at[job]) * 1000, worker, size_of[job]
         }
         move(worker, 1)
         held_by[job] = worker

@@ -55,8 +55,11 @@ report() {
     echo "jobs started: $n; $(grep '^# ' "$jobs" | grep -v worker | sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
     echo "idle wait (some slot free) : $(percentiles "$jobs.rows" 2); jobs over 50 ms: $over"
     echo "plain wait (accepted->started): $(percentiles "$jobs.rows" 3)"
+    awk '$5 > 100000' "$jobs.rows" >"$jobs.big"
+    awk '$5 <= 100000' "$jobs.rows" >"$jobs.small"
+    echo "idle wait, originals > 100 kB ($(wc -l <"$jobs.big")): $(percentiles "$jobs.big" 2); smaller ones ($(wc -l <"$jobs.small")): $(percentiles "$jobs.small" 2)"
     echo "per resizer, jobs done: $(grep '^# worker ' "$jobs" | awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $3, $4}')"
-    rm -f "$jobs" "$jobs.rows"
+    rm -f "$jobs" "$jobs.rows" "$jobs.big" "$jobs.small"
 }
 
 if [ "${1:-}" = "--parse" ]; then
