@@ -4,7 +4,7 @@
 # Input: the broker's stderr at INFO level (lines "TIMESTAMP PROGRAM LEVEL
 # key=value..."). Read by key, not position, so new keys and events (READY,
 # CLUSTER...) pass through; the events used are
-#   worker=W event=joined|ready [slots=S]   a resizer is there, S slots (1 if not said)
+#   worker=W event=joined|ready [slots=S]   a resizer is there, S slots (1 until said)
 #   worker=W event=lost|left|gone           it is gone
 #   job=J event=accepted                    the wait starts
 #   job=J event=started worker=W            the wait ends; W has one slot less
@@ -88,17 +88,22 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
     if (job == "" && worker != "") {
         if (event == "joined" || event == "ready") {
             n = value("slots") + 0
-            move(worker, 0)
-            if (is_free(worker))
-                free_workers--
-            slots[worker] = n > 0 ? n : 1
-            if (is_free(worker))
-                free_workers++
+            move(worker, 0)             # known from here on, 1 slot unless told
+            if (n > 0) {
+                if (is_free(worker))
+                    free_workers--
+                slots[worker] = n
+                if (is_free(worker))
+                    free_workers++
+            }
         } else if (event == "lost" || event == "left" || event == "gone") {
             if (is_free(worker))
                 free_workers--
             delete slots[worker]
             delete busy[worker]
+            for (j in held_by)
+                if (held_by[j] == worker)
+                    delete held_by[j]
         }
         next
     }

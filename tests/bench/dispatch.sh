@@ -126,7 +126,10 @@ wait_for() {    # SECONDS DESCRIPTION COMMAND...
         sleep 0.05
     done
 }
-joined() { [ "$(grep -c 'event=\(joined\|ready\)' "$work/broker.log" || true)" -ge "$resizers" ]; }
+joined() {      # every resizer named in a joined or ready line
+    [ "$(grep -o 'worker=[^ ]* event=\(joined\|ready\)' "$work/broker.log" | cut -d" " -f1 | sort -u | wc -l)" \
+        -ge "$resizers" ]
+}
 wait_for 30 "the frontend's /healthz" curl -fs -o /dev/null "$url/healthz"
 wait_for 30 "every resizer joining" joined
 
