@@ -18,7 +18,10 @@
 #
 # Variables: skip=N ignores jobs accepted on the first N lines (a warm-up;
 # workers and slots are still followed there).
-# Output, one line per job that started:  J idle_ms wait_ms worker bytes
+# Output, one line per job that started:
+#   J idle_ms wait_ms worker bytes idle_after_dispatch_ms dispatch_to_start_ms
+# where the last is the part of idle wait after the job's last "dispatched"
+# line (with PUSH, or a prefetch, the job sat in a resizer's queue then).
 # and at the end lines "# key value" with counts (see dispatch.sh).
 
 function seconds(stamp,    day, h, m, s) {
@@ -114,13 +117,19 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
         accepted_at[job] = t
         size_of[job] = value("bytes") + 0
         free_at_accept[job] = free_time
+        free_at_dispatch[job] = free_time
+        dispatched_at[job] = t
         accepted++
+    } else if (event == "dispatched") {
+        free_at_dispatch[job] = free_time   # the last dispatch before the start counts
+        dispatched_at[job] = t
     } else if (event == "started" && worker != "") {
         release(job)                    # an earlier attempt's slot, if still held
         if ((job in accepted_at) && !(job in first_start)) {
             first_start[job] = t
-            printf "%s %.0f %.0f %s %d\n", job, (free_time - free_at_accept[job]) * 1000,
-                (t - accepted_at[job]) * 1000, worker, size_of[job]
+            printf "%s %.0f %.0f %s %d %.0f %.0f\n", job, (free_time - free_at_accept[job]) * 1000,
+                (t - accepted_at[job]) * 1000, worker, size_of[job],
+                (free_time - free_at_dispatch[job]) * 1000, (t - dispatched_at[job]) * 1000
         }
         move(worker, 1)
         held_by[job] = worker

@@ -20,6 +20,9 @@
 #   BUILD_DIR=build (any build, e.g. another branch's)  RESIZERS=2
 #   BURSTS=10 BURST=12 BIG_EVERY=6 GAPS="0.3 2.5 1 4" CONCURRENCY=4
 #   CORPUS=../shared/corpus  KEEP=1 keeps the work directory (logs)
+#   RESIZER_NICE=N passes --nice N to the resizers (default: their own, 10).
+#   On a machine busy with other work a niced resizer waits for the CPU
+#   between a JOB's arrival and its STARTED, and that counts as idle wait.
 # tests/bench/dispatch.sh --parse BROKER_LOG [SKIP_LINES]: the report of a
 # saved log only.
 set -euo pipefail
@@ -55,11 +58,15 @@ report() {
     echo "jobs started: $n; $(grep '^# ' "$jobs" | grep -v worker | sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
     echo "idle wait (some slot free) : $(percentiles "$jobs.rows" 2); jobs over 50 ms: $over"
     echo "plain wait (accepted->started): $(percentiles "$jobs.rows" 3)"
+    awk '{print $1, $2 - $6}' "$jobs.rows" >"$jobs.queued"
+    echo "idle wait split: in the broker's queue $(percentiles "$jobs.queued" 2);"
+    echo "    after dispatch (in transit or held by a busy resizer) $(percentiles "$jobs.rows" 6)"
+    echo "dispatched->started (transit, a resizer's queue, its CPU share): $(percentiles "$jobs.rows" 7)"
     awk '$5 > 100000' "$jobs.rows" >"$jobs.big"
     awk '$5 <= 100000' "$jobs.rows" >"$jobs.small"
     echo "idle wait, originals > 100 kB ($(wc -l <"$jobs.big")): $(percentiles "$jobs.big" 2); smaller ones ($(wc -l <"$jobs.small")): $(percentiles "$jobs.small" 2)"
     echo "per resizer, jobs done: $(grep '^# worker ' "$jobs" | awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $3, $4}')"
-    rm -f "$jobs" "$jobs.rows" "$jobs.big" "$jobs.small"
+    rm -f "$jobs" "$jobs.rows" "$jobs.big" "$jobs.small" "$jobs.queued"
 }
 
 if [ "${1:-}" = "--parse" ]; then
@@ -111,7 +118,8 @@ trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; [ -n "${KEEP:-}" ] && echo "kep
 "$build/broker/imgpipe-broker" --data-dir "$work/data" --max-queue 100000 2>"$work/broker.log" &
 pids+=($!)
 for i in $(seq "$resizers"); do
-    "$build/resizer/imgpipe-resizer" --name "r$i" 2>>"$work/resizer.log" &
+    "$build/resizer/imgpipe-resizer" --name "r$i" ${RESIZER_NICE:+--nice "$RESIZER_NICE"} \
+        2>>"$work/resizer.log" &
     pids+=($!)
 done
 "$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:$web" 2>"$work/frontend.log" &
@@ -180,6 +188,6 @@ t1=$(now)
 
 printf 'uploads: %d (%d accepted: %d photos, %d small), %d bursts of %d, gaps %s s, %d at a time; ' \
     "$((bursts * burst))" "$accepted" "$b" "$s" "$bursts" "$burst" "${gaps[*]}" "$conc"
-printf 'resizers: %d; run %.1f s\n' "$resizers" "$(echo "$t1 - $t0" | bc -l)"
+printf 'resizers: %d (nice %s); run %.1f s\n' "$resizers" "${RESIZER_NICE:-default}" "$(echo "$t1 - $t0" | bc -l)"
 report "$work/broker.log" "$mark"
 echo "after: $(uptime)"
