@@ -45,93 +45,112 @@ function value(key,    i) {
     return ""
 }
 
+# Free as the brief counts it: fewer jobs started on W than it has slots.
 function is_free(w) {
     return (w in slots) && busy[w] < slots[w]
 }
 
-# Change W's busy count by DELTA (or add it), keeping free_workers right.
-function move(w, delta) {
-    if (!(w in slots)) {
-        slots[w] = 1
-        busy[w] = 0
-        free_workers++
-    }
-    if (is_free(w))
-        free_workers--
-    busy[w] += delta
-    if (busy[w] < 0)
-        busy[w] = 0
-    if (is_free(w))
-        free_workers++
+# Free in the broker's view: nor sent a job it has not started yet.
+function is_open(w) {
+    return (w in slots) && busy[w] + claimed[w] < slots[w]
 }
 
-function release(j) {
-    if (j in held_by) {
-        if (held_by[j] in slots)
-            move(held_by[j], -1)
-        delete held_by[j]
+# Add W if new (1 slot), then change its counts, keeping the number of
+# free and open workers right.
+function update(w, d_busy, d_claimed, new_slots) {
+    if (!(w in slots)) {
+        slots[w] = 1
+        busy[w] = claimed[w] = 0
+        free_workers++
+        open_workers++
     }
+    free_workers -= is_free(w)
+    open_workers -= is_open(w)
+    busy[w] = busy[w] + d_busy < 0 ? 0 : busy[w] + d_busy
+    claimed[w] = claimed[w] + d_claimed < 0 ? 0 : claimed[w] + d_claimed
+    if (new_slots > 0)
+        slots[w] = new_slots
+    free_workers += is_free(w)
+    open_workers += is_open(w)
+}
+
+function forget(w,    j) {
+    free_workers -= is_free(w)
+    open_workers -= is_open(w)
+    delete slots[w]
+    delete busy[w]
+    delete claimed[w]
+    for (j in held_by)
+        if (held_by[j] == w)
+            delete held_by[j]
+    for (j in claimed_by)
+        if (claimed_by[j] == w)
+            delete claimed_by[j]
+}
+
+# J no longer holds a slot, nor a claim on one.
+function release(j) {
+    if ((j in held_by) && (held_by[j] in slots))
+        update(held_by[j], -1, 0, 0)
+    delete held_by[j]
+    if ((j in claimed_by) && (claimed_by[j] in slots))
+        update(claimed_by[j], 0, -1, 0)
+    delete claimed_by[j]
 }
 
 $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
     t = seconds($1)
-    if (started_clock == "")
+    if (!clock_started)
         last_t = t
-    started_clock = 1
-    # The free-slot clock runs while any slot is free, up to this event.
-    if (free_workers > 0 && t > last_t)
-        free_time += t - last_t
-    if (t > last_t)
+    clock_started = 1
+    # The clocks run while any slot is free (open), up to this event.
+    if (t > last_t) {
+        if (free_workers > 0)
+            free_time += t - last_t
+        if (open_workers > 0)
+            open_time += t - last_t
         last_t = t
+    }
 
     event = value("event")
     job = value("job")
     worker = value("worker")
 
     if (job == "" && worker != "") {
-        if (event == "joined" || event == "ready") {
-            n = value("slots") + 0
-            move(worker, 0)             # known from here on, 1 slot unless told
-            if (n > 0) {
-                if (is_free(worker))
-                    free_workers--
-                slots[worker] = n
-                if (is_free(worker))
-                    free_workers++
-            }
-        } else if (event == "lost" || event == "left" || event == "gone") {
-            if (is_free(worker))
-                free_workers--
-            delete slots[worker]
-            delete busy[worker]
-            for (j in held_by)
-                if (held_by[j] == worker)
-                    delete held_by[j]
-        }
+        if (event == "joined" || event == "ready")
+            update(worker, 0, 0, value("slots") + 0)    # 1 slot until told
+        else if (event == "lost" || event == "left" || event == "gone")
+            forget(worker)
         next
     }
     if (job == "")
         next
 
     if (event == "accepted" && NR > skip) {
-        accepted_at[job] = t
+        accepted_at[job] = dispatched_at[job] = t
+        order[++accepted] = job
         size_of[job] = value("bytes") + 0
-        free_at_accept[job] = free_time
+        free_at_accept[job] = free_at_dispatch[job] = free_time
+        open_at_accept[job] = open_time
+    } else if (event == "dispatched") {
+        # the last dispatch before the start counts
         free_at_dispatch[job] = free_time
         dispatched_at[job] = t
-        accepted++
-    } else if (event == "dispatched") {
-        free_at_dispatch[job] = free_time   # the last dispatch before the start counts
-        dispatched_at[job] = t
+        release(job)
+        if (worker != "") {
+            update(worker, 0, 1, 0)
+            claimed_by[job] = worker
+        }
     } else if (event == "started" && worker != "") {
-        release(job)                    # an earlier attempt's slot, if still held
+        release(job)                    # its claim, or an earlier attempt's slot
         if ((job in accepted_at) && !(job in first_start)) {
             first_start[job] = t
-            printf "%s %.0f %.0f %s %d %.0f %.0f\n", job, (free_time - free_at_accept[job]) * 1000,
-                (t - accepted_at[job]) * 1000, worker, size_of[job],
-                (free_time - free_at_dispatch[job]) * 1000, (t - dispatched_at[job]) * 1000
+            printf "%s %.0f %.0f %s %d %.0f %.0f %.0f\n", job,
+                (free_time - free_at_accept[job]) * 1000, (t - accepted_at[job]) * 1000,
+                worker, size_of[job], (free_time - free_at_dispatch[job]) * 1000,
+                (t - dispatched_at[job]) * 1000, (open_time - open_at_accept[job]) * 1000
         }
-        move(worker, 1)
+        update(worker, 1, 0, 0)
         held_by[job] = worker
         ran_on[job] = worker
     } else if (event == "done" || event == "failed") {
@@ -150,6 +169,18 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
 }
 
 END {
+    # Start order against accept order: how many jobs accepted later
+    # started earlier (FIFO dispatch with no job held at a busy resizer: 0).
+    for (i = 1; i <= accepted; i++) {
+        a = order[i]
+        if (!(a in first_start))
+            continue
+        n = 0
+        for (k = i + 1; k <= accepted; k++)
+            if ((order[k] in first_start) && first_start[order[k]] < first_start[a])
+                n++
+        printf "# overtaken %s %d\n", a, n
+    }
     printf "# accepted %d\n", accepted
     printf "# done %d\n# failed %d\n# requeued %d\n# result_refused %d\n", ended["done"],
         ended["failed"], ended["requeued"], ended["result_refused"]

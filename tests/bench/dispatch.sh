@@ -48,25 +48,31 @@ percentiles() {
 
 # report BROKER_LOG SKIP: the figures, from the log alone.
 report() {
-    local jobs
-    jobs=$(mktemp)
-    awk -v skip="$2" -f "$here/dispatch.awk" "$1" >"$jobs"
-    grep -v '^#' "$jobs" >"$jobs.rows" || true
-    local n over
-    n=$(wc -l <"$jobs.rows")
-    over=$(awk '$2 > 50' "$jobs.rows" | wc -l)
-    echo "jobs started: $n; $(grep '^# ' "$jobs" | grep -v worker | sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
-    echo "idle wait (some slot free) : $(percentiles "$jobs.rows" 2); jobs over 50 ms: $over"
-    echo "plain wait (accepted->started): $(percentiles "$jobs.rows" 3)"
-    awk '{print $1, $2 - $6}' "$jobs.rows" >"$jobs.queued"
-    echo "idle wait split: in the broker's queue $(percentiles "$jobs.queued" 2);"
-    echo "    after dispatch (in transit or held by a busy resizer) $(percentiles "$jobs.rows" 6)"
-    echo "dispatched->started (transit, a resizer's queue, its CPU share): $(percentiles "$jobs.rows" 7)"
-    awk '$5 > 100000' "$jobs.rows" >"$jobs.big"
-    awk '$5 <= 100000' "$jobs.rows" >"$jobs.small"
-    echo "idle wait, originals > 100 kB ($(wc -l <"$jobs.big")): $(percentiles "$jobs.big" 2); smaller ones ($(wc -l <"$jobs.small")): $(percentiles "$jobs.small" 2)"
-    echo "per resizer, jobs done: $(grep '^# worker ' "$jobs" | awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $3, $4}')"
-    rm -f "$jobs" "$jobs.rows" "$jobs.big" "$jobs.small" "$jobs.queued"
+    local jobs n over
+    jobs=$(mktemp -d)
+    awk -v skip="$2" -f "$here/dispatch.awk" "$1" >"$jobs/all"
+    grep -v '^#' "$jobs/all" >"$jobs/rows" || true
+    awk '{print $1, $2 - $6}' "$jobs/rows" >"$jobs/queued"
+    awk '$5 > 100000' "$jobs/rows" >"$jobs/big"
+    awk '$5 <= 100000' "$jobs/rows" >"$jobs/small"
+    grep '^# overtaken ' "$jobs/all" | awk '{print $3, $4}' >"$jobs/overtaken" || true
+    n=$(wc -l <"$jobs/rows")
+    over=$(awk '$2 > 50' "$jobs/rows" | wc -l)
+    echo "jobs started: $n; $(grep -E '^# (accepted|done|failed|requeued|result_refused) ' "$jobs/all" |
+        sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
+    echo "idle wait (some slot free)    : $(percentiles "$jobs/rows" 2); jobs over 50 ms: $over"
+    echo "plain wait (accepted->started): $(percentiles "$jobs/rows" 3)"
+    echo "idle wait split: in the broker's queue $(percentiles "$jobs/queued" 2);"
+    echo "    after its dispatch (in transit, or held by a busy resizer) $(percentiles "$jobs/rows" 6)"
+    echo "idle wait, originals > 100 kB ($(wc -l <"$jobs/big")): $(percentiles "$jobs/big" 2)"
+    echo "    smaller ones ($(wc -l <"$jobs/small")): $(percentiles "$jobs/small" 2)"
+    echo "broker-view idle wait (a slot free and no job sent to it): $(percentiles "$jobs/rows" 8)"
+    echo "dispatched->started (transit, a resizer's queue, its CPU share): $(percentiles "$jobs/rows" 7)"
+    echo "start order: $(awk '$2 > 0' "$jobs/overtaken" | wc -l) jobs started after one accepted later;" \
+         "most overtaken: $(sort -k2 -n "$jobs/overtaken" | tail -1 | awk '{print $2 + 0}') later jobs"
+    echo "per resizer, jobs done: $(grep '^# worker ' "$jobs/all" |
+        awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $3, $4}')"
+    rm -rf "$jobs"
 }
 
 if [ "${1:-}" = "--parse" ]; then
