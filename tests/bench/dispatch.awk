@@ -18,11 +18,17 @@
 #
 # Variables: skip=N ignores jobs accepted on the first N lines (a warm-up;
 # workers and slots are still followed there).
-# Output, one line per job that started:
-#   J idle_ms wait_ms worker bytes idle_after_dispatch_ms dispatch_to_start_ms
-# where the last is the part of idle wait after the job's last "dispatched"
-# line (with PUSH, or a prefetch, the job sat in a resizer's queue then).
-# and at the end lines "# key value" with counts (see dispatch.sh).
+# Output, one line per job that started, its columns:
+#   1 job id  2 idle wait  3 plain wait (accepted -> first started)
+#   4 worker that started it  5 bytes of the original
+#   6 the part of idle wait after its last "dispatched" line (with PUSH,
+#     or a prefetch, it sat in a resizer's queue then)
+#   7 last dispatched -> started
+#   8 broker-view idle wait: a slot free AND no job sent to it yet (needs
+#     "dispatched worker=W"; without it, the same as column 2)
+#   9 dispatched -> started when sent to a resizer with nothing started or
+#     sent ahead of it: the resizer's own reaction time ("-" otherwise)
+# (times in ms), then lines "# key value" with counts (see dispatch.sh).
 
 function seconds(stamp,    day, h, m, s) {
     # 2026-12-06T06:12:49.123Z; days counted only as changes of the date
@@ -137,7 +143,10 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
         free_at_dispatch[job] = free_time
         dispatched_at[job] = t
         release(job)
+        delete to_idle[job]
         if (worker != "") {
+            if ((worker in slots) && busy[worker] + claimed[worker] == 0)
+                to_idle[job] = 1        # nothing ahead of it there
             update(worker, 0, 1, 0)
             claimed_by[job] = worker
         }
@@ -145,10 +154,11 @@ $1 ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ {
         release(job)                    # its claim, or an earlier attempt's slot
         if ((job in accepted_at) && !(job in first_start)) {
             first_start[job] = t
-            printf "%s %.0f %.0f %s %d %.0f %.0f %.0f\n", job,
+            printf "%s %.0f %.0f %s %d %.0f %.0f %.0f %s\n", job,
                 (free_time - free_at_accept[job]) * 1000, (t - accepted_at[job]) * 1000,
                 worker, size_of[job], (free_time - free_at_dispatch[job]) * 1000,
-                (t - dispatched_at[job]) * 1000, (open_time - open_at_accept[job]) * 1000
+                (t - dispatched_at[job]) * 1000, (open_time - open_at_accept[job]) * 1000,
+                (job in to_idle) ? sprintf("%.0f", (t - dispatched_at[job]) * 1000) : "-"
         }
         update(worker, 1, 0, 0)
         held_by[job] = worker

@@ -68,6 +68,8 @@ report() {
     echo "    smaller ones ($(wc -l <"$jobs/small")): $(percentiles "$jobs/small" 2)"
     echo "broker-view idle wait (a slot free and no job sent to it): $(percentiles "$jobs/rows" 8)"
     echo "dispatched->started (transit, a resizer's queue, its CPU share): $(percentiles "$jobs/rows" 7)"
+    awk '$9 != "-"' "$jobs/rows" >"$jobs/idle_sent"
+    echo "    of those sent to an idle resizer ($(wc -l <"$jobs/idle_sent"); its reaction time): $(percentiles "$jobs/idle_sent" 9)"
     echo "start order: $(awk '$2 > 0' "$jobs/overtaken" | wc -l) jobs started after one accepted later;" \
          "most overtaken: $(sort -k2 -n "$jobs/overtaken" | tail -1 | awk '{print $2 + 0}') later jobs"
     echo "per resizer, jobs done: $(grep '^# worker ' "$jobs/all" |
