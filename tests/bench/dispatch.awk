@@ -7,6 +7,7 @@
 #   worker=W event=joined|ready [slots=S]   a resizer is there, S slots (1 until said)
 #   worker=W event=lost|left|gone           it is gone
 #   job=J event=accepted                    the wait starts
+#   job=J event=dispatched [worker=W]       sent (to W: a claim on its slot)
 #   job=J event=started worker=W            the wait ends; W has one slot less
 #   job=J event=done|failed|requeued|result_refused   J's slot is free again
 # A slot is free from its job's end (or its resizer's join) until the next

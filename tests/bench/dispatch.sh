@@ -15,7 +15,13 @@
 # started) and idle wait (the part of it during which some resizer slot
 # was free). Prints percentiles of both, the job count and each resizer's
 # share, with the load average before and after (2 cores shared with other
-# work change the figures; say so when quoting them).
+# work change the figures; say so when quoting them). Also, to tell the
+# dispatcher from the machine: idle wait split at the job's dispatch, the
+# broker-view idle wait (a slot free and no JOB sent to it: needs the
+# broker to name the worker at dispatch), the resizers' reaction time (JOB
+# sent to an idle resizer -> its STARTED), and start order against accept
+# order (a job held behind a long one at a busy resizer is overtaken).
+# dispatch_check.sh checks the parser on a worked example.
 #
 #   BUILD_DIR=build (any build, e.g. another branch's)  RESIZERS=2
 #   BURSTS=10 BURST=12 BIG_EVERY=6 GAPS="0.3 2.5 1 4" CONCURRENCY=4
