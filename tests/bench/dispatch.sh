@@ -95,16 +95,20 @@ for program in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpi
 done
 work=$(mktemp -d /tmp/imgpipe-dispatch.XXXXXX)
 
-# A port nobody listens on and not handed out already in this run.
+# A free port into the variable named $1: below the kernel's ephemeral
+# range (so no outgoing connection of ours, e.g. a resizer's, holds it by
+# the time its program binds), in use by no socket in any state, and not
+# handed out already in this run.
 taken=" "
+read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral_low=32768
 free_port() {
-    local port
+    local candidate
     while true; do
-        port=$((20000 + RANDOM % 40000))
-        case "$taken" in *" $port "*) continue ;; esac
-        [ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] || continue
-        taken+="$port "
-        echo "$port"
+        candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
+        case "$taken" in *" $candidate "*) continue ;; esac
+        [ -z "$(ss -Htan "sport = :$candidate" 2>/dev/null)" ] || continue
+        taken+="$candidate "
+        printf -v "$1" '%s' "$candidate"
         return
     done
 }
@@ -112,15 +116,15 @@ now() { date +%s.%N; }
 ep() { echo "tcp://127.0.0.1:$1"; }
 
 for name in INTAKE STATUS JOBS; do
-    port=$(free_port)
+    free_port port
     export "IMGP_$name=$(ep "$port")"
 done
 # The results endpoint exists only before the credit-based jobs link.
 if "$build/broker/imgpipe-broker" --help 2>&1 | grep -q -- '--results'; then
-    port=$(free_port)
+    free_port port
     export IMGP_RESULTS=$(ep "$port")
 fi
-web=$(free_port)
+free_port web
 url="http://127.0.0.1:$web"
 
 source_dir=$(grep -o '"source": *"[^"]*"' "$build/meson-info/meson-info.json" | sed 's/.*"\([^"]*\)"$/\1/')
