@@ -86,6 +86,7 @@ typedef struct {
     int64_t next_beat;              //  when the next HEARTBEAT is due
     int held;                       //  JOBs passed to the worker and not answered yet
     int running;                    //  JOBs STARTED and not answered yet
+    bool refused;                   //  the broker refused this dealer's handshake
     int64_t refused_at;             //  when a refused handshake was last logged
     int refused_since;              //  refusals not logged since then
 } s_link_t;
@@ -208,9 +209,12 @@ s_link_close (s_link_t *self)
 static void
 s_link_revive (s_link_t *self)
 {
-    imgp_warn ("event=jobs_reconnect endpoint=%s reason=\"the connection was dropped for "
-               "good (a message over max-upload-bytes, or a refused handshake)\"",
-               self->resizer->jobs);
+    //  After a refusal (logged once a minute) this happens every second.
+    imgp_log (self->refused ? IMGP_LOG_DEBUG : IMGP_LOG_WARN,
+              "event=jobs_reconnect endpoint=%s reason=\"the connection was dropped for "
+              "good (a message over max-upload-bytes, or a refused handshake)\"",
+              self->resizer->jobs);
+    self->refused = false;
     s_link_close (self);
     if (s_link_open (self)) {
         s_link_close (self);
@@ -223,6 +227,7 @@ s_link_revive (s_link_t *self)
 static void
 s_link_refused (s_link_t *self, int event)
 {
+    self->refused = true;
     int64_t now = zclock_mono ();
     if (self->refused_at && now - self->refused_at < S_REFUSED_LOG_MS) {
         self->refused_since++;
@@ -256,7 +261,8 @@ s_link_event (s_link_t *self)
     if (event == ZMQ_EVENT_DISCONNECTED) {
         self->connected = false;
         self->revive_at = s_stopping (self->resizer) ? 0 : zclock_mono () + S_REVIVE_MS;
-        imgp_warn ("event=jobs_disconnected endpoint=%s", self->resizer->jobs);
+        imgp_log (self->refused ? IMGP_LOG_DEBUG : IMGP_LOG_WARN,
+                  "event=jobs_disconnected endpoint=%s", self->resizer->jobs);
     }
     else
     if (event == ZMQ_EVENT_CONNECT_RETRIED)

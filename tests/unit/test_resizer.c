@@ -17,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vips/vips.h>
 
+#include "imgp_curve.h"
 #include "imgp_id.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
@@ -875,6 +877,7 @@ typedef struct {
     imgp_resizer_t *resizer;        //  running in `thread`
     pthread_t thread;               //  runs imgp_resizer_run
     int rc;                         //  imgp_resizer_run's return
+    imgp_curve_t *curve;            //  CURVE server keys, NULL for a plain ROUTER
 } fake_broker_t;
 
 //  A jobs ROUTER bound to `endpoint`. A port just given up by a socket we
@@ -885,6 +888,7 @@ s_router_bind (fake_broker_t *broker, const char *endpoint)
 {
     broker->router = zsock_new (ZMQ_ROUTER);
     cr_assert_not_null (broker->router);
+    cr_assert_eq (imgp_curve_apply (broker->curve, broker->router), 0);
     zsock_set_router_mandatory (broker->router, 1);
     zsock_set_router_handover (broker->router, 1);
     zsock_set_rcvtimeo (broker->router, RECV_TIMEOUT_MS);
@@ -919,10 +923,12 @@ s_assert_suffixed (const char *name, const char *prefix)
     cr_assert (imgp_msg_worker_valid (name));
 }
 
+//  Start a resizer with `config` against a ROUTER with `curve` (may be NULL).
 static void
-s_broker_start_with (fake_broker_t *broker, imgp_resizer_config_t *config)
+s_broker_start_with (fake_broker_t *broker, imgp_resizer_config_t *config, imgp_curve_t *curve)
 {
     memset (broker, 0, sizeof *broker);
+    broker->curve = curve;
     int port = s_router_bind (broker, "tcp://127.0.0.1:*");
     snprintf (broker->endpoint, sizeof broker->endpoint, "tcp://127.0.0.1:%d", port);
     config->jobs = broker->endpoint;
@@ -1004,7 +1010,7 @@ s_broker_start (fake_broker_t *broker, int heartbeat_ms, int64_t max_upload_byte
         .max_upload_bytes = max_upload_bytes,
         .heartbeat_ms = heartbeat_ms,
     };
-    s_broker_start_with (broker, &config);
+    s_broker_start_with (broker, &config, NULL);
     cr_assert_eq (s_expect_ready (broker), 2);
 }
 
@@ -1070,7 +1076,7 @@ Test (loop, ready_on_connect_says_slots_credit_and_host, .init = s_init, .timeou
 {
     fake_broker_t broker;
     imgp_resizer_config_t config = { .max_upload_bytes = 1 << 20, .heartbeat_ms = 100 };
-    s_broker_start_with (&broker, &config);
+    s_broker_start_with (&broker, &config, NULL);
     imgp_msg_t *ready = s_recv (&broker);
     cr_assert_eq (ready->type, IMGP_MSG_READY, "first message is %s",
                   imgp_msg_type_name (ready->type));
@@ -1318,6 +1324,120 @@ Test (loop, slow_job_fails_with_timeout, .timeout = 30)
     s_send_new_job (&broker, id, s_slow_png (2000));
     s_expect_done (&broker, id);
     s_broker_stop (&broker);
+}
+
+//  Key files for a CURVE test in a temporary directory: the broker's pair,
+//  the resizer's pair, and clients/ holding the resizer's public file
+//  when `allowed` (a secret never sits in the clients dir).
+typedef struct {
+    char dir [64];                  //  the temporary directory
+    char broker [128];              //  broker's public file; +"_secret" its secret
+    char resizer [128];             //  resizer's public file
+    char clients [128];             //  clients dir
+    char allowed [160];             //  clients/resizer when allowed, else ""
+} curve_files_t;
+
+static void
+s_curve_files (curve_files_t *files, bool allowed)
+{
+    memset (files, 0, sizeof *files);
+    snprintf (files->dir, sizeof files->dir, "/tmp/imgp-resizer-curve-XXXXXX");
+    cr_assert_not_null (mkdtemp (files->dir));
+    snprintf (files->broker, sizeof files->broker, "%s/broker", files->dir);
+    snprintf (files->resizer, sizeof files->resizer, "%s/resizer", files->dir);
+    snprintf (files->clients, sizeof files->clients, "%s/clients", files->dir);
+    cr_assert_eq (mkdir (files->clients, 0700), 0);
+    char error [256];
+    cr_assert_eq (imgp_curve_keygen (files->broker, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (imgp_curve_keygen (files->resizer, error, sizeof error), 0, "%s", error);
+    if (allowed) {
+        snprintf (files->allowed, sizeof files->allowed, "%s/resizer", files->clients);
+        zcert_t *cert = zcert_load (files->resizer);
+        cr_assert_not_null (cert);
+        cr_assert_eq (zcert_save_public (cert, files->allowed), 0);
+        zcert_destroy (&cert);
+    }
+}
+
+static void
+s_curve_files_remove (curve_files_t *files)
+{
+    const char *paths [] = { files->broker, files->resizer, files->allowed };
+    for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++) {
+        if (!*paths [i])
+            continue;
+        char secret [200];
+        snprintf (secret, sizeof secret, "%s_secret", paths [i]);
+        unlink (paths [i]);
+        unlink (secret);
+    }
+    rmdir (files->clients);
+    rmdir (files->dir);
+}
+
+//  A resizer with keys against a CURVE ROUTER with zauth, as the broker
+//  runs it: READY comes over the keyed link when the resizer's key is
+//  allowed, nothing when it is not (checked for 2 s: an absence has no
+//  event to wait for).
+static void
+s_curve_link (bool allowed)
+{
+    curve_files_t files;
+    s_curve_files (&files, allowed);
+    char broker_secret [160], resizer_secret [160];
+    snprintf (broker_secret, sizeof broker_secret, "%s_secret", files.broker);
+    snprintf (resizer_secret, sizeof resizer_secret, "%s_secret", files.resizer);
+    imgp_curve_t *server = imgp_curve_server_new (broker_secret, files.clients);
+    cr_assert_not_null (server);
+    imgp_resizer_config_t config = {
+        .max_upload_bytes = 1 << 20, .heartbeat_ms = 100,
+        .curve_secret = resizer_secret, .curve_server = files.broker,
+    };
+    fake_broker_t broker;
+    s_broker_start_with (&broker, &config, server);
+    if (allowed) {
+        cr_assert_eq (s_expect_ready (&broker), 2);
+        char id [IMGP_ID_LEN + 1];
+        s_send_new_job (&broker, id, s_fixture (50, 40, 3, ".png"));
+        s_expect_done (&broker, id);
+    }
+    else {
+        zsock_set_rcvtimeo (broker.router, 2000);
+        imgp_msg_t *msg = imgp_msg_recv (broker.router);
+        cr_assert_null (msg, "a resizer with an unknown key said %s",
+                        imgp_msg_type_name (msg->type));
+    }
+    s_broker_stop (&broker);
+    imgp_curve_destroy (&server);
+    s_curve_files_remove (&files);
+}
+
+Test (loop, curve_keys_carry_the_link, .init = s_init, .timeout = 30)
+{
+    s_curve_link (true);
+}
+
+Test (loop, an_unknown_key_gets_no_link, .init = s_init, .timeout = 30)
+{
+    s_curve_link (false);
+}
+
+Test (loop, curve_needs_both_readable_files, .init = s_init)
+{
+    imgp_resizer_config_t config = {
+        .jobs = "tcp://127.0.0.1:1", .max_upload_bytes = 1000, .heartbeat_ms = 1000,
+        .curve_secret = "/nonexistent/resizer_secret",
+    };
+    cr_assert_null (imgp_resizer_new (&config), "a secret without the broker's key");
+    config.curve_secret = NULL;
+    config.curve_server = "/nonexistent/broker";
+    cr_assert_null (imgp_resizer_new (&config), "the broker's key without our secret");
+    config.curve_secret = "/nonexistent/resizer_secret";
+    cr_assert_null (imgp_resizer_new (&config), "key files that are not there");
+    config.curve_secret = config.curve_server = "";
+    imgp_resizer_t *plain = imgp_resizer_new (&config);
+    cr_assert_not_null (plain, "empty options mean a plain link");
+    imgp_resizer_destroy (&plain);
 }
 
 static imgp_resizer_config_t
