@@ -24,7 +24,6 @@
 #include <string.h>
 
 #define S_ATTEMPTS_MAX 1000         //  attempts field, JOB..FAILED and INFO
-#define S_SLOTS_MAX 1000            //  slots field, HEARTBEAT
 #define S_RESULT_SIDE_MAX 65535     //  result width/height
 
 //  Fields of the JSON header; a type's spec lists the ones it uses.
@@ -42,7 +41,10 @@ enum {
     F_BY_STATE = 1 << 10,   //  INFO: error when failed, result when done
     F_OWNER = 1 << 11,      //  "owner", optional
     F_WAIT = 1 << 12,       //  "wait_ms", optional
-    F_STATS = 1 << 13       //  "stats" object, optional
+    F_STATS = 1 << 13,      //  "stats" object, optional
+    F_CREDIT = 1 << 14,     //  "credit"
+    F_HOST = 1 << 15,       //  "host", optional
+    F_WORKER_OPT = 1 << 16  //  "worker", optional (INFO)
 };
 
 //  "tag" is optional on every type: a requester's number for its request,
@@ -66,7 +68,8 @@ imgp_histo_add (imgp_histo_t *histo, int64_t ms)
 typedef enum {
     S_DATA_NONE = 0,        //  never
     S_DATA_REQUIRED,        //  always, not empty
-    S_DATA_OPTIONAL         //  INFO: only with state "done"
+    S_DATA_OPTIONAL,        //  INFO: only with state "done"
+    S_DATA_WITH_STATS       //  CLUSTER: in the reply (stats), not in the request
 } s_data_t;
 
 typedef struct {
@@ -84,7 +87,7 @@ static const s_type_spec_t s_types [] = {
     [IMGP_MSG_STATUS] = { "status", "STATUS", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
     [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
     [IMGP_MSG_INFO] = { "info", "INFO",
-        F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE, S_DATA_OPTIONAL, 0 },
+        F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE | F_WORKER_OPT, S_DATA_OPTIONAL, 0 },
     [IMGP_MSG_PING] = { "ping", "PING", 0, S_DATA_NONE, 0 },
     [IMGP_MSG_PONG] = { "pong", "PONG", F_STATS, S_DATA_NONE, 0 },
     [IMGP_MSG_ERROR] = { "error", "ERROR", F_ID_OPT | F_ERROR, S_DATA_NONE, 0 },
@@ -95,6 +98,9 @@ static const s_type_spec_t s_types [] = {
         F_ID | F_WORKER | F_ATTEMPTS | F_RESULT, S_DATA_REQUIRED, 1 },
     [IMGP_MSG_FAILED] = { "failed", "FAILED",
         F_ID | F_WORKER | F_ATTEMPTS | F_ERROR, S_DATA_NONE, 1 },
+    [IMGP_MSG_READY] = { "ready", "READY",
+        F_WORKER | F_SLOTS | F_CREDIT | F_HOST, S_DATA_NONE, 0 },
+    [IMGP_MSG_CLUSTER] = { "cluster", "CLUSTER", F_STATS, S_DATA_WITH_STATS, 0 },
 };
 #define S_TYPES ((int) (sizeof s_types / sizeof s_types [0]))
 
@@ -359,8 +365,31 @@ s_check_numbers (const imgp_msg_t *self, const s_type_spec_t *spec,
     &&  (self->attempts < spec->min_attempts || self->attempts > S_ATTEMPTS_MAX))
         return s_fail (error, size, "attempts %d is not in %d..%d", self->attempts,
                        spec->min_attempts, S_ATTEMPTS_MAX);
-    if ((fields & F_SLOTS) && (self->slots < 0 || self->slots > S_SLOTS_MAX))
-        return s_fail (error, size, "slots %d is not in 0..%d", self->slots, S_SLOTS_MAX);
+    //  HEARTBEAT counts free slots (0 when all are busy); READY counts
+    //  them all, and a resizer with none could never take a job.
+    int min_slots = self->type == IMGP_MSG_READY ? 1 : 0;
+    if ((fields & F_SLOTS) && (self->slots < min_slots || self->slots > IMGP_SLOTS_MAX))
+        return s_fail (error, size, "slots %d is not in %d..%d", self->slots, min_slots,
+                       IMGP_SLOTS_MAX);
+    if ((fields & F_CREDIT) && (self->credit < 0 || self->credit > IMGP_CREDIT_MAX))
+        return s_fail (error, size, "credit %d is not in 0..%d", self->credit, IMGP_CREDIT_MAX);
+    return 0;
+}
+
+//  CLUSTER's data: a JSON object of at most IMGP_CLUSTER_MAX bytes, so a
+//  frontend can hand it on as it is.
+static int
+s_check_json_data (imgp_msg_t *self, char *error, size_t size)
+{
+    size_t len = imgp_msg_size (self);
+    if (len > IMGP_CLUSTER_MAX)
+        return s_fail (error, size, "data of %zu bytes is over %d", len, IMGP_CLUSTER_MAX);
+    json_t *root = json_loadb ((const char *) imgp_msg_data (self), len,
+                               JSON_REJECT_DUPLICATES, NULL);
+    bool ok = json_is_object (root);
+    json_decref (root);
+    if (!ok)
+        return s_fail (error, size, "data is not a JSON object");
     return 0;
 }
 
@@ -377,9 +406,14 @@ s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
         return s_fail (error, size, "%s carries data only when done", spec->name);
     if (has_data && len == 0)
         return s_fail (error, size, "%s has an empty data frame", spec->name);
+    if (spec->data == S_DATA_WITH_STATS && has_data != self->has_stats)
+        return s_fail (error, size, "%s carries data and stats in a reply, neither in a request",
+                       spec->name);
     if (self->type == IMGP_MSG_DONE && self->result.bytes != (int64_t) len)
         return s_fail (error, size, "result.bytes %lld does not match data of %zu bytes",
                        (long long) self->result.bytes, len);
+    if (spec->data == S_DATA_WITH_STATS && has_data)
+        return s_check_json_data (self, error, size);
     return 0;
 }
 
@@ -455,6 +489,12 @@ s_check_optional (imgp_msg_t *self, unsigned fields, char *error, size_t size)
         return s_fail (error, size, "wait_ms %d is not in 0..%d", self->wait_ms,
                        IMGP_WAIT_MAX_MS);
     if ((fields & F_STATS) && self->has_stats && s_check_stats (&self->stats, error, size))
+        return -1;
+    if ((fields & F_HOST) && self->host [0]
+    &&  s_check_text ("host", self->host, IMGP_HOST_MAX, S_TEXT_NAME, error, size))
+        return -1;
+    if ((fields & F_WORKER_OPT) && self->worker [0]
+    &&  s_check_text ("worker", self->worker, IMGP_WORKER_MAX, S_TEXT_NAME, error, size))
         return -1;
     return 0;
 }
@@ -565,6 +605,10 @@ s_header_fill_optional (json_t *root, imgp_msg_t *self, unsigned fields)
         rc |= json_object_set_new (root, "wait_ms", json_integer (self->wait_ms));
     if ((fields & F_STATS) && self->has_stats)
         rc |= json_object_set_new (root, "stats", s_stats_json (&self->stats));
+    if ((fields & F_HOST) && self->host [0])
+        rc |= json_object_set_new (root, "host", json_string (self->host));
+    if ((fields & F_WORKER_OPT) && self->worker [0])
+        rc |= json_object_set_new (root, "worker", json_string (self->worker));
     return rc ? -1 : 0;
 }
 
@@ -587,6 +631,8 @@ s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
         rc |= json_object_set_new (root, "attempts", json_integer (self->attempts));
     if (fields & F_SLOTS)
         rc |= json_object_set_new (root, "slots", json_integer (self->slots));
+    if (fields & F_CREDIT)
+        rc |= json_object_set_new (root, "credit", json_integer (self->credit));
     if (fields & F_WORKER)
         rc |= json_object_set_new (root, "worker", json_string (self->worker));
     if (fields & F_ERROR) {
@@ -843,6 +889,15 @@ s_read_optional (json_t *root, imgp_msg_t *self, unsigned fields, char *error, s
             return -1;
         self->has_stats = true;
     }
+    //  present means named: "" would read back the same as absent
+    if ((fields & F_HOST) && json_object_get (root, "host")
+    &&  (s_get_str (root, "host", self->host, sizeof self->host, error, size)
+      || !self->host [0]))
+        return s_fail (error, size, "field \"host\" is not a host name");
+    if ((fields & F_WORKER_OPT) && json_object_get (root, "worker")
+    &&  (s_get_str (root, "worker", self->worker, sizeof self->worker, error, size)
+      || !self->worker [0]))
+        return s_fail (error, size, "field \"worker\" is not a worker name");
     return 0;
 }
 
@@ -866,6 +921,7 @@ s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
        || s_get_int64 (root, "updated_at", &self->updated_at, error, size)))
     ||  ((fields & F_ATTEMPTS) && s_get_int (root, "attempts", &self->attempts, error, size))
     ||  ((fields & F_SLOTS) && s_get_int (root, "slots", &self->slots, error, size))
+    ||  ((fields & F_CREDIT) && s_get_int (root, "credit", &self->credit, error, size))
     ||  ((fields & F_WORKER)
       && s_get_str (root, "worker", self->worker, sizeof self->worker, error, size))
     ||  ((fields & F_ERROR)
@@ -1106,6 +1162,41 @@ bool
 imgp_msg_worker_valid (const char *name)
 {
     return name && s_check_text ("worker", name, IMGP_WORKER_MAX, S_TEXT_NAME, NULL, 0) == 0;
+}
+
+bool
+imgp_msg_host_valid (const char *name)
+{
+    return name && s_check_text ("host", name, IMGP_HOST_MAX, S_TEXT_NAME, NULL, 0) == 0;
+}
+
+const char *
+imgp_msg_routing_name (imgp_msg_t *self)
+{
+    if (!self->routing_text [0] && self->routing_id) {
+        size_t len = zframe_size (self->routing_id);
+        char name [IMGP_WORKER_MAX + 1];
+        if (len > 0 && len <= IMGP_WORKER_MAX) {
+            memcpy (name, zframe_data (self->routing_id), len);
+            name [len] = '\0';
+            //  a NUL inside makes strlen shorter than len: not a name
+            if (strlen (name) == len && imgp_msg_worker_valid (name))
+                memcpy (self->routing_text, name, len + 1);
+        }
+    }
+    return self->routing_text;
+}
+
+char *
+imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size)
+{
+    assert (dst && size > 0);
+    //  libzmq attaches the connection's properties to each frame it hands
+    //  over, the ROUTER's routing id frame included.
+    const char *address = self->routing_id
+                        ? zframe_meta (self->routing_id, "Peer-Address") : NULL;
+    snprintf (dst, size, "%s", address ? address : "");
+    return dst;
 }
 
 int

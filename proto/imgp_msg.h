@@ -34,6 +34,11 @@
 #define IMGP_WAIT_MAX_MS 60000      //  longest wait_ms of a STATUS or FETCH
 #define IMGP_TAG_MAX 9007199254740991LL //  2^53 - 1: exact in every JSON reader
 #define IMGP_STATS_BUCKETS 12       //  bounded buckets of a histogram (+Inf is extra)
+#define IMGP_HOST_MAX 64            //  resizer host name, printable ASCII
+#define IMGP_ADDRESS_MAX 63         //  a peer's IP address as libzmq gives it
+#define IMGP_CREDIT_MAX 1000        //  READY credit
+#define IMGP_SLOTS_MAX 1000         //  READY/HEARTBEAT slots
+#define IMGP_CLUSTER_MAX (1 << 20)  //  CLUSTER reply's JSON data frame, bytes
 
 typedef enum {
     //  frontend (REQ) -> broker intake (ROUTER)
@@ -48,13 +53,16 @@ typedef enum {
     IMGP_MSG_PING,          //  liveness (either REQ socket)
     IMGP_MSG_PONG,          //  reply to PING
     IMGP_MSG_ERROR,         //  reply to anything: code, message
-    //  broker ventilator (PUSH) -> resizer (PULL)
+    //  broker ventilator (ROUTER) -> resizer (DEALER)
     IMGP_MSG_JOB,           //  id, attempts (this attempt, 1-based), opts, data = original
-    //  resizer (PUSH) -> broker sink (PULL)
-    IMGP_MSG_HEARTBEAT,     //  worker, slots (free job slots now)
+    //  resizer (DEALER) -> broker ventilator (ROUTER)
+    IMGP_MSG_HEARTBEAT,     //  worker, slots (free working slots now)
     IMGP_MSG_STARTED,       //  id, worker, attempts
     IMGP_MSG_DONE,          //  id, worker, attempts, result, data = thumbnail
     IMGP_MSG_FAILED,        //  id, worker, attempts, code, message
+    IMGP_MSG_READY,         //  worker, slots, credit, host (optional); on every connect
+    //  frontend -> broker status (ROUTER), and the reply of the same name
+    IMGP_MSG_CLUSTER,       //  request: nothing; reply: stats, data = cluster JSON
 } imgp_msg_type_t;
 
 //  Upper bounds (ms) of the histogram buckets in PONG stats; a last bucket
@@ -105,22 +113,26 @@ typedef struct {
     int64_t created_at;                 //  INFO: ms since the Unix epoch
     int64_t updated_at;                 //  INFO: ms since the Unix epoch
     int attempts;                       //  INFO: so far; JOB/STARTED/DONE/FAILED: this one
-    int slots;                          //  HEARTBEAT: free job slots, 0..1000
-    char worker [IMGP_WORKER_MAX + 1];  //  HEARTBEAT, STARTED, DONE, FAILED
+    int slots;                          //  HEARTBEAT: free, 0..1000; READY: all, 1..1000
+    int credit;                         //  READY: JOBs it can take now, 0..1000
+    char worker [IMGP_WORKER_MAX + 1];  //  HEARTBEAT..READY; INFO: "" or who did it
+    char host [IMGP_HOST_MAX + 1];      //  READY: "" or the resizer's host name
     char code [IMGP_CODE_MAX + 1];      //  ERROR, FAILED, INFO when failed
     char message [IMGP_MESSAGE_MAX + 1];//  ERROR, FAILED, INFO when failed
     imgp_result_t result;               //  DONE, INFO when done
     int64_t tag;                        //  any: 0 or 1..IMGP_TAG_MAX, echoed in replies
     char owner [IMGP_OWNER_MAX + 1];    //  SUBMIT, STATUS, FETCH: "" or the key name
     int wait_ms;                        //  STATUS, FETCH: 0, or hold until finished
-    bool has_stats;                     //  PONG: stats present (the broker's always are)
-    imgp_stats_t stats;                 //  PONG, when has_stats
+    bool has_stats;                     //  PONG: stats present (the broker's always are);
+                                        //  CLUSTER: set in a reply, never in a request
+    imgp_stats_t stats;                 //  PONG, CLUSTER reply, when has_stats
     //  Private: the image bytes and the ROUTER envelope. Use the functions.
     zframe_t *data_frame;               //  received bytes, owned
     void *data_buf;                     //  outgoing bytes, owned until sent
     size_t data_len;                    //  length of data_buf
     void (*data_free) (void *buf, void *hint);  //  frees data_buf (libzmq style)
     zframe_t *routing_id;               //  ROUTER peer identity, owned
+    char routing_text [IMGP_WORKER_MAX + 1];    //  routing id as a name, when asked
 } imgp_msg_t;
 
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
@@ -146,7 +158,8 @@ void imgp_msg_set_data (imgp_msg_t *self, void *buf, size_t len,
 //  bytes without copying them.
 void imgp_msg_set_frame (imgp_msg_t *self, zframe_t **frame_p);
 
-//  The image bytes (borrowed) and their length; NULL / 0 when none.
+//  The data bytes (an image, or CLUSTER's JSON; borrowed) and their
+//  length; NULL / 0 when none.
 const uint8_t *imgp_msg_data (imgp_msg_t *self);
 size_t imgp_msg_size (imgp_msg_t *self);
 
@@ -175,6 +188,17 @@ int imgp_msg_send (imgp_msg_t **self_p, void *sock);
 //  errno is EPROTO.
 imgp_msg_t *imgp_msg_recv (void *sock);
 
+//  The routing id of a message received on a ROUTER, as text (borrowed,
+//  valid until the message is destroyed), "" when it has none. Routing ids
+//  that are not printable names (libzmq's generated ones) come back as ""
+//  so a caller never logs or compares binary bytes as a name.
+const char *imgp_msg_routing_name (imgp_msg_t *self);
+
+//  Copy into `dst` the IP address of the peer that sent a message received
+//  on a ROUTER (libzmq's "Peer-Address" property; no port), "" when libzmq
+//  gives none (ipc, inproc, a message not received). Returns `dst`.
+char *imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size);
+
 //  The largest --max-upload-bytes any program accepts (1 GiB), so the
 //  socket limit below always fits libzmq's int option.
 #define IMGP_UPLOAD_LIMIT_MAX (1LL << 30)
@@ -196,5 +220,9 @@ bool imgp_msg_owner_valid (const char *name);
 //  sent names with the same rule, so a resizer that checks its name here at
 //  start never has a result refused for it.
 bool imgp_msg_worker_valid (const char *name);
+
+//  True when `name` may travel as a READY's `host`: the same rule as a
+//  worker name (1..IMGP_HOST_MAX characters 0x21..0x7E).
+bool imgp_msg_host_valid (const char *name);
 
 #endif

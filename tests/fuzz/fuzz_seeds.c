@@ -52,7 +52,10 @@ s_message (imgp_msg_type_t type, imgp_state_t state, bool with_id)
     msg->updated_at = 1700000001234;
     msg->attempts = 1;
     msg->slots = 1;
+    msg->credit = 2;
     strcpy (msg->worker, "host-1.4242");
+    if (type == IMGP_MSG_READY)
+        strcpy (msg->host, "host-1");
     strcpy (msg->code, "decode_error");
     strcpy (msg->message, "VipsJpeg: premature end of JPEG file");
     msg->result = (imgp_result_t) { .width = 100, .height = 75, .format = IMGP_FORMAT_WEBP,
@@ -88,7 +91,7 @@ main (int argc, char *argv [])
     imgp_log_init ("fuzz_seeds", false);
     const char *dir = argv [1];
     int rc = 0;
-    for (int type = IMGP_MSG_SUBMIT; type <= IMGP_MSG_FAILED; type++) {
+    for (int type = IMGP_MSG_SUBMIT; type <= IMGP_MSG_CLUSTER; type++) {
         char name [64];
         snprintf (name, sizeof name, "%s", imgp_msg_type_name ((imgp_msg_type_t) type));
         for (char *c = name; *c; c++)
@@ -103,5 +106,10 @@ main (int argc, char *argv [])
             rc |= s_write (dir, name, s_message ((imgp_msg_type_t) type, IMGP_STATE_QUEUED, true));
     }
     rc |= s_write (dir, "error-no-id", s_message (IMGP_MSG_ERROR, IMGP_STATE_QUEUED, false));
+    imgp_msg_t *cluster = s_message (IMGP_MSG_CLUSTER, IMGP_STATE_QUEUED, false);
+    cluster->has_stats = true;
+    const char *json = "{\"resizers\":[{\"name\":\"host-1.4242\",\"jobs\":[\"" S_ID "\"]}]}";
+    imgp_msg_set_data (cluster, strdup (json), strlen (json), NULL);
+    rc |= s_write (dir, "cluster-reply", cluster);
     return rc ? 1 : 0;
 }

@@ -146,6 +146,11 @@ s_expect_good (const char *json, const char *data)
     return msg;
 }
 
+//  Expect every header of a table to be refused.
+#define S_EXPECT_BAD_EACH(table) \
+    for (size_t i_ = 0; i_ < sizeof (table) / sizeof (table) [0]; i_++) \
+        s_expect_bad ((table) [i_], NULL)
+
 //  The JSON header a message encodes to, as a string the caller frees.
 static char *
 s_header_of (imgp_msg_t *msg)
@@ -531,8 +536,7 @@ Test (malformed, tag_owner_wait_stats)
         "{\"v\":1,\"type\":\"fetch\",\"id\":\"" S_ID_TEXT "\",\"wait_ms\":-5}",
         "{\"v\":1,\"type\":\"pong\",\"stats\":{}}",
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
-        s_expect_bad (bad [i], NULL);
+    S_EXPECT_BAD_EACH (bad);
     imgp_msg_t *msg = s_expect_good (
         "{\"v\":1,\"type\":\"status\",\"id\":\"" S_ID_TEXT "\",\"tag\":12,"
         "\"owner\":\"k1\",\"wait_ms\":100}", NULL);
@@ -1019,8 +1023,7 @@ Test (malformed, worker_code_message)
         "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":\"nul\\u0000inside\"}",
         "{\"v\":1,\"type\":\"error\",\"code\":\"internal\",\"message\":7}",
     };
-    for (size_t i = 0; i < sizeof heads / sizeof heads [0]; i++)
-        s_expect_bad (heads [i], NULL);
+    S_EXPECT_BAD_EACH (heads);
 
     //  a message of 257 bytes
     char json [600];
@@ -1188,6 +1191,265 @@ Test (sockets, req_router_submit_accepted_inproc)
     zsock_destroy (&router);
 }
 
+//  --------------------------------------------------------------------------
+//  READY, CLUSTER and INFO's worker (issue 9)
+
+Test (codec, ready_exact_header_and_round_trip)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
+    strcpy (msg->worker, "r1-host:77");
+    msg->slots = 1;
+    msg->credit = 2;
+    char *header = s_header_of (msg);
+    cr_expect_str_eq (header,
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":2,\"worker\":\"r1-host:77\"}");
+    free (header);
+    strcpy (msg->host, "node-3.example");
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->type, IMGP_MSG_READY);
+    cr_expect_str_eq (back->worker, "r1-host:77");
+    cr_expect_str_eq (back->host, "node-3.example");
+    cr_expect_eq (back->slots, 1);
+    cr_expect_eq (back->credit, 2);
+    cr_expect_str_eq (imgp_msg_type_name (back->type), "READY");
+    imgp_msg_destroy (&back);
+
+    //  the edges of every range
+    msg = s_expect_good ("{\"v\":1,\"type\":\"ready\",\"slots\":1000,\"credit\":0,\"worker\":\"w\","
+        "\"host\":\"a234567890123456789012345678901234567890123456789012345678901234\"}", NULL);
+    cr_expect_eq (msg->slots, 1000);
+    cr_expect_eq (msg->credit, 0);
+    imgp_msg_destroy (&msg);
+    msg = s_expect_good ("{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1000,\"worker\":\"w\"}",
+                         NULL);
+    cr_expect_str_eq (msg->host, "");
+    imgp_msg_destroy (&msg);
+}
+
+Test (malformed, ready)
+{
+    const char *bad [] = {
+        //  out of range
+        "{\"v\":1,\"type\":\"ready\",\"slots\":0,\"credit\":1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1001,\"credit\":1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":-1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1001,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":4294967297,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":\"\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":\"a b\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":\"caf\\u00e9\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":\"t\\tab\"}",
+        ("{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":"
+            "\"a234567890123456789012345678901234567890123456789012345678901234X\"}"),
+        //  missing
+        "{\"v\":1,\"type\":\"ready\",\"credit\":1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1}",
+        //  wrong types
+        "{\"v\":1,\"type\":\"ready\",\"slots\":\"1\",\"credit\":1,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1.5,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":true,\"worker\":\"w\"}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":7}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":null}",
+        "{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\",\"host\":[\"h\"]}",
+    };
+    S_EXPECT_BAD_EACH (bad);
+    //  READY carries no data
+    s_expect_bad ("{\"v\":1,\"type\":\"ready\",\"slots\":1,\"credit\":1,\"worker\":\"w\"}", "x");
+    cr_expect (imgp_msg_host_valid ("h-1.example"));
+    cr_expect_not (imgp_msg_host_valid (""));
+    cr_expect_not (imgp_msg_host_valid ("a b"));
+    cr_expect_not (imgp_msg_host_valid (NULL));
+}
+
+Test (codec, encode_refuses_invalid_ready)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
+    strcpy (msg->worker, "w");
+    msg->slots = 1;
+    msg->credit = 1001;
+    cr_expect_null (imgp_msg_encode (msg));
+    msg->credit = 1;
+    strcpy (msg->host, "with space");
+    cr_expect_null (imgp_msg_encode (msg));
+    msg->host [0] = '\0';
+    msg->slots = 0;
+    cr_expect_null (imgp_msg_encode (msg));
+    imgp_msg_destroy (&msg);
+}
+
+#define S_CLUSTER_JSON "{\"resizers\":[{\"name\":\"r1\",\"slots\":1,\"jobs\":[]}]}"
+
+Test (codec, cluster_request_and_reply)
+{
+    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_CLUSTER);
+    request->tag = 5;
+    char *header = s_header_of (request);
+    cr_expect_str_eq (header, "{\"v\":1,\"type\":\"cluster\",\"tag\":5}");
+    free (header);
+    request = s_round_trip (request);
+    cr_expect_eq (request->type, IMGP_MSG_CLUSTER);
+    cr_expect_not (request->has_stats);
+    cr_expect_eq (imgp_msg_size (request), 0);
+
+    imgp_msg_t *reply = imgp_msg_reply_new (request, IMGP_MSG_CLUSTER);
+    imgp_msg_destroy (&request);
+    reply->has_stats = true;
+    reply->stats.resizers = 1;
+    reply->stats.queued = 3;
+    imgp_msg_set_data (reply, strdup (S_CLUSTER_JSON), strlen (S_CLUSTER_JSON), NULL);
+    imgp_msg_t *back = s_round_trip (reply);
+    cr_expect_eq (back->type, IMGP_MSG_CLUSTER);
+    cr_expect_eq (back->tag, 5);
+    cr_expect (back->has_stats);
+    cr_expect_eq (back->stats.resizers, 1);
+    cr_expect_eq (back->stats.queued, 3);
+    cr_assert_eq (imgp_msg_size (back), strlen (S_CLUSTER_JSON));
+    cr_expect_eq (memcmp (imgp_msg_data (back), S_CLUSTER_JSON, strlen (S_CLUSTER_JSON)), 0);
+    imgp_msg_destroy (&back);
+}
+
+//  A CLUSTER reply header with the stats of an idle broker.
+static char *
+s_cluster_reply_header (void)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_CLUSTER);
+    msg->has_stats = true;
+    imgp_msg_set_data (msg, strdup ("{}"), 2, NULL);
+    char *header = s_header_of (msg);
+    imgp_msg_destroy (&msg);
+    return header;
+}
+
+Test (malformed, cluster)
+{
+    char *reply = s_cluster_reply_header ();
+    //  a reply without its data, a request with data, data that is not a JSON object
+    s_expect_bad (reply, NULL);
+    s_expect_bad ("{\"v\":1,\"type\":\"cluster\"}", "{}");
+    s_expect_bad (reply, "[1,2]");
+    s_expect_bad (reply, "{\"a\":");
+    s_expect_bad (reply, "{\"a\":1,\"a\":2}");
+    s_expect_bad ("{\"v\":1,\"type\":\"cluster\",\"stats\":{}}", "{}");
+    s_expect_bad ("{\"v\":1,\"type\":\"cluster\",\"stats\":7}", "{}");
+    s_expect_bad ("{\"v\":1,\"type\":\"cluster\",\"tag\":-1}", NULL);
+    imgp_msg_t *msg = s_expect_good (reply, "{\"resizers\":[]}");
+    imgp_msg_destroy (&msg);
+
+    //  at most IMGP_CLUSTER_MAX bytes of data, both ways
+    size_t big = IMGP_CLUSTER_MAX + 1;
+    char *json = malloc (big + 1);
+    cr_assert_not_null (json);
+    memset (json, ' ', big);
+    json [0] = '{';
+    json [big - 1] = '}';
+    json [big] = '\0';
+    s_expect_bad (reply, json);
+    json [big - 2] = '}';          //  IMGP_CLUSTER_MAX bytes: "{ ... }" plus one space cut
+    json [big - 1] = '\0';
+    msg = s_expect_good (reply, json);
+    imgp_msg_destroy (&msg);
+    msg = imgp_msg_new (IMGP_MSG_CLUSTER);
+    msg->has_stats = true;
+    json [big - 1] = ' ';
+    imgp_msg_set_data (msg, json, big, NULL);
+    cr_expect_null (imgp_msg_encode (msg), "encoded a CLUSTER over the limit");
+    imgp_msg_destroy (&msg);
+    free (reply);
+}
+
+Test (codec, info_worker_is_optional)
+{
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
+    msg->state = IMGP_STATE_PROCESSING;
+    msg->attempts = 1;
+    char *header = s_header_of (msg);
+    cr_expect_null (strstr (header, "worker"), "no worker, no field: %s", header);
+    free (header);
+    strcpy (msg->worker, "r2-b:9");
+    header = s_header_of (msg);
+    cr_expect_not_null (strstr (header, "\"worker\":\"r2-b:9\""), "%s", header);
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_str_eq (back->worker, "r2-b:9");
+    imgp_msg_destroy (&back);
+
+    const char *head = "{\"v\":1,\"type\":\"info\",\"id\":\"" S_ID_TEXT "\",\"state\":\"queued\","
+                       "\"created_at\":1,\"updated_at\":2,\"attempts\":0,";
+    const char *bad [] = { "\"worker\":\"\"}", "\"worker\":\"a b\"}", "\"worker\":3}",
+                           "\"worker\":null}" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        char json [512];
+        snprintf (json, sizeof json, "%s%s", head, bad [i]);
+        s_expect_bad (json, NULL);
+    }
+}
+
+//  A ROUTER bound to a free loopback port (in *port_p), receiving with a
+//  timeout so a lost message fails the test instead of hanging it.
+static zsock_t *
+s_router_on_loopback (int *port_p)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    cr_assert_not_null (router);
+    *port_p = zsock_bind (router, "tcp://127.0.0.1:*");
+    cr_assert_gt (*port_p, 0);
+    zsock_set_rcvtimeo (router, 2000);
+    return router;
+}
+
+//  DEALER -> ROUTER over tcp, as a resizer talks to the broker: the routing
+//  id is the worker name and the READY tells the peer's address.
+Test (sockets, dealer_router_ready_names_and_address)
+{
+    int port;
+    zsock_t *router = s_router_on_loopback (&port);
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_identity (dealer, "r1-host:42");
+    zsock_set_rcvtimeo (dealer, 2000);
+    cr_assert_eq (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+
+    imgp_msg_t *ready = imgp_msg_new (IMGP_MSG_READY);
+    strcpy (ready->worker, "r1-host:42");
+    ready->slots = 1;
+    ready->credit = 2;
+    cr_assert_eq (imgp_msg_send (&ready, dealer), 0);
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_READY);
+    cr_expect_str_eq (imgp_msg_routing_name (got), "r1-host:42");
+    char address [IMGP_ADDRESS_MAX + 1];
+    cr_expect_str_eq (imgp_msg_peer_address (got, address, sizeof address), "127.0.0.1");
+
+    //  a JOB back to that peer by its name
+    imgp_msg_t *job = s_job_new (1, 10, 3, NULL);
+    job->routing_id = zframe_dup (got->routing_id);
+    imgp_msg_destroy (&got);
+    cr_assert_eq (imgp_msg_send (&job, router), 0);
+    got = imgp_msg_recv (dealer);
+    cr_assert_not_null (got);
+    cr_expect_eq (got->type, IMGP_MSG_JOB);
+    cr_expect_str_eq (imgp_msg_routing_name (got), "", "a DEALER has no routing id");
+    char none [8];
+    cr_expect_str_eq (imgp_msg_peer_address (got, none, sizeof none), "");
+    imgp_msg_destroy (&got);
+    zsock_destroy (&dealer);
+
+    //  a peer without a name: its generated routing id is not a name
+    dealer = zsock_new (ZMQ_DEALER);
+    cr_assert_eq (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+    imgp_msg_t *beat = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    strcpy (beat->worker, "w");
+    cr_assert_eq (imgp_msg_send (&beat, dealer), 0);
+    got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    cr_expect_str_eq (imgp_msg_routing_name (got), "");
+    imgp_msg_destroy (&got);
+    zsock_destroy (&dealer);
+    zsock_destroy (&router);
+}
+
 //  PUSH/PULL over tcp for the job and result channels, with a raw libzmq
 //  socket on one side and a forwarded frame on the other.
 Test (sockets, push_pull_tcp_job_and_done)
@@ -1272,10 +1534,8 @@ s_ping_pong (zsock_t *client, zsock_t *router)
 
 Test (sockets, req_router_tcp_ping_pong)
 {
-    zsock_t *router = zsock_new (ZMQ_ROUTER);
-    int port = zsock_bind (router, "tcp://127.0.0.1:*");
-    cr_assert_gt (port, 0);
-    zsock_set_rcvtimeo (router, 2000);
+    int port;
+    zsock_t *router = s_router_on_loopback (&port);
     zsock_t *req = zsock_new (ZMQ_REQ);
     zsock_set_rcvtimeo (req, 2000);
     cr_assert_eq (zsock_connect (req, "tcp://127.0.0.1:%d", port), 0);
