@@ -133,6 +133,7 @@ typedef struct {
     void (*data_free) (void *buf, void *hint);  //  frees data_buf (libzmq style)
     zframe_t *routing_id;               //  ROUTER peer identity, owned
     char routing_text [IMGP_WORKER_MAX + 1];    //  routing id as a name, when asked
+    char peer_address [IMGP_ADDRESS_MAX + 1];   //  sender's IP, received on a ROUTER
 } imgp_msg_t;
 
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
