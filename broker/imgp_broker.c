@@ -707,10 +707,8 @@ s_on_started (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     //  A job back in the queue (reloaded after a restart, or re-queued by
     //  a timeout) is in that peer's hands again.
-    if (job->phase == IMGP_PHASE_QUEUED) {
-        peer->held++;
-        peer->held_bytes += job->bytes;
-    }
+    if (job->phase == IMGP_PHASE_QUEUED)
+        imgp_peers_held (peer, job->bytes);
     imgp_table_started (self->table, job, zclock_mono ());
     s_touch (job);
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);

@@ -301,6 +301,8 @@ Test (peers, no_job_ahead_behind_large_originals)
     imgp_peers_released (icons, 2000);
     imgp_peers_released (icons, 2000);
     cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
+    imgp_peers_held (icons, 3000);              //  a STARTED for a re-queued job
+    cr_assert (icons->held == 1 && icons->held_bytes == 3000 && icons->credit == 0);
     imgp_peers_destroy (&peers);
 }
 
