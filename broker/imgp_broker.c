@@ -351,6 +351,11 @@ s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the broker restarted "
                 "during the last one", what, job->attempts);
     else
+    if (streq (reason, "bad_image"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "sent bytes that are not the image it claimed", what, job->attempts,
+                job->worker);
+    else
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "stopped answering", what, job->attempts, job->worker);
 }

@@ -2480,6 +2480,16 @@ Test (broker, bad_image_bytes_are_refused_and_the_job_requeued)
     imgp_msg_destroy (&job);
     s_worker_finish (rig->worker, rig->status, id, 3, "good");
     s_rig_destroy (&rig);
+
+    //  Refused on its last attempt: the job fails and says why.
+    config.max_attempts = 1;
+    rig = s_rig_running (&config, "w1", id);
+    s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "not the image it claimed"), "%s", info->message);
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, cluster_view_lists_resizers_and_their_jobs)
