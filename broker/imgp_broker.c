@@ -1,7 +1,7 @@
 /*  imgp_broker — see imgp_broker.h.
 
-    One thread owns everything: the four sockets, the status table and the
-    spool. A zmq_poll loop (fair across sockets, unlike zpoller's first-
+    One thread owns everything: the three sockets, the status table, the
+    resizer peers and the spool. A zmq_poll loop (fair across sockets, unlike zpoller's first-
     ready) serves messages in small batches and runs the housekeeping tick
     every config.tick_ms: lost workers, late jobs, TTL. Dispatch runs after
     every pass, so a heartbeat or a finished job starts the next job at once.
@@ -10,13 +10,22 @@
     - ACCEPTED is sent only after ID.in and ID.json are written and the job
       is in the table (invariant 1). A repeated SUBMIT of a held id is
       answered ACCEPTED again without touching the spool (idempotent).
-    - Credit = free slots from the latest heartbeats minus jobs dispatched
-      but not STARTED. The jobs PUSH socket has sndhwm 1, ZMQ_IMMEDIATE and
-      sndtimeo 0, and we check POLLOUT before reading the original, so the
-      loop never blocks on a busy or absent resizer.
-    - First result wins: DONE/FAILED for an unknown or finished job is
-      dropped. A result for a job that is queued (re-queued after a timeout,
-      or reloaded after a restart) still counts: the thumbnail is real.
+    - The jobs link is the Guide's credit-based ventilator (a ROUTER; each
+      resizer a DEALER whose routing id is its worker name). A READY sets
+      a peer's credit, each JOB takes one, each DONE/FAILED gives one back;
+      imgp_peers picks the peer (a free working slot first). A send never
+      waits (sndtimeo 0); ROUTER_MANDATORY makes a send to a peer that is
+      gone fail (EHOSTUNREACH) instead of vanishing: that peer's credit is
+      dropped and the job stays at the front for the next peer.
+    - A job's worker is set at dispatch and saved before the JOB leaves.
+      STARTED/DONE/FAILED count only from that peer (routing id), for that
+      attempt, while the job is unfinished; every resizer message's
+      `worker` must equal its routing id. A result for a job that is
+      queued (re-queued after a timeout, or reloaded after a restart) still
+      counts when it is that worker's, for that attempt: the thumbnail is
+      real. First result wins.
+    - DONE's bytes must be the image they claim (imgp_magic_check) before
+      they are stored; otherwise the job is re-queued at once.
     - attempts counts dispatches. A re-queue (dispatch timeout, job timeout,
       lost worker) of a job that used all --max-attempts fails it with
       attempts_exhausted. Resizer FAILED results are final.
@@ -59,31 +68,40 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "imgp_curve.h"
 #include "imgp_defaults.h"
 #include "imgp_log.h"
+#include "imgp_magic.h"
 #include "imgp_msg.h"
+#include "imgp_peers.h"
 #include "imgp_spool.h"
 #include "imgp_table.h"
 #include "imgp_waiters.h"
 
 #define S_FRONTEND_HWM 100000       //  replies and requests queued per frontend link
-#define S_SOCKETS 4
+#define S_SOCKETS 3
 #define S_BATCH 64                  //  messages per socket per loop pass
 #define S_TICK_MS 100               //  housekeeping period when config has 0
 #define S_LINGER_MS 1000
+#define S_PEER_HEARTBEAT_MS 1000    //  ZMTP heartbeat interval on the jobs link
+#define S_PREFETCH_BYTES (64 * 1024)    //  a job goes ahead only behind originals this small
+#define S_JOBS_HWM 8                    //  JOBs queued towards one resizer, at most
+#define S_WARN_EVERY_MS 60000       //  a refusal from a nameless peer, logged this often
+#define S_STRINGS 6                 //  config strings the handle keeps copies of
 
-static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs", "results" };
+static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs" };
 
 //  The caller's handle: the actor plus the copies of the config strings.
 struct _imgp_broker_t {
     zactor_t *actor;                    //  the server thread
     imgp_broker_config_t config;        //  limits; strings point into `strings`
-    char *strings [5];                  //  owned copies: 4 endpoints, data_dir
+    char *strings [S_STRINGS];          //  owned copies: 3 endpoints, data_dir, 2 key paths
     char *endpoints [S_SOCKETS];        //  real bound endpoints, from the actor
 };
 
@@ -95,6 +113,9 @@ typedef struct {
     char *endpoints [S_SOCKETS];        //  resolved endpoints, owned
     imgp_spool_t *spool;                //  the on-disk truth
     imgp_table_t *table;                //  the in-memory index
+    imgp_peers_t *peers;                //  resizers on the jobs link, by routing id
+    imgp_curve_t *curve;                //  CURVE server keys and zauth, NULL: plain
+    int64_t nameless_warned;            //  monotonic ms a nameless peer was last logged
     imgp_waiters_t *waiters;            //  STATUS/FETCH held until their job ends
     imgp_stats_t stats;                 //  counters and histograms; PONG adds the gauges
     int64_t next_tick;                  //  monotonic ms of next housekeeping
@@ -109,7 +130,6 @@ const imgp_conf_spec_t imgp_broker_specs [] = {
     IMGP_CONF_INTAKE (S_CONFIG, intake),
     IMGP_CONF_STATUS (S_CONFIG, status),
     IMGP_CONF_JOBS (S_CONFIG, jobs),
-    IMGP_CONF_RESULTS (S_CONFIG, results),
     IMGP_CONF_STR (S_CONFIG, data_dir, "data-dir", "./imgpipe-data",
                    "spool directory for originals, thumbnails and job records"),
     IMGP_CONF_NUM (S_CONFIG, max_queue, "max-queue", 1000, 1, 10000000,
@@ -131,6 +151,14 @@ const imgp_conf_spec_t imgp_broker_specs [] = {
                     "fsync every spool write (survives power loss; slower)"),
     IMGP_CONF_NUM (S_CONFIG, max_waiters, "max-waiters", 10000, 0, 10000000,
                    "STATUS/FETCH requests held for wait_ms; beyond it, answered at once"),
+    IMGP_CONF_STR (S_CONFIG, curve_secret, "curve-secret", "",
+                   "the broker's CURVE certificate (the _secret file of imgpipe keygen); "
+                   "with it every endpoint is a CURVE server"),
+    IMGP_CONF_STR (S_CONFIG, curve_clients, "curve-clients", "",
+                   "directory of the public certificates allowed to connect (with "
+                   "--curve-secret)"),
+    IMGP_CONF_FLAG (S_CONFIG, insecure, "insecure",
+                    "allow binding beyond loopback without CURVE keys"),
     IMGP_CONF_END
 };
 
@@ -169,6 +197,7 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
     info->created_at = job->created_at;
     info->updated_at = job->updated_at;
     info->attempts = job->attempts;
+    memcpy (info->worker, job->worker, sizeof info->worker);
     if (job->state == IMGP_STATE_FAILED) {
         memcpy (info->code, job->code, sizeof info->code);
         memcpy (info->message, job->message, sizeof info->message);
@@ -243,6 +272,18 @@ s_count_finish (s_server_t *self, imgp_job_t *job)
         self->stats.failed++;
 }
 
+//  The job leaves its worker's hands (it ends or is re-queued): that peer
+//  holds one job fewer. Only a job in flight counted as held.
+static void
+s_release (s_server_t *self, imgp_job_t *job)
+{
+    if (job->phase != IMGP_PHASE_DISPATCHED && job->phase != IMGP_PHASE_RUNNING)
+        return;
+    imgp_peer_t *peer = imgp_peers_lookup (self->peers, job->worker);
+    if (peer)
+        imgp_peers_released (peer, job->bytes);
+}
+
 //  The job ends done or failed: table, record, and then the original goes,
 //  but only once the final record is on disk (see the top of this file).
 //  Every way a job ends comes through here, so here its waiters wake;
@@ -251,6 +292,7 @@ static void
 s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *done)
 {
     s_touch (job);
+    s_release (self, job);
     imgp_table_finish (self->table, job, state);
     s_count_finish (self, job);
     if (s_persist (self, job) == 0)
@@ -309,6 +351,11 @@ s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the broker restarted "
                 "during the last one", what, job->attempts);
     else
+    if (streq (reason, "bad_image"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "sent bytes that are not the image it claimed", what, job->attempts,
+                job->worker);
+    else
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "stopped answering", what, job->attempts, job->worker);
 }
@@ -322,6 +369,7 @@ s_requeue (s_server_t *self, imgp_job_t *job, const char *reason)
         return;
     }
     bool was_visible = job->state != IMGP_STATE_QUEUED;
+    s_release (self, job);
     imgp_table_requeue (self->table, job);
     self->stats.retried++;
     if (was_visible)
@@ -333,9 +381,9 @@ s_requeue (s_server_t *self, imgp_job_t *job, const char *reason)
 //  =====================================================================
 //  Intake and status: SUBMIT, STATUS, FETCH, PING
 
-//  The broker's figures for PONG: the counters kept as things happen, and
-//  the gauges read now (O(1) each, but the live resizers: a walk over the
-//  fleet, as credit does on every dispatch).
+//  The broker's figures for PONG and CLUSTER: the counters kept as things
+//  happen, and the gauges read now (O(1) each, but the live resizers: a
+//  walk over the fleet, as the choice of a peer does on every dispatch).
 static void
 s_stats (s_server_t *self, imgp_stats_t *stats)
 {
@@ -344,7 +392,7 @@ s_stats (s_server_t *self, imgp_stats_t *stats)
     stats->queue_max = (int64_t) self->config->max_queue;
     stats->in_flight = (int64_t) imgp_table_inflight (self->table);
     stats->waiters = (int64_t) imgp_waiters_size (self->waiters);
-    imgp_table_live (self->table, zclock_mono (), self->config->heartbeat_timeout_ms,
+    imgp_peers_live (self->peers, zclock_mono (), self->config->heartbeat_timeout_ms,
                      &stats->resizers, &stats->slots);
 }
 
@@ -511,11 +559,82 @@ s_on_intake (s_server_t *self, imgp_msg_t *msg)
         s_refuse_type (self, msg, IMGP_BROKER_INTAKE);
 }
 
+//  One resizer of the CLUSTER view, with the ids of the jobs it holds.
+static json_t *
+s_peer_json (s_server_t *self, imgp_peer_t *peer, int64_t now)
+{
+    json_t *jobs = json_array ();
+    for (imgp_job_t *job = imgp_table_held_by (self->table, peer->name); job;
+         job = imgp_table_held_next (self->table, peer->name))
+        json_array_append_new (jobs, json_string (job->id));
+    int busy = peer->held < peer->slots ? peer->held : peer->slots;
+    return json_pack ("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:o}",
+                      "name", peer->name, "host", peer->host, "address", peer->address,
+                      "slots", peer->slots, "busy", busy, "held", peer->held,
+                      "credit", peer->credit, "done", (json_int_t) peer->done,
+                      "failed", (json_int_t) peer->failed,
+                      "heartbeat_age_ms", (json_int_t) (now - peer->last_heard), "jobs", jobs);
+}
+
+//  The CLUSTER view as compact JSON (the caller frees it): every live
+//  resizer, cut with "truncated": true before it passes IMGP_CLUSTER_MAX.
+static char *
+s_cluster_json (s_server_t *self, size_t *len_p)
+{
+    int64_t now = zclock_mono ();
+    json_t *list = json_array ();
+    bool truncated = false;
+    size_t total = 64;              //  room for the wrapper and "truncated"
+    for (imgp_peer_t *peer = imgp_peers_first (self->peers); peer;
+         peer = imgp_peers_next (self->peers)) {
+        if (now - peer->last_heard > self->config->heartbeat_timeout_ms)
+            continue;               //  silent: lost at the next tick
+        json_t *entry = s_peer_json (self, peer, now);
+        char *text = json_dumps (entry, JSON_COMPACT);
+        size_t len = text ? strlen (text) + 1 : 0;
+        free (text);
+        if (!len || total + len > IMGP_CLUSTER_MAX) {
+            json_decref (entry);
+            truncated = true;
+            break;
+        }
+        total += len;
+        json_array_append_new (list, entry);
+    }
+    json_t *root = json_pack ("{s:o}", "resizers", list);
+    if (truncated)
+        json_object_set_new (root, "truncated", json_true ());
+    char *text = json_dumps (root, JSON_COMPACT);
+    json_decref (root);
+    *len_p = text ? strlen (text) : 0;
+    return text;
+}
+
+static void
+s_on_cluster (s_server_t *self, imgp_msg_t *msg)
+{
+    size_t len;
+    char *text = s_cluster_json (self, &len);
+    imgp_msg_t *reply;
+    if (text) {
+        reply = imgp_msg_reply_new (msg, IMGP_MSG_CLUSTER);
+        reply->has_stats = true;
+        s_stats (self, &reply->stats);
+        imgp_msg_set_data (reply, text, len, NULL);
+    }
+    else
+        reply = imgp_msg_error_new (msg, "internal", "the cluster view could not be made");
+    s_reply (self, IMGP_BROKER_STATUS, &reply);
+}
+
 static void
 s_on_status_socket (s_server_t *self, imgp_msg_t *msg)
 {
     if (msg->type == IMGP_MSG_STATUS || msg->type == IMGP_MSG_FETCH)
         s_on_query (self, msg);
+    else
+    if (msg->type == IMGP_MSG_CLUSTER && !msg->has_stats)
+        s_on_cluster (self, msg);
     else
     if (msg->type == IMGP_MSG_PING)
         s_on_ping (self, msg, IMGP_BROKER_STATUS);
@@ -524,65 +643,114 @@ s_on_status_socket (s_server_t *self, imgp_msg_t *msg)
 }
 
 //  =====================================================================
-//  Results: HEARTBEAT, STARTED, DONE, FAILED
+//  The jobs link: READY, HEARTBEAT, STARTED, DONE, FAILED from resizers
 
+//  Log a message refused because its `worker` is not the routing id of the
+//  connection it came on: once per known peer, once a minute for the rest
+//  (a peer without a name has a new routing id on every connection).
 static void
-s_on_heartbeat (s_server_t *self, imgp_msg_t *msg)
+s_refuse_mismatch (s_server_t *self, imgp_msg_t *msg, const char *name)
 {
-    if (imgp_table_heartbeat (self->table, msg->worker, msg->slots, zclock_mono ()))
-        imgp_info ("worker=%s event=joined slots=%d", msg->worker, msg->slots);
+    imgp_peer_t *peer = imgp_peers_lookup (self->peers, name);
+    int64_t now = zclock_mono ();
+    if (peer ? peer->warned
+             : self->nameless_warned && now - self->nameless_warned < S_WARN_EVERY_MS)
+        return;
+    if (peer)
+        peer->warned = true;
+    else
+        self->nameless_warned = now;
+    char address [IMGP_ADDRESS_MAX + 1];
+    imgp_warn ("event=refused reason=worker_mismatch routing_id=%s worker=%s type=%s "
+               "address=%s", name [0] ? name : "-", msg->worker, imgp_msg_type_name (msg->type),
+               imgp_msg_peer_address (msg, address, sizeof address));
 }
 
 static void
-s_on_started (s_server_t *self, imgp_msg_t *msg)
+s_on_ready (imgp_peer_t *peer, imgp_msg_t *msg)
+{
+    imgp_peers_ready (peer, msg->slots, msg->credit);
+    snprintf (peer->host, sizeof peer->host, "%s", msg->host);
+    imgp_msg_peer_address (msg, peer->address, sizeof peer->address);
+    imgp_info ("worker=%s event=ready slots=%d credit=%d host=%s address=%s", peer->name,
+               peer->slots, peer->credit, peer->host [0] ? peer->host : "-",
+               peer->address [0] ? peer->address : "-");
+}
+
+//  The job a STARTED, DONE or FAILED from `peer` is about, or NULL when it
+//  must be dropped: unknown or finished (first result wins), dispatched to
+//  another peer (refused, logged), or for another attempt than the latest
+//  (stale: the job was dispatched again since).
+static imgp_job_t *
+s_result_job (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
 {
     imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
-    if (!job || job->phase == IMGP_PHASE_FINISHED || msg->attempts != job->attempts) {
-        imgp_debug ("job=%s event=stale_started worker=%s attempt=%d", msg->id, msg->worker,
-                    msg->attempts);
-        return;
+    if (!job || job->phase == IMGP_PHASE_FINISHED) {
+        imgp_debug ("job=%s event=duplicate_result type=%s worker=%s attempt=%d", msg->id,
+                    imgp_msg_type_name (msg->type), peer->name, msg->attempts);
+        return NULL;
     }
-    int64_t now = zclock_mono ();
-    imgp_table_started (self->table, job, msg->worker, now);
-    //  A STARTED can come before the worker's first heartbeat, or from a
-    //  worker that dies before sending one: it is tracked from here on.
-    if (imgp_table_worker_took (self->table, msg->worker, now))
-        imgp_info ("worker=%s event=joined slots=0 by=started", msg->worker);
+    if (!streq (job->worker, peer->name)) {
+        imgp_warn ("job=%s event=result_refused reason=not_dispatched_here type=%s worker=%s "
+                   "dispatched_to=%s", job->id, imgp_msg_type_name (msg->type), peer->name,
+                   job->worker [0] ? job->worker : "-");
+        return NULL;
+    }
+    if (msg->attempts != job->attempts) {
+        imgp_debug ("job=%s event=stale_result type=%s worker=%s attempt=%d current=%d",
+                    job->id, imgp_msg_type_name (msg->type), peer->name, msg->attempts,
+                    job->attempts);
+        return NULL;
+    }
+    return job;
+}
+
+static void
+s_on_started (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
+{
+    imgp_job_t *job = s_result_job (self, peer, msg);
+    if (!job)
+        return;
+    //  A job back in the queue (reloaded after a restart, or re-queued by
+    //  a timeout) is in that peer's hands again.
+    if (job->phase == IMGP_PHASE_QUEUED)
+        imgp_peers_held (peer, job->bytes);
+    imgp_table_started (self->table, job, zclock_mono ());
     s_touch (job);
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
 }
 
-//  The job a result is for, or NULL when the result must be dropped. A
-//  result of attempt N proves N dispatches; the count on disk covers them
-//  (saved before each JOB leaves), but a spool from an older broker or a
-//  failed save may not, so attempts never reads lower than that and no job
-//  ends "done after 0 attempts".
-static imgp_job_t *
-s_result_job (s_server_t *self, imgp_msg_t *msg)
+//  Are DONE's bytes the image its result claims? Checked before they are
+//  stored, so a forged or broken result is never served.
+static int
+s_check_image (imgp_job_t *job, imgp_msg_t *msg)
 {
-    imgp_job_t *job = imgp_table_lookup (self->table, msg->id);
-    if (job && job->phase != IMGP_PHASE_FINISHED) {
-        if (msg->attempts > job->attempts)
-            job->attempts = msg->attempts;
-        return job;
-    }
-    imgp_debug ("job=%s event=duplicate_result type=%s worker=%s attempt=%d", msg->id,
-                imgp_msg_type_name (msg->type), msg->worker, msg->attempts);
-    return NULL;
+    const char *reason = NULL;
+    if (imgp_magic_check (imgp_msg_data (msg), imgp_msg_size (msg), msg->result.format,
+                          msg->result.width, msg->result.height, &reason) == 0)
+        return 0;
+    imgp_warn ("job=%s event=result_refused reason=bad_image worker=%s attempt=%d "
+               "detail=\"%s\"", job->id, msg->worker, msg->attempts,
+               reason ? reason : "-");
+    return -1;
 }
 
 static void
-s_on_done (s_server_t *self, imgp_msg_t *msg)
+s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
 {
-    imgp_job_t *job = s_result_job (self, msg);
+    imgp_job_t *job = s_result_job (self, peer, msg);
     if (!job)
         return;
-    snprintf (job->worker, sizeof job->worker, "%s", msg->worker);
+    if (s_check_image (job, msg)) {
+        s_requeue (self, job, "bad_image");
+        return;
+    }
     if (imgp_spool_put (self->spool, job->id, IMGP_SPOOL_OUT, imgp_msg_data (msg),
                         imgp_msg_size (msg))) {
         s_fail (self, job, "internal", "the broker could not store the thumbnail");
         return;
     }
+    peer->done++;
     job->result = msg->result;
     job->result.bytes = (int64_t) imgp_msg_size (msg);
     s_finish (self, job, IMGP_STATE_DONE, msg);
@@ -592,27 +760,53 @@ s_on_done (s_server_t *self, imgp_msg_t *msg)
 }
 
 static void
-s_on_failed (s_server_t *self, imgp_msg_t *msg)
+s_on_failed (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
 {
-    imgp_job_t *job = s_result_job (self, msg);
+    imgp_job_t *job = s_result_job (self, peer, msg);
     if (!job)
         return;
-    snprintf (job->worker, sizeof job->worker, "%s", msg->worker);
+    peer->failed++;
     s_fail (self, job, msg->code, "%s", msg->message);
 }
 
-static void
-s_on_results (s_server_t *self, imgp_msg_t *msg)
+static bool
+s_from_resizer (imgp_msg_type_t type)
 {
+    return type == IMGP_MSG_READY || type == IMGP_MSG_HEARTBEAT || type == IMGP_MSG_STARTED
+        || type == IMGP_MSG_DONE || type == IMGP_MSG_FAILED;
+}
+
+static void
+s_on_jobs (s_server_t *self, imgp_msg_t *msg)
+{
+    const char *name = imgp_msg_routing_name (msg);
+    if (!s_from_resizer (msg->type)) {
+        //  No reply: a resizer link carries no requests.
+        imgp_warn ("job=%s event=wrong_socket type=%s socket=jobs worker=%s",
+                   msg->id [0] ? msg->id : "-", imgp_msg_type_name (msg->type),
+                   name [0] ? name : "-");
+        return;
+    }
+    if (!name [0] || !streq (name, msg->worker)) {
+        s_refuse_mismatch (self, msg, name);
+        return;
+    }
+    bool joined;
+    imgp_peer_t *peer = imgp_peers_heard (self->peers, name, zclock_mono (), &joined);
+    if (joined) {
+        imgp_msg_peer_address (msg, peer->address, sizeof peer->address);
+        imgp_info ("worker=%s event=joined by=%s address=%s", name,
+                   imgp_msg_type_name (msg->type), peer->address [0] ? peer->address : "-");
+    }
+    //  Whatever becomes of the job, a result means the resizer let it go.
+    if (msg->type == IMGP_MSG_DONE || msg->type == IMGP_MSG_FAILED)
+        imgp_peers_returned (peer);
     switch (msg->type) {
-        case IMGP_MSG_HEARTBEAT: s_on_heartbeat (self, msg); break;
-        case IMGP_MSG_STARTED: s_on_started (self, msg); break;
-        case IMGP_MSG_DONE: s_on_done (self, msg); break;
-        case IMGP_MSG_FAILED: s_on_failed (self, msg); break;
-        default:
-            //  A PULL socket cannot answer: log and drop.
-            imgp_warn ("job=%s event=wrong_socket type=%s socket=results",
-                       msg->id [0] ? msg->id : "-", imgp_msg_type_name (msg->type));
+        case IMGP_MSG_READY: s_on_ready (peer, msg); break;
+        case IMGP_MSG_HEARTBEAT: peer->free_slots = msg->slots; break;
+        case IMGP_MSG_STARTED: s_on_started (self, peer, msg); break;
+        case IMGP_MSG_DONE: s_on_done (self, peer, msg); break;
+        default: s_on_failed (self, peer, msg); break;
     }
 }
 
@@ -638,12 +832,13 @@ s_job_new (s_server_t *self, imgp_job_t *job)
     return msg;
 }
 
-//  Dispatch the job at the front of the queue. Returns -1 when no resizer
-//  pipe took it (it stays at the front, no attempt counted; try again at
-//  the next pass), else 0: it left, or it cannot be dispatched at all and
-//  ended failed, so it never blocks the jobs behind it.
+//  Send the front job to `peer`. Returns -1 when that peer could not take
+//  it (gone: EHOSTUNREACH, or its pipe full): the job stays at the front,
+//  no attempt counted, and the peer gets no job until it gives credit
+//  again. Else 0: it left, or it cannot be dispatched at all and ended
+//  failed, so it never blocks the jobs behind it.
 static int
-s_dispatch_one (s_server_t *self, imgp_job_t *job)
+s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
 {
     //  Only a reload brings a job here with its attempts used up: the
     //  broker stopped while its last attempt was out.
@@ -656,18 +851,22 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job)
         s_fail (self, job, "internal", "the original could not be read from the spool");
         return 0;
     }
-    //  The attempt is on disk before the JOB leaves (a failed save is
-    //  logged by the spool, and the job goes anyway: see the top). A send
-    //  deferred below leaves the count on disk one ahead until the next
-    //  write: a restart in between grants one attempt fewer, never more.
+    msg->routing_id = zframe_new (peer->name, strlen (peer->name));
+    //  The attempt and its worker are on disk before the JOB leaves (a
+    //  failed save is logged by the spool, and the job goes anyway: see the
+    //  top). A send that fails below leaves the record one attempt ahead
+    //  until the next write: a restart in between grants one attempt
+    //  fewer, never more.
     imgp_job_t record = *job;
     record.attempts = msg->attempts;
+    snprintf (record.worker, sizeof record.worker, "%s", peer->name);
     s_persist (self, &record);
     size_t size = imgp_msg_size (msg);
     if (imgp_msg_send (&msg, self->sockets [IMGP_BROKER_JOBS])) {
-        if (errno == EAGAIN || errno == EINTR || errno == ETERM) {
-            imgp_debug ("job=%s event=dispatch_deferred error=\"%s\"", job->id,
-                        zmq_strerror (errno));
+        if (errno == EHOSTUNREACH || errno == EAGAIN || errno == EINTR) {
+            imgp_info ("job=%s event=dispatch_deferred worker=%s error=\"%s\"", job->id,
+                       peer->name, zmq_strerror (errno));
+            peer->credit = 0;
             return -1;
         }
         //  The codec refused the JOB (it logged why), or libzmq did.
@@ -675,40 +874,44 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job)
                 zmq_strerror (errno));
         return 0;
     }
-    imgp_table_dispatched (self->table, job, zclock_mono ());
+    int64_t now = zclock_mono ();
+    imgp_peers_sent (peer, now, job->bytes);
+    imgp_table_dispatched (self->table, job, peer->name, now);
     if (job->attempts == 1)
         imgp_histo_add (&self->stats.wait_ms, zclock_time () - job->created_at);
-    imgp_info ("job=%s event=dispatched attempt=%d bytes=%zu", job->id, job->attempts, size);
+    imgp_info ("job=%s event=dispatched worker=%s attempt=%d bytes=%zu", job->id, peer->name,
+               job->attempts, size);
     return 0;
 }
 
+//  Send queued jobs while a peer may take one (imgp_peers_choose has the
+//  rule). Each failed send zeroes one peer's credit, so this ends.
 static void
 s_dispatch (s_server_t *self)
 {
-    zsock_t *jobs = self->sockets [IMGP_BROKER_JOBS];
-    while (imgp_table_credit (self->table) > 0) {
-        imgp_job_t *job = imgp_table_next (self->table);
-        if (!job || !(zsock_events (jobs) & ZMQ_POLLOUT))
-            return;                 //  nothing queued, or no resizer pipe has room
-        if (s_dispatch_one (self, job))
+    imgp_job_t *job;
+    while ((job = imgp_table_next (self->table))) {
+        imgp_peer_t *peer = imgp_peers_choose (self->peers, zclock_mono (),
+                                               self->config->heartbeat_timeout_ms,
+                                               imgp_table_queued (self->table),
+                                               S_PREFETCH_BYTES);
+        if (!peer)
             return;
+        s_dispatch_one (self, job, peer);
     }
 }
 
 static void
 s_check_workers (s_server_t *self, int64_t now)
 {
-    const char *lost;
-    while ((lost = imgp_table_lost_worker (self->table, now,
-                                           self->config->heartbeat_timeout_ms))) {
-        char name [IMGP_WORKER_MAX + 1];
-        snprintf (name, sizeof name, "%s", lost);
-        imgp_warn ("worker=%s event=lost silent_ms=%lld", name,
-                   (long long) self->config->heartbeat_timeout_ms);
-        imgp_table_worker_remove (self->table, name);
+    imgp_peer_t *lost;
+    while ((lost = imgp_peers_lost (self->peers, now, self->config->heartbeat_timeout_ms))) {
+        imgp_warn ("worker=%s event=lost silent_ms=%lld jobs=%d", lost->name,
+                   (long long) self->config->heartbeat_timeout_ms, lost->held);
         imgp_job_t *job;
-        while ((job = imgp_table_held_by (self->table, name)))
+        while ((job = imgp_table_held_by (self->table, lost->name)))
             s_requeue (self, job, "worker_lost");
+        imgp_peers_remove (self->peers, lost->name);
     }
 }
 
@@ -863,7 +1066,10 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
     self->sockets [which] = sock;
     zsock_set_linger (sock, S_LINGER_MS);
     zsock_set_sndtimeo (sock, 0);           //  the loop never blocks on a send
-    if (which == IMGP_BROKER_INTAKE || which == IMGP_BROKER_RESULTS)
+    if (imgp_curve_apply (self->curve, sock)
+    ||  imgp_curve_watch (self->curve, sock, s_socket_names [which]))
+        return -1;
+    if (which == IMGP_BROKER_INTAKE || which == IMGP_BROKER_JOBS)
         zsock_set_maxmsgsize (sock, imgp_msg_max_size (self->config->max_upload_bytes));
     if (which == IMGP_BROKER_STATUS)
         zsock_set_maxmsgsize (sock, imgp_msg_max_size (0));
@@ -875,12 +1081,26 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
         zsock_set_rcvhwm (sock, S_FRONTEND_HWM);
     }
     if (which == IMGP_BROKER_JOBS) {
-        zsock_set_sndhwm (sock, 1);
-        zsock_set_immediate (sock, 1);
+        //  A send to a peer that is gone fails (EHOSTUNREACH) instead of
+        //  being dropped in silence, so its job stays queued; a resizer
+        //  that reconnects takes its name (routing id) back at once.
+        zsock_set_router_mandatory (sock, 1);
+        zsock_set_router_handover (sock, 1);
+        //  Each JOB queued towards a resizer holds its original in our
+        //  memory. An honest resizer reads at once and asks for 2; one that
+        //  claims credit and never reads fills its pipe, and the send that
+        //  finds it full (EAGAIN) takes its credit away.
+        zsock_set_sndhwm (sock, S_JOBS_HWM);
         //  ZMTP heartbeats drop the pipe of a resizer whose host vanished,
-        //  so PUSH stops choosing it before our own heartbeat timeout.
-        zsock_set_heartbeat_ivl (sock, 1000);
+        //  so sends to it fail before our own heartbeat timeout.
+        zsock_set_heartbeat_ivl (sock, S_PEER_HEARTBEAT_MS);
         zsock_set_heartbeat_timeout (sock, (int) self->config->heartbeat_timeout_ms);
+    }
+    if (!self->curve && !self->config->insecure && !imgp_curve_endpoint_local (endpoint)) {
+        imgp_error ("event=bind_refused socket=%s endpoint=%s reason=\"not a loopback address "
+                    "and no CURVE keys: give --curve-secret and --curve-clients, or --insecure\"",
+                    s_socket_names [which], endpoint);
+        return -1;
     }
     if (zsock_bind (sock, "%s", endpoint) == -1) {
         imgp_error ("event=bind_failed socket=%s endpoint=%s error=\"%s\"",
@@ -903,9 +1123,29 @@ s_server_destroy (s_server_t **self_p)
     }
     imgp_waiters_destroy (&self->waiters);    //  nobody needs an answer now
     imgp_table_destroy (&self->table);
+    imgp_peers_destroy (&self->peers);
+    imgp_curve_destroy (&self->curve);
     imgp_spool_destroy (&self->spool);
     free (self);
     *self_p = NULL;
+}
+
+//  The CURVE keys, when configured: both files or neither.
+static int
+s_curve_new (s_server_t *self)
+{
+    const char *secret = self->config->curve_secret;
+    const char *clients = self->config->curve_clients;
+    bool has_secret = secret && secret [0], has_clients = clients && clients [0];
+    if (!has_secret && !has_clients)
+        return 0;
+    if (has_secret != has_clients) {
+        imgp_error ("event=start_failed reason=\"--curve-secret and --curve-clients go "
+                    "together: give both or neither\"");
+        return -1;
+    }
+    self->curve = imgp_curve_server_new (secret, clients);
+    return self->curve ? 0 : -1;
 }
 
 static s_server_t *
@@ -917,13 +1157,13 @@ s_server_new (zsock_t *pipe, const imgp_broker_config_t *config)
     self->pipe = pipe;
     self->config = config;
     self->table = imgp_table_new ();
+    self->peers = imgp_peers_new ();
     self->waiters = imgp_waiters_new ();
     self->spool = imgp_spool_new (config->data_dir, config->fsync);
-    if (!self->spool || s_recover (self)
+    if (!self->spool || s_curve_new (self) || s_recover (self)
     ||  s_bind (self, IMGP_BROKER_INTAKE, ZMQ_ROUTER, config->intake)
     ||  s_bind (self, IMGP_BROKER_STATUS, ZMQ_ROUTER, config->status)
-    ||  s_bind (self, IMGP_BROKER_JOBS, ZMQ_PUSH, config->jobs)
-    ||  s_bind (self, IMGP_BROKER_RESULTS, ZMQ_PULL, config->results)) {
+    ||  s_bind (self, IMGP_BROKER_JOBS, ZMQ_ROUTER, config->jobs)) {
         s_server_destroy (&self);
         return NULL;
     }
@@ -982,7 +1222,7 @@ s_server_run (s_server_t *self)
         { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 },
         { zsock_resolve (self->sockets [IMGP_BROKER_INTAKE]), 0, ZMQ_POLLIN, 0 },
         { zsock_resolve (self->sockets [IMGP_BROKER_STATUS]), 0, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->sockets [IMGP_BROKER_RESULTS]), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->sockets [IMGP_BROKER_JOBS]), 0, ZMQ_POLLIN, 0 },
     };
     while (!self->terminated) {
         int rc = zmq_poll (items, 4, s_poll_timeout (self));
@@ -998,7 +1238,7 @@ s_server_run (s_server_t *self)
             if (items [2].revents & ZMQ_POLLIN)
                 s_drain (self, IMGP_BROKER_STATUS, s_on_status_socket);
             if (items [3].revents & ZMQ_POLLIN)
-                s_drain (self, IMGP_BROKER_RESULTS, s_on_results);
+                s_drain (self, IMGP_BROKER_JOBS, s_on_jobs);
         }
         if (zclock_mono () >= self->next_tick)
             s_on_tick (self);
@@ -1031,8 +1271,7 @@ s_actor (zsock_t *pipe, void *args)
         s_wait_term (pipe);
         return;
     }
-    zstr_sendx (pipe, self->endpoints [0], self->endpoints [1], self->endpoints [2],
-                self->endpoints [3], NULL);
+    zstr_sendx (pipe, self->endpoints [0], self->endpoints [1], self->endpoints [2], NULL);
     s_server_run (self);
     s_server_destroy (&self);
 }
@@ -1064,13 +1303,14 @@ imgp_broker_new (const imgp_broker_config_t *config)
     self->config.intake = s_keep (self, 0, config->intake);
     self->config.status = s_keep (self, 1, config->status);
     self->config.jobs = s_keep (self, 2, config->jobs);
-    self->config.results = s_keep (self, 3, config->results);
-    self->config.data_dir = s_keep (self, 4, config->data_dir);
+    self->config.data_dir = s_keep (self, 3, config->data_dir);
+    self->config.curve_secret = s_keep (self, 4, config->curve_secret);
+    self->config.curve_clients = s_keep (self, 5, config->curve_clients);
 
     self->actor = zactor_new (s_actor, self);
     if (!self->actor || zsock_wait (self->actor) != 0
     ||  zstr_recvx (self->actor, &self->endpoints [0], &self->endpoints [1],
-                    &self->endpoints [2], &self->endpoints [3], NULL) != S_SOCKETS) {
+                    &self->endpoints [2], NULL) != S_SOCKETS) {
         imgp_broker_destroy (&self);
         return NULL;
     }
@@ -1087,7 +1327,7 @@ imgp_broker_destroy (imgp_broker_t **self_p)
     zactor_destroy (&self->actor);
     for (int i = 0; i < S_SOCKETS; i++)
         zstr_free (&self->endpoints [i]);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < S_STRINGS; i++)
         free (self->strings [i]);
     free (self);
     *self_p = NULL;

@@ -1,10 +1,11 @@
 /*  imgp_broker — the imgpipe broker as a czmq actor: intake, status
-    service, ventilator, sink, status table and spool in one thread.
+    service, ventilator, status table and spool in one thread.
 
     Why an actor (as in malamute): main() and the tests start it the same
-    way, in-process, and stop it with one call. The actor binds four
-    sockets (intake ROUTER, status ROUTER, jobs PUSH, results PULL), reloads
-    the spool so nothing acknowledged is lost, and runs one poll loop with a
+    way, in-process, and stop it with one call. The actor binds three
+    sockets (intake ROUTER, status ROUTER, jobs ROUTER: the ventilator,
+    where resizers ask for work and report back), reloads the spool so
+    nothing acknowledged is lost, and runs one poll loop with a
     housekeeping tick (dispatch by credit, timeouts, lost workers, TTL).
     All its state is owned by the actor thread; the caller only talks to it
     through imgp_broker_new / _destroy. Never decodes an image; never
@@ -25,8 +26,7 @@
 typedef struct {
     const char *intake;             //  ROUTER for SUBMIT/PING
     const char *status;             //  ROUTER for STATUS/FETCH/PING
-    const char *jobs;               //  PUSH ventilator, resizers PULL
-    const char *results;            //  PULL sink, resizers PUSH
+    const char *jobs;               //  ROUTER ventilator, resizers' DEALERs
     const char *data_dir;           //  spool directory
     size_t max_queue;               //  queued jobs before queue_full
     size_t max_jobs;                //  table entries (finished ones evicted first)
@@ -39,14 +39,16 @@ typedef struct {
     bool fsync;                     //  fsync spool writes
     int64_t tick_ms;                //  housekeeping period; 0: 100 ms (not an option)
     size_t max_waiters;             //  STATUS/FETCH held for wait_ms; beyond, answered at once
+    const char *curve_secret;       //  our CURVE _secret file; "" or NULL: no keys
+    const char *curve_clients;      //  directory of allowed public certificates
+    bool insecure;                  //  bind beyond loopback without keys
 } imgp_broker_config_t;
 
 //  Which bound socket, for imgp_broker_endpoint().
 typedef enum {
     IMGP_BROKER_INTAKE = 0,
     IMGP_BROKER_STATUS,
-    IMGP_BROKER_JOBS,
-    IMGP_BROKER_RESULTS
+    IMGP_BROKER_JOBS
 } imgp_broker_socket_t;
 
 typedef struct _imgp_broker_t imgp_broker_t;
@@ -56,9 +58,10 @@ typedef struct _imgp_broker_t imgp_broker_t;
 //  with them; tick_ms is left 0).
 extern const imgp_conf_spec_t imgp_broker_specs [];
 
-//  Start the broker: open and scan the spool, bind the sockets, start the
-//  loop. Returns when it is serving, or NULL (reason logged) when the spool
-//  or a bind failed.
+//  Start the broker: open and scan the spool, load the keys, bind the
+//  sockets, start the loop. Returns when it is serving, or NULL (reason
+//  logged) when the spool, the keys or a bind failed, or an endpoint
+//  beyond loopback was asked for without keys and without `insecure`.
 imgp_broker_t *imgp_broker_new (const imgp_broker_config_t *config);
 
 //  Stop the broker cleanly (the loop ends, sockets close, the spool stays)

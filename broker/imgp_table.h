@@ -1,6 +1,6 @@
 /*  imgp_table — the broker's status table: every job it holds, the FIFO of
     jobs waiting for a resizer, the jobs in flight, the finished jobs waiting
-    for their TTL, and the resizers (workers) that are alive.
+    for their TTL. The resizers are imgp_peers' business.
 
     Why: the broker's decisions (what to dispatch next, which job is late,
     which worker went silent, what to evict) are all questions about this
@@ -29,8 +29,8 @@
 
 //  Where the broker holds a job. Each phase is one list in the table.
 typedef enum {
-    IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for credit
-    IMGP_PHASE_DISPATCHED,      //  sent on the ventilator, no STARTED yet
+    IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for a resizer with credit
+    IMGP_PHASE_DISPATCHED,      //  sent to its worker, no STARTED yet
     IMGP_PHASE_RUNNING,         //  a worker reported STARTED
     IMGP_PHASE_FINISHED         //  done or failed, kept until its TTL
 } imgp_phase_t;
@@ -46,7 +46,7 @@ typedef struct {
     int64_t updated_at;                     //  wall clock ms, last visible change
     int64_t bytes;                          //  size of the original
     int attempts;                           //  dispatches so far, 0..IMGP_ATTEMPTS_MAX
-    char worker [IMGP_WORKER_MAX + 1];      //  worker running / that finished it
+    char worker [IMGP_WORKER_MAX + 1];      //  worker of the latest dispatch, "" none yet
     int64_t dispatched_at;                  //  monotonic ms of last dispatch, 0 none
     int64_t started_at;                     //  monotonic ms of STARTED, 0 none
     char code [IMGP_CODE_MAX + 1];          //  failure code when failed
@@ -63,9 +63,10 @@ imgp_table_t *imgp_table_new (void);
 void imgp_table_destroy (imgp_table_t **self_p);
 
 //  Insert a copy of `record`. Queued and processing records go to the back
-//  of the FIFO as queued (a processing job whose broker restarted has no
-//  worker any more); done and failed records go to the back of the finished
-//  list. Returns the table's record, or NULL when the id is already held.
+//  of the FIFO as queued, keeping their worker and attempts (that worker
+//  may still finish that attempt after a broker restart); done and failed
+//  records go to the back of the finished list. Returns the table's
+//  record, or NULL when the id is already held.
 imgp_job_t *imgp_table_insert (imgp_table_t *self, const imgp_job_t *record);
 
 //  The record for an id, or NULL.
@@ -84,18 +85,19 @@ size_t imgp_table_inflight (imgp_table_t *self);
 //  The job at the front of the FIFO (borrowed), or NULL when empty.
 imgp_job_t *imgp_table_next (imgp_table_t *self);
 
-//  A queued job was sent on the ventilator at monotonic time `now`: it
-//  leaves the FIFO, counts one more attempt, and uses one credit until its
-//  STARTED arrives.
-void imgp_table_dispatched (imgp_table_t *self, imgp_job_t *job, int64_t now);
+//  A queued job was sent to `worker` at monotonic time `now`: it leaves the
+//  FIFO, counts one more attempt, and that worker is the one whose results
+//  for it count.
+void imgp_table_dispatched (imgp_table_t *self, imgp_job_t *job, const char *worker,
+                            int64_t now);
 
-//  A worker reported STARTED at `now`. Valid from any unfinished phase (a
+//  Its worker reported STARTED at `now`. Valid from any unfinished phase (a
 //  late STARTED for a job already back in the FIFO takes it out again).
-void imgp_table_started (imgp_table_t *self, imgp_job_t *job,
-                         const char *worker, int64_t now);
+void imgp_table_started (imgp_table_t *self, imgp_job_t *job, int64_t now);
 
 //  Put an in-flight job back at the FRONT of the FIFO (it waited longest).
-//  Does not change attempts: the next dispatch counts the next one.
+//  Does not change attempts or worker: the next dispatch counts the next
+//  one, and until then the late result of this one still counts.
 void imgp_table_requeue (imgp_table_t *self, imgp_job_t *job);
 
 //  The job ended: `state` is IMGP_STATE_DONE or IMGP_STATE_FAILED. Valid
@@ -110,43 +112,12 @@ void imgp_table_finish (imgp_table_t *self, imgp_job_t *job, imgp_state_t state)
 imgp_job_t *imgp_table_overdue (imgp_table_t *self, int64_t now, int64_t dispatch_ms,
                                 int64_t job_ms, const char **reason);
 
-//  First running job held by `worker`, or NULL.
+//  First in-flight job (dispatched or running) held by `worker`, or NULL;
+//  held_next continues that walk (nothing may change the table between).
 imgp_job_t *imgp_table_held_by (imgp_table_t *self, const char *worker);
+imgp_job_t *imgp_table_held_next (imgp_table_t *self, const char *worker);
 
 //  The finished job that finished first (eviction and TTL sweep), or NULL.
 imgp_job_t *imgp_table_oldest_finished (imgp_table_t *self);
-
-//  A heartbeat from `worker` with `slots` free at monotonic time `now`.
-//  Returns true when the worker was not known (it joined).
-bool imgp_table_heartbeat (imgp_table_t *self, const char *worker, int slots,
-                           int64_t now);
-
-//  A worker took a job (STARTED) at monotonic time `now`: count one slot
-//  fewer until its next heartbeat says otherwise, so its stale "free" slot
-//  is not used twice. A worker not heard from before is registered as seen
-//  now with no free slots: should it never send a heartbeat, it is lost
-//  after the heartbeat timeout like any other and its job goes back to the
-//  queue. Returns true when the worker was not known (it joined).
-bool imgp_table_worker_took (imgp_table_t *self, const char *worker, int64_t now);
-
-//  Name of the first worker silent for more than `timeout_ms` at `now`
-//  (borrowed, valid until the worker is removed), or NULL.
-const char *imgp_table_lost_worker (imgp_table_t *self, int64_t now, int64_t timeout_ms);
-
-//  Forget a worker (lost); unknown names are ignored.
-void imgp_table_worker_remove (imgp_table_t *self, const char *worker);
-
-//  Number of workers known (not yet found lost by imgp_table_lost_worker).
-size_t imgp_table_workers (imgp_table_t *self);
-
-//  Workers heard from within `timeout_ms` of `now`, and the free slots they
-//  last reported, into *live and *slots. Walks the workers: as many as the
-//  resizer fleet, like imgp_table_credit.
-void imgp_table_live (imgp_table_t *self, int64_t now, int64_t timeout_ms,
-                      int64_t *live, int64_t *slots);
-
-//  Jobs the broker may dispatch now: free slots of live workers, minus jobs
-//  dispatched but not yet started. Never negative.
-int imgp_table_credit (imgp_table_t *self);
 
 #endif

@@ -33,15 +33,17 @@ main (int argc, char **argv)
 
     imgp_broker_t *broker = imgp_broker_new (&config);
     if (!broker) {
-        imgp_error ("event=start_failed reason=\"see the lines above\"");
+        //  The reason is the ERROR line above, where it was found: one line
+        //  to read, not two.
+        imgp_info ("event=stopped reason=start_failed");
         imgp_conf_destroy (&conf);
         return 1;
     }
-    imgp_info ("event=started intake=%s status=%s jobs=%s results=%s data_dir=%s",
+    imgp_info ("event=started intake=%s status=%s jobs=%s data_dir=%s curve=%s",
                imgp_broker_endpoint (broker, IMGP_BROKER_INTAKE),
                imgp_broker_endpoint (broker, IMGP_BROKER_STATUS),
-               imgp_broker_endpoint (broker, IMGP_BROKER_JOBS),
-               imgp_broker_endpoint (broker, IMGP_BROKER_RESULTS), config.data_dir);
+               imgp_broker_endpoint (broker, IMGP_BROKER_JOBS), config.data_dir,
+               config.curve_secret && config.curve_secret [0] ? "on" : "off");
 
     int signal = imgp_signal_wait (&signals);
     imgp_info ("event=stopping signal=%s", imgp_signal_name (signal));

@@ -6,15 +6,19 @@
     same event when the server's ERROR comes back), HANDSHAKE_FAILED_PROTOCOL
     for a plain peer (mechanism mismatch) or a peer that cannot decrypt.
     The event carries the socket's own endpoint, not the peer's address,
-    hence the limit per socket. A refused peer retries every reconnect
-    interval (100 ms by default), so the log is limited to one line per
-    socket and reason a minute. zauth's own VERBOSE output was not used: it
-    goes through zsys logging, in another format, and prints client keys.
+    hence the limit per socket. libzmq 4.3.4 never retries a connection
+    refused at the handshake by itself (checked: one event, then silence),
+    but a peer that makes its socket again (our resizer every second, the
+    frontend every 5 s) or a restart loop would fill the log, so it gets one
+    line per socket and reason a minute. zauth's own VERBOSE output was not
+    used: it goes through zsys logging, in another format, and prints
+    client keys.
 */
 #include "imgp_curve.h"
 #include "imgp_log.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -117,7 +121,8 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
         if (need_secret && (st.st_mode & (S_IRWXG | S_IRWXO)))
             imgp_warn ("curve: %s %s can be read by others (chmod 600 it)", flag, file);
     }
-    //  The parsed tree holds the secret key's text too: gone with it.
+    //  Our copy of the secret is wiped; zconfig's text of it is freed (czmq
+    //  has no way to wipe it), as zcert_load would do.
     zconfig_destroy (&root);
     memset (secret_key, 0, sizeof secret_key);
     return cert;
@@ -139,16 +144,34 @@ s_new (const char *secret_file)
     atomic_init (&self->shared.refusals, 0);
     pthread_mutex_init (&self->shared.lock, NULL);
     self->shared.limits = zhashx_new ();
-    if (!self->shared.limits) {
-        pthread_mutex_destroy (&self->shared.lock);
-        free (self);
-        return NULL;
+    if (self->shared.limits) {
+        zhashx_set_destructor (self->shared.limits, s_limit_destroy);
+        self->cert = s_cert_load (secret_file, true, "--curve-secret");
     }
-    zhashx_set_destructor (self->shared.limits, s_limit_destroy);
-    self->cert = s_cert_load (secret_file, true, "--curve-secret");
     if (!self->cert)
         imgp_curve_destroy (&self);
     return self;
+}
+
+//  Warn when the clients directory holds no certificate: every peer would
+//  be refused, which is rarely what the operator meant at start.
+static void
+s_clients_check (const char *clients_dir)
+{
+    DIR *dir = opendir (clients_dir);
+    size_t certs = 0;
+    struct dirent *entry;
+    while (dir && (entry = readdir (dir)) != NULL) {
+        size_t len = strlen (entry->d_name);
+        bool secret = len >= 7 && strcmp (entry->d_name + len - 7, "_secret") == 0;
+        if (entry->d_name [0] != '.' && !secret)
+            certs++;
+    }
+    if (dir)
+        closedir (dir);
+    if (certs == 0)
+        imgp_warn ("curve: --curve-clients %s holds no certificate: every peer is refused "
+                   "until one is copied in", clients_dir);
 }
 
 imgp_curve_t *
@@ -169,9 +192,10 @@ imgp_curve_server_new (const char *secret_file, const char *clients_dir)
     if (self->auth) {
         zstr_sendx (self->auth, "CURVE", clients_dir, NULL);
         zsock_wait (self->auth);
+        s_clients_check (clients_dir);
     }
     else {
-        imgp_error ("curve: cannot start zauth (is another server object running?)");
+        imgp_error ("curve: cannot start zauth");
         imgp_curve_destroy (&self);
     }
     return self;

@@ -23,13 +23,10 @@
 #define IMGP_CONF_STATUS(T, F) IMGP_CONF_STR (T, F, "status", "tcp://127.0.0.1:5572", \
     "broker status endpoint (ROUTER): STATUS, FETCH and PING")
 
-//  The broker's ventilator: resizers PULL jobs from it (PUSH).
+//  The broker's ventilator: resizers ask for jobs there and report back
+//  over the same connection (ROUTER; resizers connect a DEALER).
 #define IMGP_CONF_JOBS(T, F) IMGP_CONF_STR (T, F, "jobs", "tcp://127.0.0.1:5573", \
-    "broker ventilator endpoint (PUSH): resizers PULL jobs from it")
-
-//  The broker's sink: resizers PUSH results and heartbeats to it (PULL).
-#define IMGP_CONF_RESULTS(T, F) IMGP_CONF_STR (T, F, "results", "tcp://127.0.0.1:5574", \
-    "broker sink endpoint (PULL): resizers PUSH results and heartbeats to it")
+    "broker ventilator endpoint (ROUTER): resizers take jobs and send results there")
 
 //  The largest original, 32 MiB; set the same on every program.
 #define IMGP_CONF_MAX_UPLOAD_BYTES(T, F) IMGP_CONF_NUM (T, F, "max-upload-bytes", \

@@ -1106,7 +1106,7 @@ imgp_msg_send (imgp_msg_t **self_p, void *sock)
 //  Strip the envelope a ROUTER (routing id, empty delimiter) or a DEALER
 //  (empty delimiter) receives before the message. Returns 0 or -1.
 static int
-s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p,
+s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, char *address,
                  char *error, size_t size)
 {
     if (type == ZMQ_ROUTER) {
@@ -1116,6 +1116,12 @@ s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p,
     }
     if (type == ZMQ_ROUTER || type == ZMQ_DEALER) {
         zframe_t *delimiter = zmsg_pop (zmsg);
+        //  The frames that came over the wire carry the connection's
+        //  properties; the routing id a ROUTER makes up may not (libzmq
+        //  drops them when the message was looked at by a poll first).
+        const char *peer = type == ZMQ_ROUTER && delimiter
+                         ? zframe_meta (delimiter, "Peer-Address") : NULL;
+        snprintf (address, IMGP_ADDRESS_MAX + 1, "%s", peer ? peer : "");
         bool ok = delimiter && zframe_size (delimiter) == 0;
         zframe_destroy (&delimiter);
         if (!ok)
@@ -1137,9 +1143,10 @@ imgp_msg_recv (void *sock)
     if (!zmsg)
         return NULL;            //  interrupted or timed out; errno says
     char error [256];
+    char address [IMGP_ADDRESS_MAX + 1] = "";
     zframe_t *routing_id = NULL;
     imgp_msg_t *self = NULL;
-    if (s_recv_envelope (zmsg, type, &routing_id, error, sizeof error) == 0)
+    if (s_recv_envelope (zmsg, type, &routing_id, address, error, sizeof error) == 0)
         self = imgp_msg_decode (&zmsg, error, sizeof error);
     zmsg_destroy (&zmsg);
     if (!self) {
@@ -1149,6 +1156,7 @@ imgp_msg_recv (void *sock)
         return NULL;
     }
     self->routing_id = routing_id;
+    memcpy (self->peer_address, address, sizeof self->peer_address);
     return self;
 }
 
@@ -1191,11 +1199,7 @@ char *
 imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size)
 {
     assert (dst && size > 0);
-    //  libzmq attaches the connection's properties to each frame it hands
-    //  over, the ROUTER's routing id frame included.
-    const char *address = self->routing_id
-                        ? zframe_meta (self->routing_id, "Peer-Address") : NULL;
-    snprintf (dst, size, "%s", address ? address : "");
+    snprintf (dst, size, "%s", self->peer_address);
     return dst;
 }
 

@@ -48,7 +48,7 @@ typedef enum {
     IMGP_MSG_STATUS,        //  id
     IMGP_MSG_FETCH,         //  id; like STATUS, but INFO carries the thumbnail
     IMGP_MSG_INFO,          //  reply: id, state, created_at, updated_at, attempts,
-                            //  code+message when failed, result when done,
+                            //  code+message when failed, result when done, worker,
                             //  data = thumbnail (FETCH of a done job only)
     IMGP_MSG_PING,          //  liveness (either REQ socket)
     IMGP_MSG_PONG,          //  reply to PING
@@ -133,6 +133,7 @@ typedef struct {
     void (*data_free) (void *buf, void *hint);  //  frees data_buf (libzmq style)
     zframe_t *routing_id;               //  ROUTER peer identity, owned
     char routing_text [IMGP_WORKER_MAX + 1];    //  routing id as a name, when asked
+    char peer_address [IMGP_ADDRESS_MAX + 1];   //  sender's IP, received on a ROUTER
 } imgp_msg_t;
 
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).

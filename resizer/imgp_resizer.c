@@ -1,23 +1,23 @@
 /*  imgp_resizer — see imgp_resizer.h for what and why.
 
     Threads, each with its own sockets:
-    - the caller of imgp_resizer_run() owns the PULL (jobs) and the PUSH
-      (STARTED, DONE, FAILED) sockets and runs one job at a time;
-    - the heartbeat actor owns a second PUSH to the same results endpoint
-      and sends HEARTBEAT(worker, slots) every heartbeat_ms, and at once
-      when the job thread tells it, over the actor pipe, that the free
-      slots changed. Its socket never blocks (send timeout 0, small
-      high-water mark): a heartbeat that cannot go out now is stale anyway;
-    - libzmq's socket monitor reports DISCONNECTED on the jobs socket to a
-      PAIR that the job thread polls with the jobs socket (see s_open_jobs
-      for why, and for why not czmq's zmonitor actor).
+    - the link actor owns the DEALER to the broker's jobs endpoint and the
+      PAIR that libzmq's socket monitor reports on. It says READY at every
+      connect (slots, and credit = capacity minus jobs held), HEARTBEAT
+      every heartbeat_ms, passes JOBs on to the worker over an inproc PAIR
+      and the worker's STARTED / DONE / FAILED back out on the DEALER. It
+      counts jobs held (passed on, not answered yet) and running (STARTED,
+      not answered yet): all READY and HEARTBEAT say comes from those two.
+      Messages move as frames, so image bytes are never copied. Its socket
+      never blocks (send timeout 0): a heartbeat must not wait behind
+      anything, and results queue in libzmq's pipe across a reconnect;
+    - the caller of imgp_resizer_run() is the worker: it reads JOBs from
+      its end of the pipe, one at a time, and runs libvips on them.
 
-    Signals: the job thread polls the stop flags every S_POLL_MS, and never
-    makes sockets again once stopping.
-
-    The two PUSH sockets are separate connections, so the broker may see a
-    HEARTBEAT and a STARTED in either order; credit-based dispatch in the
-    broker tolerates that (at worst one job waits in our pipe, rcvhwm 1).
+    Signals: the worker polls the stop flag every S_POLL_MS; the link reads
+    the same flag to say slots 0 and credit 0 from then on, and never makes
+    its socket again once stopping. The link ends on $TERM only, which the
+    worker sends after its last result, so that result goes out first.
 */
 #include "imgp_resizer.h"
 
@@ -32,150 +32,417 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "imgp_curve.h"
 #include "imgp_id.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_thumb.h"
 
 #define S_SLOTS 1                   //  jobs run at once by one resizer
-#define S_POLL_MS 100               //  how often the job loop looks at the stop flag
-#define S_RESULTS_LINGER_MS 1000    //  time to flush the last result on exit
-#define S_RESULTS_SNDTIMEO_MS 5000  //  longest wait when the results pipe is full
-#define S_BEAT_LINGER_MS 200        //  time to flush the last heartbeat on exit
-#define S_BEAT_SNDHWM 4             //  queued heartbeats kept while the broker is away
+#define S_CAPACITY (S_SLOTS + 1)    //  jobs held at most: one ready beyond those running
+#define S_POLL_MS 100               //  how often the worker looks at the stop flag
+#define S_LINGER_MS 1000            //  time to flush the last result on exit
+#define S_ZMTP_IVL_MS 1000          //  ZMTP heartbeat interval on the link
+#define S_ZMTP_TIMEOUT_MS 3000      //  a silent broker connection is dropped after this
+#define S_REVIVE_MS 1000            //  a drop libzmq does not retry within this is for good
+#define S_REFUSED_LOG_MS 60000      //  a refused handshake is logged once a minute
 
 struct _imgp_resizer_t {
-    char *jobs;                     //  ventilator endpoint
-    char *results;                  //  sink endpoint
-    char name [IMGP_WORKER_MAX + 1];//  worker name on the wire
-    int max_msg_size;               //  largest message accepted on PULL
+    char *jobs;                     //  the broker's jobs endpoint
+    char name [IMGP_WORKER_MAX + 1];//  worker name on the wire, also our routing id
+    char host [IMGP_HOST_MAX + 1];  //  our host name for READY, "" when unknown
+    int max_msg_size;               //  largest message accepted from the broker
     int heartbeat_ms;               //  heartbeat interval
-    atomic_bool stop;               //  set by imgp_resizer_stop
-    atomic_llong jobs_done;         //  results sent (DONE or FAILED)
     int64_t max_result_size;        //  largest thumbnail sent (the broker's limit)
+    imgp_curve_t *curve;            //  CURVE client keys, NULL for a plain link
+    atomic_bool stop;               //  set by imgp_resizer_stop
+    atomic_llong jobs_done;         //  results made (DONE or FAILED)
     //  Valid only inside imgp_resizer_run:
-    zsock_t *pull;                  //  JOBs in
-    zsock_t *events;                //  DISCONNECTED events of pull, from libzmq's monitor
-    unsigned opens;                 //  jobs sockets made so far, names the monitor endpoint
-    zpoller_t *poller;              //  pull and events
-    zsock_t *push;                  //  STARTED / DONE / FAILED out
-    zactor_t *heartbeat;            //  heartbeat actor
+    zsock_t *pipe;                  //  the worker's end of the job pipe (PAIR)
+    zpoller_t *poller;              //  pipe
+    zactor_t *link;                 //  the link actor
 };
 
-//  What the heartbeat actor needs, copied before the actor signals ready.
-typedef struct {
-    const char *endpoint;           //  results endpoint
-    const char *name;               //  worker name
-    int interval_ms;                //  heartbeat interval
-} s_beat_args_t;
+static bool
+s_stopping (imgp_resizer_t *self)
+{
+    return zsys_interrupted || atomic_load (&self->stop);
+}
 
 
 //  --------------------------------------------------------------------------
-//  Heartbeat actor
+//  The link actor: the one connection to the broker
+
+//  The link's state, all in its own thread.
+typedef struct {
+    imgp_resizer_t *resizer;        //  configuration and stop flag (read only)
+    zsock_t *command;               //  actor pipe: $TERM
+    zsock_t *work;                  //  our end of the job pipe to the worker (owned)
+    zsock_t *dealer;                //  to the broker's jobs ROUTER; NULL between sockets
+    zsock_t *events;                //  libzmq's monitor of dealer
+    unsigned opens;                 //  dealers made so far, names the monitor endpoint
+    bool connected;                 //  a connection is up (monitor said CONNECTED)
+    int64_t revive_at;              //  when to make the dealer again, 0 = no need
+    int64_t next_beat;              //  when the next HEARTBEAT is due
+    int held;                       //  JOBs passed to the worker and not answered yet
+    int running;                    //  JOBs STARTED and not answered yet
+    bool refused;                   //  the broker refused this dealer's handshake
+    int64_t refused_at;             //  when a refused handshake was last logged
+    int refused_since;              //  refusals not logged since then
+} s_link_t;
+
+//  What the actor needs from run(); rc is set before the actor signals.
+typedef struct {
+    imgp_resizer_t *resizer;        //  configuration
+    zsock_t *work;                  //  the link's end of the job pipe, handed over
+    int rc;                         //  0 when the link is up, -1 when not (logged)
+} s_link_args_t;
 
 static void
-s_beat_send (zsock_t *push, const char *name, int slots)
+s_link_send (s_link_t *self, imgp_msg_t **msg_p)
+{
+    char id [IMGP_ID_LEN + 1];
+    memcpy (id, (*msg_p)->id, sizeof id);
+    const char *type = imgp_msg_type_name ((*msg_p)->type);
+    if (!self->dealer || imgp_msg_send (msg_p, self->dealer) != 0) {
+        imgp_error ("job=%s event=send_failed type=%s reason=%s", *id ? id : "-", type,
+                    self->dealer ? zmq_strerror (zmq_errno ()) : "no connection");
+        imgp_msg_destroy (msg_p);
+    }
+}
+
+//  Free working slots now, as HEARTBEAT says them.
+static int
+s_link_free_slots (s_link_t *self)
+{
+    if (s_stopping (self->resizer))
+        return 0;
+    return self->running < S_SLOTS ? S_SLOTS - self->running : 0;
+}
+
+static void
+s_link_beat (s_link_t *self, int slots)
 {
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
-    snprintf (msg->worker, sizeof msg->worker, "%s", name);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
     msg->slots = slots;
-    if (imgp_msg_send (&msg, push) == 0)
-        imgp_debug ("event=heartbeat worker=%s slots=%d", name, slots);
+    s_link_send (self, &msg);
+    imgp_debug ("event=heartbeat worker=%s slots=%d", self->resizer->name, slots);
+}
+
+//  READY on every connect: the broker sets our credit to what we can take
+//  now, so a job lost with an old connection is not counted against us.
+static void
+s_link_ready (s_link_t *self)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
+    snprintf (msg->host, sizeof msg->host, "%s", self->resizer->host);
+    msg->slots = S_SLOTS;
+    int credit = S_CAPACITY - self->held;
+    msg->credit = s_stopping (self->resizer) || credit < 0 ? 0 : credit;
+    imgp_info ("event=connected endpoint=%s credit=%d held=%d", self->resizer->jobs,
+               msg->credit, self->held);
+    s_link_send (self, &msg);
+}
+
+//  The dealer and its monitor. libzmq drops a connection that brought a
+//  message over maxmsgsize (or failed its handshake) and, that being a
+//  protocol error, never makes it again; every other drop it retries by
+//  itself, keeping what we queued. So a DISCONNECTED not followed by
+//  CONNECT_RETRIED within S_REVIVE_MS means the dealer must be made again.
+//  The monitor is libzmq's own, read here, not czmq's zmonitor actor:
+//  czmq 4.2.1's zmonitor ends by itself on SIGTERM (its exit handshake on
+//  the pipe looked like an event), and one started after the signal
+//  aborts in zframe_recv(NULL). Returns 0 or -1 (logged).
+static int
+s_link_open (s_link_t *self)
+{
+    imgp_resizer_t *resizer = self->resizer;
+    self->dealer = zsock_new (ZMQ_DEALER);
+    self->events = zsock_new (ZMQ_PAIR);
+    if (!self->dealer || !self->events) {
+        imgp_error ("event=socket_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    void *dealer = zsock_resolve (self->dealer);
+    zmq_setsockopt (dealer, ZMQ_ROUTING_ID, resizer->name, strlen (resizer->name));
+    zsock_set_heartbeat_ivl (self->dealer, S_ZMTP_IVL_MS);
+    zsock_set_heartbeat_timeout (self->dealer, S_ZMTP_TIMEOUT_MS);
+    zsock_set_maxmsgsize (self->dealer, resizer->max_msg_size);
+    zsock_set_linger (self->dealer, S_LINGER_MS);
+    zsock_set_sndtimeo (self->dealer, 0);
+    if (imgp_curve_apply (resizer->curve, self->dealer))
+        return -1;
+    //  A fresh endpoint each time: the old one may still be bound while
+    //  libzmq reaps the socket we just closed.
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://imgp-resizer-link-%p-%u", (void *) self,
+              ++self->opens);
+    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED
+               | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+    if (zmq_socket_monitor (dealer, endpoint, events)
+    ||  zsock_connect (self->events, "%s", endpoint)) {
+        imgp_error ("event=monitor_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    if (zsock_connect (self->dealer, "%s", resizer->jobs)) {
+        imgp_error ("event=connect_failed endpoint=%s socket=jobs", resizer->jobs);
+        return -1;
+    }
+    self->connected = false;
+    self->revive_at = 0;
+    return 0;
+}
+
+static void
+s_link_close (s_link_t *self)
+{
+    if (self->dealer)
+        zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
+    zsock_destroy (&self->events);
+    zsock_destroy (&self->dealer);
+    self->connected = false;
+}
+
+//  Make the dealer again; a failure is retried S_REVIVE_MS later.
+static void
+s_link_revive (s_link_t *self)
+{
+    //  After a refusal (logged once a minute) this happens every second.
+    imgp_log (self->refused ? IMGP_LOG_DEBUG : IMGP_LOG_WARN,
+              "event=jobs_reconnect endpoint=%s reason=\"the connection was dropped for "
+              "good (a message over max-upload-bytes, or a refused handshake)\"",
+              self->resizer->jobs);
+    self->refused = false;
+    s_link_close (self);
+    if (s_link_open (self)) {
+        s_link_close (self);
+        self->revive_at = zclock_mono () + S_REVIVE_MS;
+    }
+}
+
+//  A handshake the broker refused (unknown key, or keys on one side only):
+//  logged once a minute with how many were not, as we retry every second.
+static void
+s_link_refused (s_link_t *self, int event)
+{
+    self->refused = true;
+    int64_t now = zclock_mono ();
+    if (self->refused_at && now - self->refused_at < S_REFUSED_LOG_MS) {
+        self->refused_since++;
+        return;
+    }
+    imgp_warn ("event=refused_by_server endpoint=%s reason=%s not_logged=%d",
+               self->resizer->jobs,
+               event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "unknown_key" : "bad_handshake",
+               self->refused_since);
+    self->refused_at = now;
+    self->refused_since = 0;
+}
+
+//  One monitor event: the number is the first 2 bytes of its first frame
+//  (libzmq's own, in process, but still checked for size).
+static void
+s_link_event (s_link_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->events);
+    zframe_t *first = msg ? zmsg_first (msg) : NULL;
+    uint16_t event = 0;
+    if (first && zframe_size (first) >= sizeof event)
+        memcpy (&event, zframe_data (first), sizeof event);
+    zmsg_destroy (&msg);
+    if (event == ZMQ_EVENT_CONNECTED) {
+        self->connected = true;
+        self->revive_at = 0;
+        s_link_ready (self);
+    }
     else
-        imgp_debug ("event=heartbeat_dropped worker=%s slots=%d reason=%s", name, slots,
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+        self->connected = false;
+        self->revive_at = s_stopping (self->resizer) ? 0 : zclock_mono () + S_REVIVE_MS;
+        imgp_log (self->refused ? IMGP_LOG_DEBUG : IMGP_LOG_WARN,
+                  "event=jobs_disconnected endpoint=%s", self->resizer->jobs);
+    }
+    else
+    if (event == ZMQ_EVENT_CONNECT_RETRIED)
+        self->revive_at = 0;            //  libzmq is on it, and keeps what we queued
+    else
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        s_link_refused (self, event);
+}
+
+//  A STARTED, DONE or FAILED from the worker, out to the broker.
+static void
+s_link_from_worker (s_link_t *self)
+{
+    imgp_msg_t *msg = imgp_msg_recv (self->work);
+    if (!msg)
+        return;
+    if (msg->type == IMGP_MSG_STARTED)
+        self->running++;
+    else {
+        if (self->running > 0)
+            self->running--;
+        if (self->held > 0)
+            self->held--;
+    }
+    s_link_send (self, &msg);
+}
+
+//  A JOB from the broker, on to the worker: at most S_CAPACITY wait there,
+//  whatever the broker does, so our memory is bounded by our credit.
+static void
+s_link_from_broker (s_link_t *self)
+{
+    imgp_msg_t *msg = imgp_msg_recv (self->dealer);
+    if (!msg)
+        return;                         //  malformed (logged by the codec)
+    const char *reason = NULL;
+    if (msg->type != IMGP_MSG_JOB)
+        reason = "not a JOB";
+    else
+    if (s_stopping (self->resizer))
+        reason = "stopping";
+    else
+    if (self->held >= S_CAPACITY)
+        reason = "over our credit";
+    if (reason) {
+        imgp_warn ("job=%s event=dropped type=%s held=%d reason=\"%s\"",
+                   msg->id [0] ? msg->id : "-", imgp_msg_type_name (msg->type), self->held,
+                   reason);
+        imgp_msg_destroy (&msg);
+        return;
+    }
+    char id [IMGP_ID_LEN + 1];
+    memcpy (id, msg->id, sizeof id);
+    if (imgp_msg_send (&msg, self->work) == 0)
+        self->held++;
+    else
+        imgp_error ("job=%s event=dropped reason=\"the worker pipe refused it: %s\"", id,
                     zmq_strerror (zmq_errno ()));
 }
 
-static zsock_t *
-s_beat_socket (const char *endpoint)
+//  Heartbeat due, dealer to make again. Returns ms until the next timer.
+static long
+s_link_timers (s_link_t *self)
 {
-    zsock_t *push = zsock_new (ZMQ_PUSH);
-    if (!push)
-        return NULL;
-    zsock_set_linger (push, S_BEAT_LINGER_MS);
-    zsock_set_sndtimeo (push, 0);
-    zsock_set_sndhwm (push, S_BEAT_SNDHWM);
-    if (zsock_connect (push, "%s", endpoint)) {
-        imgp_error ("event=connect_failed endpoint=%s socket=heartbeat", endpoint);
-        zsock_destroy (&push);
+    int64_t now = zclock_mono ();
+    if (now >= self->next_beat) {
+        if (self->connected)            //  none queued for a broker that is away
+            s_link_beat (self, s_link_free_slots (self));
+        self->next_beat = now + self->resizer->heartbeat_ms;
     }
-    return push;
+    if (self->revive_at && now >= self->revive_at && !s_stopping (self->resizer))
+        s_link_revive (self);
+    int64_t next = self->next_beat;
+    if (self->revive_at && self->revive_at < next)
+        next = self->revive_at;
+    return next > now ? (long) (next - now) : 0;
 }
 
-//  Commands on the pipe: "SLOTS" n (send now), "$TERM" (exit).
-static void
-s_beat_actor (zsock_t *pipe, void *args)
+//  $TERM (from zactor_destroy) ends the link; nothing else is sent to it.
+static bool
+s_link_command (s_link_t *self)
 {
-    s_beat_args_t beat = *(s_beat_args_t *) args;
-    char name [IMGP_WORKER_MAX + 1];
-    snprintf (name, sizeof name, "%s", beat.name);
-    zsock_t *push = s_beat_socket (beat.endpoint);
-    zpoller_t *poller = push ? zpoller_new (pipe, NULL) : NULL;
-    zsock_signal (pipe, poller ? 0 : 1);
-    if (!poller) {
-        zsock_destroy (&push);
-        return;
-    }
-    //  Only $TERM ends the actor: a signal is the job thread's business.
-    zpoller_set_nonstop (poller, true);
+    char *command = zstr_recv (self->command);
+    bool term = !command || streq (command, "$TERM");
+    zstr_free (&command);
+    return term;
+}
 
-    int slots = S_SLOTS;
-    int64_t next = 0;
+//  The results the worker sent before $TERM go out first, then a last word:
+//  slots 0, take nothing more.
+static void
+s_link_finish (s_link_t *self)
+{
+    while (zsock_events (self->work) & ZMQ_POLLIN)
+        s_link_from_worker (self);
+    if (self->dealer)
+        s_link_beat (self, 0);
+}
+
+static void
+s_link_loop (s_link_t *self)
+{
+    self->next_beat = zclock_mono () + self->resizer->heartbeat_ms;
     while (true) {
-        int64_t now = zclock_mono ();
-        if (now >= next) {
-            s_beat_send (push, name, slots);
-            next = now + beat.interval_ms;
+        long timeout = s_link_timers (self);
+        zmq_pollitem_t items [4] = {
+            { zsock_resolve (self->command), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->work), 0, ZMQ_POLLIN, 0 },
+        };
+        int count = 2;
+        if (self->dealer) {
+            items [count++] = (zmq_pollitem_t) { zsock_resolve (self->events), 0, ZMQ_POLLIN, 0 };
+            items [count++] = (zmq_pollitem_t) { zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0 };
         }
-        if (!zpoller_wait (poller, (int) (next - now)))
-            continue;
-        zmsg_t *command = zmsg_recv (pipe);
-        char *verb = command ? zmsg_popstr (command) : NULL;
-        bool term = !verb || streq (verb, "$TERM");
-        if (verb && streq (verb, "SLOTS")) {
-            char *value = zmsg_popstr (command);
-            slots = value ? atoi (value) : 0;
-            zstr_free (&value);
-            next = 0;
-        }
-        zstr_free (&verb);
-        zmsg_destroy (&command);
-        if (term)
+        if (zmq_poll (items, count, timeout) == -1) {
+            if (errno == EINTR)
+                continue;
+            imgp_error ("event=poll_failed socket=jobs reason=%s", zmq_strerror (errno));
             break;
+        }
+        if ((items [0].revents & ZMQ_POLLIN) && s_link_command (self))
+            break;
+        if (items [1].revents & ZMQ_POLLIN)
+            s_link_from_worker (self);
+        if (count > 2 && (items [3].revents & ZMQ_POLLIN))
+            s_link_from_broker (self);
+        if (count > 2 && (items [2].revents & ZMQ_POLLIN))
+            s_link_event (self);        //  last: it may make the dealer again
     }
-    zpoller_destroy (&poller);
-    zsock_destroy (&push);
+    s_link_finish (self);
 }
 
 static void
-s_set_slots (imgp_resizer_t *self, int slots)
+s_link_actor (zsock_t *pipe, void *argument)
 {
-    char text [16];
-    snprintf (text, sizeof text, "%d", slots);
-    zstr_sendx (self->heartbeat, "SLOTS", text, NULL);
+    s_link_args_t *args = argument;
+    s_link_t self = { .resizer = args->resizer, .command = pipe, .work = args->work };
+    args->work = NULL;                  //  ours now
+    int rc = s_link_open (&self);
+    args->rc = rc;
+    zsock_signal (pipe, 0);             //  args is not ours to touch after this
+    if (rc == 0)
+        s_link_loop (&self);
+    s_link_close (&self);
+    zsock_destroy (&self.work);
 }
 
 
 //  --------------------------------------------------------------------------
 //  Construction
 
-//  Default name prefix: "<hostname>-<pid>", cut to fit, and every
-//  character a worker name may not hold replaced by '_'.
+//  Our host name, cut to `size` - 1 and every character a worker name may
+//  not hold replaced by '_' (READY's host follows the same rule); "" when
+//  the system has none.
+static void
+s_host_name (char *host, size_t size)
+{
+    char name [256] = "";
+    if (gethostname (name, sizeof name - 1) != 0)
+        name [0] = '\0';
+    snprintf (host, size, "%s", name);
+    for (char *c = host; *c; c++) {
+        char one [2] = { *c, '\0' };
+        if (!imgp_msg_worker_valid (one))
+            *c = '_';
+    }
+}
+
+//  Default name prefix: "<hostname>-<pid>", the host cut to fit.
 static void
 s_default_prefix (char *prefix, size_t size)
 {
-    char host [256] = "";
-    if (gethostname (host, sizeof host - 1) != 0 || !*host)
+    char host [256];
+    s_host_name (host, sizeof host);
+    if (!*host)
         snprintf (host, sizeof host, "resizer");
     char pid [24];
     snprintf (pid, sizeof pid, "-%ld", (long) getpid ());
     size_t room = size - 1 - strlen (pid);
     snprintf (prefix, size, "%.*s%s", (int) room, host, pid);
-    for (char *c = prefix; *c; c++) {
-        char one [2] = { *c, '\0' };
-        if (!imgp_msg_worker_valid (one))
-            *c = '_';
-    }
 }
 
 //  The worker name: the prefix, "-", 8 random hex digits. Returns 0 or -1.
@@ -192,12 +459,18 @@ s_make_name (imgp_resizer_t *self, const char *prefix)
     return imgp_msg_worker_valid (self->name) ? 0 : -1;
 }
 
+static bool
+s_set (const char *option)
+{
+    return option && *option;
+}
+
 //  The configuration a resizer cannot run with, logged. Returns 0 or -1.
 static int
 s_check_config (const imgp_resizer_config_t *config)
 {
     const char *prefix = config->name;
-    if (prefix && *prefix
+    if (s_set (prefix)
     &&  (strlen (prefix) > IMGP_RESIZER_PREFIX_MAX || !imgp_msg_worker_valid (prefix))) {
         imgp_error ("event=config_error message=worker name must be 1..%d printable "
                     "characters without spaces (a random suffix makes it unique)",
@@ -209,13 +482,18 @@ s_check_config (const imgp_resizer_config_t *config)
                     (long long) IMGP_UPLOAD_LIMIT_MAX);
         return -1;
     }
+    if (!s_set (config->curve_secret) != !s_set (config->curve_server)) {
+        imgp_error ("event=config_error message=CURVE needs both --curve-secret (our "
+                    "_secret file) and --curve-server (the broker's public certificate)");
+        return -1;
+    }
     return 0;
 }
 
 imgp_resizer_t *
 imgp_resizer_new (const imgp_resizer_config_t *config)
 {
-    assert (config && config->jobs && config->results);
+    assert (config && config->jobs);
     assert (config->heartbeat_ms > 0 && config->max_upload_bytes > 0);
     if (s_check_config (config))
         return NULL;
@@ -223,19 +501,22 @@ imgp_resizer_new (const imgp_resizer_config_t *config)
     if (!self)
         return NULL;
     self->jobs = strdup (config->jobs);
-    self->results = strdup (config->results);
     char prefix [IMGP_RESIZER_PREFIX_MAX + 1];
     if (config->name && *config->name)
         snprintf (prefix, sizeof prefix, "%s", config->name);
     else
         s_default_prefix (prefix, sizeof prefix);
-    if (!self->jobs || !self->results || s_make_name (self, prefix)) {
+    if (s_set (config->curve_secret))
+        self->curve = imgp_curve_client_new (config->curve_secret, config->curve_server);
+    if (!self->jobs || s_make_name (self, prefix)
+    ||  (s_set (config->curve_secret) && !self->curve)) {
         imgp_resizer_destroy (&self);
         return NULL;
     }
     self->max_msg_size = imgp_msg_max_size (config->max_upload_bytes);
     self->max_result_size = config->max_upload_bytes;
     self->heartbeat_ms = config->heartbeat_ms;
+    s_host_name (self->host, sizeof self->host);
     atomic_init (&self->stop, false);
     atomic_init (&self->jobs_done, 0);
     return self;
@@ -247,7 +528,7 @@ imgp_resizer_destroy (imgp_resizer_t **self_p)
     if (self_p && *self_p) {
         imgp_resizer_t *self = *self_p;
         free (self->jobs);
-        free (self->results);
+        imgp_curve_destroy (&self->curve);
         free (self);
         *self_p = NULL;
     }
@@ -295,13 +576,7 @@ imgp_resizer_set_priority (int nice)
 
 
 //  --------------------------------------------------------------------------
-//  One job
-
-static bool
-s_stopping (imgp_resizer_t *self)
-{
-    return zsys_interrupted || atomic_load (&self->stop);
-}
+//  One job, in the worker
 
 //  A result message for `job` of `type`, with the fields every result has.
 static imgp_msg_t *
@@ -314,13 +589,14 @@ s_result_new (imgp_resizer_t *self, imgp_msg_t *job, imgp_msg_type_t type)
     return msg;
 }
 
+//  To the link, which sends it to the broker.
 static void
 s_send (imgp_resizer_t *self, imgp_msg_t **msg_p)
 {
     char id [IMGP_ID_LEN + 1];
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
-    if (imgp_msg_send (msg_p, self->push) != 0)
+    if (imgp_msg_send (msg_p, self->pipe) != 0)
         imgp_error ("job=%s event=send_failed type=%s reason=%s", id, type,
                     zmq_strerror (zmq_errno ()));
 }
@@ -369,7 +645,6 @@ static void
 s_handle_job (imgp_resizer_t *self, imgp_msg_t **job_p)
 {
     imgp_msg_t *job = *job_p;
-    s_set_slots (self, 0);
     imgp_msg_t *started = s_result_new (self, job, IMGP_MSG_STARTED);
     s_send (self, &started);
     imgp_info ("job=%s event=started attempt=%d worker=%s", job->id, job->attempts, self->name);
@@ -397,102 +672,11 @@ s_handle_job (imgp_resizer_t *self, imgp_msg_t **job_p)
     }
     imgp_thumb_result_clear (&thumb);
     imgp_msg_destroy (job_p);
-    if (!s_stopping (self))
-        s_set_slots (self, S_SLOTS);    //  when stopping, the last word is slots=0
-}
-
-static void
-s_handle (imgp_resizer_t *self, imgp_msg_t **msg_p)
-{
-    if ((*msg_p)->type == IMGP_MSG_JOB)
-        s_handle_job (self, msg_p);
-    else {
-        imgp_warn ("event=dropped type=%s reason=\"not a JOB on the jobs socket\"",
-                   imgp_msg_type_name ((*msg_p)->type));
-        imgp_msg_destroy (msg_p);
-    }
 }
 
 
 //  --------------------------------------------------------------------------
-//  The loop
-
-static int
-s_connect (zsock_t *sock, const char *endpoint, const char *what)
-{
-    if (zsock_connect (sock, "%s", endpoint) == 0)
-        return 0;
-    imgp_error ("event=connect_failed endpoint=%s socket=%s", endpoint, what);
-    return -1;
-}
-
-//  The jobs socket, watched by a monitor: libzmq drops a connection that
-//  brought a message over maxmsgsize and, that being a protocol error,
-//  never reconnects it. On DISCONNECTED we make the socket again (after a
-//  broker restart that is harmless: the new socket connects as the old one
-//  would have). The monitor is libzmq's own, read here in the job thread,
-//  not czmq's zmonitor actor: czmq 4.2.1's zmonitor ends by itself on
-//  SIGTERM (its exit handshake on the pipe looked like an event, so we
-//  made a new one), and a zmonitor started after the signal aborts in
-//  zframe_recv(NULL): its interrupted poller returns NULL, which equals
-//  its sink until START is handled. Returns 0 or -1 (logged).
-static int
-s_open_jobs (imgp_resizer_t *self)
-{
-    self->pull = zsock_new (ZMQ_PULL);
-    self->events = zsock_new (ZMQ_PAIR);
-    if (!self->pull || !self->events) {
-        imgp_error ("event=socket_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
-        return -1;
-    }
-    zsock_set_rcvhwm (self->pull, 1);
-    zsock_set_maxmsgsize (self->pull, self->max_msg_size);
-    zsock_set_linger (self->pull, 0);
-    //  A fresh endpoint each time: the old one may still be bound while
-    //  libzmq reaps the socket we just closed.
-    char endpoint [64];
-    snprintf (endpoint, sizeof endpoint, "inproc://imgp-resizer-jobs-%p-%u", (void *) self,
-              ++self->opens);
-    if (zmq_socket_monitor (zsock_resolve (self->pull), endpoint, ZMQ_EVENT_DISCONNECTED)
-    ||  zsock_connect (self->events, "%s", endpoint)) {
-        imgp_error ("event=monitor_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
-        return -1;
-    }
-    if (s_connect (self->pull, self->jobs, "jobs"))
-        return -1;
-    self->poller = zpoller_new (self->pull, self->events, NULL);
-    if (!self->poller) {
-        imgp_error ("event=poller_failed socket=jobs");
-        return -1;
-    }
-    return 0;
-}
-
-static void
-s_close_jobs (imgp_resizer_t *self)
-{
-    zpoller_destroy (&self->poller);
-    if (self->pull)
-        zmq_socket_monitor (zsock_resolve (self->pull), NULL, 0);
-    zsock_destroy (&self->events);
-    zsock_destroy (&self->pull);
-}
-
-//  The monitor tells only DISCONNECTED, so the event (number and value,
-//  then the endpoint) is not parsed: it is read to empty the pipe.
-static int
-s_reopen_jobs (imgp_resizer_t *self)
-{
-    zmsg_t *event = zmsg_recv (self->events);
-    zmsg_destroy (&event);
-    bool stopping = s_stopping (self);
-    imgp_warn ("event=jobs_disconnected endpoint=%s action=%s", self->jobs,
-               stopping ? "none" : "reconnect");
-    if (stopping)
-        return 0;                       //  the loop ends; nothing to reconnect for
-    s_close_jobs (self);
-    return s_open_jobs (self);
-}
+//  The worker loop
 
 //  A new actor with SIGINT and SIGTERM blocked in this thread: zactor_new
 //  waits for the actor's handshake, and a signal cutting that wait short
@@ -512,62 +696,50 @@ s_actor_new (zactor_fn *actor, void *args)
     return self;
 }
 
-//  Make the sockets and the heartbeat actor. Returns 0 or -1 (logged).
+//  The job pipe and the link actor. Returns 0 or -1 (logged).
 static int
 s_open (imgp_resizer_t *self)
 {
-    if (s_open_jobs (self))
-        return -1;
-    self->push = zsock_new (ZMQ_PUSH);
-    if (!self->push) {
-        imgp_error ("event=socket_failed socket=results reason=%s", zmq_strerror (zmq_errno ()));
-        return -1;
-    }
-    zsock_set_linger (self->push, S_RESULTS_LINGER_MS);
-    zsock_set_sndtimeo (self->push, S_RESULTS_SNDTIMEO_MS);
-    if (s_connect (self->push, self->results, "results"))
-        return -1;
-
-    s_beat_args_t args = { self->results, self->name, self->heartbeat_ms };
-    self->heartbeat = s_actor_new (s_beat_actor, &args);
-    if (!self->heartbeat) {
-        imgp_error ("event=actor_failed actor=heartbeat");
+    zsock_t *backend = NULL;
+    self->pipe = zsys_create_pipe (&backend);
+    self->poller = self->pipe ? zpoller_new (self->pipe, NULL) : NULL;
+    if (!self->poller) {
+        imgp_error ("event=socket_failed socket=pipe reason=%s", zmq_strerror (zmq_errno ()));
+        zsock_destroy (&backend);
         return -1;
     }
-    //  zactor_new does not report an actor that failed to start; then its
-    //  pipe has no peer, and a blocking SLOTS would hang us for good.
-    zsock_set_sndtimeo (self->heartbeat, 0);
+    s_link_args_t args = { self, backend, -1 };
+    self->link = s_actor_new (s_link_actor, &args);
+    zsock_destroy (&args.work);         //  still ours only when the actor never ran
+    if (!self->link || args.rc) {
+        imgp_error ("event=actor_failed actor=link");
+        return -1;
+    }
     return 0;
 }
 
+//  The link goes last: it sends what the worker queued, then slots 0. A
+//  job still in the pipe is dropped with it.
 static void
 s_close (imgp_resizer_t *self)
 {
-    if (self->heartbeat)
-        s_set_slots (self, 0);          //  a last word: take nothing more
-    zactor_destroy (&self->heartbeat);
-    s_close_jobs (self);
-    zsock_destroy (&self->push);
+    zactor_destroy (&self->link);
+    zpoller_destroy (&self->poller);
+    zsock_destroy (&self->pipe);
 }
 
-//  Jobs until stopped, or until the jobs socket cannot be made again.
-static int
+//  Jobs until stopped. The link passes on JOBs only.
+static void
 s_loop (imgp_resizer_t *self)
 {
-    int rc = 0;
-    while (rc == 0 && !s_stopping (self)) {
-        void *which = zpoller_wait (self->poller, S_POLL_MS);
-        if (which == self->pull) {
-            imgp_msg_t *msg = imgp_msg_recv (self->pull);
-            if (msg)
-                s_handle (self, &msg);  //  NULL: malformed (logged) or interrupted
+    while (!s_stopping (self)) {
+        if (zpoller_wait (self->poller, S_POLL_MS) == self->pipe) {
+            imgp_msg_t *job = imgp_msg_recv (self->pipe);
+            if (job)
+                s_handle_job (self, &job);
         }
-        else
-        if (which == self->events)
-            rc = s_reopen_jobs (self);
         //  else timeout, or interrupted: the loop condition looks
     }
-    return rc;
 }
 
 int
@@ -580,9 +752,8 @@ imgp_resizer_run (imgp_resizer_t *self)
     if (!s_stopping (self)) {
         rc = s_open (self);
         if (rc == 0) {
-            imgp_info ("event=ready worker=%s jobs=%s results=%s", self->name, self->jobs,
-                       self->results);
-            rc = s_loop (self);
+            imgp_info ("event=ready worker=%s jobs=%s", self->name, self->jobs);
+            s_loop (self);
         }
     }
     s_close (self);

@@ -1,28 +1,32 @@
-/*  imgp_resizer — the resizer's worker loop: PULL a JOB from the broker's
-    ventilator, answer STARTED, make the thumbnail (imgp_thumb), PUSH DONE
-    with the bytes or FAILED with a code and a message.
+/*  imgp_resizer — the resizer: one connection to the broker's jobs
+    endpoint (a DEALER to its ROUTER) that asks for work with READY and
+    credit, takes JOBs, and answers each with STARTED, then DONE with the
+    thumbnail (imgp_thumb) or FAILED with a code and a message.
 
     Why: resizers are stateless and disposable; all a broker needs from one
-    is its results and a steady proof of life with its free slots. That
-    proof comes from a heartbeat actor with its own PUSH socket, so a long
-    resize does not look like a dead worker, while a stopped (SIGSTOP) or
-    wedged process does stop heartbeating. One job at a time (slots = 1):
-    run one resizer per core. The receive high-water mark is 1, so at most
-    one more job waits in our pipe; the broker keeps the real queue.
+    is its results, a steady proof of life with its free slots, and how
+    many jobs it may send it now (credit), all on the one connection so the
+    broker knows which peer said what. The socket lives in a link actor,
+    its own thread, so a long resize never delays a heartbeat, while a
+    stopped (SIGSTOP) or wedged process does stop heartbeating. One job at
+    a time (slots = 1): run one resizer per core. Capacity is slots + 1:
+    one job waits ready in our inproc pipe beyond the one being worked on,
+    so the resizer never idles for a round trip; the broker keeps the real
+    queue, and a JOB beyond capacity (a broker over our credit) is dropped.
 
     On imgp_resizer_stop() (main calls it on SIGINT/SIGTERM; an embedder
     that keeps czmq's handler gets the same from zsys_interrupted), the job
-    in progress is finished and its result sent, a last heartbeat
-    says slots=0, and run() returns. A job still waiting in the pipe is
-    dropped: the broker dispatches it again when no STARTED comes.
+    in progress is finished and its result sent, a last heartbeat says
+    slots=0, and run() returns. A job still waiting in the pipe is
+    dropped: the broker queues it again when it counts us lost.
 
     Bounds: a message over imgp_msg_max_size (max_upload_bytes) is refused
-    by libzmq (which also drops that connection; the jobs socket is then
-    made again),
-    so the broker sees no STARTED and re-dispatches until attempts run out.
-    A thumbnail over max_upload_bytes (the broker's own limit) is not sent:
-    the job fails with encode_error. It never decodes an image itself and
-    never asserts on received bytes.
+    by libzmq, which drops that connection and does not make it again; we
+    then make the socket again, so the broker sees no STARTED and
+    re-dispatches until attempts run out. A thumbnail over
+    max_upload_bytes (the broker's own limit) is not sent: the job fails
+    with encode_error. It never decodes an image itself and never asserts
+    on received bytes.
 */
 #ifndef IMGP_RESIZER_H_INCLUDED
 #define IMGP_RESIZER_H_INCLUDED
@@ -32,11 +36,12 @@
 #include "imgp_msg.h"
 
 typedef struct {
-    const char *jobs;               //  endpoint of the broker's ventilator (PULL connects)
-    const char *results;            //  endpoint of the broker's sink (PUSH connects)
+    const char *jobs;               //  endpoint of the broker's jobs ROUTER (DEALER connects)
     const char *name;               //  worker name prefix; NULL or "" for "<hostname>-<pid>"
     int64_t max_upload_bytes;       //  largest original, 1..IMGP_UPLOAD_LIMIT_MAX
     int heartbeat_ms;               //  heartbeat interval, > 0
+    const char *curve_secret;       //  our CURVE _secret file, NULL for a plain link
+    const char *curve_server;       //  the broker's public certificate (with curve_secret)
 } imgp_resizer_config_t;
 
 typedef struct _imgp_resizer_t imgp_resizer_t;
@@ -52,16 +57,18 @@ typedef struct _imgp_resizer_t imgp_resizer_t;
 //  would never count the old one lost. Returns NULL, with the reason
 //  logged, when the prefix is not 1..IMGP_RESIZER_PREFIX_MAX printable
 //  characters without spaces or max_upload_bytes is over
-//  IMGP_UPLOAD_LIMIT_MAX. imgp_thumb_init() must have run.
+//  IMGP_UPLOAD_LIMIT_MAX, or the CURVE key files cannot be read (both
+//  or neither of curve_secret and curve_server must be set).
+//  imgp_thumb_init() must have run.
 imgp_resizer_t *imgp_resizer_new (const imgp_resizer_config_t *config);
 
 //  Destroy; safe on NULL and twice. Not while run() is running.
 void imgp_resizer_destroy (imgp_resizer_t **self_p);
 
-//  Connect, start heartbeating and process jobs until interrupted or
-//  stopped. The sockets live in the calling thread for the whole call.
-//  Returns 0 after a clean stop, -1 when the sockets could not be set up
-//  (reason logged).
+//  Start the link actor (it connects, says READY, heartbeats) and process
+//  jobs in the calling thread until interrupted or stopped. Returns 0
+//  after a clean stop, -1 when the link could not be set up (reason
+//  logged).
 int imgp_resizer_run (imgp_resizer_t *self);
 
 //  Ask run() to return after the current job. Safe from any thread and

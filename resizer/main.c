@@ -1,5 +1,5 @@
-/*  imgpipe-resizer — pulls thumbnail jobs from the broker, runs libvips,
-    pushes results back. Start one per core, on any host that reaches the
+/*  imgpipe-resizer — asks the broker for thumbnail jobs, runs libvips,
+    sends results back on the same connection. Start one per core, on any host that reaches the
     broker; stop any of them at any time.
 
     This file only reads options (one imgp_conf_start into s_config_t) and
@@ -24,13 +24,17 @@
 //  Everything the options set, so one table fills it.
 typedef struct {
     imgp_thumb_config_t thumb;      //  libvips limits and loaders
-    imgp_resizer_config_t resizer;  //  endpoints, name, heartbeat
+    imgp_resizer_config_t resizer;  //  endpoint, name, heartbeat, keys
     int nice;                       //  CPU priority to drop to, 0 = leave it
 } s_config_t;
 
 static const imgp_conf_spec_t s_specs [] = {
     IMGP_CONF_JOBS (s_config_t, resizer.jobs),
-    IMGP_CONF_RESULTS (s_config_t, resizer.results),
+    IMGP_CONF_STR (s_config_t, resizer.curve_secret, "curve-secret", "",
+                   "our CURVE certificate, the _secret file of `imgpipe keygen` (with "
+                   "--curve-server; empty: a plain link)"),
+    IMGP_CONF_STR (s_config_t, resizer.curve_server, "curve-server", "",
+                   "the broker's public CURVE certificate (with --curve-secret)"),
     IMGP_CONF_STR (s_config_t, resizer.name, "name", "",
                    "worker name prefix in messages and logs (default <hostname>-<pid>); a "
                    "random suffix is added so each process is a new worker to the broker"),
@@ -94,8 +98,8 @@ main (int argc, char **argv)
     s_config_t config = { 0 };
     int exit_code;
     imgp_conf_t *conf = imgp_conf_start ("imgpipe-resizer",
-                                         "Makes thumbnails for imgpipe: pulls jobs from the "
-                                         "broker, runs libvips, pushes results.",
+                                         "Makes thumbnails for imgpipe: takes jobs from the "
+                                         "broker, runs libvips, sends results back.",
                                          s_specs, argc, argv, &config, &exit_code);
     if (!conf)
         return exit_code;

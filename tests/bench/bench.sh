@@ -40,16 +40,16 @@ now() { date +%s.%N; }
 [ -d "$corpus/photos" ] || { echo "bench: no corpus at $corpus" >&2; exit 1; }
 ninja -C "$build" >/dev/null
 
-p=() ; for i in 1 2 3 4 5; do p+=("$(free_port)"); done
+p=() ; for i in 1 2 3 4; do p+=("$(free_port)"); done
 ep() { echo "tcp://127.0.0.1:$1"; }
-export IMGP_INTAKE=$(ep "${p[0]}") IMGP_STATUS=$(ep "${p[1]}") IMGP_JOBS=$(ep "${p[2]}") IMGP_RESULTS=$(ep "${p[3]}")
+export IMGP_INTAKE=$(ep "${p[0]}") IMGP_STATUS=$(ep "${p[1]}") IMGP_JOBS=$(ep "${p[2]}")
 pids=()
 declare -A role
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 "$build/broker/imgpipe-broker" --data-dir "$work/data" --max-queue 100000 2>"$work/broker.log" & pids+=($!); role[$!]=broker
 for _ in $(seq "$resizers"); do "$build/resizer/imgpipe-resizer" 2>>"$work/resizer.log" & pids+=($!); role[$!]=resizers; done
-"$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:${p[4]}" 2>"$work/frontend.log" & pids+=($!); role[$!]=frontend
-url="http://127.0.0.1:${p[4]}"
+"$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:${p[3]}" 2>"$work/frontend.log" & pids+=($!); role[$!]=frontend
+url="http://127.0.0.1:${p[3]}"
 # Every wait has a deadline: a process that failed must not hang the bench.
 wait_for() {    # SECONDS DESCRIPTION COMMAND...
     local deadline=$((SECONDS + $1)) what=$2; shift 2

@@ -265,25 +265,23 @@ s_proc_start (h_cluster_t *self, h_proc_t *proc, const char *name, char **argv)
 static int
 s_start_broker (h_cluster_t *self)
 {
-    char ep [4][64];
-    for (int i = 0; i < 4; i++)
+    char ep [H_BROKER_PORTS][64];
+    for (int i = 0; i < H_BROKER_PORTS; i++)
         s_endpoint (ep [i], sizeof ep [i], self->broker_ports [i]);
     char *argv [24] = { H_BROKER_BIN, "--intake", ep [0], "--status", ep [1],
-                        "--jobs", ep [2], "--results", ep [3],
-                        "--data-dir", self->data_dir, "--verbose" };
-    s_add_args (argv, 12, self->opts.broker_extra, 12);
+                        "--jobs", ep [2], "--data-dir", self->data_dir, "--verbose" };
+    s_add_args (argv, 10, self->opts.broker_extra, 12);
     return s_proc_start (self, &self->broker, "broker", argv);
 }
 
 static int
 s_start_resizer (h_cluster_t *self, int i)
 {
-    char jobs [64], results [64], name [32];
+    char jobs [64], name [32];
     s_endpoint (jobs, sizeof jobs, self->broker_ports [2]);
-    s_endpoint (results, sizeof results, self->broker_ports [3]);
     snprintf (name, sizeof name, "resizer%d", i);
-    char *argv [24] = { H_RESIZER_BIN, "--jobs", jobs, "--results", results, "--verbose" };
-    s_add_args (argv, 6, self->opts.resizer_extra, 8);
+    char *argv [24] = { H_RESIZER_BIN, "--jobs", jobs, "--verbose" };
+    s_add_args (argv, 4, self->opts.resizer_extra, 8);
     return s_proc_start (self, &self->resizer [i], name, argv);
 }
 
@@ -375,15 +373,15 @@ h_cluster_new (const h_cluster_opts_t *opts)
     self->resizers = opts->resizers < H_MAX_RESIZERS ? opts->resizers : H_MAX_RESIZERS;
     self->frontends = opts->frontends < H_MAX_FRONTENDS ? opts->frontends : H_MAX_FRONTENDS;
     snprintf (self->dir, sizeof self->dir, "/tmp/imgp-e2e-XXXXXX");
-    int ports [4 + H_MAX_FRONTENDS];
-    if (!mkdtemp (self->dir) || s_free_ports (ports, 4 + self->frontends) != 0) {
+    int ports [H_BROKER_PORTS + H_MAX_FRONTENDS];
+    if (!mkdtemp (self->dir) || s_free_ports (ports, H_BROKER_PORTS + self->frontends) != 0) {
         fprintf (stderr, "harness: cannot make a temp dir or find free ports: %s\n",
                  strerror (errno));
         free (self);
         return NULL;
     }
     memcpy (self->broker_ports, ports, sizeof self->broker_ports);
-    memcpy (self->http_ports, ports + 4, sizeof (int) * (size_t) self->frontends);
+    memcpy (self->http_ports, ports + H_BROKER_PORTS, sizeof (int) * (size_t) self->frontends);
     snprintf (self->data_dir, sizeof self->data_dir, "%s/data", self->dir);
     mkdir (self->data_dir, 0755);
 

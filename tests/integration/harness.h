@@ -28,6 +28,7 @@
 #define H_FRONTEND_BIN IMGP_BUILD_DIR "/http-frontend/imgpipe-frontend"
 #define H_CLIENT_BIN IMGP_BUILD_DIR "/client/imgpipe"
 
+#define H_BROKER_PORTS 3            //  intake, status, jobs
 #define H_MAX_RESIZERS 8
 #define H_MAX_FRONTENDS 4
 #define H_ID_SIZE 33                //  32 hex characters + NUL
@@ -87,7 +88,7 @@ typedef struct {
 typedef struct {
     char dir [256];                 //  temp dir: data/ and the *.log files
     char data_dir [300];            //  broker --data-dir
-    int broker_ports [4];           //  intake, status, jobs, results
+    int broker_ports [H_BROKER_PORTS];  //  intake, status, jobs
     int http_ports [H_MAX_FRONTENDS];   //  frontend HTTP ports
     h_proc_t broker;                //  the broker
     h_proc_t resizer [H_MAX_RESIZERS];  //  resizers

@@ -1,6 +1,7 @@
-/*  test_broker — criterion suites for broker/: the status table (pure
-    data), the spool (in a temp dir), and the broker actor in-process over
-    real tcp loopback sockets with a fake resizer made of a PULL + PUSH.
+/*  test_broker — criterion suites for broker/: the status table and the
+    resizer peers (pure data), the spool (in a temp dir), and the broker
+    actor in-process over real tcp loopback sockets with fake resizers,
+    each a DEALER on the jobs link named like its worker.
 
     Every socket has receive/send timeouts and every wait has a deadline,
     so a hang fails the test instead of blocking the run. Endpoints are
@@ -9,6 +10,7 @@
 */
 #include <criterion/criterion.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,10 @@
 #include <unistd.h>
 
 #include "imgp_broker.h"
+#include "imgp_curve.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
+#include "imgp_peers.h"
 #include "imgp_spool.h"
 #include "imgp_table.h"
 #include "imgp_waiters.h"
@@ -123,15 +127,16 @@ Test (table, fifo_order_and_requeue_at_front)
         jobs [i] = imgp_table_insert (table, &records [i]);
     }
     cr_assert_eq (imgp_table_next (table), jobs [0]);
-    imgp_table_dispatched (table, jobs [0], 100);
+    imgp_table_dispatched (table, jobs [0], "w0", 100);
     cr_assert_eq (jobs [0]->phase, IMGP_PHASE_DISPATCHED);
     cr_assert_eq (jobs [0]->attempts, 1);
+    cr_assert_str_eq (jobs [0]->worker, "w0", "the worker is set at dispatch");
     cr_assert_eq (imgp_table_unstarted (table), 1);
     cr_assert_eq (imgp_table_queued (table), 2);
     cr_assert_eq (imgp_table_next (table), jobs [1]);
 
-    imgp_table_dispatched (table, jobs [1], 100);
-    imgp_table_started (table, jobs [1], "w1", 110);
+    imgp_table_dispatched (table, jobs [1], "w1", 100);
+    imgp_table_started (table, jobs [1], 110);
     cr_assert_eq (jobs [1]->state, IMGP_STATE_PROCESSING);
     cr_assert_str_eq (jobs [1]->worker, "w1");
     cr_assert_eq (imgp_table_unstarted (table), 1);
@@ -142,10 +147,13 @@ Test (table, fifo_order_and_requeue_at_front)
     cr_assert_eq (imgp_table_next (table), jobs [0]);
     imgp_table_requeue (table, jobs [1]);
     cr_assert_eq (jobs [1]->state, IMGP_STATE_QUEUED);
-    cr_assert_str_eq (jobs [1]->worker, "");
+    cr_assert_str_eq (jobs [1]->worker, "w1", "its late result may still count");
     cr_assert_eq (jobs [1]->attempts, 1, "a re-queue keeps the attempts count");
     cr_assert_eq (imgp_table_next (table), jobs [1]);
     cr_assert_eq (imgp_table_queued (table), 3);
+    imgp_table_dispatched (table, jobs [1], "w2", 120);
+    cr_assert_str_eq (jobs [1]->worker, "w2");
+    cr_assert_eq (jobs [1]->attempts, 2);
     imgp_table_destroy (&table);
 }
 
@@ -161,7 +169,7 @@ Test (table, reload_placement_and_finished_order)
     imgp_job_t *f = imgp_table_insert (table, &failed);
     cr_assert_eq (r->state, IMGP_STATE_QUEUED, "a processing record reloads as queued");
     cr_assert_eq (r->phase, IMGP_PHASE_QUEUED);
-    cr_assert_str_eq (r->worker, "");
+    cr_assert_str_eq (r->worker, "gone", "that worker may still finish its attempt");
     cr_assert_eq (d->phase, IMGP_PHASE_FINISHED);
     cr_assert_eq (imgp_table_queued (table), 1);
     cr_assert_eq (imgp_table_oldest_finished (table), d);
@@ -178,71 +186,15 @@ Test (table, reload_placement_and_finished_order)
     imgp_table_destroy (&table);
 }
 
-Test (table, worker_credit)
-{
-    imgp_table_t *table = imgp_table_new ();
-    cr_assert_eq (imgp_table_credit (table), 0);
-    cr_assert (imgp_table_heartbeat (table, "w1", 2, 0), "first heartbeat joins");
-    cr_assert_not (imgp_table_heartbeat (table, "w1", 2, 10));
-    cr_assert (imgp_table_heartbeat (table, "w2", 1, 10));
-    cr_assert_eq (imgp_table_workers (table), 2);
-    cr_assert_eq (imgp_table_credit (table), 3);
-
-    imgp_job_t records [4];
-    imgp_job_t *jobs [4];
-    for (int i = 0; i < 4; i++) {
-        records [i] = s_record (IMGP_STATE_QUEUED, i);
-        jobs [i] = imgp_table_insert (table, &records [i]);
-    }
-    imgp_table_dispatched (table, jobs [0], 20);
-    imgp_table_dispatched (table, jobs [1], 20);
-    cr_assert_eq (imgp_table_credit (table), 1, "dispatched jobs use credit");
-    imgp_table_started (table, jobs [0], "w1", 30);
-    cr_assert_not (imgp_table_worker_took (table, "w1", 30), "w1 sent a heartbeat");
-    cr_assert_eq (imgp_table_credit (table), 1, "a STARTED moves the use to the worker's slots");
-    imgp_table_dispatched (table, jobs [2], 40);
-    imgp_table_dispatched (table, jobs [3], 40);
-    cr_assert_eq (imgp_table_credit (table), 0, "never negative");
-
-    imgp_table_worker_remove (table, "w2");
-    imgp_table_worker_remove (table, "nobody");
-    cr_assert_eq (imgp_table_workers (table), 1);
-    imgp_table_destroy (&table);
-}
-
-//  A STARTED from a worker never heard from (it died before its first
-//  heartbeat, or a peer that is no resizer) must not park the job until
-//  the job timeout: the worker is tracked from the STARTED and lost after
-//  the heartbeat timeout like any other.
-Test (table, started_by_an_unknown_worker_is_tracked)
-{
-    imgp_table_t *table = imgp_table_new ();
-    imgp_job_t a = s_record (IMGP_STATE_QUEUED, 1);
-    imgp_job_t *ja = imgp_table_insert (table, &a);
-    imgp_table_dispatched (table, ja, 1000);
-    imgp_table_started (table, ja, "ghost", 1100);
-    cr_assert (imgp_table_worker_took (table, "ghost", 1100), "an unknown worker joins");
-    cr_assert_eq (imgp_table_workers (table), 1);
-    cr_assert_eq (imgp_table_credit (table), 0, "a worker known only by its STARTED has no slots");
-    cr_assert_null (imgp_table_lost_worker (table, 3100, 2000));
-    const char *lost = imgp_table_lost_worker (table, 3101, 2000);
-    cr_assert (lost && streq (lost, "ghost"), "silent since its STARTED: lost");
-    cr_assert_eq (imgp_table_held_by (table, "ghost"), ja);
-    imgp_table_destroy (&table);
-}
-
 Test (table, timeouts_and_lost_workers)
 {
     imgp_table_t *table = imgp_table_new ();
     imgp_job_t a = s_record (IMGP_STATE_QUEUED, 1), b = s_record (IMGP_STATE_QUEUED, 2);
     imgp_job_t *ja = imgp_table_insert (table, &a);
     imgp_job_t *jb = imgp_table_insert (table, &b);
-    imgp_table_heartbeat (table, "w1", 1, 1000);
-    imgp_table_heartbeat (table, "w2", 1, 1500);
-
-    imgp_table_dispatched (table, ja, 1000);
-    imgp_table_dispatched (table, jb, 1000);
-    imgp_table_started (table, jb, "w1", 1100);
+    imgp_table_dispatched (table, ja, "w2", 1000);
+    imgp_table_dispatched (table, jb, "w1", 1000);
+    imgp_table_started (table, jb, 1100);
 
     const char *reason = NULL;
     cr_assert_null (imgp_table_overdue (table, 1200, 500, 5000, &reason));
@@ -253,19 +205,143 @@ Test (table, timeouts_and_lost_workers)
     cr_assert_eq (imgp_table_overdue (table, 6101, 500, 5000, &reason), jb);
     cr_assert_str_eq (reason, "job_timeout");
 
-    cr_assert_null (imgp_table_lost_worker (table, 3000, 2000));
-    const char *lost = imgp_table_lost_worker (table, 3001, 2000);
-    cr_assert_not_null (lost);
-    cr_assert_str_eq (lost, "w1");
+    //  A lost worker's jobs: dispatched or running, only in flight.
     cr_assert_eq (imgp_table_held_by (table, "w1"), jb);
-    cr_assert_null (imgp_table_held_by (table, "w2"));
-    imgp_table_worker_remove (table, "w1");
+    cr_assert_null (imgp_table_held_next (table, "w1"));
+    cr_assert_null (imgp_table_held_by (table, "w2"), "a's re-queue took it from w2");
+    imgp_table_dispatched (table, ja, "w1", 6200);
+    imgp_job_t *first = imgp_table_held_by (table, "w1");
+    imgp_job_t *second = imgp_table_held_next (table, "w1");
+    cr_assert (first != second && (first == ja || first == jb) && (second == ja || second == jb));
     imgp_table_requeue (table, jb);
-    cr_assert_null (imgp_table_held_by (table, "w1"));
-    cr_assert_null (imgp_table_lost_worker (table, 3001, 2000));
-    lost = imgp_table_lost_worker (table, 3501, 2000);
-    cr_assert (lost && streq (lost, "w2"));
+    cr_assert_eq (imgp_table_held_by (table, "w1"), ja);
     imgp_table_destroy (&table);
+}
+
+//  =====================================================================
+//  Peers: credit and the fair choice, with plain numbers
+
+TestSuite (peers, .init = s_setup, .fini = s_teardown, .timeout = 10);
+
+#define S_ANY_BYTES INT64_MAX         //  prefetch behind any originals
+
+//  A peer heard at `now` with `slots` slots and `credit`.
+static imgp_peer_t *
+s_peer (imgp_peers_t *peers, const char *name, int slots, int credit, int64_t now)
+{
+    bool joined;
+    imgp_peer_t *peer = imgp_peers_heard (peers, name, now, &joined);
+    imgp_peers_ready (peer, slots, credit);
+    return peer;
+}
+
+Test (peers, credit_is_set_taken_and_given_back)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    bool joined;
+    imgp_peer_t *w1 = imgp_peers_heard (peers, "w1", 0, &joined);
+    cr_assert (joined);
+    cr_assert_eq (w1->credit, 0, "known by a heartbeat only: no credit");
+    cr_assert_null (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), "no credit, no job");
+    imgp_peers_ready (w1, 1, 2);
+    cr_assert_eq (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), w1);
+    imgp_peers_sent (w1, 1, 10);
+    imgp_peers_sent (w1, 2, 10);
+    cr_assert_eq (w1->credit, 0);
+    cr_assert_eq (w1->held, 2);
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 5, S_ANY_BYTES), "no JOB beyond credit");
+    imgp_peers_returned (w1);
+    cr_assert_eq (w1->credit, 1, "a result gives one back");
+    imgp_peers_ready (w1, 1, 2);
+    cr_assert_eq (w1->credit, 2, "READY sets, never adds");
+    cr_assert_not (imgp_peers_heard (peers, "w1", 5, &joined) == NULL || joined);
+    w1->credit = IMGP_CREDIT_MAX;
+    imgp_peers_returned (w1);
+    cr_assert_eq (w1->credit, IMGP_CREDIT_MAX, "results cannot raise credit past the limit");
+    imgp_peers_destroy (&peers);
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, a_free_slot_beats_credit_on_a_busy_peer)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *busy = s_peer (peers, "busy", 1, 2, 0);
+    imgp_peer_t *idle = s_peer (peers, "idle", 1, 2, 0);
+    imgp_peers_sent (busy, 1, 10);                  //  busy works on one, credit 1 left
+    cr_assert_eq (imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES), idle);
+    imgp_peers_sent (idle, 2, 10);
+    //  Both busy, one job queued and two peers: no backlog, so it waits
+    //  for the first slot that frees rather than queue behind a long job.
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES));
+    //  A backlog: the other slot has work when it frees anyway, so
+    //  prefetch, to the one that got a job longest ago.
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 2, S_ANY_BYTES), busy);
+    //  A lone resizer always takes one ahead: nobody else could start it.
+    imgp_peers_remove (peers, "idle");
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), busy);
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, no_job_ahead_behind_large_originals)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *photo = s_peer (peers, "photo", 1, 2, 0);
+    imgp_peer_t *icons = s_peer (peers, "icons", 1, 2, 0);
+    imgp_peers_sent (photo, 1, 5000000);        //  a large photo
+    imgp_peers_sent (icons, 2, 2000);           //  a small image
+    //  A backlog, both busy: the job goes ahead only behind small work.
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 4, 65536), icons);
+    imgp_peers_sent (icons, 3, 2000);
+    cr_assert_null (imgp_peers_choose (peers, 4, 1000, 4, 65536), "icons has no credit left, "
+                    "and nothing waits behind the photo");
+    imgp_peers_released (photo, 5000000);
+    cr_assert_eq (photo->held_bytes, 0);
+    cr_assert_eq (imgp_peers_choose (peers, 5, 1000, 4, 65536), photo, "its slot is free");
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
+    imgp_peers_held (icons, 3000);              //  a STARTED for a re-queued job
+    cr_assert (icons->held == 1 && icons->held_bytes == 3000 && icons->credit == 0);
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, equal_peers_take_turns_and_more_room_wins)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *a = s_peer (peers, "a", 2, 3, 0);
+    imgp_peer_t *b = s_peer (peers, "b", 2, 3, 0);
+    imgp_peer_t *first = imgp_peers_choose (peers, 1, 1000, 1, S_ANY_BYTES);
+    imgp_peers_sent (first, 1, 10);
+    imgp_peer_t *second = imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES);
+    cr_assert_neq (first, second, "the other one has more room");
+    imgp_peers_sent (second, 2, 10);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), first, "equal room: the one that waited");
+    imgp_peer_t *big = s_peer (peers, "big", 8, 8, 3);
+    cr_assert_eq (imgp_peers_choose (peers, 4, 1000, 1, S_ANY_BYTES), big);
+    (void) a; (void) b;
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, silent_peers_are_not_chosen_and_are_lost)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *old = s_peer (peers, "old", 1, 2, 0);
+    cr_assert_eq (imgp_peers_choose (peers, 1000, 1000, 1, S_ANY_BYTES), old);
+    cr_assert_null (imgp_peers_choose (peers, 1001, 1000, 1, S_ANY_BYTES), "silent too long");
+    s_peer (peers, "new", 1, 2, 900);
+    cr_assert_null (imgp_peers_lost (peers, 1000, 1000));
+    imgp_peer_t *lost = imgp_peers_lost (peers, 1001, 1000);
+    cr_assert_eq (lost, old);
+    int64_t live, slots;
+    imgp_peers_live (peers, 1001, 1000, &live, &slots);
+    cr_assert_eq (live, 1);
+    cr_assert_eq (slots, 1);
+    imgp_peers_remove (peers, lost->name);
+    imgp_peers_remove (peers, "nobody");
+    cr_assert_eq (imgp_peers_size (peers), 1);
+    cr_assert_null (imgp_peers_lookup (peers, "old"));
+    imgp_peers_destroy (&peers);
 }
 
 //  =====================================================================
@@ -459,7 +535,7 @@ s_config (void)
 {
     imgp_broker_config_t config = { 0 };
     cr_assert_eq (imgp_conf_defaults (imgp_broker_specs, &config), 0);
-    config.intake = config.status = config.jobs = config.results = "tcp://127.0.0.1:*";
+    config.intake = config.status = config.jobs = "tcp://127.0.0.1:*";
     config.data_dir = s_dir;
     config.tick_ms = 20;
     return config;
@@ -497,15 +573,6 @@ s_call (zsock_t *req, imgp_msg_t *request)
 {
     cr_assert_eq (imgp_msg_send (&request, req), 0);
     return imgp_msg_recv (req);
-}
-
-static void *
-s_copy (const void *data, size_t size)
-{
-    void *copy = malloc (size);
-    cr_assert_not_null (copy);
-    memcpy (copy, data, size);
-    return copy;
 }
 
 //  A SUBMIT of `size` bytes on behalf of `owner` ("" for none).
@@ -599,107 +666,207 @@ s_expect_error (imgp_msg_t **reply_p, const char *code)
 }
 
 //  ---------------------------------------------------------------------
-//  A fake resizer: PULL from the ventilator, PUSH to the sink.
+//  Thumbnails the broker's magic check takes: a PNG of 100 x 50 whose IDAT
+//  holds a text, so each test can tell its thumbnails apart.
+
+#define S_THUMB_WIDTH 100
+#define S_THUMB_HEIGHT 50
+
+static uint32_t
+s_crc32 (const uint8_t *data, size_t size)
+{
+    uint32_t crc = 0xffffffffu;
+    for (size_t i = 0; i < size; i++) {
+        crc ^= data [i];
+        for (int bit = 0; bit < 8; bit++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static uint8_t *
+s_put32 (uint8_t *at, uint32_t value)
+{
+    at [0] = (uint8_t) (value >> 24);
+    at [1] = (uint8_t) (value >> 16);
+    at [2] = (uint8_t) (value >> 8);
+    at [3] = (uint8_t) value;
+    return at + 4;
+}
+
+//  One PNG chunk at `at`; returns the byte after it.
+static uint8_t *
+s_png_chunk (uint8_t *at, const char *type, const void *data, size_t size)
+{
+    uint8_t *start = s_put32 (at, (uint32_t) size) ;
+    memcpy (start, type, 4);
+    if (size)
+        memcpy (start + 4, data, size);
+    return s_put32 (start + 4 + size, s_crc32 (start, 4 + size));
+}
+
+//  The PNG for `text` (malloc'd, the caller's), its size in *size_p.
+static uint8_t *
+s_png_new (const char *text, size_t *size_p)
+{
+    static const uint8_t signature [8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    size_t len = strlen (text);
+    uint8_t *png = malloc (8 + 25 + 12 + len + 12);
+    cr_assert_not_null (png);
+    memcpy (png, signature, 8);
+    uint8_t ihdr [13] = { 0 };
+    s_put32 (s_put32 (ihdr, S_THUMB_WIDTH), S_THUMB_HEIGHT);
+    ihdr [8] = 8;                   //  depth 8, colour type 0 (grey)
+    uint8_t *end = s_png_chunk (png + 8, "IHDR", ihdr, sizeof ihdr);
+    end = s_png_chunk (end, "IDAT", text, len);
+    end = s_png_chunk (end, "IEND", NULL, 0);
+    *size_p = (size_t) (end - png);
+    return png;
+}
+
+//  ---------------------------------------------------------------------
+//  A fake resizer: one DEALER on the jobs link, named (routing id) like
+//  its worker, as the real one. It says READY only when a test asks it
+//  to (s_worker_ready, or s_worker_await_job), so a test decides what
+//  credit the broker has for it.
 
 typedef struct {
-    zsock_t *pull;              //  jobs
-    zsock_t *push;              //  heartbeats and results
-    char name [32];             //  worker name
+    zsock_t *dealer;            //  jobs, heartbeats and results
+    char name [32];             //  worker name = routing id
 } s_worker_t;
 
-//  A worker that only sends (no PULL): for garbage, so no job can go its way.
+//  A resizer named `name` whose routing id is `routing_id`: the same for
+//  an honest one, another to play a liar.
 static s_worker_t *
-s_sender_new (imgp_broker_t *broker, const char *name)
+s_worker_as (imgp_broker_t *broker, const char *name, const char *routing_id)
 {
     s_worker_t *self = calloc (1, sizeof *self);
     cr_assert_not_null (self);
     snprintf (self->name, sizeof self->name, "%s", name);
-    self->push = s_connect (ZMQ_PUSH, imgp_broker_endpoint (broker, IMGP_BROKER_RESULTS));
+    self->dealer = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (self->dealer);
+    if (routing_id)
+        zsock_set_identity (self->dealer, routing_id);
+    zsock_set_rcvtimeo (self->dealer, S_TIMEOUT_MS);
+    zsock_set_sndtimeo (self->dealer, S_TIMEOUT_MS);
+    zsock_set_linger (self->dealer, 0);
+    cr_assert_eq (zsock_connect (self->dealer, "%s",
+                                 imgp_broker_endpoint (broker, IMGP_BROKER_JOBS)), 0);
     return self;
 }
 
 static s_worker_t *
 s_worker_new (imgp_broker_t *broker, const char *name)
 {
-    s_worker_t *self = s_sender_new (broker, name);
-    self->pull = zsock_new (ZMQ_PULL);
-    zsock_set_rcvhwm (self->pull, 1);
-    zsock_set_linger (self->pull, 0);
-    cr_assert_eq (zsock_connect (self->pull, "%s", imgp_broker_endpoint (broker, IMGP_BROKER_JOBS)), 0);
-    return self;
+    return s_worker_as (broker, name, name);
 }
 
 static void
 s_worker_destroy (s_worker_t **self_p)
 {
     if (*self_p) {
-        zsock_destroy (&(*self_p)->pull);
-        zsock_destroy (&(*self_p)->push);
+        zsock_destroy (&(*self_p)->dealer);
         free (*self_p);
         *self_p = NULL;
     }
 }
 
 static void
+s_worker_send (s_worker_t *self, imgp_msg_t *msg)
+{
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    cr_assert_eq (imgp_msg_send (&msg, self->dealer), 0);
+}
+
+static void
+s_worker_ready (s_worker_t *self, int slots, int credit)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
+    msg->slots = slots;
+    msg->credit = credit;
+    snprintf (msg->host, sizeof msg->host, "host-of-%s", self->name);
+    s_worker_send (self, msg);
+}
+
+static void
 s_worker_heartbeat (s_worker_t *self, int slots)
 {
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
-    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
     msg->slots = slots;
-    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+    s_worker_send (self, msg);
 }
 
-//  Heartbeat with a free slot every 50 ms until a JOB arrives; fails at the deadline.
+//  The next JOB within `timeout_ms`, heartbeating every 50 ms meanwhile
+//  (so the broker keeps it live); NULL when none came.
+static imgp_msg_t *
+s_worker_poll_job (s_worker_t *self, int timeout_ms)
+{
+    zsock_set_rcvtimeo (self->dealer, 50);
+    int64_t deadline = zclock_mono () + timeout_ms;
+    imgp_msg_t *job = NULL;
+    while (!job && zclock_mono () < deadline) {
+        job = imgp_msg_recv (self->dealer);
+        if (!job)
+            s_worker_heartbeat (self, 1);
+    }
+    zsock_set_rcvtimeo (self->dealer, S_TIMEOUT_MS);
+    cr_assert (!job || job->type == IMGP_MSG_JOB, "got %s", imgp_msg_type_name (job->type));
+    return job;
+}
+
+//  READY for one job (one slot, one credit), then wait for it; fails at the
+//  deadline.
 static imgp_msg_t *
 s_worker_await_job (s_worker_t *self)
 {
-    zsock_set_rcvtimeo (self->pull, 50);
-    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
-    while (zclock_mono () < deadline) {
-        s_worker_heartbeat (self, 1);
-        imgp_msg_t *job = imgp_msg_recv (self->pull);
-        if (job) {
-            cr_assert_eq (job->type, IMGP_MSG_JOB);
-            return job;
-        }
-    }
-    cr_assert_fail ("worker %s got no job in time", self->name);
-    return NULL;
+    s_worker_ready (self, 1, 1);
+    imgp_msg_t *job = s_worker_poll_job (self, S_TIMEOUT_MS);
+    cr_assert_not_null (job, "worker %s got no job in time", self->name);
+    return job;
+}
+
+//  A report (STARTED, DONE, FAILED) about job `id`, attempt `attempt`.
+static imgp_msg_t *
+s_report_new (imgp_msg_type_t type, const char *id, int attempt)
+{
+    imgp_msg_t *msg = imgp_msg_new (type);
+    memcpy (msg->id, id, IMGP_ID_LEN + 1);
+    msg->attempts = attempt;
+    return msg;
 }
 
 static void
 s_worker_started (s_worker_t *self, const char *id, int attempt)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_STARTED);
-    memcpy (msg->id, id, IMGP_ID_LEN + 1);
-    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
-    msg->attempts = attempt;
-    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+    s_worker_send (self, s_report_new (IMGP_MSG_STARTED, id, attempt));
+}
+
+//  DONE with `bytes` as they are, claiming a PNG of the test's size.
+static void
+s_worker_done_bytes (s_worker_t *self, const char *id, int attempt, void *bytes, size_t size)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
+    msg->result = (imgp_result_t) { S_THUMB_WIDTH, S_THUMB_HEIGHT, IMGP_FORMAT_PNG,
+                                    (int64_t) size, 7 };
+    imgp_msg_set_data (msg, bytes, size, NULL);
+    s_worker_send (self, msg);
 }
 
 static void
 s_worker_done (s_worker_t *self, const char *id, int attempt, const char *thumbnail)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_DONE);
-    memcpy (msg->id, id, IMGP_ID_LEN + 1);
-    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
-    msg->attempts = attempt;
-    size_t size = strlen (thumbnail);
-    msg->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, (int64_t) size, 7 };
-    imgp_msg_set_data (msg, s_copy (thumbnail, size), size, NULL);
-    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+    size_t size;
+    uint8_t *png = s_png_new (thumbnail, &size);
+    s_worker_done_bytes (self, id, attempt, png, size);
 }
 
 static void
 s_worker_failed (s_worker_t *self, const char *id, int attempt, const char *code)
 {
-    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_FAILED);
-    memcpy (msg->id, id, IMGP_ID_LEN + 1);
-    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
-    msg->attempts = attempt;
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_FAILED, id, attempt);
     snprintf (msg->code, sizeof msg->code, "%s", code);
     snprintf (msg->message, sizeof msg->message, "the image is bad");
-    cr_assert_eq (imgp_msg_send (&msg, self->push), 0);
+    s_worker_send (self, msg);
 }
 
 //  A worker takes the next job and finishes it with `thumbnail`.
@@ -716,17 +883,32 @@ s_worker_run_one (s_worker_t *worker, zsock_t *status, const char *id, const cha
     imgp_msg_destroy (&info);
 }
 
+//  A reply's data must be the thumbnail made of `text` (NULL: no data).
+static void
+s_expect_thumb_bytes (imgp_msg_t *reply, const char *text)
+{
+    size_t size = 0;
+    uint8_t *png = text ? s_png_new (text, &size) : NULL;
+    cr_assert_eq (imgp_msg_size (reply), size, "tag %lld", (long long) reply->tag);
+    if (size)
+        cr_assert_arr_eq (imgp_msg_data (reply), png, size);
+    free (png);
+}
+
 static void
 s_expect_thumbnail (zsock_t *status, const char *id, const char *thumbnail)
 {
+    size_t size;
+    uint8_t *png = s_png_new (thumbnail, &size);
     imgp_msg_t *info = s_ask (status, IMGP_MSG_FETCH, id);
     cr_assert_eq (info->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (info->type), info->message);
     cr_assert_eq (info->state, IMGP_STATE_DONE);
-    cr_assert_eq (imgp_msg_size (info), strlen (thumbnail));
-    cr_assert_arr_eq (imgp_msg_data (info), thumbnail, strlen (thumbnail));
-    cr_assert_eq (info->result.bytes, (int64_t) strlen (thumbnail));
-    cr_assert_eq (info->result.width, 100);
+    cr_assert_eq (imgp_msg_size (info), size);
+    cr_assert_arr_eq (imgp_msg_data (info), png, size);
+    cr_assert_eq (info->result.bytes, (int64_t) size);
+    cr_assert_eq (info->result.width, S_THUMB_WIDTH);
     imgp_msg_destroy (&info);
+    free (png);
 }
 
 //  ---------------------------------------------------------------------
@@ -938,7 +1120,9 @@ Test (broker, fake_resizer_round_trip)
 
     s_worker_done (rig->worker, id, 1, "THUMBNAIL");
     info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
-    cr_assert_eq (info->result.bytes, 9);
+    size_t png_size;
+    free (s_png_new ("THUMBNAIL", &png_size));
+    cr_assert_eq (info->result.bytes, (int64_t) png_size);
     cr_assert_geq (info->updated_at, info->created_at);
     imgp_msg_destroy (&info);
     s_expect_thumbnail (rig->status, id, "THUMBNAIL");
@@ -975,6 +1159,9 @@ Test (broker, first_result_wins)
     //  Late duplicates for a: dropped. Then a result for b on the same
     //  connection: when b is done, the broker has read the duplicates.
     s_submit_ok (rig->intake, b, 10);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_str_eq (job->id, b);
+    imgp_msg_destroy (&job);
     s_worker_done (rig->worker, a, 1, "second");
     s_worker_failed (rig->worker, a, 2, "decode_error");
     s_worker_done (rig->worker, b, 1, "bee");
@@ -1244,12 +1431,13 @@ Test (broker, attempt_is_saved_before_the_job_leaves)
     cr_assert_eq (job->attempts, 1);
     imgp_msg_destroy (&job);
     cr_assert_eq (s_saved (id).attempts, 1, "the dispatched attempt is not on disk");
+    cr_assert_str_eq (s_saved (id).worker, "w1", "nor the worker it went to");
     s_rig_destroy (&rig);
 
     //  The resizer that got the job reports to the restarted broker. It
-    //  sends no heartbeat: no credit, so the job cannot leave again.
+    //  sends no READY: no credit, so the job cannot leave again.
     rig = s_rig_new (&config, NULL);
-    s_worker_t *resizer = s_sender_new (rig->broker, "w1");
+    s_worker_t *resizer = s_worker_new (rig->broker, "w1");
     s_worker_started (resizer, id, 1);
     imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
     cr_assert_eq (info->attempts, 1);
@@ -1430,26 +1618,24 @@ Test (broker, malformed_input_is_dropped)
 {
     imgp_broker_config_t config = s_config ();
     s_rig_t *rig = s_rig_new (&config, NULL);
-    for (int which = IMGP_BROKER_INTAKE; which <= IMGP_BROKER_RESULTS; which++)
+    for (int which = IMGP_BROKER_INTAKE; which <= IMGP_BROKER_JOBS; which++)
         s_send_raw_garbage (imgp_broker_endpoint (rig->broker, which));
     s_garbage_to_router (rig->broker, IMGP_BROKER_INTAKE);
     s_garbage_to_router (rig->broker, IMGP_BROKER_STATUS);
 
-    //  Garbage and stray results on the sink, then a result for a real
-    //  (queued) job on the same connection: once that job is done, the
-    //  broker has read everything before it.
+    //  Garbage and stray results on the jobs link, then a READY on the same
+    //  connection: once its JOB comes, the broker has read everything
+    //  before it.
     char id [IMGP_ID_LEN + 1], unknown [IMGP_ID_LEN + 1];
     s_new_id (id);
     s_new_id (unknown);
     s_submit_ok (rig->intake, id, 10);
-    s_worker_t *garbage = s_sender_new (rig->broker, "garbage");
-    s_send_bad_messages (garbage->push, false);
+    s_worker_t *garbage = s_worker_new (rig->broker, "garbage");
+    s_send_bad_messages (garbage->dealer, true);
     s_worker_started (garbage, unknown, 1);
     s_worker_done (garbage, unknown, 1, "nobody asked");
     s_worker_failed (garbage, unknown, 1, "decode_error");
-    s_worker_done (garbage, id, 1, "sync");
-    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
-    imgp_msg_destroy (&info);
+    s_worker_run_one (garbage, rig->status, id, "sync");
     s_worker_destroy (&garbage);
 
     //  Still serving, on every socket.
@@ -1852,10 +2038,7 @@ Test (broker, wait_is_answered_when_the_job_is_done)
         imgp_msg_t *reply = s_expect_info (rig->dealer, 0, IMGP_STATE_DONE);
         cr_assert_str_eq (reply->id, id);
         cr_assert (reply->tag == 1 || reply->tag == 2);
-        size_t size = reply->tag == 2 ? strlen ("woken") : 0;
-        cr_assert_eq (imgp_msg_size (reply), size, "tag %lld", (long long) reply->tag);
-        if (size)
-            cr_assert_arr_eq (imgp_msg_data (reply), "woken", size);
+        s_expect_thumb_bytes (reply, reply->tag == 2 ? "woken" : NULL);
         imgp_msg_destroy (&reply);
     }
     cr_assert_eq (s_ping_next (rig->dealer, 5).waiters, 0);
@@ -1952,10 +2135,7 @@ Test (broker, many_waiters_on_one_job_are_all_answered)
             cr_assert (reply->tag >= 1 && reply->tag <= EACH && !seen [reply->tag]);
             seen [reply->tag] = true;
             //  Every FETCH (even tags) has its own whole thumbnail.
-            size_t size = reply->tag % 2 ? 0 : strlen ("for all");
-            cr_assert_eq (imgp_msg_size (reply), size, "tag %lld", (long long) reply->tag);
-            if (size)
-                cr_assert_arr_eq (imgp_msg_data (reply), "for all", size);
+            s_expect_thumb_bytes (reply, reply->tag % 2 ? NULL : "for all");
             imgp_msg_destroy (&reply);
         }
         zsock_destroy (&dealers [d]);
@@ -2030,4 +2210,457 @@ Test (broker, pong_stats_move_with_jobs)
     cr_assert_eq (stats.job_ms.sum_ms, 7, "the resizer's ms");
     cr_assert_eq (s_histo_count (&stats.wait_ms), 2);
     s_rig_destroy (&rig);
+}
+
+//  ---------------------------------------------------------------------
+//  The jobs link of issue 9: credit, fair choice, who may report, CLUSTER
+
+//  The CLUSTER view, asked on a REQ: the reply's JSON (the caller's), with
+//  the reply checked on the way.
+static json_t *
+s_cluster (zsock_t *status)
+{
+    imgp_msg_t *reply = s_call (status, imgp_msg_new (IMGP_MSG_CLUSTER));
+    cr_assert_not_null (reply, "no reply to CLUSTER");
+    cr_assert_eq (reply->type, IMGP_MSG_CLUSTER, "got %s %s", imgp_msg_type_name (reply->type),
+                  reply->message);
+    cr_assert (reply->has_stats);
+    json_t *root = json_loadb ((const char *) imgp_msg_data (reply), imgp_msg_size (reply), 0,
+                               NULL);
+    imgp_msg_destroy (&reply);
+    cr_assert (json_is_array (json_object_get (root, "resizers")));
+    return root;
+}
+
+//  The resizer `name` in a CLUSTER view (borrowed), or NULL.
+static json_t *
+s_cluster_peer (json_t *root, const char *name)
+{
+    size_t i;
+    json_t *peer;
+    json_array_foreach (json_object_get (root, "resizers"), i, peer)
+        if (streq (json_string_value (json_object_get (peer, "name")), name))
+            return peer;
+    return NULL;
+}
+
+//  An integer member of resizer `name` in a fresh CLUSTER view.
+static json_int_t
+s_peer_number (zsock_t *status, const char *name, const char *member)
+{
+    json_t *root = s_cluster (status);
+    json_t *peer = s_cluster_peer (root, name);
+    cr_assert_not_null (peer, "%s is not in the cluster view", name);
+    json_int_t value = json_integer_value (json_object_get (peer, member));
+    json_decref (root);
+    return value;
+}
+
+//  Wait until the broker counts `live` resizers (their READYs were read).
+static void
+s_wait_resizers (zsock_t *status, int64_t live)
+{
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (s_stats (status).resizers != live) {
+        cr_assert (zclock_mono () < deadline, "never %lld resizers", (long long) live);
+        zclock_sleep (5);
+    }
+}
+
+//  Wait until the broker holds `id` at `credit` for `name` in its view.
+static void
+s_wait_credit (zsock_t *status, const char *name, json_int_t credit)
+{
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (s_peer_number (status, name, "credit") != credit) {
+        cr_assert (zclock_mono () < deadline, "%s never had credit %lld", name,
+                   (long long) credit);
+        zclock_sleep (5);
+    }
+}
+
+//  The next JOB on a worker that already said READY; fails at the deadline.
+static imgp_msg_t *
+s_worker_next_job (s_worker_t *worker)
+{
+    imgp_msg_t *job = s_worker_poll_job (worker, S_TIMEOUT_MS);
+    cr_assert_not_null (job, "worker %s got no job in time", worker->name);
+    return job;
+}
+
+Test (broker, no_job_beyond_credit_and_ready_resets_it)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char ids [3][IMGP_ID_LEN + 1];
+    for (int i = 0; i < 3; i++) {
+        s_new_id (ids [i]);
+        s_submit_ok (rig->intake, ids [i], 10);
+    }
+    s_worker_ready (rig->worker, 1, 2);
+    imgp_msg_t *jobs [2];
+    for (int i = 0; i < 2; i++) {
+        jobs [i] = s_worker_next_job (rig->worker);
+        cr_assert_str_eq (jobs [i]->id, ids [i], "FIFO");
+    }
+    //  Credit spent: the third stays queued (the view and the stats come
+    //  from the loop that would have sent it).
+    imgp_stats_t stats = s_stats (rig->status);
+    cr_assert_eq (stats.queued, 1);
+    cr_assert_eq (stats.in_flight, 2);
+    cr_assert_eq (s_peer_number (rig->status, "w1", "credit"), 0);
+    cr_assert_eq (s_peer_number (rig->status, "w1", "held"), 2);
+
+    //  A DONE gives one back: the third leaves.
+    s_worker_started (rig->worker, ids [0], 1);
+    s_worker_done (rig->worker, ids [0], 1, "one");
+    imgp_msg_t *third = s_worker_next_job (rig->worker);
+    cr_assert_str_eq (third->id, ids [2]);
+    cr_assert_eq (s_stats (rig->status).queued, 0);
+
+    //  READY sets credit, it does not add to it.
+    s_worker_ready (rig->worker, 1, 3);
+    s_wait_credit (rig->status, "w1", 3);
+    s_worker_ready (rig->worker, 1, 1);
+    s_wait_credit (rig->status, "w1", 1);
+    imgp_msg_destroy (&third);
+    for (int i = 0; i < 2; i++)
+        imgp_msg_destroy (&jobs [i]);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, a_free_slot_is_chosen_over_a_busy_peer_with_credit)
+{
+    imgp_broker_config_t config = s_config ();
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "busy", a);
+    s_worker_ready (rig->worker, 1, 2);         //  one working slot and one ahead
+    imgp_msg_t *job = s_worker_next_job (rig->worker);
+    cr_assert_str_eq (job->id, a);
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, a, 1);
+
+    s_worker_t *idle = s_worker_new (rig->broker, "idle");
+    s_worker_ready (idle, 1, 2);
+    s_wait_resizers (rig->status, 2);
+    s_new_id (b);
+    s_submit_ok (rig->intake, b, 10);
+    job = s_worker_next_job (idle);
+    cr_assert_str_eq (job->id, b, "the idle resizer takes it");
+    imgp_msg_destroy (&job);
+    cr_assert_eq (s_peer_number (rig->status, "busy", "held"), 1, "busy got no second job");
+    cr_assert_eq (s_peer_number (rig->status, "busy", "credit"), 1);
+
+    s_worker_destroy (&idle);
+    s_rig_destroy (&rig);
+}
+
+//  A rig whose worker `worker` runs job `id` (filled in), attempt 1.
+static s_rig_t *
+s_rig_running (const imgp_broker_config_t *config, const char *worker, char *id)
+{
+    s_rig_t *self = s_rig_with_job (config, worker, id);
+    imgp_msg_t *job = s_worker_await_job (self->worker);
+    imgp_msg_destroy (&job);
+    s_worker_started (self->worker, id, 1);
+    return self;
+}
+
+//  `worker` ends attempt `attempt` of `id` done with `thumbnail`, and the
+//  broker serves it.
+static void
+s_worker_finish (s_worker_t *worker, zsock_t *status, const char *id, int attempt,
+                 const char *thumbnail)
+{
+    s_worker_done (worker, id, attempt, thumbnail);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, thumbnail);
+}
+
+//  `worker` asks for work and runs a new job: once that job is done, the
+//  broker has read everything the worker sent before.
+static void
+s_worker_sync (s_worker_t *worker, s_rig_t *rig)
+{
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+    s_worker_run_one (worker, rig->status, id, "sync");
+}
+
+Test (broker, a_result_from_another_peer_is_refused)
+{
+    imgp_broker_config_t config = s_config ();
+    char a [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_running (&config, "w1", a);
+
+    //  w2 (an honest name, not the one a went to) claims a.
+    s_worker_t *other = s_worker_new (rig->broker, "w2");
+    s_worker_started (other, a, 1);
+    s_worker_done (other, a, 1, "forged");
+    s_worker_failed (other, a, 1, "decode_error");
+    s_worker_sync (other, rig);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, a);
+    cr_assert_eq (info->state, IMGP_STATE_PROCESSING, "a was decided by a peer it never went to");
+    cr_assert_str_eq (info->worker, "w1");
+    imgp_msg_destroy (&info);
+
+    s_worker_finish (rig->worker, rig->status, a, 1, "real");
+    info = s_ask (rig->status, IMGP_MSG_STATUS, a);
+    cr_assert_str_eq (info->worker, "w1", "INFO names the resizer that made it");
+    imgp_msg_destroy (&info);
+    cr_assert_eq (s_peer_number (rig->status, "w2", "done"), 1, "only its own job counts");
+    s_worker_destroy (&other);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, a_result_for_another_attempt_is_dropped)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_running (&config, "w1", id);
+    //  Same connection, in order: the stale one is read first.
+    s_worker_done (rig->worker, id, 2, "stale");
+    s_worker_failed (rig->worker, id, 3, "decode_error");
+    s_worker_finish (rig->worker, rig->status, id, 1, "current");
+    s_rig_destroy (&rig);
+}
+
+Test (broker, a_worker_name_that_is_not_the_routing_id_is_dropped)
+{
+    imgp_broker_config_t config = s_config ();
+    char a [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_running (&config, "w1", a);
+
+    //  "liar" says it is w1. Then, under its own name, it asks for work.
+    s_worker_t *liar = s_worker_as (rig->broker, "w1", "liar");
+    s_worker_done (liar, a, 1, "forged");
+    s_worker_ready (liar, 1, 1);                //  as w1 too: no credit for anyone
+    snprintf (liar->name, sizeof liar->name, "liar");
+    s_worker_sync (liar, rig);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, a);
+    cr_assert_eq (info->state, IMGP_STATE_PROCESSING, "a lie decided a job");
+    imgp_msg_destroy (&info);
+    cr_assert_eq (s_peer_number (rig->status, "w1", "credit"), 0, "the lie's READY was read");
+
+    //  A peer without a name at all is no resizer either.
+    s_worker_t *nameless = s_worker_as (rig->broker, "w1", NULL);
+    s_worker_done (nameless, a, 1, "forged");
+    s_worker_destroy (&nameless);
+    s_worker_finish (rig->worker, rig->status, a, 1, "real");
+    s_worker_destroy (&liar);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, bad_image_bytes_are_refused_and_the_job_requeued)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_running (&config, "w1", id);
+    const char *html = "<html><script>alert(1)</script></html>";
+    s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
+
+    //  Refused and back in the queue at once: the next READY gets it.
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_str_eq (job->id, id);
+    cr_assert_eq (job->attempts, 2);
+    imgp_msg_destroy (&job);
+    cr_assert_not (s_exists (s_spool_path (id, ".out")), "refused bytes are never stored");
+    cr_assert_eq (s_stats (rig->status).retried, 1);
+
+    //  A PNG whose header is not the size the result claims: refused too.
+    size_t size;
+    uint8_t *png = s_png_new ("odd", &size);
+    png [16 + 7] = 51;              //  IHDR height 50 -> 51 (the CRC no longer fits either)
+    s_worker_started (rig->worker, id, 2);
+    s_worker_done_bytes (rig->worker, id, 2, png, size);
+    job = s_worker_await_job (rig->worker);
+    cr_assert_eq (job->attempts, 3);
+    imgp_msg_destroy (&job);
+    s_worker_finish (rig->worker, rig->status, id, 3, "good");
+    s_rig_destroy (&rig);
+
+    //  Refused on its last attempt: the job fails and says why.
+    config.max_attempts = 1;
+    rig = s_rig_running (&config, "w1", id);
+    s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "not the image it claimed"), "%s", info->message);
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, cluster_view_lists_resizers_and_their_jobs)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    json_t *root = s_cluster (rig->status);
+    cr_assert_eq (json_array_size (json_object_get (root, "resizers")), 0, "none yet");
+    json_decref (root);
+
+    int attempt = s_worker_take (rig->worker, id);
+    root = s_cluster (rig->status);
+    json_t *peer = s_cluster_peer (root, "w1");
+    cr_assert_not_null (peer);
+    cr_assert_str_eq (json_string_value (json_object_get (peer, "host")), "host-of-w1");
+    cr_assert_str_eq (json_string_value (json_object_get (peer, "address")), "127.0.0.1");
+    cr_assert_eq (json_integer_value (json_object_get (peer, "slots")), 1);
+    cr_assert_eq (json_integer_value (json_object_get (peer, "busy")), 1);
+    cr_assert_eq (json_integer_value (json_object_get (peer, "credit")), 0);
+    cr_assert_eq (json_integer_value (json_object_get (peer, "done")), 0);
+    cr_assert_geq (json_integer_value (json_object_get (peer, "heartbeat_age_ms")), 0);
+    json_t *jobs = json_object_get (peer, "jobs");
+    cr_assert_eq (json_array_size (jobs), 1);
+    cr_assert_str_eq (json_string_value (json_array_get (jobs, 0)), id);
+    cr_assert_null (json_object_get (root, "truncated"));
+    json_decref (root);
+
+    s_worker_done (rig->worker, id, attempt, "x");
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    root = s_cluster (rig->status);
+    peer = s_cluster_peer (root, "w1");
+    cr_assert_eq (json_integer_value (json_object_get (peer, "done")), 1);
+    cr_assert_eq (json_integer_value (json_object_get (peer, "busy")), 0);
+    cr_assert_eq (json_array_size (json_object_get (peer, "jobs")), 0);
+    json_decref (root);
+
+    //  A tagged CLUSTER on a DEALER: the reply carries the tag and stats.
+    imgp_msg_t *request = imgp_msg_new (IMGP_MSG_CLUSTER);
+    request->tag = 77;
+    s_send (rig->dealer, request);
+    imgp_msg_t *reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->type, IMGP_MSG_CLUSTER);
+    cr_assert_eq (reply->tag, 77);
+    cr_assert_eq (reply->stats.resizers, 1);
+    cr_assert_eq (reply->stats.done, 1);
+    imgp_msg_destroy (&reply);
+    s_rig_destroy (&rig);
+}
+
+//  A resizer that said READY and vanished: the job sent its way must not
+//  be lost. libzmq may have dropped its pipe before the send (the send
+//  fails, EHOSTUNREACH: the job stays at the front, no attempt counted) or
+//  not yet (the JOB is lost with the connection: the peer goes silent and
+//  its jobs are re-queued). Either way the job ends done by the next one.
+Test (broker, a_vanished_peer_does_not_lose_its_job)
+{
+    imgp_broker_config_t config = s_config ();
+    config.heartbeat_timeout_ms = 300;
+    s_rig_t *rig = s_rig_new (&config, "gone");
+    s_worker_ready (rig->worker, 1, 2);
+    s_wait_resizers (rig->status, 1);
+    s_worker_destroy (&rig->worker);
+
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (rig->intake, id, 10);
+    rig->worker = s_worker_new (rig->broker, "next");
+    s_worker_run_one (rig->worker, rig->status, id, "saved");
+    s_expect_thumbnail (rig->status, id, "saved");
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    cr_assert_leq (info->attempts, 2);
+    cr_assert_str_eq (info->worker, "next");
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
+}
+
+Test (broker, beyond_loopback_needs_keys_or_insecure)
+{
+    imgp_broker_config_t config = s_config ();
+    config.jobs = "tcp://0.0.0.0:*";
+    cr_assert_null (imgp_broker_new (&config), "bound 0.0.0.0 without keys");
+    config.insecure = true;
+    imgp_broker_t *broker = s_broker_new (&config);
+    imgp_broker_destroy (&broker);
+    config.insecure = false;
+    config.jobs = "tcp://127.0.0.1:*";
+    config.curve_secret = "/nonexistent/broker_secret";
+    cr_assert_null (imgp_broker_new (&config), "a secret without a clients dir");
+}
+
+//  ---------------------------------------------------------------------
+//  Keys: with CURVE on, a resizer with an allowed key works, a plain peer
+//  is never even a peer
+
+Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
+{
+    char server [128], client [192], secret [160], clients [128];
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    snprintf (clients, sizeof clients, "%s/clients", s_dir);
+    snprintf (client, sizeof client, "%s/resizer", clients);
+    cr_assert_eq (mkdir (clients, 0700), 0);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_broker_config_t config = s_config ();
+    snprintf (secret, sizeof secret, "%s_secret", server);
+    config.curve_secret = secret;
+    config.curve_clients = clients;
+    config.jobs = "tcp://0.0.0.0:*";            //  beyond loopback: fine with keys
+    s_rig_t *rig = s_rig_new (&config, NULL);
+
+    //  A plain DEALER says READY with credit: the handshake fails, so the
+    //  broker never hears it.
+    s_worker_t *plain = s_worker_new (rig->broker, "plain");
+    s_worker_ready (plain, 1, 2);
+
+    //  The keyed resizer (its secret next to its public file in clients/).
+    s_worker_t *keyed = calloc (1, sizeof *keyed);
+    cr_assert_not_null (keyed);
+    snprintf (keyed->name, sizeof keyed->name, "keyed");
+    keyed->dealer = zsock_new (ZMQ_DEALER);
+    char client_secret [224];
+    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
+    imgp_curve_t *curve = imgp_curve_client_new (client_secret, server);
+    cr_assert_not_null (curve);
+    cr_assert_eq (imgp_curve_apply (curve, keyed->dealer), 0);
+    zsock_set_identity (keyed->dealer, "keyed");
+    zsock_set_rcvtimeo (keyed->dealer, S_TIMEOUT_MS);
+    zsock_set_linger (keyed->dealer, 0);
+    const char *jobs = imgp_broker_endpoint (rig->broker, IMGP_BROKER_JOBS);
+    const char *port = strrchr (jobs, ':');
+    cr_assert_not_null (port);
+    cr_assert_eq (zsock_connect (keyed->dealer, "tcp://127.0.0.1%s", port), 0);
+    rig->worker = keyed;
+
+    //  The keyed ones on intake and status too: the rig's REQs are plain.
+    zsock_t *intake = zsock_new (ZMQ_REQ), *status = zsock_new (ZMQ_REQ);
+    cr_assert_eq (imgp_curve_apply (curve, intake) | imgp_curve_apply (curve, status), 0);
+    zsock_set_rcvtimeo (intake, S_TIMEOUT_MS);
+    zsock_set_rcvtimeo (status, S_TIMEOUT_MS);
+    zsock_set_linger (intake, 0);
+    zsock_set_linger (status, 0);
+    cr_assert_eq (zsock_connect (intake, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_INTAKE)), 0);
+    cr_assert_eq (zsock_connect (status, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_STATUS)), 0);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    s_worker_run_one (keyed, status, id, "keyed");
+    s_expect_thumbnail (status, id, "keyed");
+
+    json_t *root = s_cluster (status);
+    cr_assert_eq (json_array_size (json_object_get (root, "resizers")), 1);
+    cr_assert_not_null (s_cluster_peer (root, "keyed"));
+    json_decref (root);
+    cr_assert_not (zsock_events (plain->dealer) & ZMQ_POLLIN, "the plain peer got a message");
+    //  A plain REQ on status gets no answer either: its PING finds no
+    //  connection to go to, or goes nowhere.
+    zsock_set_sndtimeo (rig->status, 200);
+    zsock_set_rcvtimeo (rig->status, 200);
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    imgp_msg_t *reply = imgp_msg_send (&ping, rig->status) == 0 ? imgp_msg_recv (rig->status)
+                                                               : NULL;
+    cr_assert_null (reply, "a plain peer was answered");
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    s_worker_destroy (&plain);
+    s_rig_destroy (&rig);
+    imgp_curve_destroy (&curve);
 }
