@@ -100,10 +100,13 @@ s_setup (void)
     s_allow ("frontend");
 }
 
+//  Tests without a cluster call this last: the key dir is then removed.
+static bool s_passed;
+
 static void
 s_teardown (void)
 {
-    bool passed = s_cluster && s_cluster->ok;
+    bool passed = s_passed || (s_cluster && s_cluster->ok);
     h_cluster_destroy (&s_cluster);
     if (passed) {
         char command [128];
@@ -379,6 +382,38 @@ Test (keyed, plain_frontend_is_refused_and_says_why)
     h_cluster_pass (s_cluster);
 }
 
+Test (keyed, keygen_makes_a_private_secret_and_never_overwrites)
+{
+    struct stat st;
+    cr_assert_eq (stat (s_key ("broker_secret", 0), &st), 0);
+    cr_expect_eq (st.st_mode & 0777, 0600);
+    cr_assert_eq (stat (s_key ("broker", 0), &st), 0);
+    cr_expect_eq (st.st_mode & 0777, 0644);
+    size_t before_size = 0, after_size = 0;
+    char *before = h_read_file (s_key ("broker_secret", 0), &before_size);
+
+    char log [128];
+    snprintf (log, sizeof log, "%s/again.log", s_keys);
+    char *argv [] = { H_CLIENT_BIN, "keygen", (char *) s_key ("broker", 1), NULL };
+    cr_expect_eq (s_run (argv, log), 1, "a second keygen on the same path did not fail");
+    cr_expect_eq (h_log_count (log, "not overwritten"), 1, "(log: %s)", log);
+    char *after = h_read_file (s_key ("broker_secret", 0), &after_size);
+    cr_assert (before && after && before_size == after_size
+               && memcmp (before, after, before_size) == 0, "the secret file changed");
+    //  keygen printed file names, never the key (the first run's output is
+    //  in keygen.log).
+    const char *key = strstr (before, "secret-key = \"");
+    cr_assert_not_null (key);
+    char secret [41];
+    snprintf (secret, sizeof secret, "%.40s", key + strlen ("secret-key = \""));
+    snprintf (log, sizeof log, "%s/keygen.log", s_keys);
+    cr_expect_geq (h_log_count (log, "public key: "), 1, "(log: %s)", log);
+    cr_expect_eq (h_log_count (log, secret), 0, "keygen printed a secret key");
+    free (before);
+    free (after);
+    s_passed = true;
+}
+
 //  The broker alone, with `extra` flags; its log in s_keys.
 static pid_t
 s_broker_alone (const char *jobs, bool insecure, const char *log)
@@ -412,8 +447,6 @@ Test (keyed, broker_will_not_bind_beyond_loopback_without_keys)
     snprintf (broker.log, sizeof broker.log, "%s", log);
     cr_assert_geq (h_wait_log (&broker, "event=started", 1, S_LOG_MS), 0,
                    "--insecure did not let it bind (log: %s)", log);
-    cr_expect_eq (h_stop (pid, 10000) >= 0, true);
-    char command [128];
-    snprintf (command, sizeof command, "rm -rf '%s'", s_keys);
-    cr_expect_eq (system (command), 0);
+    cr_expect_geq (h_stop (pid, 10000), 0, "the broker did not stop on SIGTERM");
+    s_passed = true;
 }
