@@ -124,7 +124,7 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
     //  Our copy of the secret is wiped; zconfig's text of it is freed (czmq
     //  has no way to wipe it), as zcert_load would do.
     zconfig_destroy (&root);
-    memset (secret_key, 0, sizeof secret_key);
+    explicit_bzero (secret_key, sizeof secret_key);     //  not optimised away
     return cert;
 }
 
