@@ -95,6 +95,14 @@ size_t imgp_curve_refusals (imgp_curve_t *self);
 //  without keys unless told --insecure.
 bool imgp_curve_endpoint_local (const char *endpoint);
 
+//  On a CURVE server, zauth (czmq 4.2.1) vouches for each allowed peer:
+//  every message from it carries libzmq properties "User-Id" = its public
+//  key (Z85, 40 characters) and one per metadata field of its certificate
+//  in the clients dir; keygen writes IMGP_CURVE_KEY_NAME = the file's
+//  base name ("resizer-h2"). Read them with zframe_meta (frame,
+//  "User-Id") on any frame of the message (the codec's to do).
+#define IMGP_CURVE_KEY_NAME "key-name"
+
 //  Write a new key pair: `path` (public, mode 0644) and `path`_secret
 //  (public + secret, mode 0600, never readable by others, not even for a
 //  moment). Refuses to overwrite either file. Returns 0, or -1 with the

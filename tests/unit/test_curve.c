@@ -408,6 +408,29 @@ Test (sockets, allowed_client_exchanges_messages)
     s_rig_end (&rig);
 }
 
+Test (sockets, server_sees_which_key_sent_a_message)
+{
+    s_rig_t rig;
+    s_rig_start (&rig, "resizer-h2", true, "broker");
+    cr_assert_eq (zstr_send (rig.dealer, "ready"), 0);
+    zmsg_t *msg = zmsg_recv (rig.router);
+    cr_assert_not_null (msg);
+    zframe_t *frame = zmsg_last (msg);
+    //  zauth's reply: the peer's public key as User-Id, and its
+    //  certificate's metadata (from the clients dir) as properties.
+    char path [256];
+    zcert_t *cert = zcert_load (s_path (path, sizeof path, "resizer-h2"));
+    cr_assert_not_null (cert);
+    const char *user = zframe_meta (frame, "User-Id");
+    const char *name = zframe_meta (frame, IMGP_CURVE_KEY_NAME);
+    cr_assert (user && name, "no User-Id or key-name on the message");
+    cr_expect_str_eq (user, zcert_public_txt (cert));
+    cr_expect_str_eq (name, "resizer-h2");
+    zcert_destroy (&cert);
+    zmsg_destroy (&msg);
+    s_rig_end (&rig);
+}
+
 Test (sockets, unknown_key_gets_nothing_and_is_seen)
 {
     s_rig_t rig;
