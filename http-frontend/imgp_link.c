@@ -346,8 +346,11 @@ s_send_queued (imgp_link_t *self)
         }
         pthread_mutex_unlock (&self->lock);
         bool ok [S_BATCH];
-        for (size_t i = 0; i < n; i++)
-            ok [i] = imgp_msg_send (&msgs [i], self->ends [ends [i]].sock) == 0;
+        for (size_t i = 0; i < n; i++) {
+            zsock_t *sock = self->ends [ends [i]].sock;     //  none while made again
+            ok [i] = sock && imgp_msg_send (&msgs [i], sock) == 0;
+            imgp_msg_destroy (&msgs [i]);
+        }
         now = zclock_mono ();
         pthread_mutex_lock (&self->lock);
         for (size_t i = 0; i < n; i++)
@@ -474,15 +477,31 @@ s_reopen_due (imgp_link_t *self)
     for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
         s_endpoint_t *end = &self->ends [i];
         if (end->reopen_at && now >= end->reopen_at) {
-            imgp_info ("event=broker_reconnect endpoint=%s reason=refused_handshake",
-                       end->endpoint);
+            imgp_debug ("event=broker_reconnect endpoint=%s reason=refused_handshake",
+                        end->endpoint);
             s_endpoint_disconnect (end);
-            end->reopen_at = s_endpoint_connect (self, end) ? now + S_REOPEN_MS : 0;
+            end->reopen_at = 0;
+            if (s_endpoint_connect (self, end)) {      //  logged; try again later
+                s_endpoint_disconnect (end);
+                end->reopen_at = now + S_REOPEN_MS;
+            }
         }
         if (end->reopen_at && (next < 0 || end->reopen_at - now < next))
             next = (long) (end->reopen_at - now);
     }
     return next;
+}
+
+//  A poll item for `sock`; one that polls nothing when there is none.
+static zmq_pollitem_t
+s_poll_item (zsock_t *sock)
+{
+    zmq_pollitem_t item = { NULL, -1, 0, 0 };
+    if (sock) {
+        item.socket = zsock_resolve (sock);
+        item.events = ZMQ_POLLIN;
+    }
+    return item;
 }
 
 static void *
@@ -492,13 +511,14 @@ s_run (void *args)
     int64_t next_tick = zclock_mono () + S_TICK_MS;
     while (!s_stopping (self)) {
         long reopen = s_reopen_due (self);
-        //  Built each pass: a refused socket is made again (s_reopen_due).
+        //  Built each pass: a refused socket is made again (s_reopen_due),
+        //  and is missing while that fails.
         zmq_pollitem_t items [] = {
             { NULL, self->wakefd, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_INTAKE].sock), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_STATUS].sock), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_INTAKE].events), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_STATUS].events), 0, ZMQ_POLLIN, 0 },
+            s_poll_item (self->ends [S_INTAKE].sock),
+            s_poll_item (self->ends [S_STATUS].sock),
+            s_poll_item (self->ends [S_INTAKE].events),
+            s_poll_item (self->ends [S_STATUS].events),
         };
         int64_t now = zclock_mono ();
         long timeout = s_waiting (self) ? (next_tick > now ? next_tick - now : 0) : -1;
@@ -512,7 +532,8 @@ s_run (void *args)
                 imgp_debug ("event=link_wake_read_failed");
         }
         for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
-            s_receive (self, &self->ends [i]);
+            if (self->ends [i].sock)
+                s_receive (self, &self->ends [i]);
             if (items [3 + i].revents & ZMQ_POLLIN)
                 s_monitor_event (self, i);
         }
