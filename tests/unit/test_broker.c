@@ -222,6 +222,8 @@ Test (table, timeouts_and_lost_workers)
 
 TestSuite (peers, .init = s_setup, .fini = s_teardown, .timeout = 10);
 
+#define S_ANY_BYTES INT64_MAX         //  prefetch behind any originals
+
 //  A peer heard at `now` with `slots` slots and `credit`.
 static imgp_peer_t *
 s_peer (imgp_peers_t *peers, const char *name, int slots, int credit, int64_t now)
@@ -239,14 +241,14 @@ Test (peers, credit_is_set_taken_and_given_back)
     imgp_peer_t *w1 = imgp_peers_heard (peers, "w1", 0, &joined);
     cr_assert (joined);
     cr_assert_eq (w1->credit, 0, "known by a heartbeat only: no credit");
-    cr_assert_null (imgp_peers_choose (peers, 0, 1000, 5), "no credit, no job");
+    cr_assert_null (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), "no credit, no job");
     imgp_peers_ready (w1, 1, 2);
-    cr_assert_eq (imgp_peers_choose (peers, 0, 1000, 5), w1);
-    imgp_peers_sent (w1, 1);
-    imgp_peers_sent (w1, 2);
+    cr_assert_eq (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), w1);
+    imgp_peers_sent (w1, 1, 10);
+    imgp_peers_sent (w1, 2, 10);
     cr_assert_eq (w1->credit, 0);
     cr_assert_eq (w1->held, 2);
-    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 5), "no JOB beyond credit");
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 5, S_ANY_BYTES), "no JOB beyond credit");
     imgp_peers_returned (w1);
     cr_assert_eq (w1->credit, 1, "a result gives one back");
     imgp_peers_ready (w1, 1, 2);
@@ -264,18 +266,40 @@ Test (peers, a_free_slot_beats_credit_on_a_busy_peer)
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *busy = s_peer (peers, "busy", 1, 2, 0);
     imgp_peer_t *idle = s_peer (peers, "idle", 1, 2, 0);
-    imgp_peers_sent (busy, 1);                  //  busy works on one, credit 1 left
-    cr_assert_eq (imgp_peers_choose (peers, 2, 1000, 1), idle);
-    imgp_peers_sent (idle, 2);
+    imgp_peers_sent (busy, 1, 10);                  //  busy works on one, credit 1 left
+    cr_assert_eq (imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES), idle);
+    imgp_peers_sent (idle, 2, 10);
     //  Both busy, one job queued and two peers: no backlog, so it waits
     //  for the first slot that frees rather than queue behind a long job.
-    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 1));
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES));
     //  A backlog: the other slot has work when it frees anyway, so
     //  prefetch, to the one that got a job longest ago.
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 2), busy);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 2, S_ANY_BYTES), busy);
     //  A lone resizer always takes one ahead: nobody else could start it.
     imgp_peers_remove (peers, "idle");
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1), busy);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), busy);
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, no_job_ahead_behind_large_originals)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *photo = s_peer (peers, "photo", 1, 2, 0);
+    imgp_peer_t *icons = s_peer (peers, "icons", 1, 2, 0);
+    imgp_peers_sent (photo, 1, 5000000);        //  a large photo
+    imgp_peers_sent (icons, 2, 2000);           //  a small image
+    //  A backlog, both busy: the job goes ahead only behind small work.
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 4, 65536), icons);
+    imgp_peers_sent (icons, 3, 2000);
+    cr_assert_null (imgp_peers_choose (peers, 4, 1000, 4, 65536), "icons has no credit left, "
+                    "and nothing waits behind the photo");
+    imgp_peers_released (photo, 5000000);
+    cr_assert_eq (photo->held_bytes, 0);
+    cr_assert_eq (imgp_peers_choose (peers, 5, 1000, 4, 65536), photo, "its slot is free");
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
     imgp_peers_destroy (&peers);
 }
 
@@ -284,14 +308,14 @@ Test (peers, equal_peers_take_turns_and_more_room_wins)
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *a = s_peer (peers, "a", 2, 3, 0);
     imgp_peer_t *b = s_peer (peers, "b", 2, 3, 0);
-    imgp_peer_t *first = imgp_peers_choose (peers, 1, 1000, 1);
-    imgp_peers_sent (first, 1);
-    imgp_peer_t *second = imgp_peers_choose (peers, 2, 1000, 1);
+    imgp_peer_t *first = imgp_peers_choose (peers, 1, 1000, 1, S_ANY_BYTES);
+    imgp_peers_sent (first, 1, 10);
+    imgp_peer_t *second = imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES);
     cr_assert_neq (first, second, "the other one has more room");
-    imgp_peers_sent (second, 2);
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1), first, "equal room: the one that waited");
+    imgp_peers_sent (second, 2, 10);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), first, "equal room: the one that waited");
     imgp_peer_t *big = s_peer (peers, "big", 8, 8, 3);
-    cr_assert_eq (imgp_peers_choose (peers, 4, 1000, 1), big);
+    cr_assert_eq (imgp_peers_choose (peers, 4, 1000, 1, S_ANY_BYTES), big);
     (void) a; (void) b;
     imgp_peers_destroy (&peers);
 }
@@ -300,8 +324,8 @@ Test (peers, silent_peers_are_not_chosen_and_are_lost)
 {
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *old = s_peer (peers, "old", 1, 2, 0);
-    cr_assert_eq (imgp_peers_choose (peers, 1000, 1000, 1), old);
-    cr_assert_null (imgp_peers_choose (peers, 1001, 1000, 1), "silent too long");
+    cr_assert_eq (imgp_peers_choose (peers, 1000, 1000, 1, S_ANY_BYTES), old);
+    cr_assert_null (imgp_peers_choose (peers, 1001, 1000, 1, S_ANY_BYTES), "silent too long");
     s_peer (peers, "new", 1, 2, 900);
     cr_assert_null (imgp_peers_lost (peers, 1000, 1000));
     imgp_peer_t *lost = imgp_peers_lost (peers, 1001, 1000);
