@@ -46,6 +46,8 @@
 #define S_ZMTP_TIMEOUT_MS 3000      //  a silent broker connection is dropped after this
 #define S_REVIVE_MS 1000            //  a drop libzmq does not retry within this is for good
 #define S_REFUSED_LOG_MS 60000      //  a refused handshake is logged once a minute
+#define S_STALL_BEATS 3             //  heartbeats missed before we say READY again...
+#define S_STALL_MIN_MS 1000         //  ...and never for a stall shorter than this
 
 struct _imgp_resizer_t {
     char *jobs;                     //  the broker's jobs endpoint
@@ -84,6 +86,7 @@ typedef struct {
     bool connected;                 //  a connection is up (monitor said CONNECTED)
     int64_t revive_at;              //  when to make the dealer again, 0 = no need
     int64_t next_beat;              //  when the next HEARTBEAT is due
+    int64_t last_tick;              //  when the timers last ran, to see a stall
     int held;                       //  JOBs passed to the worker and not answered yet
     int running;                    //  JOBs STARTED and not answered yet
     bool refused;                   //  the broker refused this dealer's handshake
@@ -323,11 +326,33 @@ s_link_from_broker (s_link_t *self)
                     zmq_strerror (zmq_errno ()));
 }
 
+//  A link that could not run for S_STALL_BEATS heartbeats and at least
+//  S_STALL_MIN_MS (SIGSTOP, a starved machine) may have been counted lost
+//  by the broker, which keeps
+//  no credit for a peer it lost; its TCP connection may well be up still
+//  (the broker's ZMTP timeout comes later), so no reconnect would say
+//  READY. We say it now. Should the broker not have counted us lost, it
+//  may have a JOB on the way that this READY does not count: we then hold
+//  one beyond capacity and drop it (logged), and the broker's dispatch
+//  timeout sends it again.
+static void
+s_link_check_stall (s_link_t *self, int64_t now)
+{
+    int64_t gap = now - self->last_tick;
+    self->last_tick = now;
+    int64_t stall = (int64_t) S_STALL_BEATS * self->resizer->heartbeat_ms;
+    if (!self->connected || gap <= stall || gap <= S_STALL_MIN_MS)
+        return;
+    imgp_warn ("event=stalled ms=%lld action=ready", (long long) gap);
+    s_link_ready (self);
+}
+
 //  Heartbeat due, dealer to make again. Returns ms until the next timer.
 static long
 s_link_timers (s_link_t *self)
 {
     int64_t now = zclock_mono ();
+    s_link_check_stall (self, now);
     if (now >= self->next_beat) {
         if (self->connected)            //  none queued for a broker that is away
             s_link_beat (self, s_link_free_slots (self));
@@ -365,7 +390,8 @@ s_link_finish (s_link_t *self)
 static void
 s_link_loop (s_link_t *self)
 {
-    self->next_beat = zclock_mono () + self->resizer->heartbeat_ms;
+    self->last_tick = zclock_mono ();
+    self->next_beat = self->last_tick + self->resizer->heartbeat_ms;
     while (true) {
         long timeout = s_link_timers (self);
         zmq_pollitem_t items [4] = {
