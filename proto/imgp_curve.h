@@ -60,8 +60,10 @@ int imgp_curve_apply (imgp_curve_t *self, zsock_t *sock);
 //  Watch `sock` for handshakes that fail and log them, at most once per
 //  socket name and reason a minute (the next line says how many were held
 //  back): on a server "WARN event=refused reason=unknown_key socket=NAME"
-//  (a key not in the clients dir; reason=no_curve for a plain peer,
-//  reason=bad_handshake for one with a wrong server key); on a client
+//  (a key not in the clients dir: always seen; reason=no_curve for a
+//  plain peer, reason=bad_handshake for one with a wrong server key; a
+//  plain peer is not always seen: both ends fail at the greeting and a TCP
+//  reset can beat the bytes libzmq would read); on a client
 //  "WARN event=refused_by_server reason=unknown_key socket=NAME".
 //  The watching runs in a thread of this object; the caller polls
 //  nothing. Call from the thread that owns `sock`, before bind/connect
