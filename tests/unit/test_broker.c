@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "imgp_broker.h"
+#include "imgp_curve.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_peers.h"
@@ -300,6 +301,8 @@ Test (peers, no_job_ahead_behind_large_originals)
     imgp_peers_released (icons, 2000);
     imgp_peers_released (icons, 2000);
     cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
+    imgp_peers_held (icons, 3000);              //  a STARTED for a re-queued job
+    cr_assert (icons->held == 1 && icons->held_bytes == 3000 && icons->credit == 0);
     imgp_peers_destroy (&peers);
 }
 
@@ -2477,6 +2480,16 @@ Test (broker, bad_image_bytes_are_refused_and_the_job_requeued)
     imgp_msg_destroy (&job);
     s_worker_finish (rig->worker, rig->status, id, 3, "good");
     s_rig_destroy (&rig);
+
+    //  Refused on its last attempt: the job fails and says why.
+    config.max_attempts = 1;
+    rig = s_rig_running (&config, "w1", id);
+    s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "not the image it claimed"), "%s", info->message);
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
 }
 
 Test (broker, cluster_view_lists_resizers_and_their_jobs)
@@ -2567,4 +2580,87 @@ Test (broker, beyond_loopback_needs_keys_or_insecure)
     config.jobs = "tcp://127.0.0.1:*";
     config.curve_secret = "/nonexistent/broker_secret";
     cr_assert_null (imgp_broker_new (&config), "a secret without a clients dir");
+}
+
+//  ---------------------------------------------------------------------
+//  Keys: with CURVE on, a resizer with an allowed key works, a plain peer
+//  is never even a peer
+
+Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
+{
+    char server [128], client [192], secret [160], clients [128];
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    snprintf (clients, sizeof clients, "%s/clients", s_dir);
+    snprintf (client, sizeof client, "%s/resizer", clients);
+    cr_assert_eq (mkdir (clients, 0700), 0);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_broker_config_t config = s_config ();
+    snprintf (secret, sizeof secret, "%s_secret", server);
+    config.curve_secret = secret;
+    config.curve_clients = clients;
+    config.jobs = "tcp://0.0.0.0:*";            //  beyond loopback: fine with keys
+    s_rig_t *rig = s_rig_new (&config, NULL);
+
+    //  A plain DEALER says READY with credit: the handshake fails, so the
+    //  broker never hears it.
+    s_worker_t *plain = s_worker_new (rig->broker, "plain");
+    s_worker_ready (plain, 1, 2);
+
+    //  The keyed resizer (its secret next to its public file in clients/).
+    s_worker_t *keyed = calloc (1, sizeof *keyed);
+    cr_assert_not_null (keyed);
+    snprintf (keyed->name, sizeof keyed->name, "keyed");
+    keyed->dealer = zsock_new (ZMQ_DEALER);
+    char client_secret [224];
+    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
+    imgp_curve_t *curve = imgp_curve_client_new (client_secret, server);
+    cr_assert_not_null (curve);
+    cr_assert_eq (imgp_curve_apply (curve, keyed->dealer), 0);
+    zsock_set_identity (keyed->dealer, "keyed");
+    zsock_set_rcvtimeo (keyed->dealer, S_TIMEOUT_MS);
+    zsock_set_linger (keyed->dealer, 0);
+    const char *jobs = imgp_broker_endpoint (rig->broker, IMGP_BROKER_JOBS);
+    const char *port = strrchr (jobs, ':');
+    cr_assert_not_null (port);
+    cr_assert_eq (zsock_connect (keyed->dealer, "tcp://127.0.0.1%s", port), 0);
+    rig->worker = keyed;
+
+    //  The keyed ones on intake and status too: the rig's REQs are plain.
+    zsock_t *intake = zsock_new (ZMQ_REQ), *status = zsock_new (ZMQ_REQ);
+    cr_assert_eq (imgp_curve_apply (curve, intake) | imgp_curve_apply (curve, status), 0);
+    zsock_set_rcvtimeo (intake, S_TIMEOUT_MS);
+    zsock_set_rcvtimeo (status, S_TIMEOUT_MS);
+    zsock_set_linger (intake, 0);
+    zsock_set_linger (status, 0);
+    cr_assert_eq (zsock_connect (intake, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_INTAKE)), 0);
+    cr_assert_eq (zsock_connect (status, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_STATUS)), 0);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    s_worker_run_one (keyed, status, id, "keyed");
+    s_expect_thumbnail (status, id, "keyed");
+
+    json_t *root = s_cluster (status);
+    cr_assert_eq (json_array_size (json_object_get (root, "resizers")), 1);
+    cr_assert_not_null (s_cluster_peer (root, "keyed"));
+    json_decref (root);
+    cr_assert_not (zsock_events (plain->dealer) & ZMQ_POLLIN, "the plain peer got a message");
+    //  A plain REQ on status gets no answer either: its PING finds no
+    //  connection to go to, or goes nowhere.
+    zsock_set_sndtimeo (rig->status, 200);
+    zsock_set_rcvtimeo (rig->status, 200);
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    imgp_msg_t *reply = imgp_msg_send (&ping, rig->status) == 0 ? imgp_msg_recv (rig->status)
+                                                               : NULL;
+    cr_assert_null (reply, "a plain peer was answered");
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    s_worker_destroy (&plain);
+    s_rig_destroy (&rig);
+    imgp_curve_destroy (&curve);
 }
