@@ -48,6 +48,7 @@
 #define S_REFUSED_LOG_MS 60000      //  a refused handshake is logged once a minute
 #define S_STALL_BEATS 3             //  heartbeats missed before we say READY again...
 #define S_STALL_MIN_MS 1000         //  ...and never for a stall shorter than this
+#define S_OUTBOX_MAX (2 * S_CAPACITY) //  a STARTED and a result for each job held
 
 struct _imgp_resizer_t {
     char *jobs;                     //  the broker's jobs endpoint
@@ -89,6 +90,7 @@ typedef struct {
     int64_t last_tick;              //  when the timers last ran, to see a stall
     int held;                       //  JOBs passed to the worker and not answered yet
     int running;                    //  JOBs STARTED and not answered yet
+    zlist_t *outbox;                //  results made while no connection could take them
     bool refused;                   //  the broker refused this dealer's handshake
     int64_t refused_at;             //  when a refused handshake was last logged
     int refused_since;              //  refusals not logged since then
@@ -101,9 +103,21 @@ typedef struct {
     int rc;                         //  0 when the link is up, -1 when not (logged)
 } s_link_args_t;
 
+//  Send on the dealer. A dealer whose connection libzmq dropped for good
+//  has no pipe and takes nothing until we make it again (S_REVIVE_MS):
+//  a STARTED, DONE or FAILED made meanwhile waits in the outbox, and goes
+//  out at the next connect, before READY (whose credit counts it given
+//  back). A HEARTBEAT then is stale anyway.
 static void
 s_link_send (s_link_t *self, imgp_msg_t **msg_p)
 {
+    bool result = (*msg_p)->type != IMGP_MSG_HEARTBEAT && (*msg_p)->type != IMGP_MSG_READY;
+    bool room = self->dealer && (zsock_events (self->dealer) & ZMQ_POLLOUT);
+    if (result && !room && zlist_size (self->outbox) < S_OUTBOX_MAX) {
+        zlist_append (self->outbox, *msg_p);
+        *msg_p = NULL;
+        return;
+    }
     char id [IMGP_ID_LEN + 1];
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
@@ -258,6 +272,9 @@ s_link_event (s_link_t *self)
     if (event == ZMQ_EVENT_CONNECTED) {
         self->connected = true;
         self->revive_at = 0;
+        imgp_msg_t *msg;
+        while ((msg = zlist_pop (self->outbox)))
+            s_link_send (self, &msg);
         s_link_ready (self);
     }
     else
@@ -425,15 +442,23 @@ static void
 s_link_actor (zsock_t *pipe, void *argument)
 {
     s_link_args_t *args = argument;
-    s_link_t self = { .resizer = args->resizer, .command = pipe, .work = args->work };
+    s_link_t self = { .resizer = args->resizer, .command = pipe, .work = args->work,
+                      .outbox = zlist_new () };
     args->work = NULL;                  //  ours now
-    int rc = s_link_open (&self);
+    int rc = self.outbox ? s_link_open (&self) : -1;
     args->rc = rc;
     zsock_signal (pipe, 0);             //  args is not ours to touch after this
     if (rc == 0)
         s_link_loop (&self);
     s_link_close (&self);
     zsock_destroy (&self.work);
+    imgp_msg_t *msg;
+    while (self.outbox && (msg = zlist_pop (self.outbox))) {
+        imgp_warn ("job=%s event=result_lost type=%s reason=\"no connection to the broker at "
+                   "exit\"", msg->id, imgp_msg_type_name (msg->type));
+        imgp_msg_destroy (&msg);
+    }
+    zlist_destroy (&self.outbox);
 }
 
 

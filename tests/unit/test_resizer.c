@@ -1316,6 +1316,27 @@ Test (loop, oversized_messages_are_refused_and_the_link_comes_back, .init = s_in
     s_broker_stop (&broker);
 }
 
+Test (loop, a_result_made_while_the_link_is_down_goes_out_after, .init = s_init,
+      .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 100000);
+    char slow [IMGP_ID_LEN + 1], big [IMGP_ID_LEN + 1];
+    s_send_new_job (&broker, slow, s_slow_png (2000));
+    s_expect_started (&broker, slow);
+
+    //  An oversized JOB drops the connection for good while the slow job
+    //  runs; its DONE, made before the resizer makes its socket again
+    //  (1 s), waits for the new connection and goes out before READY,
+    //  whose credit counts the job given back.
+    size_t over = (size_t) imgp_msg_max_size (100000) + 1;
+    s_send_new_job (&broker, big, (bytes_t) { g_malloc0 (over), over });
+    imgp_msg_t *msg = s_expect (&broker, IMGP_MSG_DONE, slow);
+    imgp_msg_destroy (&msg);
+    cr_assert_eq (s_expect_ready (&broker), 2);
+    s_broker_stop (&broker);
+}
+
 Test (loop, slow_job_fails_with_timeout, .timeout = 30)
 {
     s_init_limits (DEFAULT_MAX_PIXELS, NULL, 1);
