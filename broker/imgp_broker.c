@@ -90,6 +90,7 @@
 #define S_TICK_MS 100               //  housekeeping period when config has 0
 #define S_LINGER_MS 1000
 #define S_PEER_HEARTBEAT_MS 1000    //  ZMTP heartbeat interval on the jobs link
+#define S_PREFETCH_BYTES (64 * 1024)    //  a job goes ahead only behind originals this small
 #define S_WARN_EVERY_MS 60000       //  a refusal from a nameless peer, logged this often
 #define S_STRINGS 6                 //  config strings the handle keeps copies of
 
@@ -278,8 +279,8 @@ s_release (s_server_t *self, imgp_job_t *job)
     if (job->phase != IMGP_PHASE_DISPATCHED && job->phase != IMGP_PHASE_RUNNING)
         return;
     imgp_peer_t *peer = imgp_peers_lookup (self->peers, job->worker);
-    if (peer && peer->held > 0)
-        peer->held--;
+    if (peer)
+        imgp_peers_released (peer, job->bytes);
 }
 
 //  The job ends done or failed: table, record, and then the original goes,
@@ -706,8 +707,10 @@ s_on_started (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     //  A job back in the queue (reloaded after a restart, or re-queued by
     //  a timeout) is in that peer's hands again.
-    if (job->phase == IMGP_PHASE_QUEUED)
+    if (job->phase == IMGP_PHASE_QUEUED) {
         peer->held++;
+        peer->held_bytes += job->bytes;
+    }
     imgp_table_started (self->table, job, zclock_mono ());
     s_touch (job);
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
@@ -868,7 +871,7 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
         return 0;
     }
     int64_t now = zclock_mono ();
-    imgp_peers_sent (peer, now);
+    imgp_peers_sent (peer, now, job->bytes);
     imgp_table_dispatched (self->table, job, peer->name, now);
     if (job->attempts == 1)
         imgp_histo_add (&self->stats.wait_ms, zclock_time () - job->created_at);
@@ -886,7 +889,8 @@ s_dispatch (s_server_t *self)
     while ((job = imgp_table_next (self->table))) {
         imgp_peer_t *peer = imgp_peers_choose (self->peers, zclock_mono (),
                                                self->config->heartbeat_timeout_ms,
-                                               imgp_table_queued (self->table));
+                                               imgp_table_queued (self->table),
+                                               S_PREFETCH_BYTES);
         if (!peer)
             return;
         s_dispatch_one (self, job, peer);

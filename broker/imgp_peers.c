@@ -81,12 +81,22 @@ imgp_peers_ready (imgp_peer_t *peer, int slots, int credit)
 }
 
 void
-imgp_peers_sent (imgp_peer_t *peer, int64_t now)
+imgp_peers_sent (imgp_peer_t *peer, int64_t now, int64_t bytes)
 {
     assert (peer && peer->credit > 0);
     peer->credit--;
     peer->held++;
+    peer->held_bytes += bytes;
     peer->last_sent = now;
+}
+
+void
+imgp_peers_released (imgp_peer_t *peer, int64_t bytes)
+{
+    assert (peer);
+    if (peer->held > 0)
+        peer->held--;
+    peer->held_bytes = peer->held && peer->held_bytes > bytes ? peer->held_bytes - bytes : 0;
 }
 
 void
@@ -116,7 +126,8 @@ s_better (const imgp_peer_t *a, int a_room, const imgp_peer_t *b, int b_room)
 }
 
 imgp_peer_t *
-imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms, size_t queued)
+imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms, size_t queued,
+                   int64_t prefetch_bytes)
 {
     assert (self);
     imgp_peer_t *best = NULL, *ahead = NULL;
@@ -134,7 +145,8 @@ imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms, size_t q
             best = peer;
             best_room = room;
         }
-        if (room <= 0 && s_better (peer, room, ahead, ahead_room)) {
+        if (room <= 0 && peer->held_bytes <= prefetch_bytes
+        &&  s_better (peer, room, ahead, ahead_room)) {
             ahead = peer;
             ahead_room = room;
         }
@@ -142,8 +154,9 @@ imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms, size_t q
     if (best)
         return best;
     //  Prefetch only when, with this job gone, every other live peer still
-    //  has a queued job to take the moment its slot frees: then the job
-    //  sent ahead never waits while a slot elsewhere stands idle.
+    //  has a queued job to take the moment its slot frees (and, above, only
+    //  behind small work): then the job sent ahead seldom waits while a
+    //  slot elsewhere stands idle.
     return queued >= live ? ahead : NULL;
 }
 

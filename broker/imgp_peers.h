@@ -36,6 +36,7 @@ typedef struct {
     int free_slots;                         //  free working slots, its latest word
     int credit;                             //  JOBs it may be sent now
     int held;                               //  jobs sent to it and not yet given back
+    int64_t held_bytes;                     //  the originals' bytes of those jobs
     int64_t done;                           //  DONE taken from it since it joined
     int64_t failed;                         //  FAILED taken from it since it joined
     int64_t last_heard;                     //  monotonic ms of its latest message
@@ -63,8 +64,14 @@ imgp_peer_t *imgp_peers_heard (imgp_peers_t *self, const char *name, int64_t now
 //  now. Credit is SET, not added: the resizer counts what it holds.
 void imgp_peers_ready (imgp_peer_t *peer, int slots, int credit);
 
-//  A JOB left for `peer` at `now`: one credit fewer, one job more held.
-void imgp_peers_sent (imgp_peer_t *peer, int64_t now);
+//  A JOB with an original of `bytes` left for `peer` at `now`: one credit
+//  fewer, one job more held.
+void imgp_peers_sent (imgp_peer_t *peer, int64_t now, int64_t bytes);
+
+//  A job of `bytes` left `peer`'s hands (it ended, or was re-queued): one
+//  job fewer held. Credit is not touched: only the peer's own word (a
+//  result, a READY) gives it back.
+void imgp_peers_released (imgp_peer_t *peer, int64_t bytes);
 
 //  A DONE or FAILED came from `peer`: it has room for one more JOB.
 void imgp_peers_returned (imgp_peer_t *peer);
@@ -73,14 +80,16 @@ void imgp_peers_returned (imgp_peer_t *peer);
 //  peers (heard within `timeout_ms` of `now`) with credit. First those
 //  with a free working slot (held < slots), the most free slots first.
 //  A peer whose slots are all busy gets a job ahead (prefetch) only when
-//  no such peer exists AND `queued` (jobs waiting, the front one
-//  included) is at least the live peers: with the job gone, every other
-//  live peer still has one waiting for the moment its slot frees. Short
-//  of that backlog the job waits for the first slot that frees instead of
-//  queueing behind a long job (a lone resizer always prefetches). Ties go
-//  to the peer sent a job longest ago, so equal peers take turns.
+//  no such peer exists, AND `queued` (jobs waiting, the front one
+//  included) is at least the live peers, so with the job gone every other
+//  live peer still has one waiting for the moment its slot frees, AND the
+//  originals it holds come to at most `prefetch_bytes`, so the job waits
+//  behind small work only, never behind a large photo while another slot
+//  frees. Otherwise the job waits in the queue for the first slot that
+//  frees. Ties go to the peer sent a job longest ago, so equal peers take
+//  turns.
 imgp_peer_t *imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms,
-                                size_t queued);
+                                size_t queued, int64_t prefetch_bytes);
 
 //  The first peer silent for more than `timeout_ms` at `now`, or NULL.
 imgp_peer_t *imgp_peers_lost (imgp_peers_t *self, int64_t now, int64_t timeout_ms);

@@ -33,7 +33,9 @@ main (int argc, char **argv)
 
     imgp_broker_t *broker = imgp_broker_new (&config);
     if (!broker) {
-        imgp_error ("event=start_failed reason=\"see the lines above\"");
+        //  The reason is the ERROR line above, where it was found: one line
+        //  to read, not two.
+        imgp_info ("event=stopped reason=start_failed");
         imgp_conf_destroy (&conf);
         return 1;
     }

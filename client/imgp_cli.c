@@ -11,6 +11,7 @@
 
 #include "imgp_api.h"
 #include "imgp_batch.h"
+#include "imgp_curve.h"
 #include "imgp_file.h"
 #include "imgp_http_client.h"
 #include "imgp_id.h"
@@ -79,6 +80,9 @@ const char imgp_cli_summary [] =
     "imgpipe [OPTIONS] COMMAND ARGS — command-line client of the imgpipe HTTP API.\n"
     "\n"
     "Commands:\n"
+    "  keygen PATH      write a CURVE key pair for the links between hosts: PATH\n"
+    "                   (public, for the broker's --curve-clients or the others'\n"
+    "                   --curve-server) and PATH_secret (mode 0600, --curve-secret)\n"
     "  submit FILE      upload FILE ('-' reads stdin) and print the job id\n"
     "  status ID        print the job's status as JSON\n"
     "  get ID -o OUT    wait for the thumbnail and write it: each request asks the\n"
@@ -347,6 +351,25 @@ imgp_cli_status (imgp_conf_t *conf, int argc, char **argv)
     }
     imgp_http_client_destroy (&http);
     return exit_code;
+}
+
+int
+imgp_cli_keygen (imgp_conf_t *conf, int argc, char **argv)
+{
+    (void) conf;
+    if (argc != 1) {
+        fprintf (stderr, "imgpipe: usage: imgpipe keygen PATH\n");
+        return IMGP_CLI_EXIT_USAGE;
+    }
+    char error [512];
+    if (imgp_curve_keygen (argv [0], error, sizeof error) != 0) {
+        fprintf (stderr, "imgpipe: keygen: %s\n", error);
+        return IMGP_CLI_EXIT_REFUSED;
+    }
+    //  Only file names: the secret key is never printed.
+    printf ("public key: %s (hand this file out)\nsecret key: %s_secret (keep it here, mode 0600)\n",
+            argv [0], argv [0]);
+    return IMGP_CLI_EXIT_OK;
 }
 
 //  Ask for the thumbnail, each request held by the server until the job

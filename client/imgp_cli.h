@@ -1,6 +1,7 @@
 /*  imgp_cli — the commands of `imgpipe`, the command-line client:
         imgpipe submit FILE [--width N ...]           -> prints the job id
         imgpipe status ID                             -> prints its JSON
+        imgpipe keygen PATH                           -> writes PATH, PATH_secret
         imgpipe get ID -o OUT [--wait-s N] [--long-poll-s N] -> writes the thumbnail
         imgpipe batch DIR|MANIFEST -o OUTDIR [--parallel N] [--wait-s N] [--width N ...]
 
@@ -44,6 +45,8 @@ char **imgp_cli_argv (int argc, char **argv, int *new_argc);
 //  an exit code.
 int imgp_cli_submit (imgp_conf_t *conf, int argc, char **argv);
 int imgp_cli_status (imgp_conf_t *conf, int argc, char **argv);
+//  keygen PATH: imgp_curve_keygen, exit 1 when it refuses (file exists).
+int imgp_cli_keygen (imgp_conf_t *conf, int argc, char **argv);
 int imgp_cli_get (imgp_conf_t *conf, int argc, char **argv);
 int imgp_cli_batch (imgp_conf_t *conf, int argc, char **argv);
 

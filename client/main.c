@@ -7,6 +7,7 @@
         imgpipe status ID                                    -> prints JSON
         imgpipe get ID -o thumb.webp --wait-s 30             -> writes the file
         imgpipe batch photos/ -o thumbs/ --parallel 8        -> one line a file
+        imgpipe keygen /etc/imgpipe/r1                       -> a CURVE key pair
     This file parses flags (proto/imgp_conf) and dispatches to a command of
     imgp_cli; it holds no HTTP, file or thread code of its own.
 
@@ -29,6 +30,7 @@ static const struct {
     { "status", imgp_cli_status },
     { "get", imgp_cli_get },
     { "batch", imgp_cli_batch },
+    { "keygen", imgp_cli_keygen },
 };
 #define S_COMMANDS (sizeof s_commands / sizeof s_commands [0])
 
@@ -36,13 +38,13 @@ static int
 s_dispatch (imgp_conf_t *conf, int argc, char **argv)
 {
     if (argc < 1) {
-        fprintf (stderr, "imgpipe: no command given (submit, status, get or batch; see --help)\n");
+        fprintf (stderr, "imgpipe: no command given (submit, status, get, batch or keygen; see --help)\n");
         return IMGP_CLI_EXIT_USAGE;
     }
     for (size_t i = 0; i < S_COMMANDS; i++)
         if (strcmp (argv [0], s_commands [i].name) == 0)
             return s_commands [i].run (conf, argc - 1, argv + 1);
-    fprintf (stderr, "imgpipe: unknown command '%s' (submit, status, get or batch)\n", argv [0]);
+    fprintf (stderr, "imgpipe: unknown command '%s' (submit, status, get, batch or keygen)\n", argv [0]);
     return IMGP_CLI_EXIT_USAGE;
 }
 

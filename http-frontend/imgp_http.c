@@ -1080,8 +1080,8 @@ imgp_http_new (const imgp_http_config_t *config)
         return NULL;
     }
     self->watch = imgp_watch_new ((size_t) config->threads);
-    self->link = imgp_link_new (config->intake, config->status, config->broker_timeout_ms,
-                                (int64_t) config->max_upload);
+    self->link = imgp_link_new_keyed (config->intake, config->status, config->broker_timeout_ms,
+                                      (int64_t) config->max_upload, config->curve);
     if (!self->listen || !self->intake || !self->status || !self->conns || !self->rate
     ||  !self->metrics || !self->watch || !self->link || s_start (self)) {
         imgp_error ("cannot start the HTTP server on '%s'", config->listen);

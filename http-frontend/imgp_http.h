@@ -17,6 +17,8 @@
 
 #include <stddef.h>
 
+#include "imgp_curve.h"
+
 typedef struct {
     const char *listen;         //  civetweb listening_ports, e.g. "127.0.0.1:8080" (port 0: any)
     const char *intake;         //  broker intake endpoint (SUBMIT)
@@ -33,6 +35,7 @@ typedef struct {
     const char *api_keys;       //  key file (NAME KEY [RATE [BURST]] lines), NULL = no keys
     int rate_per_ip;            //  requests/s per client address without keys, 0 = off
     unsigned sniff_allow;       //  extra formats taken at upload, IMGP_SNIFF_* bits
+    imgp_curve_t *curve;        //  CURVE keys for the broker links, borrowed; NULL plain
 } imgp_http_config_t;
 
 typedef struct _imgp_http_t imgp_http_t;

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "imgp_buf.h"
+#include "imgp_curve.h"
 #include "imgp_log.h"
 
 #define S_SLICES 3              //  reply waits per call, for small requests
@@ -53,8 +54,12 @@
 #define S_QUEUED_MIN (256u << 20)   //  and at least this many
 #define S_HEARTBEAT_IVL_MS 1000 //  ZMTP PING to the broker this often
 #define S_HEARTBEAT_TIMEOUT_MS 3000 //  no traffic this long: the connection is dropped
+#define S_REOPEN_MS 5000        //  a socket the broker refused is made again after this
 
 enum { S_INTAKE, S_STATUS, S_ENDPOINTS };
+
+//  Socket names in log lines, by endpoint.
+static const char *s_end_names [S_ENDPOINTS] = { "intake", "status" };
 
 typedef struct s_call_t s_call_t;
 
@@ -83,12 +88,17 @@ struct s_call_t {
 
 typedef struct {
     char *endpoint;             //  where the socket connects
+    int max_msg;                //  largest reply taken (maxmsgsize)
     zsock_t *sock;              //  DEALER
     zsock_t *events;            //  PAIR reading libzmq's monitor of sock
+    unsigned opens;             //  sockets made so far, names the monitor endpoint
+    int64_t reopen_at;          //  the broker refused our keys: make sock again then; 0 no
+    bool warned;                //  a refusal of our plain socket was logged
 } s_endpoint_t;
 
 struct _imgp_link_t {
     s_endpoint_t ends [S_ENDPOINTS];    //  intake and status
+    imgp_curve_t *curve;        //  CURVE keys for both sockets, borrowed; NULL plain
     size_t queued_max;          //  bytes of SUBMITs libzmq may hold before new ones fail
     int timeout_ms;             //  budget of one call before transfer and wait time
     int wakefd;                 //  eventfd: a call was queued, or stop
@@ -396,14 +406,41 @@ s_receive (imgp_link_t *self, s_endpoint_t *end)
     }
 }
 
-//  The monitor asks only for CONNECTED, so the event is read, not parsed.
+//  An event of a socket's monitor: CONNECTED (a broker, maybe restarted,
+//  is there: every call on it is due now), or a refused handshake, which
+//  libzmq never retries: imgp_curve logs it, and the socket is made again
+//  in S_REOPEN_MS, so a key the broker allows later is taken without a
+//  restart of ours.
 static void
-s_reconnected (imgp_link_t *self, int endpoint)
+s_monitor_event (imgp_link_t *self, int endpoint)
 {
-    zmsg_t *event = zmsg_recv (self->ends [endpoint].events);
-    zmsg_destroy (&event);
-    imgp_info ("event=broker_connected endpoint=%s", self->ends [endpoint].endpoint);
-    s_queue_due (self, endpoint);
+    s_endpoint_t *end = &self->ends [endpoint];
+    zmsg_t *msg = zmsg_recv (end->events);
+    zframe_t *head = msg ? zmsg_first (msg) : NULL;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    if (head && zframe_size (head) == 6) {
+        memcpy (&event, zframe_data (head), 2);
+        memcpy (&value, zframe_data (head) + 2, 4);
+    }
+    zmsg_destroy (&msg);
+    if (imgp_curve_event (self->curve, s_end_names [endpoint], event, value))
+        end->reopen_at = zclock_mono () + S_REOPEN_MS;
+    else
+    if (event & IMGP_CURVE_EVENTS) {
+        //  We have no keys and the broker wants them: say so once.
+        if (!end->warned)
+            imgp_warn ("event=refused_by_server socket=%s endpoint=%s note=\"the broker "
+                       "wants CURVE keys: --curve-secret and --curve-server\"",
+                       s_end_names [endpoint], end->endpoint);
+        end->warned = true;
+        end->reopen_at = zclock_mono () + S_REOPEN_MS;
+    }
+    else
+    if (event == ZMQ_EVENT_CONNECTED) {
+        imgp_info ("event=broker_connected endpoint=%s", end->endpoint);
+        s_queue_due (self, endpoint);
+    }
 }
 
 static bool
@@ -424,21 +461,49 @@ s_stopping (imgp_link_t *self)
     return stopping;
 }
 
+static int s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end);
+static void s_endpoint_disconnect (s_endpoint_t *end);
+
+//  Make the sockets refused by the broker again, when their time has come.
+//  Returns the milliseconds until the next one is due, -1 for none.
+static long
+s_reopen_due (imgp_link_t *self)
+{
+    long next = -1;
+    int64_t now = zclock_mono ();
+    for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
+        s_endpoint_t *end = &self->ends [i];
+        if (end->reopen_at && now >= end->reopen_at) {
+            imgp_info ("event=broker_reconnect endpoint=%s reason=refused_handshake",
+                       end->endpoint);
+            s_endpoint_disconnect (end);
+            end->reopen_at = s_endpoint_connect (self, end) ? now + S_REOPEN_MS : 0;
+        }
+        if (end->reopen_at && (next < 0 || end->reopen_at - now < next))
+            next = (long) (end->reopen_at - now);
+    }
+    return next;
+}
+
 static void *
 s_run (void *args)
 {
     imgp_link_t *self = args;
-    zmq_pollitem_t items [] = {
-        { NULL, self->wakefd, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->ends [S_INTAKE].sock), 0, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->ends [S_STATUS].sock), 0, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->ends [S_INTAKE].events), 0, ZMQ_POLLIN, 0 },
-        { zsock_resolve (self->ends [S_STATUS].events), 0, ZMQ_POLLIN, 0 },
-    };
     int64_t next_tick = zclock_mono () + S_TICK_MS;
     while (!s_stopping (self)) {
+        long reopen = s_reopen_due (self);
+        //  Built each pass: a refused socket is made again (s_reopen_due).
+        zmq_pollitem_t items [] = {
+            { NULL, self->wakefd, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->ends [S_INTAKE].sock), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->ends [S_STATUS].sock), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->ends [S_INTAKE].events), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->ends [S_STATUS].events), 0, ZMQ_POLLIN, 0 },
+        };
         int64_t now = zclock_mono ();
         long timeout = s_waiting (self) ? (next_tick > now ? next_tick - now : 0) : -1;
+        if (reopen >= 0 && (timeout < 0 || reopen < timeout))
+            timeout = reopen;
         if (zmq_poll (items, 5, timeout) == -1 && zmq_errno () != EINTR)
             break;
         if (items [0].revents & ZMQ_POLLIN) {
@@ -449,7 +514,7 @@ s_run (void *args)
         for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
             s_receive (self, &self->ends [i]);
             if (items [3 + i].revents & ZMQ_POLLIN)
-                s_reconnected (self, i);
+                s_monitor_event (self, i);
         }
         if (zclock_mono () >= next_tick) {
             s_queue_due (self, -1);
@@ -463,55 +528,83 @@ s_run (void *args)
 //  --------------------------------------------------------------------------
 //  Life cycle
 
+//  Make the DEALER of `end` (keys from self->curve) and its monitor, and
+//  connect. Returns 0, or -1 (logged) with what was made left for
+//  s_endpoint_disconnect.
 static int
-s_endpoint_open (imgp_link_t *self, s_endpoint_t *end, const char *endpoint, int max_msg)
+s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end)
 {
-    end->endpoint = strdup (endpoint);
     end->sock = zsock_new (ZMQ_DEALER);
     end->events = zsock_new (ZMQ_PAIR);
-    if (!end->endpoint || !end->sock || !end->events)
+    if (!end->sock || !end->events)
         return -1;
     zsock_set_linger (end->sock, 0);
     zsock_set_immediate (end->sock, 1);
     zsock_set_sndtimeo (end->sock, 0);
     zsock_set_sndhwm (end->sock, S_HWM);
     zsock_set_rcvhwm (end->sock, S_HWM);
-    zsock_set_maxmsgsize (end->sock, max_msg);
+    zsock_set_maxmsgsize (end->sock, end->max_msg);
     //  ZMTP heartbeats: a broker that stops (SIGSTOP, a hung host, a cut
     //  without RST) keeps its TCP connection, and every request sent to it
     //  would wait in the pipe, uploads included, holding their memory.
     //  libzmq drops a peer silent this long, and what was queued for it.
     zsock_set_heartbeat_ivl (end->sock, S_HEARTBEAT_IVL_MS);
     zsock_set_heartbeat_timeout (end->sock, S_HEARTBEAT_TIMEOUT_MS);
+    if (imgp_curve_apply (self->curve, end->sock))
+        return -1;
+    //  A fresh monitor endpoint each time: the old one may still be bound
+    //  while libzmq reaps a socket made again.
     char monitor [80];
-    snprintf (monitor, sizeof monitor, "inproc://imgp-link-%p-%d", (void *) self,
-              (int) (end - self->ends));
-    if (zmq_socket_monitor (zsock_resolve (end->sock), monitor, ZMQ_EVENT_CONNECTED)
+    snprintf (monitor, sizeof monitor, "inproc://imgp-link-%p-%d-%u", (void *) self,
+              (int) (end - self->ends), end->opens++);
+    if (zmq_socket_monitor (zsock_resolve (end->sock), monitor,
+                            ZMQ_EVENT_CONNECTED | IMGP_CURVE_EVENTS)
     ||  zsock_connect (end->events, "%s", monitor)) {
-        imgp_error ("event=monitor_failed endpoint=%s reason=%s", endpoint,
+        imgp_error ("event=monitor_failed endpoint=%s reason=%s", end->endpoint,
                     zmq_strerror (zmq_errno ()));
         return -1;
     }
-    if (zsock_connect (end->sock, "%s", endpoint)) {
-        imgp_error ("event=connect_failed endpoint=%s", endpoint);
+    if (zsock_connect (end->sock, "%s", end->endpoint)) {
+        imgp_error ("event=connect_failed endpoint=%s", end->endpoint);
         return -1;
     }
     return 0;
 }
 
 static void
-s_endpoint_close (s_endpoint_t *end)
+s_endpoint_disconnect (s_endpoint_t *end)
 {
     if (end->sock)
         zmq_socket_monitor (zsock_resolve (end->sock), NULL, 0);
     zsock_destroy (&end->events);
     zsock_destroy (&end->sock);
+}
+
+static int
+s_endpoint_open (imgp_link_t *self, s_endpoint_t *end, const char *endpoint, int max_msg)
+{
+    end->endpoint = strdup (endpoint);
+    end->max_msg = max_msg;
+    return end->endpoint ? s_endpoint_connect (self, end) : -1;
+}
+
+static void
+s_endpoint_close (s_endpoint_t *end)
+{
+    s_endpoint_disconnect (end);
     free (end->endpoint);
     end->endpoint = NULL;
 }
 
 imgp_link_t *
 imgp_link_new (const char *intake, const char *status, int timeout_ms, int64_t max_image)
+{
+    return imgp_link_new_keyed (intake, status, timeout_ms, max_image, NULL);
+}
+
+imgp_link_t *
+imgp_link_new_keyed (const char *intake, const char *status, int timeout_ms,
+                     int64_t max_image, imgp_curve_t *curve)
 {
     if (!intake || !status || timeout_ms <= 0
     ||  max_image <= 0 || max_image > IMGP_UPLOAD_LIMIT_MAX)
@@ -520,6 +613,7 @@ imgp_link_new (const char *intake, const char *status, int timeout_ms, int64_t m
     if (!self)
         return NULL;
     self->timeout_ms = timeout_ms;
+    self->curve = curve;
     self->queued_max = S_QUEUED_UPLOADS * (size_t) max_image;
     if (self->queued_max < S_QUEUED_MIN)
         self->queued_max = S_QUEUED_MIN;

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgp_curve.h"
 #include "imgp_msg.h"
 
 typedef struct _imgp_link_t imgp_link_t;
@@ -61,6 +62,15 @@ typedef struct {
 //  or sockets cannot be made (logged).
 imgp_link_t *imgp_link_new (const char *intake, const char *status, int timeout_ms,
                             int64_t max_image);
+
+//  imgp_link_new with CURVE keys on both sockets (imgp_curve_apply; NULL:
+//  plain, as imgp_link_new). `curve` is borrowed and must outlive the link.
+//  A socket the broker refuses at the handshake (our key not allowed, or
+//  the broker's key not the one we hold) is logged by `curve` and made
+//  again every few seconds, so a key allowed later is taken without a
+//  restart.
+imgp_link_t *imgp_link_new_keyed (const char *intake, const char *status, int timeout_ms,
+                                  int64_t max_image, imgp_curve_t *curve);
 
 //  Stop the thread and close the sockets; calls still waiting get NULL.
 //  Safe on NULL and twice. Call it once no thread is inside imgp_link_call.

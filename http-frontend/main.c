@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "imgp_conf.h"
+#include "imgp_curve.h"
 #include "imgp_defaults.h"
 #include "imgp_http.h"
 #include "imgp_log.h"
@@ -28,6 +29,8 @@
 typedef struct {
     imgp_http_config_t http;        //  what imgp_http_new takes
     const char *allow_loaders;      //  parsed into http.sniff_allow
+    const char *curve_secret;       //  our CURVE _secret file, "" for plain links
+    const char *curve_server;       //  the broker's public certificate (with curve_secret)
 } s_config_t;
 
 static const imgp_conf_spec_t s_specs [] = {
@@ -60,6 +63,11 @@ static const imgp_conf_spec_t s_specs [] = {
     IMGP_CONF_NUM (s_config_t, http.rate_per_ip, "rate-per-ip", 0, 0, 1000000,
                    "requests/s per client address when there are no API keys; 0 = off"),
     IMGP_CONF_ALLOW_LOADERS (s_config_t, allow_loaders),
+    IMGP_CONF_STR (s_config_t, curve_secret, "curve-secret", "",
+                   "our CURVE certificate, the _secret file of `imgpipe keygen` (with "
+                   "--curve-server; empty: plain links to the broker)"),
+    IMGP_CONF_STR (s_config_t, curve_server, "curve-server", "",
+                   "the broker's public CURVE certificate (with --curve-secret)"),
     IMGP_CONF_END
 };
 
@@ -72,6 +80,30 @@ s_configure (s_config_t *config)
         return -1;
     if (*config->http.api_keys == 0)
         config->http.api_keys = NULL;   //  keys off
+    if (!*config->curve_secret != !*config->curve_server) {
+        imgp_error ("event=config_error message=\"CURVE needs both --curve-secret (our "
+                    "_secret file) and --curve-server (the broker's public certificate)\"");
+        return -1;
+    }
+    return 0;
+}
+
+//  The CURVE client keys, when configured, into config->http.curve (the
+//  caller destroys it after the server). Returns 0, or -1 (logged). Links
+//  to a broker on another host without keys work, with a warning: anyone
+//  on the path reads the uploads.
+static int
+s_curve (s_config_t *config)
+{
+    if (*config->curve_secret) {
+        config->http.curve = imgp_curve_client_new (config->curve_secret, config->curve_server);
+        return config->http.curve ? 0 : -1;
+    }
+    const char *ends [] = { config->http.intake, config->http.status };
+    for (size_t i = 0; i < 2; i++)
+        if (!imgp_curve_endpoint_local (ends [i]))
+            imgp_warn ("event=plain_link endpoint=%s note=\"no CURVE keys: uploads and "
+                       "thumbnails cross the network in the clear\"", ends [i]);
     return 0;
 }
 
@@ -119,17 +151,20 @@ main (int argc, char **argv)
     s_raise_nofile ();
     zsys_init ();
 
-    imgp_http_t *http = imgp_http_new (&config.http);
+    imgp_http_t *http = s_curve (&config) == 0 ? imgp_http_new (&config.http) : NULL;
     if (!http) {
+        imgp_curve_destroy (&config.http.curve);
         imgp_conf_destroy (&conf);
         return 1;
     }
     imgp_info ("event=listening listen=%s port=%d intake=%s status=%s threads=%d "
-               "max_upload=%zu upload_timeout_ms=%d", config.http.listen, imgp_http_port (http),
-               config.http.intake, config.http.status, config.http.threads,
-               config.http.max_upload, config.http.upload_timeout_ms);
+               "max_upload=%zu upload_timeout_ms=%d curve=%s", config.http.listen,
+               imgp_http_port (http), config.http.intake, config.http.status,
+               config.http.threads, config.http.max_upload, config.http.upload_timeout_ms,
+               config.http.curve ? "on" : "off");
     s_serve (http, &signals);
     imgp_http_destroy (&http);
+    imgp_curve_destroy (&config.http.curve);
     imgp_info ("event=stopped");
     imgp_conf_destroy (&conf);
     return 0;

@@ -6,17 +6,22 @@
     same event when the server's ERROR comes back), HANDSHAKE_FAILED_PROTOCOL
     for a plain peer (mechanism mismatch) or a peer that cannot decrypt.
     The event carries the socket's own endpoint, not the peer's address,
-    hence the limit per socket. A refused peer retries every reconnect
-    interval (100 ms by default), so the log is limited to one line per
-    socket and reason a minute. zauth's own VERBOSE output was not used: it
-    goes through zsys logging, in another format, and prints client keys.
+    hence the limit per socket. libzmq 4.3.4 never retries a connection
+    refused at the handshake by itself (checked: one event, then silence),
+    but a peer that makes its socket again (our resizer every second, the
+    frontend every 5 s) or a restart loop would fill the log, so it gets one
+    line per socket and reason a minute. zauth's own VERBOSE output was not
+    used: it goes through zsys logging, in another format, and prints
+    client keys.
 */
 #include "imgp_curve.h"
 #include "imgp_log.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,10 +34,13 @@
 //  Longest PATH keygen takes: zcert_load reads "PATH_secret" into 256 bytes.
 #define S_PATH_MAX 240
 
-//  What the watcher thread shares with its owner.
+//  The refusal log, shared by the watcher thread and imgp_curve_event
+//  callers (any thread).
 typedef struct {
-    bool server;                    //  watching server sockets (else client)
+    bool server;                    //  our sockets are servers (else clients)
     atomic_size_t refusals;         //  refused handshakes seen, all sockets
+    pthread_mutex_t lock;           //  guards limits
+    zhashx_t *limits;               //  socket name -> s_limit_t
 } s_shared_t;
 
 struct _imgp_curve_t {
@@ -54,19 +62,35 @@ typedef enum {
 
 static const char *s_reason_names [S_REASONS] = { "unknown_key", "no_curve", "bad_handshake" };
 
+//  The once-a-minute limit of one socket name.
+typedef struct {
+    int64_t logged [S_REASONS];     //  when each reason was last logged (mono ms), 0 never
+    size_t held [S_REASONS];        //  refusals not logged since then
+} s_limit_t;
+
 //  One watched socket, owned by the watcher thread.
 typedef struct {
     zsock_t *monitor;               //  PAIR connected to the socket's monitor
     char *name;                     //  the socket's name in log lines
-    int64_t logged [S_REASONS];     //  when each reason was last logged (mono ms), 0 never
-    size_t held [S_REASONS];        //  refusals not logged since then
 } s_watch_t;
 
 
 //  --------------------------------------------------------------------------
 //  Loading keys
 
-//  Load a certificate and check it has what the caller needs. Logs why not.
+//  Decode the Z85 key at `path` of `root` into key[32]; false when absent
+//  or not a key.
+static bool
+s_key_get (zconfig_t *root, const char *path, byte key [32])
+{
+    const char *text = zconfig_get (root, path, NULL);
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text) != NULL;
+}
+
+//  Load the certificate in exactly `file` (zcert_load would read a
+//  FILE_secret lying next to it first, so a public file given where the
+//  secret one belongs would pass, and be checked for the wrong mode).
+//  With `need_secret` the file must hold the secret key too. Logs why not.
 static zcert_t *
 s_cert_load (const char *file, bool need_secret, const char *flag)
 {
@@ -75,27 +99,40 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
         return NULL;
     }
     struct stat st;
-    if (stat (file, &st) != 0 || !S_ISREG (st.st_mode)) {
-        imgp_error ("curve: %s %s: %s", flag, file, errno ? strerror (errno) : "not a file");
+    if (stat (file, &st) != 0) {
+        imgp_error ("curve: %s %s: %s", flag, file, strerror (errno));
         return NULL;
     }
-    zcert_t *cert = zcert_load (file);
-    if (!cert) {
+    if (!S_ISREG (st.st_mode)) {
+        imgp_error ("curve: %s %s is not a file", flag, file);
+        return NULL;
+    }
+    zconfig_t *root = zconfig_load (file);
+    byte public_key [32], secret_key [32] = { 0 };
+    zcert_t *cert = NULL;
+    if (!root || !s_key_get (root, "/curve/public-key", public_key))
         imgp_error ("curve: %s %s is not a czmq certificate (make one with imgpipe keygen)",
                     flag, file);
-        return NULL;
-    }
-    if (need_secret) {
-        static const byte zero [32] = { 0 };
-        if (memcmp (zcert_secret_key (cert), zero, 32) == 0) {
-            imgp_error ("curve: %s %s holds no secret key (give the _secret file)", flag, file);
-            zcert_destroy (&cert);
-            return NULL;
-        }
-        if (st.st_mode & (S_IRWXG | S_IRWXO))
+    else
+    if (need_secret && !s_key_get (root, "/curve/secret-key", secret_key))
+        imgp_error ("curve: %s %s holds no secret key (give the _secret file)", flag, file);
+    else {
+        cert = zcert_new_from (public_key, secret_key);
+        if (need_secret && (st.st_mode & (S_IRWXG | S_IRWXO)))
             imgp_warn ("curve: %s %s can be read by others (chmod 600 it)", flag, file);
     }
+    //  Our copy of the secret is wiped; zconfig's text of it is freed (czmq
+    //  has no way to wipe it), as zcert_load would do.
+    zconfig_destroy (&root);
+    memset (secret_key, 0, sizeof secret_key);
     return cert;
+}
+
+static void
+s_limit_destroy (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
 }
 
 static imgp_curve_t *
@@ -105,10 +142,36 @@ s_new (const char *secret_file)
     if (!self)
         return NULL;
     atomic_init (&self->shared.refusals, 0);
-    self->cert = s_cert_load (secret_file, true, "--curve-secret");
+    pthread_mutex_init (&self->shared.lock, NULL);
+    self->shared.limits = zhashx_new ();
+    if (self->shared.limits) {
+        zhashx_set_destructor (self->shared.limits, s_limit_destroy);
+        self->cert = s_cert_load (secret_file, true, "--curve-secret");
+    }
     if (!self->cert)
         imgp_curve_destroy (&self);
     return self;
+}
+
+//  Warn when the clients directory holds no certificate: every peer would
+//  be refused, which is rarely what the operator meant at start.
+static void
+s_clients_check (const char *clients_dir)
+{
+    DIR *dir = opendir (clients_dir);
+    size_t certs = 0;
+    struct dirent *entry;
+    while (dir && (entry = readdir (dir)) != NULL) {
+        size_t len = strlen (entry->d_name);
+        bool secret = len >= 7 && strcmp (entry->d_name + len - 7, "_secret") == 0;
+        if (entry->d_name [0] != '.' && !secret)
+            certs++;
+    }
+    if (dir)
+        closedir (dir);
+    if (certs == 0)
+        imgp_warn ("curve: --curve-clients %s holds no certificate: every peer is refused "
+                   "until one is copied in", clients_dir);
 }
 
 imgp_curve_t *
@@ -129,9 +192,10 @@ imgp_curve_server_new (const char *secret_file, const char *clients_dir)
     if (self->auth) {
         zstr_sendx (self->auth, "CURVE", clients_dir, NULL);
         zsock_wait (self->auth);
+        s_clients_check (clients_dir);
     }
     else {
-        imgp_error ("curve: cannot start zauth (is another server object running?)");
+        imgp_error ("curve: cannot start zauth");
         imgp_curve_destroy (&self);
     }
     return self;
@@ -164,6 +228,8 @@ imgp_curve_destroy (imgp_curve_t **self_p)
     zactor_destroy (&self->auth);
     zcert_destroy (&self->cert);
     free (self->server_key);
+    zhashx_destroy (&self->shared.limits);
+    pthread_mutex_destroy (&self->shared.lock);
     free (self);
     *self_p = NULL;
 }
@@ -211,22 +277,67 @@ s_reason_of (uint16_t event, uint32_t value)
     return S_BAD_HANDSHAKE;
 }
 
-//  Count a refusal, and log it unless this socket logged the same reason
-//  within the last minute.
+//  Log one refusal on socket `name`; `held` were held back before it.
 static void
-s_refused (s_shared_t *shared, s_watch_t *watch, s_reason_t reason, uint32_t value)
+s_log (s_shared_t *shared, const char *name, s_reason_t reason, uint32_t value,
+       size_t held)
+{
+    //  ZAP status codes are decimal (400); libzmq's protocol errors hex.
+    char code [16];
+    if (value < 1000)
+        snprintf (code, sizeof code, "%u", value);
+    else
+        snprintf (code, sizeof code, "0x%x", value);
+    //  libzmq 4.3 does not retry a connection refused at the handshake, so
+    //  a client says what to fix before it is restarted.
+    if (shared->server)
+        imgp_warn ("event=refused reason=%s socket=%s code=%s held_back=%zu",
+                   s_reason_names [reason], name, code, held);
+    else
+        imgp_warn ("event=refused_by_server reason=%s socket=%s code=%s held_back=%zu"
+                   " note=\"not retried: %s, then restart\"", s_reason_names [reason],
+                   name, code, held,
+                   reason == S_UNKNOWN_KEY ? "put our public file into the broker's --curve-clients"
+                                           : "check --curve-server, and that both ends use keys");
+}
+
+//  Count a refusal on socket `name`, and log it unless that socket logged
+//  the same reason within the last minute.
+static void
+s_refused (s_shared_t *shared, const char *name, s_reason_t reason, uint32_t value)
 {
     atomic_fetch_add (&shared->refusals, 1);
     int64_t now = zclock_mono ();
-    if (watch->logged [reason] && now - watch->logged [reason] < S_LOG_EVERY_MS) {
-        watch->held [reason]++;
-        return;
+    pthread_mutex_lock (&shared->lock);
+    s_limit_t *limit = (s_limit_t *) zhashx_lookup (shared->limits, name);
+    if (!limit) {
+        limit = (s_limit_t *) zmalloc (sizeof (s_limit_t));
+        if (limit && zhashx_insert (shared->limits, name, limit) != 0) {
+            free (limit);
+            limit = NULL;
+        }
     }
-    imgp_warn ("event=%s reason=%s socket=%s status=%u held_back=%zu",
-               shared->server ? "refused" : "refused_by_server", s_reason_names [reason],
-               watch->name, value, watch->held [reason]);
-    watch->logged [reason] = now;
-    watch->held [reason] = 0;
+    bool quiet = limit && limit->logged [reason]
+              && now - limit->logged [reason] < S_LOG_EVERY_MS;
+    size_t held = 0;
+    if (limit && quiet)
+        limit->held [reason]++;
+    else
+    if (limit) {
+        held = limit->held [reason];
+        limit->logged [reason] = now;
+        limit->held [reason] = 0;
+    }
+    pthread_mutex_unlock (&shared->lock);
+    if (!quiet)                     //  logged outside the lock
+        s_log (shared, name, reason, value, held);
+}
+
+static bool
+s_is_refusal (int event)
+{
+    return event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
 }
 
 //  Read one monitor event: frame 1 is a 16-bit event and a 32-bit value,
@@ -247,9 +358,8 @@ s_watch_read (s_shared_t *shared, s_watch_t *watch)
         if (event == ZMQ_EVENT_MONITOR_STOPPED)
             alive = false;
         else
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
-        ||  event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-            s_refused (shared, watch, s_reason_of (event, value), value);
+        if (s_is_refusal (event))
+            s_refused (shared, watch->name, s_reason_of (event, value), value);
     }
     zmsg_destroy (&msg);
     return alive;
@@ -334,8 +444,7 @@ imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name)
     char endpoint [64];
     snprintf (endpoint, sizeof endpoint, "inproc://imgp-curve-%p-%zu", (void *) self,
               self->watches++);
-    int events = ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-               | ZMQ_EVENT_MONITOR_STOPPED;
+    int events = IMGP_CURVE_EVENTS | ZMQ_EVENT_MONITOR_STOPPED;
     if (zmq_socket_monitor (zsock_resolve (sock), endpoint, events) != 0) {
         imgp_error ("curve: cannot watch socket %s: %s", name, zmq_strerror (zmq_errno ()));
         return -1;
@@ -343,6 +452,16 @@ imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name)
     //  Wait until the watcher is connected, so no early event is dropped.
     zstr_sendx (self->watcher, "WATCH", endpoint, name, NULL);
     return zsock_wait (self->watcher) == 0 ? 0 : -1;
+}
+
+bool
+imgp_curve_event (imgp_curve_t *self, const char *name, int event, uint32_t value)
+{
+    assert (name);
+    if (!self || !s_is_refusal (event))
+        return false;
+    s_refused (&self->shared, name, s_reason_of ((uint16_t) event, value), value);
+    return true;
 }
 
 size_t

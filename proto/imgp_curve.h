@@ -26,6 +26,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct _imgp_curve_t imgp_curve_t;
 
@@ -34,7 +35,9 @@ typedef struct _imgp_curve_t imgp_curve_t;
 
 //  The broker side: load our own certificate from `secret_file` (a _secret
 //  file) and start zauth allowing the public certificates in `clients_dir`
-//  (files added or removed later are seen at the next handshake). Returns
+//  (files added or removed later are seen at the next handshake; a client
+//  refused before stays out until it connects again: libzmq 4.3 does not
+//  retry a connection whose handshake was refused). Returns
 //  NULL with the reason logged (imgp_log ERROR) when a file is missing,
 //  holds no secret key, or zauth did not start.
 imgp_curve_t *imgp_curve_server_new (const char *secret_file, const char *clients_dir);
@@ -55,7 +58,7 @@ void imgp_curve_destroy (imgp_curve_t **self_p);
 int imgp_curve_apply (imgp_curve_t *self, zsock_t *sock);
 
 //  Watch `sock` for handshakes that fail and log them, at most once per
-//  socket and reason a minute (the next line says how many were held
+//  socket name and reason a minute (the next line says how many were held
 //  back): on a server "WARN event=refused reason=unknown_key socket=NAME"
 //  (a key not in the clients dir; reason=no_curve for a plain peer,
 //  reason=bad_handshake for one with a wrong server key); on a client
@@ -65,7 +68,19 @@ int imgp_curve_apply (imgp_curve_t *self, zsock_t *sock);
 //  (so the first peer is seen); `name` is copied. The watch ends when
 //  sock is destroyed or when this object is. NULL self: nothing, 0.
 //  Returns 0 or -1.
+//  libzmq keeps ONE monitor per socket (a second zmq_socket_monitor ends
+//  the first): a socket that has a monitor of its own must not be watched
+//  here; use IMGP_CURVE_EVENTS and imgp_curve_event instead.
 int imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name);
+
+//  For a socket whose owner reads its own libzmq monitor: add
+//  IMGP_CURVE_EVENTS to that monitor's events and pass every event read
+//  (its 16-bit number and 32-bit value) here, with the socket's name.
+//  A refusal is counted and logged as imgp_curve_watch does, under the
+//  same per-name limit; returns true when `event` was one. Any thread.
+//  NULL self: false.
+#define IMGP_CURVE_EVENTS (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+bool imgp_curve_event (imgp_curve_t *self, const char *name, int event, uint32_t value);
 
 //  How many peers the watched sockets have refused (server) or been
 //  refused by (client) for their key since this object was made, counted

@@ -1,31 +1,33 @@
 /*  test_wire — hostile peers on the wire: the real broker and resizer
     (started by the harness, or by hand for the lone resizer) fed garbage
     frames, unknown protocol versions and message types, malformed and
-    out-of-range fields, oversized frames, results from workers that do not
-    hold the job, absurd heartbeats and a jobs peer that never reads.
+    out-of-range fields, oversized frames, results from peers that do not
+    hold the job, lying heartbeats and a jobs peer that never reads.
 
-    Why: PROTOCOL.md sections 7, 8 and 10 and DESIGN.md invariant 3 say a
-    malformed or unknown message is logged and dropped, never answered and
-    never fatal, and that one bad peer harms nothing else. Only the running
-    processes, reached over their real sockets, can show that. After each
-    barrage a test asserts: the process is still running (not reaped), its
-    log holds the expected line for every message sent (an exact count per
-    reason), the replies the protocol does owe came in order and nothing
-    else came back, /healthz answers 200, and a real upload through the
-    frontend still ends done with a correct thumbnail. Each test prints one
-    "wire <test>:" line of observations (counts, recovery times) on stderr.
+    Why: PROTOCOL.md sections 6.3, 7, 8 and 10 and DESIGN.md invariant 3
+    say a malformed or unknown message is logged and dropped, never
+    answered and never fatal, that one bad peer harms nothing else, and
+    that only the peer a job was dispatched to can decide it. Only the
+    running processes, reached over their real sockets, can show that.
+    After each barrage a test asserts: the process is still running (not
+    reaped), its log holds the expected line for every message sent (an
+    exact count per reason), the replies the protocol does owe came in
+    order and nothing else came back, /healthz answers 200, and a real
+    upload through the frontend still ends done with a correct thumbnail.
+    Each test prints one "wire <test>:" line of observations (counts,
+    recovery times) on stderr.
 
     Tests: garbage on the intake ROUTER (1) and the status ROUTER (2), each
     a table of ~60 cases then a flood of 2000 random messages; frames over
     ZMQ_MAXMSGSIZE (3); one message of many frames each under it, with the
-    broker's peak memory (4); garbage on the results PULL (5); 100 fake
-    workers heartbeating 1000 slots each (6); a DONE for a running job
-    from a worker that does not hold it (7); a STARTED from a worker that
-    never sent a heartbeat (8); a PULL on the jobs PUSH that never reads
-    (9); a real resizer on the test's own sockets fed bad JOBs (10). Test
-    8 found a bug (the job waited for the job timeout), now fixed in the
-    broker; test 4 found that libzmq caps frames, not messages, now said in
-    PROTOCOL.md section 10.
+    broker's peak memory (4); garbage from a rogue resizer on the jobs
+    ROUTER (5); 100 fake peers heartbeating 1000 free slots each, which
+    buys them no credit (6); a DONE for a running job from a peer that does
+    not hold it, refused (7); a STARTED from another peer for a job whose
+    resizer died, refused, and the job re-queued as that resizer is lost
+    (8); a peer that says READY and never reads (9); a real resizer on the
+    test's own ROUTER fed bad JOBs (10). Test 4 found that libzmq caps
+    frames, not messages, now said in PROTOCOL.md section 10.
 
     The broker runs with --max-upload-bytes 200000, a 1.5 s heartbeat
     timeout and a 1 s dispatch timeout, the resizers heartbeat every
@@ -39,8 +41,10 @@
 
     Never: sleep as an assertion. A barrage on a ROUTER is followed by a
     PING on the same connection, whose PONG proves the broker has handled
-    (and logged) everything before it; on the PULL sockets a marker
-    HEARTBEAT (or JOB) plays that part. Every wait has a deadline.
+    (and logged) everything before it; on the jobs link, where nothing is
+    answered, a READY from the same peer (logged "event=ready") plays that
+    part, and towards the lone resizer a valid JOB. Every wait has a
+    deadline.
 */
 #include "expect.h"
 #include "harness.h"
@@ -257,9 +261,26 @@ static const s_case_t s_status_owed [] = {
                           "\"worker\":\"wire-rogue\"," members "}"
 #define S_STARTED(attempts) "{\"v\":1,\"type\":\"started\",\"id\":\"" S_ID "\"," \
                             "\"attempts\":" attempts ",\"worker\":\"wire-rogue\"}"
+#define S_READY(members) "{\"v\":1,\"type\":\"ready\"," members "}"
+#define S_ROGUE "wire-rogue"        //  the rogue resizer's name and routing id
 
-//  The results sink: bad heartbeats and results, and valid ones it must drop.
-static const s_case_t s_results [] = {
+//  The jobs ROUTER, from a rogue resizer named S_ROGUE: bad READYs,
+//  heartbeats and results, and valid ones it must drop.
+static const s_case_t s_link [] = {
+    { "READY credit 1001", S_FRAMES, S_READY ("\"slots\":1,\"credit\":1001,"
+      "\"worker\":\"" S_ROGUE "\""), 0, 0, false, "credit 1001 is not in 0..1000", NULL },
+    { "READY slots 0", S_FRAMES, S_READY ("\"slots\":0,\"credit\":1,"
+      "\"worker\":\"" S_ROGUE "\""), 0, 0, false, "slots 0 is not in 1..1000", NULL },
+    { "READY host with a space", S_FRAMES, S_READY ("\"slots\":1,\"credit\":1,"
+      "\"worker\":\"" S_ROGUE "\",\"host\":\"a b\""), 0, 0, false,
+      "host must be printable ASCII", NULL },
+    { "READY without credit", S_FRAMES, S_READY ("\"slots\":1,\"worker\":\"" S_ROGUE "\""),
+      0, 0, false, "missing field \"credit\"", NULL },
+    { "READY with data", S_FRAMES, S_READY ("\"slots\":1,\"credit\":1,"
+      "\"worker\":\"" S_ROGUE "\""), 10, 0, false, "READY carries no data frame", NULL },
+    { "READY for another worker", S_FRAMES, S_READY ("\"slots\":1,\"credit\":1000,"
+      "\"worker\":\"wire-victim\""), 0, 0, false,
+      "event=refused reason=worker_mismatch routing_id=" S_ROGUE " worker=wire-victim", NULL },
     { "slots 1001", S_FRAMES, S_BEAT ("\"slots\":1001,\"worker\":\"w\""), 0, 0, false,
       "slots 1001 is not in 0..1000", NULL },
     { "slots -1", S_FRAMES, S_BEAT ("\"slots\":-1,\"worker\":\"w\""), 0, 0, false,
@@ -303,11 +324,11 @@ static const s_case_t s_results [] = {
       "\"message\":\"x\""), 0, 0, false, "job=" S_ID " event=duplicate_result type=FAILED",
       NULL },
     { "STARTED for an unknown id", S_FRAMES, S_STARTED ("1"), 0, 0, false,
-      "job=" S_ID " event=stale_started", NULL },
-    { "SUBMIT on results", S_FRAMES, S_SUBMIT (S_OPTS), 100, 0, false,
-      "event=wrong_socket type=SUBMIT socket=results", NULL },
-    { "PING on results", S_FRAMES, "{\"v\":1,\"type\":\"ping\"}", 0, 0, false,
-      "event=wrong_socket type=PING socket=results", NULL },
+      "job=" S_ID " event=duplicate_result type=STARTED", NULL },
+    { "SUBMIT on jobs", S_FRAMES, S_SUBMIT (S_OPTS), 100, 0, false,
+      "event=wrong_socket type=SUBMIT socket=jobs", NULL },
+    { "PING on jobs", S_FRAMES, "{\"v\":1,\"type\":\"ping\"}", 0, 0, false,
+      "event=wrong_socket type=PING socket=jobs", NULL },
 };
 
 //  A resizer's jobs socket: bad JOBs, and valid messages that are not JOBs.
@@ -420,27 +441,43 @@ s_case_msg (const s_case_t *c)
     return msg;
 }
 
+//  The routing id cases go to when they are sent on a ROUTER (test 10,
+//  towards the lone resizer); NULL otherwise.
+static zframe_t *s_route;
+
 //  Send one case; on a ROUTER peer (DEALER) the empty delimiter goes first
-//  unless the case is bare.
+//  unless the case is bare; on our own ROUTER the routing id before it.
 static void
 s_send_case (zsock_t *sock, const s_case_t *c, bool envelope)
 {
     zmsg_t *msg = s_case_msg (c);
     if (envelope && !c->bare)
         zmsg_pushmem (msg, NULL, 0);
+    if (s_route)
+        zmsg_push (msg, zframe_dup (s_route));
     cr_assert_eq (zmsg_send (&msg, sock), 0, "cannot send '%s': %s", c->name,
                   zmq_strerror (zmq_errno ()));
+}
+
+//  A socket connected to a local port; a DEALER named `name` (its routing
+//  id, as a resizer's) when `name` is not NULL.
+static zsock_t *
+s_connect_as (int type, int port, const char *name)
+{
+    zsock_t *sock = zsock_new (type);
+    cr_assert_not_null (sock);
+    if (name)
+        zsock_set_identity (sock, name);
+    zsock_set_linger (sock, 0);
+    zsock_set_sndtimeo (sock, 5000);
+    cr_assert_eq (zsock_connect (sock, "tcp://127.0.0.1:%d", port), 0);
+    return sock;
 }
 
 static zsock_t *
 s_connect (int type, int port)
 {
-    zsock_t *sock = zsock_new (type);
-    cr_assert_not_null (sock);
-    zsock_set_linger (sock, 0);
-    zsock_set_sndtimeo (sock, 5000);
-    cr_assert_eq (zsock_connect (sock, "tcp://127.0.0.1:%d", port), 0);
-    return sock;
+    return s_connect_as (type, port, NULL);
 }
 
 //  The next message on `sock` within `ms` (NULL: none, or malformed).
@@ -970,95 +1007,97 @@ Test (wire, many_frames_under_the_limit_dropped, .fini = s_teardown, .timeout = 
 }
 
 //  ---------------------------------------------------------------------------
-//  5. The results sink
+//  5. A rogue resizer on the jobs ROUTER
 
-//  A HEARTBEAT from a new worker name with 0 slots, then wait for the
-//  broker's "joined": the PULL reads one peer in order, so everything sent
-//  before it has been handled. Returns the ms waited.
+//  A READY with no credit from the peer named `name` on `dealer`, then wait
+//  for the broker's "worker=NAME event=ready": the ROUTER reads one peer in
+//  order, so everything sent before it has been handled. Returns the ms
+//  waited.
 static long long
-s_results_sync (zsock_t *push)
+s_link_sync (zsock_t *dealer, const char *name)
 {
-    static int marker;
-    imgp_msg_t *beat = imgp_msg_new (IMGP_MSG_HEARTBEAT);
-    snprintf (beat->worker, sizeof beat->worker, "wire-marker-%d", ++marker);
+    imgp_msg_t *ready = imgp_msg_new (IMGP_MSG_READY);
+    snprintf (ready->worker, sizeof ready->worker, "%s", name);
+    ready->slots = 1;
+    ready->credit = 0;
     char needle [128];
-    snprintf (needle, sizeof needle, "worker=%s event=joined", beat->worker);
+    snprintf (needle, sizeof needle, "worker=%s event=ready ", name);
+    int seen = h_log_count (s_cluster->broker.log, needle);
     long long t0 = h_now_ms ();
-    s_send_msg (&beat, push);
-    long long waited = s_wait_log (&s_cluster->broker, needle, 1, S_REPLY_MS);
+    s_send_msg (&ready, dealer);
+    long long waited = s_wait_log (&s_cluster->broker, needle, seen + 1, S_REPLY_MS);
     cr_assert_geq (waited, 0, "the broker did not log '%s' within %d ms", needle, S_REPLY_MS);
     return h_now_ms () - t0;
 }
 
-Test (wire, results_garbage_dropped, .fini = s_teardown, .timeout = 120)
+Test (wire, jobs_link_garbage_dropped, .fini = s_teardown, .timeout = 120)
 {
     enum { FLOOD = 2000 };
     s_start (1, NULL, NULL);
     const char *log = s_cluster->broker.log;
-    zsock_t *push = s_connect (ZMQ_PUSH, s_cluster->broker_ports [3]);
+    zsock_t *rogue = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], S_ROGUE);
     static s_barrage_t barrage;
     memset (&barrage, 0, sizeof barrage);
     s_barrage_add (&barrage, S_CASES (s_generic));
-    s_barrage_add (&barrage, S_CASES (s_results));
+    s_barrage_add (&barrage, S_CASES (s_link));
     long long t0 = h_now_ms ();
-    s_barrage_send (&barrage, push, false, log);
-    s_results_sync (push);
+    s_barrage_send (&barrage, rogue, true, log);
+    s_link_sync (rogue, S_ROGUE);
     long long handled_ms = h_now_ms () - t0;
-    int dropped = s_barrage_check_log (&barrage, log, "results");
-    long long serving_ms = s_assert_serving ("the results barrage", h_now_ms ());
+    int dropped = s_barrage_check_log (&barrage, log, "jobs link");
+    long long serving_ms = s_assert_serving ("the jobs link barrage", h_now_ms ());
 
     int before = h_log_count (log, S_MALFORMED);
     t0 = h_now_ms ();
-    s_flood (push, false, FLOOD);
-    s_results_sync (push);
+    s_flood (rogue, true, FLOOD);
+    s_link_sync (rogue, S_ROGUE);
     long long flood_ms = h_now_ms () - t0;
     int flooded = h_log_count (log, S_MALFORMED) - before;
     cr_expect_eq (flooded, FLOOD, "%d malformed lines for a flood of %d", flooded, FLOOD);
-    long long after_flood_ms = s_assert_serving ("the results flood", h_now_ms ());
+    long long after_flood_ms = s_assert_serving ("the jobs link flood", h_now_ms ());
     s_assert_no_job ();
-    fprintf (stderr, "wire results: %d messages (%d malformed, %d valid but not for any job "
-             "or socket) handled in %lld ms: %d '%s' lines, each valid one logged as "
-             "duplicate_result / stale_started / wrong_socket; next job done in %lld ms. "
-             "Flood of %d: handled in %lld ms, %d lines; next job done in %lld ms\n",
-             barrage.count, s_barrage_malformed (&barrage),
+    char needle [64];
+    snprintf (needle, sizeof needle, "event=dispatched worker=%s ", S_ROGUE);
+    cr_expect_eq (h_log_count (log, needle), 0, "the rogue, READY with no credit, got a job");
+    fprintf (stderr, "wire jobs_link: %d messages from a rogue resizer (%d malformed, %d valid "
+             "but not for any job, socket or worker) handled in %lld ms: %d '%s' lines, each "
+             "valid one logged as duplicate_result / wrong_socket / worker_mismatch; next job "
+             "done in %lld ms. Flood of %d: handled in %lld ms, %d lines; next job done in "
+             "%lld ms\n", barrage.count, s_barrage_malformed (&barrage),
              barrage.count - s_barrage_malformed (&barrage), handled_ms, dropped, S_MALFORMED,
              serving_ms, FLOOD, flood_ms, flooded, after_flood_ms);
-    zsock_destroy (&push);
+    zsock_destroy (&rogue);
     h_cluster_pass (s_cluster);
 }
 
 //  ---------------------------------------------------------------------------
-//  6. Heartbeats that lie: many fake workers with 1000 slots each
+//  6. Heartbeats that lie: many fake peers with 1000 free slots each
 
-static void
-s_fake_beats (zsock_t *push, int workers, int slots)
+Test (wire, fake_heartbeats_buy_no_credit, .fini = s_teardown, .timeout = 180)
 {
-    for (int i = 0; i < workers; i++) {
-        imgp_msg_t *beat = imgp_msg_new (IMGP_MSG_HEARTBEAT);
-        snprintf (beat->worker, sizeof beat->worker, "wire-fake-%03d", i);
-        beat->slots = slots;
-        s_send_msg (&beat, push);
-    }
-}
-
-Test (wire, fake_heartbeats_expire_and_jobs_end, .fini = s_teardown, .timeout = 180)
-{
-    //  Valid HEARTBEATs, legal extremes: 100 workers nobody runs, 1000
-    //  free slots each. The broker must forget them after its heartbeat
-    //  timeout, and real jobs must end meanwhile. The credit they fake lets
-    //  the broker push more jobs at the one real resizer than it has slots;
-    //  a 5 s dispatch timeout keeps that from costing attempts here (with
-    //  1 s, a slow ASan run re-dispatched some jobs).
+    //  Valid HEARTBEATs, legal extremes: 100 peers nobody runs, each
+    //  saying 1000 free slots. A HEARTBEAT is no READY: it registers its
+    //  peer with no credit, so no job may go to one (with PUSH/PULL and
+    //  heartbeat credit, they made the broker push jobs nowhere). The broker
+    //  forgets them after its heartbeat timeout; real jobs end meanwhile,
+    //  each at its first attempt.
     enum { FAKES = 100, JOBS = 20 };
-    s_start (1, "--dispatch-timeout-ms", "5000");
+    s_start (1, NULL, NULL);
     const char *log = s_cluster->broker.log;
-    zsock_t *push = s_connect (ZMQ_PUSH, s_cluster->broker_ports [3]);
     int lost_before = h_log_count (log, "event=lost");
+    static zsock_t *fakes [FAKES];
     long long t0 = h_now_ms ();
-    s_fake_beats (push, FAKES, 1000);
-    s_results_sync (push);
-    int joined = h_log_count (log, "slots=1000");
-    cr_expect_eq (joined, FAKES, "%d fake workers joined, want %d", joined, FAKES);
+    for (int i = 0; i < FAKES; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "wire-fake-%03d", i);
+        fakes [i] = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], name);
+        imgp_msg_t *beat = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+        snprintf (beat->worker, sizeof beat->worker, "%s", name);
+        beat->slots = 1000;
+        s_send_msg (&beat, fakes [i]);
+    }
+    cr_assert_geq (s_wait_log (&s_cluster->broker, "event=joined by=HEARTBEAT", FAKES,
+                               S_REPLY_MS), 0, "the %d fake peers did not all join", FAKES);
 
     char ids [JOBS][H_ID_SIZE];
     for (int i = 0; i < JOBS; i++)
@@ -1070,18 +1109,22 @@ Test (wire, fake_heartbeats_expire_and_jobs_end, .fini = s_teardown, .timeout = 
         json_decref (status);
     }
     long long jobs_ms = h_now_ms () - t0;
-    //  The fakes and the marker go silent and are all declared lost.
-    cr_expect_geq (s_wait_log (&s_cluster->broker, "event=lost", lost_before + FAKES + 1,
+    cr_expect_eq (h_log_count (log, "event=dispatched worker=wire-fake-"), 0,
+                  "a job went to a peer that only heartbeated");
+    cr_expect_eq (retried, 0, "%d jobs needed another attempt", retried);
+    cr_expect_geq (s_wait_log (&s_cluster->broker, "event=lost", lost_before + FAKES,
                                S_REPLY_MS), 0,
-                   "the broker did not declare the %d fake workers lost", FAKES);
+                   "the broker did not declare the %d fake peers lost", FAKES);
     long long lost_ms = h_now_ms () - t0;
     long long serving_ms = s_assert_serving ("fake heartbeats", h_now_ms ());
-    fprintf (stderr, "wire fake_heartbeats: %d fake workers with 1000 slots each joined; %d "
-             "jobs uploaded meanwhile all done with correct thumbnails %lld ms after the "
-             "heartbeats (%d needed more than one attempt); all fakes declared lost by %lld "
-             "ms (heartbeat timeout %d ms); next job done in %lld ms\n", FAKES, JOBS,
-             jobs_ms, retried, lost_ms, S_HEARTBEAT_TIMEOUT_MS, serving_ms);
-    zsock_destroy (&push);
+    fprintf (stderr, "wire fake_heartbeats: %d fake peers heartbeating 1000 free slots each "
+             "joined with no credit; %d jobs uploaded meanwhile all done by the real resizer "
+             "with correct thumbnails %lld ms after the heartbeats (%d needed more than one "
+             "attempt, none went to a fake); all fakes declared lost by %lld ms (heartbeat "
+             "timeout %d ms); next job done in %lld ms\n", FAKES, JOBS, jobs_ms, retried,
+             lost_ms, S_HEARTBEAT_TIMEOUT_MS, serving_ms);
+    for (int i = 0; i < FAKES; i++)
+        zsock_destroy (&fakes [i]);
     h_cluster_pass (s_cluster);
 }
 
@@ -1109,13 +1152,15 @@ s_result (imgp_msg_type_t type, const char *id, const char *worker)
     return msg;
 }
 
-Test (wire, foreign_done_first_result_wins, .fini = s_teardown, .timeout = 120)
+Test (wire, foreign_done_refused, .fini = s_teardown, .timeout = 120)
 {
-    //  PROTOCOL.md 6.3: the first DONE or FAILED for an unfinished job
-    //  decides it, whichever attempt or worker it comes from; later ones
-    //  are dropped. So a peer on the sink that knows an id decides the job.
+    //  PROTOCOL.md 6.3: a result counts only from the peer the attempt was
+    //  dispatched to. Peers that know the id of a running job, one with a
+    //  well-made PNG, cannot decide it; the real resizer's DONE does.
     s_start (1, NULL, NULL);
-    zsock_t *push = s_connect (ZMQ_PUSH, s_cluster->broker_ports [3]);
+    const char *log = s_cluster->broker.log;
+    zsock_t *rogue = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], S_ROGUE);
+    zsock_t *rogue2 = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], "wire-rogue-2");
     char id [H_ID_SIZE];
     s_upload (s_image (S_SLOW), id);
     s_wait_started (id);
@@ -1125,66 +1170,65 @@ Test (wire, foreign_done_first_result_wins, .fini = s_teardown, .timeout = 120)
     size_t size = 0;
     void *bytes = h_make_image ("png", 10, 10, false, &size);
     cr_assert_not_null (bytes);
-    imgp_msg_t *done = s_result (IMGP_MSG_DONE, id, "wire-rogue");
+    imgp_msg_t *done = s_result (IMGP_MSG_DONE, id, S_ROGUE);
     done->result = (imgp_result_t) { 10, 10, IMGP_FORMAT_PNG, (int64_t) size, 1 };
     s_set_data (done, bytes, size);
-    s_send_msg (&done, push);
+    s_send_msg (&done, rogue);
     imgp_msg_t *failed = s_result (IMGP_MSG_FAILED, id, "wire-rogue-2");
     snprintf (failed->code, sizeof failed->code, "internal");
-    s_send_msg (&failed, push);
-    char needle [128];
-    snprintf (needle, sizeof needle, "job=%s event=done worker=wire-rogue ", id);
-    cr_assert_geq (s_wait_log (&s_cluster->broker, needle, 1, S_REPLY_MS), 0, "no '%s'",
-                   needle);
+    s_send_msg (&failed, rogue2);
+    char needle [160];
+    snprintf (needle, sizeof needle, "job=%s event=result_refused reason=not_dispatched_here",
+              id);
+    long long refused_ms = s_wait_log (&s_cluster->broker, needle, 2, S_REPLY_MS);
+    cr_assert_geq (refused_ms, 0, "the two foreign results were not both refused");
 
-    //  The real resizer's DONE comes later and is dropped.
+    //  The real resizer's DONE decides it.
     cr_assert_eq (h_resume (resizer->pid), 0);
-    snprintf (needle, sizeof needle, "job=%s event=duplicate_result type=DONE", id);
-    long long dropped_ms = s_wait_log (&s_cluster->broker, needle, 1, S_JOB_MS);
-    cr_expect_geq (dropped_ms, 0, "the real resizer's DONE was not dropped");
-    json_t *status = expect_job_ends (s_port (), id, "done");
-    h_response_t thumb;
-    s_thumbnail (id, &thumb);
-    cr_expect (thumb.body_size == size && memcmp (thumb.body, bytes, size) == 0,
-               "the thumbnail is not the first result's bytes");
+    json_t *status = s_expect_done (id, s_image (S_SLOW));
+    cr_expect_eq (s_attempts (status), 1);
+    snprintf (needle, sizeof needle, "job=%s event=done worker=%s", id, S_ROGUE);
+    cr_expect_eq (h_log_count (log, needle), 0, "the rogue's DONE was taken");
     char *text = json_dumps (status, JSON_COMPACT);
     long long serving_ms = s_assert_serving ("foreign results", h_now_ms ());
-    fprintf (stderr, "wire foreign_done: a DONE from 'wire-rogue' (which never heartbeated) "
-             "for a running job decided it (%s); a FAILED after it and the real resizer's "
-             "DONE %lld ms after SIGCONT were dropped; next job done in %lld ms\n", text,
-             dropped_ms, serving_ms);
+    fprintf (stderr, "wire foreign_done: a DONE (a valid 10x10 PNG) from '%s' and a FAILED "
+             "from 'wire-rogue-2' for a running job were refused (not_dispatched_here, "
+             "logged %lld ms after sending); the real resizer's DONE decided it (%s); next "
+             "job done in %lld ms\n", S_ROGUE, refused_ms, text, serving_ms);
     free (text);
     json_decref (status);
-    h_response_free (&thumb);
     free (bytes);
-    zsock_destroy (&push);
+    zsock_destroy (&rogue);
+    zsock_destroy (&rogue2);
     h_cluster_pass (s_cluster);
 }
 
-Test (wire, started_by_unknown_worker_requeued, .fini = s_teardown, .timeout = 120)
+Test (wire, started_by_another_peer_refused, .fini = s_teardown, .timeout = 120)
 {
-    //  PROTOCOL.md 6.2: a job STARTED by a worker that is not live is
-    //  re-queued after --heartbeat-timeout-ms of silence. A STARTED naming
-    //  a worker that never sent a heartbeat is such a worker.
+    //  PROTOCOL.md 6.2, 6.3: a job whose resizer dies is re-queued after
+    //  --heartbeat-timeout-ms of silence, and a STARTED for it from a peer
+    //  it was not dispatched to changes nothing (in the PUSH/PULL days it
+    //  took the job over, which then waited for that peer to be lost).
     s_start (1, "--job-timeout-ms", "20000");
     const char *log = s_cluster->broker.log;
-    zsock_t *push = s_connect (ZMQ_PUSH, s_cluster->broker_ports [3]);
+    zsock_t *ghost = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], "wire-ghost");
     char id [H_ID_SIZE];
     s_upload (s_image (S_SLOW), id);
     s_wait_started (id);
     cr_assert_eq (h_proc_signal (&s_cluster->resizer [0], SIGKILL, 5000), 0);
     imgp_msg_t *started = s_result (IMGP_MSG_STARTED, id, "wire-ghost");
     long long t0 = h_now_ms ();
-    s_send_msg (&started, push);
-    char needle [128];
-    snprintf (needle, sizeof needle, "job=%s event=started worker=wire-ghost", id);
+    s_send_msg (&started, ghost);
+    char needle [160];
+    snprintf (needle, sizeof needle, "job=%s event=result_refused reason=not_dispatched_here "
+              "type=STARTED worker=wire-ghost", id);
     cr_assert_geq (s_wait_log (&s_cluster->broker, needle, 1, S_REPLY_MS), 0, "no '%s'",
                    needle);
     cr_assert_geq (h_cluster_add_resizer (s_cluster, 20000), 0, "no new resizer");
 
     snprintf (needle, sizeof needle, "job=%s event=requeued", id);
     long long requeued_ms = s_wait_log (&s_cluster->broker, needle, 1, 25000);
-    json_t *status = expect_job_ends (s_port (), id, "done");
+    json_t *status = s_expect_done (id, s_image (S_SLOW));
     long long done_ms = h_now_ms () - t0;
     char reason [160] = "";
     size_t log_size = 0;
@@ -1193,22 +1237,21 @@ Test (wire, started_by_unknown_worker_requeued, .fini = s_teardown, .timeout = 1
     if (line)
         snprintf (reason, sizeof reason, "%.*s", (int) strcspn (line, "\n"), line);
     free (text);
-    fprintf (stderr, "wire started_by_unknown_worker: the only resizer killed while running "
-             "the job, a STARTED for it from 'wire-ghost' (never heartbeated): re-queued "
-             "after %lld ms (%s), done %lld ms after the STARTED (attempts %lld)\n",
-             requeued_ms, reason, done_ms, s_attempts (status));
+    fprintf (stderr, "wire started_by_another_peer: the only resizer killed while running "
+             "the job, a STARTED for it from 'wire-ghost' refused; re-queued after %lld ms "
+             "(%s), done %lld ms after the STARTED (attempts %lld)\n", requeued_ms, reason,
+             done_ms, s_attempts (status));
     json_decref (status);
     cr_expect (requeued_ms >= 0 && strstr (reason, "reason=worker_lost"),
-               "a job STARTED by a worker that never sent a heartbeat must be re-queued as "
-               "that worker is lost, not after --job-timeout-ms: got '%s' after %lld ms",
-               reason, requeued_ms);
-    s_assert_serving ("a STARTED from an unknown worker", h_now_ms ());
-    zsock_destroy (&push);
+               "the job of a lost resizer must be re-queued as that resizer is lost, not "
+               "after --job-timeout-ms: got '%s' after %lld ms", reason, requeued_ms);
+    s_assert_serving ("a STARTED from another peer", h_now_ms ());
+    zsock_destroy (&ghost);
     h_cluster_pass (s_cluster);
 }
 
 //  ---------------------------------------------------------------------------
-//  9. A peer on the jobs PUSH that takes jobs and never reads them
+//  9. A peer that says READY and never reads its jobs
 
 //  Read every JOB the rogue holds (its pipe, then what libzmq still reads
 //  from the connection: until 500 ms pass without one). Returns how many;
@@ -1232,17 +1275,22 @@ s_drain_jobs (zsock_t *rogue, char (*ids) [H_ID_SIZE], int count)
 
 Test (wire, jobs_peer_that_never_reads, .fini = s_teardown, .timeout = 180)
 {
-    //  A PULL on the ventilator that never reads is a resizer that hangs:
-    //  PUSH's round robin gives it jobs, it never STARTs them, and the
-    //  dispatch timeout (1 s here) must send them to the real resizer.
+    //  A peer that says READY and then never reads or answers is a resizer
+    //  that hangs: it gets the jobs its credit asks for (2), never STARTs
+    //  them, goes silent, and the dispatch timeout (1 s) or its loss
+    //  (1.5 s) must send them to the real resizer. It is given nothing
+    //  beyond its credit.
     enum { JOBS = 12 };
     s_start (1, NULL, NULL);
     const char *log = s_cluster->broker.log;
-    zsock_t *rogue = zsock_new (ZMQ_PULL);
-    cr_assert_not_null (rogue);
-    zsock_set_rcvhwm (rogue, 1);            //  like a resizer's
-    zsock_set_linger (rogue, 0);
-    cr_assert_eq (zsock_connect (rogue, "tcp://127.0.0.1:%d", s_cluster->broker_ports [2]), 0);
+    zsock_t *rogue = s_connect_as (ZMQ_DEALER, s_cluster->broker_ports [2], "wire-silent");
+    imgp_msg_t *ready = imgp_msg_new (IMGP_MSG_READY);
+    snprintf (ready->worker, sizeof ready->worker, "wire-silent");
+    ready->slots = 1;
+    ready->credit = 2;
+    s_send_msg (&ready, rogue);
+    cr_assert_geq (s_wait_log (&s_cluster->broker, "worker=wire-silent event=ready", 1,
+                               S_REPLY_MS), 0, "the broker did not read the READY");
     long long t0 = h_now_ms ();
     char ids [JOBS][H_ID_SIZE];
     for (int i = 0; i < JOBS; i++)
@@ -1257,16 +1305,20 @@ Test (wire, jobs_peer_that_never_reads, .fini = s_teardown, .timeout = 180)
         json_decref (status);
     }
     long long all_done_ms = h_now_ms () - t0;
-    int requeued = h_log_count (log, "reason=dispatch_timeout");
-    bool held = (zsock_events (rogue) & ZMQ_POLLIN) != 0;
+    int requeued = h_log_count (log, "reason=dispatch_timeout")
+                 + h_log_count (log, "reason=worker_lost");
+    int sent = h_log_count (log, "event=dispatched worker=wire-silent ");
     int taken = s_drain_jobs (rogue, ids, JOBS);
-    cr_expect (held && taken >= 1, "the silent peer was never given a job: nothing tested");
-    cr_expect_geq (requeued, 1, "no dispatch_timeout re-queue logged");
+    cr_expect (taken >= 1, "the silent peer was never given a job: nothing tested");
+    cr_expect (sent <= 2 && taken == sent, "the silent peer with credit 2 was sent %d JOBs, "
+               "got %d", sent, taken);
+    cr_expect_geq (requeued, taken, "its jobs were not all re-queued");
     long long serving_ms = s_assert_serving ("a silent jobs peer", h_now_ms ());
     fprintf (stderr, "wire jobs_silent_peer: %d jobs, all done with correct thumbnails in "
-             "%lld ms; the silent PULL held %d JOB(s); %d dispatch_timeout re-queues; %d jobs "
-             "needed > 1 attempt (most %lld); next job done in %lld ms\n", JOBS, all_done_ms,
-             taken, requeued, retried, max_attempts, serving_ms);
+             "%lld ms; the silent peer (READY, credit 2) held %d JOB(s); %d re-queues "
+             "(dispatch_timeout or worker_lost); %d jobs needed > 1 attempt (most %lld); next "
+             "job done in %lld ms\n", JOBS, all_done_ms, taken, requeued, retried,
+             max_attempts, serving_ms);
     zsock_destroy (&rogue);
     h_cluster_pass (s_cluster);
 }
@@ -1277,9 +1329,9 @@ Test (wire, jobs_peer_that_never_reads, .fini = s_teardown, .timeout = 180)
 typedef struct {
     char dir [64];                  //  temp dir for its log
     h_proc_t proc;                  //  the resizer
-    zsock_t *jobs;                  //  our PUSH, bound
-    zsock_t *results;               //  our PULL, bound
-    int beats;                      //  HEARTBEATs received
+    zsock_t *jobs;                  //  our ROUTER, bound: the resizer's broker
+    zframe_t *route;                //  its routing id (from its READY)
+    int beats;                      //  HEARTBEATs (and READYs) received
     bool ok;                        //  the test passed: remove the log
 } s_lone_t;
 
@@ -1298,6 +1350,13 @@ s_bind_any (int type, char *endpoint, size_t size)
     return sock;
 }
 
+//  Is this a liveness message (HEARTBEAT, or the READY of a reconnect)?
+static bool
+s_lone_beat (imgp_msg_t *msg)
+{
+    return msg && (msg->type == IMGP_MSG_HEARTBEAT || msg->type == IMGP_MSG_READY);
+}
+
 //  The next STARTED, DONE or FAILED within `ms`, counting heartbeats.
 static imgp_msg_t *
 s_lone_result (int ms)
@@ -1305,8 +1364,8 @@ s_lone_result (int ms)
     long long deadline = h_now_ms () + ms;
     imgp_msg_t *msg = NULL;
     while (!msg && h_now_ms () < deadline) {
-        msg = s_recv (s_lone.results, (int) (deadline - h_now_ms ()));
-        if (msg && msg->type == IMGP_MSG_HEARTBEAT) {
+        msg = s_recv (s_lone.jobs, (int) (deadline - h_now_ms ()));
+        if (s_lone_beat (msg)) {
             s_lone.beats++;
             imgp_msg_destroy (&msg);
         }
@@ -1317,23 +1376,31 @@ s_lone_result (int ms)
 static void
 s_lone_start (void)
 {
-    char jobs [64], results [64];
-    s_lone.jobs = s_bind_any (ZMQ_PUSH, jobs, sizeof jobs);
-    s_lone.results = s_bind_any (ZMQ_PULL, results, sizeof results);
+    char jobs [64];
+    s_lone.jobs = s_bind_any (ZMQ_ROUTER, jobs, sizeof jobs);
+    //  As the broker's: a send to a peer that is not there fails, and the
+    //  resizer's next connection takes its routing id back.
+    zsock_set_router_mandatory (s_lone.jobs, 1);
+    zsock_set_router_handover (s_lone.jobs, 1);
     snprintf (s_lone.dir, sizeof s_lone.dir, "/tmp/imgp-wire-XXXXXX");
     cr_assert_not_null (mkdtemp (s_lone.dir));
     snprintf (s_lone.proc.name, sizeof s_lone.proc.name, "resizer");
     snprintf (s_lone.proc.log, sizeof s_lone.proc.log, "%s/resizer.log", s_lone.dir);
-    char *argv [] = { H_RESIZER_BIN, "--jobs", jobs, "--results", results, "--name",
+    char *argv [] = { H_RESIZER_BIN, "--jobs", jobs, "--name",
                       "wire-lone", "--heartbeat-ms", "200", "--max-upload-bytes", S_TEXT (S_MAX_UPLOAD),
                       "--verbose", NULL };
     s_lone.proc.pid = h_spawn (argv, s_lone.proc.log, NULL);
     cr_assert_gt (s_lone.proc.pid, 0);
-    imgp_msg_t *beat = s_recv (s_lone.results, 20000);
-    cr_assert (beat && beat->type == IMGP_MSG_HEARTBEAT && beat->slots == 1,
-               "no HEARTBEAT with 1 slot from the resizer within 20 s");
+    imgp_msg_t *ready = s_recv (s_lone.jobs, 20000);
+    cr_assert (ready && ready->type == IMGP_MSG_READY && ready->slots == 1
+               && ready->credit >= 1, "no READY with 1 slot and credit from the resizer "
+               "within 20 s");
+    cr_expect_str_eq (imgp_msg_routing_name (ready), ready->worker,
+                      "its routing id is not its worker name");
+    s_lone.route = zframe_dup (ready->routing_id);
+    s_route = s_lone.route;
     s_lone.beats++;
-    imgp_msg_destroy (&beat);
+    imgp_msg_destroy (&ready);
 }
 
 static void
@@ -1342,7 +1409,8 @@ s_lone_stop (void)
     if (s_lone.proc.pid > 0)
         h_stop (s_lone.proc.pid, 10000);
     zsock_destroy (&s_lone.jobs);
-    zsock_destroy (&s_lone.results);
+    s_route = NULL;
+    zframe_destroy (&s_lone.route);
     if (!s_lone.ok)
         fprintf (stderr, "wire: the test did not pass; the resizer's log is kept in %s\n",
                  s_lone.proc.log);
@@ -1363,6 +1431,7 @@ s_lone_job (const char *id, const void *data, size_t size)
     job->opts = (imgp_opts_t) { .width = 100, .height = 100, .fit = IMGP_FIT_INSIDE,
                                 .format = IMGP_FORMAT_PNG, .quality = 0, .enlarge = false };
     s_set_data (job, data, size);
+    job->routing_id = zframe_dup (s_lone.route);
     int rc = imgp_msg_send (&job, s_lone.jobs);
     if (rc != 0)
         s_assert_alive (&s_lone.proc, "the JOBs sent so far");
@@ -1431,6 +1500,24 @@ s_lone_expect_done (const char *id, int ms)
     imgp_msg_destroy (&result);
 }
 
+//  The READY of the resizer's next connection (heartbeats before it are
+//  counted): a JOB sent before it would find no peer.
+static void
+s_lone_await_ready (void)
+{
+    long long deadline = h_now_ms () + S_REPLY_MS;
+    imgp_msg_t *msg = NULL;
+    while (!(msg && msg->type == IMGP_MSG_READY) && h_now_ms () < deadline) {
+        imgp_msg_destroy (&msg);
+        msg = s_recv (s_lone.jobs, (int) (deadline - h_now_ms ()));
+        cr_expect (!msg || s_lone_beat (msg), "an unexpected %s",
+                   msg ? imgp_msg_type_name (msg->type) : "");
+        s_lone.beats += s_lone_beat (msg);
+    }
+    cr_assert (msg && msg->type == IMGP_MSG_READY, "no READY after the connection was cut");
+    imgp_msg_destroy (&msg);
+}
+
 //  At least `more` further heartbeats arrive within the deadline, and
 //  nothing else does.
 static void
@@ -1439,10 +1526,10 @@ s_lone_expect_beats (int more)
     int want = s_lone.beats + more;
     long long deadline = h_now_ms () + S_REPLY_MS;
     while (s_lone.beats < want && h_now_ms () < deadline) {
-        imgp_msg_t *msg = s_recv (s_lone.results, (int) (deadline - h_now_ms ()));
-        cr_expect (!msg || msg->type == IMGP_MSG_HEARTBEAT, "an unexpected %s",
+        imgp_msg_t *msg = s_recv (s_lone.jobs, (int) (deadline - h_now_ms ()));
+        cr_expect (!msg || s_lone_beat (msg), "an unexpected %s",
                    msg ? imgp_msg_type_name (msg->type) : "");
-        s_lone.beats += msg && msg->type == IMGP_MSG_HEARTBEAT;
+        s_lone.beats += s_lone_beat (msg);
         imgp_msg_destroy (&msg);
     }
     cr_expect_geq (s_lone.beats, want, "the resizer stopped heartbeating");
@@ -1457,7 +1544,7 @@ Test (wire, resizer_garbage_jobs, .fini = s_lone_stop, .timeout = 120)
     s_barrage_add (&barrage, S_CASES (s_generic));
     s_barrage_add (&barrage, S_CASES (s_jobs));
     long long t0 = h_now_ms ();
-    s_barrage_send (&barrage, s_lone.jobs, false, log);
+    s_barrage_send (&barrage, s_lone.jobs, true, log);
 
     //  Valid JOBs whose bytes are no image: FAILED, and the first answer
     //  that comes at all is this STARTED, so the garbage got none.
@@ -1480,7 +1567,8 @@ Test (wire, resizer_garbage_jobs, .fini = s_lone_stop, .timeout = 120)
     s_lone_expect_beats (2);
 
     //  A JOB over its maxmsgsize: libzmq cuts the connection, the resizer
-    //  makes its jobs socket again and takes the next JOB.
+    //  makes its jobs socket again (READY again, the same routing id) and
+    //  takes the next JOB.
     uint8_t *big = calloc (1, S_MAX_MSG + 1);
     cr_assert_not_null (big);
     s_lone_job ("10000000000000000000000000000005", big, S_MAX_MSG + 1);
@@ -1488,6 +1576,7 @@ Test (wire, resizer_garbage_jobs, .fini = s_lone_stop, .timeout = 120)
     long long cut_ms = s_wait_log (&s_lone.proc, "event=jobs_disconnected", 1, S_REPLY_MS);
     cr_expect_geq (cut_ms, 0, "the resizer did not log its jobs connection cut");
     t0 = h_now_ms ();
+    s_lone_await_ready ();
     s_lone_expect_done ("10000000000000000000000000000006", S_JOB_MS);
     long long back_ms = h_now_ms () - t0;
     s_assert_alive (&s_lone.proc, "an oversized JOB");

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "imgp_broker.h"
+#include "imgp_curve.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_peers.h"
@@ -222,6 +223,8 @@ Test (table, timeouts_and_lost_workers)
 
 TestSuite (peers, .init = s_setup, .fini = s_teardown, .timeout = 10);
 
+#define S_ANY_BYTES INT64_MAX         //  prefetch behind any originals
+
 //  A peer heard at `now` with `slots` slots and `credit`.
 static imgp_peer_t *
 s_peer (imgp_peers_t *peers, const char *name, int slots, int credit, int64_t now)
@@ -239,14 +242,14 @@ Test (peers, credit_is_set_taken_and_given_back)
     imgp_peer_t *w1 = imgp_peers_heard (peers, "w1", 0, &joined);
     cr_assert (joined);
     cr_assert_eq (w1->credit, 0, "known by a heartbeat only: no credit");
-    cr_assert_null (imgp_peers_choose (peers, 0, 1000, 5), "no credit, no job");
+    cr_assert_null (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), "no credit, no job");
     imgp_peers_ready (w1, 1, 2);
-    cr_assert_eq (imgp_peers_choose (peers, 0, 1000, 5), w1);
-    imgp_peers_sent (w1, 1);
-    imgp_peers_sent (w1, 2);
+    cr_assert_eq (imgp_peers_choose (peers, 0, 1000, 5, S_ANY_BYTES), w1);
+    imgp_peers_sent (w1, 1, 10);
+    imgp_peers_sent (w1, 2, 10);
     cr_assert_eq (w1->credit, 0);
     cr_assert_eq (w1->held, 2);
-    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 5), "no JOB beyond credit");
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 5, S_ANY_BYTES), "no JOB beyond credit");
     imgp_peers_returned (w1);
     cr_assert_eq (w1->credit, 1, "a result gives one back");
     imgp_peers_ready (w1, 1, 2);
@@ -264,18 +267,40 @@ Test (peers, a_free_slot_beats_credit_on_a_busy_peer)
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *busy = s_peer (peers, "busy", 1, 2, 0);
     imgp_peer_t *idle = s_peer (peers, "idle", 1, 2, 0);
-    imgp_peers_sent (busy, 1);                  //  busy works on one, credit 1 left
-    cr_assert_eq (imgp_peers_choose (peers, 2, 1000, 1), idle);
-    imgp_peers_sent (idle, 2);
+    imgp_peers_sent (busy, 1, 10);                  //  busy works on one, credit 1 left
+    cr_assert_eq (imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES), idle);
+    imgp_peers_sent (idle, 2, 10);
     //  Both busy, one job queued and two peers: no backlog, so it waits
     //  for the first slot that frees rather than queue behind a long job.
-    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 1));
+    cr_assert_null (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES));
     //  A backlog: the other slot has work when it frees anyway, so
     //  prefetch, to the one that got a job longest ago.
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 2), busy);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 2, S_ANY_BYTES), busy);
     //  A lone resizer always takes one ahead: nobody else could start it.
     imgp_peers_remove (peers, "idle");
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1), busy);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), busy);
+    imgp_peers_destroy (&peers);
+}
+
+Test (peers, no_job_ahead_behind_large_originals)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    imgp_peer_t *photo = s_peer (peers, "photo", 1, 2, 0);
+    imgp_peer_t *icons = s_peer (peers, "icons", 1, 2, 0);
+    imgp_peers_sent (photo, 1, 5000000);        //  a large photo
+    imgp_peers_sent (icons, 2, 2000);           //  a small image
+    //  A backlog, both busy: the job goes ahead only behind small work.
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 4, 65536), icons);
+    imgp_peers_sent (icons, 3, 2000);
+    cr_assert_null (imgp_peers_choose (peers, 4, 1000, 4, 65536), "icons has no credit left, "
+                    "and nothing waits behind the photo");
+    imgp_peers_released (photo, 5000000);
+    cr_assert_eq (photo->held_bytes, 0);
+    cr_assert_eq (imgp_peers_choose (peers, 5, 1000, 4, 65536), photo, "its slot is free");
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    imgp_peers_released (icons, 2000);
+    cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
     imgp_peers_destroy (&peers);
 }
 
@@ -284,14 +309,14 @@ Test (peers, equal_peers_take_turns_and_more_room_wins)
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *a = s_peer (peers, "a", 2, 3, 0);
     imgp_peer_t *b = s_peer (peers, "b", 2, 3, 0);
-    imgp_peer_t *first = imgp_peers_choose (peers, 1, 1000, 1);
-    imgp_peers_sent (first, 1);
-    imgp_peer_t *second = imgp_peers_choose (peers, 2, 1000, 1);
+    imgp_peer_t *first = imgp_peers_choose (peers, 1, 1000, 1, S_ANY_BYTES);
+    imgp_peers_sent (first, 1, 10);
+    imgp_peer_t *second = imgp_peers_choose (peers, 2, 1000, 1, S_ANY_BYTES);
     cr_assert_neq (first, second, "the other one has more room");
-    imgp_peers_sent (second, 2);
-    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1), first, "equal room: the one that waited");
+    imgp_peers_sent (second, 2, 10);
+    cr_assert_eq (imgp_peers_choose (peers, 3, 1000, 1, S_ANY_BYTES), first, "equal room: the one that waited");
     imgp_peer_t *big = s_peer (peers, "big", 8, 8, 3);
-    cr_assert_eq (imgp_peers_choose (peers, 4, 1000, 1), big);
+    cr_assert_eq (imgp_peers_choose (peers, 4, 1000, 1, S_ANY_BYTES), big);
     (void) a; (void) b;
     imgp_peers_destroy (&peers);
 }
@@ -300,8 +325,8 @@ Test (peers, silent_peers_are_not_chosen_and_are_lost)
 {
     imgp_peers_t *peers = imgp_peers_new ();
     imgp_peer_t *old = s_peer (peers, "old", 1, 2, 0);
-    cr_assert_eq (imgp_peers_choose (peers, 1000, 1000, 1), old);
-    cr_assert_null (imgp_peers_choose (peers, 1001, 1000, 1), "silent too long");
+    cr_assert_eq (imgp_peers_choose (peers, 1000, 1000, 1, S_ANY_BYTES), old);
+    cr_assert_null (imgp_peers_choose (peers, 1001, 1000, 1, S_ANY_BYTES), "silent too long");
     s_peer (peers, "new", 1, 2, 900);
     cr_assert_null (imgp_peers_lost (peers, 1000, 1000));
     imgp_peer_t *lost = imgp_peers_lost (peers, 1001, 1000);
@@ -2543,4 +2568,87 @@ Test (broker, beyond_loopback_needs_keys_or_insecure)
     config.jobs = "tcp://127.0.0.1:*";
     config.curve_secret = "/nonexistent/broker_secret";
     cr_assert_null (imgp_broker_new (&config), "a secret without a clients dir");
+}
+
+//  ---------------------------------------------------------------------
+//  Keys: with CURVE on, a resizer with an allowed key works, a plain peer
+//  is never even a peer
+
+Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
+{
+    char server [128], client [192], secret [160], clients [128];
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    snprintf (clients, sizeof clients, "%s/clients", s_dir);
+    snprintf (client, sizeof client, "%s/resizer", clients);
+    cr_assert_eq (mkdir (clients, 0700), 0);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_broker_config_t config = s_config ();
+    snprintf (secret, sizeof secret, "%s_secret", server);
+    config.curve_secret = secret;
+    config.curve_clients = clients;
+    config.jobs = "tcp://0.0.0.0:*";            //  beyond loopback: fine with keys
+    s_rig_t *rig = s_rig_new (&config, NULL);
+
+    //  A plain DEALER says READY with credit: the handshake fails, so the
+    //  broker never hears it.
+    s_worker_t *plain = s_worker_new (rig->broker, "plain");
+    s_worker_ready (plain, 1, 2);
+
+    //  The keyed resizer (its secret next to its public file in clients/).
+    s_worker_t *keyed = calloc (1, sizeof *keyed);
+    cr_assert_not_null (keyed);
+    snprintf (keyed->name, sizeof keyed->name, "keyed");
+    keyed->dealer = zsock_new (ZMQ_DEALER);
+    char client_secret [224];
+    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
+    imgp_curve_t *curve = imgp_curve_client_new (client_secret, server);
+    cr_assert_not_null (curve);
+    cr_assert_eq (imgp_curve_apply (curve, keyed->dealer), 0);
+    zsock_set_identity (keyed->dealer, "keyed");
+    zsock_set_rcvtimeo (keyed->dealer, S_TIMEOUT_MS);
+    zsock_set_linger (keyed->dealer, 0);
+    const char *jobs = imgp_broker_endpoint (rig->broker, IMGP_BROKER_JOBS);
+    const char *port = strrchr (jobs, ':');
+    cr_assert_not_null (port);
+    cr_assert_eq (zsock_connect (keyed->dealer, "tcp://127.0.0.1%s", port), 0);
+    rig->worker = keyed;
+
+    //  The keyed ones on intake and status too: the rig's REQs are plain.
+    zsock_t *intake = zsock_new (ZMQ_REQ), *status = zsock_new (ZMQ_REQ);
+    cr_assert_eq (imgp_curve_apply (curve, intake) | imgp_curve_apply (curve, status), 0);
+    zsock_set_rcvtimeo (intake, S_TIMEOUT_MS);
+    zsock_set_rcvtimeo (status, S_TIMEOUT_MS);
+    zsock_set_linger (intake, 0);
+    zsock_set_linger (status, 0);
+    cr_assert_eq (zsock_connect (intake, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_INTAKE)), 0);
+    cr_assert_eq (zsock_connect (status, "%s", imgp_broker_endpoint (rig->broker,
+                                                                     IMGP_BROKER_STATUS)), 0);
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    s_worker_run_one (keyed, status, id, "keyed");
+    s_expect_thumbnail (status, id, "keyed");
+
+    json_t *root = s_cluster (status);
+    cr_assert_eq (json_array_size (json_object_get (root, "resizers")), 1);
+    cr_assert_not_null (s_cluster_peer (root, "keyed"));
+    json_decref (root);
+    cr_assert_not (zsock_events (plain->dealer) & ZMQ_POLLIN, "the plain peer got a message");
+    //  A plain REQ on status gets no answer either: its PING finds no
+    //  connection to go to, or goes nowhere.
+    zsock_set_sndtimeo (rig->status, 200);
+    zsock_set_rcvtimeo (rig->status, 200);
+    imgp_msg_t *ping = imgp_msg_new (IMGP_MSG_PING);
+    imgp_msg_t *reply = imgp_msg_send (&ping, rig->status) == 0 ? imgp_msg_recv (rig->status)
+                                                               : NULL;
+    cr_assert_null (reply, "a plain peer was answered");
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    s_worker_destroy (&plain);
+    s_rig_destroy (&rig);
+    imgp_curve_destroy (&curve);
 }

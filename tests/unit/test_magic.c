@@ -194,32 +194,42 @@ typedef struct {
     const char *extra;      //  saver option name, or NULL
     int value;              //  its value
     const char *name;       //  for failure messages
+    bool deep;              //  16 bits a sample (a 16-bit original kept in PNG)
 } s_variant_t;
 
 static const s_variant_t s_variants [] = {
-    { IMGP_FORMAT_PNG, 4, NULL, 0, "png rgba" },
-    { IMGP_FORMAT_PNG, 1, NULL, 0, "png gray" },
-    { IMGP_FORMAT_PNG, 2, NULL, 0, "png gray+alpha" },
-    { IMGP_FORMAT_PNG, 3, "palette", TRUE, "png palette" },
-    { IMGP_FORMAT_PNG, 3, "interlace", TRUE, "png interlaced" },
-    { IMGP_FORMAT_PNG, 3, "bitdepth", 16, "png 16-bit" },
-    { IMGP_FORMAT_JPEG, 1, NULL, 0, "jpeg gray" },
-    { IMGP_FORMAT_JPEG, 3, "interlace", TRUE, "jpeg progressive" },
-    { IMGP_FORMAT_JPEG, 3, "Q", 1, "jpeg Q1" },
-    { IMGP_FORMAT_WEBP, 3, NULL, 0, "webp lossy (VP8)" },
-    { IMGP_FORMAT_WEBP, 3, "lossless", TRUE, "webp lossless (VP8L)" },
-    { IMGP_FORMAT_WEBP, 4, NULL, 0, "webp lossy alpha (VP8X)" },
-    { IMGP_FORMAT_WEBP, 4, "lossless", TRUE, "webp lossless alpha" },
-    { IMGP_FORMAT_AVIF, 4, NULL, 0, "avif alpha" },
-    { IMGP_FORMAT_AVIF, 1, NULL, 0, "avif gray" },
-    { IMGP_FORMAT_AVIF, 3, "lossless", TRUE, "avif lossless" },
+    { IMGP_FORMAT_PNG, 4, NULL, 0, "png rgba", false },
+    { IMGP_FORMAT_PNG, 1, NULL, 0, "png gray", false },
+    { IMGP_FORMAT_PNG, 2, NULL, 0, "png gray+alpha", false },
+    { IMGP_FORMAT_PNG, 3, "palette", TRUE, "png palette", false },
+    { IMGP_FORMAT_PNG, 3, "interlace", TRUE, "png interlaced", false },
+    { IMGP_FORMAT_PNG, 3, NULL, 0, "png 16-bit", true },
+    { IMGP_FORMAT_JPEG, 1, NULL, 0, "jpeg gray", false },
+    { IMGP_FORMAT_JPEG, 3, "interlace", TRUE, "jpeg progressive", false },
+    { IMGP_FORMAT_JPEG, 3, "Q", 1, "jpeg Q1", false },
+    { IMGP_FORMAT_WEBP, 3, NULL, 0, "webp lossy (VP8)", false },
+    { IMGP_FORMAT_WEBP, 3, "lossless", TRUE, "webp lossless (VP8L)", false },
+    { IMGP_FORMAT_WEBP, 4, NULL, 0, "webp lossy alpha (VP8X)", false },
+    { IMGP_FORMAT_WEBP, 4, "lossless", TRUE, "webp lossless alpha", false },
+    { IMGP_FORMAT_AVIF, 4, NULL, 0, "avif alpha", false },
+    { IMGP_FORMAT_AVIF, 1, NULL, 0, "avif gray", false },
+    { IMGP_FORMAT_AVIF, 3, "lossless", TRUE, "avif lossless", false },
 };
 #define S_VARIANTS (sizeof s_variants / sizeof s_variants [0])
 
 static s_image_t
 s_make_variant (const s_variant_t *v, int w, int h)
 {
-    return s_make (v->format, w, h, v->bands, v->extra, v->value, v->name);
+    VipsImage *image = s_pixels (w, h, v->bands);
+    if (v->deep) {
+        VipsImage *deep = NULL;
+        cr_assert_eq (vips_colourspace (image, &deep, VIPS_INTERPRETATION_RGB16, NULL), 0);
+        g_object_unref (image);
+        image = deep;
+    }
+    s_image_t result = s_encode (image, v->format, v->extra, v->value, v->name);
+    g_object_unref (image);
+    return result;
 }
 
 //  Sizes thumbnails take: odd, one pixel thin, and past 255 (a second
@@ -245,6 +255,8 @@ Test (magic_real, variants)
 {
     for (size_t i = 0; i < S_VARIANTS; i++) {
         s_image_t image = s_make_variant (&s_variants [i], 100, 63);
+        if (s_variants [i].deep)        //  byte 24 is IHDR's bit depth
+            cr_assert_eq (((uint8_t *) image.data) [24], 16, "not a 16-bit PNG");
         s_expect_good (&image);
         s_free (&image);
     }

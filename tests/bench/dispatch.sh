@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# tests/bench/dispatch.sh — does a job wait for its start while a resizer
+# slot is free? The measurement behind the jobs link's dispatch rule
+# (issue 9: "idle wait" under 50 ms at p99 with two resizers).
+#
+# Starts a broker, RESIZERS resizers (named r1, r2...) and a frontend on
+# free loopback ports, as bench.sh does. Warm-up: thumbnails every corpus
+# photo to 64 px in jpeg, png and webp through the pipeline itself; those
+# are the small originals. Then the measured run: BURSTS bursts of BURST
+# uploads each (every BIG_EVERY-th a corpus photo, in turn, the rest small
+# images), CONCURRENCY uploads at a time inside a burst, and a pause from
+# GAPS (seconds, used in turn) after each burst, so the queue fills
+# sometimes and empties sometimes. When every job has ended, the broker's
+# log (INFO) goes through dispatch.awk: per job, plain wait (accepted ->
+# started) and idle wait (the part of it during which some resizer slot
+# was free). Prints percentiles of both, the job count and each resizer's
+# share, with the load average before and after (2 cores shared with other
+# work change the figures; say so when quoting them).
+#
+#   BUILD_DIR=build (any build, e.g. another branch's)  RESIZERS=2
+#   BURSTS=10 BURST=12 BIG_EVERY=6 GAPS="0.3 2.5 1 4" CONCURRENCY=4
+#   CORPUS=../shared/corpus  KEEP=1 keeps the work directory (logs)
+# tests/bench/dispatch.sh --parse BROKER_LOG [SKIP_LINES]: the report of a
+# saved log only.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+corpus=${CORPUS:-$top/../shared/corpus}
+resizers=${RESIZERS:-2}
+bursts=${BURSTS:-10}
+burst=${BURST:-12}
+big_every=${BIG_EVERY:-6}
+read -r -a gaps <<<"${GAPS:-0.3 2.5 1 4}"
+conc=${CONCURRENCY:-4}
+
+# percentiles FILE COLUMN: "p50 X p90 X p99 X max X" (nearest rank, ms).
+percentiles() {
+    awk -v c="$2" '{print $c}' "$1" | sort -n | awk '
+        { v[NR] = $1 }
+        function at(p,   i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; return v[i] }
+        END { if (NR == 0) { print "none"; exit }
+              printf "p50 %d  p90 %d  p99 %d  max %d ms", at(0.5), at(0.9), at(0.99), v[NR] }'
+}
+
+# report BROKER_LOG SKIP: the figures, from the log alone.
+report() {
+    local jobs
+    jobs=$(mktemp)
+    awk -v skip="$2" -f "$here/dispatch.awk" "$1" >"$jobs"
+    grep -v '^#' "$jobs" >"$jobs.rows" || true
+    local n over
+    n=$(wc -l <"$jobs.rows")
+    over=$(awk '$2 > 50' "$jobs.rows" | wc -l)
+    echo "jobs started: $n; $(grep '^# ' "$jobs" | grep -v worker | sed 's/^# //' | paste -sd, - | sed 's/,/, /g')"
+    echo "idle wait (some slot free) : $(percentiles "$jobs.rows" 2); jobs over 50 ms: $over"
+    echo "plain wait (accepted->started): $(percentiles "$jobs.rows" 3)"
+    awk '$5 > 100000' "$jobs.rows" >"$jobs.big"
+    awk '$5 <= 100000' "$jobs.rows" >"$jobs.small"
+    echo "idle wait, originals > 100 kB ($(wc -l <"$jobs.big")): $(percentiles "$jobs.big" 2); smaller ones ($(wc -l <"$jobs.small")): $(percentiles "$jobs.small" 2)"
+    echo "per resizer, jobs done: $(grep '^# worker ' "$jobs" | awk '{printf "%s%s %d", (NR > 1 ? ", " : ""), $3, $4}')"
+    rm -f "$jobs" "$jobs.rows" "$jobs.big" "$jobs.small"
+}
+
+if [ "${1:-}" = "--parse" ]; then
+    report "$2" "${3:-0}"
+    exit 0
+fi
+
+build=$(cd "${BUILD_DIR:-$top/build}" && pwd)
+[ -d "$corpus/photos" ] || { echo "dispatch: no corpus at $corpus" >&2; exit 1; }
+for program in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpipe-frontend; do
+    [ -x "$build/$program" ] || { echo "dispatch: $build/$program not built" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/imgpipe-dispatch.XXXXXX)
+
+# A port nobody listens on and not handed out already in this run.
+taken=" "
+free_port() {
+    local port
+    while true; do
+        port=$((20000 + RANDOM % 40000))
+        case "$taken" in *" $port "*) continue ;; esac
+        [ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] || continue
+        taken+="$port "
+        echo "$port"
+        return
+    done
+}
+now() { date +%s.%N; }
+ep() { echo "tcp://127.0.0.1:$1"; }
+
+for name in INTAKE STATUS JOBS; do
+    port=$(free_port)
+    export "IMGP_$name=$(ep "$port")"
+done
+# The results endpoint exists only before the credit-based jobs link.
+if "$build/broker/imgpipe-broker" --help 2>&1 | grep -q -- '--results'; then
+    port=$(free_port)
+    export IMGP_RESULTS=$(ep "$port")
+fi
+web=$(free_port)
+url="http://127.0.0.1:$web"
+
+source_dir=$(grep -o '"source": *"[^"]*"' "$build/meson-info/meson-info.json" | sed 's/.*"\([^"]*\)"$/\1/')
+echo "build: $build ($(git -C "$source_dir" log -1 --format='%h %s' 2>/dev/null | cut -c1-70))"
+echo "date: $(date -u +%FT%TZ), $(nproc) cores; before: $(uptime)"
+
+pids=()
+trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"' EXIT
+"$build/broker/imgpipe-broker" --data-dir "$work/data" --max-queue 100000 2>"$work/broker.log" &
+pids+=($!)
+for i in $(seq "$resizers"); do
+    "$build/resizer/imgpipe-resizer" --name "r$i" 2>>"$work/resizer.log" &
+    pids+=($!)
+done
+"$build/http-frontend/imgpipe-frontend" --listen "127.0.0.1:$web" 2>"$work/frontend.log" &
+pids+=($!)
+
+# Every wait has a deadline: a process that failed must not hang the run.
+wait_for() {    # SECONDS DESCRIPTION COMMAND...
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "dispatch: $what did not happen in time" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+joined() { [ "$(grep -c 'event=\(joined\|ready\)' "$work/broker.log" || true)" -ge "$resizers" ]; }
+wait_for 30 "the frontend's /healthz" curl -fs -o /dev/null "$url/healthz"
+wait_for 30 "every resizer joining" joined
+
+# upload FILE [QUERY]: prints the job id (empty when refused).
+upload() {
+    curl -s -F "img=@$1" "$url/v1/images${2:+?$2}" | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p'
+}
+
+# Warm-up, which also makes the small originals.
+mkdir -p "$work/small"
+photos=("$corpus"/photos/*.jpg)
+for photo in "${photos[@]}"; do
+    for format in jpeg png webp; do
+        id=$(upload "$photo" "width=64&height=64&format=$format")
+        out="$work/small/$(basename "$photo" .jpg).$format"
+        curl -fs -o "$out" "$url/v1/images/$id/thumbnail?wait=30" ||
+            { echo "dispatch: warm-up thumbnail of $photo failed" >&2; exit 1; }
+    done
+done
+small=("$work"/small/*)
+mark=$(wc -l <"$work/broker.log")
+
+# The measured run: bursts with gaps.
+t0=$(now)
+b=0 s=0
+for k in $(seq 0 $((bursts - 1))); do
+    list=()
+    for i in $(seq 0 $((burst - 1))); do
+        if [ $((i % big_every)) -eq 0 ]; then
+            list+=("${photos[$((b % ${#photos[@]}))]}")
+            b=$((b + 1))
+        else
+            list+=("${small[$((s % ${#small[@]}))]}")
+            s=$((s + 1))
+        fi
+    done
+    printf '%s\n' "${list[@]}" | xargs -P "$conc" -I{} \
+        curl -s -o /dev/null -w '%{http_code}\n' -F img=@{} "$url/v1/images" >>"$work/uploads"
+    sleep "${gaps[$((k % ${#gaps[@]}))]}"
+done
+accepted=$(grep -c '^202' "$work/uploads" || true)
+ended() {
+    [ "$(tail -n +"$((mark + 1))" "$work/broker.log" | grep -c 'event=\(done\|failed\) ' || true)" \
+        -ge "$accepted" ]
+}
+wait_for 900 "every accepted job ending" ended
+t1=$(now)
+
+printf 'uploads: %d (%d accepted: %d photos, %d small), %d bursts of %d, gaps %s s, %d at a time; ' \
+    "$((bursts * burst))" "$accepted" "$b" "$s" "$bursts" "$burst" "${gaps[*]}" "$conc"
+printf 'resizers: %d; run %.1f s\n' "$resizers" "$(echo "$t1 - $t0" | bc -l)"
+report "$work/broker.log" "$mark"
+echo "after: $(uptime)"
