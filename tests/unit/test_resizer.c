@@ -1107,8 +1107,12 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     s_broker_start (&broker, 100, 1 << 20);
 
     char id [IMGP_ID_LEN + 1];
-    s_send_new_job (&broker, id, s_fixture (300, 200, 3, ".jpg"));
+    bytes_t image = s_fixture (300, 200, 3, ".jpg");
+    int64_t sent = zclock_usecs ();
+    s_send_new_job (&broker, id, image);
     imgp_msg_t *started = s_expect (&broker, IMGP_MSG_STARTED, id);
+    fprintf (stderr, "JOB sent to STARTED received: %.2f ms (link, pipe, worker, link)\n",
+             (zclock_usecs () - sent) / 1000.0);
     cr_assert_eq (started->attempts, 2);
     imgp_msg_destroy (&started);
 
