@@ -10,7 +10,8 @@
       not answered yet): all READY and HEARTBEAT say comes from those two.
       Messages move as frames, so image bytes are never copied. Its socket
       never blocks (send timeout 0): a heartbeat must not wait behind
-      anything, and results queue in libzmq's pipe across a reconnect;
+      anything, and results queue in libzmq's pipe across a reconnect (in
+      our outbox while there is no pipe: see s_link_send);
     - the caller of imgp_resizer_run() is the worker: it reads JOBs from
       its end of the pipe, one at a time, and runs libvips on them.
 
@@ -149,8 +150,9 @@ s_link_beat (s_link_t *self, int slots)
 
 //  READY on every connect: the broker sets our credit to what we can take
 //  now, so a job lost with an old connection is not counted against us.
+//  `why` is for the log: "connect" or "stall".
 static void
-s_link_ready (s_link_t *self)
+s_link_ready (s_link_t *self, const char *why)
 {
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
     snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
@@ -158,8 +160,8 @@ s_link_ready (s_link_t *self)
     msg->slots = S_SLOTS;
     int credit = S_CAPACITY - self->held;
     msg->credit = s_stopping (self->resizer) || credit < 0 ? 0 : credit;
-    imgp_info ("event=connected endpoint=%s credit=%d held=%d", self->resizer->jobs,
-               msg->credit, self->held);
+    imgp_info ("event=credit_offered credit=%d held=%d after=%s", msg->credit, self->held,
+               why);
     s_link_send (self, &msg);
 }
 
@@ -275,7 +277,8 @@ s_link_event (s_link_t *self)
         imgp_msg_t *msg;
         while ((msg = zlist_pop (self->outbox)))
             s_link_send (self, &msg);
-        s_link_ready (self);
+        imgp_info ("event=connected endpoint=%s", self->resizer->jobs);
+        s_link_ready (self, "connect");
     }
     else
     if (event == ZMQ_EVENT_DISCONNECTED) {
@@ -361,7 +364,7 @@ s_link_check_stall (s_link_t *self, int64_t now)
     if (!self->connected || gap <= stall || gap <= S_STALL_MIN_MS)
         return;
     imgp_warn ("event=stalled ms=%lld action=ready", (long long) gap);
-    s_link_ready (self);
+    s_link_ready (self, "stall");
 }
 
 //  Heartbeat due, dealer to make again. Returns ms until the next timer.
