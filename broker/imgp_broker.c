@@ -91,6 +91,7 @@
 #define S_LINGER_MS 1000
 #define S_PEER_HEARTBEAT_MS 1000    //  ZMTP heartbeat interval on the jobs link
 #define S_PREFETCH_BYTES (64 * 1024)    //  a job goes ahead only behind originals this small
+#define S_JOBS_HWM 8                    //  JOBs queued towards one resizer, at most
 #define S_WARN_EVERY_MS 60000       //  a refusal from a nameless peer, logged this often
 #define S_STRINGS 6                 //  config strings the handle keeps copies of
 
@@ -349,6 +350,11 @@ s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
     if (streq (reason, "restart"))
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the broker restarted "
                 "during the last one", what, job->attempts);
+    else
+    if (streq (reason, "bad_image"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "sent bytes that are not the image it claimed", what, job->attempts,
+                job->worker);
     else
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "stopped answering", what, job->attempts, job->worker);
@@ -707,10 +713,8 @@ s_on_started (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     //  A job back in the queue (reloaded after a restart, or re-queued by
     //  a timeout) is in that peer's hands again.
-    if (job->phase == IMGP_PHASE_QUEUED) {
-        peer->held++;
-        peer->held_bytes += job->bytes;
-    }
+    if (job->phase == IMGP_PHASE_QUEUED)
+        imgp_peers_held (peer, job->bytes);
     imgp_table_started (self->table, job, zclock_mono ());
     s_touch (job);
     imgp_info ("job=%s event=started worker=%s attempt=%d", job->id, job->worker, job->attempts);
@@ -1082,6 +1086,11 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
         //  that reconnects takes its name (routing id) back at once.
         zsock_set_router_mandatory (sock, 1);
         zsock_set_router_handover (sock, 1);
+        //  Each JOB queued towards a resizer holds its original in our
+        //  memory. An honest resizer reads at once and asks for 2; one that
+        //  claims credit and never reads fills its pipe, and the send that
+        //  finds it full (EAGAIN) takes its credit away.
+        zsock_set_sndhwm (sock, S_JOBS_HWM);
         //  ZMTP heartbeats drop the pipe of a resizer whose host vanished,
         //  so sends to it fail before our own heartbeat timeout.
         zsock_set_heartbeat_ivl (sock, S_PEER_HEARTBEAT_MS);

@@ -91,6 +91,14 @@ imgp_peers_sent (imgp_peer_t *peer, int64_t now, int64_t bytes)
 }
 
 void
+imgp_peers_held (imgp_peer_t *peer, int64_t bytes)
+{
+    assert (peer);
+    peer->held++;
+    peer->held_bytes += bytes;
+}
+
+void
 imgp_peers_released (imgp_peer_t *peer, int64_t bytes)
 {
     assert (peer);

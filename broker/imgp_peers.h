@@ -68,6 +68,11 @@ void imgp_peers_ready (imgp_peer_t *peer, int slots, int credit);
 //  fewer, one job more held.
 void imgp_peers_sent (imgp_peer_t *peer, int64_t now, int64_t bytes);
 
+//  A job of `bytes` came back into `peer`'s hands without a JOB (its
+//  STARTED for a job the broker had re-queued): one job more held, credit
+//  untouched (the peer counted it when it said READY).
+void imgp_peers_held (imgp_peer_t *peer, int64_t bytes);
+
 //  A job of `bytes` left `peer`'s hands (it ended, or was re-queued): one
 //  job fewer held. Credit is not touched: only the peer's own word (a
 //  result, a READY) gives it back.

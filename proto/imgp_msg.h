@@ -48,7 +48,7 @@ typedef enum {
     IMGP_MSG_STATUS,        //  id
     IMGP_MSG_FETCH,         //  id; like STATUS, but INFO carries the thumbnail
     IMGP_MSG_INFO,          //  reply: id, state, created_at, updated_at, attempts,
-                            //  code+message when failed, result when done,
+                            //  code+message when failed, result when done, worker,
                             //  data = thumbnail (FETCH of a done job only)
     IMGP_MSG_PING,          //  liveness (either REQ socket)
     IMGP_MSG_PONG,          //  reply to PING

@@ -301,6 +301,8 @@ Test (peers, no_job_ahead_behind_large_originals)
     imgp_peers_released (icons, 2000);
     imgp_peers_released (icons, 2000);
     cr_assert (icons->held == 0 && icons->held_bytes == 0, "never below zero");
+    imgp_peers_held (icons, 3000);              //  a STARTED for a re-queued job
+    cr_assert (icons->held == 1 && icons->held_bytes == 3000 && icons->credit == 0);
     imgp_peers_destroy (&peers);
 }
 
@@ -2477,6 +2479,16 @@ Test (broker, bad_image_bytes_are_refused_and_the_job_requeued)
     cr_assert_eq (job->attempts, 3);
     imgp_msg_destroy (&job);
     s_worker_finish (rig->worker, rig->status, id, 3, "good");
+    s_rig_destroy (&rig);
+
+    //  Refused on its last attempt: the job fails and says why.
+    config.max_attempts = 1;
+    rig = s_rig_running (&config, "w1", id);
+    s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "attempts_exhausted");
+    cr_assert (strstr (info->message, "not the image it claimed"), "%s", info->message);
+    imgp_msg_destroy (&info);
     s_rig_destroy (&rig);
 }
 
