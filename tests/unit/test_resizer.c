@@ -1107,8 +1107,12 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     s_broker_start (&broker, 100, 1 << 20);
 
     char id [IMGP_ID_LEN + 1];
-    s_send_new_job (&broker, id, s_fixture (300, 200, 3, ".jpg"));
+    bytes_t image = s_fixture (300, 200, 3, ".jpg");
+    int64_t sent = zclock_usecs ();
+    s_send_new_job (&broker, id, image);
     imgp_msg_t *started = s_expect (&broker, IMGP_MSG_STARTED, id);
+    fprintf (stderr, "JOB sent to STARTED received: %.2f ms (link, pipe, worker, link)\n",
+             (zclock_usecs () - sent) / 1000.0);
     cr_assert_eq (started->attempts, 2);
     imgp_msg_destroy (&started);
 
@@ -1313,6 +1317,27 @@ Test (loop, oversized_messages_are_refused_and_the_link_comes_back, .init = s_in
     cr_assert_str_eq (msg->code, "encode_error");
     cr_assert (strstr (msg->message, "over the limit of 100000 bytes"), "%s", msg->message);
     imgp_msg_destroy (&msg);
+    s_broker_stop (&broker);
+}
+
+Test (loop, a_result_made_while_the_link_is_down_goes_out_after, .init = s_init,
+      .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 100000);
+    char slow [IMGP_ID_LEN + 1], big [IMGP_ID_LEN + 1];
+    s_send_new_job (&broker, slow, s_slow_png (2000));
+    s_expect_started (&broker, slow);
+
+    //  An oversized JOB drops the connection for good while the slow job
+    //  runs; its DONE, made before the resizer makes its socket again
+    //  (1 s), waits for the new connection and goes out before READY,
+    //  whose credit counts the job given back.
+    size_t over = (size_t) imgp_msg_max_size (100000) + 1;
+    s_send_new_job (&broker, big, (bytes_t) { g_malloc0 (over), over });
+    imgp_msg_t *msg = s_expect (&broker, IMGP_MSG_DONE, slow);
+    imgp_msg_destroy (&msg);
+    cr_assert_eq (s_expect_ready (&broker), 2);
     s_broker_stop (&broker);
 }
 
