@@ -92,8 +92,9 @@ typedef struct {
     zsock_t *sock;              //  DEALER
     zsock_t *events;            //  PAIR reading libzmq's monitor of sock
     unsigned opens;             //  sockets made so far, names the monitor endpoint
-    int64_t reopen_at;          //  the broker refused our keys: make sock again then; 0 no
-    bool warned;                //  a refusal of our plain socket was logged
+    int64_t reopen_at;          //  dropped for good: make sock again then; 0 no
+    bool handshaken;            //  this sock completed a handshake once
+    bool told;                  //  a refusal was logged (by us or imgp_curve)
 } s_endpoint_t;
 
 struct _imgp_link_t {
@@ -346,8 +347,11 @@ s_send_queued (imgp_link_t *self)
         }
         pthread_mutex_unlock (&self->lock);
         bool ok [S_BATCH];
-        for (size_t i = 0; i < n; i++)
-            ok [i] = imgp_msg_send (&msgs [i], self->ends [ends [i]].sock) == 0;
+        for (size_t i = 0; i < n; i++) {
+            zsock_t *sock = self->ends [ends [i]].sock;     //  none while made again
+            ok [i] = sock && imgp_msg_send (&msgs [i], sock) == 0;
+            imgp_msg_destroy (&msgs [i]);
+        }
         now = zclock_mono ();
         pthread_mutex_lock (&self->lock);
         for (size_t i = 0; i < n; i++)
@@ -406,11 +410,14 @@ s_receive (imgp_link_t *self, s_endpoint_t *end)
     }
 }
 
-//  An event of a socket's monitor: CONNECTED (a broker, maybe restarted,
-//  is there: every call on it is due now), or a refused handshake, which
-//  libzmq never retries: imgp_curve logs it, and the socket is made again
-//  in S_REOPEN_MS, so a key the broker allows later is taken without a
-//  restart of ours.
+//  An event of a socket's monitor. libzmq retries a dropped connection by
+//  itself (CONNECT_RETRIED follows the DISCONNECTED), except one that
+//  failed its handshake: the broker refused our keys, or we came without
+//  any. The failure itself is not always reported (a TCP reset can beat
+//  the greeting), so a DISCONNECTED that no retry follows within
+//  S_REOPEN_MS is the rule: the socket is then made again, and a key the
+//  broker allows later is taken without a restart of ours. CONNECTED
+//  (a broker, maybe restarted, is there) makes every call on it due now.
 static void
 s_monitor_event (imgp_link_t *self, int endpoint)
 {
@@ -425,21 +432,45 @@ s_monitor_event (imgp_link_t *self, int endpoint)
     }
     zmsg_destroy (&msg);
     if (imgp_curve_event (self->curve, s_end_names [endpoint], event, value))
+        end->told = true;           //  logged, once a minute
+    else
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        end->handshaken = true;
+    else
+    if (event == ZMQ_EVENT_DISCONNECTED && !end->reopen_at)
         end->reopen_at = zclock_mono () + S_REOPEN_MS;
     else
-    if (event & IMGP_CURVE_EVENTS) {
-        //  We have no keys and the broker wants them: say so once.
-        if (!end->warned)
-            imgp_warn ("event=refused_by_server socket=%s endpoint=%s note=\"the broker "
-                       "wants CURVE keys: --curve-secret and --curve-server\"",
-                       s_end_names [endpoint], end->endpoint);
-        end->warned = true;
-        end->reopen_at = zclock_mono () + S_REOPEN_MS;
-    }
+    if (event == ZMQ_EVENT_CONNECT_RETRIED)
+        end->reopen_at = 0;         //  libzmq is on it
     else
     if (event == ZMQ_EVENT_CONNECTED) {
+        end->reopen_at = 0;
         imgp_info ("event=broker_connected endpoint=%s", end->endpoint);
         s_queue_due (self, endpoint);
+    }
+}
+
+static int s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end);
+static void s_endpoint_disconnect (s_endpoint_t *end);
+
+//  A socket libzmq gave up on is made again. One that never got through a
+//  handshake was refused: said once, unless imgp_curve said it already.
+static void
+s_reopen (imgp_link_t *self, s_endpoint_t *end, int64_t now)
+{
+    if (!end->handshaken && !end->told)
+        imgp_warn ("event=refused_by_server socket=%s endpoint=%s note=\"the broker ends our "
+                   "connections before their handshake: it wants CURVE keys, or others than "
+                   "ours (--curve-secret, --curve-server)\"", s_end_names [end - self->ends],
+                   end->endpoint);
+    end->told = end->told || !end->handshaken;
+    imgp_debug ("event=broker_reconnect endpoint=%s reason=dropped_for_good", end->endpoint);
+    s_endpoint_disconnect (end);
+    end->reopen_at = 0;
+    end->handshaken = false;
+    if (s_endpoint_connect (self, end)) {      //  logged; try again later
+        s_endpoint_disconnect (end);
+        end->reopen_at = now + S_REOPEN_MS;
     }
 }
 
@@ -461,9 +492,6 @@ s_stopping (imgp_link_t *self)
     return stopping;
 }
 
-static int s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end);
-static void s_endpoint_disconnect (s_endpoint_t *end);
-
 //  Make the sockets refused by the broker again, when their time has come.
 //  Returns the milliseconds until the next one is due, -1 for none.
 static long
@@ -473,16 +501,24 @@ s_reopen_due (imgp_link_t *self)
     int64_t now = zclock_mono ();
     for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
         s_endpoint_t *end = &self->ends [i];
-        if (end->reopen_at && now >= end->reopen_at) {
-            imgp_info ("event=broker_reconnect endpoint=%s reason=refused_handshake",
-                       end->endpoint);
-            s_endpoint_disconnect (end);
-            end->reopen_at = s_endpoint_connect (self, end) ? now + S_REOPEN_MS : 0;
-        }
+        if (end->reopen_at && now >= end->reopen_at)
+            s_reopen (self, end, now);
         if (end->reopen_at && (next < 0 || end->reopen_at - now < next))
             next = (long) (end->reopen_at - now);
     }
     return next;
+}
+
+//  A poll item for `sock`; one that polls nothing when there is none.
+static zmq_pollitem_t
+s_poll_item (zsock_t *sock)
+{
+    zmq_pollitem_t item = { NULL, -1, 0, 0 };
+    if (sock) {
+        item.socket = zsock_resolve (sock);
+        item.events = ZMQ_POLLIN;
+    }
+    return item;
 }
 
 static void *
@@ -492,13 +528,14 @@ s_run (void *args)
     int64_t next_tick = zclock_mono () + S_TICK_MS;
     while (!s_stopping (self)) {
         long reopen = s_reopen_due (self);
-        //  Built each pass: a refused socket is made again (s_reopen_due).
+        //  Built each pass: a refused socket is made again (s_reopen_due),
+        //  and is missing while that fails.
         zmq_pollitem_t items [] = {
             { NULL, self->wakefd, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_INTAKE].sock), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_STATUS].sock), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_INTAKE].events), 0, ZMQ_POLLIN, 0 },
-            { zsock_resolve (self->ends [S_STATUS].events), 0, ZMQ_POLLIN, 0 },
+            s_poll_item (self->ends [S_INTAKE].sock),
+            s_poll_item (self->ends [S_STATUS].sock),
+            s_poll_item (self->ends [S_INTAKE].events),
+            s_poll_item (self->ends [S_STATUS].events),
         };
         int64_t now = zclock_mono ();
         long timeout = s_waiting (self) ? (next_tick > now ? next_tick - now : 0) : -1;
@@ -512,7 +549,8 @@ s_run (void *args)
                 imgp_debug ("event=link_wake_read_failed");
         }
         for (int i = S_INTAKE; i < S_ENDPOINTS; i++) {
-            s_receive (self, &self->ends [i]);
+            if (self->ends [i].sock)
+                s_receive (self, &self->ends [i]);
             if (items [3 + i].revents & ZMQ_POLLIN)
                 s_monitor_event (self, i);
         }
@@ -557,8 +595,9 @@ s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end)
     char monitor [80];
     snprintf (monitor, sizeof monitor, "inproc://imgp-link-%p-%d-%u", (void *) self,
               (int) (end - self->ends), end->opens++);
-    if (zmq_socket_monitor (zsock_resolve (end->sock), monitor,
-                            ZMQ_EVENT_CONNECTED | IMGP_CURVE_EVENTS)
+    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED
+               | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | IMGP_CURVE_EVENTS;
+    if (zmq_socket_monitor (zsock_resolve (end->sock), monitor, events)
     ||  zsock_connect (end->events, "%s", monitor)) {
         imgp_error ("event=monitor_failed endpoint=%s reason=%s", end->endpoint,
                     zmq_strerror (zmq_errno ()));

@@ -65,10 +65,11 @@ imgp_link_t *imgp_link_new (const char *intake, const char *status, int timeout_
 
 //  imgp_link_new with CURVE keys on both sockets (imgp_curve_apply; NULL:
 //  plain, as imgp_link_new). `curve` is borrowed and must outlive the link.
-//  A socket the broker refuses at the handshake (our key not allowed, or
-//  the broker's key not the one we hold) is logged by `curve` and made
-//  again every few seconds, so a key allowed later is taken without a
-//  restart.
+//  A connection the broker refuses at the handshake (our key not allowed,
+//  the broker's key not the one we hold, or keys on one side only) is
+//  logged (by `curve`, once a minute, when libzmq says why; else once by
+//  the link) and its socket made again 5 s later, so a key allowed later
+//  is taken without a restart. libzmq would never retry it.
 imgp_link_t *imgp_link_new_keyed (const char *intake, const char *status, int timeout_ms,
                                   int64_t max_image, imgp_curve_t *curve);
 

@@ -124,7 +124,7 @@ s_cert_load (const char *file, bool need_secret, const char *flag)
     //  Our copy of the secret is wiped; zconfig's text of it is freed (czmq
     //  has no way to wipe it), as zcert_load would do.
     zconfig_destroy (&root);
-    memset (secret_key, 0, sizeof secret_key);
+    explicit_bzero (secret_key, sizeof secret_key);     //  not optimised away
     return cert;
 }
 
@@ -522,6 +522,18 @@ s_reserve (const char *path, mode_t mode, char *error, size_t error_size)
     return 0;
 }
 
+//  A file name fit for a certificate's metadata: 1..64 printable ASCII
+//  characters, no quote (zconfig writes the value quoted); else no name.
+static bool
+s_name_ok (const char *name)
+{
+    size_t len = strlen (name);
+    for (size_t i = 0; i < len; i++)
+        if (name [i] < 0x21 || name [i] > 0x7E || name [i] == '"')
+            return false;
+    return len > 0 && len <= 64;
+}
+
 int
 imgp_curve_keygen (const char *path, char *error, size_t error_size)
 {
@@ -545,6 +557,13 @@ imgp_curve_keygen (const char *path, char *error, size_t error_size)
     zcert_t *cert = zcert_new ();
     int rc = -1;
     if (cert) {
+        //  zauth hands a certificate's metadata to the server with every
+        //  message (libzmq message properties, as User-Id = the public key),
+        //  so the broker can say which key a peer holds by name.
+        const char *slash = strrchr (path, '/');
+        const char *name = slash ? slash + 1 : path;
+        if (s_name_ok (name))
+            zcert_set_meta (cert, IMGP_CURVE_KEY_NAME, "%s", name);
         zcert_set_meta (cert, "created-by", "imgpipe keygen");
         if (zcert_save_public (cert, path) != 0)
             snprintf (error, error_size, "%s: cannot write: %s", path, strerror (errno));

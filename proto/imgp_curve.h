@@ -60,8 +60,10 @@ int imgp_curve_apply (imgp_curve_t *self, zsock_t *sock);
 //  Watch `sock` for handshakes that fail and log them, at most once per
 //  socket name and reason a minute (the next line says how many were held
 //  back): on a server "WARN event=refused reason=unknown_key socket=NAME"
-//  (a key not in the clients dir; reason=no_curve for a plain peer,
-//  reason=bad_handshake for one with a wrong server key); on a client
+//  (a key not in the clients dir: always seen; reason=no_curve for a
+//  plain peer, reason=bad_handshake for one with a wrong server key; a
+//  plain peer is not always seen: both ends fail at the greeting and a TCP
+//  reset can beat the bytes libzmq would read); on a client
 //  "WARN event=refused_by_server reason=unknown_key socket=NAME".
 //  The watching runs in a thread of this object; the caller polls
 //  nothing. Call from the thread that owns `sock`, before bind/connect
@@ -94,6 +96,14 @@ size_t imgp_curve_refusals (imgp_curve_t *self);
 //  address) is not local. The broker refuses to bind a non-local endpoint
 //  without keys unless told --insecure.
 bool imgp_curve_endpoint_local (const char *endpoint);
+
+//  On a CURVE server, zauth (czmq 4.2.1) vouches for each allowed peer:
+//  every message from it carries libzmq properties "User-Id" = its public
+//  key (Z85, 40 characters) and one per metadata field of its certificate
+//  in the clients dir; keygen writes IMGP_CURVE_KEY_NAME = the file's
+//  base name ("resizer-h2"). Read them with zframe_meta (frame,
+//  "User-Id") on any frame of the message (the codec's to do).
+#define IMGP_CURVE_KEY_NAME "key-name"
 
 //  Write a new key pair: `path` (public, mode 0644) and `path`_secret
 //  (public + secret, mode 0600, never readable by others, not even for a

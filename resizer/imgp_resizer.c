@@ -10,7 +10,8 @@
       not answered yet): all READY and HEARTBEAT say comes from those two.
       Messages move as frames, so image bytes are never copied. Its socket
       never blocks (send timeout 0): a heartbeat must not wait behind
-      anything, and results queue in libzmq's pipe across a reconnect;
+      anything, and results queue in libzmq's pipe across a reconnect (in
+      our outbox while there is no pipe: see s_link_send);
     - the caller of imgp_resizer_run() is the worker: it reads JOBs from
       its end of the pipe, one at a time, and runs libvips on them.
 
@@ -46,6 +47,9 @@
 #define S_ZMTP_TIMEOUT_MS 3000      //  a silent broker connection is dropped after this
 #define S_REVIVE_MS 1000            //  a drop libzmq does not retry within this is for good
 #define S_REFUSED_LOG_MS 60000      //  a refused handshake is logged once a minute
+#define S_STALL_BEATS 3             //  heartbeats missed before we say READY again...
+#define S_STALL_MIN_MS 1000         //  ...and never for a stall shorter than this
+#define S_OUTBOX_MAX (2 * S_CAPACITY) //  a STARTED and a result for each job held
 
 struct _imgp_resizer_t {
     char *jobs;                     //  the broker's jobs endpoint
@@ -84,8 +88,10 @@ typedef struct {
     bool connected;                 //  a connection is up (monitor said CONNECTED)
     int64_t revive_at;              //  when to make the dealer again, 0 = no need
     int64_t next_beat;              //  when the next HEARTBEAT is due
+    int64_t last_tick;              //  when the timers last ran, to see a stall
     int held;                       //  JOBs passed to the worker and not answered yet
     int running;                    //  JOBs STARTED and not answered yet
+    zlist_t *outbox;                //  results made while no connection could take them
     bool refused;                   //  the broker refused this dealer's handshake
     int64_t refused_at;             //  when a refused handshake was last logged
     int refused_since;              //  refusals not logged since then
@@ -98,9 +104,21 @@ typedef struct {
     int rc;                         //  0 when the link is up, -1 when not (logged)
 } s_link_args_t;
 
+//  Send on the dealer. A dealer whose connection libzmq dropped for good
+//  has no pipe and takes nothing until we make it again (S_REVIVE_MS):
+//  a STARTED, DONE or FAILED made meanwhile waits in the outbox, and goes
+//  out at the next connect, before READY (whose credit counts it given
+//  back). A HEARTBEAT then is stale anyway.
 static void
 s_link_send (s_link_t *self, imgp_msg_t **msg_p)
 {
+    bool result = (*msg_p)->type != IMGP_MSG_HEARTBEAT && (*msg_p)->type != IMGP_MSG_READY;
+    bool room = self->dealer && (zsock_events (self->dealer) & ZMQ_POLLOUT);
+    if (result && !room && zlist_size (self->outbox) < S_OUTBOX_MAX) {
+        zlist_append (self->outbox, *msg_p);
+        *msg_p = NULL;
+        return;
+    }
     char id [IMGP_ID_LEN + 1];
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
@@ -132,8 +150,9 @@ s_link_beat (s_link_t *self, int slots)
 
 //  READY on every connect: the broker sets our credit to what we can take
 //  now, so a job lost with an old connection is not counted against us.
+//  `why` is for the log: "connect" or "stall".
 static void
-s_link_ready (s_link_t *self)
+s_link_ready (s_link_t *self, const char *why)
 {
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_READY);
     snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
@@ -141,8 +160,8 @@ s_link_ready (s_link_t *self)
     msg->slots = S_SLOTS;
     int credit = S_CAPACITY - self->held;
     msg->credit = s_stopping (self->resizer) || credit < 0 ? 0 : credit;
-    imgp_info ("event=connected endpoint=%s credit=%d held=%d", self->resizer->jobs,
-               msg->credit, self->held);
+    imgp_info ("event=credit_offered credit=%d held=%d after=%s", msg->credit, self->held,
+               why);
     s_link_send (self, &msg);
 }
 
@@ -255,7 +274,11 @@ s_link_event (s_link_t *self)
     if (event == ZMQ_EVENT_CONNECTED) {
         self->connected = true;
         self->revive_at = 0;
-        s_link_ready (self);
+        imgp_msg_t *msg;
+        while ((msg = zlist_pop (self->outbox)))
+            s_link_send (self, &msg);
+        imgp_info ("event=connected endpoint=%s", self->resizer->jobs);
+        s_link_ready (self, "connect");
     }
     else
     if (event == ZMQ_EVENT_DISCONNECTED) {
@@ -323,11 +346,33 @@ s_link_from_broker (s_link_t *self)
                     zmq_strerror (zmq_errno ()));
 }
 
+//  A link that could not run for S_STALL_BEATS heartbeats and at least
+//  S_STALL_MIN_MS (SIGSTOP, a starved machine) may have been counted lost
+//  by the broker, which keeps
+//  no credit for a peer it lost; its TCP connection may well be up still
+//  (the broker's ZMTP timeout comes later), so no reconnect would say
+//  READY. We say it now. Should the broker not have counted us lost, it
+//  may have a JOB on the way that this READY does not count: we then hold
+//  one beyond capacity and drop it (logged), and the broker's dispatch
+//  timeout sends it again.
+static void
+s_link_check_stall (s_link_t *self, int64_t now)
+{
+    int64_t gap = now - self->last_tick;
+    self->last_tick = now;
+    int64_t stall = (int64_t) S_STALL_BEATS * self->resizer->heartbeat_ms;
+    if (!self->connected || gap <= stall || gap <= S_STALL_MIN_MS)
+        return;
+    imgp_warn ("event=stalled ms=%lld action=ready", (long long) gap);
+    s_link_ready (self, "stall");
+}
+
 //  Heartbeat due, dealer to make again. Returns ms until the next timer.
 static long
 s_link_timers (s_link_t *self)
 {
     int64_t now = zclock_mono ();
+    s_link_check_stall (self, now);
     if (now >= self->next_beat) {
         if (self->connected)            //  none queued for a broker that is away
             s_link_beat (self, s_link_free_slots (self));
@@ -365,7 +410,8 @@ s_link_finish (s_link_t *self)
 static void
 s_link_loop (s_link_t *self)
 {
-    self->next_beat = zclock_mono () + self->resizer->heartbeat_ms;
+    self->last_tick = zclock_mono ();
+    self->next_beat = self->last_tick + self->resizer->heartbeat_ms;
     while (true) {
         long timeout = s_link_timers (self);
         zmq_pollitem_t items [4] = {
@@ -399,15 +445,23 @@ static void
 s_link_actor (zsock_t *pipe, void *argument)
 {
     s_link_args_t *args = argument;
-    s_link_t self = { .resizer = args->resizer, .command = pipe, .work = args->work };
+    s_link_t self = { .resizer = args->resizer, .command = pipe, .work = args->work,
+                      .outbox = zlist_new () };
     args->work = NULL;                  //  ours now
-    int rc = s_link_open (&self);
+    int rc = self.outbox ? s_link_open (&self) : -1;
     args->rc = rc;
     zsock_signal (pipe, 0);             //  args is not ours to touch after this
     if (rc == 0)
         s_link_loop (&self);
     s_link_close (&self);
     zsock_destroy (&self.work);
+    imgp_msg_t *msg;
+    while (self.outbox && (msg = zlist_pop (self.outbox))) {
+        imgp_warn ("job=%s event=result_lost type=%s reason=\"no connection to the broker at "
+                   "exit\"", msg->id, imgp_msg_type_name (msg->type));
+        imgp_msg_destroy (&msg);
+    }
+    zlist_destroy (&self.outbox);
 }
 
 

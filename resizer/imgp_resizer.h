@@ -6,7 +6,10 @@
     Why: resizers are stateless and disposable; all a broker needs from one
     is its results, a steady proof of life with its free slots, and how
     many jobs it may send it now (credit), all on the one connection so the
-    broker knows which peer said what. The socket lives in a link actor,
+    broker knows which peer said what. READY goes on every connect, and
+    again when the link thread could not run for a while (SIGSTOP): the
+    broker may have counted us lost meanwhile, and kept no credit for us
+    while the connection stayed up. The socket lives in a link actor,
     its own thread, so a long resize never delays a heartbeat, while a
     stopped (SIGSTOP) or wedged process does stop heartbeating. One job at
     a time (slots = 1): run one resizer per core. Capacity is slots + 1:

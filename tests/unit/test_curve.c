@@ -160,6 +160,29 @@ s_dealer (imgp_curve_t *curve, const char *id, int port)
     return dealer;
 }
 
+//  A plain DEALER (no keys) with routing id `id`, connected to the
+//  router's port, and in *events a PAIR on its monitor: how its handshake
+//  ended. A plain peer's refusal is not always seen by the server: both
+//  sides fail at the greeting, and a TCP reset may beat the bytes the
+//  server would read, so the peer's own side is the proof.
+static zsock_t *
+s_plain_dealer (const char *id, int port, zsock_t **events)
+{
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    *events = zsock_new (ZMQ_PAIR);
+    cr_assert (dealer && *events);
+    zsock_set_identity (dealer, id);
+    zsock_set_linger (dealer, 0);
+    char monitor [64];
+    snprintf (monitor, sizeof monitor, "inproc://test-curve-plain-%s", id);
+    cr_assert_eq (zmq_socket_monitor (zsock_resolve (dealer), monitor,
+                                      ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED
+                                      | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL), 0);
+    cr_assert_eq (zsock_connect (*events, "%s", monitor), 0);
+    cr_assert_eq (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+    return dealer;
+}
+
 //  Wait until `count` refusals were seen by `curve`, or the deadline.
 static bool
 s_wait_refusals (imgp_curve_t *curve, size_t count)
@@ -190,6 +213,7 @@ typedef struct {
     imgp_curve_t *client;           //  the peer's keys; NULL for a plain peer
     zsock_t *router;                //  the server's ROUTER, bound, watched
     zsock_t *dealer;                //  the peer's DEALER, routing id = its name
+    zsock_t *events;                //  plain peer: its monitor (s_plain_dealer)
     int port;                       //  the router's port
 } s_rig_t;
 
@@ -204,7 +228,8 @@ s_rig_start (s_rig_t *rig, const char *name, bool allowed, const char *trusts)
     if (trusts)
         rig->client = s_client (name, allowed, trusts);
     rig->router = s_router (rig->server, &rig->port);
-    rig->dealer = s_dealer (rig->client, name, rig->port);
+    rig->dealer = trusts ? s_dealer (rig->client, name, rig->port)
+                         : s_plain_dealer (name, rig->port, &rig->events);
     zsock_set_rcvtimeo (rig->router, S_DEADLINE_MS);
     zsock_set_rcvtimeo (rig->dealer, S_DEADLINE_MS);
 }
@@ -212,6 +237,9 @@ s_rig_start (s_rig_t *rig, const char *name, bool allowed, const char *trusts)
 static void
 s_rig_end (s_rig_t *rig)
 {
+    if (rig->events)
+        zmq_socket_monitor (zsock_resolve (rig->dealer), NULL, 0);
+    zsock_destroy (&rig->events);
     zsock_destroy (&rig->dealer);
     zsock_destroy (&rig->router);
     imgp_curve_destroy (&rig->client);
@@ -219,12 +247,24 @@ s_rig_end (s_rig_t *rig)
 }
 
 //  The peer NAME sent "ready": assert it was refused and got nothing. The
-//  server's watch saw the refusal; the router does not know the peer
+//  server's watch saw the refusal (for a plain peer: its own monitor saw
+//  its connection end); the router does not know the peer
 //  (ROUTER_MANDATORY: EHOSTUNREACH), and read nothing from it.
 static void
 s_assert_refused (s_rig_t *rig, const char *name)
 {
-    cr_assert (s_wait_refusals (rig->server, 1), "the server saw no refusal");
+    if (rig->events) {
+        //  A plain peer: its connection ended, without a handshake.
+        zsock_set_rcvtimeo (rig->events, S_DEADLINE_MS);
+        zmsg_t *event = zmsg_recv (rig->events);
+        cr_assert_not_null (event, "the plain peer's connection did not end");
+        uint16_t number = 0;
+        memcpy (&number, zframe_data (zmsg_first (event)), sizeof number);
+        zmsg_destroy (&event);
+        cr_assert_neq (number, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, "a plain peer got through");
+    }
+    else
+        cr_assert (s_wait_refusals (rig->server, 1), "the server saw no refusal");
     cr_assert_not (s_router_reaches (rig->router, name));
     cr_assert_eq (zmq_errno (), EHOSTUNREACH);
     zsock_set_rcvtimeo (rig->router, 0);
@@ -405,6 +445,29 @@ Test (sockets, allowed_client_exchanges_messages)
     cr_assert_str_eq (text, "job");
     zstr_free (&text);
     cr_assert_eq (imgp_curve_refusals (rig.server), 0);
+    s_rig_end (&rig);
+}
+
+Test (sockets, server_sees_which_key_sent_a_message)
+{
+    s_rig_t rig;
+    s_rig_start (&rig, "resizer-h2", true, "broker");
+    cr_assert_eq (zstr_send (rig.dealer, "ready"), 0);
+    zmsg_t *msg = zmsg_recv (rig.router);
+    cr_assert_not_null (msg);
+    zframe_t *frame = zmsg_last (msg);
+    //  zauth's reply: the peer's public key as User-Id, and its
+    //  certificate's metadata (from the clients dir) as properties.
+    char path [256];
+    zcert_t *cert = zcert_load (s_path (path, sizeof path, "resizer-h2"));
+    cr_assert_not_null (cert);
+    const char *user = zframe_meta (frame, "User-Id");
+    const char *name = zframe_meta (frame, IMGP_CURVE_KEY_NAME);
+    cr_assert (user && name, "no User-Id or key-name on the message");
+    cr_expect_str_eq (user, zcert_public_txt (cert));
+    cr_expect_str_eq (name, "resizer-h2");
+    zcert_destroy (&cert);
+    zmsg_destroy (&msg);
     s_rig_end (&rig);
 }
 
@@ -589,7 +652,6 @@ Test (sockets, plain_link_to_a_keyed_broker_is_not_answered)
     s_linked_t linked;
     s_linked_start (&linked, true, false);
     cr_assert_not (s_ping (linked.link));
-    cr_assert (s_wait_refusals (linked.rig.server, 1));
     s_linked_end (&linked);
 }
 
