@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# tests/deploy/test_supervise.sh — deploy/run.sh keeps imgpipe running.
+#
+# Starts deploy/run.sh on free ports (frontend and the broker's), a temp
+# spool, 2 resizers and an existing build (SKIP_BUILD=1: nothing is
+# installed or built), uploads real images, then: SIGKILLs the resizer
+# working on a job (the service keeps answering, run.sh logs the death and
+# starts a new resizer, the broker sees 2 resizers again, every job in
+# flight ends done); kills that resizer again at once (the restart delay
+# doubles); kills the frontend and the broker (each comes back and
+# answers, the spool's jobs are still there); SIGTERM to run.sh (it exits
+# 0 and no process it started is left). With `imgpipe keygen` in the build,
+# the same run.sh with CURVE keys makes a thumbnail too.
+#
+# Every wait is on a condition with a deadline; no check is on wall-clock
+# time. One line per check ("ok - ...", "not ok - ...", "skipped - ..."),
+# then "N passed, N failed, N skipped". Exit status 1 when a check failed;
+# 0 when all passed or the test was skipped (a missing build, curl, or
+# images: the corpus photos, else PNGs made with python3).
+#
+# Usage: tests/deploy/test_supervise.sh [BUILD_DIR]
+#   BUILD_DIR     an existing build (default $BUILD_DIR, else build)
+#   IMGP_CORPUS   the corpus (default ../shared/corpus beside the checkout)
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-${BUILD_DIR:-build}}
+[[ $build = /* ]] || build=$top/$build
+passed=0 failed=0 skipped=0
+
+ok()      { echo "ok - $*"; passed=$((passed + 1)); }
+not_ok()  { echo "not ok - $*"; failed=$((failed + 1)); }
+skip()    { echo "skipped - $*"; skipped=$((skipped + 1)); }
+check()   { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+
+for exe in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpipe-frontend; do
+    if [ ! -x "$build/$exe" ]; then
+        skip "supervision: $build/$exe is not built (pass the build dir)"; summary; exit 0
+    fi
+done
+command -v curl >/dev/null || { skip "supervision: no curl"; summary; exit 0; }
+
+tmp=$(mktemp -d /tmp/imgpipe-deploy.XXXXXX)
+runlog=$tmp/run.log
+
+# ---------------------------------------------------------------------------
+# Time, waiting
+
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+since_s() { local d=$(($(now_ms) - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }
+
+# wait_for SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds
+# (0) or SECONDS pass (1). The harness's h_wait_until, in bash.
+wait_for() {
+    local deadline=$(($(now_ms) + $1 * 1000))
+    shift
+    until "$@"; do
+        [ "$(now_ms)" -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Images: the corpus photos (1-6 MB JPEGs), else noisy PNGs made here
+
+corpus=${IMGP_CORPUS:-$top/../shared/corpus}
+images=()
+for f in "$corpus"/photos/*.jpg; do [ -f "$f" ] && images+=("$f"); done
+if [ ${#images[@]} -eq 0 ] && command -v python3 >/dev/null; then
+    python3 - "$tmp" <<'PY' || true
+import os, struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+w, h = 1600, 1200
+for i in range(12):
+    rows = b"".join(b"\0" + os.urandom(w * 3) for _ in range(h))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
+    open(os.path.join(sys.argv[1], "noise%02d.png" % i), "wb").write(png)
+PY
+    for f in "$tmp"/noise*.png; do [ -f "$f" ] && images+=("$f"); done
+fi
+if [ ${#images[@]} -eq 0 ]; then
+    skip "supervision: no images (no corpus at $corpus/photos, no python3 to make some)"
+    rm -rf "$tmp"; summary; exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Ports: five free ones in a row (frontend, intake, status, jobs, results;
+# the results port is ignored by a build without that endpoint)
+
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+base=0
+for _ in $(seq 50); do
+    try=$((20000 + RANDOM % 40000))
+    for p in $(seq $try $((try + 4))); do in_use "$p" && continue 2; done
+    base=$try; break
+done
+[ $base -ne 0 ] || { skip "supervision: no free ports"; rm -rf "$tmp"; summary; exit 0; }
+port=$base
+url=http://127.0.0.1:$port
+
+# ---------------------------------------------------------------------------
+# run.sh, and cleaning up after it whatever happens
+
+run_pid=""
+started_pids() { grep -o 'event=started proc=[a-z0-9]* pid=[0-9]*' "$runlog" 2>/dev/null | sed 's/.*pid=//'; }
+cleanup() {
+    local pid
+    if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
+        kill -TERM "$run_pid" 2>/dev/null
+        wait_for 15 eval '! kill -0 $run_pid 2>/dev/null'
+        kill -KILL -- "-$run_pid" 2>/dev/null      # its process group (setsid)
+    fi
+    for pid in $(started_pids); do kill -KILL "$pid" 2>/dev/null; done
+    if [ $failed -gt 0 ]; then echo "# logs kept in $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# run_start LOG [VAR=VALUE...]: deploy/run.sh in its own session (so its
+# process group is everything it started), output to LOG.
+run_start() {
+    runlog=$1
+    shift
+    : >"$runlog"
+    local setsid=()
+    command -v setsid >/dev/null && setsid=(setsid)
+    env SKIP_BUILD=1 BUILD_DIR="$build" PORT=$port DATA_DIR="$tmp/data" RESIZERS=2 \
+        IMGP_INTAKE=tcp://127.0.0.1:$((base + 1)) IMGP_STATUS=tcp://127.0.0.1:$((base + 2)) \
+        IMGP_JOBS=tcp://127.0.0.1:$((base + 3)) IMGP_RESULTS=tcp://127.0.0.1:$((base + 4)) \
+        "$@" "${setsid[@]}" "$top/deploy/run.sh" >"$runlog" 2>&1 </dev/null &
+    run_pid=$!
+}
+
+# run_stop: SIGTERM to run.sh; its exit status in $run_rc (-1: still running after 30 s).
+run_stop() {
+    kill -TERM "$run_pid" 2>/dev/null
+    if wait_for 30 eval '! kill -0 $run_pid 2>/dev/null'; then
+        wait "$run_pid"; run_rc=$?
+    else
+        run_rc=-1
+    fi
+}
+
+# The pid run.sh last started for SLOT.
+pid_of() { grep -o "event=started proc=$1 pid=[0-9]*" "$runlog" | tail -1 | sed 's/.*pid=//'; }
+# A line of run.sh's log matches.
+logged() { grep -qE "$1" "$runlog"; }
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+code_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$url$1"; }
+healthy() { [ "$(code_of /healthz)" = 200 ]; }
+
+# upload FILE: the new job's id on stdout (empty when it was not a 202).
+upload() {
+    curl -s --max-time 20 -F "img=@$1" "$url/v1/images" \
+        | grep -o '"id":"[0-9a-f]*"' | head -1 | cut -d'"' -f4
+}
+status_of() {
+    curl -s --max-time $((${2:-0} + 5)) "$url/v1/images/$1${2:+?wait=$2}" \
+        | grep -o '"status":"[a-z]*"' | head -1 | cut -d'"' -f4
+}
+worker_of() { curl -s --max-time 5 "$url/v1/images/$1" | grep -o '"worker":"[^"]*"' | cut -d'"' -f4; }
+
+# The cluster view: "resizers" is a count, or a list of {"name":...}.
+cluster=""
+get_cluster() { cluster=$(curl -s --max-time 3 "$url/v1/cluster"); }
+cluster_is_list() { [[ $cluster == *'"resizers":['* ]]; }
+cluster_names() { grep -o '"name":"[^"]*"' <<<"$cluster" | cut -d'"' -f4; }
+cluster_count() {
+    if cluster_is_list; then cluster_names | grep -c .
+    else grep -o '"resizers":[0-9]*' <<<"$cluster" | cut -d: -f2; fi
+}
+two_resizers() { get_cluster; [ "$(cluster_count)" = 2 ]; }
+
+# ---------------------------------------------------------------------------
+# 1. It starts
+
+run_start "$tmp/run.log"
+check "run.sh starts: /healthz answers 200" wait_for 30 healthy
+check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
+
+# ---------------------------------------------------------------------------
+# 2. A resizer killed while jobs are in flight
+
+ids=()
+for f in "${images[@]}" "${images[@]}"; do
+    id=$(upload "$f")
+    [ -n "$id" ] && ids+=("$id")
+done
+check "${#ids[@]} of $((2 * ${#images[@]})) uploads answered 202" [ ${#ids[@]} -eq $((2 * ${#images[@]})) ]
+
+# The victim: the resizer working on a job. The status's "worker" (r1-...,
+# r2-...) names it where the frontend says it; else resizer1.
+victim_job=""
+some_processing() {
+    local id
+    for id in "${ids[@]}"; do
+        [ "$(status_of "$id")" = processing ] && { victim_job=$id; return 0; }
+    done
+    return 1
+}
+wait_for 20 some_processing
+slot=resizer1
+worker=""
+[ -n "$victim_job" ] && worker=$(worker_of "$victim_job")
+[[ $worker =~ ^r([0-9]+)- ]] && slot=resizer${BASH_REMATCH[1]}
+get_cluster
+names_before=$(cluster_names)
+victim=$(pid_of "$slot")
+joins_before=$(grep -c "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog")
+kill -KILL "$victim"
+t_kill=$(now_ms)
+inflight=0
+for id in "${ids[@]}"; do [ "$(status_of "$id")" = done ] || inflight=$((inflight + 1)); done
+what="a job was processing when $slot (pid $victim) was killed${worker:+ (its worker: $worker)}"
+check "$what; $inflight of ${#ids[@]} jobs not done then" [ -n "$victim_job" ]
+
+unanswered=0
+# Each wait below also asks /healthz once a round: the service must answer
+# all the time, not just at the end.
+answering() { healthy || unanswered=$((unanswered + 1)); }
+exited_line() { answering; logged "event=exited proc=$slot pid=$victim signal=KILL .*restart_in_s="; }
+check "run.sh logs the death of $slot (signal=KILL) and its restart delay" wait_for 10 exited_line
+delay1=$(grep -o "event=exited proc=$slot pid=$victim .*restart_in_s=[0-9.]*" "$runlog" | sed 's/.*=//')
+new_started() { answering; local p; p=$(pid_of "$slot"); [ -n "$p" ] && [ "$p" != "$victim" ]; }
+if wait_for 40 new_started; then
+    ok "a new $slot started $(since_s "$t_kill") s after the kill (restart_in_s=$delay1)"
+else
+    not_ok "no new $slot within 40 s of the kill"
+fi
+newpid=$(pid_of "$slot")
+
+# Joined: with a list, 2 resizers and the killed one's name gone; with a
+# count, 2 and the broker's log shows a new r<N>- worker joining.
+killed_name=$(grep "^r${slot#resizer}-" <<<"$names_before" | head -1)
+rejoined() {
+    answering
+    two_resizers || return 1
+    if cluster_is_list; then
+        ! cluster_names | grep -qx "$killed_name" && cluster_names | grep -q "^r${slot#resizer}-"
+    else
+        [ "$(grep -c "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog")" -gt "$joins_before" ]
+    fi
+}
+if wait_for 30 rejoined; then
+    how="a count, and the broker logged a new r${slot#resizer}- joining"
+    cluster_is_list && how="a list: ${killed_name:-?} gone, $(cluster_names | tr '\n' ' ')"
+    ok "/v1/cluster shows 2 resizers again $(since_s "$t_kill") s after the kill ($how)"
+else
+    not_ok "/v1/cluster: not 2 resizers with a new one within 30 s of the kill (last: $cluster)"
+fi
+
+# Every job ends done: ?wait= holds each request until its job ends.
+t_end=$(($(now_ms) + 120000))
+done_n=0 others=""
+for id in "${ids[@]}"; do
+    answering
+    left=$(((t_end - $(now_ms)) / 1000))
+    st=""
+    while [ $left -gt 0 ]; do
+        st=$(status_of "$id" $((left < 25 ? left : 25)))
+        [ "$st" = done ] || [ "$st" = failed ] && break
+        left=$(((t_end - $(now_ms)) / 1000))
+    done
+    if [ "$st" = done ]; then done_n=$((done_n + 1)); else others+=" $id:${st:-none}"; fi
+done
+check "every job in flight ended done: $done_n of ${#ids[@]}, $(since_s "$t_kill") s after the kill${others:+ (not:$others)}" \
+    [ $done_n -eq ${#ids[@]} ]
+check "/healthz answered 200 all along ($unanswered probes not 200)" [ $unanswered -eq 0 ]
+
+# ---------------------------------------------------------------------------
+# 3. The same resizer dies again at once: the delay grows
+
+victim=$newpid
+kill -KILL "$victim"
+t_kill=$(now_ms)
+if wait_for 10 exited_line; then
+    delay2=$(grep -o "event=exited proc=$slot pid=$victim .*restart_in_s=[0-9.]*" "$runlog" | sed 's/.*=//')
+    check "killed again at once, $slot restarts after a longer delay ($delay1 s, then $delay2 s)" \
+        [ "$(tr -d . <<<"$delay2")" -eq $((2 * $(tr -d . <<<"$delay1"))) ]
+else
+    not_ok "run.sh did not log the second death of $slot"
+fi
+if wait_for 40 new_started; then
+    ok "and it is started again ($(since_s "$t_kill") s after the kill)"
+else
+    not_ok "$slot not started again within 40 s"
+fi
+
+# ---------------------------------------------------------------------------
+# 4. The frontend and the broker come back
+
+for victim_slot in frontend broker; do
+    victim=$(pid_of $victim_slot)
+    kill -KILL "$victim"
+    t_kill=$(now_ms)
+    back() { local p; p=$(pid_of $victim_slot); [ -n "$p" ] && [ "$p" != "$victim" ] && healthy; }
+    if wait_for 30 back; then
+        ok "$victim_slot killed: a new one started and /healthz answers 200 $(since_s "$t_kill") s later"
+    else
+        not_ok "$victim_slot killed: no new one answering within 30 s"
+    fi
+    id=$(upload "${images[0]}")
+    st=""
+    [ -n "$id" ] && st=$(status_of "$id" 25)
+    check "then an upload ends done (${st:-no 202})" [ "$st" = done ]
+done
+check "the spool kept the first jobs across the broker's restart" [ "$(status_of "${ids[0]}")" = done ]
+
+# ---------------------------------------------------------------------------
+# 5. SIGTERM stops everything
+
+pids=$(started_pids)
+run_stop
+check "SIGTERM: run.sh exits 0 (status $run_rc)" [ "$run_rc" -eq 0 ]
+left=""
+for pid in $pids; do kill -0 "$pid" 2>/dev/null && left+=" $pid"; done
+check "no process run.sh started is left ($(wc -w <<<"$pids") started${left:+, left:$left})" [ -z "$left" ]
+if command -v setsid >/dev/null; then
+    check "its process group is empty" eval '! kill -0 -- -$run_pid 2>/dev/null'
+fi
+run_pid=""
+
+# ---------------------------------------------------------------------------
+# 6. With CURVE keys (one key pair for the three programs on one host)
+
+cli=$build/client/imgpipe
+if [ -x "$cli" ] && "$cli" --help 2>&1 | grep -q keygen; then
+    mkdir -p "$tmp/keys/clients"
+    if "$cli" keygen "$tmp/keys/local" >/dev/null 2>&1 && cp "$tmp/keys/local" "$tmp/keys/clients/"; then
+        run_start "$tmp/run-curve.log" IMGP_CURVE_SECRET="$tmp/keys/local_secret" \
+            IMGP_CURVE_CLIENTS="$tmp/keys/clients" IMGP_CURVE_SERVER="$tmp/keys/local"
+        check "with CURVE keys: /healthz answers 200" wait_for 30 healthy
+        id=$(upload "${images[0]}")
+        st=""
+        [ -n "$id" ] && st=$(status_of "$id" 25)
+        check "with CURVE keys: an upload ends done (${st:-no 202})" [ "$st" = done ]
+        run_stop
+        check "with CURVE keys: SIGTERM, run.sh exits 0 (status $run_rc)" [ "$run_rc" -eq 0 ]
+        run_pid=""
+    else
+        not_ok "imgpipe keygen $tmp/keys/local failed"
+    fi
+else
+    skip "with CURVE keys: $cli has no keygen"
+fi
+
+summary
+[ $failed -eq 0 ]
