@@ -51,7 +51,7 @@ set_now() { now=${EPOCHREALTIME/./}; now=$((now / 1000)); }
 log() {
     local level=$1 t=${EPOCHREALTIME/./}
     shift
-    printf '%(%Y-%m-%dT%H:%M:%S)T.%03dZ run.sh %s %s\n' "$((t / 1000000))" \
+    TZ=UTC0 printf '%(%Y-%m-%dT%H:%M:%S)T.%03dZ run.sh %s %s\n' "$((t / 1000000))" \
            "$((t / 1000 % 1000))" "$level" "$*" >&3
 }
 
@@ -122,9 +122,10 @@ ended_pid="" ended_rc=0     # what next_ended found
 now=0
 
 # A program dies with us even when we are killed with SIGKILL (setpriv is
-# in util-linux; without it, a kill -9 of run.sh leaves the programs).
+# in util-linux, --pdeathsig since 2.33; without it, a kill -9 of run.sh
+# leaves the programs running).
 pdeath=()
-command -v setpriv >/dev/null && pdeath=(setpriv --pdeathsig TERM --)
+setpriv --pdeathsig TERM -- true 2>/dev/null && pdeath=(setpriv --pdeathsig TERM --)
 
 start() {
     local slot=$1 cmd

@@ -9,7 +9,8 @@
 # flight ends done); kills that resizer again at once (the restart delay
 # doubles); kills the frontend and the broker (each comes back and
 # answers, the spool's jobs are still there); SIGTERM to run.sh (it exits
-# 0 and no process it started is left). With `imgpipe keygen` in the build,
+# 0 and no process it started is left), and SIGKILL to run.sh (its programs
+# stop too). With `imgpipe keygen` in the build,
 # the same run.sh with CURVE keys makes a thumbnail too.
 #
 # Every wait is on a condition with a deadline; no check is on wall-clock
@@ -327,7 +328,31 @@ fi
 run_pid=""
 
 # ---------------------------------------------------------------------------
-# 6. With CURVE keys (one key pair for the three programs on one host)
+# 6. run.sh killed with SIGKILL: the kernel stops its programs (setpriv
+#    --pdeathsig), so nothing is left behind
+
+if setpriv --pdeathsig TERM -- true 2>/dev/null; then
+    run_start "$tmp/run-kill9.log"
+    if wait_for 30 healthy; then
+        pids=$(started_pids)
+        kill -KILL "$run_pid"
+        wait "$run_pid" 2>/dev/null
+        all_gone() { local pid; for pid in $pids; do kill -0 "$pid" 2>/dev/null && return 1; done; return 0; }
+        if wait_for 20 all_gone; then
+            ok "run.sh killed with SIGKILL: its $(wc -w <<<"$pids") programs stopped too"
+        else
+            not_ok "run.sh killed with SIGKILL: programs left:$(for p in $pids; do kill -0 $p 2>/dev/null && echo -n " $p"; done)"
+        fi
+    else
+        not_ok "run.sh (for the SIGKILL check) did not answer within 30 s"
+    fi
+    run_pid=""
+else
+    skip "run.sh killed with SIGKILL: no setpriv --pdeathsig here"
+fi
+
+# ---------------------------------------------------------------------------
+# 7. With CURVE keys (one key pair for the three programs on one host)
 
 cli=$build/client/imgpipe
 if [ -x "$cli" ] && "$cli" --help 2>&1 | grep -q keygen; then
