@@ -153,7 +153,7 @@ died() {
     fi
     set_now
     up=$((now - since_of[$slot]))
-    secs up_s $up
+    secs up_s "$up"
     if [ "$rc" -eq 2 ]; then
         log ERROR "event=exited proc=$slot pid=$pid $how up_s=$up_s" \
                   "reason=\"bad configuration (see its lines above): not restarted, stopping\""
@@ -163,7 +163,7 @@ died() {
     delay=${delay_of[$slot]:-$delay_first_ms}
     [ $up -ge $up_reset_ms ] && delay=$delay_first_ms
     delay_of[$slot]=$((delay * 2 > delay_max_ms ? delay_max_ms : delay * 2))
-    secs delay_s $delay
+    secs delay_s "$delay"
     log WARN "event=exited proc=$slot pid=$pid $how up_s=$up_s restart_in_s=$delay_s"
     sleep "$delay_s" &
     timer_of[$slot]=$!
@@ -267,6 +267,7 @@ stop_all() {
 # that just died is no reason to leave the programs unsupervised).
 set +e
 exec 2>/dev/null
+# shellcheck disable=SC2317  # called by the traps below
 on_signal() { stopping=$1; }
 trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM

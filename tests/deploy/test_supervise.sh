@@ -106,12 +106,14 @@ url=http://127.0.0.1:$port
 # run.sh, and cleaning up after it whatever happens
 
 run_pid=""
+run_gone()   { ! kill -0 "$run_pid" 2>/dev/null; }
+group_gone() { ! kill -0 -- "-$run_pid" 2>/dev/null; }
 started_pids() { grep -o 'event=started proc=[a-z0-9]* pid=[0-9]*' "$runlog" 2>/dev/null | sed 's/.*pid=//'; }
 cleanup() {
     local pid
     if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
         kill -TERM "$run_pid" 2>/dev/null
-        wait_for 15 eval '! kill -0 $run_pid 2>/dev/null'
+        wait_for 15 run_gone
         kill -KILL -- "-$run_pid" 2>/dev/null      # its process group (setsid)
     fi
     for pid in $(started_pids); do kill -KILL "$pid" 2>/dev/null; done
@@ -138,7 +140,7 @@ run_start() {
 # run_stop: SIGTERM to run.sh; its exit status in $run_rc (-1: still running after 30 s).
 run_stop() {
     kill -TERM "$run_pid" 2>/dev/null
-    if wait_for 30 eval '! kill -0 $run_pid 2>/dev/null'; then
+    if wait_for 30 run_gone; then
         wait "$run_pid"; run_rc=$?
     else
         run_rc=-1
@@ -217,7 +219,7 @@ joins_before=$(grep -c "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog")
 kill -KILL "$victim"
 t_kill=$(now_ms)
 inflight=0
-for id in "${ids[@]}"; do [ "$(status_of "$id")" = done ] || inflight=$((inflight + 1)); done
+for id in "${ids[@]}"; do [ "$(status_of "$id")" = "done" ] || inflight=$((inflight + 1)); done
 what="a job was processing when $slot (pid $victim) was killed${worker:+ (its worker: $worker)}"
 check "$what; $inflight of ${#ids[@]} jobs not done then" [ -n "$victim_job" ]
 
@@ -265,10 +267,10 @@ for id in "${ids[@]}"; do
     st=""
     while [ $left -gt 0 ]; do
         st=$(status_of "$id" $((left < 25 ? left : 25)))
-        [ "$st" = done ] || [ "$st" = failed ] && break
+        [ "$st" = "done" ] || [ "$st" = failed ] && break
         left=$(((t_end - $(now_ms)) / 1000))
     done
-    if [ "$st" = done ]; then done_n=$((done_n + 1)); else others+=" $id:${st:-none}"; fi
+    if [ "$st" = "done" ]; then done_n=$((done_n + 1)); else others+=" $id:${st:-none}"; fi
 done
 check "every job in flight ended done: $done_n of ${#ids[@]}, $(since_s "$t_kill") s after the kill${others:+ (not:$others)}" \
     [ $done_n -eq ${#ids[@]} ]
@@ -297,10 +299,10 @@ fi
 # 4. The frontend and the broker come back
 
 for victim_slot in frontend broker; do
-    victim=$(pid_of $victim_slot)
+    victim=$(pid_of "$victim_slot")
     kill -KILL "$victim"
     t_kill=$(now_ms)
-    back() { local p; p=$(pid_of $victim_slot); [ -n "$p" ] && [ "$p" != "$victim" ] && healthy; }
+    back() { local p; p=$(pid_of "$victim_slot"); [ -n "$p" ] && [ "$p" != "$victim" ] && healthy; }
     if wait_for 30 back; then
         ok "$victim_slot killed: a new one started and /healthz answers 200 $(since_s "$t_kill") s later"
     else
@@ -309,9 +311,9 @@ for victim_slot in frontend broker; do
     id=$(upload "${images[0]}")
     st=""
     [ -n "$id" ] && st=$(status_of "$id" 25)
-    check "then an upload ends done (${st:-no 202})" [ "$st" = done ]
+    check "then an upload ends done (${st:-no 202})" [ "$st" = "done" ]
 done
-check "the spool kept the first jobs across the broker's restart" [ "$(status_of "${ids[0]}")" = done ]
+check "the spool kept the first jobs across the broker's restart" [ "$(status_of "${ids[0]}")" = "done" ]
 
 # ---------------------------------------------------------------------------
 # 5. SIGTERM stops everything
@@ -323,7 +325,7 @@ left=""
 for pid in $pids; do kill -0 "$pid" 2>/dev/null && left+=" $pid"; done
 check "no process run.sh started is left ($(wc -w <<<"$pids") started${left:+, left:$left})" [ -z "$left" ]
 if command -v setsid >/dev/null; then
-    check "its process group is empty" eval '! kill -0 -- -$run_pid 2>/dev/null'
+    check "its process group is empty" group_gone
 fi
 run_pid=""
 
@@ -341,7 +343,7 @@ if setpriv --pdeathsig TERM -- true 2>/dev/null; then
         if wait_for 20 all_gone; then
             ok "run.sh killed with SIGKILL: its $(wc -w <<<"$pids") programs stopped too"
         else
-            not_ok "run.sh killed with SIGKILL: programs left:$(for p in $pids; do kill -0 $p 2>/dev/null && echo -n " $p"; done)"
+            not_ok "run.sh killed with SIGKILL: programs left:$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo -n " $p"; done)"
         fi
     else
         not_ok "run.sh (for the SIGKILL check) did not answer within 30 s"
@@ -364,7 +366,7 @@ if [ -x "$cli" ] && "$cli" --help 2>&1 | grep -q keygen; then
         id=$(upload "${images[0]}")
         st=""
         [ -n "$id" ] && st=$(status_of "$id" 25)
-        check "with CURVE keys: an upload ends done (${st:-no 202})" [ "$st" = done ]
+        check "with CURVE keys: an upload ends done (${st:-no 202})" [ "$st" = "done" ]
         run_stop
         check "with CURVE keys: SIGTERM, run.sh exits 0 (status $run_rc)" [ "$run_rc" -eq 0 ]
         run_pid=""
