@@ -106,6 +106,7 @@ url=http://127.0.0.1:$port
 # run.sh, and cleaning up after it whatever happens
 
 run_pid=""
+uploader=""
 run_gone()   { ! kill -0 "$run_pid" 2>/dev/null; }
 group_gone() { ! kill -0 -- "-$run_pid" 2>/dev/null; }
 started_pids() { grep -o 'event=started proc=[a-z0-9]* pid=[0-9]*' "$runlog" 2>/dev/null | sed 's/.*pid=//'; }
@@ -117,6 +118,10 @@ cleanup() {
         kill -KILL -- "-$run_pid" 2>/dev/null      # its process group (setsid)
     fi
     for pid in $(started_pids); do kill -KILL "$pid" 2>/dev/null; done
+    if [ -n "$uploader" ]; then
+        pkill -P "$uploader" 2>/dev/null
+        kill "$uploader" 2>/dev/null
+    fi
     if [ $failed -gt 0 ]; then echo "# logs kept in $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
@@ -190,27 +195,41 @@ check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
 # ---------------------------------------------------------------------------
 # 2. A resizer killed while jobs are in flight
 
-ids=()
-for f in "${images[@]}" "${images[@]}"; do
-    id=$(upload "$f")
-    [ -n "$id" ] && ids+=("$id")
-done
-check "${#ids[@]} of $((2 * ${#images[@]})) uploads answered 202" [ ${#ids[@]} -eq $((2 * ${#images[@]})) ]
+# The uploads go on in the background while a resizer is killed, so jobs
+# are queued and running at the kill however fast the resizers are.
+: >"$tmp/ids"
+(
+    for f in "${images[@]}" "${images[@]}"; do
+        id=$(upload "$f")
+        echo "${id:--}" >>"$tmp/ids"
+    done
+) &
+uploader=$!
+uploads=$((2 * ${#images[@]}))
 
 # The victim: the resizer working on a job. The status's "worker" (r1-...,
-# r2-...) names it where the frontend says it; else resizer1.
+# r2-...) names it where the frontend says so, else the broker's log line
+# "job=ID event=started worker=r2-..."; else resizer1.
 victim_job=""
+declare -A finished=()
 some_processing() {
-    local id
-    for id in "${ids[@]}"; do
-        [ "$(status_of "$id")" = processing ] && { victim_job=$id; return 0; }
-    done
+    local id st
+    while read -r id; do
+        if [ "$id" = - ] || [ -n "${finished[$id]:-}" ]; then continue; fi
+        st=$(status_of "$id")
+        [ "$st" = processing ] && { victim_job=$id; return 0; }
+        [ "$st" = "done" ] && finished[$id]=1
+    done <"$tmp/ids"
     return 1
 }
-wait_for 20 some_processing
+wait_for 30 some_processing
 slot=resizer1
 worker=""
-[ -n "$victim_job" ] && worker=$(worker_of "$victim_job")
+if [ -n "$victim_job" ]; then
+    worker=$(worker_of "$victim_job")
+    [ -n "$worker" ] || worker=$(grep -o "job=$victim_job event=started worker=[^ ]*" "$runlog" \
+                                 | tail -1 | sed 's/.*worker=//')
+fi
 [[ $worker =~ ^r([0-9]+)- ]] && slot=resizer${BASH_REMATCH[1]}
 get_cluster
 names_before=$(cluster_names)
@@ -218,10 +237,14 @@ victim=$(pid_of "$slot")
 joins_before=$(grep -c "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog")
 kill -KILL "$victim"
 t_kill=$(now_ms)
-inflight=0
-for id in "${ids[@]}"; do [ "$(status_of "$id")" = "done" ] || inflight=$((inflight + 1)); done
+uploaded=0 pending=0
+while read -r id; do
+    uploaded=$((uploaded + 1))
+    [ "$id" = - ] || [ "$(status_of "$id")" = "done" ] || pending=$((pending + 1))
+done <"$tmp/ids"
 what="a job was processing when $slot (pid $victim) was killed${worker:+ (its worker: $worker)}"
-check "$what; $inflight of ${#ids[@]} jobs not done then" [ -n "$victim_job" ]
+check "$what; just after, $pending of $uploaded uploaded jobs not done, $((uploads - uploaded)) uploads to come" \
+    [ -n "$victim_job" ]
 
 unanswered=0
 # Each wait below also asks /healthz once a round: the service must answer
@@ -257,6 +280,12 @@ if wait_for 30 rejoined; then
 else
     not_ok "/v1/cluster: not 2 resizers with a new one within 30 s of the kill (last: $cluster)"
 fi
+
+uploader_done() { ! kill -0 "$uploader" 2>/dev/null; }
+wait_for 120 uploader_done
+ids=()
+while read -r id; do [ "$id" != - ] && ids+=("$id"); done <"$tmp/ids"
+check "${#ids[@]} of $uploads uploads answered 202" [ ${#ids[@]} -eq $uploads ]
 
 # Every job ends done: ?wait= holds each request until its job ends.
 t_end=$(($(now_ms) + 120000))
