@@ -27,13 +27,8 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-${BUILD_DIR:-build}}
 [[ $build = /* ]] || build=$top/$build
-passed=0 failed=0 skipped=0
-
-ok()      { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok()  { echo "not ok - $*"; failed=$((failed + 1)); }
-skip()    { echo "skipped - $*"; skipped=$((skipped + 1)); }
-check()   { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+# shellcheck source=tests/deploy/common.sh
+. "$top/tests/deploy/common.sh"
 
 for exe in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpipe-frontend; do
     if [ ! -x "$build/$exe" ]; then
@@ -44,23 +39,6 @@ command -v curl >/dev/null || { skip "supervision: no curl"; summary; exit 0; }
 
 tmp=$(mktemp -d /tmp/imgpipe-deploy.XXXXXX)
 runlog=$tmp/run.log
-
-# ---------------------------------------------------------------------------
-# Time, waiting
-
-now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-since_s() { local d=$(($(now_ms) - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }
-
-# wait_for SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds
-# (0) or SECONDS pass (1). The harness's h_wait_until, in bash.
-wait_for() {
-    local deadline=$(($(now_ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        [ "$(now_ms)" -lt $deadline ] || return 1
-        sleep 0.1
-    done
-}
 
 # ---------------------------------------------------------------------------
 # Images: the corpus photos (1-6 MB JPEGs), else noisy PNGs made here
@@ -91,14 +69,8 @@ fi
 # Ports: five free ones in a row (frontend, intake, status, jobs, results;
 # the results port is ignored by a build without that endpoint)
 
-in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-base=0
-for _ in $(seq 50); do
-    try=$((20000 + RANDOM % 40000))
-    for p in $(seq $try $((try + 4))); do in_use "$p" && continue 2; done
-    base=$try; break
-done
-[ $base -ne 0 ] || { skip "supervision: no free ports"; rm -rf "$tmp"; summary; exit 0; }
+base=$(free_ports 5)
+[ "$base" -ne 0 ] || { skip "supervision: no free ports"; rm -rf "$tmp"; summary; exit 0; }
 port=$base
 url=http://127.0.0.1:$port
 
@@ -109,7 +81,6 @@ run_pid=""
 uploader=""
 run_gone()   { ! kill -0 "$run_pid" 2>/dev/null; }
 group_gone() { ! kill -0 -- "-$run_pid" 2>/dev/null; }
-started_pids() { grep -o 'event=started proc=[a-z0-9]* pid=[0-9]*' "$runlog" 2>/dev/null | sed 's/.*pid=//'; }
 cleanup() {
     local pid
     if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
@@ -117,7 +88,7 @@ cleanup() {
         wait_for 15 run_gone
         kill -KILL -- "-$run_pid" 2>/dev/null      # its process group (setsid)
     fi
-    for pid in $(started_pids); do kill -KILL "$pid" 2>/dev/null; done
+    for pid in $(started_pids "$runlog"); do kill -KILL "$pid" 2>/dev/null; done
     if [ -n "$uploader" ]; then
         pkill -P "$uploader" 2>/dev/null
         kill "$uploader" 2>/dev/null
@@ -135,7 +106,7 @@ run_start() {
     : >"$runlog"
     local setsid=()
     command -v setsid >/dev/null && setsid=(setsid)
-    env SKIP_BUILD=1 BUILD_DIR="$build" PORT=$port DATA_DIR="$tmp/data" RESIZERS=2 \
+    env SKIP_BUILD=1 BUILD_DIR="$build" PORT="$port" DATA_DIR="$tmp/data" RESIZERS=2 \
         IMGP_INTAKE=tcp://127.0.0.1:$((base + 1)) IMGP_STATUS=tcp://127.0.0.1:$((base + 2)) \
         IMGP_JOBS=tcp://127.0.0.1:$((base + 3)) IMGP_RESULTS=tcp://127.0.0.1:$((base + 4)) \
         "$@" "${setsid[@]}" "$top/deploy/run.sh" >"$runlog" 2>&1 </dev/null &
@@ -347,7 +318,7 @@ check "the spool kept the first jobs across the broker's restart" [ "$(status_of
 # ---------------------------------------------------------------------------
 # 5. SIGTERM stops everything
 
-pids=$(started_pids)
+pids=$(started_pids "$runlog")
 run_stop
 check "SIGTERM: run.sh exits 0 (status $run_rc)" [ "$run_rc" -eq 0 ]
 left=""
@@ -365,7 +336,7 @@ run_pid=""
 if setpriv --pdeathsig TERM -- true 2>/dev/null; then
     run_start "$tmp/run-kill9.log"
     if wait_for 30 healthy; then
-        pids=$(started_pids)
+        pids=$(started_pids "$runlog")
         kill -KILL "$run_pid"
         wait "$run_pid" 2>/dev/null
         all_gone() { local pid; for pid in $pids; do kill -0 "$pid" 2>/dev/null && return 1; done; return 0; }
