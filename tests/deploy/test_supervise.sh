@@ -178,9 +178,9 @@ check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
 uploader=$!
 uploads=$((2 * ${#images[@]}))
 
-# The victim: the resizer working on a job. The status's "worker" (r1-...,
-# r2-...) names it where the frontend says so, else the broker's log line
-# "job=ID event=started worker=r2-..."; else resizer1.
+# The victim: the resizer working on a job, named (r1-..., r2-...) by the
+# broker's log line "job=ID event=started worker=r2-...", else by the
+# status's "worker"; else resizer1.
 victim_job=""
 declare -A finished=()
 some_processing() {
@@ -193,17 +193,16 @@ some_processing() {
     done <"$tmp/ids"
     return 1
 }
+get_cluster
+names_before=$(cluster_names)
 wait_for 30 some_processing
 slot=resizer1
 worker=""
 if [ -n "$victim_job" ]; then
-    worker=$(worker_of "$victim_job")
-    [ -n "$worker" ] || worker=$(grep -o "job=$victim_job event=started worker=[^ ]*" "$runlog" \
-                                 | tail -1 | sed 's/.*worker=//')
+    worker=$(grep -o "job=$victim_job event=started worker=[^ ]*" "$runlog" | tail -1 | sed 's/.*worker=//')
+    [ -n "$worker" ] || worker=$(worker_of "$victim_job")
 fi
 [[ $worker =~ ^r([0-9]+)- ]] && slot=resizer${BASH_REMATCH[1]}
-get_cluster
-names_before=$(cluster_names)
 victim=$(pid_of "$slot")
 joins_before=$(grep -c "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog")
 kill -KILL "$victim"
@@ -274,6 +273,27 @@ for id in "${ids[@]}"; do
 done
 check "every job in flight ended done: $done_n of ${#ids[@]}, $(since_s "$t_kill") s after the kill${others:+ (not:$others)}" \
     [ $done_n -eq ${#ids[@]} ]
+
+# The jobs the killed resizer held: the broker logged them dispatched to
+# it or started by it, and never done by it. Each must have been redone.
+if [ -n "$worker" ]; then
+    held=$(grep -oE "job=[0-9a-f]+ event=(dispatched|started) worker=$worker " "$runlog" \
+           | cut -d' ' -f1 | sort -u)
+    finished_there=$(grep -oE "job=[0-9a-f]+ event=done worker=$worker " "$runlog" | cut -d' ' -f1 | sort -u)
+    held=$(comm -23 <(echo "$held") <(echo "$finished_there") | sed 's/^job=//' | grep .)
+    redone="" bad=""
+    for id in $held; do
+        json=$(curl -s --max-time 5 "$url/v1/images/$id")
+        redone+=" $(grep -o '"attempts":[0-9]*' <<<"$json" | cut -d: -f2)"
+        [[ $json == *'"status":"done"'* ]] || bad+=" $id"
+    done
+    if [ -z "$held" ]; then
+        skip "the killed resizer held no job at the kill (all it had started were done)"
+    else
+        check "the $(wc -w <<<"$held") job(s) the killed $worker held ended done, after attempts:$redone" \
+            [ -z "$bad" ]
+    fi
+fi
 check "/healthz answered 200 all along ($unanswered probes not 200)" [ $unanswered -eq 0 ]
 
 # ---------------------------------------------------------------------------
