@@ -148,11 +148,11 @@ worker_of() { curl -s --max-time 5 "$url/v1/images/$1" | grep -o '"worker":"[^"]
 # The cluster view: "resizers" is a count, or a list of {"name":...}.
 cluster=""
 get_cluster() { cluster=$(curl -s --max-time 3 "$url/v1/cluster"); }
-cluster_is_list() { [[ $cluster == *'"resizers":['* ]]; }
-cluster_names() { grep -o '"name":"[^"]*"' <<<"$cluster" | cut -d'"' -f4; }
+cluster_is_list() { grep -qE '"resizers"[[:space:]]*:[[:space:]]*\[' <<<"$cluster"; }
+cluster_names() { grep -oE '"name"[[:space:]]*:[[:space:]]*"[^"]*"' <<<"$cluster" | cut -d'"' -f4; }
 cluster_count() {
     if cluster_is_list; then cluster_names | grep -c .
-    else grep -o '"resizers":[0-9]*' <<<"$cluster" | cut -d: -f2; fi
+    else grep -oE '"resizers"[[:space:]]*:[[:space:]]*[0-9]+' <<<"$cluster" | grep -oE '[0-9]+$'; fi
 }
 two_resizers() { get_cluster; [ "$(cluster_count)" = 2 ]; }
 
