@@ -25,6 +25,12 @@
 # pid=4242 signal=KILL up_s=12.3 restart_in_s=0.5".
 set -euo pipefail
 
+# wait -n -p (which child ended) came with bash 5.1 (Debian 11).
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
+    echo "run.sh: needs bash 5.1 or later (this is $BASH_VERSION)" >&2
+    exit 1
+fi
+
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 port=${PORT:-8080}
