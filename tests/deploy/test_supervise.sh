@@ -4,14 +4,15 @@
 # Starts deploy/run.sh on free ports (frontend and the broker's), a temp
 # spool, 2 resizers and an existing build (SKIP_BUILD=1: nothing is
 # installed or built), uploads real images, then: SIGKILLs the resizer
-# working on a job (the service keeps answering, run.sh logs the death and
-# starts a new resizer, the broker sees 2 resizers again, every job in
-# flight ends done); kills that resizer again at once (the restart delay
-# doubles); kills the frontend and the broker (each comes back and
-# answers, the spool's jobs are still there); SIGTERM to run.sh (it exits
-# 0 and no process it started is left), and SIGKILL to run.sh (its programs
-# stop too). With `imgpipe keygen` in the build,
-# the same run.sh with CURVE keys makes a thumbnail too.
+# working on a slow job (an 800x800 AVIF) while the other uploads go on
+# (the service keeps answering, run.sh logs the death and starts a new
+# resizer, the broker sees 2 resizers again, every job in flight ends
+# done, the killed resizer's own after a second attempt); kills that
+# resizer again at once (the restart delay doubles); kills the frontend
+# and the broker (each comes back and answers, the spool's jobs are still
+# there); SIGTERM to run.sh (it exits 0 and no process it started is
+# left), and SIGKILL to run.sh (its programs stop too). With `imgpipe
+# keygen` in the build, the same run.sh with CURVE keys makes a thumbnail.
 #
 # Every wait is on a condition with a deadline; no check is on wall-clock
 # time. One line per check ("ok - ...", "not ok - ...", "skipped - ..."),
@@ -134,9 +135,9 @@ logged() { grep -qE "$1" "$runlog"; }
 code_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$url$1"; }
 healthy() { [ "$(code_of /healthz)" = 200 ]; }
 
-# upload FILE: the new job's id on stdout (empty when it was not a 202).
+# upload FILE [QUERY]: the new job's id on stdout (empty when not a 202).
 upload() {
-    curl -s --max-time 20 -F "img=@$1" "$url/v1/images" \
+    curl -s --max-time 20 -F "img=@$1" "$url/v1/images${2:+?$2}" \
         | grep -o '"id":"[0-9a-f]*"' | head -1 | cut -d'"' -f4
 }
 status_of() {
@@ -166,8 +167,11 @@ check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
 # ---------------------------------------------------------------------------
 # 2. A resizer killed while jobs are in flight
 
-# The uploads go on in the background while a resizer is killed, so jobs
-# are queued and running at the kill however fast the resizers are.
+# One slow job first, a 800x800 AVIF (seconds of encoding where a 100x100
+# PNG takes tens of milliseconds), so the resizer that runs it is surely
+# in the middle of a job when it is killed. The other uploads go on in the
+# background meanwhile, so jobs are queued and running at the kill too.
+slow_job=$(upload "${images[0]}" "width=800&height=800&format=avif")
 : >"$tmp/ids"
 (
     for f in "${images[@]}" "${images[@]}"; do
@@ -178,24 +182,14 @@ check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
 uploader=$!
 uploads=$((2 * ${#images[@]}))
 
-# The victim: the resizer working on a job, named (r1-..., r2-...) by the
-# broker's log line "job=ID event=started worker=r2-...", else by the
-# status's "worker"; else resizer1.
-victim_job=""
-declare -A finished=()
-some_processing() {
-    local id st
-    while read -r id; do
-        if [ "$id" = - ] || [ -n "${finished[$id]:-}" ]; then continue; fi
-        st=$(status_of "$id")
-        [ "$st" = processing ] && { victim_job=$id; return 0; }
-        [ "$st" = "done" ] && finished[$id]=1
-    done <"$tmp/ids"
-    return 1
-}
+# The victim: the resizer working on the slow job, named (r1-..., r2-...)
+# by the broker's log line "job=ID event=started worker=r2-...", else by
+# the status's "worker"; else resizer1.
 get_cluster
 names_before=$(cluster_names)
-wait_for 30 some_processing
+slow_processing() { [ "$(status_of "$slow_job")" = processing ]; }
+victim_job=""
+[ -n "$slow_job" ] && wait_for 30 slow_processing && victim_job=$slow_job
 slot=resizer1
 worker=""
 if [ -n "$victim_job" ]; then
@@ -212,8 +206,8 @@ while read -r id; do
     uploaded=$((uploaded + 1))
     [ "$id" = - ] || [ "$(status_of "$id")" = "done" ] || pending=$((pending + 1))
 done <"$tmp/ids"
-what="a job was processing when $slot (pid $victim) was killed${worker:+ (its worker: $worker)}"
-check "$what; just after, $pending of $uploaded uploaded jobs not done, $((uploads - uploaded)) uploads to come" \
+what="the slow job was processing when $slot (pid $victim) was killed${worker:+ (its worker: $worker)}"
+check "$what; just after, $pending of $uploaded other uploaded jobs not done, $((uploads - uploaded)) uploads to come" \
     [ -n "$victim_job" ]
 
 unanswered=0
@@ -256,6 +250,7 @@ wait_for 120 uploader_done
 ids=()
 while read -r id; do [ "$id" != - ] && ids+=("$id"); done <"$tmp/ids"
 check "${#ids[@]} of $uploads uploads answered 202" [ ${#ids[@]} -eq $uploads ]
+[ -n "$slow_job" ] && ids+=("$slow_job")
 
 # Every job ends done: ?wait= holds each request until its job ends.
 t_end=$(($(now_ms) + 120000))
