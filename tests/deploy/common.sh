@@ -1,5 +1,5 @@
 # tests/deploy/common.sh — what the deploy tests share, sourced by each:
-# the result lines lead's tests/run.sh counts, waiting on a condition with
+# the result lines tests/run.sh counts, waiting on a condition with
 # a deadline, free ports, and the pids deploy/run.sh logs.
 # shellcheck shell=bash
 
@@ -8,7 +8,15 @@ ok()      { echo "ok - $*"; passed=$((passed + 1)); }
 not_ok()  { echo "not ok - $*"; failed=$((failed + 1)); }
 skip()    { echo "skipped - $*"; skipped=$((skipped + 1)); }
 check()   { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+# The last line is what tests/run.sh counts: "N passed, N failed"; the
+# checks that could not run here are a line before it, "N skipped".
+summary() {
+    [ "$skipped" -gt 0 ] && echo "$skipped skipped"
+    echo "$passed passed, $failed failed"
+}
+# skip_all REASON: the whole test cannot run here; tests/run.sh counts
+# exit 77 as skipped, never as passed.
+skip_all() { skip "$1"; summary; exit 77; }
 
 now_ms()  { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 since_s() { local d=$(($(now_ms) - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }

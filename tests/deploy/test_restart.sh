@@ -9,7 +9,7 @@
 #
 # Checks read run.sh's log lines (the delays it says it will wait), never
 # wall-clock times; every wait has a deadline. One line per check, then
-# "N passed, N failed, N skipped"; exit 1 when a check failed.
+# "N passed, N failed"; exit 1 when a check failed.
 #
 # Usage: tests/deploy/test_restart.sh
 set -uo pipefail

@@ -16,9 +16,9 @@
 #
 # Every wait is on a condition with a deadline; no check is on wall-clock
 # time. One line per check ("ok - ...", "not ok - ...", "skipped - ..."),
-# then "N passed, N failed, N skipped". Exit status 1 when a check failed;
-# 0 when all passed or the test was skipped (a missing build, curl, or
-# images: the corpus photos, else PNGs made with python3).
+# then "N skipped" (if any) and "N passed, N failed". Exit status 1 when a
+# check failed, 77 when the test cannot run here (no build, curl, or
+# images: the corpus photos, else PNGs made with python3), else 0.
 #
 # Usage: tests/deploy/test_supervise.sh [BUILD_DIR]
 #   BUILD_DIR     an existing build (default $BUILD_DIR, else build)
@@ -33,10 +33,10 @@ build=${1:-${BUILD_DIR:-build}}
 
 for exe in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpipe-frontend; do
     if [ ! -x "$build/$exe" ]; then
-        skip "supervision: $build/$exe is not built (pass the build dir)"; summary; exit 0
+        skip_all "supervision: $build/$exe is not built (pass the build dir)"
     fi
 done
-command -v curl >/dev/null || { skip "supervision: no curl"; summary; exit 0; }
+command -v curl >/dev/null || skip_all "supervision: no curl"
 
 tmp=$(mktemp -d /tmp/imgpipe-deploy.XXXXXX)
 runlog=$tmp/run.log
@@ -62,8 +62,8 @@ PY
     for f in "$tmp"/noise*.png; do [ -f "$f" ] && images+=("$f"); done
 fi
 if [ ${#images[@]} -eq 0 ]; then
-    skip "supervision: no images (no corpus at $corpus/photos, no python3 to make some)"
-    rm -rf "$tmp"; summary; exit 0
+    rm -rf "$tmp"
+    skip_all "supervision: no images (no corpus at $corpus/photos, no python3 to make some)"
 fi
 
 # ---------------------------------------------------------------------------
@@ -71,7 +71,7 @@ fi
 # the results port is ignored by a build without that endpoint)
 
 base=$(free_ports 5)
-[ "$base" -ne 0 ] || { skip "supervision: no free ports"; rm -rf "$tmp"; summary; exit 0; }
+[ "$base" -ne 0 ] || { rm -rf "$tmp"; skip_all "supervision: no free ports"; }
 port=$base
 url=http://127.0.0.1:$port
 
