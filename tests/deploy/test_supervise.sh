@@ -163,6 +163,12 @@ two_resizers() { get_cluster; [ "$(cluster_count)" = 2 ]; }
 run_start "$tmp/run.log"
 check "run.sh starts: /healthz answers 200" wait_for 30 healthy
 check "the broker sees 2 resizers (/v1/cluster)" wait_for 15 two_resizers
+logged_all() { local s; for s in broker resizer1 resizer2 frontend; do [ -n "$(pid_of $s)" ] || return 1; done; }
+if ! wait_for 5 logged_all; then
+    not_ok "run.sh logged no event=started line with a pid for each program: nothing to kill"
+    summary
+    exit 1
+fi
 
 # ---------------------------------------------------------------------------
 # 2. A resizer killed while jobs are in flight
