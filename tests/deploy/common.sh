@@ -19,7 +19,8 @@ summary() {
 skip_all() { skip "$1"; summary; exit 77; }
 
 now_ms()  { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-since_s() { local d=$(($(now_ms) - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }
+# since_s FROM_MS [TO_MS]: seconds from FROM_MS to TO_MS (default now), "1.23".
+since_s() { local d=$((${2:-$(now_ms)} - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }
 
 # wait_for SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds
 # (0) or SECONDS pass (1). The harness's h_wait_until, in bash.

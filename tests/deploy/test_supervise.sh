@@ -126,6 +126,10 @@ run_stop() {
 
 # The pid run.sh last started for SLOT.
 pid_of() { grep -o "event=started proc=$1 pid=[0-9]*" "$runlog" | tail -1 | sed 's/.*pid=//'; }
+# ms_of TIMESTAMP: a log line's time (2026-12-06T06:33:40.649Z) in epoch ms.
+ms_of() { date -u -d "$1" +%s%3N 2>/dev/null; }
+# The time of run.sh's last "event=started proc=SLOT" line, in epoch ms.
+started_ms() { ms_of "$(grep "run.sh INFO event=started proc=$1 " "$runlog" | tail -1 | cut -d' ' -f1)"; }
 # A line of run.sh's log matches.
 logged() { grep -qE "$1" "$runlog"; }
 
@@ -225,7 +229,7 @@ check "run.sh logs the death of $slot (signal=KILL) and its restart delay" wait_
 delay1=$(grep -o "event=exited proc=$slot pid=$victim .*restart_in_s=[0-9.]*" "$runlog" | sed 's/.*=//')
 new_started() { answering; local p; p=$(pid_of "$slot"); [ -n "$p" ] && [ "$p" != "$victim" ]; }
 if wait_for 40 new_started; then
-    ok "a new $slot started $(since_s "$t_kill") s after the kill (restart_in_s=$delay1)"
+    ok "a new $slot started $(since_s "$t_kill" "$(started_ms "$slot")") s after the kill (restart_in_s=$delay1)"
 else
     not_ok "no new $slot within 40 s of the kill"
 fi
@@ -246,6 +250,11 @@ rejoined() {
 if wait_for 30 rejoined; then
     how="a count, and the broker logged a new r${slot#resizer}- joining"
     cluster_is_list && how="a list: ${killed_name:-?} gone, $(cluster_names | tr '\n' ' ')"
+    # When the broker took the new one in: its log line's own time.
+    joined=$(grep "worker=r${slot#resizer}-[^ ]* event=joined" "$runlog" | sed -n "$((joins_before + 1))p" \
+             | cut -d' ' -f1)
+    joined_ms=$(ms_of "$joined")
+    [ -n "$joined_ms" ] && how+="; the broker logged it joined $(since_s "$t_kill" "$joined_ms") s after the kill"
     ok "/v1/cluster shows 2 resizers again $(since_s "$t_kill") s after the kill ($how)"
 else
     not_ok "/v1/cluster: not 2 resizers with a new one within 30 s of the kill (last: $cluster)"
@@ -311,7 +320,7 @@ else
     not_ok "run.sh did not log the second death of $slot"
 fi
 if wait_for 40 new_started; then
-    ok "and it is started again ($(since_s "$t_kill") s after the kill)"
+    ok "and it is started again $(since_s "$t_kill" "$(started_ms "$slot")") s after the kill"
 else
     not_ok "$slot not started again within 40 s"
 fi
