@@ -182,8 +182,6 @@ fi
 # in the middle of a job when it is killed. The other uploads go on in the
 # background meanwhile, so jobs are queued and running at the kill too.
 slow_job=$(upload "${images[0]}" "width=800&height=800&format=avif")
-# A libvips without an AVIF encoder: a big WebP (a few hundred ms).
-[ -n "$slow_job" ] || slow_job=$(upload "${images[0]}" "width=2000&height=2000&format=webp&quality=100")
 : >"$tmp/ids"
 (
     for f in "${images[@]}" "${images[@]}"; do
