@@ -25,7 +25,8 @@ enum {
     IMGP_CLI_EXIT_OK = 0,           //  the command did what was asked
     IMGP_CLI_EXIT_REFUSED = 1,      //  the server refused, or a job failed
     IMGP_CLI_EXIT_USAGE = 2,        //  bad flags or arguments
-    IMGP_CLI_EXIT_TRANSPORT = 3     //  server unreachable, or --wait-s passed
+    IMGP_CLI_EXIT_TRANSPORT = 3,    //  server unreachable, or --wait-s passed
+    IMGP_CLI_EXIT_INTERRUPTED = 130 //  batch: stopped by Ctrl-C (SIGINT/SIGTERM)
 };
 
 //  The flags of imgpipe, for imgp_conf_new, and its --help summary.
