@@ -399,7 +399,8 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, const s_config
     memcpy (result.id, id, IMGP_ID_LEN + 1);
     imgp_roundtrip_status_t status = imgp_roundtrip_wait (&trip, &result);
     if (status != IMGP_ROUNDTRIP_DONE)
-        return s_trip_failed (status, &result, "job not done");
+        return s_trip_failed (status, &result, status == IMGP_ROUNDTRIP_FAILED ? "job failed"
+                                                                              : "job not done");
     status = imgp_roundtrip_download (&trip, &result);
     if (status != IMGP_ROUNDTRIP_DONE)
         return s_trip_failed (status, &result, "download refused");
