@@ -92,17 +92,24 @@ const char imgp_cli_summary [] =
     "                   --long-poll-s), all within --wait-s; a server that does\n"
     "                   not hold requests is polled as its Retry-After says\n"
     "  batch DIR|MANIFEST -o OUTDIR\n"
-    "                   thumbnails of every file in DIR (not recursive, hidden\n"
-    "                   files skipped) or listed in MANIFEST (one path a line, or\n"
-    "                   column 1 of a TSV with a header line; relative to its\n"
-    "                   directory), --parallel at a time, into OUTDIR/NAME.EXT;\n"
-    "                   prints 'ok FILE -> OUT WxH Nms' or 'failed FILE: CODE:\n"
-    "                   MESSAGE' per file and a summary, and keeps going when a\n"
-    "                   file fails; waits for each job as get does\n"
+    "                   thumbnails of every file below DIR (recursive; hidden\n"
+    "                   names skipped, symlink loops refused) or listed in\n"
+    "                   MANIFEST (one path a line, or column 1 of a TSV with a\n"
+    "                   header line; relative to its directory), --parallel at a\n"
+    "                   time, into OUTDIR mirroring each file's place (a/b.jpg ->\n"
+    "                   OUTDIR/a/b.png). Run it again to resume: files whose\n"
+    "                   thumbnail OUTDIR holds, made with the same options, are\n"
+    "                   skipped (OUTDIR/.imgpipe-batch.state). A bar on a\n"
+    "                   terminal, else 'ok FILE -> OUT WxH Nms WORKER' or\n"
+    "                   'failed FILE: CODE: MESSAGE' per file; a summary, and\n"
+    "                   OUTDIR/imgpipe-report.jsonl (a JSON line per file). Keeps\n"
+    "                   going when a file fails; Ctrl-C stops cleanly and prints\n"
+    "                   the command to resume; waits for each job as get does\n"
     "\n"
     "Options may come before or after the command.\n"
     "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
-    "file failed), 2 bad usage, 3 server unreachable or --wait-s passed.";
+    "file failed), 2 bad usage, 3 server unreachable or --wait-s passed,\n"
+    "130 batch stopped by Ctrl-C.";
 
 //  --timeout-ms, set by s_client; the watchdog needs it.
 static long long s_timeout_ms;

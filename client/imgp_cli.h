@@ -3,17 +3,19 @@
         imgpipe status ID                             -> prints its JSON
         imgpipe get ID -o OUT [--wait-s N] [--long-poll-s N] -> writes the thumbnail
         imgpipe batch DIR|MANIFEST -o OUTDIR [--parallel N] [--wait-s N] [--width N ...]
+                                                      -> a mirrored tree, resumable
 
     Why: main.c only parses flags and dispatches; each command here reads
     its arguments from the parsed configuration, checks them (exit 2
     before any request when they are wrong), and runs over imgp_http_client
-    (one request at a time) or imgp_batch (many). Both wait for a job by
-    long-poll (imgp_api_poll: ?wait= up to --long-poll-s, within --wait-s).
+    (one request at a time) or imgp_batch (many). All run an image through
+    imgp_roundtrip (upload, wait by long-poll: ?wait= up to --long-poll-s,
+    download; one deadline, --wait-s).
 
     Never: write a partial thumbnail to OUT, retry a request the server
     refused for a reason a retry cannot fix, or hang on a stalled server
-    (single commands run each request under a SIGALRM timer; batch has its
-    own watchdog).
+    (imgp_roundtrip bounds every request; single commands enforce it with
+    a SIGALRM timer, batch with its monitor thread).
 */
 #ifndef IMGP_CLI_H_INCLUDED
 #define IMGP_CLI_H_INCLUDED

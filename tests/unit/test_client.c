@@ -43,6 +43,7 @@
 #include "imgp_inputs.h"
 #include "imgp_report.h"
 #include "imgp_resume.h"
+#include "imgp_roundtrip.h"
 #include "imgp_walk.h"
 
 #define ID_OK "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -790,6 +791,8 @@ Test (cli, unreachable_server_exits_3_for_single_commands)
 static struct mg_context *s_stub;
 static int s_stub_port;
 static atomic_int s_busy_left;          //  503s still to give to "busy" uploads
+static atomic_int s_flaky_left;         //  500s still to give to "flaky" uploads
+static atomic_int s_broken_seen;        //  uploads of "broken" (always 502)
 static atomic_int s_slow_polls;         //  status polls of the "slow" job
 static atomic_bool s_release;           //  the stalled download may end
 static atomic_llong s_later_at;         //  when "later" is done, 0 until first seen
@@ -829,6 +832,17 @@ s_stub_upload (struct mg_connection *conn)
                    : strncmp (body, "later", 5) == 0 ? ID_LATER
                    : strncmp (body, "fail", 4) == 0 ? ID_FAIL
                    : strncmp (body, "stall", 5) == 0 ? ID_STALL : NULL;
+    if (strncmp (body, "flaky", 5) == 0) {
+        if (atomic_fetch_sub (&s_flaky_left, 1) > 0)
+            return s_reply_json (conn, 500, "{\"error\":{\"code\":\"internal\","
+                                            "\"message\":\"oops\"}}");
+        id = ID_OK;
+    }
+    if (strncmp (body, "broken", 6) == 0) {
+        atomic_fetch_add (&s_broken_seen, 1);
+        return s_reply_json (conn, 502, "{\"error\":{\"code\":\"bad_gateway\","
+                                        "\"message\":\"upstream\"}}");
+    }
     if (strncmp (body, "busy", 4) == 0) {
         if (atomic_fetch_sub (&s_busy_left, 1) > 0)
             return s_reply (conn, 503, "application/json", "Retry-After: 0\r\n",
@@ -941,6 +955,8 @@ s_stub_start (void)
 {
     s_tmpdir ();
     atomic_store (&s_busy_left, 2);
+    atomic_store (&s_flaky_left, 2);
+    atomic_store (&s_broken_seen, 0);
     atomic_store (&s_slow_polls, 0);
     atomic_store (&s_release, false);
     atomic_store (&s_later_at, 0);
@@ -1108,13 +1124,42 @@ Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_
     cr_expect_eq (system (command), 0, "the report does not list the 4 failures");
 }
 
+//  Write the files of `spec` ("name=content name=content") into s_dir and
+//  list them, in that order, in s_dir/list.txt.
+static void
+s_manifest (const char *spec)
+{
+    char copy [1000], list [1000] = "";
+    snprintf (copy, sizeof copy, "%s", spec);
+    for (char *entry = strtok (copy, " "); entry; entry = strtok (NULL, " ")) {
+        char *equals = strchr (entry, '=');
+        cr_assert_not_null (equals);
+        *equals = 0;
+        s_write (entry, equals + 1);
+        size_t len = strlen (list);
+        snprintf (list + len, sizeof list - len, "%s\n", entry);
+    }
+    s_write ("list.txt", list);
+}
+
+Test (batch, transient_failures_are_retried_a_bounded_number_of_times, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    s_manifest ("flaky.jpg=flaky broken.jpg=broken");
+    s_run_t run;
+    s_batch_stub (&run, 2, 20000, 25, 5000);
+    cr_expect_eq (run.rc, 1);
+    s_expect_done (&run, "flaky");
+    cr_expect_eq (atomic_load (&s_flaky_left), -1, "flaky was not sent three times");
+    cr_expect_eq (atomic_load (&s_broken_seen), 1 + IMGP_ROUNDTRIP_RETRIES);
+    s_expect_line (&run, "failed %s/%s: bad_gateway: upstream (gave up after 4 retries)",
+                   "broken.jpg");
+}
+
 Test (batch, a_stalled_download_fails_its_file_and_the_run_goes_on, .init = s_stub_start,
       .fini = s_stub_stop, .timeout = 60)
 {
-    s_write ("ok1.jpg", "ok 1");
-    s_write ("stall.jpg", "stall");
-    s_write ("ok2.jpg", "ok 2");
-    s_write ("list.txt", "ok1.jpg\nstall.jpg\nok2.jpg\n");
+    s_manifest ("ok1.jpg=ok1 stall.jpg=stall ok2.jpg=ok2");
     s_run_t run;
     //  One worker: once it is left behind, the file it never took fails too.
     s_batch_stub (&run, 1, 20000, 25, 300);
