@@ -73,7 +73,10 @@ typedef struct {
     long long stop_at;          //  when it came, monotonic ms
     bool exiting;               //  second Ctrl-C: no write starts
     int writing;                //  workers writing an output now
-    bool finished;              //  the run is over: the signal thread leaves
+    bool finished;              //  the run is over: the signal and counter threads leave
+    imgp_walk_t *counter;       //  a walk counting ahead of the stream (owned), or NULL
+    size_t counted;             //  inputs the counter found so far
+    bool counted_all;           //  it reached the end
     int live;                   //  workers running and not abandoned
     int slots;                  //  entries in workers, threads, joinable
     s_worker_t **workers;       //  per slot: the worker, NULL once gone
@@ -192,9 +195,12 @@ static void
 s_total_locked (s_batch_t *self)
 {
     long long total = imgp_inputs_total (self->inputs);
-    imgp_progress_total (self->progress, total >= 0 ? (size_t) total
-                                                    : imgp_inputs_seen (self->inputs),
-                         total >= 0);
+    size_t seen = imgp_inputs_seen (self->inputs);
+    if (total >= 0)
+        imgp_progress_total (self->progress, (size_t) total, true);
+    else
+        imgp_progress_total (self->progress, seen > self->counted ? seen : self->counted,
+                             self->counted_all);
 }
 
 //  The next input to work on, skipping (and reporting) those with a
@@ -501,6 +507,40 @@ s_signals_main (void *arg)
 }
 
 //  --------------------------------------------------------------------------
+//  The counter: a second walk of the tree, ahead of the workers, so the
+//  bar's total and time left are right long before the stream reaches
+//  the end (a stat per file: 100 000 files in well under a second on a
+//  warm disk). It reports every S_COUNT_STEP files and leaves when the
+//  run is over.
+
+#define S_COUNT_STEP 256
+
+static void *
+s_counter_main (void *arg)
+{
+    s_batch_t *self = arg;
+    const char *path, *relative;
+    char problem [256];
+    size_t count = 0;
+    bool finished = false;
+    while (!finished
+       &&  imgp_walk_next (self->counter, &path, &relative, problem, sizeof problem)) {
+        if (++count % S_COUNT_STEP)
+            continue;
+        pthread_mutex_lock (&self->mutex);
+        self->counted = count;
+        finished = self->finished;
+        pthread_mutex_unlock (&self->mutex);
+    }
+    pthread_mutex_lock (&self->mutex);
+    self->counted = count;
+    self->counted_all = !finished;
+    s_total_locked (self);
+    pthread_mutex_unlock (&self->mutex);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
 //  The monitor, in the caller's thread
 
 //  Leave a worker behind: its thread is detached and never reports. Its
@@ -705,13 +745,16 @@ imgp_batch_run (const imgp_batch_config_t *config, imgp_inputs_t *inputs,
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
     sigaddset (&signals, SIGTERM);
-    pthread_t signal_thread;
-    bool signal_thread_on = false;
+    pthread_t signal_thread, counter_thread;
+    bool signal_thread_on = false, counter_thread_on = false;
     if (config->signals)
         pthread_sigmask (SIG_BLOCK, &signals, &saved);
     int rc = s_batch_open (self, error, error_size);
     if (rc == 0 && config->signals)
         signal_thread_on = pthread_create (&signal_thread, NULL, s_signals_main, self) == 0;
+    self->counter = rc == 0 ? imgp_inputs_walk_again (inputs) : NULL;
+    if (self->counter)
+        counter_thread_on = pthread_create (&counter_thread, NULL, s_counter_main, self) == 0;
     if (rc == 0 && s_workers_start (self, config->url, error, error_size) == 0)
         rc = -1;
     if (rc == 0)
@@ -721,6 +764,9 @@ imgp_batch_run (const imgp_batch_config_t *config, imgp_inputs_t *inputs,
     pthread_mutex_unlock (&self->mutex);
     if (signal_thread_on)
         pthread_join (signal_thread, NULL);
+    if (counter_thread_on)
+        pthread_join (counter_thread, NULL);
+    imgp_walk_destroy (&self->counter);
     if (config->signals)
         pthread_sigmask (SIG_SETMASK, &saved, NULL);
     s_batch_close (self);

@@ -23,6 +23,7 @@
 
 struct _imgp_inputs_t {
     imgp_walk_t *walk;          //  the tree walked, or NULL for a manifest
+    char *root;                 //  its root (owned), for imgp_inputs_walk_again
     FILE *manifest;             //  the manifest being read, or NULL
     char *manifest_name;        //  its path, for messages (owned)
     char dir [S_PATH_MAX];      //  manifest paths are relative to this, "" for cwd
@@ -283,7 +284,10 @@ imgp_inputs_new (const char *source, const char *outdir, const char *ext, char *
     else
     if (S_ISDIR (st.st_mode)) {
         self->walk = imgp_walk_new (source, error, error_size);
-        if (self->walk) {
+        self->root = self->walk ? strdup (source) : NULL;
+        if (self->walk && !self->root)
+            snprintf (error, error_size, "out of memory");
+        if (self->root) {
             imgp_walk_exclude (self->walk, outdir);
             rc = 0;
         }
@@ -302,6 +306,7 @@ imgp_inputs_destroy (imgp_inputs_t **self_p)
     imgp_inputs_t *self = *self_p;
     if (self) {
         imgp_walk_destroy (&self->walk);
+        free (self->root);
         if (self->manifest)
             fclose (self->manifest);
         free (self->manifest_name);
@@ -351,6 +356,17 @@ imgp_inputs_next (imgp_inputs_t *self, imgp_input_t *input)
         input->output = self->output;
     self->seen++;
     return 1;
+}
+
+imgp_walk_t *
+imgp_inputs_walk_again (imgp_inputs_t *self)
+{
+    assert (self);
+    char error [256];
+    imgp_walk_t *walk = self->walk ? imgp_walk_new (self->root, error, sizeof error) : NULL;
+    if (walk)
+        imgp_walk_exclude (walk, self->outdir);
+    return walk;
 }
 
 long long

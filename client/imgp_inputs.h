@@ -30,6 +30,8 @@
 #ifndef IMGP_INPUTS_H_INCLUDED
 #define IMGP_INPUTS_H_INCLUDED
 
+#include "imgp_walk.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -57,6 +59,12 @@ void imgp_inputs_destroy (imgp_inputs_t **self_p);
 //  a read error of the manifest) comes as one with `problem` set, so the
 //  caller can report it like a failed file.
 int imgp_inputs_next (imgp_inputs_t *self, imgp_input_t *input);
+
+//  A second walker over the same tree (same root, OUTDIR excluded), so a
+//  caller can count the inputs ahead of the stream; NULL for a manifest
+//  (its total is known) or when the tree cannot be read again. The
+//  caller destroys it.
+imgp_walk_t *imgp_inputs_walk_again (imgp_inputs_t *self);
 
 //  Number of inputs, when known (a manifest), else -1 until the end.
 long long imgp_inputs_total (imgp_inputs_t *self);

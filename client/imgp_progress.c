@@ -227,7 +227,12 @@ void
 imgp_progress_summary (imgp_progress_t *self)
 {
     assert (self);
-    s_erase (self);
+    //  The bar's last state stays on screen, above the summary.
+    if (self->bar) {
+        s_draw (self);
+        fputs ("\n", self->out);
+        self->drawn = false;
+    }
     long long ms = s_now_ms () - self->start;
     double seconds = (double) ms / 1000.0;
     fprintf (self->out, "%zu done, %zu skipped, %zu failed, %.1f s, %.1f images/s\n",

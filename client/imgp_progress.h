@@ -55,7 +55,7 @@ void imgp_progress_tick (imgp_progress_t *self);
 //  Say something on a line of its own (the bar is cleared first).
 void imgp_progress_say (imgp_progress_t *self, const char *text);
 
-//  Clear the bar and print the summary.
+//  Draw the bar a last time (it stays) and print the summary.
 void imgp_progress_summary (imgp_progress_t *self);
 
 //  Counts so far.

@@ -41,6 +41,7 @@
 #include "imgp_file.h"
 #include "imgp_http_client.h"
 #include "imgp_inputs.h"
+#include "imgp_progress.h"
 #include "imgp_report.h"
 #include "imgp_resume.h"
 #include "imgp_roundtrip.h"
@@ -602,6 +603,68 @@ Test (report, one_json_object_a_line_with_what_is_known, .init = s_tmpdir, .fini
         "{\"input\":\"in/\\\"q\\\"\\n?.png\",\"id\":\"" ID_FAIL "\",\"status\":\"failed\","
         "\"error\":{\"code\":\"unsupported_format\",\"message\":\"not an image\"}}\n");
     free (text);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_progress
+
+//  Everything a progress object printed to its tmpfile, in `text`.
+static void
+s_progress_text (FILE *out, char *text, size_t size)
+{
+    rewind (out);
+    size_t len = fread (text, 1, size - 1, out);
+    text [len] = 0;
+    fclose (out);
+}
+
+Test (progress, lines_without_a_terminal)
+{
+    FILE *out = tmpfile ();
+    imgp_progress_t *progress = imgp_progress_new (out, false);
+    imgp_progress_total (progress, 3, true);
+    imgp_progress_done (progress, "in/a.jpg", "out/a.png", 10, 20, 5, "r1-7");
+    imgp_progress_skipped (progress, "in/b.jpg", "out/b.png");
+    imgp_progress_failed (progress, "in/c.jpg", "decode_error", "bad\ndata");
+    imgp_progress_summary (progress);
+    cr_expect_eq (imgp_progress_done_count (progress), 1);
+    cr_expect_eq (imgp_progress_skipped_count (progress), 1);
+    cr_expect_eq (imgp_progress_failed_count (progress), 1);
+    imgp_progress_destroy (&progress);
+    imgp_progress_destroy (&progress);
+    char text [2000];
+    s_progress_text (out, text, sizeof text);
+    cr_expect (strstr (text, "ok in/a.jpg -> out/a.png 10x20 5ms r1-7\n"
+                             "skipped in/b.jpg -> out/b.png (made before with these options)\n"
+                             "failed in/c.jpg: decode_error: bad data\n"
+                             "1 done, 1 skipped, 1 failed, ") == text, "%s", text);
+    cr_expect (strstr (text, "\nfailed: 1 decode_error\n  in/c.jpg: decode_error: bad data\n"),
+               "%s", text);
+    cr_expect_null (strchr (text, '\r'), "a bar without a terminal");
+}
+
+Test (progress, a_bar_on_a_terminal_with_failures_above_it)
+{
+    FILE *out = tmpfile ();
+    imgp_progress_t *progress = imgp_progress_new (out, true);
+    imgp_progress_total (progress, 4, false);     //  a walk still counting
+    imgp_progress_done (progress, "in/a.jpg", "out/a.png", 10, 20, 5, "");
+    imgp_progress_failed (progress, "in/c.jpg", "decode_error", "bad");
+    imgp_progress_total (progress, 4, true);
+    imgp_progress_done (progress, "in/d.jpg", "out/d.png", 10, 20, 5, "");
+    imgp_progress_skipped (progress, "in/e.jpg", "out/e.png");
+    imgp_progress_summary (progress);
+    imgp_progress_destroy (&progress);
+    char text [2000];
+    s_progress_text (out, text, sizeof text);
+    cr_expect (strstr (text, "\r\033[K[#####...............] 1/4+  0 failed  0 skipped"),
+               "no first bar in: %s", text);
+    cr_expect (strstr (text, "\r\033[Kfailed in/c.jpg: decode_error: bad\n"),
+               "the failure is not on a line of its own: %s", text);
+    cr_expect (strstr (text, "\r\033[K[####################] 4/4  1 failed  1 skipped"),
+               "no last bar in: %s", text);
+    cr_expect_null (strstr (text, "ok in/"), "a line per file on a terminal: %s", text);
+    cr_expect (strstr (text, "\n2 done, 1 skipped, 1 failed, "), "%s", text);
 }
 
 //  --------------------------------------------------------------------------
