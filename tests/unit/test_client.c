@@ -973,7 +973,8 @@ s_stub_status (struct mg_connection *conn, const char *id)
     if (strcmp (id, ID_SLOW) == 0 && atomic_fetch_add (&s_slow_polls, 1) < 3)
         return s_reply_json (conn, 200, "{\"status\":\"processing\"}");
     return s_reply_json (conn, 200, "{\"status\":\"done\",\"result\":{\"width\":10,"
-                                    "\"height\":20,\"format\":\"png\",\"bytes\":15}}");
+                                    "\"height\":20,\"format\":\"png\",\"bytes\":15},"
+                                    "\"worker\":\"stub-r1\"}");
 }
 
 static int
@@ -1131,7 +1132,10 @@ s_expect_done (s_run_t *run, const char *name)
     char line [600], thumb [400];
     snprintf (line, sizeof line, "ok %s/%s.jpg -> %s/out/%s.png 10x20 ", s_dir, name, s_dir,
               name);
-    cr_expect (strstr (run->text, line), "no '%s' in:\n%s", line, run->text);
+    const char *at = strstr (run->text, line);
+    cr_expect (at, "no '%s' in:\n%s", line, run->text);
+    const char *worker = at ? strstr (at, "ms stub-r1\n") : NULL;
+    cr_expect (worker && worker < strchr (at, '\n'), "no worker on '%s'", line);
     snprintf (thumb, sizeof thumb, "%s/out/%s.png", s_dir, name);
     s_expect_thumb (thumb);
 }
@@ -1185,6 +1189,9 @@ Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_
     snprintf (command, sizeof command, "test $(grep -c '\"status\":\"failed\"' "
               "'%s/out/imgpipe-report.jsonl') -eq 4", s_dir);
     cr_expect_eq (system (command), 0, "the report does not list the 4 failures");
+    snprintf (command, sizeof command, "test $(grep -c '\"status\":\"done\",.*"
+              "\"worker\":\"stub-r1\"}$' '%s/out/imgpipe-report.jsonl') -eq 4", s_dir);
+    cr_expect_eq (system (command), 0, "the report does not name the worker of the 4 done");
 }
 
 //  Write the files of `spec` ("name=content name=content") into s_dir and
