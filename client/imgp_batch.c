@@ -470,7 +470,8 @@ s_signal_locked (s_batch_t *self, int signum)
         self->stop_at = s_now_ms ();
         char text [200];
         snprintf (text, sizeof text, "imgpipe: %s: stopping; %zu file%s in flight get %d s "
-                  "to end (Ctrl-C again to quit at once)", signum == SIGINT ? "Ctrl-C" : "SIGTERM",
+                  "to end (Ctrl-C again to quit at once)", signum == SIGINT ? "Ctrl-C"
+                  : signum == SIGHUP ? "SIGHUP" : "SIGTERM",
                   self->in_flight, self->in_flight == 1 ? "" : "s",
                   IMGP_BATCH_STOP_GRACE_MS / 1000);
         imgp_progress_say (self->progress, text);
@@ -485,14 +486,22 @@ s_signal_locked (s_batch_t *self, int signum)
     _exit (S_EXIT_INTERRUPTED);
 }
 
+//  The signals a run takes: Ctrl-C, a polite kill, a terminal that closed.
+static void
+s_signal_set (sigset_t *signals)
+{
+    sigemptyset (signals);
+    sigaddset (signals, SIGINT);
+    sigaddset (signals, SIGTERM);
+    sigaddset (signals, SIGHUP);
+}
+
 static void *
 s_signals_main (void *arg)
 {
     s_batch_t *self = arg;
     sigset_t signals;
-    sigemptyset (&signals);
-    sigaddset (&signals, SIGINT);
-    sigaddset (&signals, SIGTERM);
+    s_signal_set (&signals);
     struct timespec tick = { 0, S_TICK_MS * 1000000L };
     while (true) {
         int signum = sigtimedwait (&signals, NULL, &tick);
@@ -742,9 +751,7 @@ imgp_batch_run (const imgp_batch_config_t *config, imgp_inputs_t *inputs,
     }
     //  Blocked before any thread starts, so every thread of the run inherits it.
     sigset_t signals, saved;
-    sigemptyset (&signals);
-    sigaddset (&signals, SIGINT);
-    sigaddset (&signals, SIGTERM);
+    s_signal_set (&signals);
     pthread_t signal_thread, counter_thread;
     bool signal_thread_on = false, counter_thread_on = false;
     if (config->signals)

@@ -17,7 +17,8 @@
       rename (imgp_file), its directory made when missing;
     - reported: a line or the bar (imgp_progress) and a line of
       OUTDIR/imgpipe-report.jsonl (imgp_report).
-    Ctrl-C (SIGINT or SIGTERM, when config->signals): no new file starts;
+    Ctrl-C (SIGINT, SIGTERM, or SIGHUP when the terminal goes away; when
+    config->signals): no new file starts;
     the files in flight get IMGP_BATCH_STOP_GRACE_MS to end, then are
     abandoned (their jobs stay on the server, nothing is written); a file
     being written is always finished, so no output is ever partial. Then

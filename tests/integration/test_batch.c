@@ -371,11 +371,14 @@ s_some_done (void *arg)
     return h_log_count (s_path (5, "batch.out"), "ok ") >= *(int *) arg;
 }
 
-Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
-      .init = s_setup, .fini = s_teardown, .timeout = 300)
+#define S_MANY 40
+
+//  Enough files that Ctrl-C lands mid-run: S_MANY small images in 4
+//  directories. Starts the batch, waits for 3 files done, sends SIGINT.
+static pid_t
+s_interrupt_many (void)
 {
-    //  Enough files that Ctrl-C lands mid-run: 40 small images.
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < S_MANY; i++) {
         char name [64];
         snprintf (name, sizeof name, "dir%d/img%02d.jpg", i % 4, i);
         s_image (name, "jpeg", 400, 200);
@@ -384,6 +387,35 @@ Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
     int want = 3;
     cr_assert (h_wait_until (s_some_done, &want, 60000), "no file done within 60 s");
     cr_assert_eq (kill (pid, SIGINT), 0);
+    return pid;
+}
+
+//  No partial file: no temporary, and every output there decodes whole.
+//  Returns how many outputs there are.
+static int
+s_expect_whole_outputs (void)
+{
+    char find [800];
+    snprintf (find, sizeof find, "test -z \"$(find '%s' -name '*.tmp*')\"", s_path (0, "out"));
+    cr_expect_eq (system (find), 0, "a temporary file was left behind");
+    int outputs = 0;
+    for (int i = 0; i < S_MANY; i++) {
+        char name [64], path [700];
+        snprintf (name, sizeof name, "dir%d/img%02d.png", i % 4, i);
+        snprintf (path, sizeof path, "%s/out/%s", s_cluster->dir, name);
+        struct stat st;
+        if (stat (path, &st) == 0) {
+            s_expect_thumb (name, 48);
+            outputs++;
+        }
+    }
+    return outputs;
+}
+
+Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
+      .init = s_setup, .fini = s_teardown, .timeout = 300)
+{
+    pid_t pid = s_interrupt_many ();
     s_run_t run;
     s_run_wait (pid, &run);
     cr_assert_eq (run.exit_code, S_EXIT_INTERRUPTED, "exit %d after Ctrl-C", run.exit_code);
@@ -399,25 +431,10 @@ Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
     int done_first = 0;
     for (const char *line = run.out; (line = strstr (line, "ok ")); line++)
         done_first++;
-    cr_expect (left > 0 && done_first + left == 40, "%d done + %d left != 40", done_first, left);
+    cr_expect (left > 0 && done_first + left == S_MANY, "%d done + %d left != %d", done_first,
+               left, S_MANY);
     s_run_free (&run);
-
-    //  No partial file: every output there decodes whole; no temporary.
-    char find [800];
-    snprintf (find, sizeof find, "test -z \"$(find '%s' -name '*.tmp*')\"", s_path (0, "out"));
-    cr_expect_eq (system (find), 0, "a temporary file was left behind");
-    int outputs = 0;
-    for (int i = 0; i < 40; i++) {
-        char name [64];
-        snprintf (name, sizeof name, "dir%d/img%02d.png", i % 4, i);
-        char path [700];
-        snprintf (path, sizeof path, "%s/out/%s", s_cluster->dir, name);
-        struct stat st;
-        if (stat (path, &st) == 0) {
-            s_expect_thumb (name, 48);
-            outputs++;
-        }
-    }
+    int outputs = s_expect_whole_outputs ();
     cr_expect_eq (outputs, done_first, "%d outputs for %d files done", outputs, done_first);
 
     //  The printed command, as a user would paste it, finishes the rest.
@@ -427,11 +444,31 @@ Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
     s_run_wait (pid, &run);
     cr_assert_eq (run.exit_code, 0, "the resume command '%s' exit %d", command, run.exit_code);
     s_expect_summary (&run, left, done_first, 0);
-    for (int i = 0; i < 40; i++) {
-        char name [64];
-        snprintf (name, sizeof name, "dir%d/img%02d.png", i % 4, i);
-        s_expect_thumb (name, 48);
-    }
+    cr_expect_eq (s_expect_whole_outputs (), S_MANY);
+    s_run_free (&run);
+    h_cluster_pass (s_cluster);
+}
+
+static bool
+s_stopping (void *arg)
+{
+    (void) arg;
+    return h_log_count (s_path (5, "batch.out"), "stopping;") > 0;
+}
+
+Test (batch, a_second_ctrl_c_quits_at_once_leaving_no_partial_file, .init = s_setup,
+      .fini = s_teardown, .timeout = 300)
+{
+    pid_t pid = s_interrupt_many ();
+    //  Signals of one kind merge while pending: the second only after the
+    //  first was taken.
+    cr_assert (h_wait_until (s_stopping, NULL, 10000), "the first Ctrl-C was not taken");
+    cr_assert_eq (kill (pid, SIGINT), 0);
+    s_run_t run;
+    s_run_wait (pid, &run);
+    cr_expect_eq (run.exit_code, S_EXIT_INTERRUPTED);
+    cr_expect (run.out && strstr (run.out, "interrupted again: quitting now"), "%s", run.out);
+    s_expect_whole_outputs ();
     s_run_free (&run);
     h_cluster_pass (s_cluster);
 }
