@@ -657,14 +657,16 @@ s_say_left (s_batch_t *self, const char *resume_command, imgp_batch_stats_t *sta
 {
     bool all;
     stats->left = s_count_left (self, &all);
-    char text [8400];
+    //  A resumed run tries the failed files again too: say so.
+    size_t failed = imgp_progress_failed_count (self->progress);
+    char text [8400], also [80] = "";
+    if (failed > 0)
+        snprintf (also, sizeof also, " (and %zu failed, tried again)", failed);
+    int len = snprintf (text, sizeof text, "interrupted: %s%zu file%s left%s",
+                        all ? "" : "at least ", stats->left, stats->left == 1 ? "" : "s", also);
     if (resume_command)
-        snprintf (text, sizeof text, "interrupted: %s%zu file%s left; to resume, run:\n  %s",
-                  all ? "" : "at least ", stats->left, stats->left == 1 ? "" : "s",
+        snprintf (text + len, sizeof text - (size_t) len, "; to resume, run:\n  %s",
                   resume_command);
-    else
-        snprintf (text, sizeof text, "interrupted: %s%zu file%s left", all ? "" : "at least ",
-                  stats->left, stats->left == 1 ? "" : "s");
     imgp_progress_say (self->progress, text);
 }
 
