@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -325,6 +326,16 @@ s_write (s_worker_t *self, imgp_roundtrip_result_t *result)
     return IMGP_ROUNDTRIP_DONE;
 }
 
+//  True when the output is the input itself (a manifest that lists a
+//  file of OUTDIR): writing it would destroy the original.
+static bool
+s_output_is_input (const s_worker_t *self)
+{
+    struct stat in, out;
+    return stat (self->input, &in) == 0 && stat (self->output, &out) == 0
+        && in.st_dev == out.st_dev && in.st_ino == out.st_ino;
+}
+
 //  Read, upload, wait, download, write. The input is in memory only
 //  until its upload is answered.
 static imgp_roundtrip_status_t
@@ -337,6 +348,12 @@ s_process (s_worker_t *self, imgp_roundtrip_result_t *result)
         .wait_s = config->wait_ms / 1000, .begin = s_request_begin, .end = s_request_end,
         .hook = self
     };
+    if (s_output_is_input (self)) {
+        snprintf (result->error.code, sizeof result->error.code, "refused");
+        snprintf (result->error.message, sizeof result->error.message, "its thumbnail would "
+                  "replace it (%s); choose another OUTDIR", self->output);
+        return IMGP_ROUNDTRIP_FAILED;
+    }
     char *data = NULL;
     size_t size = 0;
     if (imgp_file_read (self->input, config->max_upload, &data, &size, result->error.message,

@@ -521,6 +521,12 @@ s_batch_inputs (const char *source, const char *outdir, const char *ext)
         fprintf (stderr, "imgpipe: '%s': %s\n", outdir, error);
         return NULL;
     }
+    struct stat out_st;
+    if (stat (outdir, &out_st) == 0 && out_st.st_dev == st.st_dev && out_st.st_ino == st.st_ino) {
+        fprintf (stderr, "imgpipe: OUTDIR '%s' is the input directory: thumbnails would "
+                         "replace originals; give another -o\n", outdir);
+        return NULL;
+    }
     imgp_inputs_t *inputs = imgp_inputs_new (source, outdir, ext, error, sizeof error);
     if (!inputs)
         fprintf (stderr, "imgpipe: %s\n", error);

@@ -76,11 +76,19 @@ s_cleanup (void)
 }
 
 //  Write `text` to s_dir/name; returns the full path (static buffer).
+//  The full path of s_dir/name (static buffer).
 static const char *
-s_write (const char *name, const char *text)
+s_path_of (const char *name)
 {
     static char path [512];
     snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    return path;
+}
+
+static const char *
+s_write (const char *name, const char *text)
+{
+    const char *path = s_path_of (name);
     FILE *file = fopen (path, "wb");
     cr_assert_not_null (file, "cannot write %s", path);
     fputs (text, file);
@@ -828,6 +836,7 @@ Test (cli, bad_usage_exits_2_before_any_request, .init = s_tmpdir, .fini = s_cle
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--format", "gif", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--width", "5000", NULL },
         { "imgpipe", url, "batch", missing, "-o", outdir, NULL },
+        { "imgpipe", url, "batch", s_dir, "-o", s_dir, NULL },
         { "imgpipe", "--url=ftp://x", "batch", s_dir, "-o", outdir, NULL },
         { "imgpipe", url, "submit", NULL },
         { "imgpipe", url, "submit", missing, NULL },
@@ -1210,6 +1219,29 @@ s_manifest (const char *spec)
         snprintf (list + len, sizeof list - len, "%s\n", entry);
     }
     s_write ("list.txt", list);
+}
+
+Test (batch, never_writes_a_thumbnail_over_its_input, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    //  A manifest in OUTDIR that lists a file of OUTDIR with the output's
+    //  extension: its output is itself.
+    s_manifest ("keep.png=ok");
+    char url [64], list [400];
+    snprintf (url, sizeof url, "--url=http://127.0.0.1:%d", s_stub_port);
+    snprintf (list, sizeof list, "%s/list.txt", s_dir);
+    char *args [] = { "imgpipe", url, "batch", list, "-o", s_dir, NULL };
+    cr_expect_eq (s_run (args), IMGP_CLI_EXIT_REFUSED);
+    char *data = NULL, error [256];
+    size_t size = 0;
+    cr_assert_eq (imgp_file_read (s_path_of ("keep.png"), 100, &data, &size, error,
+                                  sizeof error), 0);
+    cr_expect (size == 2 && memcmp (data, "ok", 2) == 0, "the input was overwritten");
+    free (data);
+    char command [600];
+    snprintf (command, sizeof command, "grep -q 'would replace it' '%s/imgpipe-report.jsonl'",
+              s_dir);
+    cr_expect_eq (system (command), 0, "the report does not say why");
 }
 
 Test (batch, transient_failures_are_retried_a_bounded_number_of_times, .init = s_stub_start,
