@@ -649,7 +649,7 @@ s_monitor (s_batch_t *self)
 //  After Ctrl-C: the inputs not ended, counted through the rest of the
 //  stream (those made before excluded) for up to S_COUNT_LEFT_MS.
 //  Returns the count; *all is false when time ran out first. No worker
-//  takes inputs any more.
+//  takes inputs any more. Caller holds the mutex.
 static size_t
 s_count_left (s_batch_t *self, bool *all)
 {
@@ -744,11 +744,12 @@ s_run (s_batch_t *self, const imgp_batch_config_t *config, imgp_batch_stats_t *s
     for (int slot = 0; slot < self->slots; slot++)
         if (self->joinable [slot])
             pthread_join (self->threads [slot], NULL);
+    //  Under the lock: the counter thread may still read the stream's counts.
     pthread_mutex_lock (&self->mutex);
     stats->interrupted = self->stop;
-    pthread_mutex_unlock (&self->mutex);
     if (stats->interrupted)
         s_say_left (self, config->resume_command, stats);
+    pthread_mutex_unlock (&self->mutex);
     imgp_progress_summary (self->progress);
     stats->done = imgp_progress_done_count (self->progress);
     stats->skipped = imgp_progress_skipped_count (self->progress);
@@ -793,8 +794,14 @@ imgp_batch_run (const imgp_batch_config_t *config, imgp_inputs_t *inputs,
     if (counter_thread_on)
         pthread_join (counter_thread, NULL);
     imgp_walk_destroy (&self->counter);
-    if (config->signals)
+    if (config->signals) {
+        //  A signal that came after the signal thread left would kill the
+        //  process once unblocked, after the run has ended well: drop it.
+        struct timespec none = { 0, 0 };
+        while (sigtimedwait (&signals, NULL, &none) > 0)
+            ;
         pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    }
     s_batch_close (self);
     s_batch_unref (&self);
     if (rc != 0)
