@@ -122,8 +122,11 @@ s_level_read (s_level_t *level, const char *path, char *problem, size_t problem_
         s_level_free (level);
         return -1;
     }
-    qsort (level->files, level->nfiles, sizeof (char *), s_compare);
-    qsort (level->dirs, level->ndirs, sizeof (char *), s_compare);
+    //  qsort must not see the NULL of an empty list.
+    if (level->nfiles > 1)
+        qsort (level->files, level->nfiles, sizeof (char *), s_compare);
+    if (level->ndirs > 1)
+        qsort (level->dirs, level->ndirs, sizeof (char *), s_compare);
     return 0;
 }
 

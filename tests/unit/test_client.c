@@ -493,6 +493,19 @@ Test (inputs, output_path_mapping)
     cr_expect_str_eq (problem, "path too long");
 }
 
+//  s_dir/name holds exactly `want`. (imgp_file_read's buffer has no NUL.)
+static void
+s_expect_file (const char *name, const char *want)
+{
+    char *data = NULL, error [256];
+    size_t size = 0;
+    cr_assert_eq (imgp_file_read (s_path_of (name), 65536, &data, &size, error, sizeof error),
+                  0, "%s: %s", name, error);
+    cr_expect (size == strlen (want) && memcmp (data, want, size) == 0,
+               "%s holds '%.*s', want '%s'", name, (int) size, data, want);
+    free (data);
+}
+
 //  --------------------------------------------------------------------------
 //  imgp_resume: what a re-run may skip
 
@@ -573,13 +586,7 @@ Test (resume, other_options_redo_everything_even_after_an_interrupted_redo,
     cr_expect (s_done (resume, "a.png"));
     cr_expect_not (s_done (resume, "b.png"), "an output of the old options was skipped");
     imgp_resume_destroy (&resume);
-    char state [512];
-    snprintf (state, sizeof state, "%s/" IMGP_RESUME_FILE, s_dir);
-    char *text = NULL, error [256];
-    size_t size = 0;
-    cr_assert_eq (imgp_file_read (state, 4096, &text, &size, error, sizeof error), 0);
-    cr_expect_str_eq (text, "imgpipe-batch-state 1\noptions width=120\n");
-    free (text);
+    s_expect_file (IMGP_RESUME_FILE, "imgpipe-batch-state 1\noptions width=120\n");
 }
 
 //  --------------------------------------------------------------------------
@@ -600,17 +607,12 @@ Test (report, one_json_object_a_line_with_what_is_known, .init = s_tmpdir, .fini
         .code = "unsupported_format", .message = "not an image" }), 0);
     imgp_report_destroy (&report);
     imgp_report_destroy (&report);
-    char path [512], *text = NULL;
-    size_t size = 0;
-    snprintf (path, sizeof path, "%s/" IMGP_REPORT_FILE, s_dir);
-    cr_assert_eq (imgp_file_read (path, 4096, &text, &size, error, sizeof error), 0);
-    cr_expect_str_eq (text,
+    s_expect_file (IMGP_REPORT_FILE,
         "{\"input\":\"in/a.jpg\",\"id\":\"" ID_OK "\",\"status\":\"done\","
         "\"output\":\"out/a.png\",\"worker\":\"r1-42\"}\n"
         "{\"input\":\"in/b.jpg\",\"status\":\"skipped\",\"output\":\"out/b.png\"}\n"
         "{\"input\":\"in/\\\"q\\\"\\n?.png\",\"id\":\"" ID_FAIL "\",\"status\":\"failed\","
         "\"error\":{\"code\":\"unsupported_format\",\"message\":\"not an image\"}}\n");
-    free (text);
 }
 
 //  --------------------------------------------------------------------------
@@ -1232,12 +1234,7 @@ Test (batch, never_writes_a_thumbnail_over_its_input, .init = s_stub_start,
     snprintf (list, sizeof list, "%s/list.txt", s_dir);
     char *args [] = { "imgpipe", url, "batch", list, "-o", s_dir, NULL };
     cr_expect_eq (s_run (args), IMGP_CLI_EXIT_REFUSED);
-    char *data = NULL, error [256];
-    size_t size = 0;
-    cr_assert_eq (imgp_file_read (s_path_of ("keep.png"), 100, &data, &size, error,
-                                  sizeof error), 0);
-    cr_expect (size == 2 && memcmp (data, "ok", 2) == 0, "the input was overwritten");
-    free (data);
+    s_expect_file ("keep.png", "ok");       //  not overwritten
     char command [600];
     snprintf (command, sizeof command, "grep -q 'would replace it' '%s/imgpipe-report.jsonl'",
               s_dir);
