@@ -123,9 +123,9 @@ s_draw (imgp_progress_t *self)
         s_duration (text, sizeof text, (long long) ((double) (self->total - ended) / rate + 0.5));
         snprintf (left, sizeof left, "  %s%s left", self->final ? "" : ">", text);
     }
-    fprintf (self->out, "\r\033[K[%s] %zu/%zu%s  %zu failed  %zu skipped  %.1f images/s%s", bar,
-             ended, self->total, self->final ? "" : "+", self->failed, self->skipped, rate,
-             left);
+    fprintf (self->out, "\r\033[K[%s] %zu/%zu%s  %zu done  %zu failed  %zu skipped  "
+             "%.1f images/s%s", bar, ended, self->total, self->final ? "" : "+", self->done,
+             self->failed, self->skipped, rate, left);
     fflush (self->out);
     self->drawn = true;
     self->drawn_at = s_now_ms ();

@@ -4,8 +4,9 @@
     flooding a terminal, and must still give a log one line per file.
     - On a terminal (the caller asks when out is a tty): one bar, redrawn
       in place at most every 100 ms,
-        [#########...........]  412/1530  3 failed  12 skipped  18.2 images/s  1:01 left
-      the total followed by '+' while a directory walk is still counting;
+        [#########...........] 427/1530  412 done  3 failed  12 skipped  18.2 images/s  1:01 left
+      files ended of the total, the total followed by '+' while a
+      directory walk is still counting;
       a failed file also gets its line, above the bar, so no reason is
       lost when the bar moves on.
     - Otherwise one plain line per file, in the order they end:

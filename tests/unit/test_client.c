@@ -667,11 +667,11 @@ Test (progress, a_bar_on_a_terminal_with_failures_above_it)
     imgp_progress_destroy (&progress);
     char text [2000];
     s_progress_text (out, text, sizeof text);
-    cr_expect (strstr (text, "\r\033[K[#####...............] 1/4+  0 failed  0 skipped"),
+    cr_expect (strstr (text, "\r\033[K[#####...............] 1/4+  1 done  0 failed  0 skipped"),
                "no first bar in: %s", text);
     cr_expect (strstr (text, "\r\033[Kfailed in/c.jpg: decode_error: bad\n"),
                "the failure is not on a line of its own: %s", text);
-    cr_expect (strstr (text, "\r\033[K[####################] 4/4  1 failed  1 skipped"),
+    cr_expect (strstr (text, "\r\033[K[####################] 4/4  2 done  1 failed  1 skipped"),
                "no last bar in: %s", text);
     cr_expect_null (strstr (text, "ok in/"), "a line per file on a terminal: %s", text);
     cr_expect (strstr (text, "\n2 done, 1 skipped, 1 failed, "), "%s", text);
