@@ -3,7 +3,8 @@
     Threads: the caller's thread is the monitor; `parallel` workers take
     the next input from the shared stream, run it to its end (skip, or
     read, upload, wait, download, write), report it and take the next; a
-    signal thread (when config->signals) takes SIGINT/SIGTERM by
+    counter thread walks a directory a second time, ahead of them, for the
+    bar's total; a signal thread (when config->signals) takes the signals by
     sigtimedwait, as every imgpipe program does (proto/imgp_signal.h): the
     signals are blocked in every thread of the run, so no handler ever
     interrupts a request. All shared state sits in one s_batch_t under one
