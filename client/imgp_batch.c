@@ -134,7 +134,9 @@ s_batch_new (const imgp_batch_config_t *config, imgp_inputs_t *inputs)
     self->config.url = NULL;            //  only the run reads it, from `config`
     self->config.resume_command = NULL; //  likewise
     self->inputs = inputs;
-    self->slots = config->parallel;
+    //  No more threads than a manifest has lines (a walk's size is unknown).
+    long long total = imgp_inputs_total (inputs);
+    self->slots = total >= 1 && total < config->parallel ? (int) total : config->parallel;
     self->workers = calloc ((size_t) self->slots, sizeof (s_worker_t *));
     self->threads = calloc ((size_t) self->slots, sizeof *self->threads);
     self->joinable = calloc ((size_t) self->slots, sizeof *self->joinable);
