@@ -405,9 +405,12 @@ s_get (imgp_http_client_t *http, const char *id, const char *out, const s_config
     memset (&result, 0, sizeof result);
     memcpy (result.id, id, IMGP_ID_LEN + 1);
     imgp_roundtrip_status_t status = imgp_roundtrip_wait (&trip, &result);
+    //  A status that says "failed" is the job's end; any other refusal
+    //  (404 for an unknown id) is the request's.
+    const char *what = status != IMGP_ROUNDTRIP_FAILED ? "job not done"
+                     : imgp_http_client_status (http) == 200 ? "job failed" : "status refused";
     if (status != IMGP_ROUNDTRIP_DONE)
-        return s_trip_failed (status, &result, status == IMGP_ROUNDTRIP_FAILED ? "job failed"
-                                                                              : "job not done");
+        return s_trip_failed (status, &result, what);
     status = imgp_roundtrip_download (&trip, &result);
     if (status != IMGP_ROUNDTRIP_DONE)
         return s_trip_failed (status, &result, "download refused");
