@@ -22,12 +22,12 @@
 #include "imgp_roundtrip.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -566,6 +566,9 @@ imgp_cli_batch (imgp_conf_t *conf, int argc, char **argv)
     int rc = imgp_batch_run (&config, inputs, &stats, error, sizeof error);
     if (rc < 0)
         fprintf (stderr, "imgpipe: %s\n", error);
+    else
+    if (stats.done + stats.skipped + stats.failed == 0 && !stats.interrupted)
+        fprintf (stderr, "imgpipe: no input files in '%s'\n", argv [0]);
     free (command);
     imgp_inputs_destroy (&inputs);
     return rc < 0 ? IMGP_CLI_EXIT_USAGE : rc == 0 ? IMGP_CLI_EXIT_OK
