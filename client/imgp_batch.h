@@ -10,13 +10,14 @@
     vipsthumbnail, keeps going when a file fails and says which.
     Per input, in the worker that takes it:
     - skipped when OUTDIR holds its thumbnail made with the same options
-      (imgp_resume);
+      (imgp_resume); refused when its output would be the input itself;
     - else read (at most max_upload bytes), uploaded, waited for and
       downloaded by imgp_roundtrip, under one deadline of `wait_ms` from
       its upload, and written under OUTDIR through a temporary file and a
       rename (imgp_file), its directory made when missing;
     - reported: a line or the bar (imgp_progress) and a line of
-      OUTDIR/imgpipe-report.jsonl (imgp_report).
+      OUTDIR/imgpipe-report.jsonl (imgp_report). For a directory, a second
+      walk counts the inputs ahead of the workers, for the bar's total.
     Ctrl-C (SIGINT, SIGTERM, or SIGHUP when the terminal goes away; when
     config->signals): no new file starts;
     the files in flight get IMGP_BATCH_STOP_GRACE_MS to end, then are
