@@ -71,6 +71,7 @@ typedef struct {
     bool fed;                   //  the stream has no input left
     size_t in_flight;           //  inputs taken by workers and not ended
     size_t left;                //  inputs abandoned by Ctrl-C
+    size_t left_uploaded;       //  of those, uploaded: kept as pending jobs
     bool stop;                  //  Ctrl-C: no new file starts
     long long stop_at;          //  when it came, monotonic ms
     bool exiting;               //  second Ctrl-C: no write starts
@@ -92,6 +93,8 @@ struct _s_worker_t {
     imgp_http_client_t *http;   //  this thread's HTTP client (owned)
     char *input;                //  the input in hand (owned), NULL between files
     char *output;               //  its output path (owned)
+    char *job;                  //  a job an earlier run left for it (owned), or NULL
+    char id [IMGP_ID_LEN + 1];  //  its job once uploaded (or re-attached), else ""
     long long since;            //  start of the request in flight, 0 when none
     long long limit_ms;         //  how long that request may take
     bool abandoned;             //  the monitor gave up on this thread
@@ -239,7 +242,9 @@ s_drop_locked (s_worker_t *self)
     self->batch->in_flight--;
     free (self->input);
     free (self->output);
-    self->input = self->output = NULL;
+    free (self->job);
+    self->input = self->output = self->job = NULL;
+    self->id [0] = 0;
 }
 
 //  Take the next input into the worker. Returns 0, or -1 when there is
@@ -254,6 +259,7 @@ s_take (s_worker_t *self)
     if (!self->abandoned && !batch->stop && !batch->fed && s_next_locked (batch, &input)) {
         self->input = strdup (input.path);
         self->output = strdup (input.output);
+        self->job = imgp_resume_take_job (batch->resume, input.output);
         batch->in_flight++;
         rc = 0;
         if (!self->input || !self->output) {
@@ -339,8 +345,54 @@ s_output_is_input (const s_worker_t *self)
         && in.st_dev == out.st_dev && in.st_ino == out.st_ino;
 }
 
-//  Read, upload, wait, download, write. The input is in memory only
-//  until its upload is answered.
+//  The job of this worker's file is `id`: the monitor may keep it as a
+//  pending job if Ctrl-C leaves it in flight.
+static void
+s_job_known (s_worker_t *self, const char *id)
+{
+    pthread_mutex_lock (&self->batch->mutex);
+    memcpy (self->id, id, IMGP_ID_LEN + 1);
+    pthread_mutex_unlock (&self->batch->mutex);
+}
+
+//  Wait for the job an earlier run left in flight for this file. Returns
+//  DONE or the end, or FAILED with no id when the server no longer knows
+//  the job (then the file is uploaded again).
+static imgp_roundtrip_status_t
+s_reattach (s_worker_t *self, const imgp_roundtrip_t *trip, imgp_roundtrip_result_t *result)
+{
+    memcpy (result->id, self->job, IMGP_ID_LEN + 1);
+    s_job_known (self, result->id);
+    imgp_debug ("job=%s event=reattached path=%s", result->id, self->input);
+    imgp_roundtrip_status_t status = imgp_roundtrip_wait (trip, result);
+    if (status == IMGP_ROUNDTRIP_FAILED && imgp_http_client_status (self->http) == 404)
+        memset (result, 0, sizeof *result);
+    return status;
+}
+
+//  Upload the file (read at most max_upload bytes; in memory only until
+//  the upload is answered).
+static imgp_roundtrip_status_t
+s_upload (s_worker_t *self, const imgp_roundtrip_t *trip, imgp_roundtrip_result_t *result)
+{
+    char *data = NULL;
+    size_t size = 0;
+    if (imgp_file_read (self->input, self->batch->config.max_upload, &data, &size,
+                        result->error.message, sizeof result->error.message) != 0) {
+        snprintf (result->error.code, sizeof result->error.code, "unreadable");
+        return IMGP_ROUNDTRIP_FAILED;
+    }
+    imgp_roundtrip_status_t status = imgp_roundtrip_upload (trip, data, size, result);
+    free (data);
+    if (status == IMGP_ROUNDTRIP_DONE)
+        s_job_known (self, result->id);
+    if (status == IMGP_ROUNDTRIP_DONE)
+        status = imgp_roundtrip_wait (trip, result);
+    return status;
+}
+
+//  Read, upload, wait, download, write; or, for a job an earlier run left
+//  in flight, wait, download, write.
 static imgp_roundtrip_status_t
 s_process (s_worker_t *self, imgp_roundtrip_result_t *result)
 {
@@ -357,17 +409,14 @@ s_process (s_worker_t *self, imgp_roundtrip_result_t *result)
                   "replace it (%s); choose another OUTDIR", self->output);
         return IMGP_ROUNDTRIP_FAILED;
     }
-    char *data = NULL;
-    size_t size = 0;
-    if (imgp_file_read (self->input, config->max_upload, &data, &size, result->error.message,
-                        sizeof result->error.message) != 0) {
-        snprintf (result->error.code, sizeof result->error.code, "unreadable");
-        return IMGP_ROUNDTRIP_FAILED;
+    imgp_roundtrip_status_t status;
+    if (self->job) {
+        status = s_reattach (self, &trip, result);
+        if (status == IMGP_ROUNDTRIP_FAILED && !*result->id)
+            status = s_upload (self, &trip, result);     //  the old job is gone
     }
-    imgp_roundtrip_status_t status = imgp_roundtrip_upload (&trip, data, size, result);
-    free (data);
-    if (status == IMGP_ROUNDTRIP_DONE)
-        status = imgp_roundtrip_wait (&trip, result);
+    else
+        status = s_upload (self, &trip, result);
     if (status == IMGP_ROUNDTRIP_DONE)
         status = imgp_roundtrip_download (&trip, result);
     if (status == IMGP_ROUNDTRIP_DONE)
@@ -418,6 +467,7 @@ s_worker_leave (s_worker_t *self)
     imgp_http_client_destroy (&self->http);
     free (self->input);
     free (self->output);
+    free (self->job);
     free (self);
     s_batch_unref (&batch);
 }
@@ -501,6 +551,13 @@ s_signal_locked (s_batch_t *self, int signum)
     self->exiting = true;
     while (self->writing > 0)
         pthread_cond_wait (&self->changed, &self->mutex);
+    //  The jobs in flight are kept for the resume: one small local write.
+    for (int slot = 0; slot < self->slots; slot++)
+        if (self->workers [slot] && self->workers [slot]->input && *self->workers [slot]->id)
+            imgp_resume_pending (self->resume, self->workers [slot]->output,
+                                 self->workers [slot]->id);
+    char error [256];
+    imgp_resume_save (self->resume, error, sizeof error);
     imgp_progress_say (self->progress, "imgpipe: interrupted again: quitting now; run the "
                        "same command again to resume");
     _exit (S_EXIT_INTERRUPTED);
@@ -609,6 +666,10 @@ s_abandon_in_flight_locked (s_batch_t *self)
     for (int slot = 0; slot < self->slots; slot++) {
         s_worker_t *worker = self->workers [slot];
         if (worker && worker->input) {
+            if (*worker->id) {
+                imgp_resume_pending (self->resume, worker->output, worker->id);
+                self->left_uploaded++;
+            }
             s_abandon_locked (self, worker);
             self->left++;
         }
@@ -677,11 +738,17 @@ s_say_left (s_batch_t *self, const char *resume_command, imgp_batch_stats_t *sta
 {
     bool all;
     stats->left = s_count_left (self, &all);
-    //  A resumed run tries the failed files again too: say so.
+    //  A resumed run waits for the jobs left in flight instead of
+    //  uploading them again, and tries the failed files again: say so.
     size_t failed = imgp_progress_failed_count (self->progress);
-    char text [8400], also [80] = "";
+    char text [8400], also [160] = "";
+    int also_len = 0;
+    if (self->left_uploaded > 0)
+        also_len = snprintf (also, sizeof also, " (%zu uploaded already: a resume waits for "
+                             "their jobs)", self->left_uploaded);
     if (failed > 0)
-        snprintf (also, sizeof also, " (and %zu failed, tried again)", failed);
+        snprintf (also + also_len, sizeof also - (size_t) also_len,
+                  " (and %zu failed, tried again)", failed);
     int len = snprintf (text, sizeof text, "interrupted: %s%zu file%s left%s",
                         all ? "" : "at least ", stats->left, stats->left == 1 ? "" : "s", also);
     if (resume_command)
@@ -752,6 +819,13 @@ s_run (s_batch_t *self, const imgp_batch_config_t *config, imgp_batch_stats_t *s
     stats->interrupted = self->stop;
     if (stats->interrupted)
         s_say_left (self, config->resume_command, stats);
+    char error [4400];
+    if (imgp_resume_save (self->resume, error, sizeof error) != 0) {
+        char text [4500];
+        snprintf (text, sizeof text, "imgpipe: cannot keep the jobs in flight: %s; a resume "
+                  "uploads their files again", error);
+        imgp_progress_say (self->progress, text);
+    }
     pthread_mutex_unlock (&self->mutex);
     imgp_progress_summary (self->progress);
     stats->done = imgp_progress_done_count (self->progress);

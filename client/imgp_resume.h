@@ -18,6 +18,11 @@
     coarse timestamps (1 s), an old output written in the same second the
     options changed would count as new.
 
+    Jobs left in flight by Ctrl-C (uploaded, their thumbnail not written)
+    are kept in the state file too ("pending ID OUTPUT"), so the next run
+    with the same options waits for those jobs instead of uploading their
+    files again (a job the server no longer knows is uploaded anew).
+
     Never: delete or rewrite outputs (a redo overwrites them one by one,
     atomically), or trust a state file it cannot parse (it is replaced).
 */
@@ -47,5 +52,17 @@ bool imgp_resume_same (imgp_resume_t *self);
 //  True when `output` exists as a file written since the state file: its
 //  input can be skipped.
 bool imgp_resume_done (imgp_resume_t *self, const char *output);
+
+//  The job an earlier run left in flight for `output`, or NULL; it is
+//  forgotten here (the caller frees the id). Not thread-safe: the batch
+//  calls it under its lock.
+char *imgp_resume_take_job (imgp_resume_t *self, const char *output);
+
+//  Remember job `id`, uploaded for `output` and left in flight.
+void imgp_resume_pending (imgp_resume_t *self, const char *output, const char *id);
+
+//  Write the pending jobs into the state file when they changed, keeping
+//  its mtime. Returns 0, or -1 with a message.
+int imgp_resume_save (imgp_resume_t *self, char *error, size_t error_size);
 
 #endif

@@ -450,6 +450,16 @@ Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
     int left = 0;
     cr_assert (strstr (run.out, "interrupted: ") &&
                sscanf (strstr (run.out, "interrupted: "), "interrupted: %d file", &left) == 1);
+    //  Files left in flight after their upload: the resume waits for their
+    //  jobs instead of uploading them again.
+    int uploaded = 0;
+    const char *kept = strstr (run.out, " uploaded already: a resume waits");
+    if (kept) {
+        while (kept > run.out && kept [-1] != '(')
+            kept--;
+        uploaded = atoi (kept);
+    }
+    int submitted = h_log_count (s_cluster->frontend [0].log, "event=submitted");
     char command [2000];
     snprintf (command, sizeof command, "%.*s", (int) strcspn (at + strlen (marker), "\n"),
               at + strlen (marker));
@@ -470,6 +480,66 @@ Test (batch, ctrl_c_leaves_no_partial_file_and_the_printed_command_resumes,
     cr_assert_eq (run.exit_code, 0, "the resume command '%s' exit %d", command, run.exit_code);
     s_expect_summary (&run, left, done_first, 0);
     cr_expect_eq (s_expect_whole_outputs (), S_MANY);
+    int resubmitted = h_log_count (s_cluster->frontend [0].log, "event=submitted") - submitted;
+    cr_log_info ("left %d, of them uploaded %d; the resume uploaded %d", left, uploaded,
+                 resubmitted);
+    cr_expect_eq (resubmitted, left - uploaded, "the resume uploaded %d of %d left (%d had "
+                  "jobs already)", resubmitted, left, uploaded);
+    s_run_free (&run);
+    h_cluster_pass (s_cluster);
+}
+
+//  Quick files, then `slow` ones that keep a resizer busy for seconds
+//  each (flat 7000 x 7000 PNGs), under tree/a and tree/b.
+static void
+s_make_slow_tree (int quick, int slow)
+{
+    for (int i = 0; i < quick; i++) {
+        char name [64];
+        snprintf (name, sizeof name, "a/quick%d.jpg", i);
+        s_image (name, "jpeg", 400, 200);
+    }
+    size_t size = 0;
+    void *data = h_make_flat_png (7000, 7000, &size);
+    cr_assert_not_null (data);
+    for (int i = 0; i < slow; i++) {
+        char name [64];
+        snprintf (name, sizeof name, "b/slow%d.png", i);
+        s_put (name, data, size);
+    }
+    free (data);
+}
+
+Test (batch, jobs_left_in_flight_are_waited_for_not_uploaded_again, .init = s_setup,
+      .fini = s_teardown, .timeout = 300)
+{
+    //  Four slow files in flight when Ctrl-C comes: two on the resizers,
+    //  two queued; their jobs outlast the 2 s grace, so they are left
+    //  uploaded, and the resume must wait for those jobs.
+    s_make_slow_tree (2, 4);
+    pid_t pid = s_batch_start ((const char *[]) { "--width", "48", "--parallel", "4", NULL });
+    int want = 2;
+    cr_assert (h_wait_until (s_some_done, &want, 60000), "no file done within 60 s");
+    cr_assert_eq (kill (pid, SIGINT), 0);
+    s_run_t run;
+    s_run_wait (pid, &run);
+    cr_assert_eq (run.exit_code, S_EXIT_INTERRUPTED);
+    const char *line = run.out ? strstr (run.out, "interrupted: ") : NULL;
+    int left = 0, uploaded = 0;
+    const char *kept = line ? strstr (line, " left (") : NULL;
+    cr_assert (kept && sscanf (line, "interrupted: %d file", &left) == 1
+               && sscanf (kept, " left (%d uploaded already", &uploaded) == 1,
+               "no jobs kept in:\n%s", run.out);
+    cr_expect (uploaded > 0 && uploaded <= left);
+    s_run_free (&run);
+    int submitted = h_log_count (s_cluster->frontend [0].log, "event=submitted");
+    s_batch (&run, (const char *[]) { "--width", "48", "--parallel", "4", NULL });
+    cr_assert_eq (run.exit_code, 0);
+    s_expect_summary (&run, left, 6 - left, 0);
+    int resubmitted = h_log_count (s_cluster->frontend [0].log, "event=submitted") - submitted;
+    cr_expect_eq (resubmitted, left - uploaded, "the resume uploaded %d of %d left, %d of which "
+                  "had jobs", resubmitted, left, uploaded);
+    s_expect_no_temporary ();
     s_run_free (&run);
     h_cluster_pass (s_cluster);
 }
@@ -484,23 +554,9 @@ s_stopping (void *arg)
 Test (batch, a_second_ctrl_c_quits_at_once_leaving_no_partial_file, .init = s_setup,
       .fini = s_teardown, .timeout = 300)
 {
-    //  Three quick files, then slow ones (a flat 5000 x 5000 PNG keeps a
-    //  resizer busy for about a second): the second Ctrl-C must come while
+    //  Three quick files, then slow ones: the second Ctrl-C must come while
     //  files are still in flight, within the first one's grace.
-    for (int i = 0; i < 3; i++) {
-        char name [64];
-        snprintf (name, sizeof name, "a/quick%d.jpg", i);
-        s_image (name, "jpeg", 400, 200);
-    }
-    size_t size = 0;
-    void *slow = h_make_flat_png (5000, 5000, &size);
-    cr_assert_not_null (slow);
-    for (int i = 0; i < 6; i++) {
-        char name [64];
-        snprintf (name, sizeof name, "b/slow%d.png", i);
-        s_put (name, slow, size);
-    }
-    free (slow);
+    s_make_slow_tree (3, 4);
     pid_t pid = s_batch_start ((const char *[]) { "--width", "48", "--parallel", "2", NULL });
     int want = 3;
     cr_assert (h_wait_until (s_some_done, &want, 60000), "no file done within 60 s");

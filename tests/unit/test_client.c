@@ -589,6 +589,43 @@ Test (resume, other_options_redo_everything_even_after_an_interrupted_redo,
     s_expect_file (IMGP_RESUME_FILE, "imgpipe-batch-state 1\noptions width=120\n");
 }
 
+Test (resume, jobs_left_in_flight_are_kept_without_moving_the_state_mtime, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    imgp_resume_t *resume = s_resume ("width=80");
+    s_write_aged ("made.png", 1);
+    struct stat before, after;
+    cr_assert_eq (stat (s_path_of (IMGP_RESUME_FILE), &before), 0);
+    imgp_resume_pending (resume, "out/a b.png", ID_OK);
+    imgp_resume_pending (resume, "out/c.png", ID_FAIL);
+    char error [512] = "";
+    cr_assert_eq (imgp_resume_save (resume, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (stat (s_path_of (IMGP_RESUME_FILE), &after), 0);
+    cr_expect (after.st_mtim.tv_sec == before.st_mtim.tv_sec
+               && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, "the state's mtime moved");
+    imgp_resume_destroy (&resume);
+
+    //  The next run with the same options takes each job once; an output
+    //  made since is still done.
+    resume = s_resume ("width=80");
+    cr_expect (imgp_resume_same (resume));
+    cr_expect (s_done (resume, "made.png"));
+    char *id = imgp_resume_take_job (resume, "out/a b.png");
+    cr_expect_str_eq (id ? id : "", ID_OK);
+    free (id);
+    cr_expect_null (imgp_resume_take_job (resume, "out/a b.png"));
+    cr_expect_null (imgp_resume_take_job (resume, "out/missing.png"));
+    cr_assert_eq (imgp_resume_save (resume, error, sizeof error), 0, "%s", error);
+    imgp_resume_destroy (&resume);
+    s_expect_file (IMGP_RESUME_FILE, "imgpipe-batch-state 1\noptions width=80\n"
+                   "pending " ID_FAIL " out/c.png\n");
+
+    //  Other options: no job of the old ones is taken.
+    resume = s_resume ("width=120");
+    cr_expect_null (imgp_resume_take_job (resume, "out/c.png"));
+    imgp_resume_destroy (&resume);
+}
+
 //  --------------------------------------------------------------------------
 //  imgp_report
 
