@@ -12,9 +12,11 @@
 #include <czmq.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #define S_REDRAW_MS 100         //  the bar is redrawn at most this often
-#define S_BAR_WIDTH 20          //  characters of the bar itself
+#define S_BAR_WIDTH 20          //  characters of the bar itself, at most
+#define S_BAR_MIN 5             //  a narrower bar is left out
 
 typedef struct {
     char *input;                //  the file (owned)
@@ -106,6 +108,14 @@ s_duration (char *text, size_t size, long long seconds)
         snprintf (text, size, "%lld:%02lld", seconds / 60, seconds % 60);
 }
 
+//  Columns of the terminal `out` is, or 0 when unknown.
+static size_t
+s_columns (FILE *out)
+{
+    struct winsize size;
+    return ioctl (fileno (out), TIOCGWINSZ, &size) == 0 ? size.ws_col : 0;
+}
+
 static void
 s_draw (imgp_progress_t *self)
 {
@@ -113,19 +123,34 @@ s_draw (imgp_progress_t *self)
     size_t worked = self->done + self->failed;
     double seconds = (double) (s_now_ms () - self->start) / 1000.0;
     double rate = seconds > 0 ? (double) worked / seconds : 0;
-    char bar [S_BAR_WIDTH + 1], left [32] = "";
-    size_t filled = self->total ? ended * S_BAR_WIDTH / self->total : 0;
-    for (size_t i = 0; i < S_BAR_WIDTH; i++)
-        bar [i] = i < filled ? '#' : '.';
-    bar [S_BAR_WIDTH] = 0;
+    char left [32] = "", text [200];
     if (rate > 0 && self->total >= ended) {
-        char text [24];
-        s_duration (text, sizeof text, (long long) ((double) (self->total - ended) / rate + 0.5));
-        snprintf (left, sizeof left, "  %s%s left", self->final ? "" : ">", text);
+        char duration [24];
+        s_duration (duration, sizeof duration,
+                    (long long) ((double) (self->total - ended) / rate + 0.5));
+        snprintf (left, sizeof left, "  %s%s left", self->final ? "" : ">", duration);
     }
-    fprintf (self->out, "\r\033[K[%s] %zu/%zu%s  %zu done  %zu failed  %zu skipped  "
-             "%.1f images/s%s", bar, ended, self->total, self->final ? "" : "+", self->done,
-             self->failed, self->skipped, rate, left);
+    int len = snprintf (text, sizeof text, "%zu/%zu%s  %zu done  %zu failed  %zu skipped  "
+                        "%.1f images/s%s", ended, self->total, self->final ? "" : "+",
+                        self->done, self->failed, self->skipped, rate, left);
+    //  A line longer than the terminal wraps, and "\r" then redraws only
+    //  its last part: the bar narrows to what is left of the width (gone
+    //  under S_BAR_MIN), then the text is cut.
+    size_t columns = s_columns (self->out);
+    size_t room = columns > (size_t) len + 4 ? columns - (size_t) len - 4 : 0;
+    size_t width = columns == 0 || room > S_BAR_WIDTH ? S_BAR_WIDTH : room;
+    char bar [S_BAR_WIDTH + 4] = "";
+    if (width >= S_BAR_MIN) {
+        size_t filled = self->total ? ended * width / self->total : 0;
+        bar [0] = '[';
+        for (size_t i = 0; i < width; i++)
+            bar [i + 1] = i < filled ? '#' : '.';
+        memcpy (bar + width + 1, "] ", 3);
+    }
+    else
+    if (columns > 1 && (size_t) len >= columns)
+        text [columns - 1] = 0;
+    fprintf (self->out, "\r\033[K%s%s", bar, text);
     fflush (self->out);
     self->drawn = true;
     self->drawn_at = s_now_ms ();
