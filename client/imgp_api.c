@@ -98,6 +98,7 @@ imgp_api_job (imgp_http_client_t *http, imgp_api_job_t *job)
     json_t *error = json_object_get (root, "error");
     job->width = (int) json_integer_value (json_object_get (result, "width"));
     job->height = (int) json_integer_value (json_object_get (result, "height"));
+    s_copy (job->worker, sizeof job->worker, root, "worker", "");
     s_copy (job->error.code, sizeof job->error.code, error, "code", "failed");
     s_copy (job->error.message, sizeof job->error.message, error, "message",
             "the image could not be resized");

@@ -39,6 +39,7 @@ typedef struct {
     char state [16];        //  queued, processing, done or failed
     int width;              //  result width when done, else 0
     int height;             //  result height when done, else 0
+    char worker [128];      //  resizer of the latest attempt, "" when not said
     imgp_api_error_t error; //  why, when failed
 } imgp_api_job_t;
 

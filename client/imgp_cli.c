@@ -1,11 +1,14 @@
 /*  imgp_cli — see imgp_cli.h.
 
+    submit, get and every batch worker go through imgp_roundtrip (one
+    upload -> wait -> download routine, one deadline, one retry rule).
     Single commands (submit, status, get) make one request at a time and
-    run each under a process timer: civetweb 1.15's client has a timeout
-    for the response head only (a client connection carries no
-    request_timeout), so a stalled body would otherwise hang a script. The
-    timer ends the run with exit 3. `batch` has threads, so it cannot use a
-    process timer; imgp_batch watches its requests itself.
+    run each under a process timer armed by the routine's watchdog hooks
+    with the routine's limit: civetweb 1.15's client has a timeout for the
+    response head only (a client connection carries no request_timeout),
+    so a stalled body would otherwise hang a script. The timer ends the
+    run with exit 3. `batch` has threads, so it cannot use a process
+    timer; imgp_batch's monitor is its watchdog, on the same limits.
 */
 #include "imgp_cli.h"
 
@@ -17,13 +20,16 @@
 #include "imgp_id.h"
 #include "imgp_inputs.h"
 #include "imgp_log.h"
+#include "imgp_roundtrip.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -90,17 +96,24 @@ const char imgp_cli_summary [] =
     "                   --long-poll-s), all within --wait-s; a server that does\n"
     "                   not hold requests is polled as its Retry-After says\n"
     "  batch DIR|MANIFEST -o OUTDIR\n"
-    "                   thumbnails of every file in DIR (not recursive, hidden\n"
-    "                   files skipped) or listed in MANIFEST (one path a line, or\n"
-    "                   column 1 of a TSV with a header line; relative to its\n"
-    "                   directory), --parallel at a time, into OUTDIR/NAME.EXT;\n"
-    "                   prints 'ok FILE -> OUT WxH Nms' or 'failed FILE: CODE:\n"
-    "                   MESSAGE' per file and a summary, and keeps going when a\n"
-    "                   file fails; waits for each job as get does\n"
+    "                   thumbnails of every file below DIR (recursive; hidden\n"
+    "                   names skipped, symlink loops refused) or listed in\n"
+    "                   MANIFEST (one path a line, or column 1 of a TSV with a\n"
+    "                   header line; relative to its directory), --parallel at a\n"
+    "                   time, into OUTDIR mirroring each file's place (a/b.jpg ->\n"
+    "                   OUTDIR/a/b.png). Run it again to resume: files whose\n"
+    "                   thumbnail OUTDIR holds, made with the same options, are\n"
+    "                   skipped (OUTDIR/.imgpipe-batch.state). A bar on a\n"
+    "                   terminal, else 'ok FILE -> OUT WxH Nms WORKER' or\n"
+    "                   'failed FILE: CODE: MESSAGE' per file; a summary, and\n"
+    "                   OUTDIR/imgpipe-report.jsonl (a JSON line per file). Keeps\n"
+    "                   going when a file fails; Ctrl-C stops cleanly and prints\n"
+    "                   the command to resume; waits for each job as get does\n"
     "\n"
     "Options may come before or after the command.\n"
     "Exit status: 0 done, 1 refused by the server or a job failed (batch: any\n"
-    "file failed), 2 bad usage, 3 server unreachable or --wait-s passed.";
+    "file failed), 2 bad usage, 3 server unreachable or --wait-s passed,\n"
+    "130 batch stopped by Ctrl-C.";
 
 //  --timeout-ms, set by s_client; the watchdog needs it.
 static long long s_timeout_ms;
@@ -256,6 +269,44 @@ s_request (imgp_http_client_t *http, const char *method, const char *path,
     return rc;
 }
 
+//  imgp_roundtrip's watchdog hooks for single commands: the process
+//  timer, armed with the routine's limit for each request.
+static void
+s_watch_begin (void *hook, long long limit_ms)
+{
+    (void) hook;
+    signal (SIGALRM, s_watchdog_fired);
+    s_watchdog_set (limit_ms);
+}
+
+static bool
+s_watch_end (void *hook)
+{
+    (void) hook;
+    s_watchdog_set (0);
+    return true;
+}
+
+//  A roundtrip for a single command, its deadline `wait_s` from now.
+static imgp_roundtrip_t
+s_trip (imgp_http_client_t *http, const char *query, const s_config_t *config)
+{
+    return (imgp_roundtrip_t) {
+        .http = http, .query = query, .long_poll_s = config->long_poll_s,
+        .timeout_ms = config->timeout_ms, .deadline = zclock_mono () + config->wait_s * 1000,
+        .wait_s = config->wait_s, .begin = s_watch_begin, .end = s_watch_end
+    };
+}
+
+//  Print why a roundtrip step did not succeed; the exit code.
+static int
+s_trip_failed (imgp_roundtrip_status_t status, const imgp_roundtrip_result_t *result,
+               const char *what)
+{
+    fprintf (stderr, "imgpipe: %s: %s: %s\n", what, result->error.code, result->error.message);
+    return status == IMGP_ROUNDTRIP_UNREACHED ? IMGP_CLI_EXIT_TRANSPORT : IMGP_CLI_EXIT_REFUSED;
+}
+
 //  Print what the server said about a refused request.
 static int
 s_report_refusal (imgp_http_client_t *http, const char *what)
@@ -282,20 +333,15 @@ s_report_transport (imgp_http_client_t *http)
 
 //  Upload `data` and print the id of the job.
 static int
-s_submit (imgp_http_client_t *http, const char *query, const char *data, size_t size)
+s_submit (imgp_http_client_t *http, const char *query, const s_config_t *config,
+          const char *data, size_t size)
 {
-    char path [sizeof ((imgp_api_opts_t *) 0)->query + 16];
-    snprintf (path, sizeof path, "/v1/images%s%s", *query ? "?" : "", query);
-    if (s_request (http, "POST", path, data, size, 0) != 0)
-        return s_report_transport (http);
-    if (imgp_http_client_status (http) != 202)
-        return s_report_refusal (http, "upload refused");
-    char id [IMGP_ID_LEN + 1];
-    if (imgp_api_id (http, id) != 0) {
-        fprintf (stderr, "imgpipe: the server accepted the upload but sent no valid id\n");
-        return IMGP_CLI_EXIT_REFUSED;
-    }
-    printf ("%s\n", id);
+    imgp_roundtrip_t trip = s_trip (http, query, config);
+    imgp_roundtrip_result_t result = { .id = "" };
+    imgp_roundtrip_status_t status = imgp_roundtrip_upload (&trip, data, size, &result);
+    if (status != IMGP_ROUNDTRIP_DONE)
+        return s_trip_failed (status, &result, "upload refused");
+    printf ("%s\n", result.id);
     return IMGP_CLI_EXIT_OK;
 }
 
@@ -320,7 +366,7 @@ imgp_cli_submit (imgp_conf_t *conf, int argc, char **argv)
     if (imgp_file_read (argv [0], S_UPLOAD_MAX, &data, &size, problem, sizeof problem) != 0)
         fprintf (stderr, "imgpipe: '%s': %s\n", argv [0], problem);
     else
-        exit_code = s_submit (http, opts.query, data, size);
+        exit_code = s_submit (http, opts.query, &config, data, size);
     free (data);
     imgp_http_client_destroy (&http);
     return exit_code;
@@ -372,54 +418,30 @@ imgp_cli_keygen (imgp_conf_t *conf, int argc, char **argv)
     return IMGP_CLI_EXIT_OK;
 }
 
-//  Ask for the thumbnail, each request held by the server until the job
-//  ends or `long_poll_s` pass (imgp_api_poll), until it comes, the job
-//  fails, or `wait_s` pass; then write it to `out`.
+//  Wait for job `id` and download its thumbnail (imgp_roundtrip, within
+//  --wait-s from now), then write it to `out`.
 static int
-s_get (imgp_http_client_t *http, const char *id, const char *out, long long wait_s,
-       int long_poll_s)
+s_get (imgp_http_client_t *http, const char *id, const char *out, const s_config_t *config)
 {
-    char base [64], path [80];
-    snprintf (base, sizeof base, "/v1/images/%s/thumbnail", id);
-    imgp_api_job_t job = { .state = "pending" };
-    imgp_api_poll_t poll;
-    imgp_api_poll_init (&poll, long_poll_s);
-    long long deadline = zclock_mono () + wait_s * 1000;
-    while (true) {
-        imgp_api_poll_path (&poll, base, deadline, path, sizeof path);
-        if (s_request (http, "GET", path, NULL, 0, imgp_api_poll_extra_ms (&poll)) != 0)
-            return s_report_transport (http);
-        int status = imgp_http_client_status (http);
-        imgp_debug ("job=%s event=asked path=%s status=%d", id, path, status);
-        if (status == 200) {
-            size_t size = 0;
-            const char *body = imgp_http_client_body (http, &size);
-            imgp_debug ("job=%s event=downloaded bytes=%zu type=%s", id, size,
-                        imgp_http_client_header (http, "Content-Type"));
-            char problem [256];
-            if (imgp_file_write (out, body, size, problem, sizeof problem) == 0)
-                return IMGP_CLI_EXIT_OK;
-            fprintf (stderr, "imgpipe: '%s': %s\n", out, problem);
-            return IMGP_CLI_EXIT_REFUSED;
-        }
-        if (status == 400 && imgp_api_poll_refused (&poll, http))
-            continue;           //  at once, with the wait this server allows
-        if (status == 422)
-            return s_report_refusal (http, "job failed");
-        if (status != 202 && status != 503)
-            return s_report_refusal (http, "download refused");
-        if (status == 202 && imgp_api_job (http, &job) != 0)
-            snprintf (job.state, sizeof job.state, "pending");
-        long long now = zclock_mono ();
-        if (now >= deadline)
-            break;
-        long long delay = status == 503 ? imgp_api_retry_after_ms (http, 500)
-                                        : imgp_api_poll_delay (&poll, http, 500);
-        if (delay > 0)
-            zclock_sleep ((int) (delay < deadline - now ? delay : deadline - now));
-    }
-    fprintf (stderr, "imgpipe: job %s is still %s after %lld s\n", id, job.state, wait_s);
-    return IMGP_CLI_EXIT_TRANSPORT;
+    imgp_roundtrip_t trip = s_trip (http, "", config);
+    imgp_roundtrip_result_t result;
+    memset (&result, 0, sizeof result);
+    memcpy (result.id, id, IMGP_ID_LEN + 1);
+    imgp_roundtrip_status_t status = imgp_roundtrip_wait (&trip, &result);
+    //  A status that says "failed" is the job's end; any other refusal
+    //  (404 for an unknown id) is the request's.
+    const char *what = status != IMGP_ROUNDTRIP_FAILED ? "job not done"
+                     : imgp_http_client_status (http) == 200 ? "job failed" : "status refused";
+    if (status != IMGP_ROUNDTRIP_DONE)
+        return s_trip_failed (status, &result, what);
+    status = imgp_roundtrip_download (&trip, &result);
+    if (status != IMGP_ROUNDTRIP_DONE)
+        return s_trip_failed (status, &result, "download refused");
+    char problem [256];
+    if (imgp_file_write (out, result.thumb, result.thumb_size, problem, sizeof problem) == 0)
+        return IMGP_CLI_EXIT_OK;
+    fprintf (stderr, "imgpipe: '%s': %s\n", out, problem);
+    return IMGP_CLI_EXIT_REFUSED;
 }
 
 int
@@ -437,13 +459,50 @@ imgp_cli_get (imgp_conf_t *conf, int argc, char **argv)
     imgp_http_client_t *http = s_client (&config);
     if (!http)
         return IMGP_CLI_EXIT_USAGE;
-    int exit_code = s_get (http, id, out, config.wait_s, config.long_poll_s);
+    int exit_code = s_get (http, id, out, &config);
     imgp_http_client_destroy (&http);
     return exit_code;
 }
 
 //  --------------------------------------------------------------------------
 //  Batch
+
+//  Append `arg` to `out` quoted for a POSIX shell when it needs it.
+static void
+s_shell_quote (char *out, size_t out_size, const char *arg)
+{
+    size_t len = strlen (out);
+    bool plain = *arg && strspn (arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789-_./=:,+@%") == strlen (arg);
+    const char *sep = len ? " " : "";
+    if (plain) {
+        snprintf (out + len, out_size - len, "%s%s", sep, arg);
+        return;
+    }
+    len += (size_t) snprintf (out + len, out_size - len, "%s'", sep);
+    for (const char *c = arg; *c && len + 6 < out_size; c++)
+        len += (size_t) snprintf (out + len, out_size - len, *c == '\'' ? "'\\''" : "%c", *c);
+    snprintf (out + len, out_size - len, "'");
+}
+
+//  The command line this process was started with, quoted for a shell, so
+//  an interrupted batch can say exactly how to resume. From
+//  /proc/self/cmdline: main() keeps no argv, and the words as typed are
+//  what the user knows. NULL when it cannot be read (not Linux).
+static char *
+s_command_line (void)
+{
+    char *data = NULL, problem [256];
+    size_t size = 0;
+    if (imgp_file_read ("/proc/self/cmdline", 65536, &data, &size, problem, sizeof problem) != 0)
+        return NULL;
+    size_t out_size = size * 4 + 16;
+    char *out = calloc (1, out_size);
+    for (size_t at = 0; out && at < size; at += strlen (data + at) + 1)
+        s_shell_quote (out, out_size, data + at);
+    free (data);
+    return out;
+}
 
 //  Read and check the flags of batch into `config`. Returns 0, or -1 with
 //  a message printed.
@@ -460,12 +519,15 @@ s_batch_config (const s_config_t *options, imgp_api_opts_t *opts, imgp_batch_con
     *config = (imgp_batch_config_t) {
         .url = options->url,
         .query = opts->query,
+        .outdir = options->output,
         .parallel = options->parallel,
         .wait_ms = options->wait_s * 1000,
         .long_poll_s = options->long_poll_s,
         .timeout_ms = options->timeout_ms,
         .max_upload = S_UPLOAD_MAX,
-        .out = stdout
+        .out = stdout,
+        .bar = isatty (STDOUT_FILENO),
+        .signals = true
     };
     return 0;
 }
@@ -476,23 +538,24 @@ static imgp_inputs_t *
 s_batch_inputs (const char *source, const char *outdir, const char *ext)
 {
     char error [512];
-    imgp_inputs_t *inputs = imgp_inputs_new (source, error, sizeof error);
-    if (!inputs) {
-        fprintf (stderr, "imgpipe: %s\n", error);
+    struct stat st;
+    if (stat (source, &st) != 0) {
+        fprintf (stderr, "imgpipe: cannot open '%s': %s\n", source, strerror (errno));
         return NULL;
     }
     if (imgp_file_mkdirs (outdir, error, sizeof error) != 0) {
         fprintf (stderr, "imgpipe: '%s': %s\n", outdir, error);
-        imgp_inputs_destroy (&inputs);
+        return NULL;
     }
-    else
-    if (imgp_inputs_set_outputs (inputs, outdir, ext) != 0) {
-        fprintf (stderr, "imgpipe: '%s': cannot name the outputs (path too long?)\n", outdir);
-        imgp_inputs_destroy (&inputs);
+    struct stat out_st;
+    if (stat (outdir, &out_st) == 0 && out_st.st_dev == st.st_dev && out_st.st_ino == st.st_ino) {
+        fprintf (stderr, "imgpipe: OUTDIR '%s' is the input directory: thumbnails would "
+                         "replace originals; give another -o\n", outdir);
+        return NULL;
     }
-    else
-    if (imgp_inputs_size (inputs) == 0)
-        fprintf (stderr, "imgpipe: no input files in '%s'\n", source);
+    imgp_inputs_t *inputs = imgp_inputs_new (source, outdir, ext, error, sizeof error);
+    if (!inputs)
+        fprintf (stderr, "imgpipe: %s\n", error);
     return inputs;
 }
 
@@ -519,11 +582,18 @@ imgp_cli_batch (imgp_conf_t *conf, int argc, char **argv)
     imgp_inputs_t *inputs = s_batch_inputs (argv [0], outdir, opts.ext);
     if (!inputs)
         return IMGP_CLI_EXIT_USAGE;
+    char *command = s_command_line ();
+    config.resume_command = command;
     imgp_batch_stats_t stats;
-    char error [256];
+    char error [512];
     int rc = imgp_batch_run (&config, inputs, &stats, error, sizeof error);
     if (rc < 0)
         fprintf (stderr, "imgpipe: %s\n", error);
+    else
+    if (stats.done + stats.skipped + stats.failed == 0 && !stats.interrupted)
+        fprintf (stderr, "imgpipe: no input files in '%s'\n", argv [0]);
+    free (command);
     imgp_inputs_destroy (&inputs);
-    return rc < 0 ? IMGP_CLI_EXIT_USAGE : rc == 0 ? IMGP_CLI_EXIT_OK : IMGP_CLI_EXIT_REFUSED;
+    return rc < 0 ? IMGP_CLI_EXIT_USAGE : rc == 0 ? IMGP_CLI_EXIT_OK
+         : rc == 2 ? IMGP_CLI_EXIT_INTERRUPTED : IMGP_CLI_EXIT_REFUSED;
 }

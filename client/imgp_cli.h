@@ -4,17 +4,19 @@
         imgpipe keygen PATH                           -> writes PATH, PATH_secret
         imgpipe get ID -o OUT [--wait-s N] [--long-poll-s N] -> writes the thumbnail
         imgpipe batch DIR|MANIFEST -o OUTDIR [--parallel N] [--wait-s N] [--width N ...]
+                                                      -> a mirrored tree, resumable
 
     Why: main.c only parses flags and dispatches; each command here reads
     its arguments from the parsed configuration, checks them (exit 2
     before any request when they are wrong), and runs over imgp_http_client
-    (one request at a time) or imgp_batch (many). Both wait for a job by
-    long-poll (imgp_api_poll: ?wait= up to --long-poll-s, within --wait-s).
+    (one request at a time) or imgp_batch (many). All run an image through
+    imgp_roundtrip (upload, wait by long-poll: ?wait= up to --long-poll-s,
+    download; one deadline, --wait-s).
 
     Never: write a partial thumbnail to OUT, retry a request the server
     refused for a reason a retry cannot fix, or hang on a stalled server
-    (single commands run each request under a SIGALRM timer; batch has its
-    own watchdog).
+    (imgp_roundtrip bounds every request; single commands enforce it with
+    a SIGALRM timer, batch with its monitor thread).
 */
 #ifndef IMGP_CLI_H_INCLUDED
 #define IMGP_CLI_H_INCLUDED
@@ -26,7 +28,8 @@ enum {
     IMGP_CLI_EXIT_OK = 0,           //  the command did what was asked
     IMGP_CLI_EXIT_REFUSED = 1,      //  the server refused, or a job failed
     IMGP_CLI_EXIT_USAGE = 2,        //  bad flags or arguments
-    IMGP_CLI_EXIT_TRANSPORT = 3     //  server unreachable, or --wait-s passed
+    IMGP_CLI_EXIT_TRANSPORT = 3,    //  server unreachable, or --wait-s passed
+    IMGP_CLI_EXIT_INTERRUPTED = 130 //  batch: stopped by Ctrl-C (SIGINT/SIGTERM)
 };
 
 //  The flags of imgpipe, for imgp_conf_new, and its --help summary.

@@ -111,10 +111,15 @@ imgp_file_write (const char *path, const void *data, size_t size,
             return 0;
         return s_fail (error, error_size, "cannot write to standard output", errno);
     }
+    //  Hidden (".a.png.tmpPID.N" beside "a.png"): a temporary that a
+    //  SIGKILL leaves behind is neither taken for an output nor walked
+    //  by a batch over that directory.
     static atomic_uint s_serial;
     char tmp [4096];
-    if (snprintf (tmp, sizeof tmp, "%s.tmp%ld.%u", path, (long) getpid (),
-                  atomic_fetch_add (&s_serial, 1)) >= (int) sizeof tmp) {
+    const char *slash = strrchr (path, '/');
+    int dir_len = slash ? (int) (slash - path) + 1 : 0;
+    if (snprintf (tmp, sizeof tmp, "%.*s.%s.tmp%ld.%u", dir_len, path, path + dir_len,
+                  (long) getpid (), atomic_fetch_add (&s_serial, 1)) >= (int) sizeof tmp) {
         snprintf (error, error_size, "output path too long");
         return -1;
     }

@@ -1,18 +1,19 @@
 /*  imgp_inputs — see imgp_inputs.h.
 
-    A growing array of (path, output) string pairs; the list is built once
-    and then only read, by many batch threads at once, so it needs no
-    lock. Collisions of output names are found with a czmq hash of the
-    names given so far: O(1) per input, so a directory of 100 000 files
-    costs no quadratic scan.
+    Two sources behind one stream: an imgp_walk for a directory, an open
+    FILE read line by line for a manifest. The outputs given so far sit in
+    a czmq hash to keep them unique: O(1) per input. For a walk the hash is
+    emptied whenever the directory changes (its files come together), so
+    it holds one directory's names; a manifest may list one output's
+    inputs far apart, so its hash holds the run's.
 */
 #include "imgp_inputs.h"
 
+#include "imgp_walk.h"
+
 #include <assert.h>
 #include <czmq.h>
-#include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,100 +21,135 @@
 
 #define S_PATH_MAX 4096
 
-typedef struct {
-    char *path;                 //  path to open (owned)
-    char *output;               //  output path, NULL until named (owned)
-} s_entry_t;
-
 struct _imgp_inputs_t {
-    s_entry_t *entries;         //  the inputs, in order
-    size_t size;                //  entries used
-    size_t capacity;            //  entries allocated
+    imgp_walk_t *walk;          //  the tree walked, or NULL for a manifest
+    char *root;                 //  its root (owned), for imgp_inputs_walk_again
+    FILE *manifest;             //  the manifest being read, or NULL
+    char *manifest_name;        //  its path, for messages (owned)
+    char dir [S_PATH_MAX];      //  manifest paths are relative to this, "" for cwd
+    bool tsv;                   //  the manifest is a TSV (header skipped)
+    long line_number;           //  manifest line last read
+    char *line;                 //  getline's buffer (owned)
+    size_t line_size;           //  its size
+    long long total;            //  inputs in all, -1 while unknown
+    size_t seen;                //  inputs handed out
+    char *outdir;               //  where outputs go (owned)
+    char *ext;                  //  their extension (owned)
+    zhashx_t *taken;            //  outputs given (walk: in the current directory)
+    char taken_dir [S_PATH_MAX];    //  walk: the directory `taken` is about
+    char path [S_PATH_MAX];     //  the input handed out
+    char output [S_PATH_MAX];   //  its output
+    char problem [S_PATH_MAX + 200];    //  its problem
 };
 
-static int
-s_fail (char *error, size_t error_size, const char *format, ...)
-    __attribute__ ((format (printf, 3, 4)));
+//  --------------------------------------------------------------------------
+//  Output names
 
+//  `relative` without a leading '/', "." parts or empty parts, into `out`.
+//  Returns 0, or -1 with a reason.
 static int
-s_fail (char *error, size_t error_size, const char *format, ...)
+s_normalize (const char *relative, char *out, size_t out_size, const char **problem)
 {
-    va_list args;
-    va_start (args, format);
-    vsnprintf (error, error_size, format, args);
-    va_end (args);
-    return -1;
-}
-
-//  `dir` + "/" + `name` into `path` (just `name` when dir is "" or name
-//  is absolute). Returns 0, or -1 with a message when it does not fit.
-static int
-s_join (char *path, size_t path_size, const char *dir, const char *name, char *error,
-        size_t error_size)
-{
-    bool join = *dir && name [0] != '/';
-    const char *slash = join && dir [strlen (dir) - 1] != '/' ? "/" : "";
-    if (snprintf (path, path_size, "%s%s%s", join ? dir : "", slash, name) >= (int) path_size)
-        return s_fail (error, error_size, "path '%s' is too long", name);
+    size_t len = 0;
+    const char *part = relative;
+    while (*part) {
+        size_t part_len = strcspn (part, "/");
+        if (part_len == 2 && part [0] == '.' && part [1] == '.') {
+            *problem = "a '..' in the path would put its thumbnail outside OUTDIR";
+            return -1;
+        }
+        if (part_len > 0 && !(part_len == 1 && part [0] == '.')) {
+            if (len + part_len + 2 > out_size) {
+                *problem = "path too long";
+                return -1;
+            }
+            if (len)
+                out [len++] = '/';
+            memcpy (out + len, part, part_len);
+            len += part_len;
+        }
+        part += part_len;
+        while (*part == '/')
+            part++;
+    }
+    out [len] = 0;
+    if (len == 0) {
+        *problem = "no file name";
+        return -1;
+    }
     return 0;
 }
 
-//  Append a copy of `path`. Returns 0, or -1 with a message.
+//  OUTDIR/relative without its last extension, into `base`.
 static int
-s_append (imgp_inputs_t *self, const char *path, char *error, size_t error_size)
+s_base (const char *outdir, const char *relative, char *base, size_t base_size,
+        const char **problem)
 {
-    if (self->size >= IMGP_INPUTS_MAX)
-        return s_fail (error, error_size, "more than %d inputs", IMGP_INPUTS_MAX);
-    if (self->size == self->capacity) {
-        size_t bigger = self->capacity ? self->capacity * 2 : 64;
-        s_entry_t *grown = realloc (self->entries, bigger * sizeof *grown);
-        if (!grown)
-            return s_fail (error, error_size, "out of memory");
-        self->entries = grown;
-        self->capacity = bigger;
+    char clean [S_PATH_MAX];
+    if (s_normalize (relative, clean, sizeof clean, problem) != 0)
+        return -1;
+    const char *slash = strrchr (clean, '/');
+    const char *name = slash ? slash + 1 : clean;
+    char *dot = strrchr (name, '.');
+    if (dot && dot != name)
+        *dot = 0;               //  "a.tar.gz" -> "a.tar"; ".profile" stays
+    const char *sep = *outdir && outdir [strlen (outdir) - 1] != '/' ? "/" : "";
+    if (snprintf (base, base_size, "%s%s%s", outdir, sep, clean) >= (int) base_size) {
+        *problem = "path too long";
+        return -1;
     }
-    char *copy = strdup (path);
-    if (!copy)
-        return s_fail (error, error_size, "out of memory");
-    s_entry_t *entry = &self->entries [self->size++];
-    entry->path = copy;
-    entry->output = NULL;
     return 0;
 }
 
-static int
-s_compare (const void *a, const void *b)
+int
+imgp_inputs_output_path (const char *outdir, const char *relative, const char *ext,
+                         char *output, size_t output_size, const char **problem)
 {
-    return strcmp (((const s_entry_t *) a)->path, ((const s_entry_t *) b)->path);
+    assert (outdir && relative && ext && output && problem);
+    char base [S_PATH_MAX];
+    if (s_base (outdir, relative, base, sizeof base, problem) != 0)
+        return -1;
+    if (snprintf (output, output_size, "%s.%s", base, ext) >= (int) output_size) {
+        *problem = "path too long";
+        return -1;
+    }
+    return 0;
 }
 
-//  Every regular, non-hidden file of `dir`, sorted.
+//  The output of `relative`: its mirrored path, or with "-N" for the
+//  first N >= 2 not taken. Returns 0, or -1 with a reason.
 static int
-s_list_dir (imgp_inputs_t *self, const char *dir, char *error, size_t error_size)
+s_name_output (imgp_inputs_t *self, const char *relative, const char **problem)
 {
-    DIR *handle = opendir (dir);
-    if (!handle)
-        return s_fail (error, error_size, "cannot list '%s': %s", dir, strerror (errno));
-    int rc = 0;
-    struct dirent *entry;
-    while (rc == 0 && (errno = 0, entry = readdir (handle))) {
-        if (entry->d_name [0] == '.')
-            continue;
-        char path [S_PATH_MAX];
-        struct stat st;
-        rc = s_join (path, sizeof path, dir, entry->d_name, error, error_size);
-        //  stat, not d_type: a symlink to a file counts, and some file
-        //  systems leave d_type unknown.
-        if (rc == 0 && stat (path, &st) == 0 && S_ISREG (st.st_mode))
-            rc = s_append (self, path, error, error_size);
+    char base [S_PATH_MAX];
+    if (s_base (self->outdir, relative, base, sizeof base, problem) != 0)
+        return -1;
+    if (self->walk) {
+        //  A new directory: the names of the last one cannot collide.
+        const char *slash = strrchr (base, '/');
+        size_t dir_len = slash ? (size_t) (slash - base) : 0;
+        if (strlen (self->taken_dir) != dir_len || strncmp (self->taken_dir, base, dir_len)) {
+            zhashx_purge (self->taken);
+            snprintf (self->taken_dir, sizeof self->taken_dir, "%.*s", (int) dir_len, base);
+        }
     }
-    if (rc == 0 && errno != 0)
-        rc = s_fail (error, error_size, "cannot list '%s': %s", dir, strerror (errno));
-    closedir (handle);
-    if (rc == 0 && self->size > 1)
-        qsort (self->entries, self->size, sizeof *self->entries, s_compare);
-    return rc;
+    int len = snprintf (self->output, sizeof self->output, "%s.%s", base, self->ext);
+    for (unsigned n = 2; len < (int) sizeof self->output
+                         && zhashx_lookup (self->taken, self->output); n++)
+        len = snprintf (self->output, sizeof self->output, "%s-%u.%s", base, n, self->ext);
+    if (len >= (int) sizeof self->output) {
+        *problem = "path too long";
+        return -1;
+    }
+    if (zhashx_insert (self->taken, self->output, "") != 0) {
+        *problem = "out of memory";
+        return -1;
+    }
+    return 0;
 }
+
+//  --------------------------------------------------------------------------
+//  Manifests
 
 //  One manifest line, without its line end: the path in it, or NULL for a
 //  line to skip. A TSV line's path is its first column.
@@ -125,72 +161,139 @@ s_manifest_path (char *line, bool tsv)
     return line [0] && line [0] != '#' ? line : NULL;
 }
 
-static int
-s_list_manifest (imgp_inputs_t *self, FILE *file, const char *manifest,
-                 char *error, size_t error_size)
+//  Read the next manifest line into self->line. Returns its length, or -1
+//  at the end (or on a read error: self->problem then says so).
+static ssize_t
+s_manifest_line (imgp_inputs_t *self)
 {
-    //  Paths are relative to the manifest's directory: "" when it has none.
-    char dir [S_PATH_MAX];
-    const char *slash = strrchr (manifest, '/');
-    size_t dir_len = slash ? (size_t) (slash - manifest) + 1 : 0;
-    if (dir_len >= sizeof dir)
-        return s_fail (error, error_size, "manifest path '%s' is too long", manifest);
-    memcpy (dir, manifest, dir_len);
-    dir [dir_len] = 0;
-
-    char *line = NULL;
-    size_t line_size = 0;
-    ssize_t len;
-    bool tsv = false;
-    int rc = 0;
-    for (long number = 1; rc == 0 && (len = getline (&line, &line_size, file)) >= 0; number++) {
-        while (len > 0 && (line [len - 1] == '\n' || line [len - 1] == '\r'))
-            line [--len] = 0;
-        if (strlen (line) != (size_t) len)
-            rc = s_fail (error, error_size, "%s:%ld: holds a NUL byte", manifest, number);
-        else
-        if (number == 1 && strchr (line, '\t'))
-            tsv = true;             //  the header of a TSV
-        else {
-            const char *name = s_manifest_path (line, tsv);
-            char path [S_PATH_MAX];
-            if (name)
-                rc = s_join (path, sizeof path, dir, name, error, error_size);
-            if (name && rc == 0)
-                rc = s_append (self, path, error, error_size);
-        }
+    ssize_t len = getline (&self->line, &self->line_size, self->manifest);
+    if (len < 0) {
+        if (ferror (self->manifest))
+            snprintf (self->problem, sizeof self->problem, "cannot read '%s': %s",
+                      self->manifest_name, strerror (errno));
+        return -1;
     }
-    if (rc == 0 && ferror (file))
-        rc = s_fail (error, error_size, "cannot read '%s': %s", manifest, strerror (errno));
-    free (line);
-    return rc;
+    self->line_number++;
+    while (len > 0 && (self->line [len - 1] == '\n' || self->line [len - 1] == '\r'))
+        self->line [--len] = 0;
+    return len;
 }
 
-imgp_inputs_t *
-imgp_inputs_new (const char *source, char *error, size_t error_size)
+//  The next path of the manifest, into self->path (relative: the name as
+//  listed). Returns 1, 0 at the end, or -1 for a line with a problem.
+static int
+s_manifest_next (imgp_inputs_t *self, const char **relative)
 {
-    assert (source && error && error_size > 0);
+    while (true) {
+        self->problem [0] = 0;
+        ssize_t len = s_manifest_line (self);
+        if (len < 0)
+            return self->problem [0] ? -1 : 0;
+        *relative = self->line;
+        if (strlen (self->line) != (size_t) len) {
+            snprintf (self->problem, sizeof self->problem, "%s:%ld: holds a NUL byte",
+                      self->manifest_name, self->line_number);
+            return -1;
+        }
+        if (self->line_number == 1 && strchr (self->line, '\t')) {
+            self->tsv = true;           //  the header of a TSV
+            continue;
+        }
+        const char *name = s_manifest_path (self->line, self->tsv);
+        if (!name)
+            continue;
+        bool join = *self->dir && name [0] != '/';
+        if (snprintf (self->path, sizeof self->path, "%s%s", join ? self->dir : "", name)
+            >= (int) sizeof self->path) {
+            snprintf (self->problem, sizeof self->problem, "%s:%ld: path too long",
+                      self->manifest_name, self->line_number);
+            return -1;
+        }
+        return 1;
+    }
+}
+
+//  Count the manifest's paths (the total of the progress bar), then
+//  rewind. Returns 0, or -1 with a message in self->problem.
+static int
+s_manifest_count (imgp_inputs_t *self)
+{
+    long long count = 0;
+    const char *relative;
+    int rc;
+    while ((rc = s_manifest_next (self, &relative)) != 0)
+        count++;                //  a line with a problem is reported too
+    if (ferror (self->manifest))
+        return -1;
+    rewind (self->manifest);
+    self->line_number = 0;
+    self->tsv = false;
+    self->total = count;
+    return 0;
+}
+
+static int
+s_manifest_open (imgp_inputs_t *self, const char *source, char *error, size_t error_size)
+{
+    self->manifest = fopen (source, "r");
+    self->manifest_name = strdup (source);
+    if (!self->manifest || !self->manifest_name) {
+        snprintf (error, error_size, "cannot open '%s': %s", source, strerror (errno));
+        return -1;
+    }
+    //  Paths are relative to the manifest's directory: "" when it has none.
+    const char *slash = strrchr (source, '/');
+    size_t dir_len = slash ? (size_t) (slash - source) + 1 : 0;
+    if (dir_len >= sizeof self->dir) {
+        snprintf (error, error_size, "manifest path '%s' is too long", source);
+        return -1;
+    }
+    memcpy (self->dir, source, dir_len);
+    self->dir [dir_len] = 0;
+    if (s_manifest_count (self) != 0) {
+        snprintf (error, error_size, "%s", self->problem);
+        return -1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  The stream
+
+imgp_inputs_t *
+imgp_inputs_new (const char *source, const char *outdir, const char *ext, char *error,
+                 size_t error_size)
+{
+    assert (source && outdir && ext && error && error_size > 0);
     imgp_inputs_t *self = calloc (1, sizeof *self);
     if (!self) {
-        s_fail (error, error_size, "out of memory");
+        snprintf (error, error_size, "out of memory");
         return NULL;
     }
+    self->total = -1;
+    self->outdir = strdup (outdir);
+    self->ext = strdup (ext);
+    self->taken = zhashx_new ();
     struct stat st;
     int rc = -1;
-    if (stat (source, &st) != 0)
-        s_fail (error, error_size, "cannot open '%s': %s", source, strerror (errno));
+    if (!self->outdir || !self->ext || !self->taken)
+        snprintf (error, error_size, "out of memory");
     else
-    if (S_ISDIR (st.st_mode))
-        rc = s_list_dir (self, source, error, error_size);
-    else {
-        FILE *file = fopen (source, "r");
-        if (file) {
-            rc = s_list_manifest (self, file, source, error, error_size);
-            fclose (file);
+    if (stat (source, &st) != 0)
+        snprintf (error, error_size, "cannot open '%s': %s", source, strerror (errno));
+    else
+    if (S_ISDIR (st.st_mode)) {
+        self->walk = imgp_walk_new (source, error, error_size);
+        self->root = self->walk ? strdup (source) : NULL;
+        if (self->walk && !self->root)
+            snprintf (error, error_size, "out of memory");
+        if (self->root) {
+            imgp_walk_exclude (self->walk, outdir);
+            rc = 0;
         }
-        else
-            s_fail (error, error_size, "cannot open '%s': %s", source, strerror (errno));
     }
+    else
+        rc = s_manifest_open (self, source, error, error_size);
     if (rc != 0)
         imgp_inputs_destroy (&self);
     return self;
@@ -202,81 +305,80 @@ imgp_inputs_destroy (imgp_inputs_t **self_p)
     assert (self_p);
     imgp_inputs_t *self = *self_p;
     if (self) {
-        for (size_t i = 0; i < self->size; i++) {
-            free (self->entries [i].path);
-            free (self->entries [i].output);
-        }
-        free (self->entries);
+        imgp_walk_destroy (&self->walk);
+        free (self->root);
+        if (self->manifest)
+            fclose (self->manifest);
+        free (self->manifest_name);
+        free (self->line);
+        free (self->outdir);
+        free (self->ext);
+        zhashx_destroy (&self->taken);
         free (self);
         *self_p = NULL;
     }
 }
 
-size_t
-imgp_inputs_size (imgp_inputs_t *self)
+//  The next path of the walk. Returns 1, 0 at the end, -1 for a refusal.
+static int
+s_walk_next (imgp_inputs_t *self, const char **relative)
 {
-    assert (self);
-    return self->size;
-}
-
-const char *
-imgp_inputs_path (imgp_inputs_t *self, size_t index)
-{
-    assert (self && index < self->size);
-    return self->entries [index].path;
-}
-
-const char *
-imgp_inputs_output (imgp_inputs_t *self, size_t index)
-{
-    assert (self && index < self->size);
-    return self->entries [index].output;
-}
-
-//  The name part of `path` without its last extension, into `stem`.
-static void
-s_stem (const char *path, char *stem, size_t stem_size)
-{
-    const char *slash = strrchr (path, '/');
-    const char *name = slash ? slash + 1 : path;
-    const char *dot = strrchr (name, '.');
-    size_t len = dot && dot != name ? (size_t) (dot - name) : strlen (name);
-    if (len == 0)
-        snprintf (stem, stem_size, "input");
-    else
-        snprintf (stem, stem_size, "%.*s", (int) len, name);
-}
-
-//  OUTDIR/stem.ext, or OUTDIR/stem-N.ext for the first N >= 2 not taken.
-//  NULL when out of memory or when the path would not fit.
-static char *
-s_unique_output (zhashx_t *taken, const char *outdir, const char *stem, const char *ext)
-{
-    char path [S_PATH_MAX];
-    const char *slash = *outdir && outdir [strlen (outdir) - 1] != '/' ? "/" : "";
-    int len = snprintf (path, sizeof path, "%s%s%s.%s", outdir, slash, stem, ext);
-    for (unsigned n = 2; len < (int) sizeof path && zhashx_lookup (taken, path); n++)
-        len = snprintf (path, sizeof path, "%s%s%s-%u.%s", outdir, slash, stem, n, ext);
-    if (len >= (int) sizeof path || zhashx_insert (taken, path, "") != 0)
-        return NULL;
-    return strdup (path);
+    const char *path;
+    imgp_walk_event_t event = imgp_walk_next (self->walk, &path, relative, self->problem,
+                                              sizeof self->problem);
+    if (event == IMGP_WALK_END)
+        return 0;
+    snprintf (self->path, sizeof self->path, "%s", path);
+    return event == IMGP_WALK_FILE ? 1 : -1;
 }
 
 int
-imgp_inputs_set_outputs (imgp_inputs_t *self, const char *outdir, const char *ext)
+imgp_inputs_next (imgp_inputs_t *self, imgp_input_t *input)
 {
-    assert (self && outdir && ext);
-    zhashx_t *taken = zhashx_new ();
-    if (!taken)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < self->size; i++) {
-        char stem [256];
-        s_stem (self->entries [i].path, stem, sizeof stem);
-        free (self->entries [i].output);
-        self->entries [i].output = s_unique_output (taken, outdir, stem, ext);
-        rc = self->entries [i].output ? 0 : -1;
+    assert (self && input);
+    const char *relative = NULL;
+    int rc = self->walk ? s_walk_next (self, &relative) : s_manifest_next (self, &relative);
+    if (rc == 0) {
+        if (self->total < 0)
+            self->total = (long long) self->seen;
+        return 0;
     }
-    zhashx_destroy (&taken);
-    return rc;
+    *input = (imgp_input_t) { .path = self->path, .relative = relative };
+    const char *problem = NULL;
+    if (rc < 0)
+        input->problem = self->problem;
+    else
+    if (s_name_output (self, relative, &problem) != 0) {
+        snprintf (self->problem, sizeof self->problem, "%s", problem);
+        input->problem = self->problem;
+    }
+    else
+        input->output = self->output;
+    self->seen++;
+    return 1;
+}
+
+imgp_walk_t *
+imgp_inputs_walk_again (imgp_inputs_t *self)
+{
+    assert (self);
+    char error [256];
+    imgp_walk_t *walk = self->walk ? imgp_walk_new (self->root, error, sizeof error) : NULL;
+    if (walk)
+        imgp_walk_exclude (walk, self->outdir);
+    return walk;
+}
+
+long long
+imgp_inputs_total (imgp_inputs_t *self)
+{
+    assert (self);
+    return self->total;
+}
+
+size_t
+imgp_inputs_seen (imgp_inputs_t *self)
+{
+    assert (self);
+    return self->seen;
 }

@@ -28,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <czmq.h>
 
@@ -39,6 +41,11 @@
 #include "imgp_file.h"
 #include "imgp_http_client.h"
 #include "imgp_inputs.h"
+#include "imgp_progress.h"
+#include "imgp_report.h"
+#include "imgp_resume.h"
+#include "imgp_roundtrip.h"
+#include "imgp_walk.h"
 
 #define ID_OK "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define ID_SLOW "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -69,25 +76,24 @@ s_cleanup (void)
 }
 
 //  Write `text` to s_dir/name; returns the full path (static buffer).
+//  The full path of s_dir/name (static buffer).
 static const char *
-s_write (const char *name, const char *text)
+s_path_of (const char *name)
 {
     static char path [512];
     snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    return path;
+}
+
+static const char *
+s_write (const char *name, const char *text)
+{
+    const char *path = s_path_of (name);
     FILE *file = fopen (path, "wb");
     cr_assert_not_null (file, "cannot write %s", path);
     fputs (text, file);
     fclose (file);
     return path;
-}
-
-static imgp_inputs_t *
-s_inputs (const char *source)
-{
-    char error [512] = "";
-    imgp_inputs_t *inputs = imgp_inputs_new (source, error, sizeof error);
-    cr_assert_not_null (inputs, "imgp_inputs_new (%s): %s", source, error);
-    return inputs;
 }
 
 static bool
@@ -106,42 +112,234 @@ Test (http_client, self_test)
 }
 
 //  --------------------------------------------------------------------------
-//  imgp_inputs: listing
+//  imgp_walk: a tree, one file at a time
 
-Test (inputs, directory_lists_regular_files_sorted_skipping_hidden, .init = s_tmpdir,
-      .fini = s_cleanup)
+//  Make directory s_dir/name.
+static void
+s_mkdir (const char *name)
 {
-    s_write ("b.png", "b");
-    s_write ("a.jpg", "a");
-    s_write ("c", "c");
-    s_write (".hidden.jpg", "h");
-    char sub [400], link [400], dangling [400];
-    snprintf (sub, sizeof sub, "%s/subdir", s_dir);
-    cr_assert_eq (mkdir (sub, 0700), 0);
-    s_write ("subdir/deep.jpg", "d");
-    snprintf (link, sizeof link, "%s/link.jpg", s_dir);
-    cr_assert_eq (symlink ("a.jpg", link), 0);
-    snprintf (dangling, sizeof dangling, "%s/dangling.jpg", s_dir);
-    cr_assert_eq (symlink ("nowhere.jpg", dangling), 0);
-
-    imgp_inputs_t *inputs = s_inputs (s_dir);
-    const char *want [] = { "a.jpg", "b.png", "c", "link.jpg" };
-    cr_assert_eq (imgp_inputs_size (inputs), 4);
-    for (size_t i = 0; i < 4; i++) {
-        char path [512];
-        snprintf (path, sizeof path, "%s/%s", s_dir, want [i]);
-        cr_expect_str_eq (imgp_inputs_path (inputs, i), path);
-        cr_expect_null (imgp_inputs_output (inputs, i));
-    }
-    imgp_inputs_destroy (&inputs);
-    imgp_inputs_destroy (&inputs);
-    cr_assert_null (inputs);
+    char path [512];
+    snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    cr_assert_eq (mkdir (path, 0700), 0, "mkdir %s", path);
 }
 
-Test (inputs, empty_directory_is_an_empty_list, .init = s_tmpdir, .fini = s_cleanup)
+//  Symlink s_dir/name -> target.
+static void
+s_symlink (const char *target, const char *name)
 {
-    imgp_inputs_t *inputs = s_inputs (s_dir);
-    cr_expect_eq (imgp_inputs_size (inputs), 0);
+    char path [512];
+    snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    cr_assert_eq (symlink (target, path), 0, "symlink %s", path);
+}
+
+//  Make a tree in s_dir from `spec`, entries separated by spaces: "dir/"
+//  a directory, "name->target" a symbolic link, anything else a file.
+static void
+s_tree (const char *spec)
+{
+    char copy [2000];
+    snprintf (copy, sizeof copy, "%s", spec);
+    for (char *entry = strtok (copy, " "); entry; entry = strtok (NULL, " ")) {
+        char *arrow = strstr (entry, "->");
+        size_t len = strlen (entry);
+        if (arrow) {
+            *arrow = 0;
+            s_symlink (arrow + 2, entry);
+        }
+        else
+        if (entry [len - 1] == '/')
+            s_mkdir (entry);
+        else
+            s_write (entry, entry);
+    }
+}
+
+//  Walk s_dir to its end: the relative paths of its files joined by
+//  spaces into `files`, its refusals by newlines into `refused`.
+static void
+s_walk_all (char *files, size_t files_size, char *refused, size_t refused_size)
+{
+    char error [512] = "";
+    imgp_walk_t *walk = imgp_walk_new (s_dir, error, sizeof error);
+    cr_assert_not_null (walk, "%s", error);
+    files [0] = refused [0] = 0;
+    const char *path, *relative;
+    char problem [512];
+    imgp_walk_event_t event;
+    while ((event = imgp_walk_next (walk, &path, &relative, problem, sizeof problem))) {
+        char *into = event == IMGP_WALK_FILE ? files : refused;
+        size_t size = event == IMGP_WALK_FILE ? files_size : refused_size;
+        size_t len = strlen (into);
+        snprintf (into + len, size - len, "%s%s", len ? (into == files ? " " : "\n") : "",
+                  event == IMGP_WALK_FILE ? relative : problem);
+        if (event == IMGP_WALK_FILE) {
+            char want [600];
+            snprintf (want, sizeof want, "%s/%s", s_dir, relative);
+            cr_expect_str_eq (path, want);
+        }
+    }
+    imgp_walk_destroy (&walk);
+    imgp_walk_destroy (&walk);
+    cr_assert_null (walk);
+}
+
+//  Make the tree of `spec` (s_tree), walk it, and expect `files` and
+//  `refused` (s_walk_all).
+static void
+s_expect_walk (const char *spec, const char *files, const char *refused)
+{
+    s_tree (spec);
+    char got_files [2000], got_refused [2000];
+    s_walk_all (got_files, sizeof got_files, got_refused, sizeof got_refused);
+    cr_expect_str_eq (got_files, files);
+    cr_expect_str_eq (got_refused, refused);
+}
+
+Test (walk, recurses_in_name_order_files_before_subdirectories, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    s_expect_walk ("b.png a.jpg sub/ sub/deep.jpg sub/deeper/ sub/deeper/z.jpg a-dir/ "
+                   "a-dir/x.gif empty/ sub/c",
+                   "a.jpg b.png a-dir/x.gif sub/c sub/deep.jpg sub/deeper/z.jpg", "");
+}
+
+Test (walk, skips_hidden_names_dangling_links_and_follows_good_links, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    s_expect_walk ("a.jpg .hidden.jpg .git/ .git/inside.jpg real/ real/r.jpg link.jpg->a.jpg "
+                   "dangling.jpg->nowhere.jpg linked->real",
+                   "a.jpg link.jpg linked/r.jpg real/r.jpg", "");
+}
+
+Test (walk, refuses_a_symlink_loop_with_a_message_and_goes_on, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    //  a/b/up leads to a, an ancestor; self to the root itself.
+    char want [2000];
+    snprintf (want, sizeof want, "symlink loop: '%s/a/b/up' leads back to '%s/a'; not entered\n"
+              "symlink loop: '%s/self' leads back to '%s'; not entered", s_dir, s_dir, s_dir,
+              s_dir);
+    s_expect_walk ("a/ a/b/ a/b/f.jpg a/b/up->.. self->. z.jpg", "z.jpg a/b/f.jpg", want);
+}
+
+Test (walk, streams_reading_each_directory_only_when_it_gets_there, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    //  100 directories of 100 files: the walker must never hold more than
+    //  the current path's listings (depth 2 here), and a file made after
+    //  the walk began, in a directory not yet entered, is seen, so nothing
+    //  was listed ahead. (100 000 files, measured by hand: see the commit.)
+    char command [600];
+    snprintf (command, sizeof command, "cd '%s' && for d in $(seq -w 1 100); do mkdir d$d && "
+              "(cd d$d && seq -w 1 100 | sed 's/$/.jpg/' | xargs touch); done", s_dir);
+    cr_assert_eq (system (command), 0);
+    char error [512] = "", problem [512];
+    imgp_walk_t *walk = imgp_walk_new (s_dir, error, sizeof error);
+    cr_assert_not_null (walk, "%s", error);
+    const char *path, *relative;
+    cr_assert_eq (imgp_walk_next (walk, &path, &relative, problem, sizeof problem),
+                  IMGP_WALK_FILE);
+    cr_expect_str_eq (relative, "d001/001.jpg");
+    s_write ("d100/late.jpg", "l");
+    size_t count = 1, deepest = 0;
+    bool late = false;
+    while (imgp_walk_next (walk, &path, &relative, problem, sizeof problem) == IMGP_WALK_FILE) {
+        count++;
+        late |= strcmp (relative, "d100/late.jpg") == 0;
+        size_t depth = imgp_walk_depth (walk);
+        deepest = depth > deepest ? depth : deepest;
+    }
+    cr_expect_eq (count, 10001);
+    cr_expect (late, "a directory made during the walk was not seen");
+    cr_expect_eq (deepest, 2, "held %zu levels", deepest);
+    imgp_walk_destroy (&walk);
+}
+
+Test (walk, an_unreadable_root_is_refused, .init = s_tmpdir, .fini = s_cleanup)
+{
+    char error [512] = "", path [512];
+    snprintf (path, sizeof path, "%s/missing", s_dir);
+    cr_expect_null (imgp_walk_new (path, error, sizeof error));
+    cr_expect (strstr (error, "cannot open") && strstr (error, "missing"), "%s", error);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_inputs: the stream of (input, output)
+
+typedef struct {
+    size_t count;               //  inputs read
+    char path [64][600];        //  their paths
+    char output [64][600];      //  their outputs, "" with a problem
+    char problem [64][600];     //  their problems, ""
+} s_list_t;
+
+//  Read every input of `source` (outputs under /out, ext png) into `list`;
+//  the total it announced before the first input, into *total.
+static void
+s_list (const char *source, s_list_t *list, long long *total)
+{
+    char error [512] = "";
+    imgp_inputs_t *inputs = imgp_inputs_new (source, "/out", "png", error, sizeof error);
+    cr_assert_not_null (inputs, "imgp_inputs_new (%s): %s", source, error);
+    if (total)
+        *total = imgp_inputs_total (inputs);
+    memset (list, 0, sizeof *list);
+    imgp_input_t input;
+    while (imgp_inputs_next (inputs, &input) == 1) {
+        cr_assert_lt (list->count, 64);
+        snprintf (list->path [list->count], 600, "%s", input.path);
+        snprintf (list->output [list->count], 600, "%s", input.output ? input.output : "");
+        snprintf (list->problem [list->count], 600, "%s", input.problem ? input.problem : "");
+        cr_expect ((input.output == NULL) != (input.problem == NULL));
+        list->count++;
+    }
+    cr_expect_eq (imgp_inputs_total (inputs), (long long) list->count);
+    cr_expect_eq (imgp_inputs_seen (inputs), list->count);
+    imgp_inputs_destroy (&inputs);
+    imgp_inputs_destroy (&inputs);
+}
+
+Test (inputs, a_directory_mirrors_its_tree_under_outdir, .init = s_tmpdir, .fini = s_cleanup)
+{
+    s_tree ("sub/ sub/a.jpg top.webp archive.tar.gz noext");
+    s_list_t list;
+    long long total;
+    s_list (s_dir, &list, &total);
+    cr_expect_eq (total, -1, "a walk's total is unknown until its end");
+    cr_assert_eq (list.count, 4);
+    const char *want [] = { "/out/archive.tar.png", "/out/noext.png", "/out/top.png",
+                            "/out/sub/a.png" };
+    for (size_t i = 0; i < 4; i++)
+        cr_expect_str_eq (list.output [i], want [i]);
+}
+
+Test (inputs, outputs_that_would_collide_get_a_number, .init = s_tmpdir, .fini = s_cleanup)
+{
+    s_tree ("a.jpg a.png a-2.gif sub/ sub/a.jpg");     //  sub/: another directory
+    s_list_t list;
+    s_list (s_dir, &list, NULL);
+    cr_assert_eq (list.count, 4);
+    //  Sorted: a-2.gif, a.jpg, a.png, sub/a.jpg
+    const char *want [] = { "/out/a-2.png", "/out/a.png", "/out/a-3.png", "/out/sub/a.png" };
+    for (size_t i = 0; i < 4; i++)
+        cr_expect_str_eq (list.output [i], want [i]);
+}
+
+Test (inputs, a_walk_skips_outdir_inside_it_and_reports_loops, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    s_tree ("a.jpg out/ out/a.png loop->.");
+    char error [512] = "", outdir [512];
+    snprintf (outdir, sizeof outdir, "%s/out", s_dir);
+    imgp_inputs_t *inputs = imgp_inputs_new (s_dir, outdir, "png", error, sizeof error);
+    cr_assert_not_null (inputs, "%s", error);
+    imgp_input_t input;
+    cr_assert_eq (imgp_inputs_next (inputs, &input), 1);
+    cr_expect (strstr (input.path, "/a.jpg") && input.output && !input.problem);
+    cr_assert_eq (imgp_inputs_next (inputs, &input), 1);
+    cr_expect (strstr (input.path, "/loop") && !input.output && input.problem);
+    cr_expect (strstr (input.problem, "symlink loop"), "%s", input.problem);
+    cr_expect_eq (imgp_inputs_next (inputs, &input), 0);
     imgp_inputs_destroy (&inputs);
 }
 
@@ -154,21 +352,25 @@ Test (inputs, plain_manifest_is_relative_to_its_directory, .init = s_tmpdir,
         "# a comment\n"
         "b.png\r\n"
         "/abs/c.gif\n"
-        "with space.jpg\n"
+        "./with space.jpg\n"
+        "../outside.jpg\n"
         "last-without-newline.jpg");
-    imgp_inputs_t *inputs = s_inputs (manifest);
-    cr_assert_eq (imgp_inputs_size (inputs), 5);
-    char path [512];
-    snprintf (path, sizeof path, "%s/photos/a.jpg", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 0), path);
-    snprintf (path, sizeof path, "%s/b.png", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 1), path);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 2), "/abs/c.gif");
-    snprintf (path, sizeof path, "%s/with space.jpg", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 3), path);
-    snprintf (path, sizeof path, "%s/last-without-newline.jpg", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 4), path);
-    imgp_inputs_destroy (&inputs);
+    s_list_t list;
+    long long total;
+    s_list (manifest, &list, &total);
+    cr_expect_eq (total, 6, "a manifest's total is known before the first input");
+    cr_assert_eq (list.count, 6);
+    const char *paths [] = { "%s/photos/a.jpg", "%s/b.png", "/abs/c.gif", "%s/./with space.jpg",
+                             "%s/../outside.jpg", "%s/last-without-newline.jpg" };
+    const char *outputs [] = { "/out/photos/a.png", "/out/b.png", "/out/abs/c.png",
+                               "/out/with space.png", "", "/out/last-without-newline.png" };
+    for (size_t i = 0; i < 6; i++) {
+        char path [600];
+        snprintf (path, sizeof path, paths [i], s_dir);
+        cr_expect_str_eq (list.path [i], path);
+        cr_expect_str_eq (list.output [i], outputs [i]);
+    }
+    cr_expect (strstr (list.problem [4], "outside OUTDIR"), "%s", list.problem [4]);
 }
 
 Test (inputs, manifest_in_the_current_directory_keeps_paths_as_listed, .init = s_tmpdir,
@@ -178,12 +380,12 @@ Test (inputs, manifest_in_the_current_directory_keeps_paths_as_listed, .init = s
     char cwd [512];
     cr_assert_not_null (getcwd (cwd, sizeof cwd));
     cr_assert_eq (chdir (s_dir), 0);
-    imgp_inputs_t *inputs = s_inputs ("list.txt");
+    s_list_t list;
+    s_list ("list.txt", &list, NULL);
     cr_assert_eq (chdir (cwd), 0);
-    cr_assert_eq (imgp_inputs_size (inputs), 2);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 0), "x/a.jpg");
-    cr_expect_str_eq (imgp_inputs_path (inputs, 1), "b.jpg");
-    imgp_inputs_destroy (&inputs);
+    cr_assert_eq (list.count, 2);
+    cr_expect_str_eq (list.path [0], "x/a.jpg");
+    cr_expect_str_eq (list.path [1], "b.jpg");
 }
 
 Test (inputs, tsv_manifest_skips_its_header_and_takes_column_one, .init = s_tmpdir,
@@ -194,14 +396,15 @@ Test (inputs, tsv_manifest_skips_its_header_and_takes_column_one, .init = s_tmpd
         "photos/p01.jpg\tjpeg\t1280\tok\n"
         "\n"
         "bad/empty.jpg\tnone\t-\treject\n");
-    imgp_inputs_t *inputs = s_inputs (manifest);
-    cr_assert_eq (imgp_inputs_size (inputs), 2);
+    s_list_t list;
+    long long total;
+    s_list (manifest, &list, &total);
+    cr_expect_eq (total, 2);
+    cr_assert_eq (list.count, 2);
     char path [512];
     snprintf (path, sizeof path, "%s/photos/p01.jpg", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 0), path);
-    snprintf (path, sizeof path, "%s/bad/empty.jpg", s_dir);
-    cr_expect_str_eq (imgp_inputs_path (inputs, 1), path);
-    imgp_inputs_destroy (&inputs);
+    cr_expect_str_eq (list.path [0], path);
+    cr_expect_str_eq (list.output [1], "/out/bad/empty.png");
 }
 
 //  The corpus manifest: in $IMGP_CORPUS, as for the other suites, else
@@ -232,12 +435,11 @@ Test (inputs, corpus_manifest_lists_every_file)
     s_corpus_manifest (manifest, sizeof manifest);
     if (!s_exists (manifest))
         cr_skip_test ("no corpus at %s", manifest);
-    imgp_inputs_t *inputs = s_inputs (manifest);
-    cr_expect_eq (imgp_inputs_size (inputs), 41);
-    for (size_t i = 0; i < imgp_inputs_size (inputs); i++)
-        cr_expect (s_exists (imgp_inputs_path (inputs, i)), "listed but missing: %s",
-                   imgp_inputs_path (inputs, i));
-    imgp_inputs_destroy (&inputs);
+    s_list_t list;
+    s_list (manifest, &list, NULL);
+    cr_expect_eq (list.count, 41);
+    for (size_t i = 0; i < list.count; i++)
+        cr_expect (s_exists (list.path [i]), "listed but missing: %s", list.path [i]);
 }
 
 Test (inputs, unreadable_sources_are_refused_with_a_message, .init = s_tmpdir,
@@ -246,55 +448,270 @@ Test (inputs, unreadable_sources_are_refused_with_a_message, .init = s_tmpdir,
     char error [512] = "";
     char path [400];
     snprintf (path, sizeof path, "%s/missing", s_dir);
-    cr_expect_null (imgp_inputs_new (path, error, sizeof error));
+    cr_expect_null (imgp_inputs_new (path, "/out", "png", error, sizeof error));
     cr_expect (strstr (error, "cannot open") && strstr (error, "missing"), "%s", error);
 
+    //  A NUL in a line is that line's problem, reported like a failed file.
     static const char nul [] = "a.jpg\nb\0c.jpg\n";
     snprintf (path, sizeof path, "%s/nul.txt", s_dir);
     FILE *file = fopen (path, "wb");
     cr_assert (file && fwrite (nul, 1, sizeof nul - 1, file) == sizeof nul - 1);
     fclose (file);
-    error [0] = 0;
-    cr_expect_null (imgp_inputs_new (path, error, sizeof error));
-    cr_expect (strstr (error, ":2: holds a NUL byte"), "%s", error);
+    s_list_t list;
+    s_list (path, &list, NULL);
+    cr_assert_eq (list.count, 2);
+    cr_expect (strstr (list.problem [1], ":2: holds a NUL byte"), "%s", list.problem [1]);
 }
 
-//  --------------------------------------------------------------------------
-//  imgp_inputs: output names
-
-Test (inputs, outputs_drop_the_extension_and_never_collide, .init = s_tmpdir,
-      .fini = s_cleanup)
+Test (inputs, output_path_mapping)
 {
-    const char *manifest = s_write ("list.txt",
-        "one/photo.jpg\n"
-        "two/photo.png\n"
-        "photo-2.gif\n"
-        "archive.tar.gz\n"
-        ".profile\n"
-        "noext\n"
-        "one/photo.jpg\n");
-    imgp_inputs_t *inputs = s_inputs (manifest);
-    cr_assert_eq (imgp_inputs_set_outputs (inputs, "/out/", "webp"), 0);
-    const char *want [] = { "/out/photo.webp", "/out/photo-2.webp", "/out/photo-2-2.webp",
-                            "/out/archive.tar.webp", "/out/.profile.webp", "/out/noext.webp",
-                            "/out/photo-3.webp" };
-    cr_assert_eq (imgp_inputs_size (inputs), 7);
-    for (size_t i = 0; i < 7; i++)
-        cr_expect_str_eq (imgp_inputs_output (inputs, i), want [i]);
-    //  Naming again replaces, and an OUTDIR without '/' gets one.
-    cr_assert_eq (imgp_inputs_set_outputs (inputs, "out", "png"), 0);
-    cr_expect_str_eq (imgp_inputs_output (inputs, 0), "out/photo.png");
-    imgp_inputs_destroy (&inputs);
-}
-
-Test (inputs, output_paths_too_long_are_refused, .init = s_tmpdir, .fini = s_cleanup)
-{
-    imgp_inputs_t *inputs = s_inputs (s_write ("list.txt", "a.jpg\n"));
+    char out [4200];
+    const char *problem = NULL;
+    struct { const char *outdir, *relative, *ext, *want; } cases [] = {
+        { "out", "sub/a.jpg", "png", "out/sub/a.png" },
+        { "out/", "a.JPG", "webp", "out/a.webp" },
+        { "/o", "/abs/x/y.tif", "jpg", "/o/abs/x/y.jpg" },
+        { "o", "./a/./b//c.gif", "avif", "o/a/b/c.avif" },
+        { "o", "a.tar.gz", "png", "o/a.tar.png" },
+        { "o", "d.x/.profile", "png", "o/d.x/.profile.png" },
+        { "o", "noext", "png", "o/noext.png" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        cr_assert_eq (imgp_inputs_output_path (cases [i].outdir, cases [i].relative,
+                                               cases [i].ext, out, sizeof out, &problem), 0,
+                      "%s: %s", cases [i].relative, problem);
+        cr_expect_str_eq (out, cases [i].want);
+    }
+    cr_expect_eq (imgp_inputs_output_path ("o", "a/../../b.jpg", "png", out, sizeof out,
+                                           &problem), -1);
+    cr_expect_eq (imgp_inputs_output_path ("o", "/", "png", out, sizeof out, &problem), -1);
     char outdir [5000];
     memset (outdir, 'd', sizeof outdir - 1);
     outdir [sizeof outdir - 1] = 0;
-    cr_expect_eq (imgp_inputs_set_outputs (inputs, outdir, "png"), -1);
-    imgp_inputs_destroy (&inputs);
+    cr_expect_eq (imgp_inputs_output_path (outdir, "a.jpg", "png", out, sizeof out,
+                                           &problem), -1);
+    cr_expect_str_eq (problem, "path too long");
+}
+
+//  s_dir/name holds exactly `want`. (imgp_file_read's buffer has no NUL.)
+static void
+s_expect_file (const char *name, const char *want)
+{
+    char *data = NULL, error [256];
+    size_t size = 0;
+    cr_assert_eq (imgp_file_read (s_path_of (name), 65536, &data, &size, error, sizeof error),
+                  0, "%s: %s", name, error);
+    cr_expect (size == strlen (want) && memcmp (data, want, size) == 0,
+               "%s holds '%.*s', want '%s'", name, (int) size, data, want);
+    free (data);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_resume: what a re-run may skip
+
+//  Set the mtime of s_dir/name `seconds` from now.
+static void
+s_age (const char *name, int seconds)
+{
+    char path [512];
+    snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    struct timespec times [2];
+    clock_gettime (CLOCK_REALTIME, &times [0]);
+    times [0].tv_sec += seconds;
+    times [1] = times [0];
+    cr_assert_eq (utimensat (AT_FDCWD, path, times, 0), 0);
+}
+
+static imgp_resume_t *
+s_resume (const char *options)
+{
+    char error [512] = "";
+    imgp_resume_t *resume = imgp_resume_new (s_dir, options, error, sizeof error);
+    cr_assert_not_null (resume, "%s", error);
+    return resume;
+}
+
+//  s_dir/name would be skipped.
+static bool
+s_done (imgp_resume_t *resume, const char *name)
+{
+    char path [512];
+    snprintf (path, sizeof path, "%s/%s", s_dir, name);
+    return imgp_resume_done (resume, path);
+}
+
+//  Write s_dir/name, its mtime `seconds` from now.
+static void
+s_write_aged (const char *name, int seconds)
+{
+    s_write (name, name);
+    s_age (name, seconds);
+}
+
+Test (resume, same_options_skip_outputs_made_since_the_state, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    s_write_aged ("before.png", -100);      //  by something else, before any run
+    imgp_resume_t *resume = s_resume ("width=80");
+    cr_expect_not (imgp_resume_same (resume), "no state file yet: a first run");
+    cr_expect_not (s_done (resume, "before.png"), "an output older than the state");
+    imgp_resume_destroy (&resume);
+    imgp_resume_destroy (&resume);
+
+    s_write_aged ("made.png", 1);
+    resume = s_resume ("width=80");
+    cr_expect (imgp_resume_same (resume));
+    cr_expect (s_done (resume, "made.png"));
+    cr_expect_not (s_done (resume, "missing.png"));
+    cr_expect_not (s_done (resume, ""), "a directory is no output");
+    imgp_resume_destroy (&resume);
+}
+
+Test (resume, other_options_redo_everything_even_after_an_interrupted_redo,
+      .init = s_tmpdir, .fini = s_cleanup)
+{
+    imgp_resume_destroy ((imgp_resume_t *[]) { s_resume ("width=80") });
+    s_write_aged ("a.png", -50);
+    s_write_aged ("b.png", -50);
+    s_age (IMGP_RESUME_FILE, -100);
+    imgp_resume_t *resume = s_resume ("width=120");
+    cr_expect_not (imgp_resume_same (resume));
+    cr_expect_not (s_done (resume, "a.png"));
+    cr_expect_not (s_done (resume, "b.png"));
+    imgp_resume_destroy (&resume);
+    //  The redo wrote a.png, then was interrupted: b.png is of the old options.
+    s_write_aged ("a.png", 1);
+    resume = s_resume ("width=120");
+    cr_expect (imgp_resume_same (resume));
+    cr_expect (s_done (resume, "a.png"));
+    cr_expect_not (s_done (resume, "b.png"), "an output of the old options was skipped");
+    imgp_resume_destroy (&resume);
+    s_expect_file (IMGP_RESUME_FILE, "imgpipe-batch-state 1\noptions width=120\n");
+}
+
+Test (resume, jobs_left_in_flight_are_kept_without_moving_the_state_mtime, .init = s_tmpdir,
+      .fini = s_cleanup)
+{
+    imgp_resume_t *resume = s_resume ("width=80");
+    s_write_aged ("made.png", 1);
+    struct stat before, after;
+    cr_assert_eq (stat (s_path_of (IMGP_RESUME_FILE), &before), 0);
+    imgp_resume_pending (resume, "out/a b.png", ID_OK);
+    imgp_resume_pending (resume, "out/c.png", ID_FAIL);
+    char error [512] = "";
+    cr_assert_eq (imgp_resume_save (resume, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (stat (s_path_of (IMGP_RESUME_FILE), &after), 0);
+    cr_expect (after.st_mtim.tv_sec == before.st_mtim.tv_sec
+               && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, "the state's mtime moved");
+    imgp_resume_destroy (&resume);
+
+    //  The next run with the same options takes each job once; an output
+    //  made since is still done.
+    resume = s_resume ("width=80");
+    cr_expect (imgp_resume_same (resume));
+    cr_expect (s_done (resume, "made.png"));
+    char *id = imgp_resume_take_job (resume, "out/a b.png");
+    cr_expect_str_eq (id ? id : "", ID_OK);
+    free (id);
+    cr_expect_null (imgp_resume_take_job (resume, "out/a b.png"));
+    cr_expect_null (imgp_resume_take_job (resume, "out/missing.png"));
+    cr_assert_eq (imgp_resume_save (resume, error, sizeof error), 0, "%s", error);
+    imgp_resume_destroy (&resume);
+    s_expect_file (IMGP_RESUME_FILE, "imgpipe-batch-state 1\noptions width=80\n"
+                   "pending " ID_FAIL " out/c.png\n");
+
+    //  Other options: no job of the old ones is taken.
+    resume = s_resume ("width=120");
+    cr_expect_null (imgp_resume_take_job (resume, "out/c.png"));
+    imgp_resume_destroy (&resume);
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_report
+
+Test (report, one_json_object_a_line_with_what_is_known, .init = s_tmpdir, .fini = s_cleanup)
+{
+    char error [512] = "";
+    imgp_report_t *report = imgp_report_new (s_dir, error, sizeof error);
+    cr_assert_not_null (report, "%s", error);
+    cr_expect_eq (imgp_report_add (report, &(imgp_report_line_t) {
+        .input = "in/a.jpg", .id = ID_OK, .status = "done", .output = "out/a.png",
+        .worker = "r1-42" }), 0);
+    cr_expect_eq (imgp_report_add (report, &(imgp_report_line_t) {
+        .input = "in/b.jpg", .status = "skipped", .output = "out/b.png", .worker = "" }), 0);
+    cr_expect_eq (imgp_report_add (report, &(imgp_report_line_t) {
+        .input = "in/\"q\"\n\xff.png", .id = ID_FAIL, .status = "failed",
+        .code = "unsupported_format", .message = "not an image" }), 0);
+    imgp_report_destroy (&report);
+    imgp_report_destroy (&report);
+    s_expect_file (IMGP_REPORT_FILE,
+        "{\"input\":\"in/a.jpg\",\"id\":\"" ID_OK "\",\"status\":\"done\","
+        "\"output\":\"out/a.png\",\"worker\":\"r1-42\"}\n"
+        "{\"input\":\"in/b.jpg\",\"status\":\"skipped\",\"output\":\"out/b.png\"}\n"
+        "{\"input\":\"in/\\\"q\\\"\\n?.png\",\"id\":\"" ID_FAIL "\",\"status\":\"failed\","
+        "\"error\":{\"code\":\"unsupported_format\",\"message\":\"not an image\"}}\n");
+}
+
+//  --------------------------------------------------------------------------
+//  imgp_progress
+
+//  Everything a progress object printed to its tmpfile, in `text`.
+static void
+s_progress_text (FILE *out, char *text, size_t size)
+{
+    rewind (out);
+    size_t len = fread (text, 1, size - 1, out);
+    text [len] = 0;
+    fclose (out);
+}
+
+Test (progress, lines_without_a_terminal)
+{
+    FILE *out = tmpfile ();
+    imgp_progress_t *progress = imgp_progress_new (out, false);
+    imgp_progress_total (progress, 3, true);
+    imgp_progress_done (progress, "in/a.jpg", "out/a.png", 10, 20, 5, "r1-7");
+    imgp_progress_skipped (progress, "in/b.jpg", "out/b.png");
+    imgp_progress_failed (progress, "in/c.jpg", "decode_error", "bad\ndata");
+    imgp_progress_summary (progress);
+    cr_expect_eq (imgp_progress_done_count (progress), 1);
+    cr_expect_eq (imgp_progress_skipped_count (progress), 1);
+    cr_expect_eq (imgp_progress_failed_count (progress), 1);
+    imgp_progress_destroy (&progress);
+    imgp_progress_destroy (&progress);
+    char text [2000];
+    s_progress_text (out, text, sizeof text);
+    cr_expect (strstr (text, "ok in/a.jpg -> out/a.png 10x20 5ms r1-7\n"
+                             "skipped in/b.jpg -> out/b.png (made before with these options)\n"
+                             "failed in/c.jpg: decode_error: bad data\n"
+                             "1 done, 1 skipped, 1 failed, ") == text, "%s", text);
+    cr_expect (strstr (text, "\nfailed: 1 decode_error\n  in/c.jpg: decode_error: bad data\n"),
+               "%s", text);
+    cr_expect_null (strchr (text, '\r'), "a bar without a terminal");
+}
+
+Test (progress, a_bar_on_a_terminal_with_failures_above_it)
+{
+    FILE *out = tmpfile ();
+    imgp_progress_t *progress = imgp_progress_new (out, true);
+    imgp_progress_total (progress, 4, false);     //  a walk still counting
+    imgp_progress_done (progress, "in/a.jpg", "out/a.png", 10, 20, 5, "");
+    imgp_progress_failed (progress, "in/c.jpg", "decode_error", "bad");
+    imgp_progress_total (progress, 4, true);
+    imgp_progress_done (progress, "in/d.jpg", "out/d.png", 10, 20, 5, "");
+    imgp_progress_skipped (progress, "in/e.jpg", "out/e.png");
+    imgp_progress_summary (progress);
+    imgp_progress_destroy (&progress);
+    char text [2000];
+    s_progress_text (out, text, sizeof text);
+    cr_expect (strstr (text, "\r\033[K[#####...............] 1/4+  1 done  0 failed  0 skipped"),
+               "no first bar in: %s", text);
+    cr_expect (strstr (text, "\r\033[Kfailed in/c.jpg: decode_error: bad\n"),
+               "the failure is not on a line of its own: %s", text);
+    cr_expect (strstr (text, "\r\033[K[####################] 4/4  2 done  1 failed  1 skipped"),
+               "no last bar in: %s", text);
+    cr_expect_null (strstr (text, "ok in/"), "a line per file on a terminal: %s", text);
+    cr_expect (strstr (text, "\n2 done, 1 skipped, 1 failed, "), "%s", text);
 }
 
 //  --------------------------------------------------------------------------
@@ -458,6 +875,7 @@ Test (cli, bad_usage_exits_2_before_any_request, .init = s_tmpdir, .fini = s_cle
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--format", "gif", NULL },
         { "imgpipe", url, "batch", s_dir, "-o", outdir, "--width", "5000", NULL },
         { "imgpipe", url, "batch", missing, "-o", outdir, NULL },
+        { "imgpipe", url, "batch", s_dir, "-o", s_dir, NULL },
         { "imgpipe", "--url=ftp://x", "batch", s_dir, "-o", outdir, NULL },
         { "imgpipe", url, "submit", NULL },
         { "imgpipe", url, "submit", missing, NULL },
@@ -484,6 +902,8 @@ Test (cli, unreachable_server_exits_3_for_single_commands)
 static struct mg_context *s_stub;
 static int s_stub_port;
 static atomic_int s_busy_left;          //  503s still to give to "busy" uploads
+static atomic_int s_flaky_left;         //  500s still to give to "flaky" uploads
+static atomic_int s_broken_seen;        //  uploads of "broken" (always 502)
 static atomic_int s_slow_polls;         //  status polls of the "slow" job
 static atomic_bool s_release;           //  the stalled download may end
 static atomic_llong s_later_at;         //  when "later" is done, 0 until first seen
@@ -492,7 +912,8 @@ static atomic_int s_max_wait;           //  the stub's --max-wait-s
 static atomic_int s_later_status;       //  status requests of "later"
 static atomic_int s_later_thumbs;       //  thumbnail requests of "later"
 static atomic_int s_wait_refused;       //  400s for a ?wait= over s_max_wait
-static atomic_int s_wait_last;          //  the last ?wait= asked, -1 for none
+static atomic_int s_wait_last;          //  the last ?wait= of a status request, -1 for none
+static atomic_int s_thumb_wait;         //  the last ?wait= of a thumbnail request, -1 for none
 
 static int
 s_reply (struct mg_connection *conn, int status, const char *type, const char *extra,
@@ -522,6 +943,17 @@ s_stub_upload (struct mg_connection *conn)
                    : strncmp (body, "later", 5) == 0 ? ID_LATER
                    : strncmp (body, "fail", 4) == 0 ? ID_FAIL
                    : strncmp (body, "stall", 5) == 0 ? ID_STALL : NULL;
+    if (strncmp (body, "flaky", 5) == 0) {
+        if (atomic_fetch_sub (&s_flaky_left, 1) > 0)
+            return s_reply_json (conn, 500, "{\"error\":{\"code\":\"internal\","
+                                            "\"message\":\"oops\"}}");
+        id = ID_OK;
+    }
+    if (strncmp (body, "broken", 6) == 0) {
+        atomic_fetch_add (&s_broken_seen, 1);
+        return s_reply_json (conn, 502, "{\"error\":{\"code\":\"bad_gateway\","
+                                        "\"message\":\"upstream\"}}");
+    }
     if (strncmp (body, "busy", 4) == 0) {
         if (atomic_fetch_sub (&s_busy_left, 1) > 0)
             return s_reply (conn, 503, "application/json", "Retry-After: 0\r\n",
@@ -549,13 +981,13 @@ s_later_done (void)
 //  as a frontend does. Returns false after answering 400 for a wait over
 //  the stub's --max-wait-s.
 static bool
-s_later_hold (struct mg_connection *conn)
+s_later_hold (struct mg_connection *conn, atomic_int *last)
 {
     const char *query = mg_get_request_info (conn)->query_string;
     char text [16];
     int len = query ? mg_get_var (query, strlen (query), "wait", text, sizeof text) : -1;
     int wait_s = len > 0 ? atoi (text) : -1;
-    atomic_store (&s_wait_last, wait_s);
+    atomic_store (last, wait_s);
     if (wait_s < 0 || atomic_load (&s_ignore_wait))
         return true;
     if (wait_s > atomic_load (&s_max_wait)) {
@@ -577,10 +1009,11 @@ s_stub_status (struct mg_connection *conn, const char *id)
 {
     if (strcmp (id, ID_LATER) == 0) {
         atomic_fetch_add (&s_later_status, 1);
-        if (!s_later_hold (conn))
+        if (!s_later_hold (conn, &s_wait_last))
             return 400;
         if (!s_later_done ())
-            return s_reply_json (conn, 200, "{\"status\":\"processing\"}");
+            return s_reply (conn, 200, "application/json", "Retry-After: 1\r\n",
+                            "{\"status\":\"processing\"}");
     }
     if (strcmp (id, ID_FAIL) == 0)
         return s_reply_json (conn, 200, "{\"status\":\"failed\",\"error\":{\"code\":"
@@ -588,7 +1021,8 @@ s_stub_status (struct mg_connection *conn, const char *id)
     if (strcmp (id, ID_SLOW) == 0 && atomic_fetch_add (&s_slow_polls, 1) < 3)
         return s_reply_json (conn, 200, "{\"status\":\"processing\"}");
     return s_reply_json (conn, 200, "{\"status\":\"done\",\"result\":{\"width\":10,"
-                                    "\"height\":20,\"format\":\"png\",\"bytes\":15}}");
+                                    "\"height\":20,\"format\":\"png\",\"bytes\":15},"
+                                    "\"worker\":\"stub-r1\"}");
 }
 
 static int
@@ -596,7 +1030,7 @@ s_stub_thumbnail (struct mg_connection *conn, const char *id)
 {
     if (strcmp (id, ID_LATER) == 0) {
         atomic_fetch_add (&s_later_thumbs, 1);
-        if (!s_later_hold (conn))
+        if (!s_later_hold (conn, &s_thumb_wait))
             return 400;
         if (!s_later_done ())
             return s_reply (conn, 202, "application/json", "Retry-After: 1\r\n",
@@ -633,6 +1067,8 @@ s_stub_start (void)
 {
     s_tmpdir ();
     atomic_store (&s_busy_left, 2);
+    atomic_store (&s_flaky_left, 2);
+    atomic_store (&s_broken_seen, 0);
     atomic_store (&s_slow_polls, 0);
     atomic_store (&s_release, false);
     atomic_store (&s_later_at, 0);
@@ -642,6 +1078,7 @@ s_stub_start (void)
     atomic_store (&s_later_thumbs, 0);
     atomic_store (&s_wait_refused, 0);
     atomic_store (&s_wait_last, -1);
+    atomic_store (&s_thumb_wait, -1);
     mg_init_library (0);
     const char *options [] = { "listening_ports", "127.0.0.1:0", "num_threads", "8", NULL };
     s_stub = mg_start (NULL, NULL, options);
@@ -677,13 +1114,14 @@ s_batch (s_run_t *run, const char *url, int parallel, long long wait_ms, int lon
     snprintf (manifest, sizeof manifest, "%s/list.txt", s_dir);
     snprintf (outdir, sizeof outdir, "%s/out", s_dir);
     cr_assert_eq (imgp_file_mkdirs (outdir, error, sizeof error), 0, "%s", error);
-    imgp_inputs_t *inputs = s_inputs (manifest);
-    cr_assert_eq (imgp_inputs_set_outputs (inputs, outdir, "png"), 0);
+    imgp_inputs_t *inputs = imgp_inputs_new (manifest, outdir, "png", error, sizeof error);
+    cr_assert_not_null (inputs, "%s", error);
     FILE *out = tmpfile ();
     cr_assert_not_null (out);
     imgp_batch_config_t config = {
-        .url = url, .query = "width=10", .parallel = parallel, .wait_ms = wait_ms,
-        .long_poll_s = long_poll_s, .timeout_ms = timeout_ms, .max_upload = 1024, .out = out
+        .url = url, .query = "width=10", .outdir = outdir, .parallel = parallel,
+        .wait_ms = wait_ms, .long_poll_s = long_poll_s, .timeout_ms = timeout_ms,
+        .max_upload = 1024, .out = out, .resume_command = "imgpipe batch again"
     };
     run->rc = imgp_batch_run (&config, inputs, &run->stats, error, sizeof error);
     cr_assert_geq (run->rc, 0, "imgp_batch_run: %s", error);
@@ -742,7 +1180,10 @@ s_expect_done (s_run_t *run, const char *name)
     char line [600], thumb [400];
     snprintf (line, sizeof line, "ok %s/%s.jpg -> %s/out/%s.png 10x20 ", s_dir, name, s_dir,
               name);
-    cr_expect (strstr (run->text, line), "no '%s' in:\n%s", line, run->text);
+    const char *at = strstr (run->text, line);
+    cr_expect (at, "no '%s' in:\n%s", line, run->text);
+    const char *worker = at ? strstr (at, "ms stub-r1\n") : NULL;
+    cr_expect (worker && worker < strchr (at, '\n'), "no worker on '%s'", line);
     snprintf (thumb, sizeof thumb, "%s/out/%s.png", s_dir, name);
     s_expect_thumb (thumb);
 }
@@ -786,19 +1227,75 @@ Test (batch, keeps_going_past_failures_and_retries_busy_uploads, .init = s_stub_
     snprintf (line, sizeof line, "failed %s: unreadable: %lld bytes, over the limit of 1024 bytes",
               big, (long long) st.st_size);
     cr_expect (s_printed (&run, line), "no line '%s' in:\n%s", line, run.text);
-    cr_expect (strstr (run.text, "\n4 done, 4 failed, "), "no summary in:\n%s", run.text);
+    cr_expect (strstr (run.text, "\n4 done, 0 skipped, 4 failed, "), "no summary in:\n%s",
+               run.text);
+    cr_expect (strstr (run.text, "\nfailed: "), "no failures in the summary:\n%s", run.text);
     char command [600];
-    snprintf (command, sizeof command, "test $(ls -A '%s/out' | wc -l) -eq 4", s_dir);
+    snprintf (command, sizeof command, "test $(ls -A '%s/out' | grep -vc '^\\.imgpipe-batch.state$"
+              "\\|^imgpipe-report.jsonl$') -eq 4", s_dir);
     cr_expect_eq (system (command), 0, "OUTDIR holds more than the 4 thumbnails");
+    snprintf (command, sizeof command, "test $(grep -c '\"status\":\"failed\"' "
+              "'%s/out/imgpipe-report.jsonl') -eq 4", s_dir);
+    cr_expect_eq (system (command), 0, "the report does not list the 4 failures");
+    snprintf (command, sizeof command, "test $(grep -c '\"status\":\"done\",.*"
+              "\"worker\":\"stub-r1\"}$' '%s/out/imgpipe-report.jsonl') -eq 4", s_dir);
+    cr_expect_eq (system (command), 0, "the report does not name the worker of the 4 done");
+}
+
+//  Write the files of `spec` ("name=content name=content") into s_dir and
+//  list them, in that order, in s_dir/list.txt.
+static void
+s_manifest (const char *spec)
+{
+    char copy [1000], list [1000] = "";
+    snprintf (copy, sizeof copy, "%s", spec);
+    for (char *entry = strtok (copy, " "); entry; entry = strtok (NULL, " ")) {
+        char *equals = strchr (entry, '=');
+        cr_assert_not_null (equals);
+        *equals = 0;
+        s_write (entry, equals + 1);
+        size_t len = strlen (list);
+        snprintf (list + len, sizeof list - len, "%s\n", entry);
+    }
+    s_write ("list.txt", list);
+}
+
+Test (batch, never_writes_a_thumbnail_over_its_input, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    //  A manifest in OUTDIR that lists a file of OUTDIR with the output's
+    //  extension: its output is itself.
+    s_manifest ("keep.png=ok");
+    char url [64], list [400];
+    snprintf (url, sizeof url, "--url=http://127.0.0.1:%d", s_stub_port);
+    snprintf (list, sizeof list, "%s/list.txt", s_dir);
+    char *args [] = { "imgpipe", url, "batch", list, "-o", s_dir, NULL };
+    cr_expect_eq (s_run (args), IMGP_CLI_EXIT_REFUSED);
+    s_expect_file ("keep.png", "ok");       //  not overwritten
+    char command [600];
+    snprintf (command, sizeof command, "grep -q 'would replace it' '%s/imgpipe-report.jsonl'",
+              s_dir);
+    cr_expect_eq (system (command), 0, "the report does not say why");
+}
+
+Test (batch, transient_failures_are_retried_a_bounded_number_of_times, .init = s_stub_start,
+      .fini = s_stub_stop, .timeout = 60)
+{
+    s_manifest ("flaky.jpg=flaky broken.jpg=broken");
+    s_run_t run;
+    s_batch_stub (&run, 2, 20000, 25, 5000);
+    cr_expect_eq (run.rc, 1);
+    s_expect_done (&run, "flaky");
+    cr_expect_eq (atomic_load (&s_flaky_left), -1, "flaky was not sent three times");
+    cr_expect_eq (atomic_load (&s_broken_seen), 1 + IMGP_ROUNDTRIP_RETRIES);
+    s_expect_line (&run, "failed %s/%s: bad_gateway: upstream (gave up after 4 retries)",
+                   "broken.jpg");
 }
 
 Test (batch, a_stalled_download_fails_its_file_and_the_run_goes_on, .init = s_stub_start,
       .fini = s_stub_stop, .timeout = 60)
 {
-    s_write ("ok1.jpg", "ok 1");
-    s_write ("stall.jpg", "stall");
-    s_write ("ok2.jpg", "ok 2");
-    s_write ("list.txt", "ok1.jpg\nstall.jpg\nok2.jpg\n");
+    s_manifest ("ok1.jpg=ok1 stall.jpg=stall ok2.jpg=ok2");
     s_run_t run;
     //  One worker: once it is left behind, the file it never took fails too.
     s_batch_stub (&run, 1, 20000, 25, 300);
@@ -837,7 +1334,7 @@ Test (batch, an_unreachable_server_fails_each_file_within_its_wait, .init = s_tm
     cr_expect_eq (run.stats.failed, 2);
     cr_expect_lt (run.stats.elapsed_ms, 5000, "retries were not bounded by the wait");
     cr_expect (strstr (run.text, "a.jpg: transport: cannot connect"), "%s", run.text);
-    cr_expect (strstr (run.text, "\n0 done, 2 failed, "), "%s", run.text);
+    cr_expect (strstr (run.text, "\n0 done, 0 skipped, 2 failed, "), "%s", run.text);
 }
 
 Test (batch, an_empty_list_prints_only_the_summary, .init = s_tmpdir, .fini = s_cleanup)
@@ -846,7 +1343,7 @@ Test (batch, an_empty_list_prints_only_the_summary, .init = s_tmpdir, .fini = s_
     s_run_t run;
     s_batch (&run, "http://127.0.0.1:1", 8, 1000, 25, 1000);
     cr_expect_eq (run.rc, 0);
-    cr_expect (strncmp (run.text, "0 done, 0 failed, ", 18) == 0, "%s", run.text);
+    cr_expect (strncmp (run.text, "0 done, 0 skipped, 0 failed, ", 29) == 0, "%s", run.text);
 }
 
 //  --------------------------------------------------------------------------
@@ -870,7 +1367,7 @@ Test (batch, waits_for_a_status_by_long_poll, .init = s_stub_start, .fini = s_st
     cr_expect_leq (atomic_load (&s_later_status), 2, "%d status requests for one job",
                    atomic_load (&s_later_status));
     cr_expect_eq (atomic_load (&s_later_thumbs), 1);
-    cr_expect_eq (atomic_load (&s_wait_last), -1, "the download asked for a ?wait=");
+    cr_expect_eq (atomic_load (&s_thumb_wait), -1, "the download asked for a ?wait=");
 }
 
 //  Run `imgpipe get ID_LATER` against the stub with `extra` options (up to
@@ -884,9 +1381,9 @@ s_get_later (const char *extra1, const char *extra2)
     char *args [] = { "imgpipe", url, "get", ID_LATER, "-o", out, "--wait-s", "20",
                       (char *) extra1, (char *) extra2, NULL };
     int exit_code = s_run (args);
-    cr_log_info ("get %s %s: exit %d, %d thumbnail requests, %d refused, last ?wait=%d",
-                 extra1 ? extra1 : "", extra2 ? extra2 : "", exit_code,
-                 atomic_load (&s_later_thumbs), atomic_load (&s_wait_refused),
+    cr_log_info ("get %s %s: exit %d, %d status and %d thumbnail requests, %d refused, "
+                 "last ?wait=%d", extra1 ? extra1 : "", extra2 ? extra2 : "", exit_code,
+                 atomic_load (&s_later_status), atomic_load (&s_later_thumbs), atomic_load (&s_wait_refused),
                  atomic_load (&s_wait_last));
     if (exit_code == IMGP_CLI_EXIT_OK)
         s_expect_thumb (out);
@@ -895,12 +1392,15 @@ s_get_later (const char *extra1, const char *extra2)
 
 Test (cli, get_waits_by_long_poll, .init = s_stub_start, .fini = s_stub_stop, .timeout = 60)
 {
+    //  get waits as batch does (imgp_roundtrip): status by long-poll, then
+    //  one download.
     cr_assert_eq (s_get_later (NULL, NULL), IMGP_CLI_EXIT_OK);
-    cr_expect_leq (atomic_load (&s_later_thumbs), 2, "%d thumbnail requests for one job",
-                   atomic_load (&s_later_thumbs));
-    cr_expect_eq (atomic_load (&s_later_status), 0);
-    cr_expect_eq (atomic_load (&s_wait_last), 20, "asked ?wait=%d, want all of --wait-s 20",
-                  atomic_load (&s_wait_last));
+    cr_expect_leq (atomic_load (&s_later_status), 2, "%d status requests for one job",
+                   atomic_load (&s_later_status));
+    cr_expect_eq (atomic_load (&s_later_thumbs), 1);
+    cr_expect_eq (atomic_load (&s_thumb_wait), -1);
+    cr_expect_geq (atomic_load (&s_wait_last), 18, "asked ?wait=%d, want (nearly) all of "
+                   "--wait-s 20", atomic_load (&s_wait_last));
 }
 
 Test (cli, get_lowers_its_wait_to_what_the_frontend_allows, .init = s_stub_start,
@@ -911,19 +1411,19 @@ Test (cli, get_lowers_its_wait_to_what_the_frontend_allows, .init = s_stub_start
     cr_expect_eq (atomic_load (&s_wait_refused), 1, "the 400 did not teach the client");
     cr_expect_eq (atomic_load (&s_wait_last), 1);
     //  The refused one, then 1 s holds until the job ends at 2 s.
-    cr_expect_leq (atomic_load (&s_later_thumbs), 5, "%d thumbnail requests",
-                   atomic_load (&s_later_thumbs));
+    cr_expect_leq (atomic_load (&s_later_status), 5, "%d status requests",
+                   atomic_load (&s_later_status));
 }
 
 Test (cli, get_backs_off_when_the_frontend_does_not_hold, .init = s_stub_start,
       .fini = s_stub_stop, .timeout = 60)
 {
-    //  An old frontend answers at once with 202 + Retry-After: 1; the client
-    //  must pause as told, not ask again at once.
+    //  An old frontend answers at once with a pending status + Retry-After:
+    //  1; the client must pause as told, not ask again at once.
     atomic_store (&s_ignore_wait, true);
     cr_assert_eq (s_get_later (NULL, NULL), IMGP_CLI_EXIT_OK);
-    int asked = atomic_load (&s_later_thumbs);
-    cr_expect (asked >= 2 && asked <= 5, "%d thumbnail requests in ~2 s", asked);
+    int asked = atomic_load (&s_later_status);
+    cr_expect (asked >= 2 && asked <= 5, "%d status requests in ~2 s", asked);
 }
 
 Test (cli, get_with_long_poll_off_sends_no_wait, .init = s_stub_start, .fini = s_stub_stop,
@@ -931,5 +1431,5 @@ Test (cli, get_with_long_poll_off_sends_no_wait, .init = s_stub_start, .fini = s
 {
     cr_assert_eq (s_get_later ("--long-poll-s", "0"), IMGP_CLI_EXIT_OK);
     cr_expect_eq (atomic_load (&s_wait_last), -1);
-    cr_expect_geq (atomic_load (&s_later_thumbs), 2);
+    cr_expect_geq (atomic_load (&s_later_status), 2);
 }
