@@ -7,7 +7,8 @@ set -euo pipefail
 packages=(gcc pkg-config meson ninja-build curl libczmq-dev libzmq3-dev
           libcivetweb-dev libvips-dev libjansson-dev)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(libcriterion-dev clang libclang-rt-dev libcurl4-openssl-dev)
+    packages+=(libcriterion-dev clang libclang-rt-dev libcurl4-openssl-dev
+               iproute2 jq util-linux procps)
 fi
 
 missing=()

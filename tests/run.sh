@@ -289,7 +289,7 @@ run_fuzzer() {
     fi
 }
 
-fuzz_targets=(fuzz_msg_decode fuzz_opts_query fuzz_id_valid)
+fuzz_targets=(fuzz_msg_decode fuzz_opts_query fuzz_id_valid fuzz_magic)
 if [ "$fuzz_seconds" -gt 0 ]; then
     start=$SECONDS
     if CC=clang setup_build "$fuzz" "$out/fuzz-setup.log" \
