@@ -5,7 +5,8 @@
       PAIR that libzmq's socket monitor reports on. It says READY at every
       connect (slots, and credit = capacity minus jobs held), HEARTBEAT
       every heartbeat_ms, passes JOBs on to the worker over an inproc PAIR
-      and the worker's STARTED / DONE / FAILED back out on the DEALER. It
+      and the worker's STARTED / DONE / FAILED back out on the DEALER (for
+      a JOB to an idle worker it says STARTED itself, at once). It
       counts jobs held (passed on, not answered yet) and running (STARTED,
       not answered yet): all READY and HEARTBEAT say comes from those two.
       Messages move as frames, so image bytes are never copied. Its socket
@@ -91,6 +92,7 @@ typedef struct {
     int64_t last_tick;              //  when the timers last ran, to see a stall
     int held;                       //  JOBs passed to the worker and not answered yet
     int running;                    //  JOBs STARTED and not answered yet
+    char early [IMGP_ID_LEN + 1];   //  job we said STARTED for, before the worker did
     zlist_t *outbox;                //  results made while no connection could take them
     bool refused;                   //  the broker refused this dealer's handshake
     int64_t refused_at;             //  when a refused handshake was last logged
@@ -302,6 +304,11 @@ s_link_from_worker (s_link_t *self)
     imgp_msg_t *msg = imgp_msg_recv (self->work);
     if (!msg)
         return;
+    if (msg->type == IMGP_MSG_STARTED && streq (msg->id, self->early)) {
+        self->early [0] = '\0';         //  said already, by s_link_start_early
+        imgp_msg_destroy (&msg);
+        return;
+    }
     if (msg->type == IMGP_MSG_STARTED)
         self->running++;
     else {
@@ -310,6 +317,23 @@ s_link_from_worker (s_link_t *self)
         if (self->held > 0)
             self->held--;
     }
+    s_link_send (self, &msg);
+}
+
+//  STARTED for a JOB just passed to an idle worker, said here rather than
+//  after the worker woke up: the broker's wait for a job's start is the
+//  fairness it measures, and on a busy machine every thread of ours that
+//  must wake (at nice 10, SCHED_BATCH: no wakeup preemption) adds to it.
+//  The worker's own STARTED for that job is then dropped.
+static void
+s_link_start_early (s_link_t *self, const char *id, int attempts)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_STARTED);
+    memcpy (msg->id, id, sizeof msg->id);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
+    msg->attempts = attempts;
+    memcpy (self->early, id, sizeof self->early);
+    self->running++;
     s_link_send (self, &msg);
 }
 
@@ -339,8 +363,13 @@ s_link_from_broker (s_link_t *self)
     }
     char id [IMGP_ID_LEN + 1];
     memcpy (id, msg->id, sizeof id);
-    if (imgp_msg_send (&msg, self->work) == 0)
+    int attempts = msg->attempts;
+    bool idle = self->held == 0;        //  the worker waits on the pipe
+    if (imgp_msg_send (&msg, self->work) == 0) {
         self->held++;
+        if (idle)
+            s_link_start_early (self, id, attempts);
+    }
     else
         imgp_error ("job=%s event=dropped reason=\"the worker pipe refused it: %s\"", id,
                     zmq_strerror (zmq_errno ()));

@@ -1111,7 +1111,7 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     int64_t sent = zclock_usecs ();
     s_send_new_job (&broker, id, image);
     imgp_msg_t *started = s_expect (&broker, IMGP_MSG_STARTED, id);
-    fprintf (stderr, "JOB sent to STARTED received: %.2f ms (link, pipe, worker, link)\n",
+    fprintf (stderr, "JOB sent to STARTED received: %.2f ms (said by the link: idle worker)\n",
              (zclock_usecs () - sent) / 1000.0);
     cr_assert_eq (started->attempts, 2);
     imgp_msg_destroy (&started);
