@@ -165,17 +165,19 @@ work=$(mktemp -d /tmp/imgpipe-netns.XXXXXX)
 : >"$pidfile"
 
 # ---------------------------------------------------------------------------
-# The input tree: real images made by libvips, in nested folders
+# The input tree: real images made by libvips, in nested folders, made
+# while the hosts start (checked before the batch)
 
-gen="$work/mkimages"
+gen="$work/imgpipe-mkimages"      # the name marks it ours for clean_all
+gen_pid=""
 # shellcheck disable=SC2046  # pkg-config's flags split on purpose
-if ! cc -O2 -o "$gen" "$top/tests/cluster/mkimages.c" $(pkg-config --cflags --libs vips) \
+if cc -O2 -o "$gen" "$top/tests/cluster/mkimages.c" $(pkg-config --cflags --libs vips) \
         2>"$work/mkimages-build.log"; then
-    fail "could not build tests/cluster/mkimages.c: $(head -3 "$work/mkimages-build.log")"
-elif "$gen" "$work/in" "$images" >"$work/inputs.txt" 2>"$work/mkimages.log"; then
-    ok "input tree: $(wc -l <"$work/inputs.txt") images in $(find "$work/in" -type d | wc -l) folders, $(du -sh "$work/in" | cut -f1)"
+    "$gen" "$work/in" "$images" >"$work/inputs.txt" 2>"$work/mkimages.log" &
+    gen_pid=$!
+    echo "$gen_pid" >>"$pidfile"
 else
-    fail "mkimages: $(head -3 "$work/mkimages.log")"
+    fail "could not build tests/cluster/mkimages.c: $(head -3 "$work/mkimages-build.log")"
 fi
 
 # ---------------------------------------------------------------------------
@@ -365,6 +367,12 @@ cut_ready() {
     [ "$total" -ge "$cut_after" ] && [ "$(done_by r1)" -ge 3 ] && [ "$(done_by r2)" -ge 3 ] \
         && r1_holds
 }
+
+if [ -n "$gen_pid" ] && wait "$gen_pid"; then
+    ok "input tree: $(wc -l <"$work/inputs.txt") images in $(find "$work/in" -type d | wc -l) folders, $(du -sh "$work/in" | cut -f1)"
+else
+    fail "mkimages: $(head -3 "$work/mkimages.log" 2>/dev/null)"
+fi
 
 out="$work/out"
 t0=$(now_ms)
