@@ -207,13 +207,14 @@ make_network() {
     done
 }
 
-# reach FROM TO: one TCP-free check that TO's address answers from FROM.
+# reach FROM TO: does TO's address answer from FROM. A TCP connect to a
+# port nobody listens on: "refused" is an answer (TO's kernel sent the
+# reset), "unreachable" or the 3 s timeout is none. No ping needed.
 reach() {
-    if command -v ping >/dev/null; then
-        ip netns exec "$(ns "$1")" ping -c1 -W2 "${addr[$2]}" >/dev/null 2>&1
-    else
-        ip -n "$(ns "$1")" neigh get "${addr[$2]}" dev eth0 >/dev/null 2>&1 || true
-    fi
+    local why
+    why=$(ip netns exec "$(ns "$1")" timeout 3 \
+              bash -c "exec 3<>/dev/tcp/${addr[$2]}/9" 2>&1) && return 0
+    [[ $why == *"Connection refused"* ]]
 }
 
 if make_network 2>"$work/network.log"; then
@@ -226,7 +227,10 @@ all_reach=1
 for h in broker r1 r2 rogue; do
     reach front "$h" || { all_reach=0; fail "imgp-front cannot reach ${addr[$h]} ($h)"; }
 done
-[ $all_reach -eq 1 ] && ok "imgp-front reaches every other host"
+for h in r1 r2 rogue; do
+    reach "$h" broker || { all_reach=0; fail "imgp-$h cannot reach the broker"; }
+done
+[ $all_reach -eq 1 ] && ok "every host reaches the others it talks to (TCP to ${addr[broker]} and from imgp-front)"
 
 # ---------------------------------------------------------------------------
 # Programs: what this build's flags are
@@ -419,7 +423,8 @@ else
     # report writes it.
     jq -r --arg in "$work/in/" \
         'select(.status == "done") | .input | ltrimstr($in)' "$report" | sort -u >"$work/done.txt"
-    not_done=$(jq -r 'select(.status != "done") | "\(.input): \(.status) \(.error // "")"' \
+    not_done=$(jq -r 'select(.status != "done")
+                      | "\(.input): \(.status) \(.error.code // "") \(.error.message // "")"' \
                   "$report" 2>&1 | head -5)
     missing=$(sort "$work/inputs.txt" | comm -23 - "$work/done.txt" | head -5)
     if [ -z "$not_done" ] && [ -z "$missing" ] \
@@ -500,6 +505,8 @@ done
 # Figures
 
 figure "images $(wc -l <"$work/inputs.txt" 2>/dev/null), $(du -sh "$work/in" | cut -f1); batch $(( (t1 - t0) / 1000 )).$(( (t1 - t0) % 1000 / 100 )) s, --parallel 8"
+[ -f "$report" ] && figure "report's worker column: $(jq -r '.worker // "none" | sub("-[0-9a-f]+$"; "")' \
+                                "$report" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')"
 figure "per host: r1 $(done_by r1) (before the cut ${r1_before:-?}, after ${r1_after:-?}), r2 $(done_by r2) (before ${r2_before:-?}, after ${r2_after:-?}), rogue $(done_by rogue)"
 if [ -n "$cut_at" ]; then
     cut_ms=$(ms_of "$cut_at")
