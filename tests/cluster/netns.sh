@@ -324,11 +324,13 @@ fi
 start r1 "$work/r1.log" "$build/resizer/imgpipe-resizer" $(resizer_args r1)
 # shellcheck disable=SC2046
 start r2 "$work/r2.log" "$build/resizer/imgpipe-resizer" $(resizer_args r2)
-if wait_for 15 logged broker 'worker=r1-[^ ]* event=joined' \
-   && wait_for 15 logged broker 'worker=r2-[^ ]* event=joined'; then
+# "ready": the resizer's READY (credit-based jobs link); "joined": a
+# resizer first heard by a heartbeat (older builds, and peers without READY).
+if wait_for 15 logged broker 'worker=r1-[^ ]* event=(ready|joined)' \
+   && wait_for 15 logged broker 'worker=r2-[^ ]* event=(ready|joined)'; then
     ok "r1 and r2 joined the broker from their hosts"
 else
-    fail "r1 and r2 did not both join: $(grep -E 'event=joined' "$work/broker.log" | tr '\n' ' ')"
+    fail "r1 and r2 did not both join: $(grep -E 'event=(ready|joined)' "$work/broker.log" | tr '\n' ' ')"
 fi
 
 front_url="http://${addr[front]}:8080"
@@ -359,9 +361,10 @@ done_by() {
             n++ }
         END { print n + 0 }' "$work/broker.log"
 }
-# Does r1 hold a job now: started by r1, not finished.
+# Does r1 hold a job now: dispatched to r1 (builds that name the worker
+# at dispatch) or started by it, and not finished or taken back since.
 r1_holds() {
-    awk '/ event=started worker=r1-/ { match($0, /job=[^ ]+/); held[substr($0, RSTART, RLENGTH)] = 1 }
+    awk '/ event=(dispatched|started) worker=r1-/ { match($0, /job=[^ ]+/); held[substr($0, RSTART, RLENGTH)] = 1 }
          / event=(done|failed|requeued) / { match($0, /job=[^ ]+/); delete held[substr($0, RSTART, RLENGTH)] }
          END { for (j in held) n++; exit n > 0 ? 0 : 1 }' "$work/broker.log"
 }
@@ -474,11 +477,12 @@ if [ -n "$cut_at" ]; then
 fi
 
 # The rogue did nothing, and was running all along (refused, not dead).
-if grep -qE " event=(started|done|failed) worker=rogue-| worker=rogue-[^ ]* event=joined" \
-        "$work/broker.log"; then
-    fail "the rogue host took part: $(grep -m2 -E 'worker=rogue-' "$work/broker.log" | tr '\n' ' ')"
+# Stricter than "no job": no line of the broker's names the rogue at all
+# (joined, ready, dispatched, started, done, failed, refused as a worker).
+if grep -qE "=rogue-" "$work/broker.log"; then
+    fail "the rogue host took part: $(grep -m2 -E '=rogue-' "$work/broker.log" | tr '\n' ' ')"
 else
-    ok "broker log: no job started, done or failed by the rogue, and it never joined"
+    ok "broker log: no line names the rogue (never joined, no job dispatched, started or done)"
 fi
 if grep -q 'job=' "$work/rogue.log"; then
     fail "the rogue's own log shows jobs: $(grep -m2 'job=' "$work/rogue.log" | tr '\n' ' ')"
