@@ -1,4 +1,4 @@
-/*  mkimages — the input tree for tests/cluster/netns.sh: COUNT real images
+/*  mkimages — the input tree for tests/cluster/test_netns.sh: COUNT real images
     (JPEG, PNG and WebP encoded by libvips) spread over nested folders, in
     mixed sizes, so a batch run over it walks subdirectories and its jobs
     take different times. The same COUNT gives the same tree.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/cluster/netns.sh — imgpipe across hosts, for real: network
+# tests/cluster/test_netns.sh — imgpipe across hosts, for real: network
 # namespaces on one machine, each host with its own address on a bridge,
 # CURVE keys between them, a batch run over a folder tree, and one
 # resizer host's link cut in the middle of it.
@@ -12,7 +12,7 @@
 #   imgp-rogue   10.77.0.66  resizer --name rogue, with a key the broker
 #                            does not know: it must get nothing
 #
-# Usage: tests/cluster/netns.sh [BUILD_DIR]   (or BUILD_DIR=...; default build)
+# Usage: tests/cluster/test_netns.sh [BUILD_DIR]   (or BUILD_DIR=...; default build)
 #   IMAGES=120      images in the input tree (at least 100 for the issue)
 #   CUT_AFTER=30    jobs done (both r1 and r2 among them) before the cut
 #   KEEP=1          keep the work directory (logs, keys, trees) on success too
