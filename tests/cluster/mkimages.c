@@ -6,7 +6,7 @@
     Usage: mkimages OUTDIR COUNT
     Prints one line per file: its path relative to OUTDIR.
 
-    Built by netns.sh itself (cc + pkg-config vips), like the fixtures of
+    Built by test_netns.sh itself (cc + pkg-config vips), like the fixtures of
     tests/integration/harness.c: a gradient with noise, so every image
     decodes and none compresses to nothing.
 */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions run through wait_for and the trap look unreachable to it
 # tests/cluster/test_netns.sh — imgpipe across hosts, for real: network
 # namespaces on one machine, each host with its own address on a bridge,
 # CURVE keys between them, a batch run over a folder tree, and one
@@ -84,27 +85,35 @@ our_namespaces() {
         | grep -xE "imgp-(net|broker|front|r1|r2|rogue|probe-[0-9]+)"
 }
 
-# stop_pid PID: TERM, up to 5 s for it to go, then KILL. Only our programs:
-# a pid from the pid file is checked by name, as it may be reused.
-stop_pid() {
-    local pid=$1
-    [ -r "/proc/$pid/comm" ] || return 0
-    grep -qE '^imgpipe' "/proc/$pid/comm" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 50); do
-        [ -e "/proc/$pid" ] || return 0
-        [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
+# The pid file holds "PID START" for each process this run started (START:
+# its start time in clock ticks, /proc/PID/stat field 22), so a later run
+# stops only those, never a process that reused the number.
+start_of() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+record_pid() { echo "$1 $(start_of "$1")" >>"$pidfile"; }
+alive() { [ -e "/proc/$1" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+our_pids() {
+    local pid start
+    [ -f "$pidfile" ] || return 0
+    while read -r pid start; do
+        [ -n "$start" ] && [ "$(start_of "$pid")" = "$start" ] && alive "$pid" && echo "$pid"
+    done <"$pidfile"
 }
 
+# clean_all: our processes TERM, 5 s to go, then KILL; then our namespaces
+# (their veths go with them), the switch last.
 clean_all() {
-    local pid n
-    if [ -f "$pidfile" ]; then
-        while read -r pid; do
-            stop_pid "$pid"
-        done <"$pidfile"
+    local pids pid n deadline
+    pids=$(our_pids)
+    if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086  # one pid a word
+        kill -TERM $pids 2>/dev/null
+        deadline=$(($(now_ms) + 5000))
+        while [ -n "$(our_pids)" ] && [ "$(now_ms)" -lt $deadline ]; do
+            sleep 0.1
+        done
+        pids=$(our_pids)
+        # shellcheck disable=SC2086
+        [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
     fi
     for n in $(our_namespaces); do
         # Anything still inside one of our namespaces was started in it by us.
@@ -115,7 +124,6 @@ clean_all() {
     for n in $(our_namespaces | grep -vx "$net"); do
         ip netns del "$n" 2>/dev/null
     done
-    # Last the switch: its bridge and the veth ends go with it.
     our_namespaces | grep -qx "$net" && ip netns del "$net" 2>/dev/null
     wait 2>/dev/null
     rm -f "$pidfile"
@@ -124,11 +132,9 @@ clean_all() {
 leftovers() {
     local left pid
     left=$(our_namespaces | tr '\n' ' ')
-    if [ -f "$pidfile" ]; then
-        while read -r pid; do
-            grep -qE '^imgpipe' "/proc/$pid/comm" 2>/dev/null && left+="pid $pid "
-        done <"$pidfile"
-    fi
+    for pid in $(our_pids); do
+        left+="pid $pid "
+    done
     echo "$left"
 }
 
@@ -137,7 +143,7 @@ finished=0
 on_exit() {
     local rc=$?
     clean_all
-    if [ $finished -eq 0 ]; then
+    if [ "$finished" -eq 0 ]; then
         # Interrupted or died before the summary: say so and fail.
         [ -n "$work" ] && echo "logs: $work"
         echo "FAIL: the run stopped early (exit $rc)"
@@ -148,6 +154,37 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# finish: clean up and check that nothing is left, then the count line;
+# exits 0 when every check passed.
+finish() {
+    clean_all
+    local left
+    left=$(leftovers)
+    # Nothing of ours lives in the root namespace; a veth end there would
+    # mean a host's namespace went while its link stayed.
+    if [ -z "$left" ] && ! ip link show 2>/dev/null | grep -qE ' v-(broker|front|r1|r2|rogue)[@:]'; then
+        ok "cleaned up: no namespace, veth, bridge or process of this run left"
+    else
+        fail "left behind: $left $(ip -br link show 2>/dev/null | grep -E '^v-' | tr '\n' ' ')"
+    fi
+    finished=1
+    if [ $failed -eq 0 ] && [ -z "${KEEP:-}" ]; then
+        rm -rf "$work"
+    else
+        echo "logs: $work"
+    fi
+    echo "$passed passed, $failed failed"
+    [ $failed -eq 0 ]
+    exit
+}
+
+# abort WHY: a check the rest depend on failed; count it and stop.
+abort() {
+    fail "$*"
+    echo "note: the checks after this one need it; stopping here"
+    finish
+}
 
 if [ -n "$(leftovers)" ]; then
     echo "note: leftovers of an earlier run: $(leftovers)— removing them"
@@ -175,7 +212,7 @@ if cc -O2 -o "$gen" "$top/tests/cluster/mkimages.c" $(pkg-config --cflags --libs
         2>"$work/mkimages-build.log"; then
     "$gen" "$work/in" "$images" >"$work/inputs.txt" 2>"$work/mkimages.log" &
     gen_pid=$!
-    echo "$gen_pid" >>"$pidfile"
+    record_pid "$gen_pid"
 else
     fail "could not build tests/cluster/mkimages.c: $(head -3 "$work/mkimages-build.log")"
 fi
@@ -220,8 +257,7 @@ reach() {
 if make_network 2>"$work/network.log"; then
     ok "hosts made: ${hosts[*]} on a bridge in $net, 10.77.0.0/24"
 else
-    fail "could not make the hosts: $(tr '\n' ' ' <"$work/network.log")"
-    finished=1; clean_all; echo "$passed passed, $failed failed"; exit 1
+    abort "could not make the hosts: $(tr '\n' ' ' <"$work/network.log")"
 fi
 all_reach=1
 for h in broker r1 r2 rogue; do
@@ -278,7 +314,7 @@ start() {
     ip netns exec "$(ns "$h")" unshare --uts \
         sh -c 'hostname "$0" && exec "$@"' "imgp-$h" "$@" >"$log" 2>&1 &
     pid_of[$h]=$!
-    echo "$!" >>"$pidfile"
+    record_pid "$!"
 }
 
 # wait_for SECONDS COMMAND...: until COMMAND succeeds, polled every 50 ms,
@@ -292,17 +328,26 @@ wait_for() {
     done
 }
 
+# up HOST COMMAND...: COMMAND succeeds while HOST's program still runs;
+# fails at once when the program has died (so waits do not run out).
+up() {
+    local h=$1
+    shift
+    "$@" && return 0
+    alive "${pid_of[$h]}" || return 0      # dead: stop waiting, checked after
+    return 1
+}
+
 logged() { grep -qsE -- "$2" "$work/$1.log"; }
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat")" != Z ]; }
 
 b=${addr[broker]}
 start broker "$work/broker.log" "$build/broker/imgpipe-broker" \
     --intake "tcp://$b:5571" --status "tcp://$b:5572" --jobs "tcp://$b:5573" "${results[@]}" \
     --data-dir "$work/spool" "${broker_keys[@]}"
-if wait_for 10 logged broker 'event=started'; then
+if wait_for 10 up broker logged broker 'event=started' && alive "${pid_of[broker]}"; then
     ok "broker started in imgp-broker on $b"
 else
-    fail "broker did not start: $(tail -3 "$work/broker.log" | tr '\n' ' ')"
+    abort "broker did not start: $(tail -3 "$work/broker.log" | tr '\n' ' ')"
 fi
 
 resizer_args() {
@@ -326,11 +371,12 @@ start r1 "$work/r1.log" "$build/resizer/imgpipe-resizer" $(resizer_args r1)
 start r2 "$work/r2.log" "$build/resizer/imgpipe-resizer" $(resizer_args r2)
 # "ready": the resizer's READY (credit-based jobs link); "joined": a
 # resizer first heard by a heartbeat (older builds, and peers without READY).
-if wait_for 15 logged broker 'worker=r1-[^ ]* event=(ready|joined)' \
-   && wait_for 15 logged broker 'worker=r2-[^ ]* event=(ready|joined)'; then
+if wait_for 15 up r1 logged broker 'worker=r1-[^ ]* event=(ready|joined)' \
+   && wait_for 15 up r2 logged broker 'worker=r2-[^ ]* event=(ready|joined)' \
+   && alive "${pid_of[r1]}" && alive "${pid_of[r2]}"; then
     ok "r1 and r2 joined the broker from their hosts"
 else
-    fail "r1 and r2 did not both join: $(grep -E 'event=(ready|joined)' "$work/broker.log" | tr '\n' ' ')"
+    abort "r1 and r2 did not both join: $(grep -E 'event=(ready|joined)' "$work/broker.log" | tr '\n' ' ')"
 fi
 
 front_url="http://${addr[front]}:8080"
@@ -341,10 +387,10 @@ ready() {
     [ "$(ip netns exec imgp-front curl -s -o /dev/null -w '%{http_code}' \
          "$front_url/readyz")" = 200 ]
 }
-if wait_for 15 ready; then
+if wait_for 15 up front ready && alive "${pid_of[front]}"; then
     ok "frontend in imgp-front ready at $front_url (broker answers, a resizer is live)"
 else
-    fail "frontend not ready at $front_url: $(tail -3 "$work/front.log" | tr '\n' ' ')"
+    abort "frontend not ready at $front_url: $(tail -3 "$work/front.log" | tr '\n' ' ')"
 fi
 
 # ---------------------------------------------------------------------------
@@ -378,7 +424,7 @@ cut_ready() {
 if [ -n "$gen_pid" ] && wait "$gen_pid"; then
     ok "input tree: $(wc -l <"$work/inputs.txt") images in $(find "$work/in" -type d | wc -l) folders, $(du -sh "$work/in" | cut -f1)"
 else
-    fail "mkimages: $(head -3 "$work/mkimages.log" 2>/dev/null)"
+    abort "mkimages: $(head -3 "$work/mkimages.log" 2>/dev/null)"
 fi
 
 out="$work/out"
@@ -386,7 +432,7 @@ t0=$(now_ms)
 ip netns exec imgp-front "$cli" batch "$work/in" -o "$out" --parallel 8 --url "$front_url" \
     >"$work/batch.log" 2>&1 &
 batch_pid=$!
-echo "$batch_pid" >>"$pidfile"
+record_pid "$batch_pid"
 
 cut_at=""
 batch_alive() { alive "$batch_pid"; }
@@ -555,22 +601,5 @@ cluster=$(ip netns exec imgp-front curl -s "$front_url/v1/cluster")
 [ -n "$cluster" ] && figure "GET /v1/cluster at the end: $(echo "$cluster" | head -c 600)"
 
 # ---------------------------------------------------------------------------
-# Cleanup, checked
 
-kill -TERM "${pid_of[broker]}" 2>/dev/null   # the rest go in clean_all
-clean_all
-left=$(leftovers)
-if [ -z "$left" ] && ! ip link show 2>/dev/null | grep -qE 'v-(broker|front|r1|r2|rogue)|br0'; then
-    ok "cleaned up: no namespace, veth, bridge or process of this run left"
-else
-    fail "left behind: $left"
-fi
-
-finished=1
-if [ $failed -eq 0 ] && [ -z "${KEEP:-}" ]; then
-    rm -rf "$work"
-else
-    echo "logs: $work"
-fi
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish
