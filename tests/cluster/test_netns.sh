@@ -393,6 +393,22 @@ else
     abort "frontend not ready at $front_url: $(tail -3 "$work/front.log" | tr '\n' ' ')"
 fi
 
+# The cluster view (GET /v1/cluster), where this build serves the list of
+# resizers: r1 and r2 at their hosts' addresses, the rogue nowhere.
+cluster_get() { ip netns exec imgp-front curl -s "$front_url/v1/cluster"; }
+cluster=$(cluster_get)
+if echo "$cluster" | jq -e '.resizers | type == "array"' >/dev/null 2>&1; then
+    view=$(echo "$cluster" | jq -r '.resizers[] | "\(.name | sub("-[0-9a-f]+$"; "")) \(.address // "-") \(.host // "-")"' | sort)
+    if [ "$view" = "r1 ${addr[r1]} imgp-r1
+r2 ${addr[r2]} imgp-r2" ]; then
+        ok "GET /v1/cluster lists r1 at ${addr[r1]} (host imgp-r1) and r2 at ${addr[r2]} (imgp-r2), no rogue"
+    else
+        fail "GET /v1/cluster: expected r1 and r2 at their addresses and hosts, got: $(echo "$view" | tr '\n' ';')"
+    fi
+else
+    echo "note: GET /v1/cluster lists no resizers in this build: ${cluster:0:200}"
+fi
+
 # ---------------------------------------------------------------------------
 # The batch run, and the cut
 
@@ -556,8 +572,19 @@ done
 # Figures
 
 figure "images $(wc -l <"$work/inputs.txt" 2>/dev/null), $(du -sh "$work/in" | cut -f1); batch $(( (t1 - t0) / 1000 )).$(( (t1 - t0) % 1000 / 100 )) s, --parallel 8"
-[ -f "$report" ] && figure "report's worker column: $(jq -r '.worker // "none" | sub("-[0-9a-f]+$"; "")' \
-                                "$report" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')"
+if [ -f "$report" ]; then
+    workers=$(jq -r '.worker // "none" | sub("-[0-9a-f]+$"; "")' "$report" | sort | uniq -c \
+                  | awk '{printf "%s%s %s", n++ ? ", " : "", $2, $1}')
+    figure "report's worker column: $workers"
+    # Where the frontend says who made each thumbnail, only r1 and r2 did.
+    if [ -n "$(jq -r '.worker // empty' "$report")" ]; then
+        if jq -r '.worker // "none"' "$report" | grep -qvE '^r[12]-'; then
+            fail "report: thumbnails not made by r1 or r2: $workers"
+        else
+            ok "report: every thumbnail made by r1 or r2 ($workers)"
+        fi
+    fi
+fi
 figure "per host: r1 $(done_by r1) (before the cut ${r1_before:-?}, after ${r1_after:-?}), r2 $(done_by r2) (before ${r2_before:-?}, after ${r2_after:-?}), rogue $(done_by rogue)"
 if [ -n "$cut_at" ]; then
     cut_ms=$(ms_of "$cut_at")
@@ -597,8 +624,8 @@ if [ -n "$cut_at" ]; then
         figure "no job was re-queued after the cut (r1 held none the broker knew of)"
     fi
 fi
-cluster=$(ip netns exec imgp-front curl -s "$front_url/v1/cluster")
-[ -n "$cluster" ] && figure "GET /v1/cluster at the end: $(echo "$cluster" | head -c 600)"
+cluster=$(cluster_get)
+[ -n "$cluster" ] && figure "GET /v1/cluster at the end: ${cluster:0:600}"
 
 # ---------------------------------------------------------------------------
 
