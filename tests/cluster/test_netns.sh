@@ -58,7 +58,11 @@ ns() { echo "imgp-$1"; }
 # Can this machine make hosts at all?
 
 [ "$(id -u)" -eq 0 ] || skip "not root: network namespaces need root"
-command -v ip >/dev/null || skip "no ip command (iproute2)"
+# deploy/deps.sh --test installs these; without them this cannot run.
+for tool in ip:iproute2 curl:curl jq:jq unshare:util-linux flock:util-linux \
+            pkg-config:pkg-config cc:gcc; do
+    command -v "${tool%%:*}" >/dev/null || skip "no ${tool%%:*} command (Debian package ${tool#*:})"
+done
 for exe in broker/imgpipe-broker resizer/imgpipe-resizer http-frontend/imgpipe-frontend \
            client/imgpipe; do
     if [ ! -x "$build/$exe" ]; then
