@@ -505,26 +505,35 @@ else
     fi
 fi
 
-# The output tree mirrors the input: INPUT/a/b.jpg -> OUT/a/b.png, a PNG.
+# The output tree mirrors the input: INPUT/a/b.jpg -> OUT/a/b.png, a PNG
+# thumbnail (IHDR within the default 100x100 box), and holds nothing else
+# but the report and the batch's own state file (no temporary file left).
 absent=() bad=()
 while IFS= read -r rel; do
     o="$out/${rel%.*}.png"
     if [ ! -f "$o" ]; then
         absent+=("$rel")
-    elif [ "$(head -c 8 "$o" | od -An -tx1 | tr -d ' \n')" != 89504e470d0a1a0a ]; then
+        continue
+    fi
+    head24=$(head -c 24 "$o" | od -An -tx1 | tr -d ' \n')
+    w=$((16#${head24:32:8})) h=$((16#${head24:40:8}))
+    if [ "${head24:0:16}" != 89504e470d0a1a0a ] || [ "${head24:24:8}" != 49484452 ] \
+       || [ "$w" -lt 1 ] || [ "$w" -gt 100 ] || [ "$h" -lt 1 ] || [ "$h" -gt 100 ]; then
         bad+=("$rel")
     fi
 done <"$work/inputs.txt"
 if [ ${#absent[@]} -eq 0 ] && [ ${#bad[@]} -eq 0 ]; then
-    ok "output tree complete: a PNG per input at its mirrored path"
+    ok "output tree complete: a PNG thumbnail (at most 100x100) per input at its mirrored path"
 else
-    fail "output tree: ${#absent[@]} missing (${absent[*]:0:3}), ${#bad[@]} not PNG (${bad[*]:0:3})"
+    fail "output tree: ${#absent[@]} missing (${absent[*]:0:3}), ${#bad[@]} not a PNG thumbnail (${bad[*]:0:3})"
 fi
-partial=$(find "$out" -type f \( -name '*.tmp' -o -name '.*tmp*' \) | head -3)
-if [ -z "$partial" ]; then
-    ok "no temporary files left in the output tree"
+{ sed 's/\.[^.\/]*$/.png/' "$work/inputs.txt"; echo imgpipe-report.jsonl; } | sort >"$work/expected.txt"
+(cd "$out" 2>/dev/null && find . -type f | sed 's|^\./||' | grep -vE '^\.imgpipe-' | sort) >"$work/outputs.txt"
+extra=$(comm -13 "$work/expected.txt" "$work/outputs.txt" | head -3 | tr '\n' ' ')
+if [ -z "$extra" ]; then
+    ok "nothing else in the output tree (no temporary or stray file)"
 else
-    fail "temporary files left: $partial"
+    fail "unexpected files in the output tree: $extra"
 fi
 
 # Both hosts worked before the cut; r2 carried on alone after it.
