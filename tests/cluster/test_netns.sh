@@ -41,8 +41,10 @@ net=imgp-net
 hosts=(broker front r1 r2 rogue)
 declare -A addr=([broker]=10.77.0.2 [front]=10.77.0.3 [r1]=10.77.0.11
                  [r2]=10.77.0.12 [rogue]=10.77.0.66)
-lock=/run/lock/imgpipe-netns.lock
-pidfile=/run/lock/imgpipe-netns.pids   # our processes, for the next run to find
+run_dir=/run/lock
+[ -d "$run_dir" ] || run_dir=/tmp
+lock=$run_dir/imgpipe-netns.lock
+pidfile=$run_dir/imgpipe-netns.pids   # our processes, for the next run to find
 
 passed=0 failed=0
 ok()   { echo "ok: $*"; passed=$((passed + 1)); }
@@ -58,7 +60,8 @@ ns() { echo "imgp-$1"; }
 # Can this machine make hosts at all?
 
 [ "$(id -u)" -eq 0 ] || skip "not root: network namespaces need root"
-# deploy/deps.sh --test installs these; without them this cannot run.
+# Debian packages (deploy/deps.sh --test is where they belong); without
+# them this cannot run here.
 for tool in ip:iproute2 curl:curl jq:jq unshare:util-linux flock:util-linux \
             pkg-config:pkg-config cc:gcc; do
     command -v "${tool%%:*}" >/dev/null || skip "no ${tool%%:*} command (Debian package ${tool#*:})"
@@ -209,17 +212,14 @@ work=$(mktemp -d /tmp/imgpipe-netns.XXXXXX)
 # The input tree: real images made by libvips, in nested folders, made
 # while the hosts start (checked before the batch)
 
-gen="$work/imgpipe-mkimages"      # the name marks it ours for clean_all
-gen_pid=""
+gen="$work/imgpipe-mkimages"
 # shellcheck disable=SC2046  # pkg-config's flags split on purpose
-if cc -O2 -o "$gen" "$top/tests/cluster/mkimages.c" $(pkg-config --cflags --libs vips) \
-        2>"$work/mkimages-build.log"; then
-    "$gen" "$work/in" "$images" >"$work/inputs.txt" 2>"$work/mkimages.log" &
-    gen_pid=$!
-    record_pid "$gen_pid"
-else
-    fail "could not build tests/cluster/mkimages.c: $(head -3 "$work/mkimages-build.log")"
-fi
+cc -O2 -o "$gen" "$top/tests/cluster/mkimages.c" $(pkg-config --cflags --libs vips) \
+        2>"$work/mkimages-build.log" \
+    || abort "could not build tests/cluster/mkimages.c: $(head -3 "$work/mkimages-build.log")"
+"$gen" "$work/in" "$images" >"$work/inputs.txt" 2>"$work/mkimages.log" &
+gen_pid=$!
+record_pid "$gen_pid"
 
 # ---------------------------------------------------------------------------
 # The hosts
@@ -441,7 +441,7 @@ cut_ready() {
         && r1_holds
 }
 
-if [ -n "$gen_pid" ] && wait "$gen_pid"; then
+if wait "$gen_pid"; then
     ok "input tree: $(wc -l <"$work/inputs.txt") images in $(find "$work/in" -type d | wc -l) folders, $(du -sh "$work/in" | cut -f1)"
 else
     abort "mkimages: $(head -3 "$work/mkimages.log" 2>/dev/null)"
