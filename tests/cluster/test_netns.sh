@@ -176,6 +176,7 @@ finish() {
         fail "left behind: $left $(ip -br link show 2>/dev/null | grep -E '^v-' | tr '\n' ' ')"
     fi
     finished=1
+    figure "the whole test took $SECONDS s"
     if [ $failed -eq 0 ] && [ -z "${KEEP:-}" ]; then
         rm -rf "$work"
     else
