@@ -78,9 +78,15 @@ if ! flock -w 240 9; then
     echo "FAIL: another netns run held $lock for 4 minutes"; echo "0 passed, 1 failed"; exit 1
 fi
 
+# The kernel must also give a namespace a bridge and a veth pair.
 probe="imgp-probe-$$"
 if ! ip netns add "$probe" 2>/dev/null; then
     skip "ip netns add is refused here"
+fi
+if ! ip -n "$probe" link add br-probe type bridge 2>/dev/null \
+   || ! ip -n "$probe" link add v-probe type veth peer name v-probe2 2>/dev/null; then
+    ip netns del "$probe"
+    skip "no bridge or veth links in a network namespace here"
 fi
 ip netns del "$probe"
 
