@@ -29,6 +29,7 @@
 # (a lock); a run that finds leftovers of an earlier one removes them
 # first, and refuses to start when it cannot.
 set -uo pipefail
+export LC_ALL=C      # one sort order for sort and comm, plain messages
 
 SKIP=77
 top=$(cd "$(dirname "$0")/../.." && pwd)
