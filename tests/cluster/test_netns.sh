@@ -324,7 +324,7 @@ start() {
     shift 2
     # shellcheck disable=SC2016  # $0 and $@ are the inner shell's
     ip netns exec "$(ns "$h")" unshare --uts \
-        sh -c 'hostname "$0" && exec "$@"' "imgp-$h" "$@" >"$log" 2>&1 &
+        sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "imgp-$h" "$@" >"$log" 2>&1 &
     pid_of[$h]=$!
     record_pid "$!"
 }
