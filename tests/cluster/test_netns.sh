@@ -21,8 +21,13 @@
 # Prints one line per check, "ok: ..." or "FAIL: ...", the run's figures as
 # "figure: ..." lines, and last "N passed, N failed". Exit 0 when all
 # passed, 1 when any failed, 77 with one line "skipped: WHY" when this
-# machine allows no namespaces (not root, no iproute2, `ip netns add`
-# refused): skipped is never counted as passed.
+# machine cannot make the hosts (not root, a tool missing — iproute2, curl,
+# jq, util-linux, pkg-config, gcc —, `ip netns add` refused, no bridge or
+# veth in a namespace): skipped is never counted as passed.
+#
+# Where the build serves them, also checked: GET /v1/cluster (r1 and r2
+# at their addresses and host names, no rogue; r2 alone at the end) and
+# the report's worker column; an older build gets a "note:" line instead.
 #
 # Every namespace, veth, bridge and process the run made is removed on
 # every exit path (trap), failures and Ctrl-C included. One run at a time
