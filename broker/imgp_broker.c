@@ -116,6 +116,7 @@ typedef struct {
     imgp_peers_t *peers;                //  resizers on the jobs link, by routing id
     imgp_curve_t *curve;                //  CURVE server keys and zauth, NULL: plain
     int64_t nameless_warned;            //  monotonic ms a nameless peer was last logged
+    int64_t orphan_warned;              //  monotonic ms a key_mismatch without a peer was logged
     imgp_waiters_t *waiters;            //  STATUS/FETCH held until their job ends
     imgp_stats_t stats;                 //  counters and histograms; PONG adds the gauges
     int64_t next_tick;                  //  monotonic ms of next housekeeping
@@ -666,6 +667,35 @@ s_refuse_mismatch (s_server_t *self, imgp_msg_t *msg, const char *name)
                imgp_msg_peer_address (msg, address, sizeof address));
 }
 
+//  Refuse a message under a worker name pinned to another key: another
+//  resizer's allowed key, speaking in its name. With ROUTER_HANDOVER its
+//  connection has taken that routing id from the real one, so a JOB sent
+//  to the name now would reach it: the peer's credit goes to 0 until the
+//  real one says READY again (from its next connection). Its jobs stay
+//  held; their results count from the pinned key only. Logged once per
+//  peer with the refused key's first 8 characters, never the whole key.
+static void
+s_refuse_key (s_server_t *self, imgp_msg_t *msg, const char *name, const char *key)
+{
+    imgp_peer_t *peer = imgp_peers_lookup (self->peers, name);
+    int64_t now = zclock_mono ();
+    bool quiet = peer ? peer->key_warned
+                      : self->orphan_warned && now - self->orphan_warned < S_WARN_EVERY_MS;
+    if (peer) {
+        peer->credit = 0;
+        peer->key_warned = true;
+    }
+    else
+    if (!quiet)
+        self->orphan_warned = now;
+    if (quiet)
+        return;
+    char address [IMGP_ADDRESS_MAX + 1];
+    imgp_warn ("event=refused reason=key_mismatch worker=%s type=%s key=%.8s address=%s",
+               name, imgp_msg_type_name (msg->type), key [0] ? key : "-",
+               imgp_msg_peer_address (msg, address, sizeof address));
+}
+
 static void
 s_on_ready (imgp_peer_t *peer, imgp_msg_t *msg)
 {
@@ -791,6 +821,15 @@ s_on_jobs (s_server_t *self, imgp_msg_t *msg)
         s_refuse_mismatch (self, msg, name);
         return;
     }
+    //  The name stays with the key it came with first ("" without keys).
+    char key [IMGP_KEY_MAX + 1];
+    imgp_msg_peer_key (msg, key, sizeof key);
+    const char *pinned = imgp_peers_pinned (self->peers, name);
+    if (pinned && !streq (pinned, key)) {
+        s_refuse_key (self, msg, name, key);
+        return;
+    }
+    imgp_peers_pin (self->peers, name, key);
     bool joined;
     imgp_peer_t *peer = imgp_peers_heard (self->peers, name, zclock_mono (), &joined);
     if (joined) {
@@ -915,6 +954,12 @@ s_check_workers (s_server_t *self, int64_t now)
     }
 }
 
+static bool
+s_name_in_use (const char *name, void *arg)
+{
+    return imgp_table_names (((s_server_t *) arg)->table, name);
+}
+
 static void
 s_check_jobs (s_server_t *self, int64_t now)
 {
@@ -952,6 +997,9 @@ s_on_tick (s_server_t *self)
 {
     int64_t now = zclock_mono ();
     s_check_workers (self, now);
+    //  A lost resizer's name stays pinned to its key while jobs name it
+    //  (their late results still count), then is free for any key.
+    imgp_peers_prune (self->peers, s_name_in_use, self);
     s_check_jobs (self, now);
     s_sweep (self);
     self->next_tick = now + self->config->tick_ms;

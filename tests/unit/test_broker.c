@@ -549,16 +549,32 @@ s_broker_new (const imgp_broker_config_t *config)
     return broker;
 }
 
+//  A socket of `type` connected to `endpoint` (a wildcard address: to
+//  loopback), named `routing_id` (NULL: libzmq's), speaking CURVE with
+//  `curve`'s keys (NULL: plain).
 static zsock_t *
-s_connect (int type, const char *endpoint)
+s_socket (int type, const char *endpoint, const char *routing_id, imgp_curve_t *curve)
 {
     zsock_t *sock = zsock_new (type);
     cr_assert_not_null (sock);
+    cr_assert_eq (imgp_curve_apply (curve, sock), 0);
+    if (routing_id)
+        zsock_set_identity (sock, routing_id);
     zsock_set_rcvtimeo (sock, S_TIMEOUT_MS);
     zsock_set_sndtimeo (sock, S_TIMEOUT_MS);
     zsock_set_linger (sock, 0);
-    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    const char *any = "tcp://0.0.0.0:";
+    if (strncmp (endpoint, any, strlen (any)) == 0)
+        cr_assert_eq (zsock_connect (sock, "tcp://127.0.0.1:%s", endpoint + strlen (any)), 0);
+    else
+        cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
     return sock;
+}
+
+static zsock_t *
+s_connect (int type, const char *endpoint)
+{
+    return s_socket (type, endpoint, NULL, NULL);
 }
 
 static zsock_t *
@@ -735,24 +751,25 @@ typedef struct {
     char name [32];             //  worker name = routing id
 } s_worker_t;
 
-//  A resizer named `name` whose routing id is `routing_id`: the same for
-//  an honest one, another to play a liar.
+//  A resizer named `name` whose routing id is `routing_id` (the same for
+//  an honest one, another to play a liar), with `curve`'s keys (NULL:
+//  plain).
 static s_worker_t *
-s_worker_as (imgp_broker_t *broker, const char *name, const char *routing_id)
+s_worker_keyed (imgp_broker_t *broker, const char *name, const char *routing_id,
+                imgp_curve_t *curve)
 {
     s_worker_t *self = calloc (1, sizeof *self);
     cr_assert_not_null (self);
     snprintf (self->name, sizeof self->name, "%s", name);
-    self->dealer = zsock_new (ZMQ_DEALER);
-    cr_assert_not_null (self->dealer);
-    if (routing_id)
-        zsock_set_identity (self->dealer, routing_id);
-    zsock_set_rcvtimeo (self->dealer, S_TIMEOUT_MS);
-    zsock_set_sndtimeo (self->dealer, S_TIMEOUT_MS);
-    zsock_set_linger (self->dealer, 0);
-    cr_assert_eq (zsock_connect (self->dealer, "%s",
-                                 imgp_broker_endpoint (broker, IMGP_BROKER_JOBS)), 0);
+    self->dealer = s_socket (ZMQ_DEALER, imgp_broker_endpoint (broker, IMGP_BROKER_JOBS),
+                             routing_id, curve);
     return self;
+}
+
+static s_worker_t *
+s_worker_as (imgp_broker_t *broker, const char *name, const char *routing_id)
+{
+    return s_worker_keyed (broker, name, routing_id, NULL);
 }
 
 static s_worker_t *
@@ -2586,20 +2603,45 @@ Test (broker, beyond_loopback_needs_keys_or_insecure)
 //  Keys: with CURVE on, a resizer with an allowed key works, a plain peer
 //  is never even a peer
 
+static char s_secret [160];                 //  the broker's secret file, keyed tests
+static char s_clients [128];                //  the allowed clients' dir, keyed tests
+
+//  A config with keys on: the broker's in s_dir/broker, an empty clients
+//  dir s_dir/clients for s_client_keys to fill.
+static imgp_broker_config_t
+s_keyed_config (void)
+{
+    snprintf (s_secret, sizeof s_secret, "%s/broker_secret", s_dir);
+    snprintf (s_clients, sizeof s_clients, "%s/clients", s_dir);
+    cr_assert_eq (mkdir (s_clients, 0700), 0);
+    char server [128], error [256] = "";
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    imgp_broker_config_t config = s_config ();
+    config.curve_secret = s_secret;
+    config.curve_clients = s_clients;
+    return config;
+}
+
+//  An allowed client key `name` (in the clients dir) and that client's
+//  side of CURVE with it, to be destroyed.
+static imgp_curve_t *
+s_client_keys (const char *name)
+{
+    char server [128], client [192], secret [224];
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    snprintf (client, sizeof client, "%s/%s", s_clients, name);
+    snprintf (secret, sizeof secret, "%s_secret", client);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_curve_t *curve = imgp_curve_client_new (secret, server);
+    cr_assert_not_null (curve);
+    return curve;
+}
+
 Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
 {
-    char server [128], client [192], secret [160], clients [128];
-    snprintf (server, sizeof server, "%s/broker", s_dir);
-    snprintf (clients, sizeof clients, "%s/clients", s_dir);
-    snprintf (client, sizeof client, "%s/resizer", clients);
-    cr_assert_eq (mkdir (clients, 0700), 0);
-    char error [256] = "";
-    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
-    imgp_broker_config_t config = s_config ();
-    snprintf (secret, sizeof secret, "%s_secret", server);
-    config.curve_secret = secret;
-    config.curve_clients = clients;
+    imgp_broker_config_t config = s_keyed_config ();
     config.jobs = "tcp://0.0.0.0:*";            //  beyond loopback: fine with keys
     s_rig_t *rig = s_rig_new (&config, NULL);
 
@@ -2609,35 +2651,15 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
     s_worker_ready (plain, 1, 2);
 
     //  The keyed resizer (its secret next to its public file in clients/).
-    s_worker_t *keyed = calloc (1, sizeof *keyed);
-    cr_assert_not_null (keyed);
-    snprintf (keyed->name, sizeof keyed->name, "keyed");
-    keyed->dealer = zsock_new (ZMQ_DEALER);
-    char client_secret [224];
-    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
-    imgp_curve_t *curve = imgp_curve_client_new (client_secret, server);
-    cr_assert_not_null (curve);
-    cr_assert_eq (imgp_curve_apply (curve, keyed->dealer), 0);
-    zsock_set_identity (keyed->dealer, "keyed");
-    zsock_set_rcvtimeo (keyed->dealer, S_TIMEOUT_MS);
-    zsock_set_linger (keyed->dealer, 0);
-    const char *jobs = imgp_broker_endpoint (rig->broker, IMGP_BROKER_JOBS);
-    const char *port = strrchr (jobs, ':');
-    cr_assert_not_null (port);
-    cr_assert_eq (zsock_connect (keyed->dealer, "tcp://127.0.0.1%s", port), 0);
+    imgp_curve_t *curve = s_client_keys ("resizer");
+    s_worker_t *keyed = s_worker_keyed (rig->broker, "keyed", "keyed", curve);
     rig->worker = keyed;
 
     //  The keyed ones on intake and status too: the rig's REQs are plain.
-    zsock_t *intake = zsock_new (ZMQ_REQ), *status = zsock_new (ZMQ_REQ);
-    cr_assert_eq (imgp_curve_apply (curve, intake) | imgp_curve_apply (curve, status), 0);
-    zsock_set_rcvtimeo (intake, S_TIMEOUT_MS);
-    zsock_set_rcvtimeo (status, S_TIMEOUT_MS);
-    zsock_set_linger (intake, 0);
-    zsock_set_linger (status, 0);
-    cr_assert_eq (zsock_connect (intake, "%s", imgp_broker_endpoint (rig->broker,
-                                                                     IMGP_BROKER_INTAKE)), 0);
-    cr_assert_eq (zsock_connect (status, "%s", imgp_broker_endpoint (rig->broker,
-                                                                     IMGP_BROKER_STATUS)), 0);
+    zsock_t *intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_INTAKE),
+                                NULL, curve);
+    zsock_t *status = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_STATUS),
+                                NULL, curve);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
     s_submit_ok (intake, id, 10);
@@ -2663,4 +2685,81 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
     s_worker_destroy (&plain);
     s_rig_destroy (&rig);
     imgp_curve_destroy (&curve);
+}
+
+//  Two allowed keys: the second connects under the first's worker name
+//  (ROUTER_HANDOVER gives it that routing id and leaves the first's
+//  connection mute). Its READY and results are refused, the name gets no
+//  JOB until the real one says READY again from a new connection, and
+//  the real one finishes its work.
+Test (broker, allowed_key_cannot_take_another_resizers_name)
+{
+    imgp_broker_config_t config = s_keyed_config ();
+    imgp_curve_t *alice = s_client_keys ("alice");
+    imgp_curve_t *mallory = s_client_keys ("mallory");
+    config.heartbeat_timeout_ms = 60000;    //  the real one is never lost here
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    zsock_t *intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_INTAKE),
+                                NULL, alice);
+    zsock_t *status = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_STATUS),
+                                NULL, alice);
+
+    //  The real w1 (two slots) takes a job and starts it; one credit left.
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
+    char first [IMGP_ID_LEN + 1], second [IMGP_ID_LEN + 1];
+    s_new_id (first);
+    s_submit_ok (intake, first, 10);
+    s_worker_ready (rig->worker, 2, 2);
+    imgp_msg_t *job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
+    cr_assert_not_null (job);
+    cr_assert_str_eq (job->id, first);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, first, attempt);
+    imgp_msg_t *info = s_wait_state (status, first, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+    s_wait_credit (status, "w1", 1);
+
+    //  Mallory, allowed, comes as w1: claims the job done, asks for work.
+    //  Her READY, read after her DONE, takes the name's credit away.
+    s_worker_t *impostor = s_worker_keyed (rig->broker, "w1", "w1", mallory);
+    s_worker_done (impostor, first, attempt, "forged");
+    s_worker_ready (impostor, 1, 5);
+    s_wait_credit (status, "w1", 0);
+    info = s_ask (status, IMGP_MSG_STATUS, first);
+    cr_assert_eq (info->state, IMGP_STATE_PROCESSING, "the impostor decided the job");
+    cr_assert_str_eq (info->worker, "w1");
+    imgp_msg_destroy (&info);
+    s_new_id (second);
+    s_submit_ok (intake, second, 10);
+    job = s_worker_poll_job (impostor, 1000);
+    cr_assert_null (job, "the impostor got job %s", job ? job->id : "");
+    info = s_ask (status, IMGP_MSG_STATUS, second);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&impostor);
+
+    //  The real one connects again (handover: the name is its own again);
+    //  its READY (one slot free) brings the second job, and both its
+    //  results count.
+    s_worker_destroy (&rig->worker);
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
+    s_worker_ready (rig->worker, 2, 1);
+    job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
+    cr_assert_not_null (job, "the real one got no job");
+    cr_assert_str_eq (job->id, second);
+    int second_attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_done (rig->worker, first, attempt, "first");
+    s_worker_done (rig->worker, second, second_attempt, "second");
+    info = s_wait_state (status, second, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, first, "first");
+    s_expect_thumbnail (status, second, "second");
+
+    zsock_destroy (&intake);
+    zsock_destroy (&status);
+    s_rig_destroy (&rig);
+    imgp_curve_destroy (&alice);
+    imgp_curve_destroy (&mallory);
 }

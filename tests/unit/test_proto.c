@@ -1421,6 +1421,8 @@ Test (sockets, dealer_router_ready_names_and_address)
     cr_expect_str_eq (imgp_msg_routing_name (got), "r1-host:42");
     char address [IMGP_ADDRESS_MAX + 1];
     cr_expect_str_eq (imgp_msg_peer_address (got, address, sizeof address), "127.0.0.1");
+    char key [IMGP_KEY_MAX + 1];
+    cr_expect_str_eq (imgp_msg_peer_key (got, key, sizeof key), "", "no keys, no key");
 
     //  a JOB back to that peer by its name
     imgp_msg_t *job = s_job_new (1, 10, 3, NULL);
