@@ -1144,12 +1144,6 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
         zsock_set_heartbeat_ivl (sock, S_PEER_HEARTBEAT_MS);
         zsock_set_heartbeat_timeout (sock, (int) self->config->heartbeat_timeout_ms);
     }
-    if (!self->curve && !self->config->insecure && !imgp_curve_endpoint_local (endpoint)) {
-        imgp_error ("event=bind_refused socket=%s endpoint=%s reason=\"not a loopback address "
-                    "and no CURVE keys: give --curve-secret and --curve-clients, or --insecure\"",
-                    s_socket_names [which], endpoint);
-        return -1;
-    }
     if (zsock_bind (sock, "%s", endpoint) == -1) {
         imgp_error ("event=bind_failed socket=%s endpoint=%s error=\"%s\"",
                     s_socket_names [which], endpoint, zmq_strerror (zmq_errno ()));
@@ -1184,14 +1178,8 @@ s_curve_new (s_server_t *self)
 {
     const char *secret = self->config->curve_secret;
     const char *clients = self->config->curve_clients;
-    bool has_secret = secret && secret [0], has_clients = clients && clients [0];
-    if (!has_secret && !has_clients)
-        return 0;
-    if (has_secret != has_clients) {
-        imgp_error ("event=start_failed reason=\"--curve-secret and --curve-clients go "
-                    "together: give both or neither\"");
-        return -1;
-    }
+    if (!secret || !secret [0] || !clients || !clients [0])
+        return 0;               //  imgp_broker_config_check took "both or neither"
     self->curve = imgp_curve_server_new (secret, clients);
     return self->curve ? 0 : -1;
 }
@@ -1335,6 +1323,28 @@ s_keep (imgp_broker_t *self, int slot, const char *text)
     return self->strings [slot];
 }
 
+int
+imgp_broker_config_check (const imgp_broker_config_t *config)
+{
+    assert (config);
+    const char *secret = config->curve_secret, *clients = config->curve_clients;
+    bool has_secret = secret && secret [0], has_clients = clients && clients [0];
+    if (has_secret != has_clients) {
+        imgp_error ("event=start_failed reason=\"--curve-secret and --curve-clients go "
+                    "together: give both or neither\"");
+        return -1;
+    }
+    const char *endpoints [S_SOCKETS] = { config->intake, config->status, config->jobs };
+    for (int which = 0; which < S_SOCKETS; which++)
+        if (!has_secret && !config->insecure && !imgp_curve_endpoint_local (endpoints [which])) {
+            imgp_error ("event=bind_refused socket=%s endpoint=%s reason=\"not a loopback "
+                        "address and no CURVE keys: give --curve-secret and --curve-clients, "
+                        "or --insecure\"", s_socket_names [which], endpoints [which]);
+            return -1;
+        }
+    return 0;
+}
+
 imgp_broker_t *
 imgp_broker_new (const imgp_broker_config_t *config)
 {
@@ -1342,6 +1352,8 @@ imgp_broker_new (const imgp_broker_config_t *config)
     //  A JOB carries at most this many attempts (PROTOCOL.md 3.2).
     assert (config->max_attempts >= 1 && config->max_attempts <= IMGP_ATTEMPTS_MAX);
     assert (config->tick_ms >= 0);
+    if (imgp_broker_config_check (config))
+        return NULL;
     imgp_broker_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
