@@ -344,6 +344,46 @@ Test (peers, silent_peers_are_not_chosen_and_are_lost)
     imgp_peers_destroy (&peers);
 }
 
+//  The names `s_in_use` says jobs still name (a NULL-ended list).
+static bool
+s_in_use (const char *name, void *arg)
+{
+    for (const char **names = (const char **) arg; *names; names++)
+        if (streq (*names, name))
+            return true;
+    return false;
+}
+
+Test (peers, a_name_stays_with_its_first_key_while_it_is_in_use)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    cr_assert_null (imgp_peers_pinned (peers, "w1"));
+    imgp_peers_pin (peers, "w1", "key-a");
+    imgp_peers_pin (peers, "w1", "key-b");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-a", "the first key stays");
+    imgp_peers_pin (peers, "w2", "");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w2"), "", "no keys: the empty key");
+    s_peer (peers, "w1", 1, 2, 0);
+    s_peer (peers, "w2", 1, 2, 0);
+
+    //  With a peer the pin stays, whatever jobs say.
+    const char *none [] = { NULL }, *w1_jobs [] = { "w1", NULL };
+    imgp_peers_prune (peers, s_in_use, none);
+    cr_assert_not_null (imgp_peers_pinned (peers, "w1"));
+    cr_assert_not_null (imgp_peers_pinned (peers, "w2"));
+    //  Gone: the pin stays while a job names the worker, then goes.
+    imgp_peers_remove (peers, "w1");
+    imgp_peers_remove (peers, "w2");
+    imgp_peers_prune (peers, s_in_use, w1_jobs);
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-a");
+    cr_assert_null (imgp_peers_pinned (peers, "w2"));
+    imgp_peers_prune (peers, s_in_use, none);
+    cr_assert_null (imgp_peers_pinned (peers, "w1"));
+    imgp_peers_pin (peers, "w1", "key-b");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-b", "a free name takes a new key");
+    imgp_peers_destroy (&peers);
+}
+
 //  =====================================================================
 //  Spool
 
@@ -2639,6 +2679,20 @@ s_client_keys (const char *name)
     return curve;
 }
 
+//  A rig whose REQs on intake and status speak CURVE with `curve`.
+static s_rig_t *
+s_rig_keyed (const imgp_broker_config_t *config, imgp_curve_t *curve)
+{
+    s_rig_t *self = s_rig_new (config, NULL);
+    zsock_destroy (&self->intake);
+    zsock_destroy (&self->status);
+    self->intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (self->broker, IMGP_BROKER_INTAKE),
+                             NULL, curve);
+    self->status = s_socket (ZMQ_REQ, imgp_broker_endpoint (self->broker, IMGP_BROKER_STATUS),
+                             NULL, curve);
+    return self;
+}
+
 Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
 {
     imgp_broker_config_t config = s_keyed_config ();
@@ -2687,6 +2741,33 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
     imgp_curve_destroy (&curve);
 }
 
+//  Keys on, two allowed: alice's (the rig's REQs, and its worker w1) and
+//  mallory's; a resizer is lost after `heartbeat_timeout_ms` of silence.
+typedef struct {
+    s_rig_t *rig;
+    imgp_curve_t *alice;
+    imgp_curve_t *mallory;
+} s_two_keys_t;
+
+static void
+s_two_keys_start (s_two_keys_t *self, int64_t heartbeat_timeout_ms)
+{
+    imgp_broker_config_t config = s_keyed_config ();
+    config.heartbeat_timeout_ms = heartbeat_timeout_ms;
+    self->alice = s_client_keys ("alice");
+    self->mallory = s_client_keys ("mallory");
+    self->rig = s_rig_keyed (&config, self->alice);
+    self->rig->worker = s_worker_keyed (self->rig->broker, "w1", "w1", self->alice);
+}
+
+static void
+s_two_keys_end (s_two_keys_t *self)
+{
+    s_rig_destroy (&self->rig);
+    imgp_curve_destroy (&self->alice);
+    imgp_curve_destroy (&self->mallory);
+}
+
 //  Two allowed keys: the second connects under the first's worker name
 //  (ROUTER_HANDOVER gives it that routing id and leaves the first's
 //  connection mute). Its READY and results are refused, the name gets no
@@ -2694,18 +2775,13 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
 //  the real one finishes its work.
 Test (broker, allowed_key_cannot_take_another_resizers_name)
 {
-    imgp_broker_config_t config = s_keyed_config ();
-    imgp_curve_t *alice = s_client_keys ("alice");
-    imgp_curve_t *mallory = s_client_keys ("mallory");
-    config.heartbeat_timeout_ms = 60000;    //  the real one is never lost here
-    s_rig_t *rig = s_rig_new (&config, NULL);
-    zsock_t *intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_INTAKE),
-                                NULL, alice);
-    zsock_t *status = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_STATUS),
-                                NULL, alice);
+    s_two_keys_t keys;
+    s_two_keys_start (&keys, 60000);        //  the real one is never lost here
+    s_rig_t *rig = keys.rig;
+    zsock_t *intake = rig->intake, *status = rig->status;
+    imgp_curve_t *mallory = keys.mallory;
 
     //  The real w1 (two slots) takes a job and starts it; one credit left.
-    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
     char first [IMGP_ID_LEN + 1], second [IMGP_ID_LEN + 1];
     s_new_id (first);
     s_submit_ok (intake, first, 10);
@@ -2743,7 +2819,7 @@ Test (broker, allowed_key_cannot_take_another_resizers_name)
     //  its READY (one slot free) brings the second job, and both its
     //  results count.
     s_worker_destroy (&rig->worker);
-    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", keys.alice);
     s_worker_ready (rig->worker, 2, 1);
     job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
     cr_assert_not_null (job, "the real one got no job");
@@ -2757,9 +2833,53 @@ Test (broker, allowed_key_cannot_take_another_resizers_name)
     s_expect_thumbnail (status, first, "first");
     s_expect_thumbnail (status, second, "second");
 
-    zsock_destroy (&intake);
-    zsock_destroy (&status);
-    s_rig_destroy (&rig);
-    imgp_curve_destroy (&alice);
-    imgp_curve_destroy (&mallory);
+    s_two_keys_end (&keys);
+}
+
+//  A worker lost with a job out: the job goes back to the queue still
+//  naming it (its late result would count), and so does its key. Another
+//  allowed key under that name is refused; the real one, back, finishes.
+Test (broker, a_lost_workers_name_keeps_its_key_while_a_job_names_it)
+{
+    s_two_keys_t keys;
+    s_two_keys_start (&keys, 300);
+    s_rig_t *rig = keys.rig;
+    zsock_t *intake = rig->intake, *status = rig->status;
+    imgp_curve_t *alice = keys.alice, *mallory = keys.mallory;
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, id, attempt);
+    //  w1 goes silent: lost, its job queued again.
+    s_wait_resizers (status, 0);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_QUEUED);
+    cr_assert_str_eq (info->worker, "w1");
+    imgp_msg_destroy (&info);
+
+    //  Mallory as w1: her STARTED and DONE for the job, her READY: all
+    //  refused, she gets nothing and is not a resizer.
+    s_worker_t *impostor = s_worker_keyed (rig->broker, "w1", "w1", mallory);
+    s_worker_started (impostor, id, attempt);
+    s_worker_done (impostor, id, attempt, "forged");
+    s_worker_ready (impostor, 1, 2);
+    job = s_worker_poll_job (impostor, 500);
+    cr_assert_null (job, "the impostor got job %s", job ? job->id : "");
+    cr_assert_eq (s_stats (status).resizers, 0, "the impostor became a resizer");
+    info = s_ask (status, IMGP_MSG_STATUS, id);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED, "the impostor moved the job");
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&impostor);
+
+    //  The real w1 connects again: its late DONE for that attempt counts.
+    s_worker_destroy (&rig->worker);
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
+    s_worker_done (rig->worker, id, attempt, "late");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, "late");
+
+    s_two_keys_end (&keys);
 }
