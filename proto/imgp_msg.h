@@ -206,8 +206,10 @@ char *imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size);
 //  that sent a message received on a ROUTER: libzmq's "User-Id" property,
 //  which zauth sets to the key it let in. "" when there is none (no keys,
 //  ipc, inproc, a message not received), so without keys every sender
-//  has the same key, "". Returns `dst`. Who a peer is, for the broker's
-//  check that a worker name stays with one key; never log it whole.
+//  has the same key, "". Cut to fit `size` (9: the 8-character start, a
+//  fingerprint fit for logs; never log a key whole). Returns `dst`. Who
+//  a peer is, for the broker's check that a worker name stays with one
+//  key.
 char *imgp_msg_peer_key (imgp_msg_t *self, char *dst, size_t size);
 
 //  The largest --max-upload-bytes any program accepts (1 GiB), so the
