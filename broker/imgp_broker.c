@@ -116,6 +116,7 @@ typedef struct {
     imgp_peers_t *peers;                //  resizers on the jobs link, by routing id
     imgp_curve_t *curve;                //  CURVE server keys and zauth, NULL: plain
     int64_t nameless_warned;            //  monotonic ms a nameless peer was last logged
+    int64_t orphan_warned;              //  monotonic ms a key_mismatch without a peer was logged
     imgp_waiters_t *waiters;            //  STATUS/FETCH held until their job ends
     imgp_stats_t stats;                 //  counters and histograms; PONG adds the gauges
     int64_t next_tick;                  //  monotonic ms of next housekeeping
@@ -666,6 +667,35 @@ s_refuse_mismatch (s_server_t *self, imgp_msg_t *msg, const char *name)
                imgp_msg_peer_address (msg, address, sizeof address));
 }
 
+//  Refuse a message under a worker name pinned to another key: another
+//  resizer's allowed key, speaking in its name. With ROUTER_HANDOVER its
+//  connection has taken that routing id from the real one, so a JOB sent
+//  to the name now would reach it: the peer's credit goes to 0 until the
+//  real one says READY again (from its next connection). Its jobs stay
+//  held; their results count from the pinned key only. Logged once per
+//  peer with the refused key's first 8 characters, never the whole key.
+static void
+s_refuse_key (s_server_t *self, imgp_msg_t *msg, const char *name, const char *key)
+{
+    imgp_peer_t *peer = imgp_peers_lookup (self->peers, name);
+    int64_t now = zclock_mono ();
+    bool quiet = peer ? peer->key_warned
+                      : self->orphan_warned && now - self->orphan_warned < S_WARN_EVERY_MS;
+    if (peer) {
+        peer->credit = 0;
+        peer->key_warned = true;
+    }
+    else
+    if (!quiet)
+        self->orphan_warned = now;
+    if (quiet)
+        return;
+    char address [IMGP_ADDRESS_MAX + 1];
+    imgp_warn ("event=refused reason=key_mismatch worker=%s type=%s key=%.8s address=%s",
+               name, imgp_msg_type_name (msg->type), key [0] ? key : "-",
+               imgp_msg_peer_address (msg, address, sizeof address));
+}
+
 static void
 s_on_ready (imgp_peer_t *peer, imgp_msg_t *msg)
 {
@@ -791,6 +821,15 @@ s_on_jobs (s_server_t *self, imgp_msg_t *msg)
         s_refuse_mismatch (self, msg, name);
         return;
     }
+    //  The name stays with the key it came with first ("" without keys).
+    char key [IMGP_KEY_MAX + 1];
+    imgp_msg_peer_key (msg, key, sizeof key);
+    const char *pinned = imgp_peers_pinned (self->peers, name);
+    if (pinned && !streq (pinned, key)) {
+        s_refuse_key (self, msg, name, key);
+        return;
+    }
+    imgp_peers_pin (self->peers, name, key);
     bool joined;
     imgp_peer_t *peer = imgp_peers_heard (self->peers, name, zclock_mono (), &joined);
     if (joined) {
@@ -915,6 +954,12 @@ s_check_workers (s_server_t *self, int64_t now)
     }
 }
 
+static bool
+s_name_in_use (const char *name, void *arg)
+{
+    return imgp_table_names (((s_server_t *) arg)->table, name);
+}
+
 static void
 s_check_jobs (s_server_t *self, int64_t now)
 {
@@ -952,6 +997,9 @@ s_on_tick (s_server_t *self)
 {
     int64_t now = zclock_mono ();
     s_check_workers (self, now);
+    //  A lost resizer's name stays pinned to its key while jobs name it
+    //  (their late results still count), then is free for any key.
+    imgp_peers_prune (self->peers, s_name_in_use, self);
     s_check_jobs (self, now);
     s_sweep (self);
     self->next_tick = now + self->config->tick_ms;
@@ -1096,12 +1144,6 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
         zsock_set_heartbeat_ivl (sock, S_PEER_HEARTBEAT_MS);
         zsock_set_heartbeat_timeout (sock, (int) self->config->heartbeat_timeout_ms);
     }
-    if (!self->curve && !self->config->insecure && !imgp_curve_endpoint_local (endpoint)) {
-        imgp_error ("event=bind_refused socket=%s endpoint=%s reason=\"not a loopback address "
-                    "and no CURVE keys: give --curve-secret and --curve-clients, or --insecure\"",
-                    s_socket_names [which], endpoint);
-        return -1;
-    }
     if (zsock_bind (sock, "%s", endpoint) == -1) {
         imgp_error ("event=bind_failed socket=%s endpoint=%s error=\"%s\"",
                     s_socket_names [which], endpoint, zmq_strerror (zmq_errno ()));
@@ -1136,14 +1178,8 @@ s_curve_new (s_server_t *self)
 {
     const char *secret = self->config->curve_secret;
     const char *clients = self->config->curve_clients;
-    bool has_secret = secret && secret [0], has_clients = clients && clients [0];
-    if (!has_secret && !has_clients)
-        return 0;
-    if (has_secret != has_clients) {
-        imgp_error ("event=start_failed reason=\"--curve-secret and --curve-clients go "
-                    "together: give both or neither\"");
-        return -1;
-    }
+    if (!secret || !secret [0] || !clients || !clients [0])
+        return 0;               //  imgp_broker_config_check took "both or neither"
     self->curve = imgp_curve_server_new (secret, clients);
     return self->curve ? 0 : -1;
 }
@@ -1287,6 +1323,28 @@ s_keep (imgp_broker_t *self, int slot, const char *text)
     return self->strings [slot];
 }
 
+int
+imgp_broker_config_check (const imgp_broker_config_t *config)
+{
+    assert (config);
+    const char *secret = config->curve_secret, *clients = config->curve_clients;
+    bool has_secret = secret && secret [0], has_clients = clients && clients [0];
+    if (has_secret != has_clients) {
+        imgp_error ("event=start_failed reason=\"--curve-secret and --curve-clients go "
+                    "together: give both or neither\"");
+        return -1;
+    }
+    const char *endpoints [S_SOCKETS] = { config->intake, config->status, config->jobs };
+    for (int which = 0; which < S_SOCKETS; which++)
+        if (!has_secret && !config->insecure && !imgp_curve_endpoint_local (endpoints [which])) {
+            imgp_error ("event=bind_refused socket=%s endpoint=%s reason=\"not a loopback "
+                        "address and no CURVE keys: give --curve-secret and --curve-clients, "
+                        "or --insecure\"", s_socket_names [which], endpoints [which]);
+            return -1;
+        }
+    return 0;
+}
+
 imgp_broker_t *
 imgp_broker_new (const imgp_broker_config_t *config)
 {
@@ -1294,6 +1352,8 @@ imgp_broker_new (const imgp_broker_config_t *config)
     //  A JOB carries at most this many attempts (PROTOCOL.md 3.2).
     assert (config->max_attempts >= 1 && config->max_attempts <= IMGP_ATTEMPTS_MAX);
     assert (config->tick_ms >= 0);
+    if (imgp_broker_config_check (config))
+        return NULL;
     imgp_broker_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;

@@ -58,8 +58,15 @@ typedef struct _imgp_broker_t imgp_broker_t;
 //  with them; tick_ms is left 0).
 extern const imgp_conf_spec_t imgp_broker_specs [];
 
-//  Start the broker: open and scan the spool, load the keys, bind the
-//  sockets, start the loop. Returns when it is serving, or NULL (reason
+//  The refusals that are the configuration's fault, so a restart cannot
+//  mend them (the program exits 2 for them, which supervisors do not
+//  retry): --curve-secret without --curve-clients or the other way, an
+//  endpoint beyond loopback without keys and without `insecure`. Returns
+//  0, or -1 with the reason logged at ERROR.
+int imgp_broker_config_check (const imgp_broker_config_t *config);
+
+//  Start the broker: check the config (imgp_broker_config_check), open
+//  and scan the spool, load the keys, bind the sockets, start the loop. Returns when it is serving, or NULL (reason
 //  logged) when the spool, the keys or a bind failed, or an endpoint
 //  beyond loopback was asked for without keys and without `insecure`.
 imgp_broker_t *imgp_broker_new (const imgp_broker_config_t *config);

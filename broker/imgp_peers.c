@@ -12,6 +12,7 @@
 
 struct _imgp_peers_t {
     zhashx_t *peers;            //  name -> imgp_peer_t, owned
+    zhashx_t *pins;             //  name -> its key, a string, owned
 };
 
 static void
@@ -29,6 +30,10 @@ imgp_peers_new (void)
     self->peers = zhashx_new ();
     assert (self->peers);
     zhashx_set_destructor (self->peers, s_free_item);
+    self->pins = zhashx_new ();
+    assert (self->pins);
+    zhashx_set_destructor (self->pins, s_free_item);
+    zhashx_set_duplicator (self->pins, (zhashx_duplicator_fn *) strdup);
     return self;
 }
 
@@ -40,6 +45,7 @@ imgp_peers_destroy (imgp_peers_t **self_p)
     if (!self)
         return;
     zhashx_destroy (&self->peers);
+    zhashx_destroy (&self->pins);
     free (self);
     *self_p = NULL;
 }
@@ -188,6 +194,36 @@ imgp_peers_remove (imgp_peers_t *self, const char *name)
     char key [IMGP_WORKER_MAX + 1];
     snprintf (key, sizeof key, "%s", name);
     zhashx_delete (self->peers, key);
+}
+
+const char *
+imgp_peers_pinned (imgp_peers_t *self, const char *name)
+{
+    assert (self);
+    return name ? (const char *) zhashx_lookup (self->pins, name) : NULL;
+}
+
+void
+imgp_peers_pin (imgp_peers_t *self, const char *name, const char *key)
+{
+    assert (self);
+    assert (name && key);
+    zhashx_insert (self->pins, name, (void *) key);    //  no-op when pinned
+}
+
+void
+imgp_peers_prune (imgp_peers_t *self, imgp_peers_in_use_fn *in_use, void *arg)
+{
+    assert (self);
+    assert (in_use);
+    //  The names are copied first: a walk may not delete what it walks.
+    zlistx_t *names = zhashx_keys (self->pins);
+    assert (names);
+    for (const char *name = (const char *) zlistx_first (names); name;
+         name = (const char *) zlistx_next (names))
+        if (!imgp_peers_lookup (self, name) && !in_use (name, arg))
+            zhashx_delete (self->pins, name);
+    zlistx_destroy (&names);
 }
 
 size_t

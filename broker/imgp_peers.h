@@ -42,6 +42,7 @@ typedef struct {
     int64_t last_heard;                     //  monotonic ms of its latest message
     int64_t last_sent;                      //  monotonic ms of the latest JOB to it
     bool warned;                            //  worker_mismatch logged for it
+    bool key_warned;                        //  key_mismatch logged for it
 } imgp_peer_t;
 
 typedef struct _imgp_peers_t imgp_peers_t;
@@ -99,8 +100,24 @@ imgp_peer_t *imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout
 //  The first peer silent for more than `timeout_ms` at `now`, or NULL.
 imgp_peer_t *imgp_peers_lost (imgp_peers_t *self, int64_t now, int64_t timeout_ms);
 
-//  Forget a peer; unknown names are ignored.
+//  Forget a peer (not its pin); unknown names are ignored.
 void imgp_peers_remove (imgp_peers_t *self, const char *name);
+
+//  Pins: each worker name is bound to the CURVE key ("" without keys) it
+//  first came with, so another allowed key cannot speak in its name. A pin
+//  outlives the peer's record (imgp_peers_remove keeps it) while jobs still
+//  name that worker: only the caller knows when none do, and unpins.
+
+//  The key pinned to `name` (borrowed), or NULL when none is.
+const char *imgp_peers_pinned (imgp_peers_t *self, const char *name);
+
+//  Pin `name` to `key` unless it is pinned already (the first key stays).
+void imgp_peers_pin (imgp_peers_t *self, const char *name, const char *key);
+
+//  Drop the pins of names that have no peer now and for which `in_use`
+//  (called with each such name and `arg`) says no job names them.
+typedef bool (imgp_peers_in_use_fn) (const char *name, void *arg);
+void imgp_peers_prune (imgp_peers_t *self, imgp_peers_in_use_fn *in_use, void *arg);
 
 //  Number of peers known.
 size_t imgp_peers_size (imgp_peers_t *self);

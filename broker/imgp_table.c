@@ -285,6 +285,20 @@ imgp_table_held_next (imgp_table_t *self, const char *worker)
     return NULL;
 }
 
+bool
+imgp_table_names (imgp_table_t *self, const char *worker)
+{
+    assert (self);
+    assert (worker);
+    if (imgp_table_held_by (self, worker))
+        return true;
+    for (s_entry_t *entry = (s_entry_t *) zlistx_first (self->queue); entry;
+         entry = (s_entry_t *) zlistx_next (self->queue))
+        if (streq (entry->job.worker, worker))
+            return true;
+    return false;
+}
+
 imgp_job_t *
 imgp_table_oldest_finished (imgp_table_t *self)
 {

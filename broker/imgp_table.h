@@ -117,6 +117,11 @@ imgp_job_t *imgp_table_overdue (imgp_table_t *self, int64_t now, int64_t dispatc
 imgp_job_t *imgp_table_held_by (imgp_table_t *self, const char *worker);
 imgp_job_t *imgp_table_held_next (imgp_table_t *self, const char *worker);
 
+//  True when an unfinished job (queued or in flight) names `worker` as the
+//  worker of its latest dispatch, whose result for it would still count.
+//  Walks the queue: for the rare name whose peer is gone.
+bool imgp_table_names (imgp_table_t *self, const char *worker);
+
 //  The finished job that finished first (eviction and TTL sweep), or NULL.
 imgp_job_t *imgp_table_oldest_finished (imgp_table_t *self);
 

@@ -1,6 +1,7 @@
 /*  imgpipe-broker — the program: read its options (imgp_broker_specs, one
     imgp_conf_start), start the broker actor (imgp_broker), wait for SIGINT
-    or SIGTERM, stop it, exit 0.
+    or SIGTERM, stop it, exit 0 (2: a configuration it refuses; 1: it
+    could not start).
 
     Signals are blocked first thing (imgp_signal), before any thread
     starts, so libzmq's and the actor's threads inherit the mask and only
@@ -31,6 +32,14 @@ main (int argc, char **argv)
         return exit_code;
     zsys_init ();
 
+    //  Exit 2 for what only an operator can mend (deploy/run.sh and the
+    //  systemd units do not restart on it); 1 for the rest (a port in use,
+    //  a spool not writable yet), which a restart may get past.
+    if (imgp_broker_config_check (&config)) {
+        imgp_info ("event=stopped reason=bad_config");
+        imgp_conf_destroy (&conf);
+        return 2;
+    }
     imgp_broker_t *broker = imgp_broker_new (&config);
     if (!broker) {
         //  The reason is the ERROR line above, where it was found: one line

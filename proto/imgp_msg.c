@@ -1105,8 +1105,27 @@ imgp_msg_send (imgp_msg_t **self_p, void *sock)
 
 //  Strip the envelope a ROUTER (routing id, empty delimiter) or a DEALER
 //  (empty delimiter) receives before the message. Returns 0 or -1.
+//  Who sent a message received on a ROUTER, from its connection's
+//  properties.
+typedef struct {
+    char address [IMGP_ADDRESS_MAX + 1];    //  "Peer-Address"
+    char key [IMGP_KEY_MAX + 1];            //  "User-Id": the CURVE key zauth let in
+} s_sender_t;
+
+//  Copy a property of the connection a frame came on (a ROUTER's peer's)
+//  into `dst`, "" when it has none or it does not fit (the codec hands out
+//  whole values only).
+static void
+s_recv_meta (zframe_t *frame, const char *property, char *dst, size_t size)
+{
+    const char *value = frame ? zframe_meta (frame, property) : NULL;
+    if (!value || strlen (value) >= size)
+        value = "";
+    snprintf (dst, size, "%s", value);
+}
+
 static int
-s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, char *address,
+s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, s_sender_t *sender,
                  char *error, size_t size)
 {
     if (type == ZMQ_ROUTER) {
@@ -1119,9 +1138,10 @@ s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, char *address,
         //  The frames that came over the wire carry the connection's
         //  properties; the routing id a ROUTER makes up may not (libzmq
         //  drops them when the message was looked at by a poll first).
-        const char *peer = type == ZMQ_ROUTER && delimiter
-                         ? zframe_meta (delimiter, "Peer-Address") : NULL;
-        snprintf (address, IMGP_ADDRESS_MAX + 1, "%s", peer ? peer : "");
+        if (type == ZMQ_ROUTER) {
+            s_recv_meta (delimiter, "Peer-Address", sender->address, sizeof sender->address);
+            s_recv_meta (delimiter, "User-Id", sender->key, sizeof sender->key);
+        }
         bool ok = delimiter && zframe_size (delimiter) == 0;
         zframe_destroy (&delimiter);
         if (!ok)
@@ -1143,10 +1163,10 @@ imgp_msg_recv (void *sock)
     if (!zmsg)
         return NULL;            //  interrupted or timed out; errno says
     char error [256];
-    char address [IMGP_ADDRESS_MAX + 1] = "";
+    s_sender_t sender = { "", "" };
     zframe_t *routing_id = NULL;
     imgp_msg_t *self = NULL;
-    if (s_recv_envelope (zmsg, type, &routing_id, address, error, sizeof error) == 0)
+    if (s_recv_envelope (zmsg, type, &routing_id, &sender, error, sizeof error) == 0)
         self = imgp_msg_decode (&zmsg, error, sizeof error);
     zmsg_destroy (&zmsg);
     if (!self) {
@@ -1156,7 +1176,8 @@ imgp_msg_recv (void *sock)
         return NULL;
     }
     self->routing_id = routing_id;
-    memcpy (self->peer_address, address, sizeof self->peer_address);
+    memcpy (self->peer_address, sender.address, sizeof self->peer_address);
+    memcpy (self->peer_key, sender.key, sizeof self->peer_key);
     return self;
 }
 
@@ -1200,6 +1221,14 @@ imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size)
 {
     assert (dst && size > 0);
     snprintf (dst, size, "%s", self->peer_address);
+    return dst;
+}
+
+char *
+imgp_msg_peer_key (imgp_msg_t *self, char *dst, size_t size)
+{
+    assert (dst && size > 0);
+    snprintf (dst, size, "%s", self->peer_key);
     return dst;
 }
 

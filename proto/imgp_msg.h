@@ -36,6 +36,7 @@
 #define IMGP_STATS_BUCKETS 12       //  bounded buckets of a histogram (+Inf is extra)
 #define IMGP_HOST_MAX 64            //  resizer host name, printable ASCII
 #define IMGP_ADDRESS_MAX 63         //  a peer's IP address as libzmq gives it
+#define IMGP_KEY_MAX 40             //  a CURVE public key in Z85, as zauth gives it
 #define IMGP_CREDIT_MAX 1000        //  READY credit
 #define IMGP_SLOTS_MAX 1000         //  READY/HEARTBEAT slots
 #define IMGP_CLUSTER_MAX (1 << 20)  //  CLUSTER reply's JSON data frame, bytes
@@ -134,6 +135,7 @@ typedef struct {
     zframe_t *routing_id;               //  ROUTER peer identity, owned
     char routing_text [IMGP_WORKER_MAX + 1];    //  routing id as a name, when asked
     char peer_address [IMGP_ADDRESS_MAX + 1];   //  sender's IP, received on a ROUTER
+    char peer_key [IMGP_KEY_MAX + 1];           //  sender's CURVE key, received on a ROUTER
 } imgp_msg_t;
 
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
@@ -199,6 +201,16 @@ const char *imgp_msg_routing_name (imgp_msg_t *self);
 //  on a ROUTER (libzmq's "Peer-Address" property; no port), "" when libzmq
 //  gives none (ipc, inproc, a message not received). Returns `dst`.
 char *imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size);
+
+//  Copy into `dst` the CURVE public key (Z85, 40 characters) of the peer
+//  that sent a message received on a ROUTER: libzmq's "User-Id" property,
+//  which zauth sets to the key it let in. "" when there is none (no keys,
+//  ipc, inproc, a message not received), so without keys every sender
+//  has the same key, "". Cut to fit `size` (9: the 8-character start, a
+//  fingerprint fit for logs; never log a key whole). Returns `dst`. Who
+//  a peer is, for the broker's check that a worker name stays with one
+//  key.
+char *imgp_msg_peer_key (imgp_msg_t *self, char *dst, size_t size);
 
 //  The largest --max-upload-bytes any program accepts (1 GiB), so the
 //  socket limit below always fits libzmq's int option.

@@ -344,6 +344,46 @@ Test (peers, silent_peers_are_not_chosen_and_are_lost)
     imgp_peers_destroy (&peers);
 }
 
+//  The names `s_in_use` says jobs still name (a NULL-ended list).
+static bool
+s_in_use (const char *name, void *arg)
+{
+    for (const char **names = (const char **) arg; *names; names++)
+        if (streq (*names, name))
+            return true;
+    return false;
+}
+
+Test (peers, a_name_stays_with_its_first_key_while_it_is_in_use)
+{
+    imgp_peers_t *peers = imgp_peers_new ();
+    cr_assert_null (imgp_peers_pinned (peers, "w1"));
+    imgp_peers_pin (peers, "w1", "key-a");
+    imgp_peers_pin (peers, "w1", "key-b");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-a", "the first key stays");
+    imgp_peers_pin (peers, "w2", "");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w2"), "", "no keys: the empty key");
+    s_peer (peers, "w1", 1, 2, 0);
+    s_peer (peers, "w2", 1, 2, 0);
+
+    //  With a peer the pin stays, whatever jobs say.
+    const char *none [] = { NULL }, *w1_jobs [] = { "w1", NULL };
+    imgp_peers_prune (peers, s_in_use, none);
+    cr_assert_not_null (imgp_peers_pinned (peers, "w1"));
+    cr_assert_not_null (imgp_peers_pinned (peers, "w2"));
+    //  Gone: the pin stays while a job names the worker, then goes.
+    imgp_peers_remove (peers, "w1");
+    imgp_peers_remove (peers, "w2");
+    imgp_peers_prune (peers, s_in_use, w1_jobs);
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-a");
+    cr_assert_null (imgp_peers_pinned (peers, "w2"));
+    imgp_peers_prune (peers, s_in_use, none);
+    cr_assert_null (imgp_peers_pinned (peers, "w1"));
+    imgp_peers_pin (peers, "w1", "key-b");
+    cr_assert_str_eq (imgp_peers_pinned (peers, "w1"), "key-b", "a free name takes a new key");
+    imgp_peers_destroy (&peers);
+}
+
 //  =====================================================================
 //  Spool
 
@@ -549,16 +589,32 @@ s_broker_new (const imgp_broker_config_t *config)
     return broker;
 }
 
+//  A socket of `type` connected to `endpoint` (a wildcard address: to
+//  loopback), named `routing_id` (NULL: libzmq's), speaking CURVE with
+//  `curve`'s keys (NULL: plain).
 static zsock_t *
-s_connect (int type, const char *endpoint)
+s_socket (int type, const char *endpoint, const char *routing_id, imgp_curve_t *curve)
 {
     zsock_t *sock = zsock_new (type);
     cr_assert_not_null (sock);
+    cr_assert_eq (imgp_curve_apply (curve, sock), 0);
+    if (routing_id)
+        zsock_set_identity (sock, routing_id);
     zsock_set_rcvtimeo (sock, S_TIMEOUT_MS);
     zsock_set_sndtimeo (sock, S_TIMEOUT_MS);
     zsock_set_linger (sock, 0);
-    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    const char *any = "tcp://0.0.0.0:";
+    if (strncmp (endpoint, any, strlen (any)) == 0)
+        cr_assert_eq (zsock_connect (sock, "tcp://127.0.0.1:%s", endpoint + strlen (any)), 0);
+    else
+        cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
     return sock;
+}
+
+static zsock_t *
+s_connect (int type, const char *endpoint)
+{
+    return s_socket (type, endpoint, NULL, NULL);
 }
 
 static zsock_t *
@@ -735,24 +791,25 @@ typedef struct {
     char name [32];             //  worker name = routing id
 } s_worker_t;
 
-//  A resizer named `name` whose routing id is `routing_id`: the same for
-//  an honest one, another to play a liar.
+//  A resizer named `name` whose routing id is `routing_id` (the same for
+//  an honest one, another to play a liar), with `curve`'s keys (NULL:
+//  plain).
 static s_worker_t *
-s_worker_as (imgp_broker_t *broker, const char *name, const char *routing_id)
+s_worker_keyed (imgp_broker_t *broker, const char *name, const char *routing_id,
+                imgp_curve_t *curve)
 {
     s_worker_t *self = calloc (1, sizeof *self);
     cr_assert_not_null (self);
     snprintf (self->name, sizeof self->name, "%s", name);
-    self->dealer = zsock_new (ZMQ_DEALER);
-    cr_assert_not_null (self->dealer);
-    if (routing_id)
-        zsock_set_identity (self->dealer, routing_id);
-    zsock_set_rcvtimeo (self->dealer, S_TIMEOUT_MS);
-    zsock_set_sndtimeo (self->dealer, S_TIMEOUT_MS);
-    zsock_set_linger (self->dealer, 0);
-    cr_assert_eq (zsock_connect (self->dealer, "%s",
-                                 imgp_broker_endpoint (broker, IMGP_BROKER_JOBS)), 0);
+    self->dealer = s_socket (ZMQ_DEALER, imgp_broker_endpoint (broker, IMGP_BROKER_JOBS),
+                             routing_id, curve);
     return self;
+}
+
+static s_worker_t *
+s_worker_as (imgp_broker_t *broker, const char *name, const char *routing_id)
+{
+    return s_worker_keyed (broker, name, routing_id, NULL);
 }
 
 static s_worker_t *
@@ -2586,20 +2643,59 @@ Test (broker, beyond_loopback_needs_keys_or_insecure)
 //  Keys: with CURVE on, a resizer with an allowed key works, a plain peer
 //  is never even a peer
 
+static char s_secret [160];                 //  the broker's secret file, keyed tests
+static char s_clients [128];                //  the allowed clients' dir, keyed tests
+
+//  A config with keys on: the broker's in s_dir/broker, an empty clients
+//  dir s_dir/clients for s_client_keys to fill.
+static imgp_broker_config_t
+s_keyed_config (void)
+{
+    snprintf (s_secret, sizeof s_secret, "%s/broker_secret", s_dir);
+    snprintf (s_clients, sizeof s_clients, "%s/clients", s_dir);
+    cr_assert_eq (mkdir (s_clients, 0700), 0);
+    char server [128], error [256] = "";
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    imgp_broker_config_t config = s_config ();
+    config.curve_secret = s_secret;
+    config.curve_clients = s_clients;
+    return config;
+}
+
+//  An allowed client key `name` (in the clients dir) and that client's
+//  side of CURVE with it, to be destroyed.
+static imgp_curve_t *
+s_client_keys (const char *name)
+{
+    char server [128], client [192], secret [224];
+    snprintf (server, sizeof server, "%s/broker", s_dir);
+    snprintf (client, sizeof client, "%s/%s", s_clients, name);
+    snprintf (secret, sizeof secret, "%s_secret", client);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_curve_t *curve = imgp_curve_client_new (secret, server);
+    cr_assert_not_null (curve);
+    return curve;
+}
+
+//  A rig whose REQs on intake and status speak CURVE with `curve`.
+static s_rig_t *
+s_rig_keyed (const imgp_broker_config_t *config, imgp_curve_t *curve)
+{
+    s_rig_t *self = s_rig_new (config, NULL);
+    zsock_destroy (&self->intake);
+    zsock_destroy (&self->status);
+    self->intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (self->broker, IMGP_BROKER_INTAKE),
+                             NULL, curve);
+    self->status = s_socket (ZMQ_REQ, imgp_broker_endpoint (self->broker, IMGP_BROKER_STATUS),
+                             NULL, curve);
+    return self;
+}
+
 Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
 {
-    char server [128], client [192], secret [160], clients [128];
-    snprintf (server, sizeof server, "%s/broker", s_dir);
-    snprintf (clients, sizeof clients, "%s/clients", s_dir);
-    snprintf (client, sizeof client, "%s/resizer", clients);
-    cr_assert_eq (mkdir (clients, 0700), 0);
-    char error [256] = "";
-    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
-    imgp_broker_config_t config = s_config ();
-    snprintf (secret, sizeof secret, "%s_secret", server);
-    config.curve_secret = secret;
-    config.curve_clients = clients;
+    imgp_broker_config_t config = s_keyed_config ();
     config.jobs = "tcp://0.0.0.0:*";            //  beyond loopback: fine with keys
     s_rig_t *rig = s_rig_new (&config, NULL);
 
@@ -2609,35 +2705,15 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
     s_worker_ready (plain, 1, 2);
 
     //  The keyed resizer (its secret next to its public file in clients/).
-    s_worker_t *keyed = calloc (1, sizeof *keyed);
-    cr_assert_not_null (keyed);
-    snprintf (keyed->name, sizeof keyed->name, "keyed");
-    keyed->dealer = zsock_new (ZMQ_DEALER);
-    char client_secret [224];
-    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
-    imgp_curve_t *curve = imgp_curve_client_new (client_secret, server);
-    cr_assert_not_null (curve);
-    cr_assert_eq (imgp_curve_apply (curve, keyed->dealer), 0);
-    zsock_set_identity (keyed->dealer, "keyed");
-    zsock_set_rcvtimeo (keyed->dealer, S_TIMEOUT_MS);
-    zsock_set_linger (keyed->dealer, 0);
-    const char *jobs = imgp_broker_endpoint (rig->broker, IMGP_BROKER_JOBS);
-    const char *port = strrchr (jobs, ':');
-    cr_assert_not_null (port);
-    cr_assert_eq (zsock_connect (keyed->dealer, "tcp://127.0.0.1%s", port), 0);
+    imgp_curve_t *curve = s_client_keys ("resizer");
+    s_worker_t *keyed = s_worker_keyed (rig->broker, "keyed", "keyed", curve);
     rig->worker = keyed;
 
     //  The keyed ones on intake and status too: the rig's REQs are plain.
-    zsock_t *intake = zsock_new (ZMQ_REQ), *status = zsock_new (ZMQ_REQ);
-    cr_assert_eq (imgp_curve_apply (curve, intake) | imgp_curve_apply (curve, status), 0);
-    zsock_set_rcvtimeo (intake, S_TIMEOUT_MS);
-    zsock_set_rcvtimeo (status, S_TIMEOUT_MS);
-    zsock_set_linger (intake, 0);
-    zsock_set_linger (status, 0);
-    cr_assert_eq (zsock_connect (intake, "%s", imgp_broker_endpoint (rig->broker,
-                                                                     IMGP_BROKER_INTAKE)), 0);
-    cr_assert_eq (zsock_connect (status, "%s", imgp_broker_endpoint (rig->broker,
-                                                                     IMGP_BROKER_STATUS)), 0);
+    zsock_t *intake = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_INTAKE),
+                                NULL, curve);
+    zsock_t *status = s_socket (ZMQ_REQ, imgp_broker_endpoint (rig->broker, IMGP_BROKER_STATUS),
+                                NULL, curve);
     char id [IMGP_ID_LEN + 1];
     s_new_id (id);
     s_submit_ok (intake, id, 10);
@@ -2663,4 +2739,147 @@ Test (broker, keyed_resizer_works_and_a_plain_peer_is_no_peer)
     s_worker_destroy (&plain);
     s_rig_destroy (&rig);
     imgp_curve_destroy (&curve);
+}
+
+//  Keys on, two allowed: alice's (the rig's REQs, and its worker w1) and
+//  mallory's; a resizer is lost after `heartbeat_timeout_ms` of silence.
+typedef struct {
+    s_rig_t *rig;
+    imgp_curve_t *alice;
+    imgp_curve_t *mallory;
+} s_two_keys_t;
+
+static void
+s_two_keys_start (s_two_keys_t *self, int64_t heartbeat_timeout_ms)
+{
+    imgp_broker_config_t config = s_keyed_config ();
+    config.heartbeat_timeout_ms = heartbeat_timeout_ms;
+    self->alice = s_client_keys ("alice");
+    self->mallory = s_client_keys ("mallory");
+    self->rig = s_rig_keyed (&config, self->alice);
+    self->rig->worker = s_worker_keyed (self->rig->broker, "w1", "w1", self->alice);
+}
+
+static void
+s_two_keys_end (s_two_keys_t *self)
+{
+    s_rig_destroy (&self->rig);
+    imgp_curve_destroy (&self->alice);
+    imgp_curve_destroy (&self->mallory);
+}
+
+//  Two allowed keys: the second connects under the first's worker name
+//  (ROUTER_HANDOVER gives it that routing id and leaves the first's
+//  connection mute). Its READY and results are refused, the name gets no
+//  JOB until the real one says READY again from a new connection, and
+//  the real one finishes its work.
+Test (broker, allowed_key_cannot_take_another_resizers_name)
+{
+    s_two_keys_t keys;
+    s_two_keys_start (&keys, 60000);        //  the real one is never lost here
+    s_rig_t *rig = keys.rig;
+    zsock_t *intake = rig->intake, *status = rig->status;
+    imgp_curve_t *mallory = keys.mallory;
+
+    //  The real w1 (two slots) takes a job and starts it; one credit left.
+    char first [IMGP_ID_LEN + 1], second [IMGP_ID_LEN + 1];
+    s_new_id (first);
+    s_submit_ok (intake, first, 10);
+    s_worker_ready (rig->worker, 2, 2);
+    imgp_msg_t *job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
+    cr_assert_not_null (job);
+    cr_assert_str_eq (job->id, first);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, first, attempt);
+    imgp_msg_t *info = s_wait_state (status, first, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+    s_wait_credit (status, "w1", 1);
+
+    //  Mallory, allowed, comes as w1: claims the job done, asks for work.
+    //  Her READY, read after her DONE, takes the name's credit away.
+    s_worker_t *impostor = s_worker_keyed (rig->broker, "w1", "w1", mallory);
+    s_worker_done (impostor, first, attempt, "forged");
+    s_worker_ready (impostor, 1, 5);
+    s_wait_credit (status, "w1", 0);
+    info = s_ask (status, IMGP_MSG_STATUS, first);
+    cr_assert_eq (info->state, IMGP_STATE_PROCESSING, "the impostor decided the job");
+    cr_assert_str_eq (info->worker, "w1");
+    imgp_msg_destroy (&info);
+    s_new_id (second);
+    s_submit_ok (intake, second, 10);
+    job = s_worker_poll_job (impostor, 1000);
+    cr_assert_null (job, "the impostor got job %s", job ? job->id : "");
+    info = s_ask (status, IMGP_MSG_STATUS, second);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED);
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&impostor);
+
+    //  The real one connects again (handover: the name is its own again);
+    //  its READY (one slot free) brings the second job, and both its
+    //  results count.
+    s_worker_destroy (&rig->worker);
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", keys.alice);
+    s_worker_ready (rig->worker, 2, 1);
+    job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
+    cr_assert_not_null (job, "the real one got no job");
+    cr_assert_str_eq (job->id, second);
+    int second_attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_done (rig->worker, first, attempt, "first");
+    s_worker_done (rig->worker, second, second_attempt, "second");
+    info = s_wait_state (status, second, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, first, "first");
+    s_expect_thumbnail (status, second, "second");
+
+    s_two_keys_end (&keys);
+}
+
+//  A worker lost with a job out: the job goes back to the queue still
+//  naming it (its late result would count), and so does its key. Another
+//  allowed key under that name is refused; the real one, back, finishes.
+Test (broker, a_lost_workers_name_keeps_its_key_while_a_job_names_it)
+{
+    s_two_keys_t keys;
+    s_two_keys_start (&keys, 300);
+    s_rig_t *rig = keys.rig;
+    zsock_t *intake = rig->intake, *status = rig->status;
+    imgp_curve_t *alice = keys.alice, *mallory = keys.mallory;
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    s_submit_ok (intake, id, 10);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, id, attempt);
+    //  w1 goes silent: lost, its job queued again.
+    s_wait_resizers (status, 0);
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_QUEUED);
+    cr_assert_str_eq (info->worker, "w1");
+    imgp_msg_destroy (&info);
+
+    //  Mallory as w1: her STARTED and DONE for the job, her READY: all
+    //  refused, she gets nothing and is not a resizer.
+    s_worker_t *impostor = s_worker_keyed (rig->broker, "w1", "w1", mallory);
+    s_worker_started (impostor, id, attempt);
+    s_worker_done (impostor, id, attempt, "forged");
+    s_worker_ready (impostor, 1, 2);
+    job = s_worker_poll_job (impostor, 500);
+    cr_assert_null (job, "the impostor got job %s", job ? job->id : "");
+    cr_assert_eq (s_stats (status).resizers, 0, "the impostor became a resizer");
+    info = s_ask (status, IMGP_MSG_STATUS, id);
+    cr_assert_eq (info->state, IMGP_STATE_QUEUED, "the impostor moved the job");
+    imgp_msg_destroy (&info);
+    s_worker_destroy (&impostor);
+
+    //  The real w1 connects again: its late DONE for that attempt counts.
+    s_worker_destroy (&rig->worker);
+    rig->worker = s_worker_keyed (rig->broker, "w1", "w1", alice);
+    s_worker_done (rig->worker, id, attempt, "late");
+    info = s_wait_state (status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (status, id, "late");
+
+    s_two_keys_end (&keys);
 }

@@ -15,8 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "imgp_conf.h"
+#include "imgp_curve.h"
 #include "imgp_defaults.h"
 #include "imgp_id.h"
 #include "imgp_log.h"
@@ -1399,6 +1402,61 @@ s_router_on_loopback (int *port_p)
     return router;
 }
 
+//  With keys, a message received on a ROUTER tells the key that sent it:
+//  the one zauth let in (libzmq's User-Id).
+Test (sockets, router_tells_the_key_that_sent)
+{
+    char dir [] = "/tmp/imgp-test-proto-XXXXXX";
+    cr_assert_not_null (mkdtemp (dir));
+    char clients [64], server [64], client [80], server_secret [96], client_secret [96];
+    snprintf (clients, sizeof clients, "%s/clients", dir);
+    snprintf (server, sizeof server, "%s/broker", dir);
+    snprintf (client, sizeof client, "%s/w1", clients);
+    snprintf (server_secret, sizeof server_secret, "%s_secret", server);
+    snprintf (client_secret, sizeof client_secret, "%s_secret", client);
+    cr_assert_eq (mkdir (clients, 0700), 0);
+    char error [256] = "";
+    cr_assert_eq (imgp_curve_keygen (server, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (imgp_curve_keygen (client, error, sizeof error), 0, "%s", error);
+    imgp_curve_t *server_curve = imgp_curve_server_new (server_secret, clients);
+    imgp_curve_t *client_curve = imgp_curve_client_new (client_secret, server);
+    cr_assert (server_curve && client_curve);
+
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    cr_assert_eq (imgp_curve_apply (server_curve, router), 0);
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    cr_assert_gt (port, 0);
+    zsock_set_rcvtimeo (router, 2000);
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    cr_assert_eq (imgp_curve_apply (client_curve, dealer), 0);
+    zsock_set_identity (dealer, "w1");
+    cr_assert_eq (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+    imgp_msg_t *ready = imgp_msg_new (IMGP_MSG_READY);
+    strcpy (ready->worker, "w1");
+    ready->slots = 1;
+    cr_assert_eq (imgp_msg_send (&ready, dealer), 0);
+    imgp_msg_t *got = imgp_msg_recv (router);
+    cr_assert_not_null (got);
+    zcert_t *cert = zcert_load (client);
+    cr_assert_not_null (cert);
+    char key [IMGP_KEY_MAX + 1], fingerprint [9];
+    cr_expect_str_eq (imgp_msg_peer_key (got, key, sizeof key), zcert_public_txt (cert));
+    imgp_msg_peer_key (got, fingerprint, sizeof fingerprint);
+    cr_expect_eq (strncmp (fingerprint, zcert_public_txt (cert), 8), 0);
+    cr_expect_eq (strlen (fingerprint), 8, "a short buffer gets the key's start");
+    zcert_destroy (&cert);
+    imgp_msg_destroy (&got);
+    zsock_destroy (&dealer);
+    zsock_destroy (&router);
+    imgp_curve_destroy (&client_curve);
+    imgp_curve_destroy (&server_curve);
+    const char *files [] = { server, server_secret, client, client_secret };
+    for (size_t i = 0; i < sizeof files / sizeof files [0]; i++)
+        unlink (files [i]);
+    rmdir (clients);
+    rmdir (dir);
+}
+
 //  DEALER -> ROUTER over tcp, as a resizer talks to the broker: the routing
 //  id is the worker name and the READY tells the peer's address.
 Test (sockets, dealer_router_ready_names_and_address)
@@ -1421,6 +1479,8 @@ Test (sockets, dealer_router_ready_names_and_address)
     cr_expect_str_eq (imgp_msg_routing_name (got), "r1-host:42");
     char address [IMGP_ADDRESS_MAX + 1];
     cr_expect_str_eq (imgp_msg_peer_address (got, address, sizeof address), "127.0.0.1");
+    char key [IMGP_KEY_MAX + 1];
+    cr_expect_str_eq (imgp_msg_peer_key (got, key, sizeof key), "", "no keys, no key");
 
     //  a JOB back to that peer by its name
     imgp_msg_t *job = s_job_new (1, 10, 3, NULL);
