@@ -510,19 +510,32 @@ s_make_slow_tree (int quick, int slow)
     free (data);
 }
 
+//  Stop (SIGSTOP) or continue every resizer of the cluster: while they
+//  are stopped no job in flight can end, whatever the machine's speed.
+static void
+s_pause_resizers (bool pause)
+{
+    for (int i = 0; i < s_cluster->resizers; i++)
+        cr_assert_eq (pause ? h_pause (s_cluster->resizer [i].pid)
+                            : h_resume (s_cluster->resizer [i].pid), 0);
+}
+
 Test (batch, jobs_left_in_flight_are_waited_for_not_uploaded_again, .init = s_setup,
       .fini = s_teardown, .timeout = 300)
 {
     //  Four slow files in flight when Ctrl-C comes: two on the resizers,
-    //  two queued; their jobs outlast the 2 s grace, so they are left
-    //  uploaded, and the resume must wait for those jobs.
+    //  two queued. The resizers are stopped (SIGSTOP) before it, so no job
+    //  can end within the 2 s grace, however fast the machine: they are
+    //  left uploaded, and the resume must wait for those jobs.
     s_make_slow_tree (2, 4);
     pid_t pid = s_batch_start ((const char *[]) { "--width", "48", "--parallel", "4", NULL });
     int want = 2;
     cr_assert (h_wait_until (s_some_done, &want, 60000), "no file done within 60 s");
+    s_pause_resizers (true);
     cr_assert_eq (kill (pid, SIGINT), 0);
     s_run_t run;
     s_run_wait (pid, &run);
+    s_pause_resizers (false);
     cr_assert_eq (run.exit_code, S_EXIT_INTERRUPTED);
     const char *line = run.out ? strstr (run.out, "interrupted: ") : NULL;
     int left = 0, uploaded = 0;
@@ -555,11 +568,13 @@ Test (batch, a_second_ctrl_c_quits_at_once_leaving_no_partial_file, .init = s_se
       .fini = s_teardown, .timeout = 300)
 {
     //  Three quick files, then slow ones: the second Ctrl-C must come while
-    //  files are still in flight, within the first one's grace.
+    //  files are still in flight, within the first one's grace, so the
+    //  resizers are stopped first (none can end meanwhile).
     s_make_slow_tree (3, 4);
     pid_t pid = s_batch_start ((const char *[]) { "--width", "48", "--parallel", "2", NULL });
     int want = 3;
     cr_assert (h_wait_until (s_some_done, &want, 60000), "no file done within 60 s");
+    s_pause_resizers (true);
     cr_assert_eq (kill (pid, SIGINT), 0);
     //  Signals of one kind merge while pending: the second only after the
     //  first was taken.
@@ -569,6 +584,7 @@ Test (batch, a_second_ctrl_c_quits_at_once_leaving_no_partial_file, .init = s_se
     s_run_wait (pid, &run);
     cr_expect_eq (run.exit_code, S_EXIT_INTERRUPTED);
     cr_expect (run.out && strstr (run.out, "interrupted again: quitting now"), "%s", run.out);
+    s_pause_resizers (false);
     s_expect_no_temporary ();
     s_run_free (&run);
     h_cluster_pass (s_cluster);
