@@ -57,7 +57,8 @@ ok()   { echo "ok: $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
 figure() { echo "figure: $*"; }
 skip() { echo "skipped: $*"; exit $SKIP; }
-now_ms() { date +%s%3N; }
+# shellcheck source=tests/lib/wait.sh
+. "$top/tests/lib/wait.sh"                        # now_ms, wait_for
 stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }     # as the programs' log lines
 ms_of() { date -u -d "$1" +%s%3N; }              # a log stamp in ms
 ns() { echo "imgp-$1"; }
@@ -332,17 +333,6 @@ start() {
         sh -c 'echo "$0" >/proc/sys/kernel/hostname && exec "$@"' "imgp-$h" "$@" >"$log" 2>&1 &
     pid_of[$h]=$!
     record_pid "$!"
-}
-
-# wait_for SECONDS COMMAND...: until COMMAND succeeds, polled every 50 ms,
-# at most SECONDS. Returns COMMAND's last status.
-wait_for() {
-    local deadline=$(($(now_ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        [ "$(now_ms)" -lt $deadline ] || return 1
-        sleep 0.05
-    done
 }
 
 # up HOST COMMAND...: COMMAND succeeds while HOST's program still runs;

@@ -18,20 +18,10 @@ summary() {
 # exit 77 as skipped, never as passed.
 skip_all() { skip "$1"; summary; exit 77; }
 
-now_ms()  { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+# shellcheck source=tests/lib/wait.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/wait.sh"
 # since_s FROM_MS [TO_MS]: seconds from FROM_MS to TO_MS (default now), "1.23".
 since_s() { local d=$((${2:-$(now_ms)} - $1)); printf '%d.%02d' $((d / 1000)) $((d % 1000 / 10)); }
-
-# wait_for SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds
-# (0) or SECONDS pass (1). The harness's h_wait_until, in bash.
-wait_for() {
-    local deadline=$(($(now_ms) + $1 * 1000))
-    shift
-    until "$@"; do
-        [ "$(now_ms)" -lt $deadline ] || return 1
-        sleep 0.1
-    done
-}
 
 # in_use PORT: something accepts connections on 127.0.0.1:PORT.
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
