@@ -881,6 +881,25 @@ s_families_declared (const char *text)
     cr_expect_gt (samples, 10, "only %d samples in /metrics", samples);
 }
 
+//  A scrape taken once the requests of the test below are counted: a
+//  request is counted when its worker has sent the response, which may be
+//  just after its client read it.
+typedef struct {
+    const char *series [2];     //  counters
+    double want [2];            //  the values they must reach
+    char *text;                 //  the scrape that showed them (owned)
+} s_scrape_wait_t;
+
+static bool
+s_counted (void *arg)
+{
+    s_scrape_wait_t *wait = arg;
+    free (wait->text);
+    wait->text = s_scrape ();
+    return s_sample (wait->text, wait->series [0]) >= wait->want [0]
+        && s_sample (wait->text, wait->series [1]) >= wait->want [1];
+}
+
 Test (frontdoor, metrics_counters_move, .init = s_setup_one, .fini = s_teardown,
       .timeout = 90)
 {
@@ -892,7 +911,10 @@ Test (frontdoor, metrics_counters_move, .init = s_setup_one, .fini = s_teardown,
     for (int i = 0; i < 3; i++)
         s_upload_png (64, 48, id);
     s_get_expect ("/v1/images/" S_UNKNOWN_ID, NULL, 404, "not_found");
-    char *after = s_scrape ();
+    s_scrape_wait_t wait = { { uploads, not_found }, { s_sample (before, uploads) + 3,
+                             s_sample (before, not_found) + 1 }, NULL };
+    h_wait_until (s_counted, &wait, 5000);
+    char *after = wait.text;
     fprintf (stderr, "frontdoor metrics: uploads %g -> %g, status 404 %g -> %g, accepted "
              "%g -> %g\n", s_sample (before, uploads), s_sample (after, uploads),
              s_sample (before, not_found), s_sample (after, not_found),
