@@ -871,24 +871,24 @@ s_job_new (s_server_t *self, imgp_job_t *job)
     return msg;
 }
 
-//  Send the front job to `peer`. Returns -1 when that peer could not take
-//  it (gone: EHOSTUNREACH, or its pipe full): the job stays at the front,
-//  no attempt counted, and the peer gets no job until it gives credit
-//  again. Else 0: it left, or it cannot be dispatched at all and ended
-//  failed, so it never blocks the jobs behind it.
-static int
+//  Send the front job to `peer`. When that peer could not take it (gone:
+//  EHOSTUNREACH, or its pipe full) the job stays at the front, no attempt
+//  counted, and the peer gets no job until it gives credit again. Else it
+//  left, or it cannot be dispatched at all and ended failed, so it never
+//  blocks the jobs behind it.
+static void
 s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
 {
     //  Only a reload brings a job here with its attempts used up: the
     //  broker stopped while its last attempt was out.
     if (job->attempts >= self->config->max_attempts) {
         s_exhausted (self, job, "restart");
-        return 0;
+        return;
     }
     imgp_msg_t *msg = s_job_new (self, job);
     if (!msg) {
         s_fail (self, job, "internal", "the original could not be read from the spool");
-        return 0;
+        return;
     }
     msg->routing_id = zframe_new (peer->name, strlen (peer->name));
     //  The attempt and its worker are on disk before the JOB leaves (a
@@ -906,12 +906,12 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
             imgp_info ("job=%s event=dispatch_deferred worker=%s error=\"%s\"", job->id,
                        peer->name, zmq_strerror (errno));
             peer->credit = 0;
-            return -1;
+            return;
         }
         //  The codec refused the JOB (it logged why), or libzmq did.
         s_fail (self, job, "internal", "the broker could not send the job to a resizer: %s",
                 zmq_strerror (errno));
-        return 0;
+        return;
     }
     int64_t now = zclock_mono ();
     imgp_peers_sent (peer, now, job->bytes);
@@ -920,7 +920,6 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
         imgp_histo_add (&self->stats.wait_ms, zclock_time () - job->created_at);
     imgp_info ("job=%s event=dispatched worker=%s attempt=%d bytes=%zu", job->id, peer->name,
                job->attempts, size);
-    return 0;
 }
 
 //  Send queued jobs while a peer may take one (imgp_peers_choose has the

@@ -713,6 +713,17 @@ s_wait_state (zsock_t *status, const char *id, imgp_state_t state)
     }
 }
 
+//  Wait until the job failed with `code` and a message holding `part`;
+//  returns its INFO for any further checks.
+static imgp_msg_t *
+s_wait_failed (zsock_t *status, const char *id, const char *code, const char *part)
+{
+    imgp_msg_t *info = s_wait_state (status, id, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, code);
+    cr_assert (strstr (info->message, part), "%s", info->message);
+    return info;
+}
+
 static void
 s_expect_error (imgp_msg_t **reply_p, const char *code)
 {
@@ -1293,9 +1304,8 @@ Test (broker, max_attempts_ends_failed)
         cr_assert_eq (job->attempts, attempt);
         imgp_msg_destroy (&job);
     }
-    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
-    cr_assert_str_eq (info->code, "attempts_exhausted");
-    cr_assert (strstr (info->message, "not started within 200 ms"), "%s", info->message);
+    imgp_msg_t *info = s_wait_failed (rig->status, id, "attempts_exhausted",
+                                      "not started within 200 ms");
     cr_assert_eq (info->attempts, 2);
     imgp_msg_destroy (&info);
     cr_assert_not (s_exists (s_spool_path (id, ".in")));
@@ -1541,10 +1551,8 @@ Test (broker, used_up_attempts_do_not_stall_the_queue)
     cr_assert_str_eq (job->id, next.id);
     cr_assert_eq (job->attempts, 1);
     imgp_msg_destroy (&job);
-    imgp_msg_t *info = s_wait_state (rig->status, used.id, IMGP_STATE_FAILED);
-    cr_assert_str_eq (info->code, "attempts_exhausted");
-    cr_assert (strstr (info->message, "1000 attempts; the broker restarted during the last one"),
-               "%s", info->message);
+    imgp_msg_t *info = s_wait_failed (rig->status, used.id, "attempts_exhausted",
+                                      "1000 attempts; the broker restarted during the last one");
     cr_assert_eq (info->attempts, 1000);
     imgp_msg_destroy (&info);
     cr_assert_not (s_exists (s_spool_path (used.id, ".in")));
@@ -1565,9 +1573,8 @@ Test (broker, unreadable_original_fails_only_its_job)
     cr_assert_eq (unlink (s_spool_path (a, ".in")), 0);
     rig->worker = s_worker_new (rig->broker, "w1");
     s_worker_run_one (rig->worker, rig->status, b, "next");
-    imgp_msg_t *info = s_wait_state (rig->status, a, IMGP_STATE_FAILED);
-    cr_assert_str_eq (info->code, "internal");
-    cr_assert (strstr (info->message, "original could not be read"), "%s", info->message);
+    imgp_msg_t *info = s_wait_failed (rig->status, a, "internal",
+                                      "original could not be read");
     imgp_msg_destroy (&info);
 
     s_rig_destroy (&rig);
@@ -2542,9 +2549,8 @@ Test (broker, bad_image_bytes_are_refused_and_the_job_requeued)
     config.max_attempts = 1;
     rig = s_rig_running (&config, "w1", id);
     s_worker_done_bytes (rig->worker, id, 1, strdup (html), strlen (html));
-    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_FAILED);
-    cr_assert_str_eq (info->code, "attempts_exhausted");
-    cr_assert (strstr (info->message, "not the image it claimed"), "%s", info->message);
+    imgp_msg_t *info = s_wait_failed (rig->status, id, "attempts_exhausted",
+                                      "not the image it claimed");
     imgp_msg_destroy (&info);
     s_rig_destroy (&rig);
 }
