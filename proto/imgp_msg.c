@@ -224,6 +224,7 @@ imgp_msg_destroy (imgp_msg_t **self_p)
     imgp_msg_t *self = *self_p;
     s_data_clear (self);
     zframe_destroy (&self->routing_id);
+    zframe_destroy (&self->sender);
     free (self);
     *self_p = NULL;
 }
@@ -1104,28 +1105,12 @@ imgp_msg_send (imgp_msg_t **self_p, void *sock)
 }
 
 //  Strip the envelope a ROUTER (routing id, empty delimiter) or a DEALER
-//  (empty delimiter) receives before the message. Returns 0 or -1.
-//  Who sent a message received on a ROUTER, from its connection's
-//  properties.
-typedef struct {
-    char address [IMGP_ADDRESS_MAX + 1];    //  "Peer-Address"
-    char key [IMGP_KEY_MAX + 1];            //  "User-Id": the CURVE key zauth let in
-} s_sender_t;
-
-//  Copy a property of the connection a frame came on (a ROUTER's peer's)
-//  into `dst`, "" when it has none or it does not fit (the codec hands out
-//  whole values only).
-static void
-s_recv_meta (zframe_t *frame, const char *property, char *dst, size_t size)
-{
-    const char *value = frame ? zframe_meta (frame, property) : NULL;
-    if (!value || strlen (value) >= size)
-        value = "";
-    snprintf (dst, size, "%s", value);
-}
-
+//  (empty delimiter) receives before the message. A ROUTER's delimiter is
+//  handed back in *sender_p: it carries the connection's properties, read
+//  only when asked (imgp_msg_peer_address, imgp_msg_peer_key), not on
+//  every message. Returns 0 or -1.
 static int
-s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, s_sender_t *sender,
+s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, zframe_t **sender_p,
                  char *error, size_t size)
 {
     if (type == ZMQ_ROUTER) {
@@ -1138,12 +1123,11 @@ s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, s_sender_t *se
         //  The frames that came over the wire carry the connection's
         //  properties; the routing id a ROUTER makes up may not (libzmq
         //  drops them when the message was looked at by a poll first).
-        if (type == ZMQ_ROUTER) {
-            s_recv_meta (delimiter, "Peer-Address", sender->address, sizeof sender->address);
-            s_recv_meta (delimiter, "User-Id", sender->key, sizeof sender->key);
-        }
         bool ok = delimiter && zframe_size (delimiter) == 0;
-        zframe_destroy (&delimiter);
+        if (ok && type == ZMQ_ROUTER)
+            *sender_p = delimiter;
+        else
+            zframe_destroy (&delimiter);
         if (!ok)
             return s_fail (error, size, "envelope has no empty delimiter frame");
     }
@@ -1163,21 +1147,20 @@ imgp_msg_recv (void *sock)
     if (!zmsg)
         return NULL;            //  interrupted or timed out; errno says
     char error [256];
-    s_sender_t sender = { "", "" };
-    zframe_t *routing_id = NULL;
+    zframe_t *routing_id = NULL, *sender = NULL;
     imgp_msg_t *self = NULL;
     if (s_recv_envelope (zmsg, type, &routing_id, &sender, error, sizeof error) == 0)
         self = imgp_msg_decode (&zmsg, error, sizeof error);
     zmsg_destroy (&zmsg);
     if (!self) {
+        zframe_destroy (&sender);
         zframe_destroy (&routing_id);
         imgp_warn ("dropped malformed message: %s", error);
         errno = EPROTO;
         return NULL;
     }
     self->routing_id = routing_id;
-    memcpy (self->peer_address, sender.address, sizeof self->peer_address);
-    memcpy (self->peer_key, sender.key, sizeof self->peer_key);
+    self->sender = sender;
     return self;
 }
 
@@ -1216,20 +1199,30 @@ imgp_msg_routing_name (imgp_msg_t *self)
     return self->routing_text;
 }
 
+//  Copy property `property` of the connection `self` came on into `dst`,
+//  cut to fit `size`; "" when it has none or the value is over `max` (the
+//  codec hands out whole values only).
+static char *
+s_sender_meta (imgp_msg_t *self, const char *property, size_t max, char *dst, size_t size)
+{
+    assert (dst && size > 0);
+    const char *value = self->sender ? zframe_meta (self->sender, property) : NULL;
+    if (!value || strlen (value) > max)
+        value = "";
+    snprintf (dst, size, "%s", value);
+    return dst;
+}
+
 char *
 imgp_msg_peer_address (imgp_msg_t *self, char *dst, size_t size)
 {
-    assert (dst && size > 0);
-    snprintf (dst, size, "%s", self->peer_address);
-    return dst;
+    return s_sender_meta (self, "Peer-Address", IMGP_ADDRESS_MAX, dst, size);
 }
 
 char *
 imgp_msg_peer_key (imgp_msg_t *self, char *dst, size_t size)
 {
-    assert (dst && size > 0);
-    snprintf (dst, size, "%s", self->peer_key);
-    return dst;
+    return s_sender_meta (self, "User-Id", IMGP_KEY_MAX, dst, size);
 }
 
 int

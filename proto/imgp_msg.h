@@ -134,8 +134,8 @@ typedef struct {
     void (*data_free) (void *buf, void *hint);  //  frees data_buf (libzmq style)
     zframe_t *routing_id;               //  ROUTER peer identity, owned
     char routing_text [IMGP_WORKER_MAX + 1];    //  routing id as a name, when asked
-    char peer_address [IMGP_ADDRESS_MAX + 1];   //  sender's IP, received on a ROUTER
-    char peer_key [IMGP_KEY_MAX + 1];           //  sender's CURVE key, received on a ROUTER
+    zframe_t *sender;                   //  ROUTER: the received delimiter, owned; its
+                                        //  connection properties are the sender's
 } imgp_msg_t;
 
 //  Create an empty message of a type. Never NULL (aborts on OOM, like czmq).
