@@ -160,8 +160,8 @@ s_link_ready (s_link_t *self, const char *why)
     snprintf (msg->worker, sizeof msg->worker, "%s", self->resizer->name);
     snprintf (msg->host, sizeof msg->host, "%s", self->resizer->host);
     msg->slots = S_SLOTS;
-    int credit = S_CAPACITY - self->held;
-    msg->credit = s_stopping (self->resizer) || credit < 0 ? 0 : credit;
+    //  held never passes S_CAPACITY: s_link_from_broker drops a JOB beyond it
+    msg->credit = s_stopping (self->resizer) ? 0 : S_CAPACITY - self->held;
     imgp_info ("event=credit_offered credit=%d held=%d after=%s", msg->credit, self->held,
                why);
     s_link_send (self, &msg);
@@ -276,9 +276,12 @@ s_link_event (s_link_t *self)
     if (event == ZMQ_EVENT_CONNECTED) {
         self->connected = true;
         self->revive_at = 0;
-        imgp_msg_t *msg;
-        while ((msg = zlist_pop (self->outbox)))
+        //  Each once: a message the dealer has no room for yet goes back
+        //  into the outbox, and popping it again would spin here.
+        for (size_t queued = zlist_size (self->outbox); queued > 0; queued--) {
+            imgp_msg_t *msg = zlist_pop (self->outbox);
             s_link_send (self, &msg);
+        }
         imgp_info ("event=connected endpoint=%s", self->resizer->jobs);
         s_link_ready (self, "connect");
     }
