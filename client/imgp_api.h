@@ -5,9 +5,9 @@
     of a refusal, the Retry-After of a 503 or a pending thumbnail. Reading
     them in one place keeps the commands to their flow, and keeps the
     client's idea of the contract (DESIGN.md, HTTP contract v1) in one file.
-    The long-poll (imgp_api_poll_*) is here for the same reason: `get` and
-    `batch` both wait for a job by asking the server to hold each request
-    (?wait=S) and must read its answers alike.
+    The long-poll (imgp_api_poll_*) is here for the same reason: it is how
+    imgp_roundtrip (under `get` and `batch`) waits for a job, by
+    asking the server to hold each request (?wait=S).
 
     Never: trust the server's JSON (every field is optional and checked;
     strings are copied with truncation into fixed buffers) or print.

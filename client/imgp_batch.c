@@ -384,10 +384,10 @@ s_upload (s_worker_t *self, const imgp_roundtrip_t *trip, imgp_roundtrip_result_
     }
     imgp_roundtrip_status_t status = imgp_roundtrip_upload (trip, data, size, result);
     free (data);
-    if (status == IMGP_ROUNDTRIP_DONE)
+    if (status == IMGP_ROUNDTRIP_DONE) {
         s_job_known (self, result->id);
-    if (status == IMGP_ROUNDTRIP_DONE)
         status = imgp_roundtrip_wait (trip, result);
+    }
     return status;
 }
 
