@@ -111,6 +111,7 @@ our_namespaces() {
 start_of() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
 record_pid() { echo "$1 $(start_of "$1")" >>"$pidfile"; }
 alive() { [ -e "/proc/$1" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+none_of_ours() { [ -z "$(our_pids)" ]; }
 our_pids() {
     local pid start
     [ -f "$pidfile" ] || return 0
@@ -122,15 +123,12 @@ our_pids() {
 # clean_all: our processes TERM, 5 s to go, then KILL; then our namespaces
 # (their veths go with them), the switch last.
 clean_all() {
-    local pids pid n deadline
+    local pids pid n
     pids=$(our_pids)
     if [ -n "$pids" ]; then
         # shellcheck disable=SC2086  # one pid a word
         kill -TERM $pids 2>/dev/null
-        deadline=$(($(now_ms) + 5000))
-        while [ -n "$(our_pids)" ] && [ "$(now_ms)" -lt $deadline ]; do
-            sleep 0.1
-        done
+        wait_for 5 none_of_ours
         pids=$(our_pids)
         # shellcheck disable=SC2086
         [ -n "$pids" ] && kill -KILL $pids 2>/dev/null

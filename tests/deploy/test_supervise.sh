@@ -67,10 +67,9 @@ if [ ${#images[@]} -eq 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------
-# Ports: five free ones in a row (frontend, intake, status, jobs, results;
-# the results port is ignored by a build without that endpoint)
+# Ports: four free ones in a row (frontend, intake, status, jobs)
 
-base=$(free_ports 5)
+base=$(free_ports 4)
 [ "$base" -ne 0 ] || { rm -rf "$tmp"; skip_all "supervision: no free ports"; }
 port=$base
 url=http://127.0.0.1:$port
@@ -109,7 +108,7 @@ run_start() {
     command -v setsid >/dev/null && setsid=(setsid)
     env SKIP_BUILD=1 BUILD_DIR="$build" PORT="$port" DATA_DIR="$tmp/data" RESIZERS=2 \
         IMGP_INTAKE=tcp://127.0.0.1:$((base + 1)) IMGP_STATUS=tcp://127.0.0.1:$((base + 2)) \
-        IMGP_JOBS=tcp://127.0.0.1:$((base + 3)) IMGP_RESULTS=tcp://127.0.0.1:$((base + 4)) \
+        IMGP_JOBS=tcp://127.0.0.1:$((base + 3)) \
         "$@" "${setsid[@]}" "$top/deploy/run.sh" >"$runlog" 2>&1 </dev/null &
     run_pid=$!
 }
