@@ -104,6 +104,15 @@ static const char *s_code_names [] = {
 
 static int s_time_limit_ms = 0;             //  per image; 0: none
 
+//  --dry-run: the 1x1 image of each format, made once by imgp_thumb_init.
+#define S_FORMATS (IMGP_FORMAT_AVIF + 1)
+typedef struct {
+    void *data;                             //  encoded image (g_malloc'd)
+    size_t size;                            //  bytes in data
+} s_fixed_t;
+static bool s_dry_run = false;              //  every job gets a fixed image
+static s_fixed_t s_fixed [S_FORMATS];       //  indexed by imgp_format_t
+
 //  When the image being made must be given up. On the stack of
 //  imgp_thumb_make; the handler runs in that thread (libvips signals from
 //  the thread that runs the sink), and is disconnected before return.
@@ -232,6 +241,8 @@ s_tune_malloc (int threads)
 #endif
 }
 
+static int s_dry_run_init (void);
+
 int
 imgp_thumb_init (const imgp_thumb_config_t *config)
 {
@@ -263,7 +274,8 @@ imgp_thumb_init (const imgp_thumb_config_t *config)
     //  Every image is new: caching operations only holds memory.
     vips_cache_set_max (0);
     vips_concurrency_set (config->vips_threads);
-    return 0;
+    s_dry_run = config->dry_run;
+    return s_dry_run ? s_dry_run_init () : 0;
 }
 
 
@@ -624,6 +636,61 @@ s_encode (VipsImage *image, const imgp_opts_t *opts, s_deadline_t *deadline,
                    imgp_format_name (opts->format), s_vips_reason (reason, sizeof reason));
 }
 
+//  --------------------------------------------------------------------------
+//  Dry run
+
+//  The 1x1 white sRGB image encoded once per format, with the same
+//  encoders (and quality defaults) real jobs use. Returns 0 or -1 (logged).
+static int
+s_dry_run_init (void)
+{
+    static const uint8_t white [3] = { 255, 255, 255 };
+    VipsImage *pixel = vips_image_new_from_memory_copy (white, sizeof white, 1, 1, 3,
+                                                        VIPS_FORMAT_UCHAR);
+    if (!pixel)
+        return -1;
+    pixel->Type = VIPS_INTERPRETATION_sRGB;
+    int rc = 0;
+    for (int format = 0; format < S_FORMATS && rc == 0; format++) {
+        imgp_opts_t opts;
+        imgp_opts_default (&opts);
+        opts.format = (imgp_format_t) format;
+        imgp_thumb_result_t encoded = { 0 };
+        rc = s_save (pixel, &opts, &encoded);
+        if (rc == 0 && encoded.data) {
+            g_free (s_fixed [format].data);
+            s_fixed [format] = (s_fixed_t) { encoded.data, encoded.size };
+        }
+        else {
+            char reason [IMGP_MESSAGE_MAX];
+            imgp_error ("event=config_error message=dry run: the 1x1 %s image cannot be "
+                        "encoded: %s", imgp_format_name (opts.format),
+                        s_vips_reason (reason, sizeof reason));
+            vips_error_clear ();
+            g_free (encoded.data);
+            rc = -1;
+        }
+    }
+    g_object_unref (pixel);
+    if (rc == 0)
+        imgp_warn ("event=dry_run message=\"no image is resized: every job gets a fixed 1x1 "
+                   "image (--dry-run, for benchmarks)\"");
+    return rc;
+}
+
+//  A copy of the fixed image: the caller frees what it gets, as for a real
+//  thumbnail. A few hundred bytes, so the copy costs nothing measurable.
+static int
+s_dry_run_make (const imgp_opts_t *opts, imgp_thumb_result_t *result)
+{
+    const s_fixed_t *fixed = &s_fixed [opts->format];
+    result->data = g_memdup2 (fixed->data, fixed->size);
+    result->size = fixed->size;
+    result->width = 1;
+    result->height = 1;
+    return 0;
+}
+
 int
 imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
                  imgp_thumb_result_t *result)
@@ -639,6 +706,8 @@ imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
         deadline.at = g_get_monotonic_time () + (gint64) s_time_limit_ms * 1000;
     if (!imgp_opts_valid (opts))
         return s_fail (result, IMGP_THUMB_INTERNAL, "thumbnail options are out of range");
+    if (s_dry_run)
+        return s_dry_run_make (opts, result);
     bool profiled = false;
     if (s_check_loader (buf, len, result) || s_check_header (buf, len, &profiled, result))
         return -1;

@@ -27,10 +27,17 @@
     pixels are decoded, and between the strips the encoder reads; a single
     encoder call (AV1) cannot be cut short at all. The broker's job timeout
     stays the outer bound.
+
+    Dry run (--dry-run, for measuring the broker, not libvips): init
+    encodes a 1x1 image once per output format, and every make() returns a
+    copy of the one the job asks for, described as 1x1, without looking
+    at the input. The broker's magic check passes on it, so a benchmark
+    drives the whole path of a job except the resize itself.
 */
 #ifndef IMGP_THUMB_H_INCLUDED
 #define IMGP_THUMB_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +62,7 @@ typedef struct {
     const char *allow_loaders;      //  extra loaders, comma list of svg, pdf, magick; NULL: none
     int vips_threads;               //  libvips worker threads per image, >= 1
     int time_limit_ms;              //  time one image may take, ms; 0: no limit
+    bool dry_run;                   //  no decode: every job gets a fixed 1x1 image
 } imgp_thumb_config_t;
 
 //  The outcome of one imgp_thumb_make() call. A plain value: clear it with
@@ -77,9 +85,10 @@ typedef struct {
 //  big decode after another (one arena per libvips thread, freed buffers
 //  kept for the next job: 15-20% less time per photo), process-wide: call it
 //  before the process starts other threads. May be called again to change
-//  the settings (tests do), but not while an image is being made. Returns
-//  0, or -1 with the reason logged (unknown loader name, libvips failed to
-//  start).
+//  the settings (tests do), but not while an image is being made. With
+//  dry_run, also encodes the 1x1 image of every format. Returns 0, or -1
+//  with the reason logged (unknown loader name, libvips failed to start,
+//  a dry-run image could not be encoded).
 int imgp_thumb_init (const imgp_thumb_config_t *config);
 
 //  Set the job id that libvips warnings are tagged with from now on (copied;
@@ -92,6 +101,8 @@ void imgp_thumb_set_job (const char *id);
 //  ask. Always fills `result` (which must not hold data: clear it first).
 //  Returns 0 with result->data set, or -1 with result->code and
 //  result->message set; libvips' error buffer is left empty either way.
+//  In a dry run: 0 with a copy of the fixed 1x1 image in opts->format
+//  (in_width and in_height 0, loader NULL), whatever `buf` holds.
 int imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
                      imgp_thumb_result_t *result);
 

@@ -49,6 +49,9 @@ static const imgp_conf_spec_t s_specs [] = {
     IMGP_CONF_NUM (s_config_t, thumb.time_limit_ms, "time-limit-ms", 30000, 1, 86400000,
                    "time one image may take before it fails with timeout; keep it below "
                    "the broker's --job-timeout-ms"),
+    IMGP_CONF_FLAG (s_config_t, thumb.dry_run, "dry-run",
+                    "benchmarks only: resize nothing, answer every job with a fixed 1x1 image "
+                    "in its format, to measure what the broker routes"),
     IMGP_CONF_NUM (s_config_t, nice, "nice", 10, 0, 19,
                    "CPU priority to drop to (nice value, also SCHED_BATCH) so a frontend "
                    "on the same host stays quick; 0 leaves the priority alone"),

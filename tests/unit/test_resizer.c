@@ -24,6 +24,7 @@
 #include "imgp_curve.h"
 #include "imgp_id.h"
 #include "imgp_log.h"
+#include "imgp_magic.h"
 #include "imgp_msg.h"
 #include "imgp_resizer.h"
 #include "imgp_thumb.h"
@@ -53,7 +54,8 @@ static void
 s_init_limits (int64_t max_pixels, const char *allow, int time_limit_ms)
 {
     imgp_log_init ("test_resizer", false);
-    imgp_thumb_config_t config = { max_pixels, allow, 1, time_limit_ms };
+    imgp_thumb_config_t config = { .max_pixels = max_pixels, .allow_loaders = allow,
+                                   .vips_threads = 1, .time_limit_ms = time_limit_ms };
     cr_assert_eq (imgp_thumb_init (&config), 0);
 }
 
@@ -534,6 +536,32 @@ Test (thumb, vips_warnings_carry_the_job_id, .init = s_init)
 }
 
 
+//  --dry-run: a fixed 1x1 image in the format asked for, whatever the
+//  input, that the broker's magic check takes; and off again, a real run.
+Test (thumb, dry_run_gives_one_pixel_in_every_format)
+{
+    imgp_log_init ("test_resizer", false);
+    imgp_thumb_config_t config = { .max_pixels = DEFAULT_MAX_PIXELS, .vips_threads = 1,
+                                   .time_limit_ms = DEFAULT_TIME_LIMIT_MS, .dry_run = true };
+    cr_assert_eq (imgp_thumb_init (&config), 0);
+    const char *text = "not an image at all";
+    for (int format = IMGP_FORMAT_PNG; format <= IMGP_FORMAT_AVIF; format++) {
+        imgp_opts_t opts = s_opts (400, 400, IMGP_FIT_INSIDE, (imgp_format_t) format);
+        imgp_thumb_result_t result = { 0 };
+        cr_assert_eq (imgp_thumb_make ((const uint8_t *) text, strlen (text), &opts, &result), 0);
+        cr_assert_eq (result.width, 1);
+        cr_assert_eq (result.height, 1);
+        const char *reason = NULL;
+        cr_assert_eq (imgp_magic_check (result.data, result.size, opts.format, 1, 1, &reason), 0,
+                      "%s: %s", imgp_format_name (opts.format), reason);
+        imgp_thumb_result_clear (&result);
+    }
+    config.dry_run = false;
+    cr_assert_eq (imgp_thumb_init (&config), 0);
+    s_thumb_fails (text, strlen (text), IMGP_THUMB_UNSUPPORTED_FORMAT, "not an image");
+}
+
+
 //  --------------------------------------------------------------------------
 //  Refusals
 
@@ -605,7 +633,8 @@ Test (reject, svg_when_allowed_by_name)
 Test (reject, unknown_loader_name_is_a_config_error)
 {
     imgp_log_init ("test_resizer", false);
-    imgp_thumb_config_t config = { DEFAULT_MAX_PIXELS, "svg,bmpx", 1, 0 };
+    imgp_thumb_config_t config = { .max_pixels = DEFAULT_MAX_PIXELS,
+                                   .allow_loaders = "svg,bmpx", .vips_threads = 1 };
     cr_assert_eq (imgp_thumb_init (&config), -1);
 }
 
