@@ -6,10 +6,11 @@
       connect (slots, and credit = capacity minus jobs held), HEARTBEAT
       every heartbeat_ms, passes JOBs on to the worker over an inproc PAIR
       and the worker's STARTED / DONE / FAILED back out on the DEALER (for
-      a JOB to an idle worker it says STARTED itself, at once). It
-      counts jobs held (passed on, not answered yet) and running (STARTED,
-      not answered yet): all READY and HEARTBEAT say comes from those two.
-      Messages move as frames, so image bytes are never copied. Its socket
+      a JOB to an idle worker it says STARTED itself, at once). Between
+      the two threads messages move as pointers (s_pipe_send), and image
+      bytes are never copied. It counts jobs held (passed on, not answered
+      yet) and running (STARTED, not answered yet): all READY and
+      HEARTBEAT say comes from those two. Its socket
       never blocks (send timeout 0): a heartbeat must not wait behind
       anything, and results queue in libzmq's pipe across a reconnect (in
       our outbox while there is no pipe: see s_link_send);
@@ -76,6 +77,43 @@ static bool
 s_stopping (imgp_resizer_t *self)
 {
     return atomic_load (&self->stop);
+}
+
+//  Between our two threads a message moves as a pointer (czmq's "p"
+//  picture), not through the codec: both ends are this file, the codec
+//  already checked a JOB when it came off the wire and checks each result
+//  when it goes out, and encoding and decoding twice more per hop was the
+//  largest part of a --dry-run job's CPU (jansson ~20% in perf). The
+//  receiver owns what it gets. Destroys *msg_p either way, like
+//  imgp_msg_send; returns 0 or -1.
+static int
+s_pipe_send (zsock_t *pipe, imgp_msg_t **msg_p)
+{
+    if (zsock_send (pipe, "p", *msg_p) == 0) {
+        *msg_p = NULL;
+        return 0;
+    }
+    imgp_msg_destroy (msg_p);
+    return -1;
+}
+
+//  The next message on the pipe (ours), or NULL when interrupted.
+static imgp_msg_t *
+s_pipe_recv (zsock_t *pipe)
+{
+    void *msg = NULL;
+    return zsock_recv (pipe, "p", &msg) == 0 ? (imgp_msg_t *) msg : NULL;
+}
+
+//  Destroys what waits in the pipe, at exit: pointers are not freed by
+//  closing the socket.
+static void
+s_pipe_drain (zsock_t *pipe)
+{
+    while (pipe && (zsock_events (pipe) & ZMQ_POLLIN)) {
+        imgp_msg_t *msg = s_pipe_recv (pipe);
+        imgp_msg_destroy (&msg);
+    }
 }
 
 
@@ -309,7 +347,7 @@ s_link_event (s_link_t *self)
 static void
 s_link_from_worker (s_link_t *self)
 {
-    imgp_msg_t *msg = imgp_msg_recv (self->work);
+    imgp_msg_t *msg = s_pipe_recv (self->work);
     if (!msg)
         return;
     if (msg->type == IMGP_MSG_STARTED && streq (msg->id, self->early)) {
@@ -324,6 +362,8 @@ s_link_from_worker (s_link_t *self)
             self->running--;
         if (self->held > 0)
             self->held--;
+        if (streq (msg->id, self->early))
+            self->early [0] = '\0';     //  the worker knew, and said no STARTED
     }
     s_link_send (self, &msg);
 }
@@ -332,7 +372,8 @@ s_link_from_worker (s_link_t *self)
 //  after the worker woke up: the broker's wait for a job's start is the
 //  fairness it measures, and on a busy machine every thread of ours that
 //  must wake (at nice 10, SCHED_BATCH: no wakeup preemption) adds to it.
-//  The worker's own STARTED for that job is then dropped.
+//  The worker, told by the announced flag, sends none of its own for that
+//  job (one it sends anyway, after a stop, is dropped here).
 static void
 s_link_start_early (s_link_t *self, const char *id, int attempts)
 {
@@ -377,7 +418,7 @@ s_link_from_broker (s_link_t *self)
     //  a worker told to stop still does the job we say STARTED for.
     if (idle)
         atomic_store (&self->resizer->announced, true);
-    if (imgp_msg_send (&msg, self->work) == 0) {
+    if (s_pipe_send (self->work, &msg) == 0) {
         self->held++;
         if (idle)
             s_link_start_early (self, id, attempts);
@@ -498,6 +539,7 @@ s_link_actor (zsock_t *pipe, void *argument)
     if (rc == 0)
         s_link_loop (&self);
     s_link_close (&self);
+    s_pipe_drain (self.work);
     zsock_destroy (&self.work);
     imgp_msg_t *msg;
     while (self.outbox && (msg = zlist_pop (self.outbox))) {
@@ -542,7 +584,7 @@ s_send (s_worker_t *self, imgp_msg_t **msg_p)
     char id [IMGP_ID_LEN + 1];
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
-    if (imgp_msg_send (msg_p, self->pipe) != 0)
+    if (s_pipe_send (self->pipe, msg_p) != 0)
         imgp_error ("job=%s event=send_failed type=%s reason=%s", id, type,
                     zmq_strerror (zmq_errno ()));
 }
@@ -587,13 +629,17 @@ s_check_result_size (imgp_resizer_t *self, imgp_thumb_result_t *thumb)
     return -1;
 }
 
+//  `said`: the link has said STARTED for this job already (it came to us
+//  idle), so ours would only be dropped.
 static void
-s_handle_job (s_worker_t *self, imgp_msg_t **job_p)
+s_handle_job (s_worker_t *self, imgp_msg_t **job_p, bool said)
 {
     imgp_resizer_t *resizer = self->resizer;
     imgp_msg_t *job = *job_p;
-    imgp_msg_t *started = s_result_new (resizer, job, IMGP_MSG_STARTED);
-    s_send (self, &started);
+    if (!said) {
+        imgp_msg_t *started = s_result_new (resizer, job, IMGP_MSG_STARTED);
+        s_send (self, &started);
+    }
     imgp_info ("job=%s event=started attempt=%d worker=%s", job->id, job->attempts,
                resizer->name);
 
@@ -694,6 +740,7 @@ static void
 s_worker_close (s_worker_t *self)
 {
     zactor_destroy (&self->link);
+    s_pipe_drain (self->pipe);
     zsock_destroy (&self->pipe);
 }
 
@@ -704,14 +751,14 @@ s_worker_close (s_worker_t *self)
 static void
 s_worker_job (s_worker_t *self)
 {
-    imgp_msg_t *job = imgp_msg_recv (self->pipe);
-    atomic_store (&self->resizer->announced, false);
+    imgp_msg_t *job = s_pipe_recv (self->pipe);
+    bool said = atomic_exchange (&self->resizer->announced, false);
     if (!job)
         return;
     int64_t start = s_now_us ();
     if (self->idle_since)
         self->waited_us += start - self->idle_since;
-    s_handle_job (self, &job);
+    s_handle_job (self, &job, said);
     int64_t end = s_now_us ();
     self->busy_us += end - start;
     self->idle_since = end;
