@@ -8,6 +8,12 @@
     why): fields other than `img` are read and dropped, never stored, and a
     second `img` field is refused (400, and the connection closes).
 
+    Copies. The image's bytes are read into the sink in place, for either
+    kind of body (imgp_form_read_into for multipart), so they are copied
+    once in user space: mg_read hands over what civetweb's buffer already
+    holds and reads the rest straight from the socket. The sink then goes
+    to the broker without a copy (imgp_buf, imgp_link).
+
     Deadlines. civetweb's request_timeout_ms bounds each read with no byte
     at all, and its mg_read does not return until it has every byte asked
     for (pull_all), so a client sending a byte every few seconds would hold
@@ -162,13 +168,18 @@ s_sink_took (s_sink_t *sink, size_t len)
         sink->too_large = true;
 }
 
-//  Bytes read elsewhere (the multipart reader's window) are kept, through
-//  the same room and limit as bytes read in place. Returns -1 once the
-//  sink takes nothing more.
+//  Bytes the multipart reader passes on: read in place (into the room
+//  s_form_room gave), or read elsewhere (its window) and kept through the
+//  same room and limit. Returns -1 once the sink takes nothing more.
 static int
 s_sink_append (s_sink_t *sink, const void *bytes, size_t len)
 {
     const char *at = bytes;
+    if (sink->data && at == (const char *) sink->data + sink->size) {
+        assert (len <= sink->capacity - sink->size);
+        s_sink_took (sink, len);
+        return s_sink_failed (sink) ? -1 : 0;
+    }
     while (len > 0 && !s_sink_failed (sink)) {
         size_t room = s_sink_room (sink);
         size_t n = room < len ? room : len;
@@ -283,6 +294,15 @@ s_form_data (void *arg, const char *bytes, size_t len)
     return s_sink_append (reader->sink, bytes, len);
 }
 
+//  Room for the image's next bytes, read there by imgp_form in place.
+static char *
+s_form_room (void *arg, size_t *size)
+{
+    s_form_reader_t *reader = arg;
+    *size = s_sink_room (reader->sink);
+    return *size ? (char *) reader->sink->data + reader->sink->size : NULL;
+}
+
 //  After the closing boundary a client may send an epilogue; read a little
 //  of it so the connection can be kept alive. The image is complete by
 //  now, so a late or stalled epilogue (a 0 that is a read timeout, or a
@@ -304,9 +324,13 @@ s_read_form (struct mg_connection *conn, const char *boundary, s_sink_t *sink,
              imgp_upload_t *upload)
 {
     s_form_reader_t reader = { conn, sink, mg_get_request_info (conn)->content_length, 0 };
+    //  The image is most of a declared body: its buffer at once, rather
+    //  than grown (pages not written cost nothing).
+    if (reader.declared > 0 && s_sink_reserve (sink, (size_t) reader.declared))
+        sink->no_memory = true;
     char why [120] = "";
-    imgp_form_result_t rc = imgp_form_read (boundary, "img", s_form_read, s_form_data, &reader,
-                                            why, sizeof why);
+    imgp_form_result_t rc = imgp_form_read_into (boundary, "img", s_form_read, s_form_room,
+                                                 s_form_data, &reader, why, sizeof why);
     if (s_sink_failed (sink))
         return 0;               //  sink says why
     if (rc == IMGP_FORM_READ_ERROR || rc == IMGP_FORM_STOPPED)
