@@ -35,6 +35,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "imgp_buf.h"
 #include "imgp_form.h"
@@ -46,6 +48,7 @@
 #define S_FIRST_ALLOC 65536     //  first buffer when no length was declared
 #define S_DRAIN_MAX 65536       //  epilogue read after the last multipart boundary
 #define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
+#define S_POPULATE (256 * 1024) //  buffer pages made ready at a time, ahead of the bytes
 
 typedef enum {
     S_BODY_OTHER = 0,           //  a content type we do not take
@@ -59,6 +62,7 @@ typedef struct {
     uint8_t *data;              //  imgp_buf being filled, NULL until the first byte
     size_t size;                //  bytes used
     size_t capacity;            //  bytes allocated
+    size_t populated;           //  bytes of data whose pages were made ready (s_sink_populate)
     bool too_large;             //  a byte past the limit arrived
     bool no_memory;             //  the buffer could not grow
     bool overdue;               //  bytes were still coming at the body deadline
@@ -134,6 +138,31 @@ s_sink_stalled (s_sink_t *sink)
     return silent + S_CLOCK_SLACK_MS >= sink->limits->read_timeout_ms;
 }
 
+//  Make the buffer's pages ready S_POPULATE bytes at a time, ahead of the
+//  bytes about to land there: one madvise instead of a page fault per
+//  4 kB. The buffer is fresh memory (mmap above the threshold, see
+//  imgp_mem), and a fault per page was the largest part of the
+//  frontend's CPU per upload: 2049 faults for 8 MB, about half of its
+//  7-9 ms. Only ever a step ahead of the bytes that arrived, so memory
+//  stays bounded by them, not by a declared Content-Length. A kernel
+//  without MADV_POPULATE_WRITE (before 5.14) refuses it: faults as before.
+static void
+s_sink_populate (s_sink_t *sink, size_t want)
+{
+    if (want <= sink->populated)
+        return;
+    uintptr_t page = (uintptr_t) sysconf (_SC_PAGESIZE);
+    size_t end = sink->size + S_POPULATE;
+    end = end < sink->capacity ? end : sink->capacity;
+    uintptr_t from = (uintptr_t) (sink->data + sink->size) & ~(page - 1);
+    uintptr_t to = (uintptr_t) (sink->data + end);
+#ifdef MADV_POPULATE_WRITE
+    if (to > from)
+        madvise ((void *) from, to - from, MADV_POPULATE_WRITE);
+#endif
+    sink->populated = end;
+}
+
 //  Room to read into at data + size, at most S_READ_CHUNK bytes, growing
 //  the buffer when it is full (up to the limit plus one byte, so a body
 //  over the limit shows). Returns the room, or 0 with the sink flagged.
@@ -154,7 +183,9 @@ s_sink_room (s_sink_t *sink)
             return 0;
     }
     size_t room = sink->capacity - sink->size;
-    return room < S_READ_CHUNK ? room : S_READ_CHUNK;
+    room = room < S_READ_CHUNK ? room : S_READ_CHUNK;
+    s_sink_populate (sink, sink->size + room);
+    return room;
 }
 
 //  `len` bytes were read in place at data + size.
