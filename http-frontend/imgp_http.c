@@ -58,8 +58,8 @@
 #include "imgp_watch.h"
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
-#define S_TRIM_QUIET_MS 1000   //  heap given back this long after the last request (imgp_mem)
-#define S_TRIM_BUSY_MS 10000   //  or this often while requests keep coming
+#define S_TRIM_QUIET_MS 1000    //  heap given back this long after the last request (imgp_mem)
+#define S_TRIM_BUSY_MS 10000    //  or this often while requests keep coming
 #define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
 #define S_NOTE_MS 60000         //  a refusal is logged once per client per this
 #define S_PATH_MAX 2048         //  longest decoded request path routed
