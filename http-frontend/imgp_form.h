@@ -27,7 +27,16 @@
 typedef int (imgp_form_read_fn) (void *arg, char *buf, size_t size);
 
 //  The next `len` bytes of the wanted field: returns 0 to go on, -1 to stop.
+//  With imgp_form_read_into, `bytes` may lie in the room the caller gave
+//  (then they were read there and need no copy).
 typedef int (imgp_form_data_fn) (void *arg, const char *bytes, size_t len);
+
+//  Where the wanted field's next bytes may be read to: room for *size
+//  bytes (set it), valid until the next data call. NULL, or a room no
+//  larger than a delimiter, makes the reader use its own window for them.
+//  Bytes the reader writes there beyond what it then passes to data are
+//  scratch.
+typedef char *(imgp_form_room_fn) (void *arg, size_t *size);
 
 typedef enum {
     IMGP_FORM_OK = 0,           //  the close delimiter was read; the field came once
@@ -50,5 +59,13 @@ int imgp_form_boundary (const char *content_type, char *boundary, size_t size);
 imgp_form_result_t imgp_form_read (const char *boundary, const char *field,
                                    imgp_form_read_fn *read, imgp_form_data_fn *data,
                                    void *arg, char *error, size_t error_size);
+
+//  imgp_form_read, reading the wanted field's bytes straight into the
+//  caller's buffer where `room` (may be NULL) offers space: one copy of
+//  them, from `read` to their place, instead of two.
+imgp_form_result_t imgp_form_read_into (const char *boundary, const char *field,
+                                        imgp_form_read_fn *read, imgp_form_room_fn *room,
+                                        imgp_form_data_fn *data, void *arg, char *error,
+                                        size_t error_size);
 
 #endif

@@ -33,7 +33,6 @@
 #include <assert.h>
 #include <civetweb.h>
 #include <jansson.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdbool.h>
@@ -48,6 +47,7 @@
 #include "imgp_keys.h"
 #include "imgp_link.h"
 #include "imgp_log.h"
+#include "imgp_mem.h"
 #include "imgp_metrics.h"
 #include "imgp_msg.h"
 #include "imgp_opts.h"
@@ -58,7 +58,8 @@
 #include "imgp_watch.h"
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
-#define S_MMAP_THRESHOLD (128 * 1024)   //  allocations above go to mmap, see imgp_http_new
+#define S_TRIM_QUIET_MS 1000    //  heap given back this long after the last request (imgp_mem)
+#define S_TRIM_BUSY_MS 10000    //  or this often while requests keep coming
 #define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
 #define S_NOTE_MS 60000         //  a refusal is logged once per client per this
 #define S_PATH_MAX 2048         //  longest decoded request path routed
@@ -77,6 +78,7 @@ struct _imgp_http_t {
     imgp_keys_t *keys;          //  API keys, NULL when --api-keys is not set
     imgp_rate_t *rate;          //  token buckets per key or address; log-once notes
     imgp_metrics_t *metrics;    //  the frontend's Prometheus series
+    imgp_mem_t *mem;            //  gives heap memory back after bursts
 };
 
 //  What we keep about one open connection (civetweb's connection data),
@@ -901,6 +903,7 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
     if (imgp_log_verbose ())
         imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.reply.method, req.path,
                     req.reply.status, (long long) (zclock_mono () - start));
+    imgp_mem_served (self->mem);
     return req.reply.status > 0 ? req.reply.status : 500;
 }
 
@@ -965,6 +968,7 @@ s_http_error (struct mg_connection *conn, int status, const char *errmsg)
     imgp_reply_error (&req.reply, status, code, "%s%s%.200s", message, detail ? ": " : "",
                       detail ? errmsg : "");
     imgp_metrics_request (req.server->metrics, IMGP_ROUTE_OTHER, status, 0);
+    imgp_mem_served (req.server->mem);
     return 0;                   //  answered here
 }
 
@@ -997,6 +1001,19 @@ s_init_connection (const struct mg_connection *conn, void **conn_data)
     return 0;
 }
 
+//  A worker thread starts (civetweb calls this before it waits for its
+//  first connection): civetweb has just named the thread with snprintf,
+//  whose frame reached a third page of the stack that an idle worker never
+//  uses again; give it back (4 kB a thread, 16 MB at 4096).
+static void *
+s_init_thread (const struct mg_context *ctx, int thread_type)
+{
+    (void) ctx;
+    if (thread_type == 1)       //  a worker
+        imgp_mem_stack_trim ();
+    return NULL;
+}
+
 static void
 s_connection_close (const struct mg_connection *conn)
 {
@@ -1010,6 +1027,12 @@ s_connection_close (const struct mg_connection *conn)
     }
     free (state);
     imgp_metrics_gauge_add (self->metrics, IMGP_GAUGE_CONNECTIONS, -1);
+    //  The worker goes back to waiting for a connection, a few frames deep:
+    //  the stack pages the connection touched (our handlers, and civetweb's
+    //  own request path, which reaches 8 pages) go back. Here, not at the
+    //  end of a request: civetweb's frames after a handler reach deeper
+    //  than the handler's own. One madvise per connection.
+    imgp_mem_stack_trim ();
 }
 
 static int
@@ -1056,6 +1079,7 @@ s_start (imgp_http_t *self)
     callbacks.http_error = s_http_error;
     callbacks.init_connection = s_init_connection;
     callbacks.connection_close = s_connection_close;
+    callbacks.init_thread = s_init_thread;
     self->ctx = mg_start (&callbacks, self, options);
     if (!self->ctx)
         return -1;
@@ -1094,13 +1118,7 @@ imgp_http_new (const imgp_http_config_t *config)
     //  Worker threads open sockets concurrently: make czmq's context first.
     zsys_init ();
     mg_init_library (0);
-    //  An upload buffer is one allocation that grows to the upload's size,
-    //  made on whichever of thousands of threads took the request. glibc's
-    //  dynamic mmap threshold rises to the largest block freed, so after a
-    //  few 30 MB uploads they came from per-thread arenas that kept the
-    //  memory (356 MB after 14 uploads). A fixed threshold keeps large
-    //  blocks in mmap, given back to the system when freed.
-    mallopt (M_MMAP_THRESHOLD, S_MMAP_THRESHOLD);
+    imgp_mem_tune ();           //  before the worker threads: see imgp_mem.h
     self->conns = imgp_conns_new (config->threads, config->conn_per_ip);
     self->rate = imgp_rate_new (S_RATE_CLIENTS);
     self->metrics = imgp_metrics_new ();
@@ -1109,10 +1127,11 @@ imgp_http_new (const imgp_http_config_t *config)
         return NULL;
     }
     self->watch = imgp_watch_new ((size_t) config->threads);
+    self->mem = imgp_mem_new (S_TRIM_QUIET_MS, S_TRIM_BUSY_MS);
     self->link = imgp_link_new_keyed (config->intake, config->status, config->broker_timeout_ms,
                                       (int64_t) config->max_upload, config->curve);
     if (!self->listen || !self->intake || !self->status || !self->conns || !self->rate
-    ||  !self->metrics || !self->watch || !self->link || s_start (self)) {
+    ||  !self->metrics || !self->watch || !self->mem || !self->link || s_start (self)) {
         imgp_error ("cannot start the HTTP server on '%s'", config->listen);
         imgp_http_destroy (&self);
     }
@@ -1130,6 +1149,7 @@ imgp_http_destroy (imgp_http_t **self_p)
     mg_exit_library ();
     imgp_link_destroy (&self->link);
     imgp_watch_destroy (&self->watch);
+    imgp_mem_destroy (&self->mem);
     imgp_conns_destroy (&self->conns);
     imgp_keys_destroy (&self->keys);
     imgp_rate_destroy (&self->rate);

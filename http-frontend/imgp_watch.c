@@ -1,6 +1,7 @@
 /*  imgp_watch — see imgp_watch.h.
 
-    The watcher wakes every S_TICK_MS and walks the slots under the lock;
+    The watcher (an imgp_ticker) wakes every S_TICK_MS and walks the slots
+    under the lock;
     with one slot per worker thread that is a few dozen comparisons, and it
     signals only threads already past their deadline, so a deadline is kept
     to within about one tick. Slots are a plain array: begin takes the
@@ -15,9 +16,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "imgp_log.h"
+#include "imgp_ticker.h"
 
 #define S_TICK_MS 50            //  how often deadlines are looked at
 #define S_SIGNAL SIGURG         //  ignored by default: harmless if one is ever stray
@@ -28,13 +29,10 @@ typedef struct {
 } s_slot_t;
 
 struct _imgp_watch_t {
-    pthread_mutex_t lock;       //  guards slots and stopping
-    pthread_cond_t wake;        //  ends a tick early when stopping
+    pthread_mutex_t lock;       //  guards slots
     s_slot_t *slots;            //  one per thread that may be watched
     size_t size;                //  number of slots
-    bool stopping;              //  the watcher must exit
-    bool started;               //  the watcher thread runs (join it)
-    pthread_t watcher;          //  the thread that sends the signals
+    imgp_ticker_t *ticker;      //  the watcher: calls s_watch_tick
 };
 
 //  Does nothing: being caught is what makes poll() return EINTR.
@@ -44,53 +42,17 @@ s_interrupt (int signal)
     (void) signal;
 }
 
+//  One tick of the watcher: signal every watched thread past its deadline.
 static void
-s_tick_end (struct timespec *until)
-{
-    clock_gettime (CLOCK_MONOTONIC, until);
-    until->tv_nsec += S_TICK_MS * 1000000L;
-    if (until->tv_nsec >= 1000000000L) {
-        until->tv_sec++;
-        until->tv_nsec -= 1000000000L;
-    }
-}
-
-static void *
-s_watcher (void *args)
+s_watch_tick (void *args)
 {
     imgp_watch_t *self = args;
     pthread_mutex_lock (&self->lock);
-    while (!self->stopping) {
-        int64_t now = zclock_mono ();
-        for (size_t i = 0; i < self->size; i++)
-            if (self->slots [i].deadline && now > self->slots [i].deadline)
-                pthread_kill (self->slots [i].thread, S_SIGNAL);
-        struct timespec until;
-        s_tick_end (&until);
-        pthread_cond_timedwait (&self->wake, &self->lock, &until);
-    }
+    int64_t now = zclock_mono ();
+    for (size_t i = 0; i < self->size; i++)
+        if (self->slots [i].deadline && now > self->slots [i].deadline)
+            pthread_kill (self->slots [i].thread, S_SIGNAL);
     pthread_mutex_unlock (&self->lock);
-    return NULL;
-}
-
-//  The lock, and a condition variable on the monotonic clock (ticks must
-//  not stretch when the wall clock is set back).
-static int
-s_sync_init (imgp_watch_t *self)
-{
-    pthread_condattr_t attr;
-    if (pthread_condattr_init (&attr))
-        return -1;
-    int rc = pthread_condattr_setclock (&attr, CLOCK_MONOTONIC)
-          || pthread_cond_init (&self->wake, &attr);
-    pthread_condattr_destroy (&attr);
-    if (rc)
-        return -1;
-    if (pthread_mutex_init (&self->lock, NULL)) {
-        pthread_cond_destroy (&self->wake);
-        return -1;
-    }
-    return 0;
 }
 
 imgp_watch_t *
@@ -101,7 +63,7 @@ imgp_watch_new (size_t slots)
     if (!self)
         return NULL;
     self->slots = calloc (slots, sizeof *self->slots);
-    if (!self->slots || s_sync_init (self)) {
+    if (!self->slots || pthread_mutex_init (&self->lock, NULL)) {
         free (self->slots);
         free (self);
         return NULL;
@@ -112,11 +74,9 @@ imgp_watch_new (size_t slots)
     action.sa_handler = s_interrupt;    //  no SA_RESTART: waits fail with EINTR
     sigemptyset (&action.sa_mask);
     sigaction (S_SIGNAL, &action, NULL);
-    self->started = pthread_create (&self->watcher, NULL, s_watcher, self) == 0;
-    if (!self->started) {
-        imgp_error ("cannot start the upload deadline watcher thread");
+    self->ticker = imgp_ticker_new ("upload_watch", S_TICK_MS, s_watch_tick, self);
+    if (!self->ticker)
         imgp_watch_destroy (&self);
-    }
     return self;
 }
 
@@ -126,14 +86,7 @@ imgp_watch_destroy (imgp_watch_t **self_p)
     if (!self_p || !*self_p)
         return;
     imgp_watch_t *self = *self_p;
-    if (self->started) {
-        pthread_mutex_lock (&self->lock);
-        self->stopping = true;
-        pthread_cond_signal (&self->wake);
-        pthread_mutex_unlock (&self->lock);
-        pthread_join (self->watcher, NULL);
-    }
-    pthread_cond_destroy (&self->wake);
+    imgp_ticker_destroy (&self->ticker);
     pthread_mutex_destroy (&self->lock);
     free (self->slots);
     free (self);

@@ -38,8 +38,9 @@ static const imgp_conf_spec_t s_specs [] = {
                    "HTTP address:port to listen on (IPv4 only)"),
     IMGP_CONF_INTAKE (s_config_t, http.intake),
     IMGP_CONF_STATUS (s_config_t, http.status),
-    IMGP_CONF_NUM (s_config_t, http.threads, "threads", 4096, 1, 16384,
-                   "HTTP worker threads, also the most concurrent connections"),
+    IMGP_CONF_NUM (s_config_t, http.threads, "threads", 3072, 1, 16384,
+                   "HTTP worker threads, also the most concurrent connections; each costs "
+                   "about 15 kB of memory while idle"),
     IMGP_CONF_MAX_UPLOAD_BYTES (s_config_t, http.max_upload),
     IMGP_CONF_NUM (s_config_t, http.broker_timeout_ms, "broker-timeout-ms", 1500, 100, 600000,
                    "how long to wait for the broker before answering 503; an upload gets "

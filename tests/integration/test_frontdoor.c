@@ -954,7 +954,8 @@ Test (frontdoor, readyz, .init = s_setup_no_resizer, .fini = s_teardown, .timeou
 }
 
 //  ---------------------------------------------------------------------------
-//  11. Memory: the frontend gives back what big uploads took
+//  11. Memory: the frontend gives back what big uploads and many
+//      connections took, and stays within its budget idle
 
 typedef struct {
     pid_t pid;                      //  the frontend
@@ -1010,6 +1011,76 @@ Test (frontdoor, memory_back_after_big_uploads, .init = s_setup_one, .fini = s_t
              "uploads of 30 MB %ld kB\n", idle, peak, UPLOADS, rss.last_kb);
     cr_expect (under, "frontend RSS %ld kB after %d uploads of 30 MB, idle was %ld kB: not "
                "back under idle + 40 MB within 10 s", rss.last_kb, UPLOADS, idle);
+    h_cluster_pass (s_cluster);
+}
+
+//  Idle memory at the default pool, and after many connections: the
+//  frontend's own budget (issue 10: 64 MB plus the uploads in flight).
+//  Not under AddressSanitizer, whose shadow memory and stack redzones
+//  make every thread cost several times more.
+#ifndef __has_feature
+#   define __has_feature(feature) 0     //  gcc: it says __SANITIZE_ADDRESS__ instead
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature (address_sanitizer)
+#   define S_SANITIZED 1
+#else
+#   define S_SANITIZED 0
+#endif
+
+#define S_DEFAULT_THREADS "3072"    //  imgpipe-frontend's --threads default
+#define S_IDLE_BUDGET_KB (64 * 1024)
+#define S_CONNS 500                 //  connections opened, used and closed
+#define S_CONNS_SLACK_KB (6 * 1024) //  what they may leave behind
+
+static void
+s_setup_default_pool (void)
+{
+    s_start_with (0, "--threads", S_DEFAULT_THREADS, "--keepalive-timeout-ms", "30000");
+}
+
+Test (frontdoor, memory_idle_within_budget_and_back_after_connections,
+      .init = s_setup_default_pool, .fini = s_teardown, .timeout = 120)
+{
+    if (S_SANITIZED) {
+        h_cluster_pass (s_cluster);
+        cr_skip_test ("RSS budgets do not hold under AddressSanitizer");
+    }
+    pid_t pid = s_cluster->frontend [0].pid;
+    s_get_expect ("/healthz", NULL, 200, NULL);
+    long idle = h_rss_kb (pid);
+    cr_assert_gt (idle, 0);
+    cr_expect_leq (idle, S_IDLE_BUDGET_KB, "frontend idle RSS %ld kB at %s threads: over "
+                   "%d kB", idle, S_DEFAULT_THREADS, S_IDLE_BUDGET_KB);
+
+    //  Many connections at once, each answered, kept open, then closed: the
+    //  workers' stacks and the heap go back to their idle size.
+    static int fds [S_CONNS];
+    static const char request [] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < S_CONNS; i++) {
+        char from [32];
+        snprintf (from, sizeof from, "127.0.3.%d", 1 + i / 50);    //  under --conn-per-ip
+        fds [i] = h_conn_open (s_port (), from);
+        cr_assert_geq (fds [i], 0, "connection %d", i);
+        cr_assert_eq (h_conn_send (fds [i], request, sizeof request - 1, S_HTTP_MS), 0);
+    }
+    long open = 0;
+    for (int i = 0; i < S_CONNS; i++) {
+        h_response_t resp;
+        cr_assert_eq (h_conn_response (fds [i], &resp, S_HTTP_MS), 0, "connection %d: %s", i,
+                      resp.error);
+        cr_assert_eq (resp.status, 200);
+        h_response_free (&resp);
+    }
+    open = h_rss_kb (pid);
+    for (int i = 0; i < S_CONNS; i++)
+        close (fds [i]);
+    s_rss_t rss = { pid, idle + S_CONNS_SLACK_KB, -1 };
+    bool under = h_wait_until (s_rss_under, &rss, 10000);
+    fprintf (stderr, "frontdoor memory: idle %ld kB at %s threads, %d connections open "
+             "%ld kB, closed %ld kB\n", idle, S_DEFAULT_THREADS, S_CONNS, open, rss.last_kb);
+    cr_expect (under, "frontend RSS %ld kB after %d connections closed, idle was %ld kB: "
+               "not back under idle + %d kB within 10 s", rss.last_kb, S_CONNS, idle,
+               S_CONNS_SLACK_KB);
     h_cluster_pass (s_cluster);
 }
 

@@ -1,6 +1,7 @@
 /*  test_frontend — unit tests of http-frontend/: the magic-byte sniffer,
-    the shared upload buffer, and the real HTTP server (imgp_http) running
-    in-process on a loopback port against a fake broker.
+    the shared upload buffer, the memory keeper (imgp_mem), and the real
+    HTTP server (imgp_http) running in-process on a loopback port against
+    a fake broker.
 
     The fake broker is a czmq actor with two ROUTER sockets (intake and
     status) that answers through imgp_msg like the real one: ACCEPTED or a
@@ -25,14 +26,17 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include "imgp_buf.h"
+#include "imgp_form.h"
 #include "imgp_http.h"
 #include "imgp_id.h"
 #include "imgp_link.h"
 #include "imgp_log.h"
+#include "imgp_mem.h"
 #include "imgp_msg.h"
 #include "imgp_sniff.h"
 
@@ -156,6 +160,271 @@ Test (buf, keeps_bytes_across_resize_and_references)
     imgp_buf_destroy (&buf);
     cr_assert_null (buf);
     imgp_buf_destroy (&buf);            //  twice is fine
+}
+
+//  --------------------------------------------------------------------------
+//  Multipart bodies read in place (imgp_form_read_into)
+
+#define FORM_FIELD_MAX (200 * 1000)
+
+//  A body fed in chunks of 1..max_read bytes, a room of 1..max_room bytes
+//  at a time, and where the field's bytes landed.
+typedef struct {
+    const char *body;           //  the whole body
+    size_t size, at;            //  its size, bytes fed so far
+    unsigned seed;              //  rand_r state for the chunk sizes
+    size_t max_read, max_room;  //  largest read and room
+    char *field;                //  the field as received
+    size_t field_size;          //  bytes in it
+    size_t in_place;            //  of which read straight into the room
+} form_feed_t;
+
+static int
+s_feed_read (void *arg, char *buf, size_t size)
+{
+    form_feed_t *feed = arg;
+    size_t n = 1 + (size_t) rand_r (&feed->seed) % feed->max_read;
+    n = n < size ? n : size;
+    n = n < feed->size - feed->at ? n : feed->size - feed->at;
+    memcpy (buf, feed->body + feed->at, n);
+    feed->at += n;
+    return (int) n;
+}
+
+static char *
+s_feed_room (void *arg, size_t *size)
+{
+    form_feed_t *feed = arg;
+    size_t room = 1 + (size_t) rand_r (&feed->seed) % feed->max_room;
+    size_t left = FORM_FIELD_MAX - feed->field_size;
+    *size = room < left ? room : left;
+    return feed->field + feed->field_size;
+}
+
+static int
+s_feed_data (void *arg, const char *bytes, size_t len)
+{
+    form_feed_t *feed = arg;
+    cr_assert_leq (feed->field_size + len, FORM_FIELD_MAX);
+    if (bytes == feed->field + feed->field_size)
+        feed->in_place += len;
+    else
+        memcpy (feed->field + feed->field_size, bytes, len);
+    feed->field_size += len;
+    return 0;
+}
+
+//  Content full of near-delimiters: CRLF, "--", and the boundary's prefixes.
+static char *
+s_form_content (const char *boundary, size_t size, unsigned seed)
+{
+    char *content = malloc (size);
+    cr_assert_not_null (content);
+    char near [96];
+    int near_len = snprintf (near, sizeof near, "\r\n--%s", boundary);
+    for (size_t i = 0; i < size; i++)
+        content [i] = (char) rand_r (&seed);
+    for (size_t i = 0; i + (size_t) near_len < size; i += 1 + (size_t) rand_r (&seed) % 3000) {
+        size_t len = 1 + (size_t) rand_r (&seed) % ((size_t) near_len - 1);
+        memcpy (content + i, near, len);
+        content [i + len] = (char) (near [len] ^ 1);   //  a prefix, never the delimiter
+    }
+    return content;
+}
+
+Test (form, read_into_places_the_field_whatever_the_chunks)
+{
+    const char *boundaries [] = { "x", "imgpTestBoundary42",
+        "0123456789012345678901234567890123456789012345678901234567890123456789" };
+    size_t sizes [] = { 0, 1, 73, 16384, 16385, 150000 };
+    size_t reads [] = { 1, 7, 16384, 100000 };
+    size_t rooms [] = { 1, 80, 16384, 1000000 };
+    char *field = malloc (FORM_FIELD_MAX);
+    cr_assert_not_null (field);
+    unsigned seed = 42;
+    for (size_t b = 0; b < 3; b++)
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes [0]; z++) {
+        char *content = s_form_content (boundaries [b], sizes [z], seed++);
+        //  Another field before and after the image, and an epilogue.
+        char head [512], tail [512];
+        int head_len = snprintf (head, sizeof head,
+            "preamble\r\n--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n"
+            "hello\r\n--%s\r\nContent-Disposition: form-data; name=\"img\"; "
+            "filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n",
+            boundaries [b], boundaries [b]);
+        int tail_len = snprintf (tail, sizeof tail,
+            "\r\n--%s\r\nContent-Disposition: form-data; name=\"after\"\r\n\r\n"
+            "bye\r\n--%s--\r\nepilogue", boundaries [b], boundaries [b]);
+        size_t size = (size_t) head_len + sizes [z] + (size_t) tail_len;
+        char *body = malloc (size);
+        cr_assert_not_null (body);
+        memcpy (body, head, (size_t) head_len);
+        memcpy (body + head_len, content, sizes [z]);
+        memcpy (body + head_len + sizes [z], tail, (size_t) tail_len);
+        for (size_t r = 0; r < 4; r++)
+        for (size_t m = 0; m < 4; m++) {
+            form_feed_t feed = { body, size, 0, seed++, reads [r], rooms [m], field, 0, 0 };
+            char why [120] = "";
+            imgp_form_result_t rc = imgp_form_read_into (boundaries [b], "img", s_feed_read,
+                                                         s_feed_room, s_feed_data, &feed,
+                                                         why, sizeof why);
+            cr_assert_eq (rc, IMGP_FORM_OK, "boundary %zu size %zu read %zu room %zu: %d %s",
+                          b, sizes [z], reads [r], rooms [m], rc, why);
+            cr_assert_eq (feed.field_size, sizes [z], "boundary %zu size %zu read %zu room %zu",
+                          b, sizes [z], reads [r], rooms [m]);
+            cr_assert (memcmp (field, content, sizes [z]) == 0,
+                       "boundary %zu size %zu read %zu room %zu: bytes differ", b, sizes [z],
+                       reads [r], rooms [m]);
+            //  Big reads into big rooms: nearly all of it read in place.
+            if (reads [r] >= 16384 && rooms [m] >= 16384 && sizes [z] >= 150000)
+                cr_expect_geq (feed.in_place, sizes [z] - 16384 - 80,
+                               "only %zu of %zu bytes read in place", feed.in_place, sizes [z]);
+        }
+        free (body);
+        free (content);
+    }
+    free (field);
+}
+
+Test (form, read_into_reports_a_body_cut_inside_the_field)
+{
+    const char *body = "--b\r\nContent-Disposition: form-data; name=\"img\"\r\n\r\n"
+                       "0123456789abcdef0123456789\r\n--";
+    char *field = malloc (FORM_FIELD_MAX);
+    cr_assert_not_null (field);
+    form_feed_t feed = { body, strlen (body), 0, 1, 5, 64, field, 0, 0 };
+    char why [120] = "";
+    imgp_form_result_t rc = imgp_form_read_into ("b", "img", s_feed_read, s_feed_room,
+                                                 s_feed_data, &feed, why, sizeof why);
+    cr_expect_eq (rc, IMGP_FORM_MALFORMED, "%d %s", rc, why);
+    cr_expect_leq (feed.field_size, (size_t) 26);
+    free (field);
+}
+
+//  --------------------------------------------------------------------------
+//  Memory (imgp_mem)
+
+#define DEEP_BYTES (64 * 1024)      //  stack a deep call touches
+#define TRIM_STACK (1024 * 1024)    //  stack of the test's own thread
+
+//  Touch DEEP_BYTES of stack below the caller and return a sum of them,
+//  so the compiler keeps the array.
+static __attribute__ ((noinline)) unsigned
+s_deep_call (unsigned seed)
+{
+    volatile unsigned char deep [DEEP_BYTES];
+    for (size_t i = 0; i < sizeof deep; i++)
+        deep [i] = (unsigned char) (seed + i);
+    unsigned sum = 0;
+    for (size_t i = 0; i < sizeof deep; i += 4096)
+        sum += deep [i];
+    return sum;
+}
+
+//  Pages of [low, low + size) resident now.
+static size_t
+s_resident_pages (uintptr_t low, size_t size)
+{
+    size_t page = (size_t) sysconf (_SC_PAGESIZE);
+    size_t pages = size / page;
+    unsigned char *vec = malloc (pages);
+    cr_assert_not_null (vec);
+    cr_assert_eq (mincore ((void *) low, pages * page, vec), 0, "mincore: %s", strerror (errno));
+    size_t resident = 0;
+    for (size_t i = 0; i < pages; i++)
+        resident += vec [i] & 1;
+    free (vec);
+    return resident;
+}
+
+typedef struct {
+    size_t before;              //  stack pages resident after the deep call
+    size_t after;               //  after the trim
+    size_t trimmed;             //  bytes imgp_mem_stack_trim covered
+    unsigned sums [2];          //  the deep call's result, before and after the trim
+} trim_result_t;
+
+static void *
+s_trim_thread (void *args)
+{
+    trim_result_t *result = args;
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    cr_assert_eq (pthread_getattr_np (pthread_self (), &attr), 0);
+    cr_assert_eq (pthread_attr_getstack (&attr, &addr, &size), 0);
+    pthread_attr_destroy (&attr);
+    result->sums [0] = s_deep_call (7);
+    result->before = s_resident_pages ((uintptr_t) addr, size);
+    result->trimmed = imgp_mem_stack_trim ();
+    result->after = s_resident_pages ((uintptr_t) addr, size);
+    //  The trimmed pages come back as fresh ones when used again.
+    result->sums [1] = s_deep_call (7);
+    return NULL;
+}
+
+Test (mem, stack_trim_gives_back_pages_below_the_caller)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    trim_result_t result = { 0 };
+    cr_assert_eq (pthread_attr_init (&attr), 0);
+    cr_assert_eq (pthread_attr_setstacksize (&attr, TRIM_STACK), 0);
+    cr_assert_eq (pthread_create (&thread, &attr, s_trim_thread, &result), 0);
+    pthread_attr_destroy (&attr);
+    cr_assert_eq (pthread_join (thread, NULL), 0);
+    size_t deep_pages = DEEP_BYTES / (size_t) sysconf (_SC_PAGESIZE);
+    cr_expect_geq (result.trimmed, (size_t) DEEP_BYTES, "trimmed %zu bytes", result.trimmed);
+    cr_expect_geq (result.before, deep_pages, "%zu pages resident after the deep call",
+                   result.before);
+    //  Most of the deep call's pages gone (the frames above it may take a
+    //  page more under a sanitizer).
+    cr_expect_leq (result.after + deep_pages - 2, result.before,
+                   "%zu pages resident after the trim, %zu before", result.after, result.before);
+    cr_expect_eq (result.sums [0], result.sums [1], "the stack works after the trim");
+}
+
+static bool
+s_trims_reach (imgp_mem_t *mem, uint64_t count, int deadline_ms)
+{
+    int64_t deadline = zclock_mono () + deadline_ms;
+    while (imgp_mem_trims (mem) < count && zclock_mono () < deadline)
+        zclock_sleep (10);
+    return imgp_mem_trims (mem) >= count;
+}
+
+Test (mem, heap_is_trimmed_once_quiet_after_requests)
+{
+    imgp_mem_t *mem = imgp_mem_new (50, 60000);
+    cr_assert_not_null (mem);
+    //  Nothing served: nothing to give back.
+    zclock_sleep (400);
+    cr_expect_eq (imgp_mem_trims (mem), 0);
+    //  Requests end, then quiet: one trim.
+    for (int i = 0; i < 100; i++)
+        imgp_mem_served (mem);
+    cr_expect (s_trims_reach (mem, 1, 10000), "no trim within 10 s of going quiet");
+    zclock_sleep (400);
+    cr_expect_eq (imgp_mem_trims (mem), 1, "trims again with nothing served since");
+    imgp_mem_served (mem);
+    cr_expect (s_trims_reach (mem, 2, 10000), "no second trim after more requests");
+    imgp_mem_destroy (&mem);
+    imgp_mem_destroy (&mem);
+    cr_assert_null (mem);
+}
+
+Test (mem, heap_is_trimmed_while_busy_too)
+{
+    //  Requests never stop: still trimmed every busy_ms.
+    imgp_mem_t *mem = imgp_mem_new (60000, 200);
+    cr_assert_not_null (mem);
+    int64_t deadline = zclock_mono () + 10000;
+    while (imgp_mem_trims (mem) < 2 && zclock_mono () < deadline) {
+        imgp_mem_served (mem);
+        zclock_sleep (5);
+    }
+    cr_expect_geq (imgp_mem_trims (mem), 2, "not trimmed while busy");
+    imgp_mem_destroy (&mem);
 }
 
 //  --------------------------------------------------------------------------
