@@ -4,7 +4,9 @@
 # Exit status is non-zero when any test failed or could not run.
 #
 # Three stages, each counted the same way (one result per test):
-#   1. the normal build: CLI checks, unit suites, integration suites;
+#   1. the normal build: CLI checks, unit suites, integration suites,
+#      script tests, and the benchmark's smoke run (tests/bench/run.sh
+#      --quick: it works and writes every section; no number is checked);
 #   2. the same suites built with AddressSanitizer + UndefinedBehavior-
 #      Sanitizer (LeakSanitizer on), named "test_proto [asan]"...; any
 #      sanitizer report, from a test or from a program a test spawned,
@@ -219,6 +221,31 @@ for script in tests/deploy/test_*.sh tests/cluster/test_*.sh; do
     [ -x "$script" ] && run_script "$(basename "$script" .sh)" "$script" "$build"
 done
 stage_done scripts $start
+
+# ----------------------------------------------------------------------
+# The benchmark's smoke run: tests/bench/run.sh --quick (under a minute)
+# still runs end to end and writes its JSON with every section, every job
+# of it ended. One test. Its numbers are not checked: the benchmark
+# reports, it asserts nothing about time (and this build is not release).
+
+bench_smoke() {
+    local log="$out/bench.log" json="$out/bench.json" started=$SECONDS
+    echo "== bench --quick"
+    if BUILD_DIR=$build timeout 300 tests/bench/run.sh --quick --out "$json" >"$log" 2>&1 \
+       && jq -e '(.raw | length) == 4 and (.pipeline | length) == 2
+                 and (.capacity | length) >= 1 and all(.pipeline[]; .complete)
+                 and all(.capacity[]; .complete)' "$json" >/dev/null; then
+        passed=$((passed + 1))
+        echo "  ok ($((SECONDS - started)) s); log: $log"
+    else
+        failed=$((failed + 1))
+        echo "    not ok: tests/bench/run.sh --quick; log: $log"
+        tail -5 "$log" | sed 's/^/      /'
+    fi
+}
+start=$SECONDS
+bench_smoke
+stage_done bench $start
 
 # ---------------------------------------------------------------------------
 # Stage 2: the same suites under AddressSanitizer + UBSan + LeakSanitizer.

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh — the benchmark (issue 10): how close the whole
+# pipeline comes to libvips alone on this machine, where every millisecond
+# of CPU beyond libvips' own goes, and how many jobs one broker routes.
+# It reports; it asserts nothing about time. Every wait has a deadline.
+#
+# How to run (after tests/run.sh, or `meson setup build -Dbuildtype=release`;
+# quote numbers from a release build, and say the machine's load):
+#
+#   tests/bench/run.sh                  the full run, ~4 min on 2 cores
+#   tests/bench/run.sh --quick          a smoke run, < 1 min (tests/run.sh runs it)
+#   tests/bench/run.sh --threads 1      one resizer / one raw thread instead of one per core
+#   tests/bench/run.sh --out FILE.json  where the JSON goes (default tests/bench/last.json,
+#                                       not committed)
+#   tests/bench/run.sh --table FILE.json  print the table of a saved run again
+#   BUILD_DIR=build      the build to measure (any branch's; its tests/bench/ tools)
+#   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg
+#   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
+#   KEEP=1               keep the work directory (processes' logs, each tool's JSON)
+#
+# What it runs, in one run, on the same files (each photo repeated to at
+# least 200 jobs; --quick: 48):
+#   1. raw: libvips alone (tests/bench/raw.c), one thread per core, files in
+#      memory, vips_thumbnail_buffer + save; with glibc's malloc defaults and
+#      with the resizer's malloc settings (--same-malloc). Two settings:
+#      100x100 PNG (the default thumbnail) and 400x400 JPEG quality 80.
+#   2. pipeline: a fresh broker, one resizer per core and a frontend on free
+#      loopback ports, fed by tests/bench/loadgen.c (libcurl multi, 8 jobs in
+#      flight: raw upload, GET ?wait= until done, GET thumbnail) for each
+#      setting; images/s from the first upload to the last job done.
+#   3. accounting: each process's CPU ms per image over that window (broker,
+#      frontend, resizers, load generator) beside raw's; each resizer's idle
+#      fraction from its stop line (event=stopped busy_ms=B waited_ms=W:
+#      W / (B + W); absent from resizers that do not log it).
+#   4. upload latency: the 202s' p50/p90/p99/max during run 2.
+#   5. broker capacity (tests/bench/capacity.c): a fresh broker, K resizers
+#      with --dry-run, C intake clients speaking the codec; tiny 1x1 PNG jobs
+#      with K = 1, 4, 16 and C = 1, 4, and 1 MiB payloads (MB/s); --quick:
+#      one small point of each.
+#   6. memory: each process's RSS idle before run 2, its peak during it
+#      (sampled every 100 ms), and 30 s after it (--quick: 3 s).
+# Prints one table and writes the same figures as JSON (--out).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cd "$top"
+build=${BUILD_DIR:-build}
+corpus=${CORPUS:-$top/../shared/corpus}
+quick=0
+threads=$(nproc)
+out=$here/last.json
+
+# table FILE.json: the human table of a run's JSON.
+table() {
+    jq -r '
+      def f($d): if . == null then "-" else (. * pow(10; $d) | round) / pow(10; $d) | tostring end;
+      def setting: "\(.width)x\(.height) \(.format)";
+      .machine as $m | .raw as $raw |
+      "imgpipe benchmark, \($m.at), \($m.cpu), \($m.cores) cores, load average \($m.load_before) before / \($m.load_after) after, \($m.build) build\(if $m.quick then ", QUICK" else "" end)",
+      "",
+      "raw libvips: \($m.threads) thread(s), files in memory, \($m.jobs) jobs",
+      "  setting          malloc    images/s  CPU ms/image  peak RSS MB",
+      ($raw[] | "  \(setting | .[0:15] + " " * (15 - length))  \(.malloc | . + " " * (8 - length))  \(.images_per_s | f(1) | " " * (8 - length) + .)  \(.cpu_ms_per_image | f(1) | " " * (12 - length) + .)  \(.peak_rss_mb | f(0) | " " * (11 - length) + .)"),
+      "",
+      "pipeline: \($m.threads) resizer(s), 1 broker, 1 frontend, loadgen with \(.pipeline[0].concurrency) jobs in flight",
+      "  setting          images/s  /raw glibc  /raw same malloc  202 p50/p90/p99/max ms  resizer idle  errors",
+      (.pipeline[] | "  \(.setting | .[0:15] + " " * (15 - length))  \(.images_per_s | f(1) | " " * (8 - length) + .)  \(.ratio_raw_glibc | f(2) | " " * (10 - length) + .)  \(.ratio_raw_resizer_malloc | f(2) | " " * (16 - length) + .)  \(.upload_202 | "\(.p50_ms | f(1))/\(.p90_ms | f(1))/\(.p99_ms | f(1))/\(.max_ms | f(1))" | " " * (22 - length) + .)  \([.resizer_stops[] | .idle | if . == null then "-" else (. * 100 | f(1)) + "%" end] | join(" ") | " " * (12 - length) + .)  \(.errors + .failed)"),
+      "",
+      "CPU ms per image (pipeline window; raw: libvips alone)",
+      "  setting          raw glibc  raw same malloc  resizers  broker  frontend  loadgen  all   raw glibc/all",
+      (.pipeline[] | .setting as $s | [.processes[] | {(.name): .cpu_ms_per_image}] as $p
+        | (reduce .processes[] as $x ({}; .[$x.name] += $x.cpu_ms_per_image)) as $sum
+        | "  \($s | .[0:15] + " " * (15 - length))  \([$raw[] | select(setting == $s and .malloc == "glibc")][0].cpu_ms_per_image | f(1) | " " * (9 - length) + .)  \([$raw[] | select(setting == $s and .malloc == "resizer")][0].cpu_ms_per_image | f(1) | " " * (15 - length) + .)  \($sum.resizer | f(1) | " " * (8 - length) + .)  \($sum.broker | f(1) | " " * (6 - length) + .)  \($sum.frontend | f(1) | " " * (8 - length) + .)  \($sum.loadgen | f(1) | " " * (7 - length) + .)  \([$sum[]] | add | f(1) | " " * (5 - length) + .)  \(([$raw[] | select(setting == $s and .malloc == "glibc")][0].cpu_ms_per_image / ([$sum[]] | add)) | f(2) | " " * (13 - length) + .)"),
+      "",
+      "memory, RSS MB: idle before / peak during / \(.pipeline[0].after_s) s after",
+      (.pipeline[] | .setting as $s | .processes[] | select(.name != "loadgen")
+        | "  \($s | .[0:15] + " " * (15 - length))  \(.name | . + " " * (9 - length))  \(.rss_idle_mb | f(0)) / \(.rss_peak_mb | f(0)) / \(.rss_after_mb | f(0))"),
+      "",
+      "broker capacity: resizers with --dry-run, intake clients on the codec, spool on \(.capacity[0].spool_fs // "-")",
+      "  K resizers  C clients  payload B  jobs    jobs/s   MB/s    broker CPU %  broker us/job  done",
+      (.capacity[] | "  \(.resizers | tostring | " " * (10 - length) + .)  \(.clients | tostring | " " * (9 - length) + .)  \(.payload_bytes | tostring | " " * (9 - length) + .)  \(.jobs | tostring | " " * (6 - length) + .)  \(.jobs_per_s | f(0) | " " * (7 - length) + .)  \(.mb_per_s | f(1) | " " * (6 - length) + .)  \(.broker_cpu_pct | f(0) | " " * (12 - length) + .)  \(.broker_cpu_us_per_job | f(0) | " " * (13 - length) + .)  \(if .complete then "all" else "INCOMPLETE" end)")
+    ' "$1"
+}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --threads) threads=${2:?--threads needs N}; shift ;;
+        --out) out=${2:?--out needs FILE}; shift ;;
+        --table) table "${2:?--table needs FILE.json}"; exit ;;
+        --help) usage; exit 0 ;;
+        *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "bench: --threads needs a number ≥ 1" >&2; exit 2; }
+
+if [ $quick -eq 1 ]; then
+    min_jobs=40 after_s=3 cap_jobs=2000 cap_mb_jobs=100
+    cap_points=("4 2 0 $cap_jobs" "4 1 1048576 $cap_mb_jobs")
+else
+    min_jobs=200 after_s=30 cap_jobs=10000 cap_mb_jobs=1000
+    cap_points=()
+    for k in 1 4 16; do for c in 1 4; do cap_points+=("$k $c 0 $cap_jobs"); done; done
+    cap_points+=("1 1 1048576 $cap_mb_jobs" "4 1 1048576 $cap_mb_jobs" "4 4 1048576 $cap_mb_jobs")
+fi
+concurrency=8
+settings=("100 100 png 80" "400 400 jpeg 80")
+
+shopt -s nullglob
+photos=("$corpus"/photos/*.jpg)
+shopt -u nullglob
+[ ${#photos[@]} -gt 0 ] || { echo "bench: no photos in $corpus/photos" >&2; exit 1; }
+# Every photo equally often: the next multiple of their count.
+jobs=$(( (min_jobs + ${#photos[@]} - 1) / ${#photos[@]} * ${#photos[@]} ))
+
+tools=(tests/bench/imgpipe-bench-raw tests/bench/imgpipe-bench-load
+       tests/bench/imgpipe-bench-capacity broker/imgpipe-broker resizer/imgpipe-resizer
+       http-frontend/imgpipe-frontend)
+ninja -C "$build" "${tools[@]}" >/dev/null || { echo "bench: build failed in $build" >&2; exit 1; }
+bin() { echo "$build/$1"; }
+buildtype=$(meson introspect --buildoptions "$build" 2>/dev/null \
+            | jq -r '.[] | select(.name == "buildtype") | .value' || echo unknown)
+[ "$buildtype" = release ] || echo "bench: $build is a $buildtype build; quote numbers from a release build" >&2
+
+work=$(mktemp -d /tmp/imgpipe-bench.XXXXXX)
+pids=()
+stop_pids() {       # SIGTERM, then SIGKILL after 10 s: every process this script started
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local deadline=$((SECONDS + 10)) pid
+    for pid in "${pids[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+        kill -0 "$pid" 2>/dev/null && { echo "bench: pid $pid did not stop; killing it" >&2
+                                        kill -KILL "$pid" 2>/dev/null || true; }
+        wait "$pid" 2>/dev/null || true
+    done
+    pids=()
+}
+cleanup() {
+    stop_pids
+    if [ -n "${KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port: not listening now, not handed out before in this run.
+used_ports=" "
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 30000))
+        [[ $used_ports == *" $port "* ]] && continue
+        ss -Htln "sport = :$port" | grep -q . && continue
+        used_ports+="$port "
+        echo "$port"
+        return
+    done
+}
+
+# wait_for SECONDS WHAT COMMAND...: poll COMMAND until it succeeds or the
+# deadline passes (then the run fails, saying what did not happen).
+wait_for() {
+    local limit=$1 what=$2
+    local deadline=$((SECONDS + limit))
+    shift 2
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || { echo "bench: $what did not happen in $limit s" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+load_before=$(loadavg)
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+echo "bench: $started_at, load average $load_before, $threads thread(s), $jobs jobs a run" \
+     "(work: $work)" >&2
+
+# ---------------------------------------------------------------------------
+# 1. raw libvips
+
+: >"$work/raw.jsonl"
+for setting in "${settings[@]}"; do
+    read -r w h fmt q <<<"$setting"
+    for malloc in glibc resizer; do
+        flag=()
+        [ $malloc = resizer ] && flag=(--same-malloc)
+        echo "bench: raw ${w}x$h $fmt, $malloc malloc" >&2
+        timeout 600 "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
+            --width "$w" --height "$h" --format "$fmt" --quality "$q" "${flag[@]}" \
+            "${photos[@]}" >>"$work/raw.jsonl"
+    done
+done
+
+# ---------------------------------------------------------------------------
+# 2-4, 6. the pipeline
+
+# start_stack N: broker, $threads resizers (each with its own log, for its
+# stop line) and a frontend, on fresh ports and a fresh spool; sets url,
+# broker_pid, frontend_pid, resizer_pids.
+start_stack() {
+    local dir="$work/pipeline-$1" intake status jobs_ep i
+    mkdir -p "$dir"
+    intake=tcp://127.0.0.1:$(free_port) status=tcp://127.0.0.1:$(free_port)
+    jobs_ep=tcp://127.0.0.1:$(free_port)
+    url=http://127.0.0.1:$(free_port)
+    "$(bin broker/imgpipe-broker)" --data-dir "$dir/data" --max-queue 100000 \
+        --intake "$intake" --status "$status" --jobs "$jobs_ep" 2>"$dir/broker.log" &
+    broker_pid=$!; pids+=($!)
+    resizer_pids=()
+    for i in $(seq "$threads"); do
+        "$(bin resizer/imgpipe-resizer)" --jobs "$jobs_ep" --name "bench$i" \
+            2>"$dir/resizer-$i.log" &
+        resizer_pids+=($!); pids+=($!)
+    done
+    "$(bin http-frontend/imgpipe-frontend)" --listen "${url#http://}" --intake "$intake" \
+        --status "$status" 2>"$dir/frontend.log" &
+    frontend_pid=$!; pids+=($!)
+    wait_for 30 "the frontend's /readyz" curl -fs -o /dev/null --max-time 2 "$url/readyz"
+    all_live() {
+        [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]
+    }
+    wait_for 30 "all $threads resizers live at the broker" all_live
+}
+
+# idle_json DIR: each resizer's stop line as JSON {jobs, busy_ms, waited_ms, idle}.
+idle_json() {
+    local log
+    for log in "$1"/resizer-*.log; do
+        grep -h 'event=stopped' "$log" | tail -1 | grep -oE '[a-z_]+=[0-9]+' \
+            | jq -Rn '[inputs | split("=") | {(.[0]): (.[1] | tonumber)}] | add // {}
+                      | if .busy_ms != null and .waited_ms != null
+                           and .busy_ms + .waited_ms > 0
+                        then . + {idle: (.waited_ms / (.busy_ms + .waited_ms))}
+                        else . + {idle: null} end'
+    done | jq -s .
+}
+
+: >"$work/pipeline.jsonl"
+n=0
+for setting in "${settings[@]}"; do
+    read -r w h fmt q <<<"$setting"
+    n=$((n + 1))
+    echo "bench: pipeline ${w}x$h $fmt, $threads resizer(s), $concurrency in flight" >&2
+    start_stack $n
+    watch=(--watch "broker=$broker_pid" --watch "frontend=$frontend_pid")
+    for pid in "${resizer_pids[@]}"; do watch+=(--watch "resizer=$pid"); done
+    rc=0
+    "$(bin tests/bench/imgpipe-bench-load)" --url "$url" --concurrency $concurrency \
+        --jobs "$jobs" --width "$w" --height "$h" --format "$fmt" --quality "$q" \
+        --deadline-s 600 --after-s $after_s "${watch[@]}" "${photos[@]}" \
+        >"$work/pipeline-$n.json" || rc=$?
+    stop_pids
+    [ $rc -eq 0 ] || echo "bench: the pipeline run did not complete (exit $rc)" >&2
+    jq -c --argjson idle "$(idle_json "$work/pipeline-$n")" '. + {resizer_stops: $idle}' \
+        "$work/pipeline-$n.json" >>"$work/pipeline.jsonl"
+done
+
+# ---------------------------------------------------------------------------
+# 5. broker capacity
+
+cap_base=${CAPACITY_DIR:-$work}
+cap_fs=$(df --output=fstype "$cap_base" | tail -1)
+: >"$work/capacity.jsonl"
+n=0
+for point in "${cap_points[@]}"; do
+    read -r k c payload njobs <<<"$point"
+    n=$((n + 1))
+    dir=$(mktemp -d "$cap_base/imgpipe-cap.XXXXXX")
+    echo "bench: capacity K=$k resizers, C=$c clients, payload ${payload/#0/1x1 png}, $njobs jobs" >&2
+    timeout 300 "$(bin tests/bench/imgpipe-bench-capacity)" --broker "$(bin broker/imgpipe-broker)" \
+        --resizer "$(bin resizer/imgpipe-resizer)" --dir "$dir" --resizers "$k" --clients "$c" \
+        --jobs "$njobs" --payload "$payload" --window $([ "$payload" = 0 ] && echo 256 || echo 8) \
+        --deadline-s 120 >>"$work/capacity.jsonl" \
+        || echo "bench: capacity point K=$k C=$c did not complete (logs: $dir)" >&2
+    [ -n "${KEEP:-}" ] || rm -rf "$dir"
+done
+
+# ---------------------------------------------------------------------------
+# The JSON, then the table from it
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mkdir -p "$(dirname "$out")"
+jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
+      --arg load_before "$load_before" --arg load_after "$(loadavg)" --arg build "$buildtype" \
+      --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" \
+      --arg cap_fs "$cap_fs" \
+      --slurpfile raw "$work/raw.jsonl" --slurpfile pipe "$work/pipeline.jsonl" \
+      --slurpfile cap "$work/capacity.jsonl" '
+  def setting: "\(.width)x\(.height) \(.format)";
+  def raw_rate($s; $m): ($raw | map(select(setting == $s and .malloc == $m))[0].images_per_s);
+  {machine: {at: $at, cpu: $cpu, cores: $cores, load_before: $load_before,
+             load_after: $load_after, build: $build, quick: ($quick == 1),
+             threads: $threads, jobs: $jobs},
+   raw: $raw,
+   pipeline: [$pipe[] | . + {setting: setting,
+       ratio_raw_glibc: (.images_per_s / raw_rate(setting; "glibc")),
+       ratio_raw_resizer_malloc: (.images_per_s / raw_rate(setting; "resizer"))}],
+   capacity: [$cap[] | . + {spool_fs: $cap_fs}]}' >"$out"
+
+table "$out"
+echo "bench: JSON in $out" >&2
