@@ -13,6 +13,9 @@
 #   tests/bench/run.sh --out FILE.json  where the JSON goes (default tests/bench/last.json,
 #                                       not committed)
 #   tests/bench/run.sh --table FILE.json  print the table of a saved run again
+#   tests/bench/run.sh --nice N         the resizers' --nice (default 10, theirs), and raw
+#                                       runs at the same priority (nice N, SCHED_BATCH), so
+#                                       other work on the machine slows both alike
 #   BUILD_DIR=build      the build to measure (any branch's; its tests/bench/ tools)
 #   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
@@ -49,6 +52,7 @@ build=${BUILD_DIR:-build}
 corpus=${CORPUS:-$top/../shared/corpus}
 quick=0
 threads=$(nproc)
+nice=10
 out=$here/last.json
 
 # table FILE.json: the human table of a run's JSON.
@@ -59,7 +63,7 @@ table() {
       .machine as $m | .raw as $raw |
       "imgpipe benchmark, \($m.at), \($m.cpu), \($m.cores) cores, load average \($m.load_before) before / \($m.load_after) after, \($m.build) build\(if $m.quick then ", QUICK" else "" end)",
       "",
-      "raw libvips: \($m.threads) thread(s), files in memory, \($m.jobs) jobs",
+      "raw libvips: \($m.threads) thread(s), files in memory, \($m.jobs) jobs, at nice \($m.nice) like the resizers",
       "  setting          malloc    images/s  CPU ms/image  peak RSS MB",
       ($raw[] | "  \(setting | .[0:15] + " " * (15 - length))  \(.malloc | . + " " * (8 - length))  \(.images_per_s | f(1) | " " * (8 - length) + .)  \(.cpu_ms_per_image | f(1) | " " * (12 - length) + .)  \(.peak_rss_mb | f(0) | " " * (11 - length) + .)"),
       "",
@@ -89,6 +93,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --threads) threads=${2:?--threads needs N}; shift ;;
         --out) out=${2:?--out needs FILE}; shift ;;
+        --nice) nice=${2:?--nice needs N}; shift ;;
         --table) table "${2:?--table needs FILE.json}"; exit ;;
         --help) usage; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -96,6 +101,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "bench: --threads needs a number ≥ 1" >&2; exit 2; }
+[[ $nice =~ ^[0-9]+$ ]] && [ "$nice" -le 19 ] || { echo "bench: --nice needs 0..19" >&2; exit 2; }
+# raw at the resizers' priority (what their --nice does: nice + SCHED_BATCH)
+at_nice=()
+[ "$nice" -gt 0 ] && at_nice=(chrt -b 0 nice -n "$nice")
 
 if [ $quick -eq 1 ]; then
     min_jobs=40 after_s=3 cap_jobs=2000 cap_mb_jobs=100
@@ -188,7 +197,7 @@ for setting in "${settings[@]}"; do
         flag=()
         [ $malloc = resizer ] && flag=(--same-malloc)
         echo "bench: raw ${w}x$h $fmt, $malloc malloc" >&2
-        timeout 600 "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
+        timeout 600 "${at_nice[@]}" "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
             --width "$w" --height "$h" --format "$fmt" --quality "$q" "${flag[@]}" \
             "${photos[@]}" >>"$work/raw.jsonl"
     done
@@ -211,7 +220,7 @@ start_stack() {
     broker_pid=$!; pids+=($!)
     resizer_pids=()
     for i in $(seq "$threads"); do
-        "$(bin resizer/imgpipe-resizer)" --jobs "$jobs_ep" --name "bench$i" \
+        "$(bin resizer/imgpipe-resizer)" --jobs "$jobs_ep" --name "bench$i" --nice "$nice" \
             2>"$dir/resizer-$i.log" &
         resizer_pids+=($!); pids+=($!)
     done
@@ -285,7 +294,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mkdir -p "$(dirname "$out")"
 jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
       --arg load_before "$load_before" --arg load_after "$(loadavg)" --arg build "$buildtype" \
-      --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" \
+      --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" --argjson nice "$nice" \
       --arg cap_fs "$cap_fs" \
       --slurpfile raw "$work/raw.jsonl" --slurpfile pipe "$work/pipeline.jsonl" \
       --slurpfile cap "$work/capacity.jsonl" '
@@ -293,7 +302,7 @@ jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
   def raw_rate($s; $m): ($raw | map(select(setting == $s and .malloc == $m))[0].images_per_s);
   {machine: {at: $at, cpu: $cpu, cores: $cores, load_before: $load_before,
              load_after: $load_after, build: $build, quick: ($quick == 1),
-             threads: $threads, jobs: $jobs},
+             threads: $threads, jobs: $jobs, nice: $nice},
    raw: $raw,
    pipeline: [$pipe[] | . + {setting: setting,
        ratio_raw_glibc: (.images_per_s / raw_rate(setting; "glibc")),
