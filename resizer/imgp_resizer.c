@@ -13,13 +13,17 @@
       never blocks (send timeout 0): a heartbeat must not wait behind
       anything, and results queue in libzmq's pipe across a reconnect (in
       our outbox while there is no pipe: see s_link_send);
-    - the caller of imgp_resizer_run() is the worker: it reads JOBs from
-      its end of the pipe, one at a time, and runs libvips on them.
+    - the worker actor, started by imgp_resizer_new, starts the link, reads
+      JOBs from its end of the pipe, one at a time, and runs libvips on
+      them. It times its jobs and the waits between them for the stop line,
+      and gives freed memory back after S_TRIM_IDLE_MS without a job.
 
-    Signals: the worker polls the stop flag every S_POLL_MS; the link reads
-    the same flag to say slots 0 and credit 0 from then on, and never makes
-    its socket again once stopping. The link ends on $TERM only, which the
-    worker sends after its last result, so that result goes out first.
+    Stopping: imgp_resizer_destroy raises the stop flag, then sends the
+    worker $TERM. The link reads the flag to say slots 0 and credit 0 from
+    then on, to drop any further JOB, and never to make its socket again;
+    the worker sees $TERM once its job is done. The link ends on its own
+    $TERM only, which the worker sends (zactor_destroy) after its last
+    result, so that result goes out first, then a HEARTBEAT with slots 0.
 */
 #include "imgp_resizer.h"
 
@@ -32,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "imgp_curve.h"
@@ -42,7 +47,8 @@
 
 #define S_SLOTS 1                   //  jobs run at once by one resizer
 #define S_CAPACITY (S_SLOTS + 1)    //  jobs held at most: one ready beyond those running
-#define S_POLL_MS 100               //  how often the worker looks at the stop flag
+#define S_TRIM_IDLE_MS 2000         //  idle this long after a job: give freed memory back
+#define S_ANNOUNCED_MS 1000         //  wait for a STARTED job still in the pipe's send
 #define S_LINGER_MS 1000            //  time to flush the last result on exit
 #define S_ZMTP_IVL_MS 1000          //  ZMTP heartbeat interval on the link
 #define S_ZMTP_TIMEOUT_MS 3000      //  a silent broker connection is dropped after this
@@ -60,18 +66,16 @@ struct _imgp_resizer_t {
     int heartbeat_ms;               //  heartbeat interval
     int64_t max_result_size;        //  largest thumbnail sent (the broker's limit)
     imgp_curve_t *curve;            //  CURVE client keys, NULL for a plain link
-    atomic_bool stop;               //  set by imgp_resizer_stop
+    atomic_bool stop;               //  set by imgp_resizer_destroy: take no more jobs
+    atomic_bool announced;          //  the link said STARTED for the job at the pipe's head
     atomic_llong jobs_done;         //  results made (DONE or FAILED)
-    //  Valid only inside imgp_resizer_run:
-    zsock_t *pipe;                  //  the worker's end of the job pipe (PAIR)
-    zpoller_t *poller;              //  pipe
-    zactor_t *link;                 //  the link actor
+    zactor_t *worker;               //  the worker actor, serving from new to destroy
 };
 
 static bool
 s_stopping (imgp_resizer_t *self)
 {
-    return zsys_interrupted || atomic_load (&self->stop);
+    return atomic_load (&self->stop);
 }
 
 
@@ -85,7 +89,6 @@ typedef struct {
     zsock_t *work;                  //  our end of the job pipe to the worker (owned)
     zsock_t *dealer;                //  to the broker's jobs ROUTER; NULL between sockets
     zsock_t *events;                //  libzmq's monitor of dealer
-    unsigned opens;                 //  dealers made so far, names the monitor endpoint
     bool connected;                 //  a connection is up (monitor said CONNECTED)
     int64_t revive_at;              //  when to make the dealer again, 0 = no need
     int64_t next_beat;              //  when the next HEARTBEAT is due
@@ -99,7 +102,7 @@ typedef struct {
     int refused_since;              //  refusals not logged since then
 } s_link_t;
 
-//  What the actor needs from run(); rc is set before the actor signals.
+//  What the link actor needs from the worker; rc is set before the actor signals.
 typedef struct {
     imgp_resizer_t *resizer;        //  configuration
     zsock_t *work;                  //  the link's end of the job pipe, handed over
@@ -195,11 +198,13 @@ s_link_open (s_link_t *self)
     zsock_set_sndtimeo (self->dealer, 0);
     if (imgp_curve_apply (resizer->curve, self->dealer))
         return -1;
-    //  A fresh endpoint each time: the old one may still be bound while
-    //  libzmq reaps the socket we just closed.
+    //  A fresh endpoint each time, process-wide: the old one may still be
+    //  bound while libzmq reaps the socket we just closed, ours or that of
+    //  a resizer destroyed just before us.
+    static atomic_uint monitors;
     char endpoint [64];
-    snprintf (endpoint, sizeof endpoint, "inproc://imgp-resizer-link-%p-%u", (void *) self,
-              ++self->opens);
+    snprintf (endpoint, sizeof endpoint, "inproc://imgp-resizer-link-%u",
+              atomic_fetch_add (&monitors, 1));
     int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED
                | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     if (zmq_socket_monitor (dealer, endpoint, events)
@@ -368,14 +373,21 @@ s_link_from_broker (s_link_t *self)
     memcpy (id, msg->id, sizeof id);
     int attempts = msg->attempts;
     bool idle = self->held == 0;        //  the worker waits on the pipe
+    //  Said before the send, so the worker never sees the job without it:
+    //  a worker told to stop still does the job we say STARTED for.
+    if (idle)
+        atomic_store (&self->resizer->announced, true);
     if (imgp_msg_send (&msg, self->work) == 0) {
         self->held++;
         if (idle)
             s_link_start_early (self, id, attempts);
     }
-    else
+    else {
+        if (idle)
+            atomic_store (&self->resizer->announced, false);
         imgp_error ("job=%s event=dropped reason=\"the worker pipe refused it: %s\"", id,
                     zmq_strerror (zmq_errno ()));
+    }
 }
 
 //  A link that could not run for S_STALL_BEATS heartbeats and at least
@@ -435,7 +447,7 @@ s_link_finish (s_link_t *self)
 {
     while (zsock_events (self->work) & ZMQ_POLLIN)
         s_link_from_worker (self);
-    if (self->dealer)
+    if (self->dealer && self->connected)    //  none for a broker that is away
         s_link_beat (self, 0);
 }
 
@@ -498,7 +510,319 @@ s_link_actor (zsock_t *pipe, void *argument)
 
 
 //  --------------------------------------------------------------------------
-//  Construction
+//  One job, in the worker
+
+//  The worker actor's state, all in its own thread (the one libvips runs in).
+typedef struct {
+    imgp_resizer_t *resizer;        //  configuration, stop flag, job count
+    zsock_t *command;               //  actor pipe: $TERM from imgp_resizer_destroy
+    zsock_t *pipe;                  //  our end of the job pipe to the link (PAIR)
+    zactor_t *link;                 //  the link actor, which owns the broker connection
+    int64_t busy_us;                //  time on jobs, from taking one to its result sent
+    int64_t waited_us;              //  time idle between jobs, waits that ended with a job
+    int64_t idle_since;             //  when the last job ended (µs); 0 before the first
+    int64_t trim_at;                //  when to give freed memory back (ms); 0: not due
+} s_worker_t;
+
+//  A result message for `job` of `type`, with the fields every result has.
+static imgp_msg_t *
+s_result_new (imgp_resizer_t *self, imgp_msg_t *job, imgp_msg_type_t type)
+{
+    imgp_msg_t *msg = imgp_msg_new (type);
+    memcpy (msg->id, job->id, sizeof msg->id);
+    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
+    msg->attempts = job->attempts;
+    return msg;
+}
+
+//  To the link, which sends it to the broker.
+static void
+s_send (s_worker_t *self, imgp_msg_t **msg_p)
+{
+    char id [IMGP_ID_LEN + 1];
+    memcpy (id, (*msg_p)->id, sizeof id);
+    const char *type = imgp_msg_type_name ((*msg_p)->type);
+    if (imgp_msg_send (msg_p, self->pipe) != 0)
+        imgp_error ("job=%s event=send_failed type=%s reason=%s", id, type,
+                    zmq_strerror (zmq_errno ()));
+}
+
+//  DONE with the thumbnail bytes, handed to libzmq without a copy.
+static void
+s_send_done (s_worker_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb, int64_t ms)
+{
+    imgp_msg_t *msg = s_result_new (self->resizer, job, IMGP_MSG_DONE);
+    msg->result.width = thumb->width;
+    msg->result.height = thumb->height;
+    msg->result.format = job->opts.format;
+    msg->result.bytes = (int64_t) thumb->size;
+    msg->result.ms = ms;
+    imgp_msg_set_data (msg, thumb->data, thumb->size, imgp_thumb_free);
+    thumb->data = NULL;
+    s_send (self, &msg);
+}
+
+static void
+s_send_failed (s_worker_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb)
+{
+    imgp_msg_t *msg = s_result_new (self->resizer, job, IMGP_MSG_FAILED);
+    snprintf (msg->code, sizeof msg->code, "%s", imgp_thumb_code_name (thumb->code));
+    snprintf (msg->message, sizeof msg->message, "%s", thumb->message);
+    s_send (self, &msg);
+}
+
+//  The broker refuses messages over its upload limit (and drops the
+//  connection that sent one), so a thumbnail that large fails here instead.
+static int
+s_check_result_size (imgp_resizer_t *self, imgp_thumb_result_t *thumb)
+{
+    if ((int64_t) thumb->size <= self->max_result_size)
+        return 0;
+    size_t size = thumb->size;
+    imgp_thumb_result_clear (thumb);
+    thumb->code = IMGP_THUMB_ENCODE_ERROR;
+    snprintf (thumb->message, sizeof thumb->message,
+              "the thumbnail is %zu bytes, over the limit of %lld bytes: ask for a smaller "
+              "size or a lossy format", size, (long long) self->max_result_size);
+    return -1;
+}
+
+static void
+s_handle_job (s_worker_t *self, imgp_msg_t **job_p)
+{
+    imgp_resizer_t *resizer = self->resizer;
+    imgp_msg_t *job = *job_p;
+    imgp_msg_t *started = s_result_new (resizer, job, IMGP_MSG_STARTED);
+    s_send (self, &started);
+    imgp_info ("job=%s event=started attempt=%d worker=%s", job->id, job->attempts,
+               resizer->name);
+
+    imgp_thumb_set_job (job->id);
+    imgp_thumb_result_t thumb = { 0 };
+    int64_t start = zclock_mono ();
+    int rc = imgp_thumb_make (imgp_msg_data (job), imgp_msg_size (job), &job->opts, &thumb);
+    int64_t ms = zclock_mono () - start;
+    imgp_thumb_set_job (NULL);
+    if (rc == 0)
+        rc = s_check_result_size (resizer, &thumb);
+
+    atomic_fetch_add (&resizer->jobs_done, 1);
+    if (rc == 0) {
+        imgp_info ("job=%s event=resized ms=%lld in=%dx%d out=%dx%d bytes=%zu format=%s",
+                   job->id, (long long) ms, thumb.in_width, thumb.in_height, thumb.width,
+                   thumb.height, thumb.size, imgp_format_name (job->opts.format));
+        s_send_done (self, job, &thumb, ms);
+    }
+    else {
+        imgp_info ("job=%s event=failed code=%s ms=%lld message=%s", job->id,
+                   imgp_thumb_code_name (thumb.code), (long long) ms, thumb.message);
+        s_send_failed (self, job, &thumb);
+    }
+    imgp_thumb_result_clear (&thumb);
+    imgp_msg_destroy (job_p);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The worker actor
+
+//  A monotonic clock in microseconds: busy and waited add up many short
+//  spans (a dry-run job takes a few), which milliseconds would round away.
+static int64_t
+s_now_us (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+//  Resident memory of this process in MB, for the log; -1 when unknown.
+static long
+s_rss_mb (void)
+{
+    long pages = -1, resident = -1;
+    FILE *statm = fopen ("/proc/self/statm", "r");
+    if (statm) {
+        if (fscanf (statm, "%ld %ld", &pages, &resident) != 2)
+            resident = -1;
+        fclose (statm);
+    }
+    return resident < 0 ? -1 : resident * sysconf (_SC_PAGESIZE) / (1024 * 1024);
+}
+
+//  A new actor with SIGINT and SIGTERM blocked in this thread: zactor_new
+//  waits for the actor's handshake, and a signal cutting that wait short
+//  leaves the handshake in the pipe, so zactor_destroy would take it for
+//  the actor's exit and not wait. The actor thread inherits the mask: it
+//  ends on $TERM only, so a signal has no business there.
+static zactor_t *
+s_actor_new (zactor_fn *actor, void *args)
+{
+    sigset_t signals, saved;
+    sigemptyset (&signals);
+    sigaddset (&signals, SIGINT);
+    sigaddset (&signals, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &signals, &saved);
+    zactor_t *self = zactor_new (actor, args);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    return self;
+}
+
+//  The job pipe and the link actor. Returns 0 or -1 (logged).
+static int
+s_worker_open (s_worker_t *self)
+{
+    zsock_t *backend = NULL;
+    self->pipe = zsys_create_pipe (&backend);
+    if (!self->pipe) {
+        imgp_error ("event=socket_failed socket=pipe reason=%s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    s_link_args_t args = { self->resizer, backend, -1 };
+    self->link = s_actor_new (s_link_actor, &args);
+    zsock_destroy (&args.work);         //  still ours only when the actor never ran
+    if (!self->link || args.rc) {
+        imgp_error ("event=actor_failed actor=link");
+        return -1;
+    }
+    return 0;
+}
+
+//  The link goes last: it sends what the worker queued, then slots 0. A
+//  job still in the pipe is dropped with it.
+static void
+s_worker_close (s_worker_t *self)
+{
+    zactor_destroy (&self->link);
+    zsock_destroy (&self->pipe);
+}
+
+//  One job from the pipe, timed: a wait counts only when it ended with a
+//  job, and only after a first job (the wait for the first is start-up,
+//  not idleness), so waited / (busy + waited) is the idle fraction while
+//  there was work.
+static void
+s_worker_job (s_worker_t *self)
+{
+    imgp_msg_t *job = imgp_msg_recv (self->pipe);
+    atomic_store (&self->resizer->announced, false);
+    if (!job)
+        return;
+    int64_t start = s_now_us ();
+    if (self->idle_since)
+        self->waited_us += start - self->idle_since;
+    s_handle_job (self, &job);
+    int64_t end = s_now_us ();
+    self->busy_us += end - start;
+    self->idle_since = end;
+    self->trim_at = zclock_mono () + S_TRIM_IDLE_MS;
+}
+
+//  Idle for S_TRIM_IDLE_MS after a job: what libvips and libjpeg freed
+//  goes back to the kernel. While jobs come, glibc keeps it (the trim
+//  threshold in imgp_thumb), which is what makes the next decode fast; a
+//  resizer left idle after a burst should not keep hundreds of MB it no
+//  longer uses. The next job after a trim pays the page faults once.
+static void
+s_worker_idle (s_worker_t *self)
+{
+    if (!self->trim_at || zclock_mono () < self->trim_at)
+        return;
+    self->trim_at = 0;
+    long before = s_rss_mb ();
+    int64_t start = s_now_us ();
+    imgp_thumb_trim ();
+    imgp_info ("event=trimmed ms=%lld rss_mb=%ld rss_before_mb=%ld",
+               (long long) (s_now_us () - start) / 1000, s_rss_mb (), before);
+}
+
+//  Poll timeout: until the trim is due, or for ever.
+static long
+s_worker_timeout (s_worker_t *self)
+{
+    if (!self->trim_at)
+        return -1;
+    int64_t left = self->trim_at - zclock_mono ();
+    return left > 0 ? (long) left : 0;
+}
+
+//  Stopping, and a job waits in the pipe (or is on its way) that the link
+//  said STARTED for, as it came to us idle: that one is ours to finish, as
+//  the broker was told. Any other waiting job is left, to be dropped.
+static void
+s_worker_finish (s_worker_t *self)
+{
+    if (!atomic_exchange (&self->resizer->announced, false))
+        return;
+    zmq_pollitem_t item = { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, S_ANNOUNCED_MS) == 1)
+        s_worker_job (self);
+}
+
+//  Jobs until $TERM. imgp_resizer_destroy sets the stop flag before it
+//  sends $TERM, so a job that is ready when the flag is up is not taken,
+//  unless the link said STARTED for it (s_worker_finish).
+static void
+s_worker_loop (s_worker_t *self)
+{
+    while (true) {
+        zmq_pollitem_t items [2] = {
+            { zsock_resolve (self->command), 0, ZMQ_POLLIN, 0 },
+            { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 },
+        };
+        if (zmq_poll (items, 2, s_worker_timeout (self)) == -1) {
+            if (errno == EINTR)
+                continue;
+            imgp_error ("event=poll_failed socket=pipe reason=%s", zmq_strerror (errno));
+            break;
+        }
+        if ((items [0].revents & ZMQ_POLLIN) || s_stopping (self->resizer)) {
+            s_worker_finish (self);
+            break;
+        }
+        if (items [1].revents & ZMQ_POLLIN)
+            s_worker_job (self);
+        else
+            s_worker_idle (self);
+    }
+}
+
+//  Waits for $TERM, after a start that failed.
+static void
+s_worker_wait_term (zsock_t *pipe)
+{
+    char *command = zstr_recv (pipe);
+    zstr_free (&command);
+}
+
+static void
+s_worker_actor (zsock_t *pipe, void *argument)
+{
+    s_worker_t self = { .resizer = argument, .command = pipe };
+    imgp_resizer_t *resizer = self.resizer;
+    zsock_signal (pipe, 0);             //  zactor_new handshake
+    int rc = s_worker_open (&self);
+    zsock_signal (pipe, rc ? 1 : 0);    //  imgp_resizer_new waits for this one
+    if (rc == 0) {
+        imgp_info ("event=ready worker=%s jobs=%s", resizer->name, resizer->jobs);
+        s_worker_loop (&self);
+    }
+    s_worker_close (&self);
+    imgp_thumb_thread_done ();
+    if (rc) {
+        s_worker_wait_term (pipe);
+        return;
+    }
+    //  The benchmark reads this line: keep its first fields and their order.
+    imgp_info ("event=stopped jobs=%lld busy_ms=%lld waited_ms=%lld worker=%s",
+               (long long) atomic_load (&resizer->jobs_done),
+               (long long) self.busy_us / 1000, (long long) self.waited_us / 1000,
+               resizer->name);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The caller's side: construction, the actor's start and stop
 
 //  Our host name, cut to `size` - 1 and every character a worker name may
 //  not hold replaced by '_' (READY's host follows the same rule); "" when
@@ -576,6 +900,23 @@ s_check_config (const imgp_resizer_config_t *config)
     return 0;
 }
 
+//  Start the worker actor (it starts the link) and wait for its word on
+//  the link: 1 when it could not be set up. SIGINT and SIGTERM are
+//  blocked meanwhile, for the reason s_actor_new gives. Returns 0 or -1.
+static int
+s_start (imgp_resizer_t *self)
+{
+    sigset_t signals, saved;
+    sigemptyset (&signals);
+    sigaddset (&signals, SIGINT);
+    sigaddset (&signals, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &signals, &saved);
+    self->worker = s_actor_new (s_worker_actor, self);
+    int rc = self->worker && zsock_wait (self->worker) == 0 ? 0 : -1;
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    return rc;
+}
+
 imgp_resizer_t *
 imgp_resizer_new (const imgp_resizer_config_t *config)
 {
@@ -604,7 +945,12 @@ imgp_resizer_new (const imgp_resizer_config_t *config)
     self->heartbeat_ms = config->heartbeat_ms;
     s_host_name (self->host, sizeof self->host);
     atomic_init (&self->stop, false);
+    atomic_init (&self->announced, false);
     atomic_init (&self->jobs_done, 0);
+    if (s_start (self)) {
+        imgp_resizer_destroy (&self);
+        return NULL;
+    }
     return self;
 }
 
@@ -613,6 +959,11 @@ imgp_resizer_destroy (imgp_resizer_t **self_p)
 {
     if (self_p && *self_p) {
         imgp_resizer_t *self = *self_p;
+        //  The link says slots 0 and takes no JOB from here on; the
+        //  worker ends its job, the link sends the result and a last
+        //  HEARTBEAT, and zactor_destroy returns when both threads are done.
+        atomic_store (&self->stop, true);
+        zactor_destroy (&self->worker);
         free (self->jobs);
         imgp_curve_destroy (&self->curve);
         free (self);
@@ -630,12 +981,6 @@ int64_t
 imgp_resizer_jobs (imgp_resizer_t *self)
 {
     return atomic_load (&self->jobs_done);
-}
-
-void
-imgp_resizer_stop (imgp_resizer_t *self)
-{
-    atomic_store (&self->stop, true);
 }
 
 int
@@ -658,193 +1003,4 @@ imgp_resizer_set_priority (int nice)
     }
     imgp_info ("event=priority nice=%d policy=batch", nice);
     return 0;
-}
-
-
-//  --------------------------------------------------------------------------
-//  One job, in the worker
-
-//  A result message for `job` of `type`, with the fields every result has.
-static imgp_msg_t *
-s_result_new (imgp_resizer_t *self, imgp_msg_t *job, imgp_msg_type_t type)
-{
-    imgp_msg_t *msg = imgp_msg_new (type);
-    memcpy (msg->id, job->id, sizeof msg->id);
-    snprintf (msg->worker, sizeof msg->worker, "%s", self->name);
-    msg->attempts = job->attempts;
-    return msg;
-}
-
-//  To the link, which sends it to the broker.
-static void
-s_send (imgp_resizer_t *self, imgp_msg_t **msg_p)
-{
-    char id [IMGP_ID_LEN + 1];
-    memcpy (id, (*msg_p)->id, sizeof id);
-    const char *type = imgp_msg_type_name ((*msg_p)->type);
-    if (imgp_msg_send (msg_p, self->pipe) != 0)
-        imgp_error ("job=%s event=send_failed type=%s reason=%s", id, type,
-                    zmq_strerror (zmq_errno ()));
-}
-
-//  DONE with the thumbnail bytes, handed to libzmq without a copy.
-static void
-s_send_done (imgp_resizer_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb, int64_t ms)
-{
-    imgp_msg_t *msg = s_result_new (self, job, IMGP_MSG_DONE);
-    msg->result.width = thumb->width;
-    msg->result.height = thumb->height;
-    msg->result.format = job->opts.format;
-    msg->result.bytes = (int64_t) thumb->size;
-    msg->result.ms = ms;
-    imgp_msg_set_data (msg, thumb->data, thumb->size, imgp_thumb_free);
-    thumb->data = NULL;
-    s_send (self, &msg);
-}
-
-static void
-s_send_failed (imgp_resizer_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb)
-{
-    imgp_msg_t *msg = s_result_new (self, job, IMGP_MSG_FAILED);
-    snprintf (msg->code, sizeof msg->code, "%s", imgp_thumb_code_name (thumb->code));
-    snprintf (msg->message, sizeof msg->message, "%s", thumb->message);
-    s_send (self, &msg);
-}
-
-//  The broker refuses messages over its upload limit (and drops the
-//  connection that sent one), so a thumbnail that large fails here instead.
-static int
-s_check_result_size (imgp_resizer_t *self, imgp_thumb_result_t *thumb)
-{
-    if ((int64_t) thumb->size <= self->max_result_size)
-        return 0;
-    size_t size = thumb->size;
-    imgp_thumb_result_clear (thumb);
-    thumb->code = IMGP_THUMB_ENCODE_ERROR;
-    snprintf (thumb->message, sizeof thumb->message,
-              "the thumbnail is %zu bytes, over the limit of %lld bytes: ask for a smaller "
-              "size or a lossy format", size, (long long) self->max_result_size);
-    return -1;
-}
-
-static void
-s_handle_job (imgp_resizer_t *self, imgp_msg_t **job_p)
-{
-    imgp_msg_t *job = *job_p;
-    imgp_msg_t *started = s_result_new (self, job, IMGP_MSG_STARTED);
-    s_send (self, &started);
-    imgp_info ("job=%s event=started attempt=%d worker=%s", job->id, job->attempts, self->name);
-
-    imgp_thumb_set_job (job->id);
-    imgp_thumb_result_t thumb = { 0 };
-    int64_t start = zclock_mono ();
-    int rc = imgp_thumb_make (imgp_msg_data (job), imgp_msg_size (job), &job->opts, &thumb);
-    int64_t ms = zclock_mono () - start;
-    imgp_thumb_set_job (NULL);
-    if (rc == 0)
-        rc = s_check_result_size (self, &thumb);
-
-    atomic_fetch_add (&self->jobs_done, 1);
-    if (rc == 0) {
-        imgp_info ("job=%s event=resized ms=%lld in=%dx%d out=%dx%d bytes=%zu format=%s",
-                   job->id, (long long) ms, thumb.in_width, thumb.in_height, thumb.width,
-                   thumb.height, thumb.size, imgp_format_name (job->opts.format));
-        s_send_done (self, job, &thumb, ms);
-    }
-    else {
-        imgp_info ("job=%s event=failed code=%s ms=%lld message=%s", job->id,
-                   imgp_thumb_code_name (thumb.code), (long long) ms, thumb.message);
-        s_send_failed (self, job, &thumb);
-    }
-    imgp_thumb_result_clear (&thumb);
-    imgp_msg_destroy (job_p);
-}
-
-
-//  --------------------------------------------------------------------------
-//  The worker loop
-
-//  A new actor with SIGINT and SIGTERM blocked in this thread: zactor_new
-//  waits for the actor's handshake, and a signal cutting that wait short
-//  leaves the handshake in the pipe, so zactor_destroy would take it for
-//  the actor's exit and not wait. The actor thread inherits the mask: it
-//  ends on $TERM only, so a signal has no business there.
-static zactor_t *
-s_actor_new (zactor_fn *actor, void *args)
-{
-    sigset_t signals, saved;
-    sigemptyset (&signals);
-    sigaddset (&signals, SIGINT);
-    sigaddset (&signals, SIGTERM);
-    pthread_sigmask (SIG_BLOCK, &signals, &saved);
-    zactor_t *self = zactor_new (actor, args);
-    pthread_sigmask (SIG_SETMASK, &saved, NULL);
-    return self;
-}
-
-//  The job pipe and the link actor. Returns 0 or -1 (logged).
-static int
-s_open (imgp_resizer_t *self)
-{
-    zsock_t *backend = NULL;
-    self->pipe = zsys_create_pipe (&backend);
-    self->poller = self->pipe ? zpoller_new (self->pipe, NULL) : NULL;
-    if (!self->poller) {
-        imgp_error ("event=socket_failed socket=pipe reason=%s", zmq_strerror (zmq_errno ()));
-        zsock_destroy (&backend);
-        return -1;
-    }
-    s_link_args_t args = { self, backend, -1 };
-    self->link = s_actor_new (s_link_actor, &args);
-    zsock_destroy (&args.work);         //  still ours only when the actor never ran
-    if (!self->link || args.rc) {
-        imgp_error ("event=actor_failed actor=link");
-        return -1;
-    }
-    return 0;
-}
-
-//  The link goes last: it sends what the worker queued, then slots 0. A
-//  job still in the pipe is dropped with it.
-static void
-s_close (imgp_resizer_t *self)
-{
-    zactor_destroy (&self->link);
-    zpoller_destroy (&self->poller);
-    zsock_destroy (&self->pipe);
-}
-
-//  Jobs until stopped. The link passes on JOBs only.
-static void
-s_loop (imgp_resizer_t *self)
-{
-    while (!s_stopping (self)) {
-        if (zpoller_wait (self->poller, S_POLL_MS) == self->pipe) {
-            imgp_msg_t *job = imgp_msg_recv (self->pipe);
-            if (job)
-                s_handle_job (self, &job);
-        }
-        //  else timeout, or interrupted: the loop condition looks
-    }
-}
-
-int
-imgp_resizer_run (imgp_resizer_t *self)
-{
-    assert (self);
-    int rc = 0;
-    //  Stopped before we started (a signal while libvips loaded): connect
-    //  nothing, so the broker never counts us.
-    if (!s_stopping (self)) {
-        rc = s_open (self);
-        if (rc == 0) {
-            imgp_info ("event=ready worker=%s jobs=%s", self->name, self->jobs);
-            s_loop (self);
-        }
-    }
-    s_close (self);
-    imgp_thumb_thread_done ();
-    imgp_info ("event=stopped worker=%s jobs=%lld", self->name,
-               (long long) imgp_resizer_jobs (self));
-    return rc;
 }

@@ -17,11 +17,22 @@
     so the resizer never idles for a round trip; the broker keeps the real
     queue, and a JOB beyond capacity (a broker over our credit) is dropped.
 
-    On imgp_resizer_stop() (main calls it on SIGINT/SIGTERM; an embedder
-    that keeps czmq's handler gets the same from zsys_interrupted), the job
+    An actor, like imgp_broker (malamute's shape): imgp_resizer_new
+    starts it serving (worker thread and link thread, connected, READY
+    said) and imgp_resizer_destroy stops it, so main() and the tests drive
+    it the same way. On destroy (main calls it on SIGINT/SIGTERM) the job
     in progress is finished and its result sent, a last heartbeat says
-    slots=0, and run() returns. A job still waiting in the pipe is
+    slots=0, and the stop line `event=stopped jobs=N busy_ms=B
+    waited_ms=W worker=NAME` is logged: B is the time spent on jobs, W
+    the time the worker waited for a job between two jobs (waits that
+    ended with a job), so W / (B + W) is its idle fraction while there was
+    work; the benchmark reads it. A job still waiting in the pipe is
     dropped: the broker queues it again when it counts us lost.
+
+    Memory: while jobs come, freed decode buffers stay with the process
+    (imgp_thumb's malloc settings, which make the next decode fast); after
+    2 s without a job they go back to the kernel (malloc_trim), so an idle
+    resizer returns to near its idle size after a burst (event=trimmed).
 
     Bounds: a message over imgp_msg_max_size (max_upload_bytes) is refused
     by libzmq, which drops that connection and does not make it again; we
@@ -53,7 +64,9 @@ typedef struct _imgp_resizer_t imgp_resizer_t;
 #define IMGP_RESIZER_SUFFIX_LEN 9
 #define IMGP_RESIZER_PREFIX_MAX (IMGP_WORKER_MAX - IMGP_RESIZER_SUFFIX_LEN)
 
-//  Create a resizer from `config` (copied). Does not connect yet. The
+//  Create a resizer from `config` (copied) and start it serving: it
+//  connects to config->jobs (libzmq retries until the broker is there),
+//  says READY and takes jobs, in threads of its own. The
 //  worker name is the prefix (config->name, or "<hostname>-<pid>") plus a
 //  random suffix, "-1f2e3d4c": a restarted container has the same hostname
 //  and pid, and the broker must see the new process as a new worker, or it
@@ -61,22 +74,15 @@ typedef struct _imgp_resizer_t imgp_resizer_t;
 //  logged, when the prefix is not 1..IMGP_RESIZER_PREFIX_MAX printable
 //  characters without spaces or max_upload_bytes is over
 //  IMGP_UPLOAD_LIMIT_MAX, or the CURVE key files cannot be read (both
-//  or neither of curve_secret and curve_server must be set).
-//  imgp_thumb_init() must have run.
+//  or neither of curve_secret and curve_server must be set), or the
+//  link could not be set up (no socket). imgp_thumb_init() must have run.
 imgp_resizer_t *imgp_resizer_new (const imgp_resizer_config_t *config);
 
-//  Destroy; safe on NULL and twice. Not while run() is running.
+//  Stop serving: take no more jobs, finish the one in progress and send
+//  its result, say slots 0, log the stop line; then free. Blocks until
+//  the job in progress is done (up to the thumbnail time limit). Safe on
+//  NULL and twice.
 void imgp_resizer_destroy (imgp_resizer_t **self_p);
-
-//  Start the link actor (it connects, says READY, heartbeats) and process
-//  jobs in the calling thread until interrupted or stopped. Returns 0
-//  after a clean stop, -1 when the link could not be set up (reason
-//  logged).
-int imgp_resizer_run (imgp_resizer_t *self);
-
-//  Ask run() to return after the current job. Safe from any thread and
-//  from a signal handler.
-void imgp_resizer_stop (imgp_resizer_t *self);
 
 //  Lower the CPU priority of the calling thread to `nice` (0..19; 0 leaves
 //  it alone; a higher nice already set is kept) and switch it to

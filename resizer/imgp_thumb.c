@@ -227,7 +227,8 @@ s_apply_blocks (void)
 //  faults 80-108k -> 18k, system time 0.7-1.0 s -> 0.2-0.3 s, resizer
 //  time per image down 15-20%, peak RSS 230-250 MB -> 100 MB. What a job
 //  frees stays with the process, bounded by the trim threshold above
-//  the heap in use. Must run before those threads first allocate:
+//  the heap in use, until the resizer has been idle a while and calls
+//  imgp_thumb_trim. Must run before those threads first allocate:
 //  imgp_thumb_init comes before any socket or image.
 static void
 s_tune_malloc (int threads)
@@ -294,6 +295,14 @@ void
 imgp_thumb_thread_done (void)
 {
     vips_thread_shutdown ();
+}
+
+void
+imgp_thumb_trim (void)
+{
+#if defined (__GLIBC__)
+    malloc_trim (0);
+#endif
 }
 
 void

@@ -110,6 +110,14 @@ int imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
 //  thumbnails before it exits (not needed on the main thread).
 void imgp_thumb_thread_done (void);
 
+//  Give the memory freed by past images back to the kernel (glibc's
+//  malloc_trim: the top of each heap, and whole free pages inside it).
+//  The malloc settings of imgp_thumb_init keep freed buffers for the next
+//  image, which is what a steady stream of jobs wants; call this when the
+//  stream has stopped for a while. Not while an image is being made
+//  (harmless, but it would slow it).
+void imgp_thumb_trim (void);
+
 //  Free result->data (if still there) and reset the result.
 void imgp_thumb_result_clear (imgp_thumb_result_t *result);
 

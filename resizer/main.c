@@ -3,15 +3,17 @@
     broker; stop any of them at any time.
 
     This file only reads options (one imgp_conf_start into s_config_t) and
-    wires imgp_thumb (libvips) to imgp_resizer (the worker loop); it never
-    touches sockets or pixels. Order matters: signals are blocked first
-    (imgp_signal), so a SIGTERM while flags are read or libvips loads waits
-    instead of killing us with 143; the priority is lowered before czmq or
-    libvips start a thread, so every thread inherits it. The loop runs in
-    main's thread; a small thread takes the signal and asks it to stop.
+    wires imgp_thumb (libvips) to imgp_resizer (the actor that serves); it
+    never touches sockets or pixels. Order matters: signals are blocked
+    first (imgp_signal), so a SIGTERM while flags are read or libvips loads
+    waits instead of killing us with 143; the priority is lowered before
+    czmq or libvips start a thread, so every thread inherits it. Then, as
+    in imgpipe-broker: imgp_resizer_new, wait for the signal,
+    imgp_resizer_destroy (the job in hand is finished and its result sent).
 */
 #include <czmq.h>
-#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "imgp_conf.h"
@@ -58,39 +60,35 @@ static const imgp_conf_spec_t s_specs [] = {
     IMGP_CONF_END
 };
 
-//  What the stopper thread needs.
-typedef struct {
-    imgp_resizer_t *resizer;        //  to stop
-    const sigset_t *signals;        //  to wait for
-} s_stopper_t;
-
-//  Takes SIGINT or SIGTERM and asks the loop to stop after its job.
-static void *
-s_stopper (void *args)
+//  One of `signals` already waiting (it came while libvips loaded).
+static bool
+s_signal_pending (const sigset_t *signals)
 {
-    s_stopper_t *stopper = args;
-    int signal = imgp_signal_wait (stopper->signals);
-    //  From here on, finish: main may cancel us only while we wait.
-    pthread_setcancelstate (PTHREAD_CANCEL_DISABLE, NULL);
-    imgp_info ("event=stopping signal=%s", imgp_signal_name (signal));
-    imgp_resizer_stop (stopper->resizer);
-    return NULL;
+    sigset_t pending;
+    if (sigpending (&pending) != 0)
+        return false;
+    for (int signal = 1; signal < NSIG; signal++)
+        if (sigismember (signals, signal) == 1 && sigismember (&pending, signal) == 1)
+            return true;
+    return false;
 }
 
-//  Run the loop until a signal stops it or it fails. Returns run()'s rc.
+//  Serve until SIGINT or SIGTERM. Stopped before we started: connect
+//  nothing, so the broker never counts us. Returns 0, or -1 when the
+//  resizer could not start (reason logged).
 static int
-s_run (imgp_resizer_t *resizer, const sigset_t *signals)
+s_serve (const imgp_resizer_config_t *config, const sigset_t *signals)
 {
-    s_stopper_t args = { resizer, signals };
-    pthread_t stopper;
-    if (pthread_create (&stopper, NULL, s_stopper, &args) != 0) {
-        imgp_error ("event=start_failed reason=\"no thread for signals\"");
-        return -1;
+    imgp_resizer_t *resizer = NULL;
+    if (!s_signal_pending (signals)) {
+        resizer = imgp_resizer_new (config);
+        if (!resizer)
+            return -1;
     }
-    int rc = imgp_resizer_run (resizer);
-    pthread_cancel (stopper);           //  the loop may have ended by itself
-    pthread_join (stopper, NULL);
-    return rc;
+    int signal = imgp_signal_wait (signals);
+    imgp_info ("event=stopping signal=%s", imgp_signal_name (signal));
+    imgp_resizer_destroy (&resizer);    //  ends the job in hand, logs event=stopped
+    return 0;
 }
 
 int
@@ -109,13 +107,9 @@ main (int argc, char **argv)
     imgp_resizer_set_priority (config.nice);     //  a failure is only a warning
     zsys_init ();
 
-    imgp_resizer_t *resizer = NULL;
     int rc = imgp_thumb_init (&config.thumb);
-    if (rc == 0) {
-        resizer = imgp_resizer_new (&config.resizer);
-        rc = resizer ? s_run (resizer, &signals) : -1;
-    }
-    imgp_resizer_destroy (&resizer);
+    if (rc == 0)
+        rc = s_serve (&config.resizer, &signals);
     imgp_conf_destroy (&conf);
     return rc == 0 ? 0 : 1;
 }

@@ -903,9 +903,8 @@ Test (corpus, every_manifest_file, .init = s_init, .timeout = 300)
 typedef struct {
     zsock_t *router;                //  as the broker's jobs endpoint
     char endpoint [64];             //  what the resizer connects to
-    imgp_resizer_t *resizer;        //  running in `thread`
-    pthread_t thread;               //  runs imgp_resizer_run
-    int rc;                         //  imgp_resizer_run's return
+    imgp_resizer_t *resizer;        //  serving, from imgp_resizer_new to _destroy
+    char name [IMGP_WORKER_MAX + 1];//  its worker name, still known after destroy
     imgp_curve_t *curve;            //  CURVE server keys, NULL for a plain ROUTER
 } fake_broker_t;
 
@@ -930,14 +929,6 @@ s_router_bind (fake_broker_t *broker, const char *endpoint)
         zclock_sleep (10);
     cr_assert_gt (port, 0, "cannot bind %s: %s", endpoint, zmq_strerror (zmq_errno ()));
     return port;
-}
-
-static void *
-s_run_resizer (void *args)
-{
-    fake_broker_t *broker = args;
-    broker->rc = imgp_resizer_run (broker->resizer);
-    return NULL;
 }
 
 //  `name` is `prefix`, "-" and 8 random hex digits.
@@ -965,17 +956,14 @@ s_broker_start_with (fake_broker_t *broker, imgp_resizer_config_t *config, imgp_
     broker->resizer = imgp_resizer_new (config);
     cr_assert_not_null (broker->resizer);
     s_assert_suffixed (imgp_resizer_name (broker->resizer), "test-worker");
-    cr_assert_eq (pthread_create (&broker->thread, NULL, s_run_resizer, broker), 0);
+    snprintf (broker->name, sizeof broker->name, "%s", imgp_resizer_name (broker->resizer));
 }
 
 
-//  Stop the resizer, wait for run() to return 0, close the ROUTER.
+//  Stop the resizer, close the ROUTER.
 static void
 s_broker_stop (fake_broker_t *broker)
 {
-    imgp_resizer_stop (broker->resizer);
-    cr_assert_eq (pthread_join (broker->thread, NULL), 0);
-    cr_assert_eq (broker->rc, 0);
     imgp_resizer_destroy (&broker->resizer);
     imgp_resizer_destroy (&broker->resizer);     //  safe twice
     zsock_destroy (&broker->router);
@@ -989,7 +977,7 @@ s_recv (fake_broker_t *broker)
 {
     imgp_msg_t *msg = imgp_msg_recv (broker->router);
     cr_assert_not_null (msg, "no message from the resizer within %d ms", RECV_TIMEOUT_MS);
-    const char *name = imgp_resizer_name (broker->resizer);
+    const char *name = broker->name;
     cr_assert_str_eq (imgp_msg_routing_name (msg), name);
     cr_assert_str_eq (msg->worker, name, "%s says worker %s", imgp_msg_type_name (msg->type),
                       msg->worker);
@@ -1170,6 +1158,85 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
     s_broker_stop (&broker);
 }
 
+//  stderr (where imgp_log writes) into a temporary file, until s_log_end.
+typedef struct {
+    char path [64];                 //  the file
+    int saved;                      //  the real stderr, to put back
+} log_capture_t;
+
+static void
+s_log_begin (log_capture_t *capture)
+{
+    snprintf (capture->path, sizeof capture->path, "/tmp/test_resizer_log.XXXXXX");
+    int fd = mkstemp (capture->path);
+    cr_assert_geq (fd, 0);
+    fflush (stderr);
+    capture->saved = dup (2);
+    dup2 (fd, 2);
+    close (fd);
+}
+
+//  What was logged so far (g_free it).
+static gchar *
+s_log_text (log_capture_t *capture)
+{
+    fflush (stderr);
+    gchar *text = NULL;
+    cr_assert (g_file_get_contents (capture->path, &text, NULL, NULL));
+    return text;
+}
+
+static void
+s_log_end (log_capture_t *capture)
+{
+    fflush (stderr);
+    dup2 (capture->saved, 2);
+    close (capture->saved);
+    unlink (capture->path);
+}
+
+//  The stop line, which the benchmark reads: jobs, the time on them, and
+//  the waits between them (a wait counts only when a job ended it). And
+//  after a while without a job, freed memory goes back (event=trimmed).
+Test (loop, stop_line_says_jobs_busy_and_waited, .init = s_init, .timeout = 30)
+{
+    log_capture_t capture;
+    s_log_begin (&capture);
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 1 << 20);
+    char id [IMGP_ID_LEN + 1];
+    s_send_new_job (&broker, id, s_fixture (300, 200, 3, ".jpg"));
+    s_expect_done (&broker, id);
+    zclock_sleep (300);                 //  the worker waits at least this long...
+    s_send_new_job (&broker, id, s_fixture (300, 200, 3, ".jpg"));
+    s_expect_done (&broker, id);        //  ...and the second job ends the wait
+
+    gchar *text = NULL;
+    int64_t deadline = zclock_mono () + 10000;
+    while (!(text = s_log_text (&capture), strstr (text, "event=trimmed"))
+    &&     zclock_mono () < deadline) {
+        g_free (text);
+        zclock_sleep (100);
+    }
+    cr_assert (strstr (text, "event=trimmed"), "no event=trimmed within 10 s idle");
+    g_free (text);
+
+    s_broker_stop (&broker);
+    text = s_log_text (&capture);
+    s_log_end (&capture);
+    const char *line = strstr (text, "event=stopped ");
+    cr_assert_not_null (line, "no stop line in: %s", text);
+    long long jobs = -1, busy = -1, waited = -1;
+    char worker [IMGP_WORKER_MAX + 1] = "";
+    cr_assert_eq (sscanf (line, "event=stopped jobs=%lld busy_ms=%lld waited_ms=%lld worker=%64s",
+                          &jobs, &busy, &waited, worker), 4, "stop line: %s", line);
+    cr_assert_eq (jobs, 2);
+    cr_assert_geq (busy, 0);
+    cr_assert_geq (waited, 300, "the 300 ms between the jobs were not counted: %s", line);
+    cr_assert_str_eq (worker, broker.name);
+    g_free (text);
+}
+
 Test (loop, heartbeats_go_on_while_a_slow_job_runs, .init = s_init, .timeout = 30)
 {
     fake_broker_t broker;
@@ -1212,14 +1279,12 @@ Test (loop, heartbeats_go_on_while_a_slow_job_runs, .init = s_init, .timeout = 3
     imgp_msg_destroy (&msg);
 
     //  Stopping says slots=0 last.
-    imgp_resizer_stop (broker.resizer);
-    cr_assert_eq (pthread_join (broker.thread, NULL), 0);
+    imgp_resizer_destroy (&broker.resizer);
     int beats = 0;
     imgp_msg_t *last = s_drain (&broker, IMGP_MSG_HEARTBEAT, &beats);
     cr_assert (last && last->type == IMGP_MSG_HEARTBEAT && last->slots == 0,
                "no HEARTBEAT slots=0 on stop");
     imgp_msg_destroy (&last);
-    imgp_resizer_destroy (&broker.resizer);
     zsock_destroy (&broker.router);
 }
 
@@ -1294,22 +1359,19 @@ Test (loop, stop_finishes_the_job_in_hand, .init = s_init, .timeout = 30)
     s_send_new_job (&broker, waiting, s_fixture (50, 40, 3, ".png"));
     s_expect_started (&broker, slow);
 
-    //  As main does on SIGTERM: the job in hand ends and its DONE goes
-    //  out; the waiting one is dropped (the broker queues it again when it
-    //  counts us lost); a last heartbeat says slots 0.
-    imgp_resizer_stop (broker.resizer);
+    //  As main does on SIGTERM: destroy returns once the job in hand has
+    //  ended and its DONE gone out; the waiting one is dropped (the broker
+    //  queues it again when it counts us lost); a last heartbeat says
+    //  slots 0.
+    imgp_resizer_destroy (&broker.resizer);
     imgp_msg_t *msg = s_expect (&broker, IMGP_MSG_DONE, slow);
     imgp_msg_destroy (&msg);
-    cr_assert_eq (pthread_join (broker.thread, NULL), 0);
-    cr_assert_eq (broker.rc, 0);
     int started = 0;
     imgp_msg_t *last = s_drain (&broker, IMGP_MSG_STARTED, &started);
     cr_assert_eq (started, 0, "the waiting job was started after the stop");
     cr_assert (last && last->type == IMGP_MSG_HEARTBEAT && last->slots == 0,
                "no HEARTBEAT slots=0 last");
     imgp_msg_destroy (&last);
-    cr_assert_eq (imgp_resizer_jobs (broker.resizer), 1);
-    imgp_resizer_destroy (&broker.resizer);
     zsock_destroy (&broker.router);
 }
 
