@@ -156,6 +156,7 @@ s_get (s_slot_t *slot, const char *url, s_phase_t phase, long timeout_ms)
     curl_easy_setopt (slot->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt (slot->easy, CURLOPT_NOSIGNAL, 1L);
     slot->phase = phase;
+    slot->body [0] = 0;
     slot->body_len = 0;
     slot->got = 0;
 }

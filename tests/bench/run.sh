@@ -169,6 +169,17 @@ free_port() {
     done
 }
 
+# The end of each log of the stack being started, when it failed to start.
+stack_dir=""
+show_logs() {
+    local log
+    [ -n "$stack_dir" ] || return 0
+    for log in "$stack_dir"/*.log; do
+        echo "--- $log" >&2
+        tail -5 "$log" >&2
+    done
+}
+
 # wait_for SECONDS WHAT COMMAND...: poll COMMAND until it succeeds or the
 # deadline passes (then the run fails, saying what did not happen).
 wait_for() {
@@ -176,7 +187,11 @@ wait_for() {
     local deadline=$((SECONDS + limit))
     shift 2
     until "$@"; do
-        [ $SECONDS -lt $deadline ] || { echo "bench: $what did not happen in $limit s" >&2; exit 1; }
+        if [ $SECONDS -ge $deadline ]; then
+            echo "bench: $what did not happen in $limit s" >&2
+            show_logs
+            exit 1
+        fi
         sleep 0.1
     done
 }
@@ -212,6 +227,7 @@ done
 start_stack() {
     local dir="$work/pipeline-$1" intake status jobs_ep i
     mkdir -p "$dir"
+    stack_dir=$dir
     intake=tcp://127.0.0.1:$(free_port) status=tcp://127.0.0.1:$(free_port)
     jobs_ep=tcp://127.0.0.1:$(free_port)
     url=http://127.0.0.1:$(free_port)
@@ -227,11 +243,13 @@ start_stack() {
     "$(bin http-frontend/imgpipe-frontend)" --listen "${url#http://}" --intake "$intake" \
         --status "$status" 2>"$dir/frontend.log" &
     frontend_pid=$!; pids+=($!)
-    wait_for 30 "the frontend's /readyz" curl -fs -o /dev/null --max-time 2 "$url/readyz"
+    # Generous deadlines: on a machine loaded by other work the resizers,
+    # at nice 10, take seconds to start.
+    wait_for 90 "the frontend's /readyz" curl -fs -o /dev/null --max-time 2 "$url/readyz"
     all_live() {
         [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]
     }
-    wait_for 30 "all $threads resizers live at the broker" all_live
+    wait_for 90 "all $threads resizers live at the broker" all_live
 }
 
 # idle_json DIR: each resizer's stop line as JSON {jobs, busy_ms, waited_ms, idle}.
