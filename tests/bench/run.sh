@@ -13,12 +13,16 @@
 #   tests/bench/run.sh --out FILE.json  where the JSON goes (default tests/bench/last.json,
 #                                       not committed)
 #   tests/bench/run.sh --table FILE.json  print the table of a saved run again
+#   tests/bench/run.sh --only capacity  only some sections (comma list of raw, pipeline,
+#                                       capacity), e.g. to measure a broker change
+#   tests/bench/run.sh --concurrency C  jobs the load generator keeps in flight (default 8)
 #   tests/bench/run.sh --nice N         the resizers' --nice (default 10, theirs), and raw
 #                                       runs at the same priority (nice N, SCHED_BATCH), so
 #                                       other work on the machine slows both alike
 #   BUILD_DIR=build      the build to measure (any branch's; its tests/bench/ tools)
 #   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
+#   RESIZER_ARGS="--vips-threads 2"  more flags for the pipeline's resizers
 #   KEEP=1               keep the work directory (processes' logs, each tool's JSON)
 #
 # What it runs, in one run, on the same files (each photo repeated to at
@@ -53,49 +57,12 @@ corpus=${CORPUS:-$top/../shared/corpus}
 quick=0
 threads=$(nproc)
 nice=10
+concurrency=8
+only=raw,pipeline,capacity
 out=$here/last.json
 
 # table FILE.json: the human table of a run's JSON.
-table() {
-    jq -r '
-      def f($d): if . == null then "-" else (. * pow(10; $d) | round) / pow(10; $d) | tostring end;
-      def setting: "\(.width)x\(.height) \(.format)";
-      .machine as $m | .raw as $raw |
-      "imgpipe benchmark, \($m.at), \($m.cpu), \($m.cores) cores, load average \($m.load_before) before / \($m.load_after) after, \($m.build) build\(if $m.quick then ", QUICK" else "" end)",
-      "",
-      "raw libvips: \($m.threads) thread(s), files in memory, \($m.jobs) jobs, at nice \($m.nice) like the resizers",
-      "  setting          malloc    images/s  CPU ms/image  peak RSS MB",
-      ($raw[] | "  \(setting | .[0:15] + " " * (15 - length))  \(.malloc | . + " " * (8 - length))  \(.images_per_s | f(1) | " " * (8 - length) + .)  \(.cpu_ms_per_image | f(1) | " " * (12 - length) + .)  \(.peak_rss_mb | f(0) | " " * (11 - length) + .)"),
-      "",
-      "pipeline: \($m.threads) resizer(s), 1 broker, 1 frontend, loadgen with \(.pipeline[0].concurrency) jobs in flight",
-      "  setting          images/s  /raw glibc  /raw same malloc  202 p50/p90/p99/max ms  resizer idle  errors",
-      (.pipeline[] | "  \(.setting | .[0:15] + " " * (15 - length))  \(.images_per_s | f(1) | " " * (8 - length) + .)  \(.ratio_raw_glibc | f(2) | " " * (10 - length) + .)  \(.ratio_raw_resizer_malloc | f(2) | " " * (16 - length) + .)  \(.upload_202 | "\(.p50_ms | f(1))/\(.p90_ms | f(1))/\(.p99_ms | f(1))/\(.max_ms | f(1))" | " " * (22 - length) + .)  \([.resizer_stops[] | .idle | if . == null then "-" else (. * 100 | f(1)) + "%" end] | join(" ") | " " * (12 - length) + .)  \(.errors + .failed)"),
-      "",
-      "CPU ms per image (pipeline window; raw: libvips alone)",
-      "  setting          raw glibc  raw same malloc  resizers  broker  frontend  loadgen  all   raw glibc/all",
-      (.pipeline[] | .setting as $s | [.processes[] | {(.name): .cpu_ms_per_image}] as $p
-        | (reduce .processes[] as $x ({}; .[$x.name] += $x.cpu_ms_per_image)) as $sum
-        | "  \($s | .[0:15] + " " * (15 - length))  \([$raw[] | select(setting == $s and .malloc == "glibc")][0].cpu_ms_per_image | f(1) | " " * (9 - length) + .)  \([$raw[] | select(setting == $s and .malloc == "resizer")][0].cpu_ms_per_image | f(1) | " " * (15 - length) + .)  \($sum.resizer | f(1) | " " * (8 - length) + .)  \($sum.broker | f(1) | " " * (6 - length) + .)  \($sum.frontend | f(1) | " " * (8 - length) + .)  \($sum.loadgen | f(1) | " " * (7 - length) + .)  \([$sum[]] | add | f(1) | " " * (5 - length) + .)  \(([$raw[] | select(setting == $s and .malloc == "glibc")][0].cpu_ms_per_image / ([$sum[]] | add)) | f(2) | " " * (13 - length) + .)"),
-      "",
-      "memory, RSS MB: idle before / peak during / \(.pipeline[0].after_s) s after",
-      (.pipeline[] | .setting as $s | .processes[] | select(.name != "loadgen")
-        | "  \($s | .[0:15] + " " * (15 - length))  \(.name | . + " " * (9 - length))  \(.rss_idle_mb | f(0)) / \(.rss_peak_mb | f(0)) / \(.rss_after_mb | f(0))"),
-      "",
-      "broker capacity: resizers with --dry-run, intake clients on the codec, spool on \(.capacity[0].spool_fs // "-")",
-      "  K resizers  C clients  payload B  jobs    jobs/s   MB/s    broker CPU %  broker us/job  done",
-      (.capacity[] | "  \(.resizers | tostring | " " * (10 - length) + .)  \(.clients | tostring | " " * (9 - length) + .)  \(.payload_bytes | tostring | " " * (9 - length) + .)  \(.jobs | tostring | " " * (6 - length) + .)  \(.jobs_per_s | f(0) | " " * (7 - length) + .)  \(.mb_per_s | f(1) | " " * (6 - length) + .)  \(.broker_cpu_pct | f(0) | " " * (12 - length) + .)  \(.broker_cpu_us_per_job | f(0) | " " * (13 - length) + .)  \(if .complete then "all" else "INCOMPLETE" end)"),
-      "",
-      "targets (issue 10; reported, not asserted)",
-      (.targets | 
-        "  pipeline / raw glibc, worst setting     \(.pipeline_over_raw_glibc.got | f(2))  (want \(.pipeline_over_raw_glibc.want))",
-        "  resizer idle fraction, worst            \(.resizer_idle.got | if . then (. * 100 | f(1)) + "%" else "-" end)  (want < 3%)",
-        "  broker tiny jobs/s, best point          \(.broker_tiny_jobs_per_s.got | f(0))  (want \(.broker_tiny_jobs_per_s.want))",
-        "  broker MB/s with 1 MiB, best point      \(.broker_mb_per_s.got | f(1))  (want \(.broker_mb_per_s.want))",
-        "  frontend RSS MB idle / peak             \(.frontend_rss_mb.idle | f(0)) / \(.frontend_rss_mb.peak | f(0))  (want \(.frontend_rss_mb.want) = \(.frontend_rss_mb.bound | f(0)))",
-        "  resizer RSS after / idle, worst         \(.resizer_rss_after_over_idle.got | f(2))  (want \(.resizer_rss_after_over_idle.want))",
-        "  resizer cores one broker feeds          \(.resizer_cores_one_broker_feeds.cores | f(0))  (best tiny jobs/s x \(.resizer_cores_one_broker_feeds.resizer_cpu_ms_per_image | f(1)) ms of resizer CPU per image, \(.resizer_cores_one_broker_feeds.setting))")
-    ' "$1"
-}
+table() { jq -r -f "$here/table.jq" "$1"; }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -104,6 +71,8 @@ while [ $# -gt 0 ]; do
         --threads) threads=${2:?--threads needs N}; shift ;;
         --out) out=${2:?--out needs FILE}; shift ;;
         --nice) nice=${2:?--nice needs N}; shift ;;
+        --concurrency) concurrency=${2:?--concurrency needs C}; shift ;;
+        --only) only=${2:?--only needs a list}; shift ;;
         --table) table "${2:?--table needs FILE.json}"; exit ;;
         --help) usage; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -111,6 +80,12 @@ while [ $# -gt 0 ]; do
     shift
 done
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "bench: --threads needs a number ≥ 1" >&2; exit 2; }
+[[ $concurrency =~ ^[1-9][0-9]*$ ]] || { echo "bench: --concurrency needs a number ≥ 1" >&2; exit 2; }
+wants() { [[ ",$only," == *",$1,"* ]]; }
+for part in ${only//,/ }; do
+    [[ $part =~ ^(raw|pipeline|capacity)$ ]] || { echo "bench: --only takes raw, pipeline, capacity" >&2; exit 2; }
+done
+read -r -a resizer_args <<<"${RESIZER_ARGS:-}"
 [[ $nice =~ ^[0-9]+$ ]] && [ "$nice" -le 19 ] || { echo "bench: --nice needs 0..19" >&2; exit 2; }
 # raw at the resizers' priority (what their --nice does: nice + SCHED_BATCH)
 at_nice=()
@@ -125,8 +100,8 @@ else
     for k in 1 4 16; do for c in 1 4; do cap_points+=("$k $c 0 $cap_jobs"); done; done
     cap_points+=("1 1 1048576 $cap_mb_jobs" "4 1 1048576 $cap_mb_jobs" "4 4 1048576 $cap_mb_jobs")
 fi
-concurrency=8
 settings=("100 100 png 80" "400 400 jpeg 80")
+settings_raw=("${settings[@]}") settings_pipe=("${settings[@]}")
 
 shopt -s nullglob
 photos=("$corpus"/photos/*.jpg)
@@ -216,7 +191,8 @@ echo "bench: $started_at, load average $load_before, $threads thread(s), $jobs j
 # 1. raw libvips
 
 : >"$work/raw.jsonl"
-for setting in "${settings[@]}"; do
+wants raw || settings_raw=()
+for setting in "${settings_raw[@]}"; do
     read -r w h fmt q <<<"$setting"
     for malloc in glibc resizer; do
         flag=()
@@ -247,6 +223,7 @@ start_stack() {
     resizer_pids=()
     for i in $(seq "$threads"); do
         "$(bin resizer/imgpipe-resizer)" --jobs "$jobs_ep" --name "bench$i" --nice "$nice" \
+            "${resizer_args[@]}" \
             2>"$dir/resizer-$i.log" &
         resizer_pids+=($!); pids+=($!)
     done
@@ -276,8 +253,9 @@ idle_json() {
 }
 
 : >"$work/pipeline.jsonl"
+wants pipeline || settings_pipe=()
 n=0
-for setting in "${settings[@]}"; do
+for setting in "${settings_pipe[@]}"; do
     read -r w h fmt q <<<"$setting"
     n=$((n + 1))
     echo "bench: pipeline ${w}x$h $fmt, $threads resizer(s), $concurrency in flight" >&2
@@ -301,6 +279,7 @@ done
 cap_base=${CAPACITY_DIR:-$work}
 cap_fs=$(df --output=fstype "$cap_base" | tail -1)
 : >"$work/capacity.jsonl"
+wants capacity || cap_points=()
 n=0
 for point in "${cap_points[@]}"; do
     read -r k c payload njobs <<<"$point"
@@ -325,40 +304,8 @@ jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
       --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" --argjson nice "$nice" \
       --arg cap_fs "$cap_fs" --argjson max_photo "$(stat -c %s "${photos[@]}" | sort -n | tail -1)" \
       --slurpfile raw "$work/raw.jsonl" --slurpfile pipe "$work/pipeline.jsonl" \
-      --slurpfile cap "$work/capacity.jsonl" '
-  def setting: "\(.width)x\(.height) \(.format)";
-  def raw_rate($s; $m): ($raw | map(select(setting == $s and .malloc == $m))[0].images_per_s);
-  {machine: {at: $at, cpu: $cpu, cores: $cores, load_before: $load_before,
-             load_after: $load_after, build: $build, quick: ($quick == 1),
-             threads: $threads, jobs: $jobs, nice: $nice},
-   raw: $raw,
-   pipeline: [$pipe[] | . + {setting: setting,
-       ratio_raw_glibc: (.images_per_s / raw_rate(setting; "glibc")),
-       ratio_raw_resizer_malloc: (.images_per_s / raw_rate(setting; "resizer"))}],
-   capacity: [$cap[] | . + {spool_fs: $cap_fs}]}
-  # The issue-10 targets beside what this run measured: reported, not asserted.
-  | def most(f): [f] | max; def least(f): [f] | min;
-    # resizer CPU per image of the default thumbnail (the first setting)
-    ([.pipeline[0].processes[] | select(.name == "resizer") | .cpu_ms_per_image] | add)
-      as $resizer_ms
-  | (most(.capacity[] | select(.payload_bytes < 1000) | .jobs_per_s)) as $best
-  | . + {targets: {
-      pipeline_over_raw_glibc: {want: ">= 0.90", got: least(.pipeline[].ratio_raw_glibc)},
-      resizer_idle: {want: "< 0.03", got: most(.pipeline[].resizer_stops[].idle)},
-      broker_tiny_jobs_per_s: {want: ">= 20000", got: $best},
-      broker_mb_per_s: {want: ">= 500",
-                        got: most(.capacity[] | select(.payload_bytes >= 1000) | .mb_per_s)},
-      frontend_rss_mb: {want: "<= 64 + uploads in flight (\(.pipeline[0].concurrency) x \($max_photo / 1048576 | . * 10 | round / 10) MB)",
-                        idle: most(.pipeline[].processes[] | select(.name == "frontend") | .rss_idle_mb),
-                        peak: most(.pipeline[].processes[] | select(.name == "frontend") | .rss_peak_mb),
-                        bound: (64 + .pipeline[0].concurrency * $max_photo / 1048576)},
-      resizer_rss_after_over_idle: {want: "< 2 within 30 s (measured \(.pipeline[0].after_s) s after)",
-                        got: most(.pipeline[].processes[] | select(.name == "resizer")
-                                  | .rss_after_mb / .rss_idle_mb)},
-      resizer_cores_one_broker_feeds: {best_tiny_jobs_per_s: $best,
-                        resizer_cpu_ms_per_image: $resizer_ms, setting: .pipeline[0].setting,
-                        cores: (if $best then $best * $resizer_ms / 1000 else null end)}}}
-  ' >"$out"
+      --slurpfile cap "$work/capacity.jsonl" --arg resizer_args "${RESIZER_ARGS:-}" \
+      -f "$here/assemble.jq" >"$out"
 
 table "$out"
 echo "bench: JSON in $out" >&2
