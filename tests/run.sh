@@ -231,7 +231,7 @@ stage_done scripts $start
 bench_smoke() {
     local log="$out/bench.log" json="$out/bench.json" started=$SECONDS
     echo "== bench --quick"
-    if BUILD_DIR=$build timeout 300 tests/bench/run.sh --quick --out "$json" >"$log" 2>&1 \
+    if BUILD_DIR=$build timeout -k 30 300 tests/bench/run.sh --quick --out "$json" >"$log" 2>&1 \
        && jq -e '(.raw | length) == 4 and all(.raw[]; .failed == 0)
                  and (.pipeline | length) == 2 and all(.pipeline[]; .done == .jobs)
                  and (.capacity | length) >= 1 and all(.capacity[]; .done == .jobs)' \

@@ -92,10 +92,10 @@ at_nice=()
 [ "$nice" -gt 0 ] && at_nice=(chrt -b 0 nice -n "$nice")
 
 if [ $quick -eq 1 ]; then
-    min_jobs=40 after_s=3 cap_jobs=2000 cap_mb_jobs=100
+    min_jobs=40 after_s=3 cap_jobs=2000 cap_mb_jobs=100 deadline_s=120
     cap_points=("4 2 0 $cap_jobs" "4 1 1048576 $cap_mb_jobs")
 else
-    min_jobs=200 after_s=30 cap_jobs=10000 cap_mb_jobs=1000
+    min_jobs=200 after_s=30 cap_jobs=10000 cap_mb_jobs=1000 deadline_s=600
     cap_points=()
     for k in 1 4 16; do for c in 1 4; do cap_points+=("$k $c 0 $cap_jobs"); done; done
     cap_points+=("1 1 1048576 $cap_mb_jobs" "4 1 1048576 $cap_mb_jobs" "4 4 1048576 $cap_mb_jobs")
@@ -198,7 +198,7 @@ for setting in "${settings_raw[@]}"; do
         flag=()
         [ $malloc = resizer ] && flag=(--same-malloc)
         echo "bench: raw ${w}x$h $fmt, $malloc malloc" >&2
-        timeout 600 "${at_nice[@]}" "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
+        timeout $deadline_s "${at_nice[@]}" "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
             --width "$w" --height "$h" --format "$fmt" --quality "$q" "${flag[@]}" \
             "${photos[@]}" >>"$work/raw.jsonl"
     done
@@ -265,7 +265,7 @@ for setting in "${settings_pipe[@]}"; do
     rc=0
     "$(bin tests/bench/imgpipe-bench-load)" --url "$url" --concurrency $concurrency \
         --jobs "$jobs" --width "$w" --height "$h" --format "$fmt" --quality "$q" \
-        --deadline-s 600 --after-s $after_s "${watch[@]}" "${photos[@]}" \
+        --deadline-s $deadline_s --after-s $after_s "${watch[@]}" "${photos[@]}" \
         >"$work/pipeline-$n.json" || rc=$?
     stop_pids
     [ $rc -eq 0 ] || echo "bench: the pipeline run did not complete (exit $rc)" >&2
@@ -289,7 +289,7 @@ for point in "${cap_points[@]}"; do
     timeout 300 "$(bin tests/bench/imgpipe-bench-capacity)" --broker "$(bin broker/imgpipe-broker)" \
         --resizer "$(bin resizer/imgpipe-resizer)" --dir "$dir" --resizers "$k" --clients "$c" \
         --jobs "$njobs" --payload "$payload" --window $([ "$payload" = 0 ] && echo 256 || echo 8) \
-        --deadline-s 120 >>"$work/capacity.jsonl" \
+        --deadline-s $((deadline_s < 120 ? deadline_s : 120)) >>"$work/capacity.jsonl" \
         || echo "bench: capacity point K=$k C=$c did not complete (logs: $dir)" >&2
     [ -n "${KEEP:-}" ] || rm -rf "$dir"
 done
