@@ -21,12 +21,12 @@ def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b e
   "  setting          images/s  /raw glibc  /raw same malloc  202 p50/p90/p99/max ms  resizer idle  errors",
   (.pipeline[] | "  \(.setting | l(15))  \(.images_per_s | f(1) | r(8))  \(.ratio_raw_glibc | f(2) | r(10))  \(.ratio_raw_resizer_malloc | f(2) | r(16))  \(.upload_202 | "\(.p50_ms | f(1))/\(.p90_ms | f(1))/\(.p99_ms | f(1))/\(.max_ms | f(1))" | r(22))  \([.resizer_stops[]? | .idle | if . == null then "-" else (. * 100 | f(1)) + "%" end] | join(" ") | r(12))  \(.errors + .failed)"),
   "",
-  "CPU ms per image (pipeline window; raw: libvips alone)",
-  "  setting          raw glibc  raw same malloc  resizers  broker  frontend  loadgen    all  raw glibc/all",
+  "CPU ms per image (pipeline window; raw: libvips alone); resizer wall: its busy ms per job (stop line)",
+  "  setting          raw glibc  raw same malloc  resizers  broker  frontend  loadgen    all  raw glibc/all  resizer wall",
   (.pipeline[] | .setting as $s
     | (reduce .processes[] as $x ({}; .[$x.name] += $x.cpu_ms_per_image)) as $sum
     | ([$sum[]] | add) as $all
-    | "  \($s | l(15))  \(raw_cpu($s; "glibc") | f(1) | r(9))  \(raw_cpu($s; "resizer") | f(1) | r(15))  \($sum.resizer | f(1) | r(8))  \($sum.broker | f(1) | r(6))  \($sum.frontend | f(1) | r(8))  \($sum.loadgen | f(1) | r(7))  \($all | f(1) | r(5))  \(div(raw_cpu($s; "glibc"); $all) | f(2) | r(13))"),
+    | "  \($s | l(15))  \(raw_cpu($s; "glibc") | f(1) | r(9))  \(raw_cpu($s; "resizer") | f(1) | r(15))  \($sum.resizer | f(1) | r(8))  \($sum.broker | f(1) | r(6))  \($sum.frontend | f(1) | r(8))  \($sum.loadgen | f(1) | r(7))  \($all | f(1) | r(5))  \(div(raw_cpu($s; "glibc"); $all) | f(2) | r(13))  \(div([.resizer_stops[]?.busy_ms] | add; [.resizer_stops[]?.jobs] | add) | f(1) | r(12))"),
   "",
   "memory, RSS MB: idle before / peak during / \(.pipeline[0].after_s) s after",
   (.pipeline[] | .setting as $s | .processes[] | select(.name != "loadgen")
