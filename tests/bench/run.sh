@@ -15,6 +15,8 @@
 #   tests/bench/run.sh --table FILE.json  print the table of a saved run again
 #   tests/bench/run.sh --only capacity  only some sections (comma list of raw, pipeline,
 #                                       capacity), e.g. to measure a broker change
+#   tests/bench/run.sh --rounds N       raw and pipeline N times, alternating (default 1); the
+#                                       targets take each setting's median ratio
 #   tests/bench/run.sh --concurrency C  jobs the load generator keeps in flight (default 8)
 #   tests/bench/run.sh --nice N         the resizers' --nice (default 10, theirs), and raw
 #                                       runs at the same priority (nice N, SCHED_BATCH), so
@@ -58,6 +60,7 @@ quick=0
 threads=$(nproc)
 nice=10
 concurrency=8
+rounds=1
 only=raw,pipeline,capacity
 out=$here/last.json
 
@@ -72,6 +75,7 @@ while [ $# -gt 0 ]; do
         --out) out=${2:?--out needs FILE}; shift ;;
         --nice) nice=${2:?--nice needs N}; shift ;;
         --concurrency) concurrency=${2:?--concurrency needs C}; shift ;;
+        --rounds) rounds=${2:?--rounds needs N}; shift ;;
         --only) only=${2:?--only needs a list}; shift ;;
         --table) table "${2:?--table needs FILE.json}"; exit ;;
         --help) usage; exit 0 ;;
@@ -81,6 +85,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "bench: --threads needs a number ≥ 1" >&2; exit 2; }
 [[ $concurrency =~ ^[1-9][0-9]*$ ]] || { echo "bench: --concurrency needs a number ≥ 1" >&2; exit 2; }
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "bench: --rounds needs a number ≥ 1" >&2; exit 2; }
 wants() { [[ ",$only," == *",$1,"* ]]; }
 for part in ${only//,/ }; do
     [[ $part =~ ^(raw|pipeline|capacity)$ ]] || { echo "bench: --only takes raw, pipeline, capacity" >&2; exit 2; }
@@ -101,7 +106,6 @@ else
     cap_points+=("1 1 1048576 $cap_mb_jobs" "4 1 1048576 $cap_mb_jobs" "4 4 1048576 $cap_mb_jobs")
 fi
 settings=("100 100 png 80" "400 400 jpeg 80")
-settings_raw=("${settings[@]}") settings_pipe=("${settings[@]}")
 
 shopt -s nullglob
 photos=("$corpus"/photos/*.jpg)
@@ -190,19 +194,18 @@ echo "bench: $started_at, load average $load_before, $threads thread(s), $jobs j
 # ---------------------------------------------------------------------------
 # 1. raw libvips
 
-: >"$work/raw.jsonl"
-wants raw || settings_raw=()
-for setting in "${settings_raw[@]}"; do
-    read -r w h fmt q <<<"$setting"
-    for malloc in glibc resizer; do
-        flag=()
-        [ $malloc = resizer ] && flag=(--same-malloc)
-        echo "bench: raw ${w}x$h $fmt, $malloc malloc" >&2
-        timeout $deadline_s "${at_nice[@]}" "$(bin tests/bench/imgpipe-bench-raw)" --threads "$threads" --jobs "$jobs" \
-            --width "$w" --height "$h" --format "$fmt" --quality "$q" "${flag[@]}" \
-            "${photos[@]}" >>"$work/raw.jsonl"
-    done
-done
+# run_raw "W H FORMAT Q" glibc|resizer ROUND: one raw run, its JSON into raw.jsonl.
+run_raw() {
+    local w h fmt q malloc=$2 round=$3 flag=()
+    read -r w h fmt q <<<"$1"
+    [ "$malloc" = resizer ] && flag=(--same-malloc)
+    echo "bench: raw ${w}x$h $fmt, $malloc malloc" >&2
+    timeout $deadline_s "${at_nice[@]}" "$(bin tests/bench/imgpipe-bench-raw)" \
+        --threads "$threads" --jobs "$jobs" --width "$w" --height "$h" --format "$fmt" \
+        --quality "$q" "${flag[@]}" "${photos[@]}" \
+        | jq -c --argjson round "$round" '. + {round: $round}' >>"$work/raw.jsonl" \
+        || echo "bench: raw ${w}x$h $fmt, $malloc malloc: some thumbnail failed or no answer" >&2
+}
 
 # ---------------------------------------------------------------------------
 # 2-4, 6. the pipeline
@@ -252,25 +255,42 @@ idle_json() {
     done | jq -s .
 }
 
-: >"$work/pipeline.jsonl"
-wants pipeline || settings_pipe=()
-n=0
-for setting in "${settings_pipe[@]}"; do
-    read -r w h fmt q <<<"$setting"
-    n=$((n + 1))
+# run_pipeline "W H FORMAT Q" ROUND N: one pipeline run on a fresh stack
+# (work directory pipeline-N), its JSON into pipeline.jsonl.
+run_pipeline() {
+    local w h fmt q round=$2 n=$3 watch pid rc=0
+    read -r w h fmt q <<<"$1"
     echo "bench: pipeline ${w}x$h $fmt, $threads resizer(s), $concurrency in flight" >&2
-    start_stack $n
+    start_stack "$n"
     watch=(--watch "broker=$broker_pid" --watch "frontend=$frontend_pid")
     for pid in "${resizer_pids[@]}"; do watch+=(--watch "resizer=$pid"); done
-    rc=0
-    "$(bin tests/bench/imgpipe-bench-load)" --url "$url" --concurrency $concurrency \
+    "$(bin tests/bench/imgpipe-bench-load)" --url "$url" --concurrency "$concurrency" \
         --jobs "$jobs" --width "$w" --height "$h" --format "$fmt" --quality "$q" \
         --deadline-s $deadline_s --after-s $after_s "${watch[@]}" "${photos[@]}" \
         >"$work/pipeline-$n.json" || rc=$?
     stop_pids
     [ $rc -eq 0 ] || echo "bench: the pipeline run did not complete (exit $rc)" >&2
-    jq -c --argjson idle "$(idle_json "$work/pipeline-$n")" '. + {resizer_stops: $idle}' \
-        "$work/pipeline-$n.json" >>"$work/pipeline.jsonl"
+    jq -c --argjson idle "$(idle_json "$work/pipeline-$n")" --argjson round "$round" \
+        '. + {resizer_stops: $idle, round: $round}' "$work/pipeline-$n.json" \
+        >>"$work/pipeline.jsonl"
+}
+
+# Raw and pipeline alternate, setting by setting, round by round, so a
+# ratio compares runs minutes apart at most.
+: >"$work/raw.jsonl"
+: >"$work/pipeline.jsonl"
+n=0
+for round in $(seq "$rounds"); do
+    for setting in "${settings[@]}"; do
+        if wants raw; then
+            run_raw "$setting" glibc "$round"
+            run_raw "$setting" resizer "$round"
+        fi
+        if wants pipeline; then
+            n=$((n + 1))
+            run_pipeline "$setting" "$round" $n
+        fi
+    done
 done
 
 # ---------------------------------------------------------------------------
@@ -302,6 +322,7 @@ mkdir -p "$(dirname "$out")"
 jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
       --arg load_before "$load_before" --arg load_after "$(loadavg)" --arg build "$buildtype" \
       --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" --argjson nice "$nice" \
+      --argjson rounds "$rounds" \
       --arg cap_fs "$cap_fs" --argjson max_photo "$(stat -c %s "${photos[@]}" | sort -n | tail -1)" \
       --slurpfile raw "$work/raw.jsonl" --slurpfile pipe "$work/pipeline.jsonl" \
       --slurpfile cap "$work/capacity.jsonl" --arg resizer_args "${RESIZER_ARGS:-}" \
