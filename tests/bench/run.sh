@@ -143,6 +143,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# set -e stops the run at a failed command: say which one.
+trap 'echo "bench: stopped: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
 
 # A free loopback port: not listening now, not handed out before in this run.
 used_ports=" "
