@@ -46,7 +46,7 @@ def div($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b e
 (.targets |
   "  pipeline / raw glibc, worst setting     \(.pipeline_over_raw_glibc.got | f(2))  (want \(.pipeline_over_raw_glibc.want); against raw with the same malloc: \(.pipeline_over_raw_glibc.same_malloc | f(2)))\(if $rounds > 1 then ", median of \($rounds) rounds" else "" end)",
   "  resizer idle fraction, worst            \(.resizer_idle.got | if . then (. * 100 | f(1)) + "%" else "-" end)  (want < 3%)",
-  "  broker tiny jobs/s, best point          \(.broker_tiny_jobs_per_s.got | f(0))  (want \(.broker_tiny_jobs_per_s.want))",
+  "  broker tiny jobs/s, best point          \(.broker_tiny_jobs_per_s.got | f(0))  (want \(.broker_tiny_jobs_per_s.want); broker CPU \(.broker_tiny_jobs_per_s.cpu_us_per_job | f(0)) us/job at best = \(div(1000000; .broker_tiny_jobs_per_s.cpu_us_per_job) | f(0)) jobs per broker CPU-second)",
   "  broker MB/s with 1 MiB, best point      \(.broker_mb_per_s.got | f(1))  (want \(.broker_mb_per_s.want))",
   "  frontend RSS MB idle / peak             \(.frontend_rss_mb.idle | f(0)) / \(.frontend_rss_mb.peak | f(0))  (want \(.frontend_rss_mb.want) = \(.frontend_rss_mb.bound | f(0)))",
   "  resizer RSS after / idle, worst         \(.resizer_rss_after_over_idle.got | f(2))  (want \(.resizer_rss_after_over_idle.want))",
