@@ -71,6 +71,7 @@ typedef struct {
     atomic_long refused;                //  any other reply
     atomic_long lost;                   //  submissions without a reply by the deadline
     atomic_int stop;                    //  clients give up
+    atomic_int finished;                //  clients that ended
 } s_cap_t;
 
 //  --------------------------------------------------------------------------
@@ -199,9 +200,9 @@ s_client (void *arg)
     long sent = 0, replies = 0;
     while (replies < ca->quota && !atomic_load (&self->stop)
     &&     zclock_mono () < self->deadline) {
-        while (sent < ca->quota && sent - replies < self->window)
-            if (s_submit (self, sock, ++sent))
-                break;
+        while (sent < ca->quota && sent - replies < self->window
+        &&     s_submit (self, sock, sent + 1) == 0)
+            sent++;
         imgp_msg_t *reply = imgp_msg_recv (sock);
         if (!reply)
             continue;                   //  timeout: the loop checks the deadline
@@ -214,6 +215,7 @@ s_client (void *arg)
     }
     atomic_fetch_add (&self->lost, sent - replies);
     zsock_destroy (&sock);
+    atomic_fetch_add (&self->finished, 1);
     return NULL;
 }
 
@@ -287,6 +289,10 @@ s_measure (s_cap_t *self, zsock_t *status, pid_t broker, pid_t *resizers, json_t
     double broker_cpu = bench_proc_cpu_s (broker) - broker0, res_cpu = -res0;
     for (int i = 0; i < self->resizers; i++)
         res_cpu += bench_proc_cpu_s (resizers [i]);
+    //  The last ACCEPTEDs may still be on their way: a short grace, then stop.
+    int64_t grace = zclock_mono () + 2000;
+    while (atomic_load (&self->finished) < self->clients && zclock_mono () < grace)
+        zclock_sleep (10);
     atomic_store (&self->stop, 1);
     for (int i = 0; i < self->clients; i++)
         pthread_join (tids [i], NULL);
