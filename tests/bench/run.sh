@@ -22,7 +22,8 @@
 #                                       runs at the same priority (nice N, SCHED_BATCH), so
 #                                       other work on the machine slows both alike
 #   BUILD_DIR=build      the build to measure (any branch's; its tests/bench/ tools)
-#   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg
+#   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg (or IMGP_CORPUS, as the tests);
+#                        none there: exit status 77, nothing run
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
 #   RESIZER_ARGS="--vips-threads 2"  more flags for the pipeline's resizers
 #   KEEP=1               keep the work directory (processes' logs, each tool's JSON)
@@ -55,7 +56,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cd "$top"
 build=${BUILD_DIR:-build}
-corpus=${CORPUS:-$top/../shared/corpus}
+corpus=${CORPUS:-${IMGP_CORPUS:-$top/../shared/corpus}}
 quick=0
 threads=$(nproc)
 nice=10
@@ -110,7 +111,8 @@ settings=("100 100 png 80" "400 400 jpeg 80")
 shopt -s nullglob
 photos=("$corpus"/photos/*.jpg)
 shopt -u nullglob
-[ ${#photos[@]} -gt 0 ] || { echo "bench: no photos in $corpus/photos" >&2; exit 1; }
+# 77: could not run here (tests/run.sh counts it as skipped, not failed).
+[ ${#photos[@]} -gt 0 ] || { echo "bench: no photos in $corpus/photos (set CORPUS)" >&2; exit 77; }
 # Every photo equally often: the next multiple of their count.
 jobs=$(( (min_jobs + ${#photos[@]} - 1) / ${#photos[@]} * ${#photos[@]} ))
 
