@@ -14,18 +14,22 @@ def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end
 {machine: {at: $at, cpu: $cpu, cores: $cores, load_before: $load_before,
            load_after: $load_after, build: $build, quick: ($quick == 1),
            threads: $threads, jobs: $jobs, nice: $nice, resizer_args: $resizer_args,
-           rounds: $rounds},
+           rounds: $rounds, build_dir: $build_dir, baseline_dir: $baseline_dir},
  raw: $raw,
  pipeline: [$pipe[] | . + {setting: setting,
      ratio_raw_glibc: div(.images_per_s; raw_rate(setting; "glibc"; .round)),
      ratio_raw_resizer_malloc: div(.images_per_s; raw_rate(setting; "resizer"; .round))}],
  capacity: [$cap[] | . + {spool_fs: $cap_fs}]}
+# The targets look at the build under test only, not at BASELINE_DIR's rows.
+| . as $all
+| {pipeline: [.pipeline[] | select(.build != "base")],
+   capacity: [.capacity[] | select(.build != "base")]}
 # resizer CPU per image of the default thumbnail (the first setting)
 | ([.pipeline[0].processes[]? | select(.name == "resizer") | .cpu_ms_per_image] | add)
     as $resizer_ms
 | most(.capacity[] | select(.payload_bytes < 1000) | .jobs_per_s) as $best
 | (.pipeline[0].concurrency // 0) as $conc
-| . + {targets: {
+| $all + {targets: {
     # each setting's median over the rounds, then the worst setting
     pipeline_over_raw_glibc: {want: ">= 0.90",
         got: ([.pipeline | group_by(.setting)[] | [.[].ratio_raw_glibc | select(. != null)]

@@ -25,6 +25,10 @@
 #   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg (or IMGP_CORPUS, as the tests);
 #                        none there: exit status 77, nothing run
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
+#   BASELINE_DIR=DIR     another build (e.g. main's) to measure beside BUILD_DIR, alternating
+#                        run by run: its broker, resizers and frontend in the pipeline, its
+#                        broker in the capacity points (with BUILD_DIR's --dry-run resizer);
+#                        rows marked "base"; the targets use BUILD_DIR's rows only
 #   RESIZER_ARGS="--vips-threads 2"  more flags for the pipeline's resizers
 #   KEEP=1               keep the work directory (processes' logs, each tool's JSON)
 #
@@ -121,6 +125,14 @@ tools=(tests/bench/imgpipe-bench-raw tests/bench/imgpipe-bench-load
        http-frontend/imgpipe-frontend)
 ninja -C "$build" "${tools[@]}" >/dev/null || { echo "bench: build failed in $build" >&2; exit 1; }
 bin() { echo "$build/$1"; }
+# The builds measured: BUILD_DIR ("test"), after BASELINE_DIR ("base") if set.
+baseline=${BASELINE_DIR:-}
+builds=("test:$build")
+if [ -n "$baseline" ]; then
+    ninja -C "$baseline" "${tools[@]:3}" >/dev/null \
+        || { echo "bench: build failed in $baseline" >&2; exit 1; }
+    builds=("base:$baseline" "test:$build")
+fi
 buildtype=$(meson introspect --buildoptions "$build" 2>/dev/null \
             | jq -r '.[] | select(.name == "buildtype") | .value' || echo unknown)
 [ "$buildtype" = release ] || echo "bench: $build is a $buildtype build; quote numbers from a release build" >&2
@@ -214,27 +226,27 @@ run_raw() {
 # ---------------------------------------------------------------------------
 # 2-4, 6. the pipeline
 
-# start_stack N: broker, $threads resizers (each with its own log, for its
-# stop line) and a frontend, on fresh ports and a fresh spool; sets url,
-# broker_pid, frontend_pid, resizer_pids.
+# start_stack N DIR: DIR's broker, $threads resizers (each with its own
+# log, for its stop line) and frontend, on fresh ports and a fresh spool;
+# sets url, broker_pid, frontend_pid, resizer_pids.
 start_stack() {
-    local dir="$work/pipeline-$1" intake status jobs_ep i
+    local dir="$work/pipeline-$1" progs=$2 intake status jobs_ep i
     mkdir -p "$dir"
     stack_dir=$dir
     intake=tcp://127.0.0.1:$(free_port) status=tcp://127.0.0.1:$(free_port)
     jobs_ep=tcp://127.0.0.1:$(free_port)
     url=http://127.0.0.1:$(free_port)
-    "$(bin broker/imgpipe-broker)" --data-dir "$dir/data" --max-queue 100000 \
+    "$progs/broker/imgpipe-broker" --data-dir "$dir/data" --max-queue 100000 \
         --intake "$intake" --status "$status" --jobs "$jobs_ep" 2>"$dir/broker.log" &
     broker_pid=$!; pids+=($!)
     resizer_pids=()
     for i in $(seq "$threads"); do
-        "$(bin resizer/imgpipe-resizer)" --jobs "$jobs_ep" --name "bench$i" --nice "$nice" \
+        "$progs/resizer/imgpipe-resizer" --jobs "$jobs_ep" --name "bench$i" --nice "$nice" \
             "${resizer_args[@]}" \
             2>"$dir/resizer-$i.log" &
         resizer_pids+=($!); pids+=($!)
     done
-    "$(bin http-frontend/imgpipe-frontend)" --listen "${url#http://}" --intake "$intake" \
+    "$progs/http-frontend/imgpipe-frontend" --listen "${url#http://}" --intake "$intake" \
         --status "$status" 2>"$dir/frontend.log" &
     frontend_pid=$!; pids+=($!)
     # Generous deadlines: on a machine loaded by other work the resizers,
@@ -259,13 +271,14 @@ idle_json() {
     done | jq -s .
 }
 
-# run_pipeline "W H FORMAT Q" ROUND N: one pipeline run on a fresh stack
-# (work directory pipeline-N), its JSON into pipeline.jsonl.
+# run_pipeline "W H FORMAT Q" ROUND N LABEL:DIR: one pipeline run of build
+# DIR on a fresh stack (work directory pipeline-N), its JSON into
+# pipeline.jsonl.
 run_pipeline() {
-    local w h fmt q round=$2 n=$3 watch pid rc=0
+    local w h fmt q round=$2 n=$3 label=${4%%:*} progs=${4#*:} watch pid rc=0
     read -r w h fmt q <<<"$1"
-    echo "bench: pipeline ${w}x$h $fmt, $threads resizer(s), $concurrency in flight" >&2
-    start_stack "$n"
+    echo "bench: pipeline ${w}x$h $fmt, $threads resizer(s), $concurrency in flight ($label: $progs)" >&2
+    start_stack "$n" "$progs"
     watch=(--watch "broker=$broker_pid" --watch "frontend=$frontend_pid")
     for pid in "${resizer_pids[@]}"; do watch+=(--watch "resizer=$pid"); done
     "$(bin tests/bench/imgpipe-bench-load)" --url "$url" --concurrency "$concurrency" \
@@ -275,7 +288,9 @@ run_pipeline() {
     stop_pids
     [ $rc -eq 0 ] || echo "bench: the pipeline run did not complete (exit $rc)" >&2
     jq -c --argjson idle "$(idle_json "$work/pipeline-$n")" --argjson round "$round" \
-        '. + {resizer_stops: $idle, round: $round}' "$work/pipeline-$n.json" \
+        --arg build "$label" --arg dir "$progs" \
+        '. + {resizer_stops: $idle, round: $round, build: $build, build_dir: $dir}' \
+        "$work/pipeline-$n.json" \
         >>"$work/pipeline.jsonl"
 }
 
@@ -291,8 +306,10 @@ for round in $(seq "$rounds"); do
             run_raw "$setting" resizer "$round"
         fi
         if wants pipeline; then
-            n=$((n + 1))
-            run_pipeline "$setting" "$round" $n
+            for b in "${builds[@]}"; do
+                n=$((n + 1))
+                run_pipeline "$setting" "$round" $n "$b"
+            done
         fi
     done
 done
@@ -307,15 +324,23 @@ wants capacity || cap_points=()
 n=0
 for point in "${cap_points[@]}"; do
     read -r k c payload njobs <<<"$point"
-    n=$((n + 1))
-    dir=$(mktemp -d "$cap_base/imgpipe-cap.XXXXXX")
-    echo "bench: capacity K=$k resizers, C=$c clients, payload ${payload/#0/1x1 png}, $njobs jobs" >&2
-    timeout 300 "$(bin tests/bench/imgpipe-bench-capacity)" --broker "$(bin broker/imgpipe-broker)" \
-        --resizer "$(bin resizer/imgpipe-resizer)" --dir "$dir" --resizers "$k" --clients "$c" \
-        --jobs "$njobs" --payload "$payload" --window $([ "$payload" = 0 ] && echo 256 || echo 8) \
-        --deadline-s $((deadline_s < 120 ? deadline_s : 120)) >>"$work/capacity.jsonl" \
-        || echo "bench: capacity point K=$k C=$c did not complete (logs: $dir)" >&2
-    [ -n "${KEEP:-}" ] || rm -rf "$dir"
+    for b in "${builds[@]}"; do
+        label=${b%%:*} progs=${b#*:}
+        n=$((n + 1))
+        dir=$(mktemp -d "$cap_base/imgpipe-cap.XXXXXX")
+        echo "bench: capacity K=$k resizers, C=$c clients, payload ${payload/#0/1x1 png}," \
+             "$njobs jobs ($label: $progs)" >&2
+        # The resizers are BUILD_DIR's, whatever the broker: --dry-run is theirs.
+        timeout 300 "$(bin tests/bench/imgpipe-bench-capacity)" \
+            --broker "$progs/broker/imgpipe-broker" --resizer "$(bin resizer/imgpipe-resizer)" \
+            --dir "$dir" --resizers "$k" --clients "$c" --jobs "$njobs" --payload "$payload" \
+            --window $([ "$payload" = 0 ] && echo 256 || echo 8) \
+            --deadline-s $((deadline_s < 120 ? deadline_s : 120)) \
+            | jq -c --arg build "$label" --arg dir "$progs" '. + {build: $build, build_dir: $dir}' \
+            >>"$work/capacity.jsonl" \
+            || echo "bench: capacity point K=$k C=$c did not complete (logs: $dir)" >&2
+        [ -n "${KEEP:-}" ] || rm -rf "$dir"
+    done
 done
 
 # ---------------------------------------------------------------------------
@@ -326,7 +351,7 @@ mkdir -p "$(dirname "$out")"
 jq -n --arg at "$started_at" --arg cpu "$cpu" --argjson cores "$(nproc)" \
       --arg load_before "$load_before" --arg load_after "$(loadavg)" --arg build "$buildtype" \
       --argjson quick $quick --argjson threads "$threads" --argjson jobs "$jobs" --argjson nice "$nice" \
-      --argjson rounds "$rounds" \
+      --argjson rounds "$rounds" --arg build_dir "$build" --arg baseline_dir "$baseline" \
       --arg cap_fs "$cap_fs" --argjson max_photo "$(stat -c %s "${photos[@]}" | sort -n | tail -1)" \
       --slurpfile raw "$work/raw.jsonl" --slurpfile pipe "$work/pipeline.jsonl" \
       --slurpfile cap "$work/capacity.jsonl" --arg resizer_args "${RESIZER_ARGS:-}" \
