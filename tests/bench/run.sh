@@ -25,9 +25,11 @@
 #   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg (or IMGP_CORPUS, as the tests);
 #                        none there: exit status 77, nothing run
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
+#   TOOLS_DIR=DIR        the build of tests/bench/'s tools and of capacity's --dry-run
+#                        resizer (default BUILD_DIR), for a BUILD_DIR without them
 #   BASELINE_DIR=DIR     another build (e.g. main's) to measure beside BUILD_DIR, alternating
 #                        run by run: its broker, resizers and frontend in the pipeline, its
-#                        broker in the capacity points (with BUILD_DIR's --dry-run resizer);
+#                        broker in the capacity points (with TOOLS_DIR's --dry-run resizer);
 #                        rows marked "base"; the targets use BUILD_DIR's rows only
 #   RESIZER_ARGS="--vips-threads 2"  more flags for the pipeline's resizers
 #   KEEP=1               keep the work directory (processes' logs, each tool's JSON)
@@ -123,8 +125,14 @@ jobs=$(( (min_jobs + ${#photos[@]} - 1) / ${#photos[@]} * ${#photos[@]} ))
 tools=(tests/bench/imgpipe-bench-raw tests/bench/imgpipe-bench-load
        tests/bench/imgpipe-bench-capacity broker/imgpipe-broker resizer/imgpipe-resizer
        http-frontend/imgpipe-frontend)
-ninja -C "$build" "${tools[@]}" >/dev/null || { echo "bench: build failed in $build" >&2; exit 1; }
-bin() { echo "$build/$1"; }
+# The measuring tools (and capacity's --dry-run resizer) come from
+# TOOLS_DIR, the programs measured from BUILD_DIR: a branch without
+# tests/bench/ can be measured with another build's tools.
+tools_dir=${TOOLS_DIR:-$build}
+ninja -C "$tools_dir" "${tools[@]}" >/dev/null \
+    || { echo "bench: build failed in $tools_dir" >&2; exit 1; }
+ninja -C "$build" "${tools[@]:3}" >/dev/null || { echo "bench: build failed in $build" >&2; exit 1; }
+bin() { echo "$tools_dir/$1"; }
 # The builds measured: BUILD_DIR ("test"), after BASELINE_DIR ("base") if set.
 baseline=${BASELINE_DIR:-}
 builds=("test:$build")
@@ -330,7 +338,7 @@ for point in "${cap_points[@]}"; do
         dir=$(mktemp -d "$cap_base/imgpipe-cap.XXXXXX")
         echo "bench: capacity K=$k resizers, C=$c clients, payload ${payload/#0/1x1 png}," \
              "$njobs jobs ($label: $progs)" >&2
-        # The resizers are BUILD_DIR's, whatever the broker: --dry-run is theirs.
+        # The resizers are TOOLS_DIR's, whatever the broker: --dry-run is theirs.
         timeout 300 "$(bin tests/bench/imgpipe-bench-capacity)" \
             --broker "$progs/broker/imgpipe-broker" --resizer "$(bin resizer/imgpipe-resizer)" \
             --dir "$dir" --resizers "$k" --clients "$c" --jobs "$njobs" --payload "$payload" \
