@@ -18,11 +18,12 @@
     queue, and a JOB beyond capacity (a broker over our credit) is dropped.
 
     An actor, like imgp_broker (malamute's shape): imgp_resizer_new
-    starts it serving (worker thread and link thread, connected, READY
-    said) and imgp_resizer_destroy stops it, so main() and the tests drive
-    it the same way. On destroy (main calls it on SIGINT/SIGTERM) the job
-    in progress is finished and its result sent, a last heartbeat says
-    slots=0, and the stop line `event=stopped jobs=N busy_ms=B
+    starts it serving (worker and link threads up, the socket connecting;
+    READY goes out once it is connected) and imgp_resizer_destroy stops
+    it, so main() and the tests drive it the same way. On destroy (main
+    calls it on SIGINT/SIGTERM) the job in progress (or the one the link
+    has just said STARTED for) is finished and its result sent, a last
+    heartbeat says slots=0, and the stop line `event=stopped jobs=N busy_ms=B
     waited_ms=W worker=NAME` is logged: B is the time spent on jobs, W
     the time the worker waited for a job between two jobs (waits that
     ended with a job), so W / (B + W) is its idle fraction while there was
@@ -33,6 +34,9 @@
     (imgp_thumb's malloc settings, which make the next decode fast); after
     2 s without a job they go back to the kernel (malloc_trim), so an idle
     resizer returns to near its idle size after a burst (event=trimmed).
+    Measured 2026-12-06 with the corpus photos: idle 34 MB, 91-107 MB
+    right after a burst, 36-37 MB 3 s later (without the trim: 91-98 MB
+    for as long as it stays idle).
 
     Bounds: a message over imgp_msg_max_size (max_upload_bytes) is refused
     by libzmq, which drops that connection and does not make it again; we

@@ -274,6 +274,12 @@ imgp_thumb_init (const imgp_thumb_config_t *config)
     s_apply_blocks ();
     //  Every image is new: caching operations only holds memory.
     vips_cache_set_max (0);
+    //  1 by default: the thumbnail is computed as one unit of work (step
+    //  4), so a second libvips thread has only the encoder's small share to
+    //  take. Measured 2026-12-06, two resizers on 2 cores side by side
+    //  (one --vips-threads 1, one 2, same broker, corpus photos): jobs done
+    //  286 vs 290, CPU per image the same within noise; with 2, peak RSS
+    //  145-172 MB instead of 94-105, and 55-91 MB instead of 37 once idle.
     vips_concurrency_set (config->vips_threads);
     s_dry_run = config->dry_run;
     return s_dry_run ? s_dry_run_init () : 0;
