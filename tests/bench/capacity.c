@@ -77,21 +77,32 @@ typedef struct {
 //  --------------------------------------------------------------------------
 //  Processes
 
-//  A free loopback TCP port (the kernel's choice; closed again at once).
+//  A free loopback TCP port below the kernel's ephemeral range, so that no
+//  outgoing connection takes it between this check and the broker's bind
+//  (a port the kernel hands out for bind(0) is one it may also hand out to
+//  a connect). Returns the port or -1.
 static int
 s_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET,
-                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &sa, sizeof sa) == 0
-    &&  getsockname (fd, (struct sockaddr *) &sa, &len) == 0)
-        port = ntohs (sa.sin_port);
-    if (fd >= 0)
-        close (fd);
-    return port;
+    int low = 32768;
+    FILE *range = fopen ("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (range) {
+        if (fscanf (range, "%d", &low) != 1 || low <= 10000)
+            low = 32768;
+        fclose (range);
+    }
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int port = 10000 + (int) (random () % (low - 10000));
+        int fd = socket (AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                                  .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+        int rc = fd >= 0 ? bind (fd, (struct sockaddr *) &sa, sizeof sa) : -1;
+        if (fd >= 0)
+            close (fd);
+        if (rc == 0)
+            return port;
+    }
+    return -1;
 }
 
 //  fork + exec argv with stderr (and stdout) appended to log. Returns the pid or -1.
@@ -321,9 +332,12 @@ static int
 s_point (s_cap_t *self, json_t *out)
 {
     int ports [3];
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         if ((ports [i] = s_free_port ()) < 0)
             return -1;
+        if ((i > 0 && ports [i] == ports [0]) || (i > 1 && ports [i] == ports [1]))
+            i--;                        //  the same port twice: pick again
+    }
     snprintf (self->intake, sizeof self->intake, "tcp://127.0.0.1:%d", ports [0]);
     snprintf (self->status, sizeof self->status, "tcp://127.0.0.1:%d", ports [1]);
     snprintf (self->jobs_ep, sizeof self->jobs_ep, "tcp://127.0.0.1:%d", ports [2]);
@@ -408,6 +422,7 @@ main (int argc, char **argv)
     }
     zsys_init ();
     zsys_set_max_sockets (0);
+    srandom ((unsigned) getpid () ^ (unsigned) time (NULL));
     zsys_set_linger (0);
     if (self.payload > 0) {
         self.payload_len = (size_t) self.payload;

@@ -168,14 +168,17 @@ trap 'exit 130' INT TERM
 # set -e stops the run at a failed command: say which one.
 trap 'echo "bench: stopped: line $LINENO: $BASH_COMMAND exited $?" >&2' ERR
 
-# A free loopback port: not listening now, not handed out before in this run.
+# A free loopback port: below the kernel's ephemeral range (so no outgoing
+# connection of this or any other program takes it before our bind), no
+# socket on it in any state now, not handed out before in this run.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 used_ports=" "
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (ephemeral_low - 10000)))
         [[ $used_ports == *" $port "* ]] && continue
-        ss -Htln "sport = :$port" | grep -q . && continue
+        ss -Htan "sport = :$port" | grep -q . && continue
         used_ports+="$port "
         echo "$port"
         return
