@@ -196,22 +196,6 @@ show_logs() {
     done
 }
 
-# wait_for SECONDS WHAT COMMAND...: poll COMMAND until it succeeds or the
-# deadline passes (then the run fails, saying what did not happen).
-wait_for() {
-    local limit=$1 what=$2
-    local deadline=$((SECONDS + limit))
-    shift 2
-    until "$@"; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "bench: $what did not happen in $limit s" >&2
-            show_logs
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
-
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 load_before=$(loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -237,11 +221,12 @@ run_raw() {
 # ---------------------------------------------------------------------------
 # 2-4, 6. the pipeline
 
-# start_stack N DIR: DIR's broker, $threads resizers (each with its own
-# log, for its stop line) and frontend, on fresh ports and a fresh spool;
-# sets url, broker_pid, frontend_pid, resizer_pids.
-start_stack() {
-    local dir="$work/pipeline-$1" progs=$2 intake status jobs_ep i
+# launch_stack DIR PROGS: PROGS's broker, $threads resizers (each with its
+# own log, for its stop line) and frontend, on fresh ports and a fresh spool
+# in DIR; sets url, broker_pid, frontend_pid, resizer_pids.
+launch_stack() {
+    local dir=$1 progs=$2 intake status jobs_ep i
+    rm -rf "$dir"
     mkdir -p "$dir"
     stack_dir=$dir
     intake=tcp://127.0.0.1:$(free_port) status=tcp://127.0.0.1:$(free_port)
@@ -260,13 +245,38 @@ start_stack() {
     "$progs/http-frontend/imgpipe-frontend" --listen "${url#http://}" --intake "$intake" \
         --status "$status" 2>"$dir/frontend.log" &
     frontend_pid=$!; pids+=($!)
-    # Generous deadlines: on a machine loaded by other work the resizers,
-    # at nice 10, take seconds to start.
-    wait_for 90 "the frontend's /readyz" curl -fs -o /dev/null --max-time 2 "$url/readyz"
-    all_live() {
-        [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]
-    }
-    wait_for 90 "all $threads resizers live at the broker" all_live
+}
+
+# stack_ready: 0 once the frontend is ready and the broker counts every
+# resizer live; 1 when the broker or the frontend exited, or after 90 s (a
+# generous deadline: on a machine loaded by other work the resizers, at
+# nice 10, take seconds to start).
+stack_ready() {
+    local deadline=$((SECONDS + 90))
+    while [ $SECONDS -lt $deadline ]; do
+        kill -0 "$broker_pid" 2>/dev/null && kill -0 "$frontend_pid" 2>/dev/null || return 1
+        if curl -fs -o /dev/null --max-time 2 "$url/readyz" \
+           && [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_stack N PROGS: a stack of build PROGS in work directory
+# pipeline-N, ready; three attempts (a port taken between our check and
+# the bind is the likely failure), then the run stops.
+start_stack() {
+    local attempt
+    for attempt in 1 2 3; do
+        launch_stack "$work/pipeline-$1" "$2"
+        stack_ready && return 0
+        echo "bench: the stack did not start (attempt $attempt of 3)" >&2
+        show_logs
+        stop_pids
+    done
+    exit 1
 }
 
 # idle_json DIR: each resizer's stop line as JSON {jobs, busy_ms, waited_ms, idle}.
