@@ -21,7 +21,8 @@
 #   tests/bench/run.sh --nice N         the resizers' --nice (default 10, theirs), and raw
 #                                       runs at the same priority (nice N, SCHED_BATCH), so
 #                                       other work on the machine slows both alike
-#   BUILD_DIR=build      the build to measure (any branch's; its tests/bench/ tools)
+#   BUILD_DIR=build      the build measured (any branch's): its programs, and the tools
+#                        of tests/bench/ unless TOOLS_DIR names another build
 #   CORPUS=../shared/corpus  photos in $CORPUS/photos/*.jpg (or IMGP_CORPUS, as the tests);
 #                        none there: exit status 77, nothing run
 #   CAPACITY_DIR=/tmp    where the capacity runs put the broker's spool (/dev/shm: tmpfs)
