@@ -4,7 +4,9 @@
 # Exit status is non-zero when any test failed or could not run.
 #
 # Three stages, each counted the same way (one result per test):
-#   1. the normal build: CLI checks, unit suites, integration suites;
+#   1. the normal build: CLI checks, unit suites, integration suites,
+#      script tests, and the benchmark's smoke run (tests/bench/run.sh
+#      --quick: it works and writes every section; no number is checked);
 #   2. the same suites built with AddressSanitizer + UndefinedBehavior-
 #      Sanitizer (LeakSanitizer on), named "test_proto [asan]"...; any
 #      sanitizer report, from a test or from a program a test spawned,
@@ -219,6 +221,39 @@ for script in tests/deploy/test_*.sh tests/cluster/test_*.sh; do
     [ -x "$script" ] && run_script "$(basename "$script" .sh)" "$script" "$build"
 done
 stage_done scripts $start
+
+# ----------------------------------------------------------------------
+# The benchmark's smoke run: tests/bench/run.sh --quick (under a minute)
+# still runs end to end and writes its JSON with every section, every job
+# of it done. One test, skipped where there are no corpus photos. Its
+# numbers are not checked: the benchmark reports, it asserts nothing about
+# time (and this build is not release).
+
+bench_smoke() {
+    local log="$out/bench.log" json="$out/bench.json" started=$SECONDS
+    echo "== bench --quick"
+    BUILD_DIR=$build timeout -k 30 300 tests/bench/run.sh --quick --out "$json" >"$log" 2>&1
+    local rc=$?
+    if [ $rc -eq 77 ]; then         # no corpus photos here: nothing to measure
+        skipped=$((skipped + 1))
+        echo "  skipped: $(tail -1 "$log")"
+        return
+    fi
+    if [ $rc -eq 0 ] && jq -e '(.raw | length) == 4 and all(.raw[]; .failed == 0)
+                 and (.pipeline | length) == 2 and all(.pipeline[]; .done == .jobs)
+                 and (.capacity | length) >= 1 and all(.capacity[]; .done == .jobs)' \
+              "$json" >/dev/null; then
+        passed=$((passed + 1))
+        echo "  ok ($((SECONDS - started)) s); log: $log"
+    else
+        failed=$((failed + 1))
+        echo "    not ok: tests/bench/run.sh --quick; log: $log"
+        tail -5 "$log" | sed 's/^/      /'
+    fi
+}
+start=$SECONDS
+bench_smoke
+stage_done bench $start
 
 # ---------------------------------------------------------------------------
 # Stage 2: the same suites under AddressSanitizer + UBSan + LeakSanitizer.

@@ -4,7 +4,7 @@
 # (issue 9: "idle wait" under 50 ms at p99 with two resizers).
 #
 # Starts a broker, RESIZERS resizers (named r1, r2...) and a frontend on
-# free loopback ports, as bench.sh does. Warm-up: thumbnails every corpus
+# free loopback ports, as run.sh does. Warm-up: thumbnails every corpus
 # photo to 64 px in jpeg, png and webp through the pipeline itself; those
 # are the small originals. Then the measured run: BURSTS bursts of BURST
 # uploads each (every BIG_EVERY-th a corpus photo, in turn, the rest small
