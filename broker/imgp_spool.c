@@ -1338,23 +1338,19 @@ imgp_spool_set_memory (imgp_spool_t *self, size_t bytes)
 }
 
 //  =====================================================================
-//  Record <-> JSON
+//  Record <-> JSON. Options and result take the wire's JSON forms
+//  (imgp_msg_opts_to_json and kin): one form, one set of range checks.
 
 char *
 imgp_spool_record_encode (const imgp_job_t *r)
 {
     assert (r);
     json_t *root = json_pack (
-        "{s:i, s:s, s:s, s:{s:i, s:i, s:s, s:s, s:i, s:b},"
-        " s:I, s:I, s:I, s:i, s:s, s:s}",
+        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s:s}",
         "v", S_RECORD_VERSION,
         "id", r->id,
         "state", imgp_state_name (r->state),
-        "opts",
-            "width", r->opts.width, "height", r->opts.height,
-            "fit", imgp_fit_name (r->opts.fit),
-            "format", imgp_format_name (r->opts.format),
-            "quality", r->opts.quality, "enlarge", r->opts.enlarge,
+        "opts", imgp_msg_opts_to_json (&r->opts),
         "created_at", (json_int_t) r->created_at,
         "updated_at", (json_int_t) r->updated_at,
         "bytes", (json_int_t) r->bytes,
@@ -1368,11 +1364,7 @@ imgp_spool_record_encode (const imgp_job_t *r)
         rc = json_object_set_new (root, "error", json_pack ("{s:s, s:s}",
                 "code", r->code, "message", r->message));
     if (r->state == IMGP_STATE_DONE)
-        rc = json_object_set_new (root, "result", json_pack ("{s:i, s:i, s:s, s:I, s:I}",
-                "width", r->result.width, "height", r->result.height,
-                "format", imgp_format_name (r->result.format),
-                "bytes", (json_int_t) r->result.bytes,
-                "ms", (json_int_t) r->result.ms));
+        rc = json_object_set_new (root, "result", imgp_msg_result_to_json (&r->result));
     char *text = rc ? NULL : json_dumps (root, JSON_COMPACT);
     json_decref (root);
     return text;
@@ -1388,52 +1380,33 @@ s_copy (char *dest, size_t size, const char *text)
     return 0;
 }
 
+//  The error of a failed record, the result of a done one, in the ranges
+//  INFO can carry (PROTOCOL.md 3.2). The broker writes nothing else, so a
+//  record outside them was damaged; refusing it here (set aside by the
+//  replay) keeps a bad record from making its job's INFO unsendable.
 static int
 s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
 {
     if (r->state == IMGP_STATE_FAILED) {
         const char *code, *message;
         if (!error || json_unpack (error, "{s:s, s:s}", "code", &code, "message", &message)
+        ||  !imgp_msg_code_valid (code)
         ||  s_copy (r->code, sizeof r->code, code)
         ||  s_copy (r->message, sizeof r->message, message))
             return -1;
     }
-    if (r->state == IMGP_STATE_DONE) {
-        const char *format;
-        json_int_t bytes, ms;
-        if (!result || json_unpack (result, "{s:i, s:i, s:s, s:I, s:I}",
-                                    "width", &r->result.width, "height", &r->result.height,
-                                    "format", &format, "bytes", &bytes, "ms", &ms)
-        ||  imgp_format_parse (format, &r->result.format))
-            return -1;
-        r->result.bytes = bytes;
-        r->result.ms = ms;
-    }
+    if (r->state == IMGP_STATE_DONE
+    &&  (!result || imgp_msg_result_from_json (result, &r->result, NULL, 0)))
+        return -1;
     return 0;
 }
 
-//  The ranges INFO can carry (PROTOCOL.md 3.2). The broker writes nothing
-//  else, so a record outside them was damaged; refusing it here (set aside
-//  by the scan) keeps a bad record from making its job's INFO unsendable.
 static bool
 s_record_in_range (const imgp_job_t *r)
 {
-    if (r->created_at < 0 || r->updated_at < 0 || r->bytes < 0
-    ||  r->attempts < 0 || r->attempts > IMGP_ATTEMPTS_MAX
-    ||  (r->owner [0] && !imgp_msg_owner_valid (r->owner)))
-        return false;
-    if (r->state == IMGP_STATE_FAILED) {
-        if (!r->code [0])
-            return false;
-        for (const char *c = r->code; *c; c++)
-            if ((*c < 'a' || *c > 'z') && *c != '_')
-                return false;
-    }
-    if (r->state == IMGP_STATE_DONE)
-        return r->result.width >= 1 && r->result.width <= 65535
-            && r->result.height >= 1 && r->result.height <= 65535
-            && r->result.bytes >= 1 && r->result.ms >= 0;
-    return true;
+    return r->created_at >= 0 && r->updated_at >= 0 && r->bytes >= 0
+        && r->attempts >= 0 && r->attempts <= IMGP_ATTEMPTS_MAX
+        && (!r->owner [0] || imgp_msg_owner_valid (r->owner));
 }
 
 int
@@ -1445,33 +1418,25 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
     json_t *root = json_loads (text, 0, NULL);
     if (!root)
         return -1;
-    int version, enlarge;
+    int version;
     //  Records written before owners existed have none: they load as "".
-    const char *id, *state, *fit, *format, *worker, *owner = "";
+    const char *id, *state, *worker, *owner = "";
     json_int_t created_at, updated_at, bytes;
-    json_t *error = NULL, *result = NULL;
+    json_t *opts = NULL, *error = NULL, *result = NULL;
     int rc = json_unpack (root,
-        "{s:i, s:s, s:s, s:{s:i, s:i, s:s, s:s, s:i, s:b},"
-        " s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o}",
-        "v", &version, "id", &id, "state", &state,
-        "opts",
-            "width", &r->opts.width, "height", &r->opts.height,
-            "fit", &fit, "format", &format,
-            "quality", &r->opts.quality, "enlarge", &enlarge,
+        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o}",
+        "v", &version, "id", &id, "state", &state, "opts", &opts,
         "created_at", &created_at, "updated_at", &updated_at,
         "bytes", &bytes, "attempts", &r->attempts, "worker", &worker,
         "owner", &owner, "error", &error, "result", &result);
     if (rc == 0) {
-        r->opts.enlarge = enlarge != 0;
         r->created_at = created_at;
         r->updated_at = updated_at;
         r->bytes = bytes;
         if (version != S_RECORD_VERSION
         ||  !imgp_id_valid (id) || s_copy (r->id, sizeof r->id, id)
         ||  imgp_state_parse (state, &r->state)
-        ||  imgp_fit_parse (fit, &r->opts.fit)
-        ||  imgp_format_parse (format, &r->opts.format)
-        ||  !imgp_opts_valid (&r->opts)
+        ||  imgp_msg_opts_from_json (opts, &r->opts, NULL, 0)
         ||  s_copy (r->worker, sizeof r->worker, worker)
         ||  s_copy (r->owner, sizeof r->owner, owner)
         ||  s_decode_outcome (error, result, r)
