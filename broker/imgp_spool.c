@@ -43,6 +43,9 @@
 #define S_MEMORY_MAX (256ULL << 20)     //  originals kept in memory, bytes
 #define S_ENTRY_MAX (4ULL << 30)        //  an entry's payload, at most (sanity)
 #define S_MAINTAIN_MS 100               //  housekeeping at most this often
+#define S_READ_BUF (64 << 10)           //  replay and compaction read segments in chunks
+#define S_COMPACT_BYTES (8ULL << 20)    //  live bytes moved per maintain, about
+#define S_COMPACT_SEGMENTS 8            //  segments compacted per maintain, at most
 #define S_TRIM_BYTES (1ULL << 20)       //  malloc_trim after a burst of originals this big
 #define S_HEADER 56                     //  bytes of an entry header
 #define S_MAGIC 0x31504d49u             //  "IMP1" little-endian
@@ -387,17 +390,55 @@ s_append (imgp_spool_t *self, s_type_t type, const char *id, const void *payload
     return 0;
 }
 
-//  Read and check one entry header at `offset`. Returns 1 when sane, 0 when
-//  the segment ends inside it, -1 when it is damage.
-static int
-s_header_read (s_segment_t *segment, uint64_t end, uint64_t offset,
-               unsigned char header [S_HEADER], s_type_t *type_p, uint64_t *size_p,
-               char id [IMGP_ID_LEN + 1])
+//  Reads a segment front to back in chunks, so replaying or compacting a
+//  segment of small entries costs a read per S_READ_BUF, not one per entry.
+typedef struct {
+    s_segment_t *segment;       //  what it reads
+    uint64_t end;               //  bytes of the segment to read
+    unsigned char *buf;         //  S_READ_BUF bytes
+    uint64_t start;             //  segment offset of buf [0]
+    size_t len;                 //  bytes valid in buf
+} s_reader_t;
+
+static void
+s_reader_init (s_reader_t *reader, s_segment_t *segment, uint64_t end, unsigned char *buf)
 {
-    if (end - offset < S_HEADER)
+    *reader = (s_reader_t) { segment, end, buf, 0, 0 };
+}
+
+//  Bytes [offset, offset + size) of the segment, borrowed until the next
+//  call; NULL when `size` is beyond the buffer (read those with pread) or
+//  on a read error. The caller checked that they are within `end`.
+static const unsigned char *
+s_reader_get (s_reader_t *reader, uint64_t offset, size_t size)
+{
+    if (offset >= reader->start && offset + size <= reader->start + reader->len)
+        return reader->buf + (offset - reader->start);
+    if (size > S_READ_BUF) {
+        errno = EFBIG;
+        return NULL;
+    }
+    uint64_t left = reader->end - offset;
+    size_t want = left < S_READ_BUF ? (size_t) left : S_READ_BUF;
+    if (s_pread_all (reader->segment->fd, reader->buf, want, offset))
+        return NULL;
+    reader->start = offset;
+    reader->len = want;
+    return reader->buf;
+}
+
+//  Read and check the entry header at `offset`. Returns 1 when sane, 0 when
+//  the segment ends inside the entry, -1 when it is damage.
+static int
+s_header_read (s_reader_t *reader, uint64_t offset, unsigned char header [S_HEADER],
+               s_type_t *type_p, uint64_t *size_p, char id [IMGP_ID_LEN + 1])
+{
+    if (reader->end - offset < S_HEADER)
         return 0;
-    if (s_pread_all (segment->fd, header, S_HEADER, offset))
+    const unsigned char *bytes = s_reader_get (reader, offset, S_HEADER);
+    if (!bytes)
         return -1;
+    memcpy (header, bytes, S_HEADER);
     s_type_t type = header [4];
     uint64_t size = s_get_le (header + 8, 8);
     memcpy (id, header + 24, IMGP_ID_LEN);
@@ -408,24 +449,28 @@ s_header_read (s_segment_t *segment, uint64_t end, uint64_t offset,
         return -1;
     *type_p = type;
     *size_p = size;
-    return end - offset - S_HEADER < size ? 0 : 1;
+    return reader->end - offset - S_HEADER < size ? 0 : 1;
 }
 
-//  Is the entry's crc right? Reads the payload in chunks (into `buf` when
-//  given, of at least `size` bytes).
+//  Is the entry's crc right? A payload beyond the reader's buffer is read
+//  in chunks of its own.
 static bool
-s_crc_ok (s_segment_t *segment, uint64_t offset, const unsigned char header [S_HEADER],
+s_crc_ok (s_reader_t *reader, uint64_t offset, const unsigned char header [S_HEADER],
           uint64_t size)
 {
     unsigned char copy [S_HEADER];
     memcpy (copy, header, S_HEADER);
     memset (copy + 16, 0, 4);
     uLong crc = crc32_z (0, copy, S_HEADER);
+    const unsigned char *payload = size <= S_READ_BUF
+                                 ? s_reader_get (reader, offset + S_HEADER, size) : NULL;
+    if (payload)
+        return crc32_z (crc, payload, size) == s_get_le (header + 16, 4);
     unsigned char chunk [65536];
     uint64_t at = offset + S_HEADER, left = size;
     while (left > 0) {
         size_t n = left < sizeof chunk ? (size_t) left : sizeof chunk;
-        if (s_pread_all (segment->fd, chunk, n, at))
+        if (s_pread_all (reader->segment->fd, chunk, n, at))
             return false;
         crc = crc32_z (crc, chunk, n);
         at += n;
@@ -472,18 +517,20 @@ s_replay_entry (imgp_spool_t *self, s_segment_t *segment, s_type_t type, const c
 //  Replay one segment: whole entries into the index, a torn tail cut off,
 //  damage skipped or, when no header can be trusted, the rest left unread.
 static void
-s_replay_segment (imgp_spool_t *self, s_segment_t *segment)
+s_replay_segment (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
 {
     struct stat st;
     uint64_t end = fstat (segment->fd, &st) == 0 ? (uint64_t) st.st_size : 0;
     uint64_t offset = 0;
+    s_reader_t reader;
+    s_reader_init (&reader, segment, end, buf);
     while (offset < end) {
         unsigned char header [S_HEADER];
         s_type_t type = 0;
         uint64_t size = 0;
         char id [IMGP_ID_LEN + 1];
-        int rc = s_header_read (segment, end, offset, header, &type, &size, id);
-        if (rc == 1 && !s_crc_ok (segment, offset, header, size)) {
+        int rc = s_header_read (&reader, offset, header, &type, &size, id);
+        if (rc == 1 && !s_crc_ok (&reader, offset, header, size)) {
             if (offset + S_HEADER + size == end)
                 rc = 0;             //  the last entry, cut short
             else {
@@ -506,6 +553,7 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment)
                 imgp_error ("spool: cannot cut segment %llu: %s",
                             (unsigned long long) segment->seq, strerror (errno));
             end = offset;
+            reader.end = end;
             break;
         }
         if (rc == -1) {
@@ -588,6 +636,8 @@ s_load (imgp_spool_t *self)
         imgp_error ("spool: cannot read %s: %s", self->log_dir, strerror (errno));
         return -1;
     }
+    unsigned char *buf = malloc (S_READ_BUF);
+    assert (buf);
     for (int i = 0; i < count; i++) {
         char path [PATH_MAX];
         s_segment_path (self, seqs [i], path);
@@ -597,11 +647,13 @@ s_load (imgp_spool_t *self)
         if (fd < 0) {
             imgp_error ("spool: cannot open %s: %s", path, strerror (errno));
             free (seqs);
+            free (buf);
             return -1;
         }
-        s_replay_segment (self, s_segment_add (self, seqs [i], fd));
+        s_replay_segment (self, s_segment_add (self, seqs [i], fd), buf);
     }
     free (seqs);
+    free (buf);
     return 0;
 }
 
@@ -1121,29 +1173,36 @@ imgp_spool_sync (imgp_spool_t *self)
 //  =====================================================================
 //  Housekeeping: unlink dead segments, compact sparse ones
 
-static void
+//  Unlink a segment nothing points at. One that cannot be deleted is kept
+//  and left alone from then on (marked damaged). Returns 0 or -1.
+static int
 s_segment_unlink (imgp_spool_t *self, s_segment_t *segment)
 {
     char path [PATH_MAX];
     s_segment_path (self, segment->seq, path);
     if (unlink (path) && errno != ENOENT) {
-        imgp_warn ("spool: cannot delete %s: %s", path, strerror (errno));
-        return;
+        imgp_warn ("spool: cannot delete %s: %s; kept", path, strerror (errno));
+        segment->damaged = true;
+        return -1;
     }
     imgp_debug ("event=spool_segment_removed segment=%llu", (unsigned long long) segment->seq);
     void *handle = zlistx_find (self->segments, segment);
     assert (handle);
     zlistx_delete (self->segments, handle);
+    return 0;
 }
 
-//  Append an entry again at the head; its location follows. Returns 0 or -1.
+//  Append an entry again at the head; its location follows. `payload` is
+//  its bytes when the caller has them, else NULL (read here). Returns 0 or -1.
 static int
-s_move (imgp_spool_t *self, const char *id, s_type_t type, s_loc_t *loc)
+s_move (imgp_spool_t *self, const char *id, s_type_t type, s_loc_t *loc,
+        const void *payload)
 {
-    void *buf = malloc (loc->size + 1);
+    void *buf = payload ? NULL : malloc (loc->size + 1);
+    if (buf && s_pread_all (loc->segment->fd, buf, loc->size, loc->offset + S_HEADER) == 0)
+        payload = buf;
     s_loc_t moved;
-    int rc = buf && s_pread_all (loc->segment->fd, buf, loc->size, loc->offset + S_HEADER) == 0
-           ? s_append (self, type, id, buf, loc->size, &moved) : -1;
+    int rc = payload ? s_append (self, type, id, payload, loc->size, &moved) : -1;
     free (buf);
     if (rc == 0) {
         s_loc_kill (loc);
@@ -1180,15 +1239,18 @@ s_keep_delete (imgp_spool_t *self, const char *id, uint64_t first_seq)
     int rc = 0;
     for (s_type_t type = S_RECORD; entry && type <= S_OUT && rc == 0; type++)
         if (s_entry_loc (entry, type)->segment)
-            rc = s_move (self, id, type, s_entry_loc (entry, type));
+            rc = s_move (self, id, type, s_entry_loc (entry, type), NULL);
     return rc;
 }
 
-//  Append the live entries of `segment` again, then unlink it. Stops (the
-//  segment stays) on a write error or an entry it cannot read.
-static void
-s_compact (imgp_spool_t *self, s_segment_t *segment)
+//  Append the live entries of `segment` again, then unlink it. Returns 0,
+//  or -1 when it stopped (the segment stays) on a write error or an entry
+//  it cannot read. Dead payloads are skipped, not read.
+static int
+s_compact (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
 {
+    s_reader_t reader;
+    s_reader_init (&reader, segment, segment->size, buf);
     uint64_t offset = 0;
     int moved = 0;
     while (offset < segment->size) {
@@ -1196,18 +1258,18 @@ s_compact (imgp_spool_t *self, s_segment_t *segment)
         s_type_t type;
         uint64_t size;
         char id [IMGP_ID_LEN + 1];
-        if (s_header_read (segment, segment->size, offset, header, &type, &size, id) != 1) {
+        if (s_header_read (&reader, offset, header, &type, &size, id) != 1) {
             imgp_error ("event=spool_damaged segment=%llu offset=%llu reason=\"unreadable "
                         "at compaction; kept\"", (unsigned long long) segment->seq,
                         (unsigned long long) offset);
             segment->damaged = true;
-            return;
+            return -1;
         }
         int rc = 0;
         if (type == S_DELETE) {
-            unsigned char payload [8];
-            rc = s_pread_all (segment->fd, payload, sizeof payload, offset + S_HEADER);
-            uint64_t first_seq = s_get_le (payload, 8);
+            const unsigned char *payload = s_reader_get (&reader, offset + S_HEADER, 8);
+            uint64_t first_seq = payload ? s_get_le (payload, 8) : 0;
+            rc = payload ? 0 : -1;
             if (rc == 0 && s_delete_needed (self, segment, first_seq))
                 rc = s_keep_delete (self, id, first_seq);
         }
@@ -1215,14 +1277,16 @@ s_compact (imgp_spool_t *self, s_segment_t *segment)
             s_entry_t *entry = zhashx_lookup (self->index, id);
             s_loc_t *loc = entry ? s_entry_loc (entry, type) : NULL;
             if (loc && loc->segment == segment && loc->offset == offset) {
-                rc = s_move (self, id, type, loc);
+                const void *payload = size <= S_READ_BUF
+                                    ? s_reader_get (&reader, offset + S_HEADER, size) : NULL;
+                rc = s_move (self, id, type, loc, payload);
                 moved++;
             }
         }
         if (rc) {
             imgp_error ("event=spool_error op=compact segment=%llu error=\"%s\"",
                         (unsigned long long) segment->seq, strerror (errno));
-            return;
+            return -1;
         }
         offset += S_HEADER + size;
     }
@@ -1232,14 +1296,26 @@ s_compact (imgp_spool_t *self, s_segment_t *segment)
                     "left; kept\"", (unsigned long long) segment->seq,
                     (unsigned long long) segment->live);
         segment->damaged = true;
-        return;
+        return -1;
     }
     //  What moved is durable before the old copy goes.
     if (self->fsync && imgp_spool_sync (self))
-        return;
+        return -1;
     imgp_info ("event=spool_compacted segment=%llu bytes=%llu moved=%d",
                (unsigned long long) segment->seq, (unsigned long long) segment->size, moved);
-    s_segment_unlink (self, segment);
+    return s_segment_unlink (self, segment);
+}
+
+//  A closed segment less than a quarter live, or NULL.
+static s_segment_t *
+s_sparse_segment (imgp_spool_t *self)
+{
+    s_segment_t *head = s_head (self);
+    for (s_segment_t *segment = zlistx_first (self->segments); segment;
+         segment = zlistx_next (self->segments))
+        if (segment != head && !segment->damaged && segment->live * 4 < segment->size)
+            return segment;
+    return NULL;
 }
 
 //  A closed segment with nothing live and no DELETE to keep, or NULL.
@@ -1256,11 +1332,14 @@ s_dead_segment (imgp_spool_t *self)
 
 //  Originals kept in memory come and go with the queue; a burst leaves
 //  their pages free in the heap, among the small allocations that stay.
-//  Give them back to the system once most of a burst's memory is free.
+//  Give them back to the system once most of a burst's memory is free, and
+//  when the last of it is (the queue ran dry).
 static void
 s_trim (imgp_spool_t *self)
 {
-    if (self->memory_peak < S_TRIM_BYTES || self->memory > self->memory_peak / 2)
+    bool drained = self->memory == 0 && self->memory_peak >= S_TRIM_BYTES / 16;
+    bool halved = self->memory_peak >= S_TRIM_BYTES && self->memory <= self->memory_peak / 2;
+    if (!drained && !halved)
         return;
 #ifdef __GLIBC__
     malloc_trim (0);
@@ -1279,13 +1358,22 @@ imgp_spool_maintain (imgp_spool_t *self)
     s_segment_t *segment;
     while ((segment = s_dead_segment (self)))
         s_segment_unlink (self, segment);
-    s_segment_t *head = s_head (self), *sparse = NULL;
-    for (segment = zlistx_first (self->segments); segment && !sparse;
-         segment = zlistx_next (self->segments))
-        if (segment != head && !segment->damaged && segment->live * 4 < segment->size)
-            sparse = segment;
-    if (sparse)
-        s_compact (self, sparse);
+    //  Compaction costs what it moves and the headers it reads: a budget
+    //  per call keeps the loop's pauses short, and is enough to keep up
+    //  with segments of big originals that die in seconds.
+    uint64_t moved = 0;
+    int compacted = 0;
+    unsigned char *buf = NULL;
+    while (moved < S_COMPACT_BYTES && compacted < S_COMPACT_SEGMENTS
+       &&  (segment = s_sparse_segment (self))) {
+        if (!buf && !(buf = malloc (S_READ_BUF)))
+            break;
+        moved += segment->live;
+        compacted++;
+        if (s_compact (self, segment, buf))
+            break;
+    }
+    free (buf);
     s_trim (self);
 }
 

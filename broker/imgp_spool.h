@@ -25,8 +25,8 @@
 
     Disk stays bounded by live data: a segment with nothing live is
     unlinked, and a closed segment whose live bytes fall under a quarter is
-    compacted (live entries appended again, then it is unlinked), at most
-    one per imgp_spool_maintain call. Memory: an index (id -> where its
+    compacted (live entries appended again, then it is unlinked), within
+    a budget per imgp_spool_maintain call (about 8 MiB moved). Memory: an index (id -> where its
     record, original and thumbnail are) and the originals of unfinished
     jobs up to a bound (256 MiB), so dispatch reads no disk; beyond it an
     original is read back with pread, as a thumbnail always is.
@@ -116,7 +116,8 @@ int imgp_spool_delete (imgp_spool_t *self, const char *id);
 int imgp_spool_sync (imgp_spool_t *self);
 
 //  Housekeeping, cheap to call often (it acts at most every 100 ms):
-//  unlink segments with nothing live, compact at most one sparse segment.
+//  unlink segments with nothing live, compact sparse ones within a budget,
+//  give the memory of a burst of originals back (malloc_trim).
 void imgp_spool_maintain (imgp_spool_t *self);
 
 //  Call `fn` for each job record the spool holds (any order). Returns the
