@@ -1243,6 +1243,21 @@ s_keep_delete (imgp_spool_t *self, const char *id, uint64_t first_seq)
     return rc;
 }
 
+//  fdatasync the segments from `seq` on (what a compaction wrote to).
+static int
+s_sync_since (imgp_spool_t *self, uint64_t seq)
+{
+    for (s_segment_t *segment = zlistx_first (self->segments); segment;
+         segment = zlistx_next (self->segments))
+        if (segment->seq >= seq && fdatasync (segment->fd)) {
+            imgp_error ("event=spool_error op=sync segment=%llu error=\"%s\"",
+                        (unsigned long long) segment->seq, strerror (errno));
+            return -1;
+        }
+    self->dirty = false;            //  the head is among them
+    return 0;
+}
+
 //  Append the live entries of `segment` again, then unlink it. Returns 0,
 //  or -1 when it stopped (the segment stays) on a write error or an entry
 //  it cannot read. Dead payloads are skipped, not read.
@@ -1251,7 +1266,7 @@ s_compact (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
 {
     s_reader_t reader;
     s_reader_init (&reader, segment, segment->size, buf);
-    uint64_t offset = 0;
+    uint64_t offset = 0, first_written = s_head (self)->seq;
     int moved = 0;
     while (offset < segment->size) {
         unsigned char header [S_HEADER];
@@ -1298,8 +1313,9 @@ s_compact (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
         segment->damaged = true;
         return -1;
     }
-    //  What moved is durable before the old copy goes.
-    if (self->fsync && imgp_spool_sync (self))
+    //  What moved is durable before the old copy goes, with or without
+    //  --fsync: a power cut must not take a thumbnail that was safe for hours.
+    if (s_sync_since (self, first_written))
         return -1;
     imgp_info ("event=spool_compacted segment=%llu bytes=%llu moved=%d",
                (unsigned long long) segment->seq, (unsigned long long) segment->size, moved);

@@ -3224,3 +3224,38 @@ Test (broker, a_lost_workers_name_keeps_its_key_while_a_job_names_it)
 
     s_two_keys_end (&keys);
 }
+
+//  With --fsync the ACCEPTEDs of a pass wait for one fdatasync of the
+//  spool's log (group commit); a burst of SUBMITs on one DEALER is each
+//  answered once, by tag, and each job is on disk when its ACCEPTED comes.
+Test (broker, fsync_mode_accepts_a_burst_after_its_sync)
+{
+    enum { BURST = 50 };
+    imgp_broker_config_t config = s_config ();
+    config.fsync = true;
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    zsock_t *intake = s_dealer (rig->broker, IMGP_BROKER_INTAKE);
+    char ids [BURST][IMGP_ID_LEN + 1];
+    for (int i = 0; i < BURST; i++) {
+        s_new_id (ids [i]);
+        imgp_msg_t *submit = s_submit_new (ids [i], 100, "");
+        submit->tag = i + 1;
+        s_send (intake, submit);
+    }
+    bool seen [BURST] = { false };
+    for (int i = 0; i < BURST; i++) {
+        imgp_msg_t *reply = s_next_reply (intake);
+        cr_assert_eq (reply->type, IMGP_MSG_ACCEPTED);
+        cr_assert (reply->tag >= 1 && reply->tag <= BURST && !seen [reply->tag - 1]);
+        seen [reply->tag - 1] = true;
+        cr_assert (s_spooled (reply->id, IMGP_SPOOL_JSON) && s_spooled (reply->id, IMGP_SPOOL_IN));
+        imgp_msg_destroy (&reply);
+    }
+    zsock_destroy (&intake);
+    s_rig_destroy (&rig);
+
+    //  A restart finds them all.
+    imgp_spool_t *view = imgp_spool_new_readonly (s_dir);
+    cr_assert_eq (imgp_spool_count (view, IMGP_SPOOL_JSON), BURST);
+    imgp_spool_destroy (&view);
+}
