@@ -489,6 +489,46 @@ Test (spool, record_round_trip)
     cr_assert_eq (imgp_spool_record_decode ("not json", &back), -1);
     cr_assert_eq (imgp_spool_record_decode ("{\"v\":1,\"id\":\"../../etc/passwd\"}", &back), -1);
 }
+//  Records are written by hand (jansson took ~10 us each): the text must
+//  be the JSON jansson would read back, with opts and result in the wire's
+//  forms, whatever the strings hold.
+Test (spool, record_text_is_json_in_the_wire_forms)
+{
+    imgp_job_t failed = s_record (IMGP_STATE_FAILED, 7);
+    snprintf (failed.worker, sizeof failed.worker, "w\"\\{}");
+    snprintf (failed.owner, sizeof failed.owner, "key.name-1");
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "bad \"%s\"\n\t\x01 \\ caf\xc3\xa9 /",
+              "name");
+    imgp_job_t done = s_record (IMGP_STATE_DONE, 8);
+    done.opts = (imgp_opts_t) { 400, 300, IMGP_FIT_COVER, IMGP_FORMAT_JPEG, 80, true };
+    done.result = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17 };
+    imgp_job_t *records [2] = { &failed, &done };
+    for (int i = 0; i < 2; i++) {
+        char *text = imgp_spool_record_encode (records [i]);
+        cr_assert_not_null (text);
+        json_t *root = json_loads (text, 0, NULL);
+        cr_assert_not_null (root, "not JSON: %s", text);
+        json_t *opts = imgp_msg_opts_to_json (&records [i]->opts);
+        cr_assert (json_equal (json_object_get (root, "opts"), opts), "%s", text);
+        json_decref (opts);
+        if (records [i]->state == IMGP_STATE_DONE) {
+            json_t *result = imgp_msg_result_to_json (&records [i]->result);
+            cr_assert (json_equal (json_object_get (root, "result"), result), "%s", text);
+            json_decref (result);
+        }
+        json_decref (root);
+        imgp_job_t back;
+        cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+        cr_assert_str_eq (back.worker, records [i]->worker);
+        cr_assert_str_eq (back.owner, records [i]->owner);
+        cr_assert_str_eq (back.message, records [i]->message);
+        cr_assert_eq (memcmp (&back.opts, &records [i]->opts, sizeof back.opts), 0);
+        cr_assert_eq (memcmp (&back.result, &records [i]->result, sizeof back.result), 0);
+        free (text);
+    }
+}
+
 //  The broker writes no record INFO could not carry; one that holds such a
 //  value was damaged, and is refused (the replay sets it aside) rather than
 //  reloaded into a job whose status can never be sent.
