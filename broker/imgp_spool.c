@@ -105,8 +105,10 @@ struct _imgp_spool_t {
     int64_t maintained;         //  monotonic ms of the last maintain
 };
 
-static char s_fault [2][IMGP_ID_LEN + 1];
-static size_t s_record_write (const imgp_job_t *r, char *buf, size_t size);      //  tests: [0] record saves, [1] original reads
+static char s_fault [2][IMGP_ID_LEN + 1];      //  tests: [0] record saves, [1] original reads
+
+//  The record's JSON text (with its form, at the end of this file).
+static size_t s_record_write (const imgp_job_t *r, char *buf, size_t size);
 
 //  =====================================================================
 //  Small helpers
@@ -896,7 +898,8 @@ s_import (imgp_spool_t *self)
         s_fsync_dir (self->log_dir);
     }
     if (rc) {
-        imgp_error ("spool: cannot import %s (%s); it is kept", jobs, strerror (error ? error : errno));
+        imgp_error ("spool: cannot import %s (%s); it is kept", jobs,
+                    strerror (error ? error : errno));
         zlistx_destroy (&names);
         return -1;
     }
