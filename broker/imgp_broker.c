@@ -41,7 +41,10 @@
       restart re-queues a processing job anyway, so that write would only
       store a state nobody reads. A job costs as many writes as when the
       STARTED was written and the dispatch was not (with both, a broker-
-      bound benchmark dispatched about 20% fewer jobs per second).
+      bound benchmark dispatched about 20% fewer jobs per second). With
+      --fsync the dispatch record is synced at the end of the pass, after
+      its JOB left: a power cut in between grants that job one attempt
+      more (kill -9 does not: the write is in the page cache).
     - One job never stalls the queue: a job the broker cannot dispatch (its
       original unreadable, a JOB the codec refuses, its attempts used up
       before a restart) ends failed, and dispatch goes on with the next.

@@ -3,7 +3,7 @@
 
     Layout: an append-only log, DIR/log/SEQ.seg (SEQ: 20 decimal digits,
     in write order), a segment rolled at about 64 MiB. Each entry is a fixed
-    56-byte header (magic, type, payload length, crc32 over header and
+    56-byte header (magic, type, payload length, CRC-32C over header and
     payload, job id) and its payload. Types: RECORD (the job record, JSON),
     IN (the original), OUT (the thumbnail), DELETE (the job is forgotten).
     An entry is written with one writev at once, so once a put/save/delete
