@@ -524,11 +524,9 @@ s_on_submit (s_server_t *self, imgp_msg_t *msg)
     record.created_at = record.updated_at = zclock_time ();
     record.bytes = (int64_t) imgp_msg_size (msg);
 
-    //  Original first, then the record: the record is the commit point.
-    if (imgp_spool_put (self->spool, record.id, IMGP_SPOOL_IN, imgp_msg_data (msg),
-                        imgp_msg_size (msg))
-    ||  imgp_spool_save (self->spool, &record)) {
-        imgp_spool_delete (self->spool, record.id);
+    //  Original, then the record (the commit point), in one write.
+    if (imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_IN, imgp_msg_data (msg),
+                              imgp_msg_size (msg))) {
         reply = imgp_msg_error_new (msg, "internal", "the broker could not store the job");
         s_reply (self, IMGP_BROKER_INTAKE, &reply);
         return;

@@ -406,17 +406,17 @@ s_roll (imgp_spool_t *self)
     return 0;
 }
 
-//  Write `total` bytes of `iov` (at most 2 pieces) at the end of the head,
+//  Write `total` bytes of `iov` (at most 4 pieces) at the end of the head,
 //  with one pwritev unless it comes back short. A write that fails is cut
 //  off again, so the next entry follows a whole one. Returns 0 or -1.
 static int
 s_write_head (s_segment_t *head, const struct iovec *iov, int pieces, size_t total)
 {
-    assert (pieces <= 2);
+    assert (pieces <= 4);
     size_t done = 0;
     while (done < total) {
         //  Skip what a short write already wrote.
-        struct iovec rest [2];
+        struct iovec rest [4];
         int count = 0;
         size_t skip = done;
         for (int i = 0; i < pieces; i++) {
@@ -443,12 +443,20 @@ s_write_head (s_segment_t *head, const struct iovec *iov, int pieces, size_t tot
     return 0;
 }
 
-//  Append one entry to the head with one writev; *loc_p says where it went.
-//  A write cut short is cut off again, so the next entry follows a whole one.
+//  One entry to append: its type and payload (borrowed).
+typedef struct {
+    s_type_t type;              //  RECORD, IN, OUT or DELETE
+    const void *payload;        //  its bytes
+    size_t size;                //  ... how many
+} s_piece_t;
+
+//  Append entries of `id` (at most 2) to the head with one writev;
+//  locs [i] says where entry i went. Returns 0 or -1 (nothing appended).
 static int
-s_append (imgp_spool_t *self, s_type_t type, const char *id, const void *payload,
-          size_t size, s_loc_t *loc_p)
+s_append_n (imgp_spool_t *self, const char *id, const s_piece_t *pieces, int count,
+            s_loc_t *locs)
 {
+    assert (count >= 1 && count <= 2);
     if (self->readonly) {
         errno = EROFS;
         return -1;
@@ -459,26 +467,37 @@ s_append (imgp_spool_t *self, s_type_t type, const char *id, const void *payload
             return -1;
         head = s_head (self);
     }
-    unsigned char header [S_HEADER] = { 0 };
-    s_put_le (header, S_MAGIC, 4);
-    header [4] = (unsigned char) type;
-    s_put_le (header + 8, size, 8);
-    memcpy (header + 24, id, IMGP_ID_LEN);
-    uint32_t crc = s_crc (0, header, S_HEADER);
-    crc = s_crc (crc, payload, size);
-    s_put_le (header + 16, crc, 4);
-
-    struct iovec iov [2] = { { header, S_HEADER }, { (void *) payload, size } };
-    size_t total = S_HEADER + size;
-    if (s_write_head (head, iov, 2, total))
+    unsigned char headers [2][S_HEADER];
+    struct iovec iov [4];
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        unsigned char *header = headers [i];
+        memset (header, 0, S_HEADER);
+        s_put_le (header, S_MAGIC, 4);
+        header [4] = (unsigned char) pieces [i].type;
+        s_put_le (header + 8, pieces [i].size, 8);
+        memcpy (header + 24, id, IMGP_ID_LEN);
+        uint32_t crc = s_crc (0, header, S_HEADER);
+        s_put_le (header + 16, s_crc (crc, pieces [i].payload, pieces [i].size), 4);
+        iov [2 * i] = (struct iovec) { header, S_HEADER };
+        iov [2 * i + 1] = (struct iovec) { (void *) pieces [i].payload, pieces [i].size };
+        locs [i] = (s_loc_t) { head, head->size + total, pieces [i].size };
+        total += S_HEADER + pieces [i].size;
+    }
+    if (s_write_head (head, iov, 2 * count, total))
         return -1;
-    loc_p->segment = head;
-    loc_p->offset = head->size;
-    loc_p->size = size;
     head->size += total;
     head->live += total;
     self->dirty = true;
     return 0;
+}
+
+static int
+s_append (imgp_spool_t *self, s_type_t type, const char *id, const void *payload,
+          size_t size, s_loc_t *loc_p)
+{
+    s_piece_t piece = { type, payload, size };
+    return s_append_n (self, id, &piece, 1, loc_p);
 }
 
 //  Reads a segment front to back in chunks, so replaying or compacting a
@@ -1106,6 +1125,32 @@ s_faulty (const char *id, imgp_spool_kind_t kind)
 
 static const char *s_kind_names [] = { "original", "thumbnail", "record" };
 
+//  An original or thumbnail was appended at *loc: the index points there,
+//  and an original of an unfinished job is kept in memory while there is
+//  room.
+static void
+s_index_artefact (imgp_spool_t *self, s_entry_t *entry, imgp_spool_kind_t kind,
+                  const s_loc_t *loc, const void *data)
+{
+    if (kind == IMGP_SPOOL_OUT) {
+        s_loc_kill (&entry->out);
+        entry->out = *loc;
+        return;
+    }
+    s_forget_original (self, entry);
+    entry->in = *loc;
+    size_t size = loc->size;
+    if (entry->finished)
+        s_loc_kill (&entry->in);        //  dead on arrival, as replay will say
+    else
+    if (self->memory + size <= self->memory_max && (entry->original = s_blob_new (size))) {
+        memcpy (entry->original->data, data, size);
+        self->memory += size;
+        if (self->memory > self->memory_peak)
+            self->memory_peak = self->memory;
+    }
+}
+
 int
 imgp_spool_put (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
                 const void *data, size_t size)
@@ -1120,23 +1165,7 @@ imgp_spool_put (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
                     s_kind_names [kind], strerror (errno));
         return -1;
     }
-    s_entry_t *entry = s_entry_require (self, id, loc.segment->seq);
-    if (kind == IMGP_SPOOL_OUT) {
-        s_loc_kill (&entry->out);
-        entry->out = loc;
-        return 0;
-    }
-    s_forget_original (self, entry);
-    entry->in = loc;
-    if (entry->finished)
-        s_loc_kill (&entry->in);        //  dead on arrival, as replay will say
-    else
-    if (self->memory + size <= self->memory_max && (entry->original = s_blob_new (size))) {
-        memcpy (entry->original->data, data, size);
-        self->memory += size;
-        if (self->memory > self->memory_peak)
-            self->memory_peak = self->memory;
-    }
+    s_index_artefact (self, s_entry_require (self, id, loc.segment->seq), kind, &loc, data);
     return 0;
 }
 
@@ -1189,25 +1218,39 @@ imgp_spool_has (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind)
 int
 imgp_spool_save (imgp_spool_t *self, const imgp_job_t *record)
 {
+    return imgp_spool_save_with (self, record, IMGP_SPOOL_JSON, NULL, 0);
+}
+
+int
+imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_kind_t kind,
+                      const void *data, size_t size)
+{
     assert (self);
     assert (record);
     assert (imgp_id_valid (record->id));
+    assert (kind == IMGP_SPOOL_JSON || data || size == 0);
     char text [S_RECORD_TEXT];
     size_t len = s_faulty (record->id, IMGP_SPOOL_JSON) ? (errno = ENOSPC, 0)
                : s_record_write (record, text, sizeof text);
     if (!len && errno != ENOSPC)
         errno = EOVERFLOW;
-    s_loc_t loc;
-    int rc = len ? s_append (self, S_RECORD, record->id, text, len, &loc) : -1;
-    if (rc) {
+    s_piece_t pieces [2];
+    int count = 0;
+    if (kind != IMGP_SPOOL_JSON)
+        pieces [count++] = (s_piece_t) { kind == IMGP_SPOOL_IN ? S_IN : S_OUT, data, size };
+    pieces [count++] = (s_piece_t) { S_RECORD, text, len };
+    s_loc_t locs [2];
+    if (!len || s_append_n (self, record->id, pieces, count, locs)) {
         imgp_error ("job=%s event=spool_error op=write what=record error=\"%s\"", record->id,
                     strerror (errno));
         return -1;
     }
-    s_entry_t *entry = s_entry_require (self, record->id, loc.segment->seq);
-    s_loc_kill (&entry->record);
-    entry->record = loc;
+    s_entry_t *entry = s_entry_require (self, record->id, locs [0].segment->seq);
     entry->finished = record->state == IMGP_STATE_DONE || record->state == IMGP_STATE_FAILED;
+    if (kind != IMGP_SPOOL_JSON)
+        s_index_artefact (self, entry, kind, &locs [0], data);
+    s_loc_kill (&entry->record);
+    entry->record = locs [count - 1];
     if (entry->finished)
         s_forget_original (self, entry);
     return 0;

@@ -100,6 +100,13 @@ bool imgp_spool_has (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind)
 //  failed) retires the job's original. Returns 0, or -1 with an error logged.
 int imgp_spool_save (imgp_spool_t *self, const imgp_job_t *record);
 
+//  Append the original (IN) or thumbnail (OUT) of the record's job and
+//  then the record, with one writev (both or neither): a job's acceptance
+//  in one write. `kind` JSON (data NULL) is imgp_spool_save. Returns 0, or
+//  -1 with an error logged.
+int imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record,
+                          imgp_spool_kind_t kind, const void *data, size_t size);
+
 //  Let go of `id`'s original (IN only) in memory and in the index. On disk
 //  only the job's final record retires it, so call this after that record
 //  was saved (or for an original that never got a record). Returns 0.
