@@ -25,8 +25,9 @@
 
     Disk stays bounded by live data: a segment with nothing live is
     unlinked, and a closed segment whose live bytes fall under a quarter is
-    compacted (live entries appended again, then it is unlinked), within
-    a budget per imgp_spool_maintain call (about 8 MiB moved). Memory: an index (id -> where its
+    compacted (live entries appended again, then it is unlinked), in
+    steps of at most 16,384 entries or 8 MiB per imgp_spool_maintain, so the
+    broker's loop never stalls on it. Memory: an index (id -> where its
     record, original and thumbnail are) and the originals of unfinished
     jobs up to a bound (256 MiB), so dispatch reads no disk; beyond it an
     original is read back with pread, as a thumbnail always is.
