@@ -36,7 +36,7 @@ typedef struct {
     int64_t heartbeat_timeout_ms;   //  worker silent -> lost, its jobs re-queued
     int64_t job_timeout_ms;         //  STARTED but no result -> re-queue
     int64_t ttl_s;                  //  finished jobs kept this long
-    bool fsync;                     //  fsync spool writes
+    bool fsync;                     //  fdatasync the spool log once per loop pass
     int64_t tick_ms;                //  housekeeping period; 0: 100 ms (not an option)
     size_t max_waiters;             //  STATUS/FETCH held for wait_ms; beyond, answered at once
     const char *curve_secret;       //  our CURVE _secret file; "" or NULL: no keys

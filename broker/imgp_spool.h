@@ -1,17 +1,43 @@
-/*  imgp_spool — the broker's spool directory: what it has acknowledged, on
-    disk, so a restart loses nothing.
+/*  imgp_spool — the broker's spool: what it has acknowledged, on disk, so a
+    restart loses nothing.
 
-    Layout: DIR/jobs/ID.in (original), ID.out (thumbnail), ID.json (the job
-    record). Every file is written to ID.ext.tmp and renamed into place
-    (optionally fsynced), so a reader sees a whole file or none. The .json
-    is the commit point: it is written after the .in, and a .in or .out
-    without a .json is debris from a crash, deleted by imgp_spool_scan.
+    Layout: an append-only log, DIR/log/SEQ.seg (SEQ: 20 decimal digits,
+    in write order), a segment rolled at about 64 MiB. Each entry is a fixed
+    56-byte header (magic, type, payload length, CRC-32C over header and
+    payload, job id) and its payload. Types: RECORD (the job record, JSON),
+    IN (the original), OUT (the thumbnail), DELETE (the job is forgotten).
+    An entry is written with one writev at once, so once a put/save/delete
+    returned, kill -9 loses nothing; against power loss, --fsync makes
+    imgp_spool_sync fdatasync the log (the broker calls it once per loop
+    pass, before it sends that pass's ACCEPTED replies: group commit).
 
-    Why its own module: the broker's invariant "ACCEPTED means on disk"
-    rests on these few functions. Paths are built only from ids that passed
-    imgp_id_valid (asserted: callers validate ids from the wire first), so a
-    client can never name a file. Never decodes images; never keeps state
-    beyond the directory path.
+    Replay at open: segments in order; an id's last RECORD wins; a DELETE
+    forgets what came before it. The RECORD is the commit point: an IN or
+    OUT without one is debris of a crash. An original is live while its
+    job's last record is unfinished, so the final record retires it on disk
+    (the broker's "final record before the original goes"). A torn entry at
+    the end of a segment (a write cut short) is cut off and logged
+    (spool_torn_tail); a damaged entry inside one is skipped by its length
+    when its header is sane, else the rest of that segment is left unread
+    and kept (spool_damaged); the other segments load. A record that does
+    not decode is set aside as DIR/corrupt/ID.json (with ID.in) and logged.
+    New entries always go to a segment made at open.
+
+    Disk stays bounded by live data: a segment with nothing live is
+    unlinked, and a closed segment whose live bytes fall under a quarter is
+    compacted (live entries appended again, then it is unlinked), in
+    steps of at most 16,384 entries or 8 MiB per imgp_spool_maintain, so the
+    broker's loop never stalls on it. Memory: an index (id -> where its
+    record, original and thumbnail are) and the originals of unfinished
+    jobs up to a bound (256 MiB), so dispatch reads no disk; beyond it an
+    original is read back with pread, as a thumbnail always is.
+
+    An older broker's layout (DIR/jobs/ID.json, ID.in, ID.out) is imported
+    once at open, synced, and then removed, so an upgrade loses no job.
+
+    Why its own module: the invariant "ACCEPTED means on disk" rests on
+    these few functions. Ids were validated by callers (asserted here); the
+    log never names a file after an id. Never decodes images.
 */
 #ifndef IMGP_SPOOL_H_INCLUDED
 #define IMGP_SPOOL_H_INCLUDED
@@ -22,9 +48,9 @@
 #include "imgp_table.h"
 
 typedef enum {
-    IMGP_SPOOL_IN = 0,          //  ID.in, the original
-    IMGP_SPOOL_OUT,             //  ID.out, the thumbnail
-    IMGP_SPOOL_JSON             //  ID.json, the record
+    IMGP_SPOOL_IN = 0,          //  the original
+    IMGP_SPOOL_OUT,             //  the thumbnail
+    IMGP_SPOOL_JSON             //  the job record
 } imgp_spool_kind_t;
 
 typedef struct _imgp_spool_t imgp_spool_t;
@@ -33,44 +59,89 @@ typedef struct _imgp_spool_t imgp_spool_t;
 //  Return 0 to go on, -1 to stop the scan.
 typedef int (imgp_spool_record_fn) (const imgp_job_t *record, void *arg);
 
-//  Open the spool under `dir`, creating DIR and DIR/jobs when missing.
-//  `fsync`: fsync files and the directory on every write (durable against
-//  power loss, slower). Returns NULL, with an error logged, on failure.
+//  Open the spool under `dir` (creating DIR and DIR/log when missing),
+//  replay the log, import an old DIR/jobs. `fsync`: imgp_spool_sync
+//  fdatasyncs (durable against power loss). Returns NULL, with an error
+//  logged, on failure.
 imgp_spool_t *imgp_spool_new (const char *dir, bool fsync);
 
-//  Destroy the handle (files stay); safe on NULL and twice.
+//  Replay the log under `dir` without changing anything (no cut, no
+//  import, no new segment): for counting and reading in tools and tests,
+//  also while a broker writes it (its last entry may look torn: ignored).
+//  Writes fail. NULL when DIR/log cannot be read.
+imgp_spool_t *imgp_spool_new_readonly (const char *dir);
+
+//  Close the log (files stay); safe on NULL and twice. Buffers handed out
+//  by imgp_spool_get stay valid until released.
 void imgp_spool_destroy (imgp_spool_t **self_p);
 
-//  Write ID.in or ID.out atomically. Returns 0, or -1 with an error logged.
+//  Append the original (IN) or thumbnail (OUT) of `id`, replacing any
+//  before. An original is also kept in memory while there is room.
+//  Returns 0, or -1 with an error logged.
 int imgp_spool_put (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
                     const void *data, size_t size);
 
-//  Read a whole file into a malloc'd buffer the caller owns (to hand to
-//  imgp_msg_set_data without a copy). Returns 0, or -1 with an error logged
-//  (a missing file included).
+//  The bytes of `id`'s original, thumbnail or record text (NUL-terminated),
+//  into *data_p, which the caller releases with imgp_spool_release: it is
+//  libzmq's free_fn, so imgp_msg_set_data (msg, data, size,
+//  imgp_spool_release) sends it without a copy (an original kept in memory
+//  is shared, not copied). Returns 0, or -1 with an error logged (missing
+//  included).
 int imgp_spool_get (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
                     void **data_p, size_t *size_p);
 
-//  True when the file exists.
+//  Release a buffer from imgp_spool_get; any thread (libzmq's I/O thread
+//  calls it after a send). `hint` is unused.
+void imgp_spool_release (void *data, void *hint);
+
+//  True when the spool holds that artefact of `id`.
 bool imgp_spool_has (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind);
 
-//  Write the record as ID.json atomically: the commit point of a job.
-//  Returns 0, or -1 with an error logged.
+//  Append the record: the commit point of a job. A finished record (done,
+//  failed) retires the job's original. Returns 0, or -1 with an error logged.
 int imgp_spool_save (imgp_spool_t *self, const imgp_job_t *record);
 
-//  Delete one file; a missing file is not an error. Returns 0 or -1.
+//  Append the original (IN) or thumbnail (OUT) of the record's job and
+//  then the record, with one writev (both or neither): a job's acceptance
+//  in one write. `kind` JSON (data NULL) is imgp_spool_save. Returns 0, or
+//  -1 with an error logged.
+int imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record,
+                          imgp_spool_kind_t kind, const void *data, size_t size);
+
+//  Let go of `id`'s original (IN only) in memory and in the index. On disk
+//  only the job's final record retires it, so call this after that record
+//  was saved (or for an original that never got a record). Returns 0.
 int imgp_spool_drop (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind);
 
-//  Delete a job's files, the record first (so a crash half-way leaves only
-//  debris that the next scan removes). Returns 0 or -1.
+//  Forget a job: append a DELETE, drop it from the index. A job not held is
+//  no error. Returns 0, or -1 (logged) when the DELETE was not written: a
+//  restart then reloads the job.
 int imgp_spool_delete (imgp_spool_t *self, const char *id);
 
-//  Scan the spool at start: delete *.tmp, call `fn` for each valid record,
-//  delete .in/.out files that have no record, and set aside records that do
-//  not parse or hold a value out of range (renamed ID.json.corrupt,
-//  logged). Returns the number of records passed to `fn`, or -1 when the
-//  directory cannot be read (to its end).
+//  Make what was appended durable: fdatasync when opened with `fsync` and
+//  something was written since the last call, else nothing. Returns 0, or
+//  -1 with an error logged.
+int imgp_spool_sync (imgp_spool_t *self);
+
+//  Housekeeping, cheap to call often (it acts at most every 100 ms):
+//  unlink segments with nothing live, compact sparse ones within a budget,
+//  give the memory of a burst of originals back (malloc_trim).
+void imgp_spool_maintain (imgp_spool_t *self);
+
+//  Call `fn` for each job record the spool holds (any order). Returns the
+//  number of records passed to `fn`.
 int imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg);
+
+//  How many live records (JSON), originals (IN) or thumbnails (OUT) the
+//  spool holds.
+size_t imgp_spool_count (imgp_spool_t *self, imgp_spool_kind_t kind);
+
+//  Bytes of originals kept in memory at most (default 256 MiB); 0 keeps none.
+void imgp_spool_set_memory (imgp_spool_t *self, size_t bytes);
+
+//  Tests only, process-wide: make saves of `id`'s record (JSON) or reads
+//  of its original (IN) fail as on a broken disk. NULL `id` clears `kind`.
+void imgp_spool_fault (const char *id, imgp_spool_kind_t kind);
 
 //  The record as JSON text (caller frees) and back (-1 when it does not
 //  parse or a value is out of range): exposed for tests. A record without

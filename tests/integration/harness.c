@@ -26,6 +26,8 @@
 
 #include <vips/vips.h>
 
+#include "imgp_spool.h"
+
 #define S_POLL_MS 25
 #define S_MAX_CHILDREN 64
 #define S_MAX_RESPONSE ((size_t) 128 * 1024 * 1024)
@@ -631,22 +633,20 @@ h_healthz (int port, int timeout_ms)
 int
 h_spool_count (h_cluster_t *self, const char *suffix)
 {
-    char path [400];
-    snprintf (path, sizeof path, "%s/jobs", self->data_dir);
-    DIR *dir = opendir (path);
-    if (!dir)
+    if (strcmp (suffix, ".tmp") == 0)
+        return 0;
+    imgp_spool_t *view = imgp_spool_new_readonly (self->data_dir);
+    if (!view)
         return -1;
-    int count = 0;
-    size_t len = strlen (suffix);
-    struct dirent *entry;
-    while ((entry = readdir (dir))) {
-        size_t name_len = strlen (entry->d_name);
-        if (entry->d_name [0] != '.' && name_len >= len
-        &&  strcmp (entry->d_name + name_len - len, suffix) == 0)
-            count++;
-    }
-    closedir (dir);
-    return count;
+    size_t count = 0;
+    if (strcmp (suffix, ".json") == 0 || !suffix [0])
+        count += imgp_spool_count (view, IMGP_SPOOL_JSON);
+    if (strcmp (suffix, ".in") == 0 || !suffix [0])
+        count += imgp_spool_count (view, IMGP_SPOOL_IN);
+    if (strcmp (suffix, ".out") == 0 || !suffix [0])
+        count += imgp_spool_count (view, IMGP_SPOOL_OUT);
+    imgp_spool_destroy (&view);
+    return (int) count;
 }
 
 //  -------------------------------------------------------------------------

@@ -156,8 +156,11 @@ int h_resizer_worker (const h_proc_t *resizer, char *name, size_t name_size);
 //  GET /healthz on a frontend; the HTTP status, 0 when none came.
 int h_healthz (int port, int timeout_ms);
 
-//  Files in the spool's jobs directory whose names end in `suffix`
-//  (".json", ".in", "" for all). -1 when the directory cannot be read.
+//  What the broker's spool holds, counted from its log through a read-only
+//  view (imgp_spool_new_readonly; the broker may be running), named as the
+//  files of the old layout were: ".json" live job records, ".in" live
+//  originals, ".out" thumbnails, "" all three; ".tmp" is always 0 (the log
+//  has no temporary files). -1 when the log cannot be read.
 int h_spool_count (h_cluster_t *self, const char *suffix);
 
 //  -------------------------------------------------------------------------
