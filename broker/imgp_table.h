@@ -23,10 +23,6 @@
 
 #include "imgp_msg.h"
 
-//  The most attempts a job can count: the protocol's limit on `attempts`
-//  (PROTOCOL.md 3.2), so --max-attempts may not go higher.
-#define IMGP_ATTEMPTS_MAX 1000
-
 //  Where the broker holds a job. Each phase is one list in the table.
 typedef enum {
     IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for a resizer with credit

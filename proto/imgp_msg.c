@@ -23,9 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_ATTEMPTS_MAX 1000         //  attempts field, JOB..FAILED and INFO
-#define S_RESULT_SIDE_MAX 65535     //  result width/height
-
 //  Fields of the JSON header; a type's spec lists the ones it uses.
 enum {
     F_ID = 1 << 0,          //  "id", required
@@ -332,10 +329,10 @@ s_check_text (const char *field, const char *text, size_t max, s_text_t kind,
 static int
 s_check_result (const imgp_result_t *result, char *error, size_t size)
 {
-    if (result->width < 1 || result->width > S_RESULT_SIDE_MAX
-    ||  result->height < 1 || result->height > S_RESULT_SIDE_MAX)
+    if (result->width < 1 || result->width > IMGP_RESULT_SIDE_MAX
+    ||  result->height < 1 || result->height > IMGP_RESULT_SIDE_MAX)
         return s_fail (error, size, "result size %dx%d is not in 1..%d",
-                       result->width, result->height, S_RESULT_SIDE_MAX);
+                       result->width, result->height, IMGP_RESULT_SIDE_MAX);
     if ((int) result->format < IMGP_FORMAT_PNG || (int) result->format > IMGP_FORMAT_AVIF)
         return s_fail (error, size, "result.format is unknown");
     if (result->bytes < 1 || result->ms < 0)
@@ -363,9 +360,9 @@ s_check_numbers (const imgp_msg_t *self, const s_type_spec_t *spec,
     if ((fields & F_TIMES) && (self->created_at < 0 || self->updated_at < 0))
         return s_fail (error, size, "created_at and updated_at must be >= 0");
     if ((fields & F_ATTEMPTS)
-    &&  (self->attempts < spec->min_attempts || self->attempts > S_ATTEMPTS_MAX))
+    &&  (self->attempts < spec->min_attempts || self->attempts > IMGP_ATTEMPTS_MAX))
         return s_fail (error, size, "attempts %d is not in %d..%d", self->attempts,
-                       spec->min_attempts, S_ATTEMPTS_MAX);
+                       spec->min_attempts, IMGP_ATTEMPTS_MAX);
     //  HEARTBEAT counts free slots (0 when all are busy); READY counts
     //  them all, and a resizer with none could never take a job.
     int min_slots = self->type == IMGP_MSG_READY ? 1 : 0;
@@ -552,8 +549,8 @@ s_clean_text (char *text)
     json_decref (probe);
 }
 
-static json_t *
-s_opts_json (const imgp_opts_t *opts)
+json_t *
+imgp_msg_opts_to_json (const imgp_opts_t *opts)
 {
     return json_pack ("{s:i, s:i, s:s, s:s, s:i, s:b}",
                       "width", opts->width, "height", opts->height,
@@ -562,8 +559,8 @@ s_opts_json (const imgp_opts_t *opts)
                       "quality", opts->quality, "enlarge", opts->enlarge);
 }
 
-static json_t *
-s_result_json (const imgp_result_t *result)
+json_t *
+imgp_msg_result_to_json (const imgp_result_t *result)
 {
     return json_pack ("{s:i, s:i, s:s, s:I, s:I}",
                       "width", result->width, "height", result->height,
@@ -621,7 +618,7 @@ s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
     if ((fields & F_ID) || ((fields & F_ID_OPT) && self->id [0]))
         rc |= json_object_set_new (root, "id", json_string (self->id));
     if (fields & F_OPTS)
-        rc |= json_object_set_new (root, "opts", s_opts_json (&self->opts));
+        rc |= json_object_set_new (root, "opts", imgp_msg_opts_to_json (&self->opts));
     if (fields & F_STATE)
         rc |= json_object_set_new (root, "state", json_string (imgp_state_name (self->state)));
     if (fields & F_TIMES) {
@@ -641,7 +638,7 @@ s_header_fill (json_t *root, imgp_msg_t *self, unsigned fields)
         rc |= json_object_set_new (root, "message", json_string (self->message));
     }
     if (fields & F_RESULT)
-        rc |= json_object_set_new (root, "result", s_result_json (&self->result));
+        rc |= json_object_set_new (root, "result", imgp_msg_result_to_json (&self->result));
     rc |= s_header_fill_optional (root, self, fields);
     return rc ? -1 : 0;
 }
@@ -798,12 +795,11 @@ s_get_object (json_t *obj, const char *key, char *error, size_t size)
     return value;
 }
 
-static int
-s_read_opts (json_t *root, imgp_opts_t *opts, char *error, size_t size)
+int
+imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t size)
 {
-    json_t *obj = s_get_object (root, "opts", error, size);
-    if (!obj)
-        return -1;
+    if (!json_is_object (obj))
+        return s_fail (error, size, "opts is not an object");
     int fit, format;
     if (s_get_int (obj, "width", &opts->width, error, size)
     ||  s_get_int (obj, "height", &opts->height, error, size)
@@ -819,15 +815,21 @@ s_read_opts (json_t *root, imgp_opts_t *opts, char *error, size_t size)
     if (!json_is_boolean (enlarge))
         return s_fail (error, size, "field \"enlarge\" is not a boolean");
     opts->enlarge = json_is_true (enlarge);
-    return 0;
+    return s_check_opts (opts, error, size);
 }
 
 static int
-s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
+s_read_opts (json_t *root, imgp_opts_t *opts, char *error, size_t size)
 {
-    json_t *obj = s_get_object (root, "result", error, size);
-    if (!obj)
-        return -1;
+    json_t *obj = s_get_object (root, "opts", error, size);
+    return obj ? imgp_msg_opts_from_json (obj, opts, error, size) : -1;
+}
+
+int
+imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error, size_t size)
+{
+    if (!json_is_object (obj))
+        return s_fail (error, size, "result is not an object");
     int format;
     if (s_get_int (obj, "width", &result->width, error, size)
     ||  s_get_int (obj, "height", &result->height, error, size)
@@ -836,7 +838,14 @@ s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
     ||  s_get_int64 (obj, "ms", &result->ms, error, size))
         return -1;
     result->format = (imgp_format_t) format;
-    return 0;
+    return s_check_result (result, error, size);
+}
+
+static int
+s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
+{
+    json_t *obj = s_get_object (root, "result", error, size);
+    return obj ? imgp_msg_result_from_json (obj, result, error, size) : -1;
 }
 
 static int
@@ -1174,6 +1183,12 @@ bool
 imgp_msg_worker_valid (const char *name)
 {
     return name && s_check_text ("worker", name, IMGP_WORKER_MAX, S_TEXT_NAME, NULL, 0) == 0;
+}
+
+bool
+imgp_msg_code_valid (const char *code)
+{
+    return code && s_check_text ("code", code, IMGP_CODE_MAX, S_TEXT_CODE, NULL, 0) == 0;
 }
 
 bool

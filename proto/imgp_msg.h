@@ -18,6 +18,7 @@
 #define IMGP_MSG_H_INCLUDED
 
 #include <czmq.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,9 @@
 #define IMGP_CREDIT_MAX 1000        //  READY credit
 #define IMGP_SLOTS_MAX 1000         //  READY/HEARTBEAT slots
 #define IMGP_CLUSTER_MAX (1 << 20)  //  CLUSTER reply's JSON data frame, bytes
+#define IMGP_ATTEMPTS_MAX 1000      //  attempts field (JOB..FAILED, INFO); so also
+                                    //  the most --max-attempts and a record may say
+#define IMGP_RESULT_SIDE_MAX 65535  //  result width and height
 
 typedef enum {
     //  frontend (REQ) -> broker intake (ROUTER)
@@ -103,6 +107,22 @@ typedef struct {
     int64_t bytes;          //  encoded size
     int64_t ms;             //  resize time on the resizer, milliseconds
 } imgp_result_t;
+
+//  The JSON forms of options and results, as the headers carry them and
+//  as the broker's spool stores them, so both write and read one form:
+//    opts:   {"width":100,"height":100,"fit":"inside","format":"png",
+//             "quality":0,"enlarge":false}
+//    result: {"width":100,"height":67,"format":"jpeg","bytes":1234,"ms":18}
+//  _to_json returns a new reference (the caller's), NULL on OOM; it does
+//  not check ranges (the encoder does). _from_json reads a JSON object
+//  (borrowed) and checks every field's type and range, as the decoder
+//  does: 0, or -1 with the reason in `error` (may be NULL), e.g.
+//  "opts.width 0 is not in 1..4096".
+json_t *imgp_msg_opts_to_json (const imgp_opts_t *opts);
+int imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t size);
+json_t *imgp_msg_result_to_json (const imgp_result_t *result);
+int imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error,
+                               size_t size);
 
 //  The message record. Fields a type does not use are zero/empty and are
 //  neither encoded nor read for it.
@@ -233,6 +253,10 @@ bool imgp_msg_owner_valid (const char *name);
 //  sent names with the same rule, so a resizer that checks its name here at
 //  start never has a result refused for it.
 bool imgp_msg_worker_valid (const char *name);
+
+//  True when `code` may travel as an error code: 1..IMGP_CODE_MAX
+//  characters of [a-z_].
+bool imgp_msg_code_valid (const char *code);
 
 //  True when `name` may travel as a READY's `host`: the same rule as a
 //  worker name (1..IMGP_HOST_MAX characters 0x21..0x7E).

@@ -607,6 +607,55 @@ Test (codec, info_failed)
     imgp_msg_destroy (&back);
 }
 
+//  The exported JSON forms: the exact text, a round trip, and every
+//  refusal the decoder makes (the spool reads its records with them).
+Test (codec, opts_and_result_json_forms)
+{
+    imgp_opts_t opts, back;
+    memset (&opts, 0, sizeof opts);     //  padding too, for memcmp
+    memset (&back, 0, sizeof back);
+    imgp_opts_default (&opts);
+    opts.fit = IMGP_FIT_COVER;
+    opts.quality = 80;
+    json_t *obj = imgp_msg_opts_to_json (&opts);
+    char *text = json_dumps (obj, JSON_COMPACT);
+    cr_expect_str_eq (text, "{\"width\":100,\"height\":100,\"fit\":\"cover\","
+                      "\"format\":\"png\",\"quality\":80,\"enlarge\":false}");
+    free (text);
+    char error [128];
+    cr_expect_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), 0, "%s", error);
+    cr_expect_eq (memcmp (&back, &opts, sizeof opts), 0);
+    json_object_set_new (obj, "width", json_integer (0));
+    cr_expect_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), -1);
+    cr_expect_str_eq (error, "opts.width 0 is not in 1..4096");
+    json_object_del (obj, "width");
+    cr_expect_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), -1);
+    json_decref (obj);
+    cr_expect_eq (imgp_msg_opts_from_json (NULL, &back, NULL, 0), -1);
+
+    imgp_result_t result = { 100, 67, IMGP_FORMAT_JPEG, 1234, 18 }, got;
+    obj = imgp_msg_result_to_json (&result);
+    text = json_dumps (obj, JSON_COMPACT);
+    cr_expect_str_eq (text, "{\"width\":100,\"height\":67,\"format\":\"jpeg\","
+                      "\"bytes\":1234,\"ms\":18}");
+    free (text);
+    cr_expect_eq (imgp_msg_result_from_json (obj, &got, error, sizeof error), 0, "%s", error);
+    cr_expect (got.width == 100 && got.height == 67 && got.format == IMGP_FORMAT_JPEG
+               && got.bytes == 1234 && got.ms == 18);
+    json_object_set_new (obj, "height", json_integer (IMGP_RESULT_SIDE_MAX + 1));
+    cr_expect_eq (imgp_msg_result_from_json (obj, &got, error, sizeof error), -1);
+    json_object_set_new (obj, "height", json_integer (1));
+    json_object_set_new (obj, "format", json_string ("gif"));
+    cr_expect_eq (imgp_msg_result_from_json (obj, &got, error, sizeof error), -1);
+    json_decref (obj);
+
+    cr_expect (imgp_msg_code_valid ("attempts_exhausted"));
+    cr_expect_not (imgp_msg_code_valid (""));
+    cr_expect_not (imgp_msg_code_valid ("Bad"));
+    cr_expect_not (imgp_msg_code_valid (NULL));
+    cr_expect_eq (IMGP_ATTEMPTS_MAX, 1000);
+}
+
 Test (codec, ping_pong_exact_header)
 {
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_PING);
