@@ -775,9 +775,11 @@ s_put_fields (s_writer_t *out, imgp_msg_t *self, const s_type_spec_t *spec)
     s_put_char (out, '}');
 }
 
-//  Room for any valid header: the largest (an INFO with every text field
-//  escaped twice over, a PONG with its stats) is well under this.
-#define S_HEADER_ROOM (2 * IMGP_HEADER_MAX)
+//  The largest header written: what a receiver takes (a longer one would
+//  be dropped there, so it is refused here). The largest valid headers (an
+//  INFO with every text field escaped, a PONG with its stats) are under
+//  half of it.
+#define S_HEADER_ROOM IMGP_HEADER_MAX
 
 //  Write the JSON header into `buf` (S_HEADER_ROOM bytes). Returns its
 //  length, or 0 when the message is invalid: a sender's bug, logged here.
@@ -822,52 +824,346 @@ imgp_msg_encode (imgp_msg_t *self)
 
 //  --------------------------------------------------------------------------
 //  Decoding
+//
+//  A header is read into a small tree of s_node_t (text slices, numbers,
+//  members) and the fields are read from that. The tree comes from a
+//  parser here that allocates nothing, for the headers every peer writes:
+//  plain ASCII strings without escapes, integers, true/false/null, objects
+//  and arrays a few levels deep, no repeated key. Anything else (an escape,
+//  UTF-8, a real number, a repeated key, a syntax error, more members than
+//  S_FAST_NODES) it declines, and jansson parses the header as it always
+//  did (its errors, its rules), its tree then copied into nodes. So the
+//  parser never refuses what jansson took, nor takes what it refused: it
+//  only ever says "yes, these values" for the texts jansson reads to the
+//  same values. Parsing with jansson was a third of a broker's user time.
 
-static json_t *
-s_get (json_t *obj, const char *key, char *error, size_t size)
+#define S_FAST_NODES 64             //  nodes on the stack (4 KiB); more: jansson
+#define S_FAST_DEPTH 8              //  nesting the fast parser takes; deeper: jansson
+
+typedef enum {
+    S_NULL, S_FALSE, S_TRUE, S_INT, S_REAL, S_STRING, S_OBJECT, S_ARRAY
+} s_kind_t;
+
+typedef struct s_node_t s_node_t;
+struct s_node_t {
+    s_kind_t kind;          //  what the value is
+    const char *key;        //  member name in its object (not NUL-ended), else NULL
+    size_t key_len;         //  its length
+    const char *text;       //  S_STRING: the bytes (not NUL-ended; may hold NULs)
+    size_t len;             //  their length
+    int64_t integer;        //  S_INT: the value
+    s_node_t *child;        //  S_OBJECT, S_ARRAY: first member
+    s_node_t *next;         //  next member of the same parent
+};
+
+typedef struct {
+    s_node_t *nodes;        //  the pool
+    size_t size;            //  its capacity
+    size_t used;            //  nodes handed out
+} s_pool_t;
+
+static s_node_t *
+s_node_new (s_pool_t *pool, s_kind_t kind)
 {
-    json_t *value = json_object_get (obj, key);
+    if (pool->used == pool->size)
+        return NULL;
+    s_node_t *node = &pool->nodes [pool->used++];
+    memset (node, 0, sizeof *node);
+    node->kind = kind;
+    return node;
+}
+
+//  The member `key` of an object, or NULL.
+static const s_node_t *
+s_find (const s_node_t *obj, const char *key)
+{
+    if (!obj || obj->kind != S_OBJECT)
+        return NULL;
+    size_t key_len = strlen (key);
+    for (const s_node_t *member = obj->child; member; member = member->next)
+        if (member->key_len == key_len && memcmp (member->key, key, key_len) == 0)
+            return member;
+    return NULL;
+}
+
+static bool
+s_is (const s_node_t *node, s_kind_t kind)
+{
+    return node && node->kind == kind;
+}
+
+//  The fast parser: a value at *at (< end), or NULL to decline.
+static s_node_t *s_fast_value (s_pool_t *pool, const char **at, const char *end, int depth);
+
+static void
+s_fast_space (const char **at, const char *end)
+{
+    while (*at < end && (**at == ' ' || **at == '\t' || **at == '\n' || **at == '\r'))
+        (*at)++;
+}
+
+//  A string of printable ASCII without escapes, at the opening quote.
+static bool
+s_fast_string (const char **at, const char *end, const char **text, size_t *len)
+{
+    const char *p = *at + 1;
+    *text = p;
+    while (p < end && *p != '"') {
+        unsigned char c = (unsigned char) *p;
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            return false;
+        p++;
+    }
+    if (p == end)
+        return false;
+    *len = (size_t) (p - *text);
+    *at = p + 1;
+    return true;
+}
+
+//  An integer of at most 18 digits (no overflow), not the start of a real.
+static bool
+s_fast_integer (const char **at, const char *end, int64_t *value)
+{
+    const char *p = *at;
+    bool negative = p < end && *p == '-';
+    if (negative)
+        p++;
+    const char *digits = p;
+    int64_t n = 0;
+    while (p < end && *p >= '0' && *p <= '9' && p - digits < 18)
+        n = n * 10 + (*p++ - '0');
+    size_t count = (size_t) (p - digits);
+    if (count == 0 || (count > 1 && *digits == '0'))
+        return false;
+    //  a 19th digit, a fraction or an exponent: jansson's to read
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9')))
+        return false;
+    *value = negative ? -n : n;
+    *at = p;
+    return true;
+}
+
+static bool
+s_fast_literal (const char **at, const char *end, const char *word)
+{
+    size_t len = strlen (word);
+    if ((size_t) (end - *at) < len || memcmp (*at, word, len) != 0)
+        return false;
+    *at += len;
+    return true;
+}
+
+//  The members of an object or array, at the opening bracket.
+static s_node_t *
+s_fast_members (s_pool_t *pool, const char **at, const char *end, int depth, bool object)
+{
+    s_node_t *node = s_node_new (pool, object ? S_OBJECT : S_ARRAY);
+    char close = object ? '}' : ']';
+    (*at)++;
+    s_fast_space (at, end);
+    if (!node || *at == end)
+        return NULL;
+    if (**at == close) {
+        (*at)++;
+        return node;
+    }
+    s_node_t *last = NULL;
+    while (true) {
+        const char *key = NULL;
+        size_t key_len = 0;
+        if (object) {
+            if (**at != '"' || !s_fast_string (at, end, &key, &key_len))
+                return NULL;
+            //  A repeated key: jansson's to refuse (JSON_REJECT_DUPLICATES).
+            for (s_node_t *member = node->child; member; member = member->next)
+                if (member->key_len == key_len && memcmp (member->key, key, key_len) == 0)
+                    return NULL;
+            s_fast_space (at, end);
+            if (*at == end || **at != ':')
+                return NULL;
+            (*at)++;
+        }
+        s_node_t *value = s_fast_value (pool, at, end, depth + 1);
+        if (!value)
+            return NULL;
+        value->key = key;
+        value->key_len = key_len;
+        if (last)
+            last->next = value;
+        else
+            node->child = value;
+        last = value;
+        s_fast_space (at, end);
+        if (*at == end)
+            return NULL;
+        if (**at == close) {
+            (*at)++;
+            return node;
+        }
+        if (**at != ',')
+            return NULL;
+        (*at)++;
+        s_fast_space (at, end);
+        if (*at == end)
+            return NULL;
+    }
+}
+
+static s_node_t *
+s_fast_value (s_pool_t *pool, const char **at, const char *end, int depth)
+{
+    s_fast_space (at, end);
+    if (*at == end || depth > S_FAST_DEPTH)
+        return NULL;
+    char c = **at;
+    if (c == '{' || c == '[')
+        return s_fast_members (pool, at, end, depth, c == '{');
+    s_node_t *node = NULL;
+    if (c == '"') {
+        node = s_node_new (pool, S_STRING);
+        if (node && !s_fast_string (at, end, &node->text, &node->len))
+            return NULL;
+    }
+    else
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        node = s_node_new (pool, S_INT);
+        if (node && !s_fast_integer (at, end, &node->integer))
+            return NULL;
+    }
+    else
+    if (s_fast_literal (at, end, "true"))
+        node = s_node_new (pool, S_TRUE);
+    else
+    if (s_fast_literal (at, end, "false"))
+        node = s_node_new (pool, S_FALSE);
+    else
+    if (s_fast_literal (at, end, "null"))
+        node = s_node_new (pool, S_NULL);
+    return node;
+}
+
+//  The header's root object, or NULL when the parser declines it.
+static s_node_t *
+s_fast_parse (s_pool_t *pool, const char *text, size_t len)
+{
+    const char *at = text, *end = text + len;
+    s_fast_space (&at, end);
+    if (at == end || *at != '{')
+        return NULL;
+    s_node_t *root = s_fast_value (pool, &at, end, 0);
+    s_fast_space (&at, end);
+    return root && at == end ? root : NULL;
+}
+
+//  Nodes a jansson value needs.
+static size_t
+s_json_count (json_t *value)
+{
+    size_t count = 1;
+    const char *key;
+    json_t *member;
+    size_t index;
+    if (json_is_object (value))
+        json_object_foreach (value, key, member)
+            count += s_json_count (member);
+    if (json_is_array (value))
+        json_array_foreach (value, index, member)
+            count += s_json_count (member);
+    return count;
+}
+
+//  A jansson value as nodes, in a pool s_json_count sized (the texts are
+//  the tree's: keep it until the nodes are read).
+static s_node_t *
+s_json_copy (s_pool_t *pool, json_t *value)
+{
+    s_kind_t kind = json_is_object (value) ? S_OBJECT : json_is_array (value) ? S_ARRAY
+                  : json_is_string (value) ? S_STRING : json_is_integer (value) ? S_INT
+                  : json_is_real (value) ? S_REAL : json_is_true (value) ? S_TRUE
+                  : json_is_false (value) ? S_FALSE : S_NULL;
+    s_node_t *node = s_node_new (pool, kind);
+    assert (node);
+    if (kind == S_STRING) {
+        node->text = json_string_value (value);
+        node->len = json_string_length (value);
+    }
+    node->integer = kind == S_INT ? (int64_t) json_integer_value (value) : 0;
+    s_node_t **tail = &node->child;
+    const char *key;
+    json_t *member;
+    size_t index;
+    if (kind == S_OBJECT)
+        json_object_foreach (value, key, member) {
+            *tail = s_json_copy (pool, member);
+            (*tail)->key = key;
+            (*tail)->key_len = strlen (key);
+            tail = &(*tail)->next;
+        }
+    if (kind == S_ARRAY)
+        json_array_foreach (value, index, member) {
+            *tail = s_json_copy (pool, member);
+            tail = &(*tail)->next;
+        }
+    return node;
+}
+
+//  A heap pool holding `value` as nodes; free pool->nodes after.
+static s_node_t *
+s_json_nodes (s_pool_t *pool, json_t *value)
+{
+    pool->size = s_json_count (value);
+    pool->used = 0;
+    pool->nodes = malloc (pool->size * sizeof *pool->nodes);
+    if (!pool->nodes)
+        abort ();           //  like czmq: out of memory is not recoverable here
+    return s_json_copy (pool, value);
+}
+
+static const s_node_t *
+s_get (const s_node_t *obj, const char *key, char *error, size_t size)
+{
+    const s_node_t *value = s_find (obj, key);
     if (!value)
         s_fail (error, size, "missing field \"%s\"", key);
     return value;
 }
 
 static int
-s_get_str (json_t *obj, const char *key, char *dst, size_t cap,
+s_get_str (const s_node_t *obj, const char *key, char *dst, size_t cap,
            char *error, size_t size)
 {
-    json_t *value = s_get (obj, key, error, size);
+    const s_node_t *value = s_get (obj, key, error, size);
     if (!value)
         return -1;
-    if (!json_is_string (value))
+    if (!s_is (value, S_STRING))
         return s_fail (error, size, "field \"%s\" is not a string", key);
-    const char *text = json_string_value (value);
-    size_t len = json_string_length (value);
-    if (len >= cap)
+    if (value->len >= cap)
         return s_fail (error, size, "field \"%s\" is longer than %zu bytes", key, cap - 1);
-    if (memchr (text, '\0', len))
+    if (memchr (value->text, '\0', value->len))
         return s_fail (error, size, "field \"%s\" contains a NUL", key);
-    memcpy (dst, text, len + 1);
+    memcpy (dst, value->text, value->len);
+    dst [value->len] = '\0';
     return 0;
 }
 
 static int
-s_get_int64 (json_t *obj, const char *key, int64_t *dst, char *error, size_t size)
+s_get_int64 (const s_node_t *obj, const char *key, int64_t *dst, char *error, size_t size)
 {
-    json_t *value = s_get (obj, key, error, size);
+    const s_node_t *value = s_get (obj, key, error, size);
     if (!value)
         return -1;
-    if (!json_is_integer (value))
+    if (!s_is (value, S_INT))
         return s_fail (error, size, "field \"%s\" is not an integer", key);
-    *dst = (int64_t) json_integer_value (value);
+    *dst = value->integer;
     return 0;
 }
 
 //  An integer that fits an int; its real range is checked by s_check.
 static int
-s_get_int (json_t *obj, const char *key, int *dst, char *error, size_t size)
+s_get_int (const s_node_t *obj, const char *key, int *dst, char *error, size_t size)
 {
-    int64_t value;
+    int64_t value = 0;
     if (s_get_int64 (obj, key, &value, error, size))
         return -1;
     if (value < INT_MIN || value > INT_MAX)
@@ -878,7 +1174,7 @@ s_get_int (json_t *obj, const char *key, int *dst, char *error, size_t size)
 
 //  A name field ("fit": "cover") parsed with `parse`.
 static int
-s_get_name (json_t *obj, const char *key, int (*parse) (const char *, int *),
+s_get_name (const s_node_t *obj, const char *key, int (*parse) (const char *, int *),
             int *dst, char *error, size_t size)
 {
     char text [16];
@@ -917,21 +1213,21 @@ s_parse_state (const char *text, int *value)
     return rc;
 }
 
-static json_t *
-s_get_object (json_t *obj, const char *key, char *error, size_t size)
+static const s_node_t *
+s_get_object (const s_node_t *obj, const char *key, char *error, size_t size)
 {
-    json_t *value = s_get (obj, key, error, size);
-    if (value && !json_is_object (value)) {
+    const s_node_t *value = s_get (obj, key, error, size);
+    if (value && !s_is (value, S_OBJECT)) {
         s_fail (error, size, "field \"%s\" is not an object", key);
         return NULL;
     }
     return value;
 }
 
-int
-imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t size)
+static int
+s_opts_read (const s_node_t *obj, imgp_opts_t *opts, char *error, size_t size)
 {
-    if (!json_is_object (obj))
+    if (!s_is (obj, S_OBJECT))
         return s_fail (error, size, "opts is not an object");
     int fit, format;
     if (s_get_int (obj, "width", &opts->width, error, size)
@@ -942,26 +1238,19 @@ imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t siz
         return -1;
     opts->fit = (imgp_fit_t) fit;
     opts->format = (imgp_format_t) format;
-    json_t *enlarge = s_get (obj, "enlarge", error, size);
+    const s_node_t *enlarge = s_get (obj, "enlarge", error, size);
     if (!enlarge)
         return -1;
-    if (!json_is_boolean (enlarge))
+    if (!s_is (enlarge, S_TRUE) && !s_is (enlarge, S_FALSE))
         return s_fail (error, size, "field \"enlarge\" is not a boolean");
-    opts->enlarge = json_is_true (enlarge);
+    opts->enlarge = s_is (enlarge, S_TRUE);
     return s_check_opts (opts, error, size);
 }
 
 static int
-s_read_opts (json_t *root, imgp_opts_t *opts, char *error, size_t size)
+s_result_read (const s_node_t *obj, imgp_result_t *result, char *error, size_t size)
 {
-    json_t *obj = s_get_object (root, "opts", error, size);
-    return obj ? imgp_msg_opts_from_json (obj, opts, error, size) : -1;
-}
-
-int
-imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error, size_t size)
-{
-    if (!json_is_object (obj))
+    if (!s_is (obj, S_OBJECT))
         return s_fail (error, size, "result is not an object");
     int format;
     if (s_get_int (obj, "width", &result->width, error, size)
@@ -974,36 +1263,69 @@ imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error, size
     return s_check_result (result, error, size);
 }
 
-static int
-s_read_result (json_t *root, imgp_result_t *result, char *error, size_t size)
+int
+imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t size)
 {
-    json_t *obj = s_get_object (root, "result", error, size);
-    return obj ? imgp_msg_result_from_json (obj, result, error, size) : -1;
+    if (!json_is_object (obj))
+        return s_fail (error, size, "opts is not an object");
+    s_pool_t pool;
+    int rc = s_opts_read (s_json_nodes (&pool, obj), opts, error, size);
+    free (pool.nodes);
+    return rc;
+}
+
+int
+imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error, size_t size)
+{
+    if (!json_is_object (obj))
+        return s_fail (error, size, "result is not an object");
+    s_pool_t pool;
+    int rc = s_result_read (s_json_nodes (&pool, obj), result, error, size);
+    free (pool.nodes);
+    return rc;
 }
 
 static int
-s_read_histo (json_t *obj, const char *key, imgp_histo_t *histo, char *error, size_t size)
+s_read_opts (const s_node_t *root, imgp_opts_t *opts, char *error, size_t size)
 {
-    json_t *value = s_get_object (obj, key, error, size);
+    const s_node_t *obj = s_get_object (root, "opts", error, size);
+    return obj ? s_opts_read (obj, opts, error, size) : -1;
+}
+
+static int
+s_read_result (const s_node_t *root, imgp_result_t *result, char *error, size_t size)
+{
+    const s_node_t *obj = s_get_object (root, "result", error, size);
+    return obj ? s_result_read (obj, result, error, size) : -1;
+}
+
+static int
+s_read_histo (const s_node_t *obj, const char *key, imgp_histo_t *histo, char *error,
+              size_t size)
+{
+    const s_node_t *value = s_get_object (obj, key, error, size);
     if (!value)
         return -1;
-    json_t *counts = json_object_get (value, "counts");
-    if (!json_is_array (counts) || json_array_size (counts) != IMGP_STATS_BUCKETS + 1)
+    const s_node_t *counts = s_find (value, "counts");
+    size_t count = 0;
+    for (const s_node_t *item = counts ? counts->child : NULL; item; item = item->next)
+        count++;
+    if (!s_is (counts, S_ARRAY) || count != IMGP_STATS_BUCKETS + 1)
         return s_fail (error, size, "stats.%s.counts is not an array of %d integers", key,
                        IMGP_STATS_BUCKETS + 1);
-    for (int b = 0; b <= IMGP_STATS_BUCKETS; b++) {
-        json_t *count = json_array_get (counts, (size_t) b);
-        if (!json_is_integer (count))
+    int b = 0;
+    for (const s_node_t *item = counts->child; item; item = item->next, b++) {
+        if (!s_is (item, S_INT))
             return s_fail (error, size, "stats.%s.counts has a non-integer", key);
-        histo->counts [b] = (int64_t) json_integer_value (count);
+        histo->counts [b] = item->integer;
     }
     return s_get_int64 (value, "sum", &histo->sum_ms, error, size);
 }
 
 static int
-s_read_stats (json_t *root, imgp_stats_t *stats, char *error, size_t size)
+s_read_stats (const s_node_t *root, imgp_stats_t *stats, char *error, size_t size)
 {
-    json_t *obj = s_get_object (root, "stats", error, size);
+    const s_node_t *obj = s_get_object (root, "stats", error, size);
     if (!obj)
         return -1;
     for (size_t i = 0; i < S_STATS_FIELDS; i++)
@@ -1017,27 +1339,28 @@ s_read_stats (json_t *root, imgp_stats_t *stats, char *error, size_t size)
 
 //  The optional fields, each read only when present.
 static int
-s_read_optional (json_t *root, imgp_msg_t *self, unsigned fields, char *error, size_t size)
+s_read_optional (const s_node_t *root, imgp_msg_t *self, unsigned fields, char *error,
+                 size_t size)
 {
-    if (json_object_get (root, "tag") && s_get_int64 (root, "tag", &self->tag, error, size))
+    if (s_find (root, "tag") && s_get_int64 (root, "tag", &self->tag, error, size))
         return -1;
-    if ((fields & F_OWNER) && json_object_get (root, "owner")
+    if ((fields & F_OWNER) && s_find (root, "owner")
     &&  s_get_str (root, "owner", self->owner, sizeof self->owner, error, size))
         return -1;
-    if ((fields & F_WAIT) && json_object_get (root, "wait_ms")
+    if ((fields & F_WAIT) && s_find (root, "wait_ms")
     &&  s_get_int (root, "wait_ms", &self->wait_ms, error, size))
         return -1;
-    if ((fields & F_STATS) && json_object_get (root, "stats")) {
+    if ((fields & F_STATS) && s_find (root, "stats")) {
         if (s_read_stats (root, &self->stats, error, size))
             return -1;
         self->has_stats = true;
     }
     //  present means named: "" would read back the same as absent
-    if ((fields & F_HOST) && json_object_get (root, "host")
+    if ((fields & F_HOST) && s_find (root, "host")
     &&  (s_get_str (root, "host", self->host, sizeof self->host, error, size)
       || !self->host [0]))
         return s_fail (error, size, "field \"host\" is not a host name");
-    if ((fields & F_WORKER_OPT) && json_object_get (root, "worker")
+    if ((fields & F_WORKER_OPT) && s_find (root, "worker")
     &&  (s_get_str (root, "worker", self->worker, sizeof self->worker, error, size)
       || !self->worker [0]))
         return s_fail (error, size, "field \"worker\" is not a worker name");
@@ -1047,7 +1370,7 @@ s_read_optional (json_t *root, imgp_msg_t *self, unsigned fields, char *error, s
 //  Read the fields a type uses from the header into `self`. INFO's state
 //  is read first, since it decides which other fields are present.
 static int
-s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
+s_read_fields (const s_node_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
                char *error, size_t size)
 {
     int state = 0;
@@ -1056,7 +1379,7 @@ s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
         return -1;
     self->state = (imgp_state_t) state;
     unsigned fields = s_fields (self, spec);
-    bool want_id = (fields & F_ID) || ((fields & F_ID_OPT) && json_object_get (root, "id"));
+    bool want_id = (fields & F_ID) || ((fields & F_ID_OPT) && s_find (root, "id"));
     if ((want_id && s_get_str (root, "id", self->id, sizeof self->id, error, size))
     ||  ((fields & F_OPTS) && s_read_opts (root, &self->opts, error, size))
     ||  ((fields & F_TIMES)
@@ -1076,6 +1399,56 @@ s_read_fields (json_t *root, imgp_msg_t *self, const s_type_spec_t *spec,
     return 0;
 }
 
+//  The type named by a header's "type" string, compared as a C string (up
+//  to a NUL, as jansson's strcmp did); 0 when unknown.
+static int
+s_type_index (const s_node_t *type)
+{
+    size_t len = strnlen (type->text, type->len);
+    for (int i = 1; i < S_TYPES; i++)
+        if (s_types [i].wire && strlen (s_types [i].wire) == len
+        &&  memcmp (s_types [i].wire, type->text, len) == 0)
+            return i;
+    return 0;
+}
+
+//  A message from the header's tree, or NULL with the reason.
+static imgp_msg_t *
+s_decode_tree (const s_node_t *root, char *error, size_t size)
+{
+    imgp_msg_t *self = NULL;
+    const s_node_t *version = s_find (root, "v");
+    const s_node_t *type = s_find (root, "type");
+    if (!s_is (root, S_OBJECT))
+        s_fail (error, size, "header is not a JSON object");
+    else
+    if (!s_is (version, S_INT))
+        s_fail (error, size, "header has no integer protocol version \"v\"");
+    else
+    if (version->integer != IMGP_PROTO_VERSION)
+        s_fail (error, size, "unsupported protocol version %lld", (long long) version->integer);
+    else
+    if (!s_is (type, S_STRING))
+        s_fail (error, size, "header has no string \"type\"");
+    else {
+        int i = s_type_index (type);
+        if (i == 0) {
+            char name [33];
+            size_t len = strnlen (type->text, type->len);
+            memcpy (name, type->text, len < 32 ? len : 32);
+            name [len < 32 ? len : 32] = '\0';
+            s_printable (name, sizeof name, name);
+            s_fail (error, size, "unknown message type \"%s\"", name);
+        }
+        else {
+            self = imgp_msg_new ((imgp_msg_type_t) i);
+            if (s_read_fields (root, self, &s_types [i], error, size))
+                imgp_msg_destroy (&self);
+        }
+    }
+    return self;
+}
+
 //  Parse the header frame into a new message (without data), or NULL.
 static imgp_msg_t *
 s_decode_header (zframe_t *frame, char *error, size_t size)
@@ -1085,47 +1458,27 @@ s_decode_header (zframe_t *frame, char *error, size_t size)
         s_fail (error, size, "header frame of %zu bytes is not in 1..%d", len, IMGP_HEADER_MAX);
         return NULL;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb ((const char *) zframe_data (frame), len,
-                               JSON_REJECT_DUPLICATES, &jerr);
+    const char *text = (const char *) zframe_data (frame);
+    s_node_t nodes [S_FAST_NODES];
+    s_pool_t pool = { nodes, S_FAST_NODES, 0 };
+    const s_node_t *root = s_fast_parse (&pool, text, len);
+    json_t *json = NULL;
     if (!root) {
-        char reason [sizeof jerr.text];
-        s_printable (reason, sizeof reason, jerr.text);
-        s_fail (error, size, "header is not JSON: %s", reason);
-        return NULL;
-    }
-    imgp_msg_t *self = NULL;
-    json_t *version = json_object_get (root, "v");
-    json_t *type = json_object_get (root, "type");
-    if (!json_is_object (root))
-        s_fail (error, size, "header is not a JSON object");
-    else
-    if (!json_is_integer (version))
-        s_fail (error, size, "header has no integer protocol version \"v\"");
-    else
-    if (json_integer_value (version) != IMGP_PROTO_VERSION)
-        s_fail (error, size, "unsupported protocol version %lld",
-                (long long) json_integer_value (version));
-    else
-    if (!json_is_string (type))
-        s_fail (error, size, "header has no string \"type\"");
-    else {
-        int i;
-        for (i = 1; i < S_TYPES; i++)
-            if (s_types [i].wire && strcmp (s_types [i].wire, json_string_value (type)) == 0)
-                break;
-        if (i == S_TYPES) {
-            char name [33];
-            s_printable (name, sizeof name, json_string_value (type));
-            s_fail (error, size, "unknown message type \"%s\"", name);
+        json_error_t jerr;
+        json = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json) {
+            char reason [sizeof jerr.text];
+            s_printable (reason, sizeof reason, jerr.text);
+            s_fail (error, size, "header is not JSON: %s", reason);
+            return NULL;
         }
-        else {
-            self = imgp_msg_new ((imgp_msg_type_t) i);
-            if (s_read_fields (root, self, &s_types [i], error, size))
-                imgp_msg_destroy (&self);
-        }
+        root = s_json_nodes (&pool, json);
     }
-    json_decref (root);
+    imgp_msg_t *self = s_decode_tree (root, error, size);
+    if (json) {
+        free (pool.nodes);
+        json_decref (json);
+    }
     return self;
 }
 

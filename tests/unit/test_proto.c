@@ -547,6 +547,51 @@ Test (codec, pong_stats)
 
 #define S_ID_TEXT "0123456789abcdef0123456789abcdef"     //  S_ID, for literals
 
+//  The decoder reads the usual headers without jansson and declines the
+//  rest to it (proto/imgp_msg.c): both paths must read the same values.
+//  A member jansson alone reads (a real number, an escape) sends a header
+//  down its path; the message must come out the same as from the plain one.
+Test (codec, fast_and_jansson_paths_agree)
+{
+    const char *headers [] = {
+        "{\"v\":1,\"type\":\"submit\",\"id\":\"" "0123456789abcdef0123456789abcdef" "\","
+        "\"opts\":{\"width\":300,\"height\":20,\"fit\":\"cover\",\"format\":\"webp\","
+        "\"quality\":80,\"enlarge\":true},\"tag\":77,\"owner\":\"key-1\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":0,\"worker\":\"w\\\"1\"}",
+        "{ \"v\" : 1 , \"type\" : \"ready\", \"worker\":\"w1\",\"slots\":2,"
+        "\"credit\":3,\"host\":\"h\",\"extra\":[1,{\"a\":null},false] }",
+        "{\"v\":1,\"type\":\"pong\",\"stats\":{\"queued\":1,\"queue_max\":2,"
+        "\"in_flight\":3,\"resizers\":4,\"slots\":5,\"waiters\":6,\"accepted\":7,"
+        "\"done\":8,\"failed\":9,\"retried\":10,\"job_ms\":{\"counts\":[1,2,3,4,5,6,7,"
+        "8,9,10,11,12,13],\"sum\":14},\"wait_ms\":{\"counts\":[0,0,0,0,0,0,0,0,0,0,0,0,"
+        "-1],\"sum\":0}}}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":999999999999999999}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":9999999999999999999}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":-0,\"x\":01}",
+    };
+    for (size_t i = 0; i < sizeof headers / sizeof headers [0]; i++) {
+        char error [256] = "";
+        imgp_msg_t *plain = s_decode_header (headers [i], strlen (headers [i]), NULL, error,
+                                             sizeof error);
+        char other [2048];
+        snprintf (other, sizeof other, "{\"zz\":0.5,%s", headers [i] + 1);
+        char error2 [256] = "";
+        imgp_msg_t *slow = s_decode_header (other, strlen (other), NULL, error2,
+                                            sizeof error2);
+        cr_assert_eq (plain == NULL, slow == NULL, "%s: %s / %s", headers [i], error, error2);
+        cr_expect_str_eq (error, error2);
+        if (plain) {
+            char *a = s_header_of (plain), *b = s_header_of (slow);
+            cr_expect_str_eq (a, b);
+            free (a);
+            free (b);
+        }
+        imgp_msg_destroy (&plain);
+        imgp_msg_destroy (&slow);
+    }
+}
+
+
 Test (malformed, tag_owner_wait_stats)
 {
     const char *bad [] = {
