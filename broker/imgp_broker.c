@@ -581,38 +581,66 @@ s_peer_json (s_server_t *self, imgp_peer_t *peer, int64_t now)
                       "heartbeat_age_ms", (json_int_t) (now - peer->last_heard), "jobs", jobs);
 }
 
+//  Append `len` bytes to a malloc'd text of *used bytes (room for a NUL
+//  kept); -1 when out of memory (the text is freed then).
+static int
+s_append (char **text, size_t *used, size_t *room, const char *data, size_t len)
+{
+    if (*used + len + 1 > *room) {
+        size_t grown = (*used + len + 1) * 2;
+        char *bigger = realloc (*text, grown);
+        if (!bigger) {
+            free (*text);
+            *text = NULL;
+            return -1;
+        }
+        *text = bigger;
+        *room = grown;
+    }
+    memcpy (*text + *used, data, len);
+    *used += len;
+    (*text) [*used] = '\0';
+    return 0;
+}
+
 //  The CLUSTER view as compact JSON (the caller frees it): every live
 //  resizer, cut with "truncated": true before it passes IMGP_CLUSTER_MAX.
+//  Each resizer's object is dumped once and the wrapper written around
+//  them, in the bytes jansson makes of the whole (an array's items are
+//  their own compact dumps, comma-separated), so a view of thousands of
+//  resizers is not serialised twice.
 static char *
 s_cluster_json (s_server_t *self, size_t *len_p)
 {
     int64_t now = zclock_mono ();
-    json_t *list = json_array ();
-    bool truncated = false;
-    size_t total = 64;              //  room for the wrapper and "truncated"
-    for (imgp_peer_t *peer = imgp_peers_first (self->peers); peer;
+    char *text = NULL;
+    size_t used = 0, room = 0;
+    int rc = s_append (&text, &used, &room, "{\"resizers\":[", 13);
+    bool first = true, truncated = false;
+    for (imgp_peer_t *peer = imgp_peers_first (self->peers); peer && rc == 0;
          peer = imgp_peers_next (self->peers)) {
         if (now - peer->last_heard > self->config->heartbeat_timeout_ms)
             continue;               //  silent: lost at the next tick
         json_t *entry = s_peer_json (self, peer, now);
-        char *text = json_dumps (entry, JSON_COMPACT);
-        size_t len = text ? strlen (text) + 1 : 0;
-        free (text);
-        if (!len || total + len > IMGP_CLUSTER_MAX) {
-            json_decref (entry);
+        char *item = json_dumps (entry, JSON_COMPACT);
+        json_decref (entry);
+        size_t len = item ? strlen (item) : 0;
+        //  room for this item, its comma and the closing "],"truncated":true}"
+        if (!item || used + len + 1 + 20 > IMGP_CLUSTER_MAX) {
+            free (item);
             truncated = true;
             break;
         }
-        total += len;
-        json_array_append_new (list, entry);
+        rc = (first ? 0 : s_append (&text, &used, &room, ",", 1))
+          || s_append (&text, &used, &room, item, len);
+        first = false;
+        free (item);
     }
-    json_t *root = json_pack ("{s:o}", "resizers", list);
-    if (truncated)
-        json_object_set_new (root, "truncated", json_true ());
-    char *text = json_dumps (root, JSON_COMPACT);
-    json_decref (root);
-    *len_p = text ? strlen (text) : 0;
-    return text;
+    const char *close = truncated ? "],\"truncated\":true}" : "]}";
+    if (rc == 0)
+        rc = s_append (&text, &used, &room, close, strlen (close));
+    *len_p = rc == 0 ? used : 0;
+    return rc == 0 ? text : NULL;
 }
 
 static void

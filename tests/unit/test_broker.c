@@ -2364,6 +2364,11 @@ s_cluster (zsock_t *status)
     cr_assert (reply->has_stats);
     json_t *root = json_loadb ((const char *) imgp_msg_data (reply), imgp_msg_size (reply), 0,
                                NULL);
+    //  Written piece by piece: still what jansson makes of the whole.
+    char *again = json_dumps (root, JSON_COMPACT);
+    cr_assert (again && strlen (again) == imgp_msg_size (reply)
+               && memcmp (again, imgp_msg_data (reply), imgp_msg_size (reply)) == 0);
+    free (again);
     imgp_msg_destroy (&reply);
     cr_assert (json_is_array (json_object_get (root, "resizers")));
     return root;
