@@ -1482,6 +1482,32 @@ s_decode_header (zframe_t *frame, char *error, size_t size)
     return self;
 }
 
+//  Decode a message of `frames` frames (after any envelope): the header
+//  and the data frame (NULL when none) are taken, whatever the outcome.
+static imgp_msg_t *
+s_decode_frames (zframe_t **header_p, zframe_t **data_p, size_t frames, char *error,
+                 size_t size)
+{
+    imgp_msg_t *self = NULL;
+    if (frames == 0)
+        s_fail (error, size, "empty message");
+    else
+    if (frames > 2)
+        s_fail (error, size, "%zu frames, at most 2 allowed", frames);
+    else {
+        self = s_decode_header (*header_p, error, size);
+        if (self) {
+            self->data_frame = *data_p;         //  NULL when none
+            *data_p = NULL;
+            if (s_check (self, self->data_frame != NULL, error, size))
+                imgp_msg_destroy (&self);
+        }
+    }
+    zframe_destroy (header_p);
+    zframe_destroy (data_p);
+    return self;
+}
+
 imgp_msg_t *
 imgp_msg_decode (zmsg_t **zmsg_p, char *error, size_t error_size)
 {
@@ -1494,23 +1520,10 @@ imgp_msg_decode (zmsg_t **zmsg_p, char *error, size_t error_size)
     zmsg_t *zmsg = zmsg_p ? *zmsg_p : NULL;
     if (zmsg_p)
         *zmsg_p = NULL;
-    imgp_msg_t *self = NULL;
     size_t frames = zmsg ? zmsg_size (zmsg) : 0;
-    if (frames == 0)
-        s_fail (error, error_size, "empty message");
-    else
-    if (frames > 2)
-        s_fail (error, error_size, "%zu frames, at most 2 allowed", frames);
-    else {
-        zframe_t *header = zmsg_pop (zmsg);
-        self = s_decode_header (header, error, error_size);
-        zframe_destroy (&header);
-        if (self) {
-            self->data_frame = zmsg_pop (zmsg);     //  NULL when none
-            if (s_check (self, self->data_frame != NULL, error, error_size))
-                imgp_msg_destroy (&self);
-        }
-    }
+    zframe_t *header = frames == 1 || frames == 2 ? zmsg_pop (zmsg) : NULL;
+    zframe_t *data = frames == 2 ? zmsg_pop (zmsg) : NULL;
+    imgp_msg_t *self = s_decode_frames (&header, &data, frames, error, error_size);
     zmsg_destroy (&zmsg);
     return self;
 }
@@ -1598,22 +1611,80 @@ imgp_msg_send (imgp_msg_t **self_p, void *sock)
     return rc;
 }
 
+//  The frames of one received message, kept in order up to S_PARTS_MAX
+//  (the most a valid one has: routing id, delimiter, header, data, and
+//  one more to tell "too many"); the rest are received, counted, freed.
+#define S_PARTS_MAX 5
+
+typedef struct {
+    zframe_t *frames [S_PARTS_MAX];     //  the first frames, owned
+    size_t count;                       //  frames received, all of them
+    size_t next;                        //  the first frame not taken yet
+} s_parts_t;
+
+static void
+s_parts_destroy (s_parts_t *parts)
+{
+    for (size_t i = 0; i < S_PARTS_MAX; i++)
+        zframe_destroy (&parts->frames [i]);
+}
+
+//  Take the next frame (the caller's), NULL when none is left.
+static zframe_t *
+s_parts_take (s_parts_t *parts)
+{
+    zframe_t *frame = NULL;
+    if (parts->next < parts->count && parts->next < S_PARTS_MAX) {
+        frame = parts->frames [parts->next];
+        parts->frames [parts->next] = NULL;
+    }
+    if (parts->next < parts->count)
+        parts->next++;
+    return frame;
+}
+
+//  Receive every frame of one message, frame by frame: no zmsg and no
+//  list nodes (czmq's zmsg_recv made a dozen allocations a message).
+//  Returns 0, or -1 when nothing came (interrupted, timeout: errno says).
+static int
+s_parts_recv (s_parts_t *parts, void *handle)
+{
+    memset (parts, 0, sizeof *parts);
+    bool more = true;
+    while (more) {
+        zframe_t *frame = zframe_recv (handle);
+        if (!frame) {
+            int saved = errno;
+            s_parts_destroy (parts);
+            errno = saved;
+            return -1;
+        }
+        more = zframe_more (frame);
+        if (parts->count < S_PARTS_MAX)
+            parts->frames [parts->count] = frame;
+        else
+            zframe_destroy (&frame);
+        parts->count++;
+    }
+    return 0;
+}
+
 //  Strip the envelope a ROUTER (routing id, empty delimiter) or a DEALER
 //  (empty delimiter) receives before the message. A ROUTER's delimiter is
 //  handed back in *sender_p: it carries the connection's properties, read
 //  only when asked (imgp_msg_peer_address, imgp_msg_peer_key), not on
 //  every message. Returns 0 or -1.
 static int
-s_recv_envelope (zmsg_t *zmsg, int type, zframe_t **routing_id_p, zframe_t **sender_p,
+s_recv_envelope (s_parts_t *parts, int type, zframe_t **routing_id_p, zframe_t **sender_p,
                  char *error, size_t size)
 {
     if (type == ZMQ_ROUTER) {
-        *routing_id_p = zmsg_pop (zmsg);
+        *routing_id_p = s_parts_take (parts);
         if (!*routing_id_p || zframe_size (*routing_id_p) == 0)
             return s_fail (error, size, "no routing id");
     }
     if (type == ZMQ_ROUTER || type == ZMQ_DEALER) {
-        zframe_t *delimiter = zmsg_pop (zmsg);
+        zframe_t *delimiter = s_parts_take (parts);
         //  The frames that came over the wire carry the connection's
         //  properties; the routing id a ROUTER makes up may not (libzmq
         //  drops them when the message was looked at by a poll first).
@@ -1637,15 +1708,19 @@ imgp_msg_recv (void *sock)
         errno = ENOTSOCK;
         return NULL;
     }
-    zmsg_t *zmsg = zmsg_recv (handle);
-    if (!zmsg)
+    s_parts_t parts;
+    if (s_parts_recv (&parts, handle))
         return NULL;            //  interrupted or timed out; errno says
-    char error [256];
+    char error [256] = "";
     zframe_t *routing_id = NULL, *sender = NULL;
     imgp_msg_t *self = NULL;
-    if (s_recv_envelope (zmsg, type, &routing_id, &sender, error, sizeof error) == 0)
-        self = imgp_msg_decode (&zmsg, error, sizeof error);
-    zmsg_destroy (&zmsg);
+    if (s_recv_envelope (&parts, type, &routing_id, &sender, error, sizeof error) == 0) {
+        size_t frames = parts.count - parts.next;
+        zframe_t *header = frames == 1 || frames == 2 ? s_parts_take (&parts) : NULL;
+        zframe_t *data = frames == 2 ? s_parts_take (&parts) : NULL;
+        self = s_decode_frames (&header, &data, frames, error, sizeof error);
+    }
+    s_parts_destroy (&parts);
     if (!self) {
         zframe_destroy (&sender);
         zframe_destroy (&routing_id);
