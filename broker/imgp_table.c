@@ -23,17 +23,19 @@
 
 //  A record plus its place in the lists. `job` must stay the first member:
 //  the public imgp_job_t * and the entry are the same address.
-typedef struct {
-    imgp_job_t job;             //  the public record
-    void *handle;               //  node in the list of its phase
-    void *held_handle;          //  node in its worker's held list, in flight only
-} s_entry_t;
-
 //  What the table knows about one worker name.
 typedef struct {
     zlistx_t *held;             //  its DISPATCHED and RUNNING entries, borrowed
     size_t named;               //  unfinished jobs whose worker is this name
 } s_worker_t;
+
+typedef struct {
+    imgp_job_t job;             //  the public record
+    void *handle;               //  node in the list of its phase
+    s_worker_t *worker;         //  its worker's record while unfinished and naming
+                                //  one (counted in its `named`), else NULL
+    void *held_handle;          //  node in its worker's held list, in flight only
+} s_entry_t;
 
 struct _imgp_table_t {
     zhashx_t *jobs;             //  id -> s_entry_t, owned
@@ -145,37 +147,40 @@ s_worker_check (imgp_table_t *self, const char *name, s_worker_t *worker)
 }
 
 //  An unfinished job names its worker (from now on / no more).
+//  The entry keeps its record, so the name is looked up only when it
+//  starts or stops naming it, not at each phase change.
 static void
 s_name_add (imgp_table_t *self, s_entry_t *entry)
 {
-    if (entry->job.worker [0])
-        s_worker (self, entry->job.worker, true)->named++;
+    assert (!entry->worker);
+    if (entry->job.worker [0]) {
+        entry->worker = s_worker (self, entry->job.worker, true);
+        entry->worker->named++;
+    }
 }
 
 static void
 s_name_drop (imgp_table_t *self, s_entry_t *entry)
 {
-    s_worker_t *worker = entry->job.worker [0]
-                       ? s_worker (self, entry->job.worker, false) : NULL;
+    s_worker_t *worker = entry->worker;
     if (worker) {
-        assert (worker->named > 0);
+        assert (worker->named > 0 && !entry->held_handle);
         worker->named--;
+        entry->worker = NULL;
         s_worker_check (self, entry->job.worker, worker);
     }
 }
 
-//  Take an entry out of the list of its phase (and its worker's hands).
+//  Take an entry out of the list of its phase (and its worker's hands; the
+//  record stays, as the job still names it).
 static void
 s_detach (imgp_table_t *self, s_entry_t *entry)
 {
     zlistx_detach (s_list_of (self, entry->job.phase), entry->handle);
     entry->handle = NULL;
     if (entry->held_handle) {
-        s_worker_t *worker = s_worker (self, entry->job.worker, false);
-        assert (worker);
-        zlistx_detach (worker->held, entry->held_handle);
+        zlistx_detach (entry->worker->held, entry->held_handle);
         entry->held_handle = NULL;
-        s_worker_check (self, entry->job.worker, worker);
     }
 }
 
@@ -190,9 +195,8 @@ s_attach (imgp_table_t *self, s_entry_t *entry, imgp_phase_t phase, bool front)
                           : zlistx_add_end (list, entry);
     assert (entry->handle);
     if (s_in_flight (phase)) {
-        assert (entry->job.worker [0]);
-        entry->held_handle = zlistx_add_end (s_worker (self, entry->job.worker, true)->held,
-                                             entry);
+        assert (entry->worker);
+        entry->held_handle = zlistx_add_end (entry->worker->held, entry);
         assert (entry->held_handle);
     }
 }
