@@ -94,7 +94,11 @@
 
 #define S_FRONTEND_HWM 100000       //  replies and requests queued per frontend link
 #define S_SOCKETS 3
-#define S_BATCH 64                  //  messages per socket per loop pass
+#define S_BATCH_JOBS 1024           //  resizer messages per loop pass, at most
+#define S_BATCH_STATUS 256          //  status requests per loop pass, at most
+#define S_BATCH_INTAKE 16           //  SUBMITs per slice of a pass (see s_serve_pass)
+#define S_INTAKE_SLICES 4           //  slices of SUBMITs per pass, at most
+#define S_PIPE_EVERY 8              //  busy passes between looks at the pipe
 #define S_TICK_MS 100               //  housekeeping period when config has 0
 #define S_LINGER_MS 1000
 #define S_PEER_HEARTBEAT_MS 1000    //  ZMTP heartbeat interval on the jobs link
@@ -618,38 +622,66 @@ s_peer_json (s_server_t *self, imgp_peer_t *peer, int64_t now)
                       "heartbeat_age_ms", (json_int_t) (now - peer->last_heard), "jobs", jobs);
 }
 
+//  Append `len` bytes to a malloc'd text of *used bytes (room for a NUL
+//  kept); -1 when out of memory (the text is freed then).
+static int
+s_append (char **text, size_t *used, size_t *room, const char *data, size_t len)
+{
+    if (*used + len + 1 > *room) {
+        size_t grown = (*used + len + 1) * 2;
+        char *bigger = realloc (*text, grown);
+        if (!bigger) {
+            free (*text);
+            *text = NULL;
+            return -1;
+        }
+        *text = bigger;
+        *room = grown;
+    }
+    memcpy (*text + *used, data, len);
+    *used += len;
+    (*text) [*used] = '\0';
+    return 0;
+}
+
 //  The CLUSTER view as compact JSON (the caller frees it): every live
 //  resizer, cut with "truncated": true before it passes IMGP_CLUSTER_MAX.
+//  Each resizer's object is dumped once and the wrapper written around
+//  them, in the bytes jansson makes of the whole (an array's items are
+//  their own compact dumps, comma-separated), so a view of thousands of
+//  resizers is not serialised twice.
 static char *
 s_cluster_json (s_server_t *self, size_t *len_p)
 {
     int64_t now = zclock_mono ();
-    json_t *list = json_array ();
-    bool truncated = false;
-    size_t total = 64;              //  room for the wrapper and "truncated"
-    for (imgp_peer_t *peer = imgp_peers_first (self->peers); peer;
+    char *text = NULL;
+    size_t used = 0, room = 0;
+    int rc = s_append (&text, &used, &room, "{\"resizers\":[", 13);
+    bool first = true, truncated = false;
+    for (imgp_peer_t *peer = imgp_peers_first (self->peers); peer && rc == 0;
          peer = imgp_peers_next (self->peers)) {
         if (now - peer->last_heard > self->config->heartbeat_timeout_ms)
             continue;               //  silent: lost at the next tick
         json_t *entry = s_peer_json (self, peer, now);
-        char *text = json_dumps (entry, JSON_COMPACT);
-        size_t len = text ? strlen (text) + 1 : 0;
-        free (text);
-        if (!len || total + len > IMGP_CLUSTER_MAX) {
-            json_decref (entry);
+        char *item = json_dumps (entry, JSON_COMPACT);
+        json_decref (entry);
+        size_t len = item ? strlen (item) : 0;
+        //  room for this item, its comma and the closing "],"truncated":true}"
+        if (!item || used + len + 1 + 20 > IMGP_CLUSTER_MAX) {
+            free (item);
             truncated = true;
             break;
         }
-        total += len;
-        json_array_append_new (list, entry);
+        rc = (first ? 0 : s_append (&text, &used, &room, ",", 1))
+          || s_append (&text, &used, &room, item, len);
+        first = false;
+        free (item);
     }
-    json_t *root = json_pack ("{s:o}", "resizers", list);
-    if (truncated)
-        json_object_set_new (root, "truncated", json_true ());
-    char *text = json_dumps (root, JSON_COMPACT);
-    json_decref (root);
-    *len_p = text ? strlen (text) : 0;
-    return text;
+    const char *close = truncated ? "],\"truncated\":true}" : "]}";
+    if (rc == 0)
+        rc = s_append (&text, &used, &room, close, strlen (close));
+    *len_p = rc == 0 ? used : 0;
+    return rc == 0 ? text : NULL;
 }
 
 static void
@@ -1155,6 +1187,7 @@ s_bind (s_server_t *self, imgp_broker_socket_t which, int type, const char *endp
     self->sockets [which] = sock;
     zsock_set_linger (sock, S_LINGER_MS);
     zsock_set_sndtimeo (sock, 0);           //  the loop never blocks on a send
+    zsock_set_rcvtimeo (sock, 0);           //  nor on a receive: s_drain reads to EAGAIN
     if (imgp_curve_apply (self->curve, sock)
     ||  imgp_curve_watch (self->curve, sock, s_socket_names [which]))
         return -1;
@@ -1274,18 +1307,26 @@ s_on_pipe (s_server_t *self)
     zstr_free (&command);
 }
 
-//  Serve up to S_BATCH messages waiting on a socket. Malformed ones were
-//  logged and dropped by imgp_msg_recv (NULL).
-static void
-s_drain (s_server_t *self, imgp_broker_socket_t which, s_handler_fn *handler)
+//  Serve the messages waiting on a socket until it has none (EAGAIN: the
+//  sockets have a receive timeout of 0) or `batch` were taken. Not
+//  ZMQ_EVENTS before each receive: libzmq answers it with a poll(2) of its
+//  mailbox (and a getpid), one system call per message, where receiving
+//  until EAGAIN makes one per drain. Malformed messages were logged and
+//  dropped by imgp_msg_recv (NULL, EPROTO). Returns true when the batch
+//  ran out first: more may be waiting.
+static bool
+s_drain (s_server_t *self, imgp_broker_socket_t which, s_handler_fn *handler, int batch)
 {
     zsock_t *sock = self->sockets [which];
-    for (int i = 0; i < S_BATCH && (zsock_events (sock) & ZMQ_POLLIN); i++) {
+    for (int i = 0; i < batch; i++) {
         imgp_msg_t *msg = imgp_msg_recv (sock);
+        if (!msg && errno != EPROTO)
+            return false;           //  drained (or interrupted: the poll tells)
         if (msg)
             handler (self, msg);
         imgp_msg_destroy (&msg);
     }
+    return true;
 }
 
 //  How long the loop may sleep: until the next tick or the earliest
@@ -1302,6 +1343,28 @@ s_poll_timeout (s_server_t *self)
     return wait > 0 ? (long) wait : 0;
 }
 
+//  One pass over the sockets, each drained up to its batch. Results and
+//  heartbeats are taken and dispatch runs before each slice of SUBMITs,
+//  so the jobs they free leave at once: a stream of uploads cannot starve
+//  the resizers (the DESIGN's "intake starves dispatch"). Returns true
+//  when a socket may have more.
+static bool
+s_serve_pass (s_server_t *self)
+{
+    bool more = false, intake_more = true;
+    for (int slice = 0; slice < S_INTAKE_SLICES && intake_more; slice++) {
+        more |= s_drain (self, IMGP_BROKER_JOBS, s_on_jobs, S_BATCH_JOBS);
+        s_dispatch (self);
+        intake_more = s_drain (self, IMGP_BROKER_INTAKE, s_on_intake, S_BATCH_INTAKE);
+    }
+    more |= intake_more;
+    more |= s_drain (self, IMGP_BROKER_STATUS, s_on_status_socket, S_BATCH_STATUS);
+    return more;
+}
+
+//  The loop sleeps in zmq_poll only when a pass found every socket empty;
+//  while work keeps coming it goes pass after pass without a poll (a
+//  receive that finds nothing costs less than a poll of four sockets).
 static void
 s_server_run (s_server_t *self)
 {
@@ -1311,22 +1374,24 @@ s_server_run (s_server_t *self)
         { zsock_resolve (self->sockets [IMGP_BROKER_STATUS]), 0, ZMQ_POLLIN, 0 },
         { zsock_resolve (self->sockets [IMGP_BROKER_JOBS]), 0, ZMQ_POLLIN, 0 },
     };
+    bool more = true;
+    unsigned passes = 0;
     while (!self->terminated) {
-        int rc = zmq_poll (items, 4, s_poll_timeout (self));
-        if (rc == -1 && zmq_errno () != EINTR) {
-            imgp_error ("event=poll_failed error=\"%s\"", zmq_strerror (zmq_errno ()));
-            break;                  //  context terminated: nothing more we can do
+        if (!more) {
+            imgp_log_flush ();      //  a buffered log (main.c) waits no longer than a pass
+            int rc = zmq_poll (items, 4, s_poll_timeout (self));
+            if (rc == -1 && zmq_errno () != EINTR) {
+                imgp_error ("event=poll_failed error=\"%s\"", zmq_strerror (zmq_errno ()));
+                break;              //  context terminated: nothing more we can do
+            }
         }
-        if (rc > 0) {
-            if (items [0].revents & ZMQ_POLLIN)
-                s_on_pipe (self);
-            if (items [1].revents & ZMQ_POLLIN)
-                s_drain (self, IMGP_BROKER_INTAKE, s_on_intake);
-            if (items [2].revents & ZMQ_POLLIN)
-                s_drain (self, IMGP_BROKER_STATUS, s_on_status_socket);
-            if (items [3].revents & ZMQ_POLLIN)
-                s_drain (self, IMGP_BROKER_JOBS, s_on_jobs);
-        }
+        //  The pipe ($TERM) is in the poll, and looked at every few busy
+        //  passes (each look is a system call), so a broker under a steady
+        //  load still stops when told.
+        if (((++passes % S_PIPE_EVERY) == 0 || !more)
+        &&  (zsock_events (self->pipe) & ZMQ_POLLIN))
+            s_on_pipe (self);
+        more = s_serve_pass (self);
         if (zclock_mono () >= self->next_tick)
             s_on_tick (self);
         s_expire (self, zclock_mono ());

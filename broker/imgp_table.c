@@ -1,12 +1,19 @@
 /*  imgp_table — see imgp_table.h.
 
-    A zhashx keyed by id owns the records; three zlistx lists (FIFO,
-    in flight, finished) hold borrowed pointers, and each record remembers
-    its node handle, so every phase change is O(1). The scans (overdue jobs,
-    jobs of a lost worker) walk only the in-flight list, which is as small
-    as the resizers' credit: fine at 100 ms ticks.
-    The finished list is in finish order, so eviction and the TTL sweep
-    only ever look at its head.
+    A zhashx keyed by id owns the records; a zlistx per phase (FIFO,
+    dispatched, running, finished) holds borrowed pointers, and each record
+    remembers its node handle, so every phase change is O(1). Nothing walks
+    a list per message or per job, so the table is as fast at 100,000 jobs
+    as at 10:
+    - the dispatched list is in dispatch order and the running list in
+      STARTED order (each job goes to the back with the time, which never
+      goes back), so the oldest of each is at its head: the overdue check
+      looks at two heads, however many jobs are in flight;
+    - a record per worker name holds the jobs in its hands (a list) and
+      counts the unfinished jobs that name it, so the jobs of a lost
+      worker and "does any job still name it" cost what they return;
+    - the finished list is in finish order, so eviction and the TTL sweep
+      only ever look at its head.
 */
 #include "imgp_table.h"
 
@@ -16,23 +23,46 @@
 
 //  A record plus its place in the lists. `job` must stay the first member:
 //  the public imgp_job_t * and the entry are the same address.
+//  What the table knows about one worker name.
+typedef struct {
+    zlistx_t *held;             //  its DISPATCHED and RUNNING entries, borrowed
+    size_t named;               //  unfinished jobs whose worker is this name
+} s_worker_t;
+
 typedef struct {
     imgp_job_t job;             //  the public record
     void *handle;               //  node in the list of its phase
+    s_worker_t *worker;         //  its worker's record while unfinished and naming
+                                //  one (counted in its `named`), else NULL
+    void *held_handle;          //  node in its worker's held list, in flight only
 } s_entry_t;
 
 struct _imgp_table_t {
     zhashx_t *jobs;             //  id -> s_entry_t, owned
     zlistx_t *queue;            //  FIFO of QUEUED entries, borrowed
-    zlistx_t *inflight;         //  DISPATCHED and RUNNING entries, borrowed
+    zlistx_t *dispatched;       //  DISPATCHED entries in dispatch order, borrowed
+    zlistx_t *running;          //  RUNNING entries in STARTED order, borrowed
     zlistx_t *finished;         //  FINISHED entries in finish order, borrowed
-    size_t unstarted;           //  DISPATCHED entries (they use credit)
+    zhashx_t *workers;          //  worker name -> s_worker_t, owned; only names
+                                //  that an unfinished job names
+    s_worker_t *walk;           //  the worker of a held_by/held_next walk
 };
 
 static void
 s_free_item (void **item_p)
 {
     free (*item_p);
+    *item_p = NULL;
+}
+
+static void
+s_free_worker (void **item_p)
+{
+    s_worker_t *worker = (s_worker_t *) *item_p;
+    if (worker) {
+        zlistx_destroy (&worker->held);
+        free (worker);
+    }
     *item_p = NULL;
 }
 
@@ -43,10 +73,14 @@ imgp_table_new (void)
     assert (self);
     self->jobs = zhashx_new ();
     self->queue = zlistx_new ();
-    self->inflight = zlistx_new ();
+    self->dispatched = zlistx_new ();
+    self->running = zlistx_new ();
     self->finished = zlistx_new ();
-    assert (self->jobs && self->queue && self->inflight && self->finished);
+    self->workers = zhashx_new ();
+    assert (self->jobs && self->queue && self->dispatched && self->running
+            && self->finished && self->workers);
     zhashx_set_destructor (self->jobs, s_free_item);
+    zhashx_set_destructor (self->workers, s_free_worker);
     return self;
 }
 
@@ -58,8 +92,10 @@ imgp_table_destroy (imgp_table_t **self_p)
     if (!self)
         return;
     zlistx_destroy (&self->queue);
-    zlistx_destroy (&self->inflight);
+    zlistx_destroy (&self->dispatched);
+    zlistx_destroy (&self->running);
     zlistx_destroy (&self->finished);
+    zhashx_destroy (&self->workers);
     zhashx_destroy (&self->jobs);
     free (self);
     *self_p = NULL;
@@ -70,22 +106,86 @@ s_list_of (imgp_table_t *self, imgp_phase_t phase)
 {
     switch (phase) {
         case IMGP_PHASE_QUEUED:     return self->queue;
-        case IMGP_PHASE_FINISHED:   return self->finished;
-        default:                    return self->inflight;
+        case IMGP_PHASE_DISPATCHED: return self->dispatched;
+        case IMGP_PHASE_RUNNING:    return self->running;
+        default:                    return self->finished;
     }
 }
 
-//  Take an entry out of the list of its phase, keeping the counter right.
+static bool
+s_in_flight (imgp_phase_t phase)
+{
+    return phase == IMGP_PHASE_DISPATCHED || phase == IMGP_PHASE_RUNNING;
+}
+
+//  The record of a worker name, made when `create` and it has none.
+static s_worker_t *
+s_worker (imgp_table_t *self, const char *name, bool create)
+{
+    s_worker_t *worker = (s_worker_t *) zhashx_lookup (self->workers, name);
+    if (!worker && create) {
+        worker = calloc (1, sizeof *worker);
+        assert (worker);
+        worker->held = zlistx_new ();
+        assert (worker->held);
+        int rc = zhashx_insert (self->workers, name, worker);
+        assert (rc == 0);
+        (void) rc;
+    }
+    return worker;
+}
+
+//  Forget a worker name that no unfinished job names any more.
+static void
+s_worker_check (imgp_table_t *self, const char *name, s_worker_t *worker)
+{
+    if (worker->named == 0 && zlistx_size (worker->held) == 0) {
+        if (self->walk == worker)
+            self->walk = NULL;
+        zhashx_delete (self->workers, name);
+    }
+}
+
+//  An unfinished job names its worker (from now on / no more).
+//  The entry keeps its record, so the name is looked up only when it
+//  starts or stops naming it, not at each phase change.
+static void
+s_name_add (imgp_table_t *self, s_entry_t *entry)
+{
+    assert (!entry->worker);
+    if (entry->job.worker [0]) {
+        entry->worker = s_worker (self, entry->job.worker, true);
+        entry->worker->named++;
+    }
+}
+
+static void
+s_name_drop (imgp_table_t *self, s_entry_t *entry)
+{
+    s_worker_t *worker = entry->worker;
+    if (worker) {
+        assert (worker->named > 0 && !entry->held_handle);
+        worker->named--;
+        entry->worker = NULL;
+        s_worker_check (self, entry->job.worker, worker);
+    }
+}
+
+//  Take an entry out of the list of its phase (and its worker's hands; the
+//  record stays, as the job still names it).
 static void
 s_detach (imgp_table_t *self, s_entry_t *entry)
 {
     zlistx_detach (s_list_of (self, entry->job.phase), entry->handle);
     entry->handle = NULL;
-    if (entry->job.phase == IMGP_PHASE_DISPATCHED)
-        self->unstarted--;
+    if (entry->held_handle) {
+        zlistx_detach (entry->worker->held, entry->held_handle);
+        entry->held_handle = NULL;
+    }
 }
 
-//  Put a detached entry into a phase, at the front or back of its list.
+//  Put a detached entry into a phase, at the front or back of its list;
+//  in flight, also into its worker's hands.
 static void
 s_attach (imgp_table_t *self, s_entry_t *entry, imgp_phase_t phase, bool front)
 {
@@ -94,8 +194,11 @@ s_attach (imgp_table_t *self, s_entry_t *entry, imgp_phase_t phase, bool front)
     entry->handle = front ? zlistx_add_start (list, entry)
                           : zlistx_add_end (list, entry);
     assert (entry->handle);
-    if (phase == IMGP_PHASE_DISPATCHED)
-        self->unstarted++;
+    if (s_in_flight (phase)) {
+        assert (entry->worker);
+        entry->held_handle = zlistx_add_end (entry->worker->held, entry);
+        assert (entry->held_handle);
+    }
 }
 
 imgp_job_t *
@@ -122,6 +225,7 @@ imgp_table_insert (imgp_table_t *self, const imgp_job_t *record)
     else {
         job->state = IMGP_STATE_QUEUED;
         s_attach (self, entry, IMGP_PHASE_QUEUED, false);
+        s_name_add (self, entry);
     }
     return job;
 }
@@ -143,6 +247,8 @@ imgp_table_remove (imgp_table_t *self, imgp_job_t **job_p)
     assert (job_p && *job_p);
     s_entry_t *entry = (s_entry_t *) *job_p;
     s_detach (self, entry);
+    if (entry->job.phase != IMGP_PHASE_FINISHED)
+        s_name_drop (self, entry);
     //  The key lives in the record we are about to free: copy it first.
     char id [IMGP_ID_LEN + 1];
     memcpy (id, entry->job.id, sizeof id);
@@ -168,14 +274,14 @@ size_t
 imgp_table_unstarted (imgp_table_t *self)
 {
     assert (self);
-    return self->unstarted;
+    return zlistx_size (self->dispatched);
 }
 
 size_t
 imgp_table_inflight (imgp_table_t *self)
 {
     assert (self);
-    return zlistx_size (self->inflight);
+    return zlistx_size (self->dispatched) + zlistx_size (self->running);
 }
 
 imgp_job_t *
@@ -197,7 +303,11 @@ imgp_table_dispatched (imgp_table_t *self, imgp_job_t *job, const char *worker, 
     job->attempts++;
     job->dispatched_at = now;
     job->started_at = 0;
-    snprintf (job->worker, sizeof job->worker, "%s", worker);
+    if (!streq (job->worker, worker)) {
+        s_name_drop (self, entry);
+        snprintf (job->worker, sizeof job->worker, "%s", worker);
+        s_name_add (self, entry);
+    }
     s_attach (self, entry, IMGP_PHASE_DISPATCHED, false);
 }
 
@@ -234,6 +344,7 @@ imgp_table_finish (imgp_table_t *self, imgp_job_t *job, imgp_state_t state)
     assert (state == IMGP_STATE_DONE || state == IMGP_STATE_FAILED);
     s_entry_t *entry = (s_entry_t *) job;
     s_detach (self, entry);
+    s_name_drop (self, entry);
     job->state = state;
     job->dispatched_at = 0;
     job->started_at = 0;
@@ -246,17 +357,16 @@ imgp_table_overdue (imgp_table_t *self, int64_t now, int64_t dispatch_ms,
 {
     assert (self);
     assert (reason);
-    for (s_entry_t *entry = (s_entry_t *) zlistx_first (self->inflight); entry;
-         entry = (s_entry_t *) zlistx_next (self->inflight)) {
-        imgp_job_t *job = &entry->job;
-        if (job->phase == IMGP_PHASE_DISPATCHED && now - job->dispatched_at > dispatch_ms) {
-            *reason = "dispatch_timeout";
-            return job;
-        }
-        if (job->phase == IMGP_PHASE_RUNNING && now - job->started_at > job_ms) {
-            *reason = "job_timeout";
-            return job;
-        }
+    //  Each list is in the order of its time: its head is its oldest.
+    s_entry_t *entry = (s_entry_t *) zlistx_first (self->dispatched);
+    if (entry && now - entry->job.dispatched_at > dispatch_ms) {
+        *reason = "dispatch_timeout";
+        return &entry->job;
+    }
+    entry = (s_entry_t *) zlistx_first (self->running);
+    if (entry && now - entry->job.started_at > job_ms) {
+        *reason = "job_timeout";
+        return &entry->job;
     }
     return NULL;
 }
@@ -266,11 +376,9 @@ imgp_table_held_by (imgp_table_t *self, const char *worker)
 {
     assert (self);
     assert (worker);
-    for (s_entry_t *entry = (s_entry_t *) zlistx_first (self->inflight); entry;
-         entry = (s_entry_t *) zlistx_next (self->inflight))
-        if (streq (entry->job.worker, worker))
-            return &entry->job;
-    return NULL;
+    self->walk = s_worker (self, worker, false);
+    s_entry_t *entry = self->walk ? (s_entry_t *) zlistx_first (self->walk->held) : NULL;
+    return entry ? &entry->job : NULL;
 }
 
 imgp_job_t *
@@ -278,11 +386,8 @@ imgp_table_held_next (imgp_table_t *self, const char *worker)
 {
     assert (self);
     assert (worker);
-    for (s_entry_t *entry = (s_entry_t *) zlistx_next (self->inflight); entry;
-         entry = (s_entry_t *) zlistx_next (self->inflight))
-        if (streq (entry->job.worker, worker))
-            return &entry->job;
-    return NULL;
+    s_entry_t *entry = self->walk ? (s_entry_t *) zlistx_next (self->walk->held) : NULL;
+    return entry ? &entry->job : NULL;
 }
 
 bool
@@ -290,13 +395,7 @@ imgp_table_names (imgp_table_t *self, const char *worker)
 {
     assert (self);
     assert (worker);
-    if (imgp_table_held_by (self, worker))
-        return true;
-    for (s_entry_t *entry = (s_entry_t *) zlistx_first (self->queue); entry;
-         entry = (s_entry_t *) zlistx_next (self->queue))
-        if (streq (entry->job.worker, worker))
-            return true;
-    return false;
+    return s_worker (self, worker, false) != NULL;
 }
 
 imgp_job_t *

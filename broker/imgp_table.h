@@ -5,7 +5,10 @@
     Why: the broker's decisions (what to dispatch next, which job is late,
     which worker went silent, what to evict) are all questions about this
     data; keeping them in one module without sockets, files or clocks makes
-    them easy to test. Callers pass the current time in.
+    them easy to test. Callers pass the current time in, from a clock that
+    never goes back (the broker's monotonic ms). Every call is O(1) (the
+    walks, O(what they return)), so 100,000 jobs cost no more per message
+    than 10.
 
     Ownership: the table owns its job records. A returned imgp_job_t * is
     borrowed and stays valid until that job is removed; callers may change
@@ -101,10 +104,11 @@ void imgp_table_requeue (imgp_table_t *self, imgp_job_t *job);
 //  job->updated_at to the finish time. The caller fills code/result.
 void imgp_table_finish (imgp_table_t *self, imgp_job_t *job, imgp_state_t state);
 
-//  First in-flight job past its deadline at monotonic time `now`: dispatched
-//  more than `dispatch_ms` ago without STARTED, or started more than
+//  An in-flight job past its deadline at monotonic time `now`: the one
+//  dispatched longest ago, when that was more than `dispatch_ms` ago
+//  without STARTED, else the one started longest ago, when more than
 //  `job_ms` ago. `reason` is set to "dispatch_timeout" or "job_timeout".
-//  NULL when none is late.
+//  NULL when none is late. Call it until NULL to take every late job.
 imgp_job_t *imgp_table_overdue (imgp_table_t *self, int64_t now, int64_t dispatch_ms,
                                 int64_t job_ms, const char **reason);
 
@@ -115,7 +119,6 @@ imgp_job_t *imgp_table_held_next (imgp_table_t *self, const char *worker);
 
 //  True when an unfinished job (queued or in flight) names `worker` as the
 //  worker of its latest dispatch, whose result for it would still count.
-//  Walks the queue: for the rare name whose peer is gone.
 bool imgp_table_names (imgp_table_t *self, const char *worker);
 
 //  The finished job that finished first (eviction and TTL sweep), or NULL.

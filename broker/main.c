@@ -30,6 +30,8 @@ main (int argc, char **argv)
         argc, argv, &config, &exit_code);
     if (!conf)
         return exit_code;
+    //  A few lines a job: collected, written once per loop pass (imgp_log.h).
+    imgp_log_set_buffered (true);
     zsys_init ();
 
     //  Exit 2 for what only an operator can mend (deploy/run.sh and the

@@ -39,15 +39,21 @@ imgp_id_new (char id [IMGP_ID_LEN + 1])
     return 0;
 }
 
+//  The characters of an id: a table, since the broker checks ids many
+//  times a job (codec, table, spool paths).
+static const bool s_id_char [256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+};
+
 bool
 imgp_id_valid (const char *text)
 {
     if (!text)
         return false;
-    for (size_t i = 0; i < IMGP_ID_LEN; i++) {
-        char c = text [i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+    const unsigned char *c = (const unsigned char *) text;
+    for (size_t i = 0; i < IMGP_ID_LEN; i++)
+        if (!s_id_char [c [i]])
             return false;       //  also stops at a NUL before IMGP_ID_LEN
-    }
-    return text [IMGP_ID_LEN] == '\0';
+    return c [IMGP_ID_LEN] == '\0';
 }

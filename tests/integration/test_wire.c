@@ -593,16 +593,32 @@ s_barrage_send (s_barrage_t *self, zsock_t *sock, bool envelope, const char *log
 //  Every case's line appears once more per case whose line contains it
 //  ("header is not JSON" is in "header is not JSON: too big integer"), and
 //  the malformed drops add up exactly. Call once the receiver handled all.
+//  Lines the case `i` should have added to the log by now.
+static int
+s_barrage_want (const s_barrage_t *self, int i)
+{
+    int want = self->before [i];
+    for (int j = 0; j < self->count; j++)
+        want += self->cases [j]->logged && strstr (self->cases [j]->logged, self->cases [i]->logged);
+    return want;
+}
+
+//  The broker buffers its INFO lines and writes them before its loop
+//  waits (imgp_log.h): a reply can arrive before its line. Wait (with a
+//  deadline) until every case's lines are there, then check the counts.
 static int
 s_barrage_check_log (const s_barrage_t *self, const char *log, const char *where)
 {
+    long long deadline = h_now_ms () + S_REPLY_MS;
+    for (int i = 0; i < self->count; i++)
+        while (self->cases [i]->logged && h_now_ms () < deadline
+           &&  h_log_count (log, self->cases [i]->logged) < s_barrage_want (self, i))
+            zclock_sleep (10);
     for (int i = 0; i < self->count; i++) {
         const s_case_t *c = self->cases [i];
         if (!c->logged)
             continue;
-        int want = self->before [i];
-        for (int j = 0; j < self->count; j++)
-            want += self->cases [j]->logged && strstr (self->cases [j]->logged, c->logged);
+        int want = s_barrage_want (self, i);
         cr_expect_eq (h_log_count (log, c->logged), want,
                       "%s, case '%s': '%s' logged %d times, want %d", where, c->name, c->logged,
                       h_log_count (log, c->logged), want);

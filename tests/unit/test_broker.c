@@ -230,6 +230,79 @@ Test (table, timeouts_and_lost_workers)
     imgp_table_destroy (&table);
 }
 
+//  100,000 jobs: every question the broker asks per message or per tick
+//  is answered without a walk over them (a walk per answer would make the
+//  loops below quadratic: this suite's timeout would end them). No time
+//  is asserted.
+Test (table, hundred_thousand_jobs)
+{
+    enum { JOBS = 100000, WORKERS = 100 };
+    imgp_table_t *table = imgp_table_new ();
+    static imgp_job_t *jobs [JOBS];
+    char name [16];
+    for (int i = 0; i < JOBS; i++) {
+        imgp_job_t record = s_record (IMGP_STATE_QUEUED, i);
+        jobs [i] = imgp_table_insert (table, &record);
+        cr_assert_not_null (jobs [i]);
+    }
+    cr_assert_eq (imgp_table_queued (table), JOBS);
+    //  Dispatch all, 1 ms apart, round the workers: the first half is
+    //  started before the second half leaves, so 50,000 running jobs
+    //  that are on time were in flight before the late ones.
+    for (int i = 0; i < JOBS; i++) {
+        cr_assert_eq (imgp_table_next (table), jobs [i]);
+        snprintf (name, sizeof name, "w%d", i % WORKERS);
+        imgp_table_dispatched (table, jobs [i], name, 1000 + i);
+        if (i == JOBS / 2 - 1)
+            for (int j = 0; j < JOBS / 2; j++)
+                imgp_table_started (table, jobs [j], 100000 + j);
+    }
+    cr_assert_eq (imgp_table_inflight (table), JOBS);
+    cr_assert_eq (imgp_table_unstarted (table), JOBS / 2);
+
+    //  Every unstarted job is late at once: taken oldest first.
+    const char *reason;
+    imgp_job_t *job;
+    int late = 0;
+    while ((job = imgp_table_overdue (table, 1000000, 1000, 10000000, &reason))) {
+        cr_assert_str_eq (reason, "dispatch_timeout");
+        cr_assert_eq (job, jobs [JOBS / 2 + late], "oldest first");
+        imgp_table_requeue (table, job);
+        late++;
+    }
+    cr_assert_eq (late, JOBS / 2);
+    cr_assert_eq (imgp_table_queued (table), JOBS / 2);
+
+    //  A lost worker: its running jobs, and the names still in use.
+    int held = 0;
+    while ((job = imgp_table_held_by (table, "w0"))) {
+        cr_assert_str_eq (job->worker, "w0");
+        imgp_table_requeue (table, job);
+        held++;
+    }
+    cr_assert_eq (held, JOBS / 2 / WORKERS, "its running half");
+    cr_assert (imgp_table_names (table, "w0"), "re-queued jobs still name it");
+    cr_assert (imgp_table_names (table, "w1"));
+    cr_assert_not (imgp_table_names (table, "w100"));
+
+    //  Finish everything: no name is in use any more.
+    while ((job = imgp_table_next (table)))
+        imgp_table_finish (table, job, IMGP_STATE_FAILED);
+    while ((job = imgp_table_overdue (table, 100000000, 1000, 1000, &reason)))
+        imgp_table_finish (table, job, IMGP_STATE_DONE);
+    cr_assert_eq (imgp_table_inflight (table), 0);
+    for (int w = 0; w < WORKERS; w++) {
+        snprintf (name, sizeof name, "w%d", w);
+        cr_assert_not (imgp_table_names (table, name), "%s", name);
+        cr_assert_null (imgp_table_held_by (table, name));
+    }
+    cr_assert_eq (imgp_table_size (table), JOBS);
+    while ((job = imgp_table_oldest_finished (table)))
+        imgp_table_remove (table, &job);
+    cr_assert_eq (imgp_table_size (table), 0);
+    imgp_table_destroy (&table);
+}
+
 //  =====================================================================
 //  Peers: credit and the fair choice, with plain numbers
 
@@ -2669,6 +2742,11 @@ s_cluster (zsock_t *status)
     cr_assert (reply->has_stats);
     json_t *root = json_loadb ((const char *) imgp_msg_data (reply), imgp_msg_size (reply), 0,
                                NULL);
+    //  Written piece by piece: still what jansson makes of the whole.
+    char *again = json_dumps (root, JSON_COMPACT);
+    cr_assert (again && strlen (again) == imgp_msg_size (reply)
+               && memcmp (again, imgp_msg_data (reply), imgp_msg_size (reply)) == 0);
+    free (again);
     imgp_msg_destroy (&reply);
     cr_assert (json_is_array (json_object_get (root, "resizers")));
     return root;

@@ -99,11 +99,29 @@ s_job_new (int attempts, size_t size, uint8_t seed, void (*free_fn) (void *, voi
 }
 
 //  Encode and decode a message; destroys `msg`, returns the decoded one.
+//  The codec writes headers by hand, in the bytes jansson's compact dump
+//  made before: a header must be its own jansson re-dump (key order kept,
+//  the same escapes, no spaces), so the wire stays byte-compatible.
+static void
+s_assert_canonical (zframe_t *header)
+{
+    char *text = zframe_strdup (header);
+    json_error_t jerr;
+    json_t *root = json_loads (text, 0, &jerr);
+    cr_assert_not_null (root, "header is not JSON: %s: %s", jerr.text, text);
+    char *again = json_dumps (root, JSON_COMPACT);
+    cr_assert_str_eq (text, again, "header differs from jansson's dump");
+    free (again);
+    json_decref (root);
+    free (text);
+}
+
 static imgp_msg_t *
 s_round_trip (imgp_msg_t *msg)
 {
     zmsg_t *zmsg = imgp_msg_encode (msg);
     cr_assert_not_null (zmsg, "encode refused a valid %s", imgp_msg_type_name (msg->type));
+    s_assert_canonical (zmsg_first (zmsg));
     imgp_msg_destroy (&msg);
     char error [256] = "";
     imgp_msg_t *back = imgp_msg_decode (&zmsg, error, sizeof error);
@@ -161,6 +179,7 @@ s_header_of (imgp_msg_t *msg)
     zmsg_t *zmsg = imgp_msg_encode (msg);
     cr_assert_not_null (zmsg);
     zframe_t *header = zmsg_first (zmsg);
+    s_assert_canonical (header);
     char *text = zframe_strdup (header);
     zmsg_destroy (&zmsg);
     return text;
@@ -528,6 +547,51 @@ Test (codec, pong_stats)
 
 #define S_ID_TEXT "0123456789abcdef0123456789abcdef"     //  S_ID, for literals
 
+//  The decoder reads the usual headers without jansson and declines the
+//  rest to it (proto/imgp_msg.c): both paths must read the same values.
+//  A member jansson alone reads (a real number, an escape) sends a header
+//  down its path; the message must come out the same as from the plain one.
+Test (codec, fast_and_jansson_paths_agree)
+{
+    const char *headers [] = {
+        "{\"v\":1,\"type\":\"submit\",\"id\":\"" "0123456789abcdef0123456789abcdef" "\","
+        "\"opts\":{\"width\":300,\"height\":20,\"fit\":\"cover\",\"format\":\"webp\","
+        "\"quality\":80,\"enlarge\":true},\"tag\":77,\"owner\":\"key-1\"}",
+        "{\"v\":1,\"type\":\"heartbeat\",\"slots\":0,\"worker\":\"w\\\"1\"}",
+        "{ \"v\" : 1 , \"type\" : \"ready\", \"worker\":\"w1\",\"slots\":2,"
+        "\"credit\":3,\"host\":\"h\",\"extra\":[1,{\"a\":null},false] }",
+        "{\"v\":1,\"type\":\"pong\",\"stats\":{\"queued\":1,\"queue_max\":2,"
+        "\"in_flight\":3,\"resizers\":4,\"slots\":5,\"waiters\":6,\"accepted\":7,"
+        "\"done\":8,\"failed\":9,\"retried\":10,\"job_ms\":{\"counts\":[1,2,3,4,5,6,7,"
+        "8,9,10,11,12,13],\"sum\":14},\"wait_ms\":{\"counts\":[0,0,0,0,0,0,0,0,0,0,0,0,"
+        "-1],\"sum\":0}}}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":999999999999999999}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":9999999999999999999}",
+        "{\"v\":1,\"type\":\"ping\",\"tag\":-0,\"x\":01}",
+    };
+    for (size_t i = 0; i < sizeof headers / sizeof headers [0]; i++) {
+        char error [256] = "";
+        imgp_msg_t *plain = s_decode_header (headers [i], strlen (headers [i]), NULL, error,
+                                             sizeof error);
+        char other [2048];
+        snprintf (other, sizeof other, "{\"zz\":0.5,%s", headers [i] + 1);
+        char error2 [256] = "";
+        imgp_msg_t *slow = s_decode_header (other, strlen (other), NULL, error2,
+                                            sizeof error2);
+        cr_assert_eq (plain == NULL, slow == NULL, "%s: %s / %s", headers [i], error, error2);
+        cr_expect_str_eq (error, error2);
+        if (plain) {
+            char *a = s_header_of (plain), *b = s_header_of (slow);
+            cr_expect_str_eq (a, b);
+            free (a);
+            free (b);
+        }
+        imgp_msg_destroy (&plain);
+        imgp_msg_destroy (&slow);
+    }
+}
+
+
 Test (malformed, tag_owner_wait_stats)
 {
     const char *bad [] = {
@@ -654,6 +718,31 @@ Test (codec, opts_and_result_json_forms)
     cr_expect_not (imgp_msg_code_valid ("Bad"));
     cr_expect_not (imgp_msg_code_valid (NULL));
     cr_expect_eq (IMGP_ATTEMPTS_MAX, 1000);
+}
+
+//  Text fields with every character jansson escapes, and UTF-8, written
+//  as jansson writes them (s_assert_canonical) and read back the same.
+Test (codec, escapes_as_jansson)
+{
+    imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_ERROR);
+    strcpy (msg->code, "internal");
+    strcpy (msg->message, "a \"quoted\" back\\slash / sl\xc3\xa9sh \xe2\x80\xa8 end");
+    char *header = s_header_of (msg);
+    cr_expect (strstr (header, "\"message\":\"a \\\"quoted\\\" back\\\\slash / sl\xc3\xa9sh"),
+               "%s", header);
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_str_eq (back->message,
+                      "a \"quoted\" back\\slash / sl\xc3\xa9sh \xe2\x80\xa8 end");
+    imgp_msg_destroy (&back);
+    msg = imgp_msg_new (IMGP_MSG_HEARTBEAT);
+    strcpy (msg->worker, "w\"\\{}[],:");
+    msg->slots = 1;
+    msg->tag = IMGP_TAG_MAX;
+    back = s_round_trip (msg);
+    cr_expect_str_eq (back->worker, "w\"\\{}[],:");
+    cr_expect_eq (back->tag, IMGP_TAG_MAX);
+    imgp_msg_destroy (&back);
 }
 
 Test (codec, ping_pong_exact_header)
