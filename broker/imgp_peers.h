@@ -91,8 +91,10 @@ void imgp_peers_returned (imgp_peer_t *peer);
 //  live peer still has one waiting for the moment its slot frees, AND the
 //  originals it holds come to at most `prefetch_bytes`, so the job waits
 //  behind small work only, never behind a large photo while another slot
-//  frees. Otherwise the job waits in the queue for the first slot that
-//  frees. Ties go to the peer sent a job longest ago, so equal peers take
+//  frees; behind any work when `queued` is at least twice the live peers
+//  (a deep backlog: the job would wait that long anyway, and the busy peer
+//  must not idle a round trip after each job). Otherwise the job waits in
+//  the queue for the first slot that frees. Ties go to the peer sent a job longest ago, so equal peers take
 //  turns.
 imgp_peer_t *imgp_peers_choose (imgp_peers_t *self, int64_t now, int64_t timeout_ms,
                                 size_t queued, int64_t prefetch_bytes);
