@@ -12,6 +12,7 @@
     send path, or accept a field outside its range.
 */
 #include "imgp_msg.h"
+#include "imgp_jw.h"
 #include "imgp_log.h"
 
 #include <errno.h>
@@ -568,211 +569,87 @@ imgp_msg_result_to_json (const imgp_result_t *result)
                       "bytes", (json_int_t) result->bytes, "ms", (json_int_t) result->ms);
 }
 
-//  The header is written straight into a buffer, in the bytes jansson's
-//  json_dumps(JSON_COMPACT) made from a tree of the same fields (the
-//  encoder before this one; tests/unit/test_proto.c checks every header
-//  it writes against a jansson re-dump): fields in the order below, no
-//  spaces, strings escaped as jansson does. No tree, no allocation: the
-//  jansson encoder was a quarter of a broker's user time per job.
-
-//  A header being written into a fixed buffer.
-typedef struct {
-    char *data;             //  the buffer
-    size_t size;            //  its capacity
-    size_t len;             //  bytes written
-    bool full;              //  something did not fit: the header is void
-} s_writer_t;
+//  The header is written straight into a buffer by imgp_jw, in the bytes
+//  jansson's json_dumps(JSON_COMPACT) made from a tree of the same fields
+//  (the encoder before this one; tests/unit/test_proto.c checks every
+//  header it writes against a jansson re-dump): fields in the order below.
+//  No tree, no allocation: the jansson encoder was a quarter of a broker's
+//  user time per job.
 
 static void
-s_put (s_writer_t *out, const char *text, size_t len)
+s_put_histo (imgp_jw_t *out, const char *key, const imgp_histo_t *histo)
 {
-    if (out->full || len > out->size - out->len) {
-        out->full = true;
-        return;
-    }
-    memcpy (out->data + out->len, text, len);
-    out->len += len;
+    imgp_jw_open (out, key, '{');
+    imgp_jw_open (out, "counts", '[');
+    for (int b = 0; b <= IMGP_STATS_BUCKETS; b++)
+        imgp_jw_int (out, NULL, histo->counts [b]);
+    imgp_jw_close (out, ']');
+    imgp_jw_int (out, "sum", histo->sum_ms);
+    imgp_jw_close (out, '}');
 }
 
 static void
-s_put_char (s_writer_t *out, char c)
+s_put_stats (imgp_jw_t *out, imgp_stats_t *stats)
 {
-    s_put (out, &c, 1);
-}
-
-//  A JSON string: quotes, backslashes and control characters escaped as
-//  jansson escapes them; everything else (UTF-8 included) as it is.
-static void
-s_put_string (s_writer_t *out, const char *text)
-{
-    s_put_char (out, '"');
-    const char *run = text;
-    for (const char *c = text; ; c++) {
-        unsigned char byte = (unsigned char) *c;
-        if (byte >= 0x20 && byte != '"' && byte != '\\')
-            continue;
-        s_put (out, run, (size_t) (c - run));
-        if (!byte)
-            break;
-        char escape [8];
-        const char *named = byte == '"' ? "\\\"" : byte == '\\' ? "\\\\"
-                          : byte == '\b' ? "\\b" : byte == '\f' ? "\\f" : byte == '\n' ? "\\n"
-                          : byte == '\r' ? "\\r" : byte == '\t' ? "\\t" : NULL;
-        if (!named) {
-            snprintf (escape, sizeof escape, "\\u%04X", byte);
-            named = escape;
-        }
-        s_put (out, named, strlen (named));
-        run = c + 1;
-    }
-    s_put_char (out, '"');
-}
-
-//  `"key":` after a comma unless first in its object or array.
-static void
-s_put_key (s_writer_t *out, const char *key)
-{
-    if (out->len > 0 && out->data [out->len - 1] != '{' && out->data [out->len - 1] != '[')
-        s_put_char (out, ',');
-    s_put_char (out, '"');
-    s_put (out, key, strlen (key));
-    s_put (out, "\":", 2);
-}
-
-static void
-s_put_number (s_writer_t *out, int64_t value)
-{
-    char digits [24];
-    char *end = digits + sizeof digits, *p = end;
-    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
-    do {
-        *--p = (char) ('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude);
-    if (value < 0)
-        *--p = '-';
-    s_put (out, p, (size_t) (end - p));
-}
-
-static void
-s_put_int (s_writer_t *out, const char *key, int64_t value)
-{
-    s_put_key (out, key);
-    s_put_number (out, value);
-}
-
-static void
-s_put_text (s_writer_t *out, const char *key, const char *text)
-{
-    s_put_key (out, key);
-    s_put_string (out, text);
-}
-
-static void
-s_put_opts (s_writer_t *out, const imgp_opts_t *opts)
-{
-    s_put_key (out, "opts");
-    s_put_char (out, '{');
-    s_put_int (out, "width", opts->width);
-    s_put_int (out, "height", opts->height);
-    s_put_text (out, "fit", imgp_fit_name (opts->fit));
-    s_put_text (out, "format", imgp_format_name (opts->format));
-    s_put_int (out, "quality", opts->quality);
-    s_put_key (out, "enlarge");
-    s_put (out, opts->enlarge ? "true}" : "false}", opts->enlarge ? 5 : 6);
-}
-
-static void
-s_put_result (s_writer_t *out, const imgp_result_t *result)
-{
-    s_put_key (out, "result");
-    s_put_char (out, '{');
-    s_put_int (out, "width", result->width);
-    s_put_int (out, "height", result->height);
-    s_put_text (out, "format", imgp_format_name (result->format));
-    s_put_int (out, "bytes", result->bytes);
-    s_put_int (out, "ms", result->ms);
-    s_put_char (out, '}');
-}
-
-static void
-s_put_histo (s_writer_t *out, const char *key, const imgp_histo_t *histo)
-{
-    s_put_key (out, key);
-    s_put (out, "{\"counts\":[", 11);
-    for (int b = 0; b <= IMGP_STATS_BUCKETS; b++) {
-        if (b)
-            s_put_char (out, ',');
-        s_put_number (out, histo->counts [b]);
-    }
-    s_put_char (out, ']');
-    s_put_int (out, "sum", histo->sum_ms);
-    s_put_char (out, '}');
-}
-
-static void
-s_put_stats (s_writer_t *out, imgp_stats_t *stats)
-{
-    s_put_key (out, "stats");
-    s_put_char (out, '{');
+    imgp_jw_open (out, "stats", '{');
     for (size_t i = 0; i < S_STATS_FIELDS; i++)
-        s_put_int (out, s_stats_fields [i].name, *s_stats_field (stats, i));
+        imgp_jw_int (out, s_stats_fields [i].name, *s_stats_field (stats, i));
     for (size_t i = 0; i < S_STATS_HISTOS; i++)
         s_put_histo (out, s_stats_histos [i].name, s_stats_histo (stats, i));
-    s_put_char (out, '}');
+    imgp_jw_close (out, '}');
 }
 
 //  The optional fields, each only when set.
 static void
-s_put_optional (s_writer_t *out, imgp_msg_t *self, unsigned fields)
+s_put_optional (imgp_jw_t *out, imgp_msg_t *self, unsigned fields)
 {
     if (self->tag)
-        s_put_int (out, "tag", self->tag);
+        imgp_jw_int (out, "tag", self->tag);
     if ((fields & F_OWNER) && self->owner [0])
-        s_put_text (out, "owner", self->owner);
+        imgp_jw_string (out, "owner", self->owner);
     if ((fields & F_WAIT) && self->wait_ms)
-        s_put_int (out, "wait_ms", self->wait_ms);
+        imgp_jw_int (out, "wait_ms", self->wait_ms);
     if ((fields & F_STATS) && self->has_stats)
         s_put_stats (out, &self->stats);
     if ((fields & F_HOST) && self->host [0])
-        s_put_text (out, "host", self->host);
+        imgp_jw_string (out, "host", self->host);
     if ((fields & F_WORKER_OPT) && self->worker [0])
-        s_put_text (out, "worker", self->worker);
+        imgp_jw_string (out, "worker", self->worker);
 }
 
 static void
-s_put_fields (s_writer_t *out, imgp_msg_t *self, const s_type_spec_t *spec)
+s_put_fields (imgp_jw_t *out, imgp_msg_t *self, const s_type_spec_t *spec)
 {
     unsigned fields = s_fields (self, spec);
-    s_put (out, "{\"v\":", 5);
-    s_put_number (out, IMGP_PROTO_VERSION);
-    s_put_text (out, "type", spec->wire);
+    imgp_jw_open (out, NULL, '{');
+    imgp_jw_int (out, "v", IMGP_PROTO_VERSION);
+    imgp_jw_string (out, "type", spec->wire);
     if ((fields & F_ID) || ((fields & F_ID_OPT) && self->id [0]))
-        s_put_text (out, "id", self->id);
+        imgp_jw_string (out, "id", self->id);
     if (fields & F_OPTS)
-        s_put_opts (out, &self->opts);
+        imgp_jw_opts (out, "opts", &self->opts);
     if (fields & F_STATE)
-        s_put_text (out, "state", imgp_state_name (self->state));
+        imgp_jw_string (out, "state", imgp_state_name (self->state));
     if (fields & F_TIMES) {
-        s_put_int (out, "created_at", self->created_at);
-        s_put_int (out, "updated_at", self->updated_at);
+        imgp_jw_int (out, "created_at", self->created_at);
+        imgp_jw_int (out, "updated_at", self->updated_at);
     }
     if (fields & F_ATTEMPTS)
-        s_put_int (out, "attempts", self->attempts);
+        imgp_jw_int (out, "attempts", self->attempts);
     if (fields & F_SLOTS)
-        s_put_int (out, "slots", self->slots);
+        imgp_jw_int (out, "slots", self->slots);
     if (fields & F_CREDIT)
-        s_put_int (out, "credit", self->credit);
+        imgp_jw_int (out, "credit", self->credit);
     if (fields & F_WORKER)
-        s_put_text (out, "worker", self->worker);
+        imgp_jw_string (out, "worker", self->worker);
     if (fields & F_ERROR) {
-        s_put_text (out, "code", self->code);
-        s_put_text (out, "message", self->message);
+        imgp_jw_string (out, "code", self->code);
+        imgp_jw_string (out, "message", self->message);
     }
     if (fields & F_RESULT)
-        s_put_result (out, &self->result);
+        imgp_jw_result (out, "result", &self->result);
     s_put_optional (out, self, fields);
-    s_put_char (out, '}');
+    imgp_jw_close (out, '}');
 }
 
 //  The largest header written: what a receiver takes (a longer one would
@@ -793,11 +670,13 @@ s_header_write (imgp_msg_t *self, char *buf)
     if (self->message [0])
         s_clean_text (self->message);
     char error [160];
-    s_writer_t out = { buf, S_HEADER_ROOM, 0, false };
     if (s_check (self, has_data, error, sizeof error) == 0) {
+        imgp_jw_t out;
+        imgp_jw_init (&out, buf, S_HEADER_ROOM);
         s_put_fields (&out, self, spec);
-        if (!out.full)
-            return out.len;
+        size_t len = imgp_jw_len (&out);
+        if (len)
+            return len;
         snprintf (error, sizeof error, "header over %d bytes", S_HEADER_ROOM);
     }
     imgp_error ("job=%s event=refused_to_send type=%s reason=\"%s\"",

@@ -114,7 +114,9 @@ typedef struct {
 //             "quality":0,"enlarge":false}
 //    result: {"width":100,"height":67,"format":"jpeg","bytes":1234,"ms":18}
 //  _to_json returns a new reference (the caller's), NULL on OOM; it does
-//  not check ranges (the encoder does). _from_json reads a JSON object
+//  not check ranges (the encoder does). imgp_jw_opts / imgp_jw_result
+//  (imgp_jw.h) write the same bytes without a tree, for the codec and the
+//  spool. _from_json reads a JSON object
 //  (borrowed) and checks every field's type and range, as the decoder
 //  does: 0, or -1 with the reason in `error` (may be NULL), e.g.
 //  "opts.width 0 is not in 1..4096".

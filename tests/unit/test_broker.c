@@ -524,6 +524,33 @@ Test (spool, put_get_round_trip)
     cr_assert_null (spool);
 }
 
+//  Records and headers have one writer (imgp_jw): a record is its own
+//  jansson compact re-dump, byte for byte, control characters included.
+Test (spool, record_text_is_jansson_compact_dump)
+{
+    imgp_job_t records [3] = { s_record (IMGP_STATE_FAILED, 7), s_record (IMGP_STATE_DONE, 8),
+                               s_record (IMGP_STATE_QUEUED, 9) };
+    snprintf (records [0].worker, sizeof records [0].worker, "w\"\\{}\x1f");
+    snprintf (records [0].code, sizeof records [0].code, "decode_error");
+    snprintf (records [0].message, sizeof records [0].message, "bad\n\t\r\b\f\x01 caf\xc3\xa9 /");
+    records [1].result = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17 };
+    for (int i = 0; i < 3; i++) {
+        char *text = imgp_spool_record_encode (&records [i]);
+        cr_assert_not_null (text);
+        json_t *root = json_loads (text, 0, NULL);
+        cr_assert_not_null (root, "not JSON: %s", text);
+        char *again = json_dumps (root, JSON_COMPACT);
+        cr_expect_str_eq (text, again);
+        free (again);
+        json_decref (root);
+        imgp_job_t back;
+        cr_expect_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+        cr_expect_str_eq (back.worker, records [i].worker);
+        cr_expect_str_eq (back.message, records [i].message);
+        free (text);
+    }
+}
+
 Test (spool, record_round_trip)
 {
     imgp_job_t done = s_record (IMGP_STATE_DONE, 1795000000000);
@@ -604,6 +631,22 @@ Test (spool, record_text_is_json_in_the_wire_forms)
         cr_assert_eq (memcmp (&back.result, &records [i]->result, sizeof back.result), 0);
         free (text);
     }
+}
+
+//  A text that is not UTF-8 (a multi-byte character cut at the field's
+//  end) is written with '?' for its non-ASCII bytes, so the record still
+//  reads back instead of being set aside at the next start.
+Test (spool, a_record_with_text_that_is_not_utf8_reads_back)
+{
+    imgp_job_t failed = s_record (IMGP_STATE_FAILED, 7);
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "caf\xc3\xa9 cut: caf\xc3");
+    char *text = imgp_spool_record_encode (&failed);
+    cr_assert_not_null (text);
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    cr_assert_str_eq (back.message, "caf?? cut: caf?");
+    free (text);
 }
 
 //  The broker writes no record INFO could not carry; one that holds such a

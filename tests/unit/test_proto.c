@@ -22,6 +22,7 @@
 #include "imgp_curve.h"
 #include "imgp_defaults.h"
 #include "imgp_id.h"
+#include "imgp_jw.h"
 #include "imgp_log.h"
 #include "imgp_msg.h"
 #include "imgp_opts.h"
@@ -38,6 +39,7 @@ TestSuite (codec, .init = s_setup);
 TestSuite (malformed, .init = s_setup);
 TestSuite (sockets, .init = s_setup, .timeout = 20);
 TestSuite (conf, .init = s_setup);
+TestSuite (jw, .init = s_setup);
 
 //  --------------------------------------------------------------------------
 //  Helpers
@@ -743,6 +745,125 @@ Test (codec, escapes_as_jansson)
     cr_expect_str_eq (back->worker, "w\"\\{}[],:");
     cr_expect_eq (back->tag, IMGP_TAG_MAX);
     imgp_msg_destroy (&back);
+}
+
+//  imgp_jw, the one hand-written JSON writer (headers here, the spool's
+//  records): a text with every kind of member, the opts and result forms,
+//  and strings holding every byte jansson escapes, is its own jansson
+//  compact re-dump, and the forms read back with the codec's readers.
+static size_t
+s_jw_sample (char *buf, size_t size, const char *text)
+{
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    opts.fit = IMGP_FIT_COVER;
+    opts.enlarge = true;
+    imgp_result_t result = { 100, 67, IMGP_FORMAT_WEBP, INT64_MAX, 0 };
+    imgp_jw_t out;
+    imgp_jw_init (&out, buf, size);
+    imgp_jw_open (&out, NULL, '{');
+    imgp_jw_int (&out, "min", INT64_MIN);
+    imgp_jw_int (&out, "zero", 0);
+    imgp_jw_string (&out, "text", text);
+    imgp_jw_string (&out, "empty", "");
+    imgp_jw_bool (&out, "no", false);
+    imgp_jw_opts (&out, "opts", &opts);
+    imgp_jw_open (&out, "list", '[');
+    for (int i = -1; i < 3; i++)
+        imgp_jw_int (&out, NULL, i);
+    imgp_jw_string (&out, NULL, "x");
+    imgp_jw_open (&out, NULL, '{');
+    imgp_jw_close (&out, '}');
+    imgp_jw_close (&out, ']');
+    imgp_jw_key (&out, "after_key");
+    imgp_jw_bool (&out, NULL, true);
+    imgp_jw_result (&out, "result", &result);
+    imgp_jw_close (&out, '}');
+    return imgp_jw_len (&out);
+}
+
+Test (jw, text_is_jansson_compact_dump)
+{
+    char text [256], *p = text;
+    for (int c = 1; c < 0x20; c++)
+        *p++ = (char) c;
+    strcpy (p, "\"/\\\x7f caf\xc3\xa9 \xe2\x80\xa8 end");
+    char buf [1024];
+    size_t len = s_jw_sample (buf, sizeof buf, text);
+    cr_assert_gt (len, 0);
+    buf [len] = 0;
+    json_error_t jerr;
+    json_t *root = json_loads (buf, 0, &jerr);
+    cr_assert_not_null (root, "not JSON: %s: %s", jerr.text, buf);
+    char *again = json_dumps (root, JSON_COMPACT);
+    cr_expect_str_eq (buf, again);
+    free (again);
+    cr_expect_str_eq (json_string_value (json_object_get (root, "text")), text);
+    cr_expect_eq (json_integer_value (json_object_get (root, "min")), INT64_MIN);
+    imgp_opts_t opts;
+    cr_expect_eq (imgp_msg_opts_from_json (json_object_get (root, "opts"), &opts, NULL, 0), 0);
+    cr_expect (opts.fit == IMGP_FIT_COVER && opts.enlarge);
+    //  The forms are the ones imgp_msg_*_to_json build, byte for byte.
+    json_t *form = imgp_msg_opts_to_json (&opts);
+    char *want = json_dumps (form, JSON_COMPACT);
+    char *got = json_dumps (json_object_get (root, "opts"), JSON_COMPACT);
+    cr_expect_str_eq (got, want);
+    free (want);
+    free (got);
+    json_decref (form);
+    cr_expect (strstr (buf, ",\"list\":[-1,0,1,2,\"x\",{}],\"after_key\":true,"), "%s", buf);
+    cr_expect (strstr (buf, "\"result\":{\"width\":100,\"height\":67,\"format\":\"webp\","
+                       "\"bytes\":9223372036854775807,\"ms\":0}}"), "%s", buf);
+    json_decref (root);
+}
+
+//  Overflow: at every size short of the text, the length is 0 and not a
+//  byte is written past the buffer; at the text's size, the whole text.
+Test (jw, overflow_is_sticky_and_bounded)
+{
+    char full [1024];
+    size_t len = s_jw_sample (full, sizeof full, "a \"b\" \x01");
+    cr_assert_gt (len, 0);
+    char buf [1024 + 16];
+    for (size_t size = 0; size < len; size++) {
+        memset (buf, '#', sizeof buf);
+        cr_assert_eq (s_jw_sample (buf, size, "a \"b\" \x01"), 0, "size %zu", size);
+        for (size_t i = size; i < sizeof buf; i++)
+            cr_assert_eq (buf [i], '#', "size %zu: byte %zu written", size, i);
+    }
+    memset (buf, '#', sizeof buf);
+    cr_assert_eq (s_jw_sample (buf, len, "a \"b\" \x01"), len);
+    cr_assert_eq (memcmp (buf, full, len), 0);
+    cr_assert_eq (buf [len], '#');
+    //  A put after an overflow writes nothing, even when it would fit.
+    memset (buf, '#', sizeof buf);
+    imgp_jw_t out;
+    imgp_jw_init (&out, buf, 4);
+    imgp_jw_string (&out, NULL, "toolong");
+    imgp_jw_close (&out, '}');
+    cr_expect_eq (imgp_jw_len (&out), 0);
+    cr_expect_eq (buf [0], '"');
+    cr_expect_eq (buf [1], '#');
+}
+
+//  A string that is not UTF-8 goes with '?' for its non-ASCII bytes (so
+//  jansson reads it back); UTF-8 goes as it is.
+Test (jw, text_not_utf8_is_written_readable)
+{
+    char buf [128];
+    imgp_jw_t out;
+    imgp_jw_init (&out, buf, sizeof buf - 1);
+    imgp_jw_open (&out, NULL, '[');
+    imgp_jw_string (&out, NULL, "caf\xc3\xa9 cut: caf\xc3 \"q\"");
+    imgp_jw_string (&out, NULL, "caf\xc3\xa9");
+    imgp_jw_close (&out, ']');
+    size_t len = imgp_jw_len (&out);
+    cr_assert_gt (len, 0);
+    buf [len] = 0;
+    cr_expect_str_eq (buf, "[\"caf?? cut: caf? \\\"q\\\"\",\"caf\xc3\xa9\"]");
+    json_t *root = json_loads (buf, 0, NULL);
+    cr_expect_not_null (root, "%s", buf);
+    json_decref (root);
 }
 
 Test (codec, ping_pong_exact_header)
