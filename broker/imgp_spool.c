@@ -44,7 +44,7 @@
 #define S_RECORD_TEXT 8192              //  room to write one: strings escaped 6x fit
 #define S_SEGMENT_MAX (64ULL << 20)     //  roll the head segment beyond this
 #define S_MEMORY_MAX (256ULL << 20)     //  originals kept in memory, bytes
-#define S_ENTRY_MAX (4ULL << 30)        //  an entry's payload, at most (sanity)
+#define S_ENTRY_MAX ((1ULL << 30) + (1ULL << 20))   //  a payload, at most: the largest upload + slack
 #define S_MAINTAIN_MS 100               //  housekeeping at most this often
 #define S_READ_BUF (64 << 10)           //  replay and compaction read segments in chunks
 #define S_COMPACT_BYTES (8ULL << 20)    //  live bytes moved per maintain, about
@@ -52,7 +52,7 @@
 #define S_BATCH_BYTES (1 << 20)         //  compaction writes entries in batches this big
 #define S_TRIM_BYTES (64 << 10)         //  malloc_trim after a burst of originals this big
 #define S_HEADER 56                     //  bytes of an entry header
-#define S_MAGIC 0x31504d49u             //  "IMP1" little-endian
+#define S_MAGIC 0x32504d49u             //  "IMP2" little-endian
 
 typedef enum {
     S_RECORD = 1, S_IN = 2, S_OUT = 3, S_DELETE = 4
@@ -288,6 +288,17 @@ s_crc (uint32_t crc, const void *data, size_t size)
     return ~s_crc_sw_update (~crc, data, size);
 }
 
+//  The header's own CRC-32C: of its 56 bytes with bytes 20..23 (where it
+//  goes) taken as zero. It covers the payload's CRC (bytes 16..19).
+static uint32_t
+s_header_crc (const unsigned char header [S_HEADER])
+{
+    static const unsigned char zero [4];
+    uint32_t crc = s_crc (0, header, 20);
+    crc = s_crc (crc, zero, 4);
+    return s_crc (crc, header + 24, S_HEADER - 24);
+}
+
 //  =====================================================================
 //  Entries and locations
 
@@ -477,8 +488,8 @@ s_append_n (imgp_spool_t *self, const char *id, const s_piece_t *pieces, int cou
         header [4] = (unsigned char) pieces [i].type;
         s_put_le (header + 8, pieces [i].size, 8);
         memcpy (header + 24, id, IMGP_ID_LEN);
-        uint32_t crc = s_crc (0, header, S_HEADER);
-        s_put_le (header + 16, s_crc (crc, pieces [i].payload, pieces [i].size), 4);
+        s_put_le (header + 16, s_crc (0, pieces [i].payload, pieces [i].size), 4);
+        s_put_le (header + 20, s_header_crc (header), 4);
         iov [2 * i] = (struct iovec) { header, S_HEADER };
         iov [2 * i + 1] = (struct iovec) { (void *) pieces [i].payload, pieces [i].size };
         locs [i] = (s_loc_t) { head, head->size + total, pieces [i].size };
@@ -537,46 +548,55 @@ s_reader_get (s_reader_t *reader, uint64_t offset, size_t size)
     return reader->buf;
 }
 
-//  Read and check the entry header at `offset`. Returns 1 when sane, 0 when
-//  the segment ends inside the entry, -1 when it is damage.
+//  Is this a header we wrote: magic, its own CRC, fields in range? Then
+//  its type, payload size and id are trusted.
+static bool
+s_header_parse (const unsigned char header [S_HEADER], s_type_t *type_p, uint64_t *size_p,
+                char id [IMGP_ID_LEN + 1])
+{
+    if (s_get_le (header, 4) != S_MAGIC || s_get_le (header + 20, 4) != s_header_crc (header))
+        return false;
+    s_type_t type = header [4];
+    uint64_t size = s_get_le (header + 8, 8);
+    memcpy (id, header + 24, IMGP_ID_LEN);
+    id [IMGP_ID_LEN] = 0;
+    if (type < S_RECORD || type > S_DELETE || header [5] || header [6] || header [7]
+    ||  size > S_ENTRY_MAX || !imgp_id_valid (id))
+        return false;
+    *type_p = type;
+    *size_p = size;
+    return true;
+}
+
+//  Read the entry header at `offset` into `header`. Returns 0 when it is
+//  good and its entry ends within the reader's end, else -1.
 static int
 s_header_read (s_reader_t *reader, uint64_t offset, unsigned char header [S_HEADER],
                s_type_t *type_p, uint64_t *size_p, char id [IMGP_ID_LEN + 1])
 {
     if (reader->end - offset < S_HEADER)
-        return 0;
+        return -1;
     const unsigned char *bytes = s_reader_get (reader, offset, S_HEADER);
     if (!bytes)
         return -1;
     memcpy (header, bytes, S_HEADER);
-    s_type_t type = header [4];
-    uint64_t size = s_get_le (header + 8, 8);
-    memcpy (id, header + 24, IMGP_ID_LEN);
-    id [IMGP_ID_LEN] = 0;
-    if (s_get_le (header, 4) != S_MAGIC || type < S_RECORD || type > S_DELETE
-    ||  header [5] || header [6] || header [7] || s_get_le (header + 20, 4)
-    ||  size > S_ENTRY_MAX || !imgp_id_valid (id))
+    if (!s_header_parse (header, type_p, size_p, id))
         return -1;
-    *type_p = type;
-    *size_p = size;
-    return reader->end - offset - S_HEADER < size ? 0 : 1;
+    return reader->end - offset - S_HEADER < *size_p ? -1 : 0;
 }
 
-//  Is the entry's crc right? A payload beyond the reader's buffer is read
-//  in chunks of its own.
+//  Does the entry's payload match its CRC? A payload beyond the reader's
+//  buffer is read in chunks of its own.
 static bool
 s_crc_ok (s_reader_t *reader, uint64_t offset, const unsigned char header [S_HEADER],
           uint64_t size)
 {
-    unsigned char copy [S_HEADER];
-    memcpy (copy, header, S_HEADER);
-    memset (copy + 16, 0, 4);
-    uint32_t crc = s_crc (0, copy, S_HEADER);
     const unsigned char *payload = size <= S_READ_BUF
                                  ? s_reader_get (reader, offset + S_HEADER, size) : NULL;
     if (payload)
-        return s_crc (crc, payload, size) == s_get_le (header + 16, 4);
+        return s_crc (0, payload, size) == s_get_le (header + 16, 4);
     unsigned char chunk [65536];
+    uint32_t crc = 0;
     uint64_t at = offset + S_HEADER, left = size;
     while (left > 0) {
         size_t n = left < sizeof chunk ? (size_t) left : sizeof chunk;
@@ -607,6 +627,57 @@ s_zero_from (s_segment_t *segment, uint64_t offset, uint64_t end)
     return true;
 }
 
+//  What replay makes of the bytes at an offset. Only the last segment
+//  written (the head when the broker stopped) can end in a write cut short;
+//  the header's own CRC tells a damaged length or magic from such a tear.
+typedef enum {
+    S_WHOLE,            //  an entry, both CRCs good
+    S_TORN,             //  the last segment's end, cut short by a crash: cut off
+    S_SKIP,             //  a good header, a bad payload: skipped by its length
+    S_DAMAGED           //  no header to trust here: resync at the next good one
+} s_class_t;
+
+//  Classify the bytes at `offset`: S_TORN only in the `last` segment, for
+//  an entry that runs past its end (a good header, or fewer bytes than a
+//  header), a final entry whose payload does not match (power loss), or
+//  zeros to the end; any other bad header is S_DAMAGED, a bad payload
+//  under a good header S_SKIP.
+static s_class_t
+s_classify (s_reader_t *reader, uint64_t offset, bool last, s_type_t *type_p,
+            uint64_t *size_p, char id [IMGP_ID_LEN + 1])
+{
+    uint64_t left = reader->end - offset;
+    if (left < S_HEADER)
+        return last ? S_TORN : S_DAMAGED;
+    const unsigned char *bytes = s_reader_get (reader, offset, S_HEADER);
+    unsigned char header [S_HEADER];
+    if (!bytes || !s_header_parse (memcpy (header, bytes, S_HEADER), type_p, size_p, id))
+        return last && bytes && s_zero_from (reader->segment, offset, reader->end)
+             ? S_TORN : S_DAMAGED;
+    if (*size_p > left - S_HEADER)
+        return last ? S_TORN : S_DAMAGED;
+    if (!s_crc_ok (reader, offset, header, *size_p))
+        return last && *size_p == left - S_HEADER ? S_TORN : S_SKIP;
+    return S_WHOLE;
+}
+
+//  The offset of the next good header after `offset`, or the end.
+static uint64_t
+s_resync (s_reader_t *reader, uint64_t offset)
+{
+    for (uint64_t at = offset + 1; at + S_HEADER <= reader->end; at++) {
+        const unsigned char *bytes = s_reader_get (reader, at, S_HEADER);
+        s_type_t type;
+        uint64_t size;
+        char id [IMGP_ID_LEN + 1];
+        if (!bytes)
+            break;
+        if (s_get_le (bytes, 4) == S_MAGIC && s_header_parse (bytes, &type, &size, id))
+            return at;
+    }
+    return reader->end;
+}
+
 //  Apply one whole entry read at replay.
 static void
 s_replay_entry (imgp_spool_t *self, s_segment_t *segment, s_type_t type, const char *id,
@@ -624,36 +695,26 @@ s_replay_entry (imgp_spool_t *self, s_segment_t *segment, s_type_t type, const c
     segment->live += S_HEADER + size;
 }
 
-//  Replay one segment: whole entries into the index, a torn tail cut off,
-//  damage skipped or, when no header can be trusted, the rest left unread.
+//  Replay one segment: whole entries into the index; in the `last` segment
+//  a torn tail cut off; damage logged, kept on disk (the segment is never
+//  compacted) and stepped over, by the entry's length when its header
+//  holds, else by a scan for the next good header.
 static void
-s_replay_segment (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
+s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned char *buf)
 {
     struct stat st;
     uint64_t end = fstat (segment->fd, &st) == 0 ? (uint64_t) st.st_size : 0;
     uint64_t offset = 0;
+    //  A read-only view beside a writer reports nothing: the writer does.
+    imgp_log_level_t alarm = self->readonly ? IMGP_LOG_DEBUG : IMGP_LOG_ERROR;
     s_reader_t reader;
     s_reader_init (&reader, segment, end, buf);
     while (offset < end) {
-        unsigned char header [S_HEADER];
         s_type_t type = 0;
         uint64_t size = 0;
         char id [IMGP_ID_LEN + 1];
-        int rc = s_header_read (&reader, offset, header, &type, &size, id);
-        if (rc == 1 && !s_crc_ok (&reader, offset, header, size)) {
-            if (offset + S_HEADER + size == end)
-                rc = 0;             //  the last entry, cut short
-            else {
-                imgp_error ("job=%s event=spool_damaged segment=%llu offset=%llu "
-                            "reason=\"checksum; entry skipped\"", id,
-                            (unsigned long long) segment->seq, (unsigned long long) offset);
-                offset += S_HEADER + size;
-                continue;
-            }
-        }
-        if (rc == -1 && s_zero_from (segment, offset, end))
-            rc = 0;
-        if (rc == 0) {
+        s_class_t class = s_classify (&reader, offset, last, &type, &size, id);
+        if (class == S_TORN) {
             if (self->readonly)
                 break;              //  maybe a write in progress: leave it
             imgp_warn ("event=spool_torn_tail segment=%llu offset=%llu cut=%llu",
@@ -663,20 +724,31 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, unsigned char *buf)
                 imgp_error ("spool: cannot cut segment %llu: %s",
                             (unsigned long long) segment->seq, strerror (errno));
             end = offset;
-            reader.end = end;
             break;
         }
-        if (rc == -1) {
-            imgp_error ("event=spool_damaged segment=%llu offset=%llu reason=\"no sane "
-                        "entry header; the rest of this segment is not read, and kept\"",
-                        (unsigned long long) segment->seq, (unsigned long long) offset);
+        if (class == S_SKIP) {
+            imgp_log (alarm, "job=%s event=spool_damaged segment=%llu offset=%llu skipped=%llu "
+                      "reason=\"payload checksum; entry skipped, kept\"", id,
+                      (unsigned long long) segment->seq, (unsigned long long) offset,
+                      (unsigned long long) (S_HEADER + size));
             segment->damaged = true;
-            break;
+            offset += S_HEADER + size;
+            continue;
+        }
+        if (class == S_DAMAGED) {
+            uint64_t next = s_resync (&reader, offset);
+            imgp_log (alarm, "event=spool_damaged segment=%llu offset=%llu skipped=%llu "
+                      "reason=\"no good entry header; bytes up to the next one skipped, "
+                      "kept\"", (unsigned long long) segment->seq,
+                      (unsigned long long) offset, (unsigned long long) (next - offset));
+            segment->damaged = true;
+            offset = next;
+            continue;
         }
         s_replay_entry (self, segment, type, id, offset, size);
         offset += S_HEADER + size;
     }
-    segment->size = segment->damaged ? end : offset;
+    segment->size = end;
 }
 
 static int
@@ -746,6 +818,16 @@ s_load (imgp_spool_t *self)
         imgp_error ("spool: cannot read %s: %s", self->log_dir, strerror (errno));
         return -1;
     }
+    //  The last segment with bytes in it is the one the broker wrote last:
+    //  the only one a crash can leave torn (each start writes a new one).
+    int last = count - 1;
+    for (; last > 0; last--) {
+        char path [PATH_MAX];
+        struct stat st;
+        s_segment_path (self, seqs [last], path);
+        if (stat (path, &st) || st.st_size > 0)
+            break;
+    }
     unsigned char *buf = malloc (S_READ_BUF);
     assert (buf);
     for (int i = 0; i < count; i++) {
@@ -760,7 +842,10 @@ s_load (imgp_spool_t *self)
             free (buf);
             return -1;
         }
-        s_replay_segment (self, s_segment_add (self, seqs [i], fd), buf);
+        //  A read-only view beside a writer takes any tear for a write
+        //  in progress, wherever it is.
+        s_replay_segment (self, s_segment_add (self, seqs [i], fd),
+                          self->readonly || i == last, buf);
     }
     free (seqs);
     free (buf);
@@ -1495,7 +1580,7 @@ s_compact_step (imgp_spool_t *self, size_t *entries_p, uint64_t *bytes_p, unsign
         s_type_t type;
         uint64_t size;
         char id [IMGP_ID_LEN + 1];
-        if (s_header_read (&reader, offset, header, &type, &size, id) != 1) {
+        if (s_header_read (&reader, offset, header, &type, &size, id)) {
             imgp_error ("event=spool_damaged segment=%llu offset=%llu reason=\"unreadable "
                         "at compaction; kept\"", (unsigned long long) segment->seq,
                         (unsigned long long) offset);

@@ -711,12 +711,17 @@ Test (spool, a_torn_tail_is_cut)
     imgp_spool_destroy (&spool);
 
     //  A header cut short (the first bytes of one) and zeros (a write the
-    //  disk never got) are torn tails too.
+    //  disk never got) at the end of the last segment written are torn
+    //  tails too (segment 3, made by the start above, is empty).
+    long second = s_size (s_segment (2));
     FILE *file = fopen (s_segment (2), "a");
     cr_assert_not_null (file);
-    fwrite ("IMP1\x01", 1, 5, file);
+    fwrite ("IMP2\x01", 1, 5, file);
     fclose (file);
-    long second = s_size (s_segment (2));
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, b.id, IMGP_SPOOL_JSON));
+    cr_assert_eq (s_size (s_segment (2)), second);
+    imgp_spool_destroy (&spool);
     static const char zeros [200];
     file = fopen (s_segment (3), "a");
     cr_assert_not_null (file);
@@ -725,7 +730,7 @@ Test (spool, a_torn_tail_is_cut)
     spool = imgp_spool_new (s_dir, false);
     cr_assert (imgp_spool_has (spool, a.id, IMGP_SPOOL_JSON));
     cr_assert (imgp_spool_has (spool, b.id, IMGP_SPOOL_JSON));
-    cr_assert_eq (s_size (s_segment (2)), second - 5);
+    cr_assert_leq (s_size (s_segment (3)), 0, "cut (and then removed, as empty)");
     imgp_spool_destroy (&spool);
 }
 
@@ -753,8 +758,8 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
     cr_assert_eq (imgp_spool_save (spool, &later), 0);          //  into segment 2
     imgp_spool_destroy (&spool);
 
-    //  A header that cannot be trusted: the rest of that segment is not
-    //  read (and kept), the other segments load.
+    //  A header that cannot be trusted, with no good one after it: the
+    //  rest of that segment is skipped (and kept), the other segments load.
     s_poke (s_segment (1), offset [2], "XXXX", 4);
     spool = imgp_spool_new (s_dir, false);
     cr_assert_not_null (spool);
@@ -763,6 +768,83 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
     cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_maintain (spool);
     cr_assert_eq (s_size (s_segment (1)), at, "a damaged segment is kept as it is");
+    imgp_spool_destroy (&spool);
+}
+
+//  The header offsets of the entries of a segment file, walked by their
+//  length fields (bytes 8..15 of a header); returns how many.
+static int
+s_entry_offsets (const char *path, long *offsets, int most)
+{
+    FILE *file = fopen (path, "r");
+    cr_assert_not_null (file);
+    int count = 0;
+    long at = 0;
+    unsigned char header [S_ENTRY_HEADER];
+    while (count < most && fseek (file, at, SEEK_SET) == 0
+       &&  fread (header, 1, sizeof header, file) == sizeof header) {
+        uint64_t size = 0;
+        for (int i = 7; i >= 0; i--)
+            size = (size << 8) | header [8 + i];
+        offsets [count++] = at;
+        at += S_ENTRY_HEADER + (long) size;
+    }
+    fclose (file);
+    return count;
+}
+
+//  A damaged length or magic is told from a torn write by the header's own
+//  CRC: replay resyncs at the next good header and loses only the entry hit;
+//  the segment is neither cut nor left unread. Damage at the end of a
+//  segment that is not the last one is damage too, not a torn tail.
+Test (spool, a_damaged_header_loses_only_its_entry)
+{
+    enum { JOBS = 40 };
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    static imgp_job_t jobs [JOBS];
+    for (int i = 0; i < JOBS; i++) {
+        jobs [i] = s_record (IMGP_STATE_QUEUED, i + 1);
+        cr_assert_eq (imgp_spool_save_with (spool, &jobs [i], IMGP_SPOOL_IN, "orig", 4), 0);
+    }
+    imgp_spool_destroy (&spool);
+    long offsets [2 * JOBS + 1];
+    cr_assert_eq (s_entry_offsets (s_segment (1), offsets, 2 * JOBS + 1), 2 * JOBS);
+    long size = s_size (s_segment (1));
+    //  Entry 7 is job 3's record (IN, RECORD per job).
+    const char *damage [2] = { "length", "magic" };
+    for (int round = 0; round < 2; round++) {
+        long at = offsets [7] + (round == 0 ? 8 + 3 : 0);
+        FILE *file = fopen (s_segment (1), "r+");
+        cr_assert_not_null (file);
+        cr_assert_eq (fseek (file, at, SEEK_SET), 0);
+        int byte = fgetc (file);
+        cr_assert_eq (fseek (file, at, SEEK_SET), 0);
+        fputc (byte ^ 0x10, file);
+        fclose (file);
+        spool = imgp_spool_new (s_dir, false);
+        cr_assert_not_null (spool);
+        cr_assert_eq (s_size (s_segment (1)), size, "%s: the segment is not cut", damage [round]);
+        cr_assert_eq (imgp_spool_count (spool, IMGP_SPOOL_JSON), JOBS - 1, "%s", damage [round]);
+        for (int i = 0; i < JOBS; i++)
+            cr_assert_eq (imgp_spool_has (spool, jobs [i].id, IMGP_SPOOL_JSON), i != 3,
+                          "%s: job %d", damage [round], i);
+        s_expect_bytes (spool, jobs [JOBS - 1].id, IMGP_SPOOL_IN, "orig");
+        imgp_spool_destroy (&spool);
+        s_poke (s_segment (1), at, &byte, 1);          //  repaired for the next round
+    }
+
+    //  Segment 1 is no longer the last one written: a bad checksum at its
+    //  end is damage (logged, kept), not a torn tail to cut.
+    spool = imgp_spool_new (s_dir, false);
+    imgp_job_t later = s_record (IMGP_STATE_QUEUED, 99);
+    cr_assert_eq (imgp_spool_save (spool, &later), 0);
+    imgp_spool_destroy (&spool);
+    s_poke (s_segment (1), size - 2, "#", 1);         //  inside the last record's text
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert_eq (s_size (s_segment (1)), size, "damage is kept, not cut");
+    cr_assert_not (imgp_spool_has (spool, jobs [JOBS - 1].id, IMGP_SPOOL_JSON));
+    cr_assert (imgp_spool_has (spool, jobs [JOBS - 2].id, IMGP_SPOOL_JSON));
+    cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_destroy (&spool);
 }
 
