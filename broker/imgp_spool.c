@@ -10,10 +10,20 @@
     replaces it, when its job is deleted, or (an original) when its job's
     final record is saved. DELETEs are not counted live: a segment of only
     DELETEs goes through compaction, which keeps a DELETE only while an
-    older segment may still hold entries of its id (its payload names the
-    first segment its job wrote to). A DELETE appended again for an id that
-    was submitted again since is followed by that job's live entries again,
-    so replay never forgets the new job.
+    older segment may still hold entries of its id.
+
+    A DELETE is positional. Its payload (three 64-bit little-endian
+    numbers) names the first segment its job wrote to and the position
+    (segment, offset) where the DELETE was first written; replay forgets
+    only the id's entries written before that position. Compaction copies
+    a DELETE byte for byte, position included, so the copy never needs the
+    live entries of a job that took the same id since to follow it: no
+    crash or failed write between two writes of a compaction can make
+    replay forget an accepted job. (The first version appended the DELETE
+    again and then moved the new job's entries behind it, one write each.)
+    Why positions compare: a segment's number only grows, an entry of the
+    old job is older than the DELETE, and one of the new job is newer, and
+    compaction only moves an entry to the head, so that stays true.
 */
 #include "imgp_spool.h"
 
@@ -53,6 +63,7 @@
 #define S_TRIM_BYTES (64 << 10)         //  malloc_trim after a burst of originals this big
 #define S_HEADER 56                     //  bytes of an entry header
 #define S_MAGIC 0x32504d49u             //  "IMP2" little-endian
+#define S_DELETE_SIZE 24                //  a DELETE's payload: first seq, before seq, before offset
 
 typedef enum {
     S_RECORD = 1, S_IN = 2, S_OUT = 3, S_DELETE = 4
@@ -678,16 +689,47 @@ s_resync (s_reader_t *reader, uint64_t offset)
     return reader->end;
 }
 
+//  A DELETE read at replay: forget the id's entries written before its
+//  position, keep those of a job that took the id since.
+static void
+s_replay_delete (imgp_spool_t *self, s_segment_t *segment, const char *id,
+                 const unsigned char *payload)
+{
+    segment->deletes++;
+    s_entry_t *entry = zhashx_lookup (self->index, id);
+    if (!entry)
+        return;
+    uint64_t seq = s_get_le (payload + 8, 8), offset = s_get_le (payload + 16, 8);
+    bool left = false;
+    for (s_type_t type = S_RECORD; type <= S_OUT; type++) {
+        s_loc_t *loc = s_entry_loc (entry, type);
+        if (loc->segment && (loc->segment->seq < seq
+                         ||  (loc->segment->seq == seq && loc->offset < offset)))
+            s_loc_kill (loc);
+        left |= loc->segment != NULL;
+    }
+    if (!left)
+        s_entry_remove (self, id);
+}
+
 //  Apply one whole entry read at replay.
 static void
-s_replay_entry (imgp_spool_t *self, s_segment_t *segment, s_type_t type, const char *id,
+s_replay_entry (imgp_spool_t *self, s_reader_t *reader, s_type_t type, const char *id,
                 uint64_t offset, uint64_t size)
 {
     if (type == S_DELETE) {
-        segment->deletes++;
-        s_entry_remove (self, id);
+        s_segment_t *segment = reader->segment;
+        const unsigned char *payload = size == S_DELETE_SIZE
+                                     ? s_reader_get (reader, offset + S_HEADER, size) : NULL;
+        if (payload)
+            s_replay_delete (self, segment, id, payload);
+        else
+            imgp_error ("job=%s event=spool_damaged segment=%llu offset=%llu reason=\"a "
+                        "DELETE that cannot be read; ignored\"", id,
+                        (unsigned long long) segment->seq, (unsigned long long) offset);
         return;
     }
+    s_segment_t *segment = reader->segment;
     s_entry_t *entry = s_entry_require (self, id, segment->seq);
     s_loc_t *loc = s_entry_loc (entry, type);
     s_loc_kill (loc);
@@ -745,7 +787,7 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned 
             offset = next;
             continue;
         }
-        s_replay_entry (self, segment, type, id, offset, size);
+        s_replay_entry (self, &reader, type, id, offset, size);
         offset += S_HEADER + size;
     }
     segment->size = end;
@@ -1364,8 +1406,13 @@ imgp_spool_delete (imgp_spool_t *self, const char *id)
     s_entry_t *entry = zhashx_lookup (self->index, id);
     if (!entry)
         return 0;
-    unsigned char payload [8];
+    //  Everything of this id was written before the head's end now; a
+    //  roll in the append only moves the DELETE further on.
+    s_segment_t *head = s_head (self);
+    unsigned char payload [S_DELETE_SIZE];
     s_put_le (payload, entry->first_seq, 8);
+    s_put_le (payload + 8, head ? head->seq : 0, 8);
+    s_put_le (payload + 16, head ? head->size : 0, 8);
     s_loc_t loc;
     int rc = s_append (self, S_DELETE, id, payload, sizeof payload, &loc);
     if (rc == 0) {
@@ -1435,36 +1482,18 @@ s_move (imgp_spool_t *self, const char *id, s_type_t type, s_loc_t *loc,
     return rc;
 }
 
-//  Must a DELETE from `segment` naming first segment `first_seq` be kept?
-//  While another segment older than it may hold entries of its id.
+//  Must a DELETE from `segment` be kept? While a segment other than it may
+//  hold entries it forgets: one from the job's first segment to the one it
+//  was first written to.
 static bool
-s_delete_needed (imgp_spool_t *self, s_segment_t *segment, uint64_t first_seq)
+s_delete_needed (imgp_spool_t *self, s_segment_t *segment, const unsigned char *payload)
 {
+    uint64_t first_seq = s_get_le (payload, 8), before_seq = s_get_le (payload + 8, 8);
     for (s_segment_t *other = zlistx_first (self->segments); other;
          other = zlistx_next (self->segments))
-        if (other != segment && other->seq >= first_seq && other->seq < segment->seq)
+        if (other != segment && other->seq >= first_seq && other->seq <= before_seq)
             return true;
     return false;
-}
-
-//  Keep a DELETE: append it again, then the live entries of a job that
-//  took the same id since, so replay forgets only the old one.
-static int
-s_keep_delete (imgp_spool_t *self, const char *id, uint64_t first_seq)
-{
-    unsigned char payload [8];
-    s_put_le (payload, first_seq, 8);
-    s_loc_t loc;
-    if (s_append (self, S_DELETE, id, payload, sizeof payload, &loc))
-        return -1;
-    loc.segment->live -= S_HEADER + sizeof payload;
-    loc.segment->deletes++;
-    s_entry_t *entry = zhashx_lookup (self->index, id);
-    int rc = 0;
-    for (s_type_t type = S_RECORD; entry && type <= S_OUT && rc == 0; type++)
-        if (s_entry_loc (entry, type)->segment)
-            rc = s_move (self, id, type, s_entry_loc (entry, type), NULL);
-    return rc;
 }
 
 //  fdatasync the segments from `seq` on (what a compaction wrote to).
@@ -1492,6 +1521,8 @@ typedef struct {
     s_loc_t **locs;             //  where each entry in it is now, to move
     size_t *at;                 //  ... and its offset in bytes
     size_t count;               //  entries in it
+    size_t deletes;             //  DELETEs among them (no loc: not live)
+    size_t delete_bytes;        //  ... their bytes
 } s_batch_t;
 
 #define S_BATCH_ENTRIES (S_BATCH_BYTES / S_HEADER)
@@ -1502,7 +1533,7 @@ s_batch_init (s_batch_t *batch)
     batch->bytes = malloc (S_BATCH_BYTES);
     batch->locs = malloc (S_BATCH_ENTRIES * sizeof *batch->locs);
     batch->at = malloc (S_BATCH_ENTRIES * sizeof *batch->at);
-    batch->len = batch->count = 0;
+    batch->len = batch->count = batch->deletes = batch->delete_bytes = 0;
     return batch->bytes && batch->locs && batch->at ? 0 : -1;
 }
 
@@ -1529,24 +1560,30 @@ s_batch_flush (imgp_spool_t *self, s_batch_t *batch)
         return -1;
     for (size_t i = 0; i < batch->count; i++) {
         s_loc_t *loc = batch->locs [i];
+        if (!loc)
+            continue;               //  a DELETE
         s_loc_kill (loc);
         *loc = (s_loc_t) { head, head->size + batch->at [i], loc->size };
     }
     head->size += batch->len;
-    head->live += batch->len;
+    head->live += batch->len - batch->delete_bytes;
+    head->deletes += batch->deletes;
     self->dirty = true;
-    batch->len = batch->count = 0;
+    batch->len = batch->count = batch->deletes = batch->delete_bytes = 0;
     return 0;
 }
 
-//  Move one live entry: into the batch when it fits, else on its own.
+//  Move one live entry at `offset` (`loc` points at it), or a DELETE to
+//  keep (`loc` NULL), into the batch when it fits, else on its own.
 static int
 s_batch_move (imgp_spool_t *self, s_batch_t *batch, s_reader_t *reader, const char *id,
-              s_type_t type, s_loc_t *loc)
+              s_type_t type, uint64_t offset, uint64_t size, s_loc_t *loc)
 {
-    size_t whole = S_HEADER + loc->size;
+    size_t whole = S_HEADER + size;
     const unsigned char *bytes = whole <= S_READ_BUF
-                               ? s_reader_get (reader, loc->offset, whole) : NULL;
+                               ? s_reader_get (reader, offset, whole) : NULL;
+    if (!bytes && !loc)
+        return -1;                  //  a DELETE is small: this is a read error
     if (!bytes)
         return s_batch_flush (self, batch) ? -1 : s_move (self, id, type, loc, NULL);
     if (batch->len + whole > S_BATCH_BYTES && s_batch_flush (self, batch))
@@ -1555,6 +1592,10 @@ s_batch_move (imgp_spool_t *self, s_batch_t *batch, s_reader_t *reader, const ch
     batch->locs [batch->count] = loc;
     batch->at [batch->count++] = batch->len;
     batch->len += whole;
+    if (!loc) {
+        batch->deletes++;
+        batch->delete_bytes += whole;
+    }
     return 0;
 }
 
@@ -1590,19 +1631,19 @@ s_compact_step (imgp_spool_t *self, size_t *entries_p, uint64_t *bytes_p, unsign
         }
         (*entries_p)--;
         if (type == S_DELETE) {
-            const unsigned char *payload = s_reader_get (&reader, offset + S_HEADER, 8);
-            uint64_t first_seq = payload ? s_get_le (payload, 8) : 0;
+            //  Rare (a deleted job, an older segment still there): copied
+            //  as it is, position and all (see the top of this file).
+            const unsigned char *payload = size == S_DELETE_SIZE
+                                         ? s_reader_get (&reader, offset + S_HEADER, size) : NULL;
             rc = payload ? 0 : -1;
-            //  Rare (a deleted job, an older segment still there): the
-            //  batch goes first, so the DELETE follows what came before it.
-            if (rc == 0 && s_delete_needed (self, segment, first_seq))
-                rc = s_batch_flush (self, &batch) ? -1 : s_keep_delete (self, id, first_seq);
+            if (rc == 0 && s_delete_needed (self, segment, payload))
+                rc = s_batch_move (self, &batch, &reader, id, type, offset, size, NULL);
         }
         else {
             s_entry_t *entry = zhashx_lookup (self->index, id);
             s_loc_t *loc = entry ? s_entry_loc (entry, type) : NULL;
             if (loc && loc->segment == segment && loc->offset == offset) {
-                rc = s_batch_move (self, &batch, &reader, id, type, loc);
+                rc = s_batch_move (self, &batch, &reader, id, type, offset, size, loc);
                 *bytes_p -= S_HEADER + size < *bytes_p ? S_HEADER + size : *bytes_p;
                 self->compact_moved++;
             }

@@ -9,7 +9,8 @@
         5..7   zero                         bytes taken as zero)
         8..15  payload length       24..55  job id
     Types: 1 RECORD (the job record, JSON), 2 IN (the original), 3 OUT (the
-    thumbnail), 4 DELETE (the job is forgotten). The format is this one
+    thumbnail), 4 DELETE (the id's entries written before the position it
+    names are forgotten; see imgp_spool.c). The format is this one
     only: no other was ever released.
     An entry is written with one writev at once, so once a put/save/delete
     returned, kill -9 loses nothing; against power loss, --fsync makes
@@ -17,7 +18,7 @@
     pass, before it sends that pass's ACCEPTED replies: group commit).
 
     Replay at open: segments in order; an id's last RECORD wins; a DELETE
-    forgets what came before it. The RECORD is the commit point: an IN or
+    forgets what was written before its position. The RECORD is the commit point: an IN or
     OUT without one is debris of a crash. An original is live while its
     job's last record is unfinished, so the final record retires it on disk
     (the broker's "final record before the original goes"). Only the last

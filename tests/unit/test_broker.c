@@ -11,9 +11,11 @@
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -899,12 +901,25 @@ Test (spool, compaction_keeps_live_data)
     imgp_spool_destroy (&spool);
 }
 
+//  Fill the head with 65 MiB of dead originals, so it rolls and is then
+//  compacted.
+static void
+s_fill_dead (imgp_spool_t *spool)
+{
+    enum { MB = 1 << 20 };
+    char *big = calloc (1, MB);
+    imgp_job_t filler = s_record (IMGP_STATE_QUEUED, 1);
+    for (int i = 0; i < 65; i++)
+        cr_assert_eq (imgp_spool_put (spool, filler.id, IMGP_SPOOL_IN, big, MB), 0);
+    free (big);
+    cr_assert_eq (imgp_spool_drop (spool, filler.id, IMGP_SPOOL_IN), 0);
+}
+
 //  A job deleted and its id submitted again: compacting the segment of the
 //  DELETE keeps the DELETE (an older segment holds the first job) and the
 //  new job after it.
 Test (spool, a_kept_delete_never_hides_a_new_job)
 {
-    enum { MB = 1 << 20 };
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
     imgp_job_t old = s_record (IMGP_STATE_QUEUED, 1);
     cr_assert_eq (imgp_spool_save (spool, &old), 0);           //  segment 1, stays live
@@ -915,13 +930,7 @@ Test (spool, a_kept_delete_never_hides_a_new_job)
     spool = imgp_spool_new (s_dir, false);                      //  head: segment 2
     cr_assert_eq (imgp_spool_delete (spool, old.id), 0);
     cr_assert_eq (imgp_spool_save (spool, &old), 0);            //  the id again
-    //  Fill segment 2 with dead originals so it is compacted.
-    char *big = calloc (1, MB);
-    imgp_job_t filler = s_record (IMGP_STATE_QUEUED, 1);
-    for (int i = 0; i < 65; i++)
-        cr_assert_eq (imgp_spool_put (spool, filler.id, IMGP_SPOOL_IN, big, MB), 0);
-    free (big);
-    cr_assert_eq (imgp_spool_drop (spool, filler.id, IMGP_SPOOL_IN), 0);
+    s_fill_dead (spool);
     imgp_spool_maintain (spool);
     cr_assert_eq (s_size (s_segment (2)), -1, "segment 2 was compacted");
     cr_assert_gt (s_size (s_segment (1)), 0, "segment 1 lives on");
@@ -929,6 +938,39 @@ Test (spool, a_kept_delete_never_hides_a_new_job)
     spool = imgp_spool_new (s_dir, false);
     cr_assert (imgp_spool_has (spool, old.id, IMGP_SPOOL_JSON), "the new job survived");
     cr_assert (imgp_spool_has (spool, pin.id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+}
+
+//  The same, with the new job holding an original, and the writes of that
+//  compaction failing after its first bytes (RLIMIT_FSIZE: as a full disk,
+//  or kill -9, between one write and the next): no write that got to disk
+//  may make replay forget the new job.
+Test (spool, a_kept_delete_cut_short_never_hides_a_new_job)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    imgp_job_t old = s_record (IMGP_STATE_QUEUED, 1);
+    cr_assert_eq (imgp_spool_save_with (spool, &old, IMGP_SPOOL_IN, "old", 3), 0);
+    imgp_job_t pin = s_record (IMGP_STATE_QUEUED, 1);
+    cr_assert_eq (imgp_spool_save_with (spool, &pin, IMGP_SPOOL_IN, "p", 1), 0);
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (s_dir, false);                      //  head: segment 2
+    cr_assert_eq (imgp_spool_delete (spool, old.id), 0);
+    cr_assert_eq (imgp_spool_save_with (spool, &old, IMGP_SPOOL_IN, "new", 3), 0);
+    s_fill_dead (spool);
+    long head = s_size (s_segment (3));
+    cr_assert_gt (head, 0, "segment 3 is the head");
+    //  Room at the head for about one DELETE, not for what follows it.
+    signal (SIGXFSZ, SIG_IGN);
+    struct rlimit limit = { (rlim_t) head + 100, RLIM_INFINITY };
+    cr_assert_eq (setrlimit (RLIMIT_FSIZE, &limit), 0);
+    imgp_spool_maintain (spool);
+    limit.rlim_cur = RLIM_INFINITY;
+    cr_assert_eq (setrlimit (RLIMIT_FSIZE, &limit), 0);
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, old.id, IMGP_SPOOL_JSON), "the new job survived");
+    s_expect_bytes (spool, old.id, IMGP_SPOOL_IN, "new");
+    s_expect_bytes (spool, pin.id, IMGP_SPOOL_IN, "p");
     imgp_spool_destroy (&spool);
 }
 
