@@ -465,6 +465,25 @@ s_write_head (s_segment_t *head, const struct iovec *iov, int pieces, size_t tot
     return 0;
 }
 
+//  After a write to the head failed: on a full disk (or quota, or EIO)
+//  start a new head. Dead entries are reclaimed only in closed segments
+//  (unlinked or compacted), so without this a head full of dead originals
+//  would refuse every append until a restart; with it, housekeeping frees
+//  the old head and intake works again. An empty head is kept (no segment
+//  per failed write). errno is kept for the caller.
+static void
+s_write_failed (imgp_spool_t *self)
+{
+    int error = errno;
+    s_segment_t *head = s_head (self);
+    if ((error == ENOSPC || error == EDQUOT || error == EIO) && head->size > 0) {
+        imgp_warn ("event=spool_full segment=%llu error=\"%s\" action=roll",
+                   (unsigned long long) head->seq, strerror (error));
+        s_roll (self);
+    }
+    errno = error;
+}
+
 //  One entry to append: its type and payload (borrowed).
 typedef struct {
     s_type_t type;              //  RECORD, IN, OUT or DELETE
@@ -506,8 +525,10 @@ s_append_n (imgp_spool_t *self, const char *id, const s_piece_t *pieces, int cou
         locs [i] = (s_loc_t) { head, head->size + total, pieces [i].size };
         total += S_HEADER + pieces [i].size;
     }
-    if (s_write_head (head, iov, 2 * count, total))
+    if (s_write_head (head, iov, 2 * count, total)) {
+        s_write_failed (self);
         return -1;
+    }
     head->size += total;
     head->live += total;
     self->dirty = true;
@@ -1556,8 +1577,10 @@ s_batch_flush (imgp_spool_t *self, s_batch_t *batch)
         return -1;
     head = s_head (self);
     struct iovec iov = { batch->bytes, batch->len };
-    if (s_write_head (head, &iov, 1, batch->len))
+    if (s_write_head (head, &iov, 1, batch->len)) {
+        s_write_failed (self);
         return -1;
+    }
     for (size_t i = 0; i < batch->count; i++) {
         s_loc_t *loc = batch->locs [i];
         if (!loc)

@@ -18,9 +18,10 @@
     pass, before it sends that pass's ACCEPTED replies: group commit).
 
     Replay at open: segments in order; an id's last RECORD wins; a DELETE
-    forgets what was written before its position. The RECORD is the commit point: an IN or
-    OUT without one is debris of a crash. An original is live while its
-    job's last record is unfinished, so the final record retires it on disk
+    forgets what was written before its position. The RECORD is the commit
+    point: an IN or OUT without one is debris of a crash. An original is
+    live while its job's last record is unfinished, so the final record
+    retires it on disk
     (the broker's "final record before the original goes"). Only the last
     segment written (new entries always go to a segment made at open) can
     end in a write cut short: a torn entry at its end (header or payload
@@ -35,7 +36,9 @@
     DIR/corrupt/ID.json (with ID.in) and logged.
 
     Disk stays bounded by live data: a segment with nothing live is
-    unlinked, and a closed segment whose live bytes fall under a quarter is
+    unlinked (an append that fails on a full disk starts a new head, so
+    the old one's dead entries can go and intake resumes without a
+    restart), and a closed segment whose live bytes fall under a quarter is
     compacted (live entries appended again, then it is unlinked), in
     steps of at most 16,384 entries or 8 MiB per imgp_spool_maintain, so the
     broker's loop never stalls on it. Memory: an index (id -> where its

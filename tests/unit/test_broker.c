@@ -12,9 +12,11 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,8 +52,12 @@ s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *f
 static void
 s_teardown (void)
 {
-    if (s_dir [0])
-        nftw (s_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (!s_dir [0])
+        return;
+    char small [160];                   //  a_full_disk_...'s tmpfs, if it failed mounted
+    snprintf (small, sizeof small, "%s/small", s_dir);
+    umount2 (small, MNT_DETACH);
+    nftw (s_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void
@@ -972,6 +978,47 @@ Test (spool, a_kept_delete_cut_short_never_hides_a_new_job)
     s_expect_bytes (spool, old.id, IMGP_SPOOL_IN, "new");
     s_expect_bytes (spool, pin.id, IMGP_SPOOL_IN, "p");
     imgp_spool_destroy (&spool);
+}
+
+//  A full disk: appends fail, and the head (all dead once its jobs are
+//  done) rolls, so housekeeping can remove it and intake works again
+//  without a restart. On a 2 MiB tmpfs of our own (root only; a private
+//  mount namespace, so it goes with this test's process).
+Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
+{
+    char small [160];
+    snprintf (small, sizeof small, "%s/small", s_dir);
+    cr_assert_eq (mkdir (small, 0700), 0);
+    if (unshare (CLONE_NEWNS) || mount (NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)
+    ||  mount ("tmpfs", small, "tmpfs", 0, "size=2m"))
+        cr_skip_test ("cannot mount a small tmpfs here (%s): needs root", strerror (errno));
+    enum { BIG = 300 << 10 };
+    char *big = calloc (1, BIG);
+    imgp_spool_t *spool = imgp_spool_new (small, false);
+    cr_assert_not_null (spool);
+    int accepted = 0;
+    for (; accepted < 100; accepted++) {
+        imgp_job_t job = s_record (IMGP_STATE_QUEUED, accepted + 1);
+        if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG))
+            break;
+        job.state = IMGP_STATE_DONE;
+        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1 };
+        if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_OUT, "t", 1))
+            break;
+    }
+    cr_assert_lt (accepted, 100, "the disk filled up");
+    cr_assert_gt (accepted, 0);
+    //  Every job is done: the log is nearly all dead originals.
+    usleep (120 * 1000);                //  maintain acts at most every 100 ms
+    imgp_spool_maintain (spool);
+    imgp_job_t job = s_record (IMGP_STATE_QUEUED, 999);
+    cr_assert_eq (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG), 0,
+                  "intake works again once dead segments are gone");
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (small, false);
+    cr_assert (imgp_spool_has (spool, job.id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+    free (big);
 }
 
 Test (spool, the_old_layout_is_imported_once)
