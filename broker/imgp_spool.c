@@ -1687,7 +1687,8 @@ s_compact_step (imgp_spool_t *self, size_t *entries_p, uint64_t *bytes_p, unsign
     if (offset < segment->size) {
 #ifdef SYNC_FILE_RANGE_WRITE
         //  Start writing what moved, so the sync at the end waits less.
-        sync_file_range (s_head (self)->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        if (self->fsync)
+            sync_file_range (s_head (self)->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 #endif
         return 0;
     }
@@ -1700,9 +1701,12 @@ s_compact_step (imgp_spool_t *self, size_t *entries_p, uint64_t *bytes_p, unsign
         segment->damaged = true;
         return -1;
     }
-    //  What moved is durable before the old copy goes, with or without
-    //  --fsync: a power cut must not take a thumbnail that was safe for hours.
-    if (s_sync_since (self, self->compact_from))
+    //  With --fsync, what moved is durable before the old copy goes: a
+    //  power cut must not take a thumbnail that was safe for hours. Without
+    //  it nothing is promised against power loss, and kill -9 keeps the
+    //  page cache: no sync, so the loop never waits on the disk here
+    //  (measured with one: 51 fdatasyncs in 13 s, up to 74 ms each).
+    if (self->fsync && s_sync_since (self, self->compact_from))
         return -1;
     imgp_info ("event=spool_compacted segment=%llu bytes=%llu moved=%d ms=%.1f",
                (unsigned long long) segment->seq, (unsigned long long) segment->size,

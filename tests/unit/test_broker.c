@@ -19,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "imgp_broker.h"
@@ -978,6 +979,52 @@ Test (spool, a_kept_delete_cut_short_never_hides_a_new_job)
     s_expect_bytes (spool, old.id, IMGP_SPOOL_IN, "new");
     s_expect_bytes (spool, pin.id, IMGP_SPOOL_IN, "p");
     imgp_spool_destroy (&spool);
+}
+
+//  Every fdatasync of this test program comes through here (the spool is
+//  linked in statically), so a test can count them.
+static int s_fdatasyncs;
+
+int
+fdatasync (int fd)
+{
+    s_fdatasyncs++;
+    return (int) syscall (SYS_fdatasync, fd);
+}
+
+//  Compaction syncs what it moved only with --fsync: kill -9 keeps the
+//  page cache, and only --fsync promises anything against power loss, so
+//  without it the broker's loop never waits on the disk for a compaction.
+Test (spool, compaction_syncs_only_with_fsync)
+{
+    enum { BIG = 64 << 10 };
+    char *big = calloc (1, BIG);
+    for (int fsync = 0; fsync < 2; fsync++) {
+        imgp_spool_t *spool = imgp_spool_new (s_dir, fsync);
+        imgp_job_t live = s_record (IMGP_STATE_QUEUED, 1);
+        cr_assert_eq (imgp_spool_save_with (spool, &live, IMGP_SPOOL_IN, "a", 1), 0);
+        static imgp_job_t jobs [8];
+        for (int i = 0; i < 8; i++) {
+            jobs [i] = s_record (IMGP_STATE_QUEUED, i + 2);
+            cr_assert_eq (imgp_spool_save_with (spool, &jobs [i], IMGP_SPOOL_IN, big, BIG), 0);
+        }
+        imgp_spool_destroy (&spool);
+        spool = imgp_spool_new (s_dir, fsync);              //  that segment is closed
+        for (int i = 0; i < 8; i++)
+            s_save_done (spool, &jobs [i], "t");
+        usleep (120 * 1000);            //  maintain acts at most every 100 ms
+        int before = s_fdatasyncs;
+        imgp_spool_maintain (spool);
+        int syncs = s_fdatasyncs - before;
+        s_expect_bytes (spool, live.id, IMGP_SPOOL_IN, "a");
+        imgp_spool_destroy (&spool);
+        cr_assert_eq (s_size (s_segment (2 * fsync + 1)), -1, "the segment was compacted");
+        if (fsync)
+            cr_assert_gt (syncs, 0, "--fsync: what moved is synced before the old copy goes");
+        else
+            cr_assert_eq (syncs, 0, "no --fsync: compaction does not sync");
+    }
+    free (big);
 }
 
 //  A full disk: appends fail, and the head (all dead once its jobs are
