@@ -969,11 +969,13 @@ s_set_aside (imgp_spool_t *self, const char *id, s_entry_t *entry, const char *t
     char corrupt [PATH_MAX], path [PATH_MAX];
     s_pathf (corrupt, "%s/corrupt", self->dir);
     s_pathf (path, "%s/%s.json", corrupt, id);
-    imgp_error ("job=%s event=spool_corrupt moved_to=%s", id, path);
     if (self->readonly) {
+        //  Moves nothing: the writer's start reports and moves it.
+        imgp_debug ("job=%s event=spool_corrupt action=skipped reason=\"read-only view\"", id);
         s_entry_remove (self, id);
         return;
     }
+    imgp_error ("job=%s event=spool_corrupt moved_to=%s", id, path);
     if (s_mkdir (corrupt) == 0 && text && s_write_file (path, text, strlen (text)))
         imgp_error ("spool: cannot write %s: %s", path, strerror (errno));
     void *data;

@@ -1150,6 +1150,43 @@ Test (spool, a_readonly_view_counts_beside_a_writer)
     imgp_spool_destroy (&spool);
 }
 
+//  A read-only view (the harness counts beside a running broker) moves
+//  nothing, so it must not report a record as moved to corrupt/: that
+//  alarm is the writer's.
+Test (spool, a_readonly_view_raises_no_false_alarm)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    imgp_job_t bad = s_record (IMGP_STATE_QUEUED, 1);
+    bad.attempts = 1001;                //  out of range: does not decode
+    cr_assert_eq (imgp_spool_save (spool, &bad), 0);
+    imgp_spool_destroy (&spool);
+
+    char log [160];
+    snprintf (log, sizeof log, "%s/stderr.txt", s_dir);
+    fflush (stderr);
+    int saved = dup (2), fd = open (log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert (saved >= 0 && fd >= 0);
+    dup2 (fd, 2);
+    close (fd);
+    imgp_spool_t *view = imgp_spool_new_readonly (s_dir);
+    size_t count = imgp_spool_count (view, IMGP_SPOOL_JSON);
+    imgp_spool_destroy (&view);
+    fflush (stderr);
+    dup2 (saved, 2);
+    close (saved);
+    cr_assert_eq (count, 0, "the view does not load it");
+    char text [4096] = "";
+    FILE *file = fopen (log, "r");
+    cr_assert_not_null (file);
+    size_t n = fread (text, 1, sizeof text - 1, file);
+    text [n] = 0;
+    fclose (file);
+    cr_assert_null (strstr (text, "ERROR"), "the view logged an alarm: %s", text);
+    char corrupt [160];
+    snprintf (corrupt, sizeof corrupt, "%s/corrupt", s_dir);
+    cr_assert_not (s_exists (corrupt));
+}
+
 Test (spool, refuses_an_unusable_directory)
 {
     char file [128];
