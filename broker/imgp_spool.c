@@ -1407,11 +1407,10 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
 }
 
 int
-imgp_spool_drop (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind)
+imgp_spool_drop_original (imgp_spool_t *self, const char *id)
 {
     assert (self);
     assert (imgp_id_valid (id));
-    assert (kind == IMGP_SPOOL_IN);
     s_entry_t *entry = zhashx_lookup (self->index, id);
     if (entry) {
         s_forget_original (self, entry);

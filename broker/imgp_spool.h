@@ -122,10 +122,10 @@ int imgp_spool_save (imgp_spool_t *self, const imgp_job_t *record);
 int imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record,
                           imgp_spool_kind_t kind, const void *data, size_t size);
 
-//  Let go of `id`'s original (IN only) in memory and in the index. On disk
-//  only the job's final record retires it, so call this after that record
-//  was saved (or for an original that never got a record). Returns 0.
-int imgp_spool_drop (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind);
+//  Let go of `id`'s original in memory and in the index. On disk only the
+//  job's final record retires it, so call this after that record was saved
+//  (or for an original that never got a record). Returns 0.
+int imgp_spool_drop_original (imgp_spool_t *self, const char *id);
 
 //  Forget a job: append a DELETE, drop it from the index. A job not held is
 //  no error. Returns 0, or -1 (logged) when the DELETE was not written: a

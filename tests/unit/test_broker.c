@@ -448,8 +448,8 @@ Test (spool, put_get_round_trip)
     imgp_spool_release (got, NULL);
 
     cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_OUT, &got, &size), -1);
-    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0);
-    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0, "a missing one is fine");
+    cr_assert_eq (imgp_spool_drop_original (spool, id), 0);
+    cr_assert_eq (imgp_spool_drop_original (spool, id), 0, "a missing one is fine");
     cr_assert_not (imgp_spool_has (spool, id, IMGP_SPOOL_IN));
     imgp_spool_destroy (&spool);
     imgp_spool_destroy (&spool);
@@ -919,7 +919,7 @@ s_fill_dead (imgp_spool_t *spool)
     for (int i = 0; i < 65; i++)
         cr_assert_eq (imgp_spool_put (spool, filler.id, IMGP_SPOOL_IN, big, MB), 0);
     free (big);
-    cr_assert_eq (imgp_spool_drop (spool, filler.id, IMGP_SPOOL_IN), 0);
+    cr_assert_eq (imgp_spool_drop_original (spool, filler.id), 0);
 }
 
 //  A job deleted and its id submitted again: compacting the segment of the
