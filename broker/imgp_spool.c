@@ -1868,12 +1868,34 @@ s_text_add (s_text_t *text, const char *format, ...)
     text->len += n > 0 ? (size_t) n : 0;
 }
 
-//  A JSON string: quotes, with the escapes JSON needs (UTF-8 goes as it is).
+//  True when `string` is ASCII or UTF-8 that jansson reads (it refuses a
+//  record that is not); the probe costs only for non-ASCII text, rare.
+static bool
+s_text_utf8 (const char *string)
+{
+    const unsigned char *c = (const unsigned char *) string;
+    while (*c && *c < 0x80)
+        c++;
+    if (!*c)
+        return true;
+    json_t *probe = json_string (string);
+    json_decref (probe);
+    return probe != NULL;
+}
+
+//  A JSON string: quotes, with the escapes JSON needs. UTF-8 goes as it is;
+//  text that is not UTF-8 (a multi-byte character cut short) has its
+//  non-ASCII bytes written as '?', as the codec does, so that the record
+//  reads back.
 static void
 s_text_string (s_text_t *text, const char *string)
 {
+    bool utf8 = s_text_utf8 (string);
     s_text_add (text, "\"");
     for (const unsigned char *c = (const unsigned char *) string; *c; c++) {
+        if (!utf8 && *c >= 0x80)
+            s_text_add (text, "?");
+        else
         if (*c == '"' || *c == '\\')
             s_text_add (text, "\\%c", *c);
         else

@@ -538,6 +538,22 @@ Test (spool, record_text_is_json_in_the_wire_forms)
     }
 }
 
+//  A text that is not UTF-8 (a multi-byte character cut at the field's
+//  end) is written with '?' for its non-ASCII bytes, so the record still
+//  reads back instead of being set aside at the next start.
+Test (spool, a_record_with_text_that_is_not_utf8_reads_back)
+{
+    imgp_job_t failed = s_record (IMGP_STATE_FAILED, 7);
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "caf\xc3\xa9 cut: caf\xc3");
+    char *text = imgp_spool_record_encode (&failed);
+    cr_assert_not_null (text);
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    cr_assert_str_eq (back.message, "caf?? cut: caf?");
+    free (text);
+}
+
 //  The broker writes no record INFO could not carry; one that holds such a
 //  value was damaged, and is refused (the replay sets it aside) rather than
 //  reloaded into a job whose status can never be sent.
