@@ -54,7 +54,7 @@
 #define S_RECORD_TEXT 8192              //  room to write one: strings escaped 6x fit
 #define S_SEGMENT_MAX (64ULL << 20)     //  roll the head segment beyond this
 #define S_MEMORY_MAX (256ULL << 20)     //  originals kept in memory, bytes
-#define S_ENTRY_MAX ((1ULL << 30) + (1ULL << 20))   //  a payload, at most: the largest upload + slack
+#define S_ENTRY_MAX ((1ULL << 30) + (1ULL << 20))  //  a payload: the largest upload + slack
 #define S_MAINTAIN_MS 100               //  housekeeping at most this often
 #define S_READ_BUF (64 << 10)           //  replay and compaction read segments in chunks
 #define S_COMPACT_BYTES (8ULL << 20)    //  live bytes moved per maintain, about
@@ -1508,7 +1508,7 @@ s_move (imgp_spool_t *self, const char *id, s_type_t type, s_loc_t *loc,
 //  hold entries it forgets: one from the job's first segment to the one it
 //  was first written to.
 static bool
-s_delete_needed (imgp_spool_t *self, s_segment_t *segment, const unsigned char *payload)
+s_delete_needed (imgp_spool_t *self, const s_segment_t *segment, const unsigned char *payload)
 {
     uint64_t first_seq = s_get_le (payload, 8), before_seq = s_get_le (payload + 8, 8);
     for (s_segment_t *other = zlistx_first (self->segments); other;
