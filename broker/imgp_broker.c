@@ -342,7 +342,7 @@ s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *don
     imgp_table_finish (self->table, job, state);
     s_count_finish (self, job);
     if (s_persist (self, job) == 0)
-        imgp_spool_drop (self->spool, job->id, IMGP_SPOOL_IN);
+        imgp_spool_drop_original (self->spool, job->id);
     else
         imgp_warn ("job=%s event=original_kept reason=\"the final record was not saved\"",
                    job->id);
@@ -1153,7 +1153,7 @@ s_restore (s_server_t *self, imgp_job_t *record)
     imgp_job_t *job = imgp_table_insert (self->table, record);
     assert (job);                   //  the spool names each id once
     if (job->phase == IMGP_PHASE_FINISHED)
-        imgp_spool_drop (self->spool, job->id, IMGP_SPOOL_IN);
+        imgp_spool_drop_original (self->spool, job->id);
 }
 
 static int

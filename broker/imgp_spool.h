@@ -3,28 +3,42 @@
 
     Layout: an append-only log, DIR/log/SEQ.seg (SEQ: 20 decimal digits,
     in write order), a segment rolled at about 64 MiB. Each entry is a fixed
-    56-byte header (magic, type, payload length, CRC-32C over header and
-    payload, job id) and its payload. Types: RECORD (the job record, JSON),
-    IN (the original), OUT (the thumbnail), DELETE (the job is forgotten).
+    56-byte header and its payload; the header (integers little-endian):
+        0..3   magic "IMP2"         16..19  CRC-32C of the payload
+        4      type                 20..23  CRC-32C of the header (these 4
+        5..7   zero                         bytes taken as zero)
+        8..15  payload length       24..55  job id
+    Types: 1 RECORD (the job record, JSON), 2 IN (the original), 3 OUT (the
+    thumbnail), 4 DELETE (the id's entries written before the position it
+    names are forgotten; see imgp_spool.c). The format is this one
+    only: no other was ever released.
     An entry is written with one writev at once, so once a put/save/delete
     returned, kill -9 loses nothing; against power loss, --fsync makes
     imgp_spool_sync fdatasync the log (the broker calls it once per loop
     pass, before it sends that pass's ACCEPTED replies: group commit).
 
     Replay at open: segments in order; an id's last RECORD wins; a DELETE
-    forgets what came before it. The RECORD is the commit point: an IN or
-    OUT without one is debris of a crash. An original is live while its
-    job's last record is unfinished, so the final record retires it on disk
-    (the broker's "final record before the original goes"). A torn entry at
-    the end of a segment (a write cut short) is cut off and logged
-    (spool_torn_tail); a damaged entry inside one is skipped by its length
-    when its header is sane, else the rest of that segment is left unread
-    and kept (spool_damaged); the other segments load. A record that does
-    not decode is set aside as DIR/corrupt/ID.json (with ID.in) and logged.
-    New entries always go to a segment made at open.
+    forgets what was written before its position. The RECORD is the commit
+    point: an IN or OUT without one is debris of a crash. An original is
+    live while its job's last record is unfinished, so the final record
+    retires it on disk
+    (the broker's "final record before the original goes"). Only the last
+    segment written (new entries always go to a segment made at open) can
+    end in a write cut short: a torn entry at its end (header or payload
+    short, a final payload that does not match, zeros) is cut off and
+    logged (spool_torn_tail). Anything else that does not check is damage,
+    logged (spool_damaged) and kept on disk (that segment is never
+    compacted): an entry whose header CRC holds but payload CRC does not is
+    skipped by its length; a header that does not hold (a flipped length or
+    magic) is skipped by scanning forward for the next good header (magic
+    and header CRC). So damage costs the entries it hit, not the rest of
+    the segment. A record that does not decode is set aside as
+    DIR/corrupt/ID.json (with ID.in) and logged.
 
     Disk stays bounded by live data: a segment with nothing live is
-    unlinked, and a closed segment whose live bytes fall under a quarter is
+    unlinked (an append that fails on a full disk starts a new head, so
+    the old one's dead entries can go and intake resumes without a
+    restart), and a closed segment whose live bytes fall under a quarter is
     compacted (live entries appended again, then it is unlinked), in
     steps of at most 16,384 entries or 8 MiB per imgp_spool_maintain, so the
     broker's loop never stalls on it. Memory: an index (id -> where its
@@ -108,10 +122,10 @@ int imgp_spool_save (imgp_spool_t *self, const imgp_job_t *record);
 int imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record,
                           imgp_spool_kind_t kind, const void *data, size_t size);
 
-//  Let go of `id`'s original (IN only) in memory and in the index. On disk
-//  only the job's final record retires it, so call this after that record
-//  was saved (or for an original that never got a record). Returns 0.
-int imgp_spool_drop (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind);
+//  Let go of `id`'s original in memory and in the index. On disk only the
+//  job's final record retires it, so call this after that record was saved
+//  (or for an original that never got a record). Returns 0.
+int imgp_spool_drop_original (imgp_spool_t *self, const char *id);
 
 //  Forget a job: append a DELETE, drop it from the index. A job not held is
 //  no error. Returns 0, or -1 (logged) when the DELETE was not written: a

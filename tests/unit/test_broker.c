@@ -11,10 +11,15 @@
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "imgp_broker.h"
@@ -48,8 +53,12 @@ s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *f
 static void
 s_teardown (void)
 {
-    if (s_dir [0])
-        nftw (s_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (!s_dir [0])
+        return;
+    char small [160];                   //  a_full_disk_...'s tmpfs, if it failed mounted
+    snprintf (small, sizeof small, "%s/small", s_dir);
+    umount2 (small, MNT_DETACH);
+    nftw (s_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void
@@ -516,8 +525,8 @@ Test (spool, put_get_round_trip)
     imgp_spool_release (got, NULL);
 
     cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_OUT, &got, &size), -1);
-    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0);
-    cr_assert_eq (imgp_spool_drop (spool, id, IMGP_SPOOL_IN), 0, "a missing one is fine");
+    cr_assert_eq (imgp_spool_drop_original (spool, id), 0);
+    cr_assert_eq (imgp_spool_drop_original (spool, id), 0, "a missing one is fine");
     cr_assert_not (imgp_spool_has (spool, id, IMGP_SPOOL_IN));
     imgp_spool_destroy (&spool);
     imgp_spool_destroy (&spool);
@@ -831,12 +840,17 @@ Test (spool, a_torn_tail_is_cut)
     imgp_spool_destroy (&spool);
 
     //  A header cut short (the first bytes of one) and zeros (a write the
-    //  disk never got) are torn tails too.
+    //  disk never got) at the end of the last segment written are torn
+    //  tails too (segment 3, made by the start above, is empty).
+    long second = s_size (s_segment (2));
     FILE *file = fopen (s_segment (2), "a");
     cr_assert_not_null (file);
-    fwrite ("IMP1\x01", 1, 5, file);
+    fwrite ("IMP2\x01", 1, 5, file);
     fclose (file);
-    long second = s_size (s_segment (2));
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, b.id, IMGP_SPOOL_JSON));
+    cr_assert_eq (s_size (s_segment (2)), second);
+    imgp_spool_destroy (&spool);
     static const char zeros [200];
     file = fopen (s_segment (3), "a");
     cr_assert_not_null (file);
@@ -845,7 +859,7 @@ Test (spool, a_torn_tail_is_cut)
     spool = imgp_spool_new (s_dir, false);
     cr_assert (imgp_spool_has (spool, a.id, IMGP_SPOOL_JSON));
     cr_assert (imgp_spool_has (spool, b.id, IMGP_SPOOL_JSON));
-    cr_assert_eq (s_size (s_segment (2)), second - 5);
+    cr_assert_leq (s_size (s_segment (3)), 0, "cut (and then removed, as empty)");
     imgp_spool_destroy (&spool);
 }
 
@@ -873,8 +887,8 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
     cr_assert_eq (imgp_spool_save (spool, &later), 0);          //  into segment 2
     imgp_spool_destroy (&spool);
 
-    //  A header that cannot be trusted: the rest of that segment is not
-    //  read (and kept), the other segments load.
+    //  A header that cannot be trusted, with no good one after it: the
+    //  rest of that segment is skipped (and kept), the other segments load.
     s_poke (s_segment (1), offset [2], "XXXX", 4);
     spool = imgp_spool_new (s_dir, false);
     cr_assert_not_null (spool);
@@ -883,6 +897,83 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
     cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_maintain (spool);
     cr_assert_eq (s_size (s_segment (1)), at, "a damaged segment is kept as it is");
+    imgp_spool_destroy (&spool);
+}
+
+//  The header offsets of the entries of a segment file, walked by their
+//  length fields (bytes 8..15 of a header); returns how many.
+static int
+s_entry_offsets (const char *path, long *offsets, int most)
+{
+    FILE *file = fopen (path, "r");
+    cr_assert_not_null (file);
+    int count = 0;
+    long at = 0;
+    unsigned char header [S_ENTRY_HEADER];
+    while (count < most && fseek (file, at, SEEK_SET) == 0
+       &&  fread (header, 1, sizeof header, file) == sizeof header) {
+        uint64_t size = 0;
+        for (int i = 7; i >= 0; i--)
+            size = (size << 8) | header [8 + i];
+        offsets [count++] = at;
+        at += S_ENTRY_HEADER + (long) size;
+    }
+    fclose (file);
+    return count;
+}
+
+//  A damaged length or magic is told from a torn write by the header's own
+//  CRC: replay resyncs at the next good header and loses only the entry hit;
+//  the segment is neither cut nor left unread. Damage at the end of a
+//  segment that is not the last one is damage too, not a torn tail.
+Test (spool, a_damaged_header_loses_only_its_entry)
+{
+    enum { JOBS = 40 };
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    static imgp_job_t jobs [JOBS];
+    for (int i = 0; i < JOBS; i++) {
+        jobs [i] = s_record (IMGP_STATE_QUEUED, i + 1);
+        cr_assert_eq (imgp_spool_save_with (spool, &jobs [i], IMGP_SPOOL_IN, "orig", 4), 0);
+    }
+    imgp_spool_destroy (&spool);
+    long offsets [2 * JOBS + 1];
+    cr_assert_eq (s_entry_offsets (s_segment (1), offsets, 2 * JOBS + 1), 2 * JOBS);
+    long size = s_size (s_segment (1));
+    //  Entry 7 is job 3's record (IN, RECORD per job).
+    const char *damage [2] = { "length", "magic" };
+    for (int round = 0; round < 2; round++) {
+        long at = offsets [7] + (round == 0 ? 8 + 3 : 0);
+        FILE *file = fopen (s_segment (1), "r+");
+        cr_assert_not_null (file);
+        cr_assert_eq (fseek (file, at, SEEK_SET), 0);
+        int byte = fgetc (file);
+        cr_assert_eq (fseek (file, at, SEEK_SET), 0);
+        fputc (byte ^ 0x10, file);
+        fclose (file);
+        spool = imgp_spool_new (s_dir, false);
+        cr_assert_not_null (spool);
+        cr_assert_eq (s_size (s_segment (1)), size, "%s: the segment is not cut", damage [round]);
+        cr_assert_eq (imgp_spool_count (spool, IMGP_SPOOL_JSON), JOBS - 1, "%s", damage [round]);
+        for (int i = 0; i < JOBS; i++)
+            cr_assert_eq (imgp_spool_has (spool, jobs [i].id, IMGP_SPOOL_JSON), i != 3,
+                          "%s: job %d", damage [round], i);
+        s_expect_bytes (spool, jobs [JOBS - 1].id, IMGP_SPOOL_IN, "orig");
+        imgp_spool_destroy (&spool);
+        s_poke (s_segment (1), at, &byte, 1);          //  repaired for the next round
+    }
+
+    //  Segment 1 is no longer the last one written: a bad checksum at its
+    //  end is damage (logged, kept), not a torn tail to cut.
+    spool = imgp_spool_new (s_dir, false);
+    imgp_job_t later = s_record (IMGP_STATE_QUEUED, 99);
+    cr_assert_eq (imgp_spool_save (spool, &later), 0);
+    imgp_spool_destroy (&spool);
+    s_poke (s_segment (1), size - 2, "#", 1);         //  inside the last record's text
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert_eq (s_size (s_segment (1)), size, "damage is kept, not cut");
+    cr_assert_not (imgp_spool_has (spool, jobs [JOBS - 1].id, IMGP_SPOOL_JSON));
+    cr_assert (imgp_spool_has (spool, jobs [JOBS - 2].id, IMGP_SPOOL_JSON));
+    cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_destroy (&spool);
 }
 
@@ -937,12 +1028,25 @@ Test (spool, compaction_keeps_live_data)
     imgp_spool_destroy (&spool);
 }
 
+//  Fill the head with 65 MiB of dead originals, so it rolls and is then
+//  compacted.
+static void
+s_fill_dead (imgp_spool_t *spool)
+{
+    enum { MB = 1 << 20 };
+    char *big = calloc (1, MB);
+    imgp_job_t filler = s_record (IMGP_STATE_QUEUED, 1);
+    for (int i = 0; i < 65; i++)
+        cr_assert_eq (imgp_spool_put (spool, filler.id, IMGP_SPOOL_IN, big, MB), 0);
+    free (big);
+    cr_assert_eq (imgp_spool_drop_original (spool, filler.id), 0);
+}
+
 //  A job deleted and its id submitted again: compacting the segment of the
 //  DELETE keeps the DELETE (an older segment holds the first job) and the
 //  new job after it.
 Test (spool, a_kept_delete_never_hides_a_new_job)
 {
-    enum { MB = 1 << 20 };
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
     imgp_job_t old = s_record (IMGP_STATE_QUEUED, 1);
     cr_assert_eq (imgp_spool_save (spool, &old), 0);           //  segment 1, stays live
@@ -953,13 +1057,7 @@ Test (spool, a_kept_delete_never_hides_a_new_job)
     spool = imgp_spool_new (s_dir, false);                      //  head: segment 2
     cr_assert_eq (imgp_spool_delete (spool, old.id), 0);
     cr_assert_eq (imgp_spool_save (spool, &old), 0);            //  the id again
-    //  Fill segment 2 with dead originals so it is compacted.
-    char *big = calloc (1, MB);
-    imgp_job_t filler = s_record (IMGP_STATE_QUEUED, 1);
-    for (int i = 0; i < 65; i++)
-        cr_assert_eq (imgp_spool_put (spool, filler.id, IMGP_SPOOL_IN, big, MB), 0);
-    free (big);
-    cr_assert_eq (imgp_spool_drop (spool, filler.id, IMGP_SPOOL_IN), 0);
+    s_fill_dead (spool);
     imgp_spool_maintain (spool);
     cr_assert_eq (s_size (s_segment (2)), -1, "segment 2 was compacted");
     cr_assert_gt (s_size (s_segment (1)), 0, "segment 1 lives on");
@@ -968,6 +1066,126 @@ Test (spool, a_kept_delete_never_hides_a_new_job)
     cr_assert (imgp_spool_has (spool, old.id, IMGP_SPOOL_JSON), "the new job survived");
     cr_assert (imgp_spool_has (spool, pin.id, IMGP_SPOOL_IN));
     imgp_spool_destroy (&spool);
+}
+
+//  The same, with the new job holding an original, and the writes of that
+//  compaction failing after its first bytes (RLIMIT_FSIZE: as a full disk,
+//  or kill -9, between one write and the next): no write that got to disk
+//  may make replay forget the new job.
+Test (spool, a_kept_delete_cut_short_never_hides_a_new_job)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    imgp_job_t old = s_record (IMGP_STATE_QUEUED, 1);
+    cr_assert_eq (imgp_spool_save_with (spool, &old, IMGP_SPOOL_IN, "old", 3), 0);
+    imgp_job_t pin = s_record (IMGP_STATE_QUEUED, 1);
+    cr_assert_eq (imgp_spool_save_with (spool, &pin, IMGP_SPOOL_IN, "p", 1), 0);
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (s_dir, false);                      //  head: segment 2
+    cr_assert_eq (imgp_spool_delete (spool, old.id), 0);
+    cr_assert_eq (imgp_spool_save_with (spool, &old, IMGP_SPOOL_IN, "new", 3), 0);
+    s_fill_dead (spool);
+    long head = s_size (s_segment (3));
+    cr_assert_gt (head, 0, "segment 3 is the head");
+    //  Room at the head for about one DELETE, not for what follows it.
+    signal (SIGXFSZ, SIG_IGN);
+    struct rlimit limit = { (rlim_t) head + 100, RLIM_INFINITY };
+    cr_assert_eq (setrlimit (RLIMIT_FSIZE, &limit), 0);
+    imgp_spool_maintain (spool);
+    limit.rlim_cur = RLIM_INFINITY;
+    cr_assert_eq (setrlimit (RLIMIT_FSIZE, &limit), 0);
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, old.id, IMGP_SPOOL_JSON), "the new job survived");
+    s_expect_bytes (spool, old.id, IMGP_SPOOL_IN, "new");
+    s_expect_bytes (spool, pin.id, IMGP_SPOOL_IN, "p");
+    imgp_spool_destroy (&spool);
+}
+
+//  Every fdatasync of this test program comes through here (the spool is
+//  linked in statically), so a test can count them.
+static int s_fdatasyncs;
+
+int
+fdatasync (int fd)
+{
+    s_fdatasyncs++;
+    return (int) syscall (SYS_fdatasync, fd);
+}
+
+//  Compaction syncs what it moved only with --fsync: kill -9 keeps the
+//  page cache, and only --fsync promises anything against power loss, so
+//  without it the broker's loop never waits on the disk for a compaction.
+Test (spool, compaction_syncs_only_with_fsync)
+{
+    enum { BIG = 64 << 10 };
+    char *big = calloc (1, BIG);
+    for (int fsync = 0; fsync < 2; fsync++) {
+        imgp_spool_t *spool = imgp_spool_new (s_dir, fsync);
+        imgp_job_t live = s_record (IMGP_STATE_QUEUED, 1);
+        cr_assert_eq (imgp_spool_save_with (spool, &live, IMGP_SPOOL_IN, "a", 1), 0);
+        static imgp_job_t jobs [8];
+        for (int i = 0; i < 8; i++) {
+            jobs [i] = s_record (IMGP_STATE_QUEUED, i + 2);
+            cr_assert_eq (imgp_spool_save_with (spool, &jobs [i], IMGP_SPOOL_IN, big, BIG), 0);
+        }
+        imgp_spool_destroy (&spool);
+        spool = imgp_spool_new (s_dir, fsync);              //  that segment is closed
+        for (int i = 0; i < 8; i++)
+            s_save_done (spool, &jobs [i], "t");
+        usleep (120 * 1000);            //  maintain acts at most every 100 ms
+        int before = s_fdatasyncs;
+        imgp_spool_maintain (spool);
+        int syncs = s_fdatasyncs - before;
+        s_expect_bytes (spool, live.id, IMGP_SPOOL_IN, "a");
+        imgp_spool_destroy (&spool);
+        cr_assert_eq (s_size (s_segment (2 * fsync + 1)), -1, "the segment was compacted");
+        if (fsync)
+            cr_assert_gt (syncs, 0, "--fsync: what moved is synced before the old copy goes");
+        else
+            cr_assert_eq (syncs, 0, "no --fsync: compaction does not sync");
+    }
+    free (big);
+}
+
+//  A full disk: appends fail, and the head (all dead once its jobs are
+//  done) rolls, so housekeeping can remove it and intake works again
+//  without a restart. On a 2 MiB tmpfs of our own (root only; a private
+//  mount namespace, so it goes with this test's process).
+Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
+{
+    char small [160];
+    snprintf (small, sizeof small, "%s/small", s_dir);
+    cr_assert_eq (mkdir (small, 0700), 0);
+    if (unshare (CLONE_NEWNS) || mount (NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)
+    ||  mount ("tmpfs", small, "tmpfs", 0, "size=2m"))
+        cr_skip_test ("cannot mount a small tmpfs here (%s): needs root", strerror (errno));
+    enum { BIG = 300 << 10 };
+    char *big = calloc (1, BIG);
+    imgp_spool_t *spool = imgp_spool_new (small, false);
+    cr_assert_not_null (spool);
+    int accepted = 0;
+    for (; accepted < 100; accepted++) {
+        imgp_job_t job = s_record (IMGP_STATE_QUEUED, accepted + 1);
+        if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG))
+            break;
+        job.state = IMGP_STATE_DONE;
+        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1 };
+        if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_OUT, "t", 1))
+            break;
+    }
+    cr_assert_lt (accepted, 100, "the disk filled up");
+    cr_assert_gt (accepted, 0);
+    //  Every job is done: the log is nearly all dead originals.
+    usleep (120 * 1000);                //  maintain acts at most every 100 ms
+    imgp_spool_maintain (spool);
+    imgp_job_t job = s_record (IMGP_STATE_QUEUED, 999);
+    cr_assert_eq (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG), 0,
+                  "intake works again once dead segments are gone");
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (small, false);
+    cr_assert (imgp_spool_has (spool, job.id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+    free (big);
 }
 
 Test (spool, the_old_layout_is_imported_once)
@@ -1050,6 +1268,43 @@ Test (spool, a_readonly_view_counts_beside_a_writer)
     cr_assert_eq (imgp_spool_count (view, IMGP_SPOOL_JSON), 1);
     imgp_spool_destroy (&view);
     imgp_spool_destroy (&spool);
+}
+
+//  A read-only view (the harness counts beside a running broker) moves
+//  nothing, so it must not report a record as moved to corrupt/: that
+//  alarm is the writer's.
+Test (spool, a_readonly_view_raises_no_false_alarm)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    imgp_job_t bad = s_record (IMGP_STATE_QUEUED, 1);
+    bad.attempts = 1001;                //  out of range: does not decode
+    cr_assert_eq (imgp_spool_save (spool, &bad), 0);
+    imgp_spool_destroy (&spool);
+
+    char log [160];
+    snprintf (log, sizeof log, "%s/stderr.txt", s_dir);
+    fflush (stderr);
+    int saved = dup (2), fd = open (log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert (saved >= 0 && fd >= 0);
+    dup2 (fd, 2);
+    close (fd);
+    imgp_spool_t *view = imgp_spool_new_readonly (s_dir);
+    size_t count = imgp_spool_count (view, IMGP_SPOOL_JSON);
+    imgp_spool_destroy (&view);
+    fflush (stderr);
+    dup2 (saved, 2);
+    close (saved);
+    cr_assert_eq (count, 0, "the view does not load it");
+    char text [4096] = "";
+    FILE *file = fopen (log, "r");
+    cr_assert_not_null (file);
+    size_t n = fread (text, 1, sizeof text - 1, file);
+    text [n] = 0;
+    fclose (file);
+    cr_assert_null (strstr (text, "ERROR"), "the view logged an alarm: %s", text);
+    char corrupt [160];
+    snprintf (corrupt, sizeof corrupt, "%s/corrupt", s_dir);
+    cr_assert_not (s_exists (corrupt));
 }
 
 Test (spool, refuses_an_unusable_directory)
