@@ -98,6 +98,21 @@ launch() {
         "$@"
 }
 
+# libzmq_leak_only REPORT: true when REPORT holds leaks only, every one
+# allocated with no frame of ours on its stack: inside libzmq's own I/O
+# thread, whose decoder buffer is lost when a connection drops in the middle
+# of a message (zeromq/libzmq#2830, seen at random when a resizer stops or
+# its broker restarts while a JOB is on the wire). Debian's libzmq has no
+# symbols, so lsan.supp cannot name the function; this looks at whole
+# stacks instead, and a leak with any frame of ours still fails the run.
+libzmq_leak_only() {
+    grep -q 'ERROR: LeakSanitizer' "$1" \
+    && ! grep -qE 'ERROR: AddressSanitizer|runtime error:' "$1" \
+    && awk '/^ *#[0-9]+ 0x/ && !/__interceptor_|libzmq\.so|libstdc\+\+\.so|start_thread|clone/ {
+                ours = 1 }
+            END { exit ours }' "$1"
+}
+
 # count_san_reports LABEL TAG: in stage 2, one failure per report that the
 # processes launched with TAG left.
 count_san_reports() {
@@ -106,6 +121,10 @@ count_san_reports() {
     for report in "$san_dir/$tag".*; do
         if [ ! -f "$report" ] || ! grep -qE 'ERROR: |runtime error:' "$report"; then
             continue        # no file matched the glob, or nothing but notes
+        fi
+        if libzmq_leak_only "$report"; then
+            echo "    note: $label: a leak inside libzmq only (zeromq/libzmq#2830), not ours: $report"
+            continue
         fi
         failed=$((failed + 1))
         program=$(grep -m1 -oE 'in _start \([^+)]+' "$report" | sed 's/.*(//')
