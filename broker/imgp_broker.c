@@ -202,7 +202,7 @@ s_accept (s_server_t *self, imgp_msg_t **reply_p)
 
 //  The end of a loop pass: the pass's spool writes made durable (with
 //  --fsync one fdatasync for them all: group commit), then its ACCEPTED
-//  replies sent, then the spool's housekeeping. When the sync fails the
+//  replies sent. When the sync fails the
 //  submitters get ERROR internal instead (their jobs stay: on disk or not,
 //  nobody was told they are).
 static void
@@ -219,7 +219,6 @@ s_end_pass (s_server_t *self)
         }
         s_reply (self, IMGP_BROKER_INTAKE, &reply);
     }
-    imgp_spool_maintain (self->spool);
 }
 
 //  Save the job's record. Returns 0, or -1 (the spool logged why).
@@ -1075,6 +1074,7 @@ s_on_tick (s_server_t *self)
     imgp_peers_prune (self->peers, s_name_in_use, self);
     s_check_jobs (self, now);
     s_sweep (self);
+    imgp_spool_maintain (self->spool);
     self->next_tick = now + self->config->tick_ms;
 }
 

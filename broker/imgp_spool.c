@@ -56,7 +56,6 @@
 #define S_SEGMENT_MAX (64ULL << 20)     //  roll the head segment beyond this
 #define S_MEMORY_MAX (256ULL << 20)     //  originals kept in memory, bytes
 #define S_ENTRY_MAX ((1ULL << 30) + (1ULL << 20))  //  a payload: the largest upload + slack
-#define S_MAINTAIN_MS 100               //  housekeeping at most this often
 #define S_READ_BUF (64 << 10)           //  replay and compaction read segments in chunks
 #define S_COMPACT_BYTES (8ULL << 20)    //  live bytes moved per maintain, about
 #define S_COMPACT_ENTRIES 16384         //  entries compaction reads per maintain, at most
@@ -122,7 +121,6 @@ struct _imgp_spool_t {
     uint64_t compact_from;      //  ... the head's seq when it began (what to sync)
     int compact_moved;          //  ... entries moved so far
     int64_t compact_started;    //  ... usecs when it began
-    int64_t maintained;         //  monotonic ms of the last maintain
 };
 
 static char s_fault [2][IMGP_ID_LEN + 1];      //  tests: [0] record saves, [1] original reads
@@ -1221,10 +1219,8 @@ imgp_spool_t *
 imgp_spool_new (const char *dir, bool fsync)
 {
     imgp_spool_t *self = s_open (dir, fsync, false);
-    if (self) {
+    if (self)
         imgp_spool_maintain (self);     //  drop what the replay found dead
-        self->maintained = 0;
-    }
     return self;
 }
 
@@ -1760,10 +1756,8 @@ void
 imgp_spool_maintain (imgp_spool_t *self)
 {
     assert (self);
-    int64_t now = zclock_mono ();
-    if (self->readonly || now - self->maintained < S_MAINTAIN_MS)
+    if (self->readonly)
         return;
-    self->maintained = now;
     s_segment_t *segment;
     while ((segment = s_dead_segment (self)))
         s_segment_unlink (self, segment);

@@ -137,9 +137,10 @@ int imgp_spool_delete (imgp_spool_t *self, const char *id);
 //  -1 with an error logged.
 int imgp_spool_sync (imgp_spool_t *self);
 
-//  Housekeeping, cheap to call often (it acts at most every 100 ms):
-//  unlink segments with nothing live, compact sparse ones within a budget,
-//  give the memory of a burst of originals back (malloc_trim).
+//  Housekeeping, one step of it per call (the broker calls it on its
+//  housekeeping tick, every 100 ms): unlink segments with nothing live,
+//  compact sparse ones within a budget, give the memory of a burst of
+//  originals back (malloc_trim). Does nothing on a read-only view.
 void imgp_spool_maintain (imgp_spool_t *self);
 
 //  Call `fn` for each job record the spool holds (any order). Returns the

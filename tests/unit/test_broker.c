@@ -1132,7 +1132,6 @@ Test (spool, compaction_syncs_only_with_fsync)
         spool = imgp_spool_new (s_dir, fsync);              //  that segment is closed
         for (int i = 0; i < 8; i++)
             s_save_done (spool, &jobs [i], "t");
-        usleep (120 * 1000);            //  maintain acts at most every 100 ms
         int before = s_fdatasyncs;
         imgp_spool_maintain (spool);
         int syncs = s_fdatasyncs - before;
@@ -1176,7 +1175,6 @@ Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
     cr_assert_lt (accepted, 100, "the disk filled up");
     cr_assert_gt (accepted, 0);
     //  Every job is done: the log is nearly all dead originals.
-    usleep (120 * 1000);                //  maintain acts at most every 100 ms
     imgp_spool_maintain (spool);
     imgp_job_t job = s_record (IMGP_STATE_QUEUED, 999);
     cr_assert_eq (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG), 0,
