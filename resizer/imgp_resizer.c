@@ -672,16 +672,6 @@ s_handle_job (s_worker_t *self, imgp_msg_t **job_p, bool said)
 //  --------------------------------------------------------------------------
 //  The worker actor
 
-//  A monotonic clock in microseconds: busy and waited add up many short
-//  spans (a dry-run job takes a few), which milliseconds would round away.
-static int64_t
-s_now_us (void)
-{
-    struct timespec now;
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    return (int64_t) now.tv_sec * 1000000 + now.tv_nsec / 1000;
-}
-
 //  Resident memory of this process in MB, for the log; -1 when unknown.
 static long
 s_rss_mb (void)
@@ -755,11 +745,11 @@ s_worker_job (s_worker_t *self)
     bool said = atomic_exchange (&self->resizer->announced, false);
     if (!job)
         return;
-    int64_t start = s_now_us ();
+    int64_t start = zclock_usecs ();
     if (self->idle_since)
         self->waited_us += start - self->idle_since;
     s_handle_job (self, &job, said);
-    int64_t end = s_now_us ();
+    int64_t end = zclock_usecs ();
     self->busy_us += end - start;
     self->idle_since = end;
     self->trim_at = zclock_mono () + S_TRIM_IDLE_MS;
@@ -777,10 +767,10 @@ s_worker_idle (s_worker_t *self)
         return;
     self->trim_at = 0;
     long before = s_rss_mb ();
-    int64_t start = s_now_us ();
+    int64_t start = zclock_usecs ();
     imgp_thumb_trim ();
     imgp_info ("event=trimmed ms=%lld rss_mb=%ld rss_before_mb=%ld",
-               (long long) (s_now_us () - start) / 1000, s_rss_mb (), before);
+               (long long) (zclock_usecs () - start) / 1000, s_rss_mb (), before);
 }
 
 //  Poll timeout: until the trim is due, or for ever.
