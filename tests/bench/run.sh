@@ -61,6 +61,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
+# shellcheck source=../lib/wait.sh
+. "$top/tests/lib/wait.sh"
 cd "$top"
 build=${BUILD_DIR:-build}
 corpus=${CORPUS:-${IMGP_CORPUS:-$top/../shared/corpus}}
@@ -148,12 +150,17 @@ buildtype=$(meson introspect --buildoptions "$build" 2>/dev/null \
 
 work=$(mktemp -d /tmp/imgpipe-bench.XXXXXX)
 pids=()
+gone() {            # PID...: 0 when none of them runs any more
+    local pid
+    for pid; do kill -0 "$pid" 2>/dev/null && return 1; done
+    return 0
+}
 stop_pids() {       # SIGTERM, then SIGKILL after 10 s: every process this script started
     [ ${#pids[@]} -gt 0 ] || return 0
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    local deadline=$((SECONDS + 10)) pid
+    wait_for 10 gone "${pids[@]}" || true
+    local pid
     for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
         kill -0 "$pid" 2>/dev/null && { echo "bench: pid $pid did not stop; killing it" >&2
                                         kill -KILL "$pid" 2>/dev/null || true; }
         wait "$pid" 2>/dev/null || true
@@ -248,21 +255,18 @@ launch_stack() {
     frontend_pid=$!; pids+=($!)
 }
 
+stack_settled() {   # ready, or the broker or the frontend gone (no use waiting)
+    ! kill -0 "$broker_pid" 2>/dev/null || ! kill -0 "$frontend_pid" 2>/dev/null \
+    || { curl -fs -o /dev/null --max-time 2 "$url/readyz" \
+         && [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]; }
+}
 # stack_ready: 0 once the frontend is ready and the broker counts every
 # resizer live; 1 when the broker or the frontend exited, or after 90 s (a
 # generous deadline: on a machine loaded by other work the resizers, at
 # nice 10, take seconds to start).
 stack_ready() {
-    local deadline=$((SECONDS + 90))
-    while [ $SECONDS -lt $deadline ]; do
-        kill -0 "$broker_pid" 2>/dev/null && kill -0 "$frontend_pid" 2>/dev/null || return 1
-        if curl -fs -o /dev/null --max-time 2 "$url/readyz" \
-           && [ "$(curl -fs --max-time 2 "$url/v1/cluster" | jq .resizers_live)" = "$threads" ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
+    wait_for 90 stack_settled \
+    && kill -0 "$broker_pid" 2>/dev/null && kill -0 "$frontend_pid" 2>/dev/null
 }
 
 # start_stack N PROGS: a stack of build PROGS in work directory
