@@ -247,8 +247,10 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
         memcpy (info->code, job->code, sizeof info->code);
         memcpy (info->message, job->message, sizeof info->message);
     }
-    if (job->state == IMGP_STATE_DONE)
-        info->result = job->result;
+    if (job->state == IMGP_STATE_DONE) {
+        info->results [0] = job->result;
+        info->result_count = 1;
+    }
     return info;
 }
 
@@ -828,8 +830,17 @@ static int
 s_check_image (imgp_job_t *job, imgp_msg_t *msg)
 {
     const char *reason = NULL;
-    if (imgp_magic_check (imgp_msg_data (msg), imgp_msg_size (msg), msg->result.format,
-                          msg->result.width, msg->result.height, &reason) == 0)
+    const uint8_t *data = imgp_msg_data (msg);
+    int i = 0;
+    //  one rendition after the other; the codec checked that they add up
+    for (; i < msg->result_count; i++) {
+        const imgp_result_t *result = &msg->results [i];
+        if (imgp_magic_check (data, (size_t) result->bytes, result->format, result->width,
+                              result->height, &reason))
+            break;
+        data += result->bytes;
+    }
+    if (i == msg->result_count)
         return 0;
     imgp_warn ("job=%s event=result_refused reason=bad_image worker=%s attempt=%d "
                "detail=\"%s\"", job->id, msg->worker, msg->attempts,
@@ -853,7 +864,7 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     }
     peer->done++;
-    job->result = msg->result;
+    job->result = msg->results [0];
     job->result.bytes = (int64_t) imgp_msg_size (msg);
     s_finish (self, job, IMGP_STATE_DONE, msg);
     imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,

@@ -594,11 +594,14 @@ static void
 s_send_done (s_worker_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb, int64_t ms)
 {
     imgp_msg_t *msg = s_result_new (self->resizer, job, IMGP_MSG_DONE);
-    msg->result.width = thumb->width;
-    msg->result.height = thumb->height;
-    msg->result.format = job->opts.format;
-    msg->result.bytes = (int64_t) thumb->size;
-    msg->result.ms = ms;
+    imgp_result_t *result = &msg->results [0];
+    msg->result_count = 1;
+    result->width = thumb->width;
+    result->height = thumb->height;
+    result->format = thumb->format;
+    result->bytes = (int64_t) thumb->size;
+    result->ms = ms;
+    result->box = job->opts.sizes [0];
     imgp_msg_set_data (msg, thumb->data, thumb->size, imgp_thumb_free);
     thumb->data = NULL;
     s_send (self, &msg);

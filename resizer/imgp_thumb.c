@@ -603,7 +603,13 @@ s_save (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
 {
     int q = opts->quality;
     int rc = -1;
-    switch (opts->format) {
+    //  auto: the source's family, JPEG for an image without alpha (a
+    //  photo), PNG where there is alpha
+    imgp_format_t format = opts->format;
+    if (format == IMGP_FORMAT_AUTO)
+        format = vips_image_hasalpha (image) ? IMGP_FORMAT_PNG : IMGP_FORMAT_JPEG;
+    result->format = format;
+    switch (format) {
         case IMGP_FORMAT_PNG:
             rc = vips_pngsave_buffer (image, &result->data, &result->size, "strip", TRUE, NULL);
             break;
@@ -624,6 +630,8 @@ s_save (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
             rc = vips_heifsave_buffer (image, &result->data, &result->size, "strip", TRUE,
                                        "Q", q ? q : S_AVIF_Q_DEFAULT, "bitdepth", 8,
                                        "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL);
+            break;
+        case IMGP_FORMAT_AUTO:
             break;
     }
     return rc;
@@ -698,7 +706,9 @@ s_dry_run_init (void)
 static int
 s_dry_run_make (const imgp_opts_t *opts, imgp_thumb_result_t *result)
 {
-    const s_fixed_t *fixed = &s_fixed [opts->format];
+    imgp_format_t format = opts->format == IMGP_FORMAT_AUTO ? IMGP_FORMAT_JPEG : opts->format;
+    const s_fixed_t *fixed = &s_fixed [format];
+    result->format = format;
     result->data = g_memdup2 (fixed->data, fixed->size);
     result->size = fixed->size;
     result->width = 1;

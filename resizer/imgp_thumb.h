@@ -74,6 +74,7 @@ typedef struct {
     size_t size;                        //  bytes in data
     int width;                          //  thumbnail pixels
     int height;                         //  thumbnail pixels
+    imgp_format_t format;               //  the format made (auto resolved)
     int in_width;                       //  original pixels (first page, as stored), 0 if unknown
     int in_height;                      //  original pixels (first page, as stored), 0 if unknown
     const char *loader;                 //  libvips loader nickname ("jpegload_buffer"), or NULL

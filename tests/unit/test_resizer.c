@@ -1135,10 +1135,10 @@ Test (loop, job_gives_started_then_done, .init = s_init, .timeout = 30)
 
     imgp_msg_t *done = s_expect (&broker, IMGP_MSG_DONE, id);
     cr_assert_eq (done->attempts, 2);
-    cr_assert_eq (done->result.width, 100);
-    cr_assert (abs (done->result.height - 67) <= 1);
-    cr_assert_eq (done->result.format, IMGP_FORMAT_PNG);
-    cr_assert_eq ((size_t) done->result.bytes, imgp_msg_size (done));
+    cr_assert_eq (done->results [0].width, 100);
+    cr_assert (abs (done->results [0].height - 67) <= 1);
+    cr_assert_eq (done->results [0].format, IMGP_FORMAT_PNG);
+    cr_assert_eq ((size_t) done->results [0].bytes, imgp_msg_size (done));
     VipsImage *thumb = s_decode (imgp_msg_data (done), imgp_msg_size (done));
     cr_assert_eq (vips_image_get_width (thumb), 100);
     g_object_unref (thumb);
