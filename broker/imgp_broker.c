@@ -265,6 +265,9 @@ s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
         imgp_spool_release (data, NULL);
         return imgp_msg_error_new (request, "internal", "the thumbnail is missing from the spool");
     }
+    //  OUT holds every rendition end to end; the first is the thumbnail
+    if (job->result.bytes > 0 && (size_t) job->result.bytes < size)
+        size = (size_t) job->result.bytes;
     imgp_msg_t *info = s_info_new (request, job);
     imgp_msg_set_data (info, data, size, imgp_spool_release);      //  sent without a copy
     return info;
@@ -299,7 +302,8 @@ s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
         imgp_msg_t *reply = s_info_new (request, job);
         if (done && request->type == IMGP_MSG_FETCH) {
-            zframe_t *thumbnail = zframe_new (imgp_msg_data (done), imgp_msg_size (done));
+            zframe_t *thumbnail = zframe_new (imgp_msg_data (done),
+                                              (size_t) done->results [0].bytes);
             imgp_msg_set_frame (reply, &thumbnail);
         }
         s_reply (self, IMGP_BROKER_STATUS, &reply);
@@ -864,8 +868,7 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     }
     peer->done++;
-    job->result = msg->results [0];
-    job->result.bytes = (int64_t) imgp_msg_size (msg);
+    job->result = msg->results [0];     //  the first rendition: what FETCH serves
     s_finish (self, job, IMGP_STATE_DONE, msg);
     imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,
                job->worker, (long long) job->result.ms, (long long) job->result.bytes,
