@@ -768,12 +768,30 @@ s_cover_compass (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_s
     return rc;
 }
 
+//  True when the decode is already box `box`'s rendition (the largest box,
+//  often): libvips' resize at scale 1 still filters every pixel.
+static bool
+s_already (VipsImage *in, const imgp_opts_t *opts, imgp_size_t box)
+{
+    int width = vips_image_get_width (in), height = vips_image_get_height (in);
+    if (opts->fit != IMGP_FIT_INSIDE && opts->fit != IMGP_FIT_CONTAIN)
+        return width == box.width && height == box.height;
+    bool fits = width <= box.width && height <= box.height;
+    bool touches = width == box.width || height == box.height;
+    return fits && (touches || !opts->enlarge);
+}
+
 //  One box from the decoded image `in` (a new reference in *out): the
 //  same resize libvips' thumbnail does from a file, from pixels already
 //  in memory, so no box decodes the source again.
 static int
 s_resize (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
 {
+    if (s_already (in, opts, box)) {
+        *out = in;
+        g_object_ref (in);
+        return 0;
+    }
     if (s_compass_cover (opts))
         return s_cover_compass (in, out, opts, box);
     return vips_thumbnail_image (in, out, box.width, "height", box.height,
