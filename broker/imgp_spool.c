@@ -772,6 +772,7 @@ s_replay_delete (imgp_spool_t *self, s_segment_t *segment, const char *id,
                  const unsigned char *payload)
 {
     segment->deletes++;
+    zhashx_delete (self->damaged, id);          //  what it hit was before: forgotten too
     s_entry_t *entry = zhashx_lookup (self->index, id);
     if (!entry)
         return;
@@ -784,10 +785,8 @@ s_replay_delete (imgp_spool_t *self, s_segment_t *segment, const char *id,
             s_loc_kill (loc);
         left |= loc->segment != NULL;
     }
-    if (!left) {
+    if (!left)
         s_entry_remove (self, id);
-        zhashx_delete (self->damaged, id);      //  the job it hit is gone too
-    }
 }
 
 //  Apply one whole entry read at replay.
@@ -1054,6 +1053,26 @@ s_set_aside (imgp_spool_t *self, const char *id, s_entry_t *entry, const char *t
     imgp_spool_delete (self, id);
 }
 
+//  A job whose every record failed its checksum at replay, but whose
+//  original or thumbnail is whole: it was accepted (a record existed), so
+//  it gets a failed record, code spool_damaged, rather than vanish into
+//  "not found". Its options and owner were in the lost record: the new
+//  one has the defaults and no owner (with API keys its owner then gets
+//  404, as before).
+static void
+s_save_damaged (imgp_spool_t *self, const char *id)
+{
+    imgp_job_t record = { .state = IMGP_STATE_FAILED };
+    snprintf (record.id, sizeof record.id, "%s", id);
+    imgp_opts_default (&record.opts);
+    record.created_at = record.updated_at = zclock_time ();
+    snprintf (record.code, sizeof record.code, "spool_damaged");
+    snprintf (record.message, sizeof record.message, "the job's record was damaged on the "
+              "broker's disk (checksum); upload the image again");
+    imgp_warn ("job=%s event=spool_damaged what=record action=failed", id);
+    imgp_spool_save (self, &record);
+}
+
 //  After replay: entries without a record are debris (an original whose
 //  record never came); a finished record retires its original; a record
 //  that does not decode is set aside.
@@ -1064,6 +1083,10 @@ s_settle (imgp_spool_t *self)
     assert (ids);
     for (const char *id = zlistx_first (ids); id; id = zlistx_next (ids)) {
         s_entry_t *entry = zhashx_lookup (self->index, id);
+        if (!entry->record.segment && !self->readonly && zhashx_lookup (self->damaged, id)) {
+            s_save_damaged (self, id);
+            continue;
+        }
         if (!entry->record.segment) {
             imgp_debug ("job=%s event=spool_cleanup reason=\"no record\"", id);
             s_entry_remove (self, id);
@@ -1082,6 +1105,13 @@ s_settle (imgp_spool_t *self)
             s_set_aside (self, id, entry, text);
         free (text);
     }
+    zlistx_destroy (&ids);
+    //  A job whose only live entry (its record: a failed job) was damaged.
+    ids = zhashx_keys (self->damaged);
+    assert (ids);
+    for (const char *id = zlistx_first (ids); id && !self->readonly; id = zlistx_next (ids))
+        if (!zhashx_lookup (self->index, id))
+            s_save_damaged (self, id);
     zlistx_destroy (&ids);
 }
 

@@ -32,7 +32,12 @@
     skipped by its length; a header that does not hold (a flipped length or
     magic) is skipped by scanning forward for the next good header (magic
     and header CRC). So damage costs the entries it hit, not the rest of
-    the segment. A record that does not decode is set aside as
+    the segment. A job that an entry with a bad payload CRC names (its
+    id is in the header, which holds) is marked damaged (imgp_spool_damaged):
+    when none of its records is left it gets a failed record, code
+    spool_damaged, so an accepted job never turns into "not found". What
+    is read back at runtime is checked against its CRC as well
+    (imgp_spool_get). A record that does not decode is set aside as
     DIR/corrupt/ID.json (with ID.in) and logged.
 
     Disk stays bounded by live data: a segment with nothing live is

@@ -690,6 +690,12 @@ s_metrics_broker (imgp_metrics_out_t *out, imgp_msg_t *pong)
           offsetof (imgp_stats_t, failed) },
         { "broker_jobs_retried_total", "dispatches re-queued", IMGP_METRIC_COUNTER,
           offsetof (imgp_stats_t, retried) },
+        { "broker_spool_full", "1 while the spool cannot take uploads (they get 507)",
+          IMGP_METRIC_GAUGE, offsetof (imgp_stats_t, spool_full) },
+        { "broker_spool_bytes", "live bytes in the broker's spool", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, spool_bytes) },
+        { "broker_spool_max_bytes", "--max-spool-bytes, 0 none", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, spool_max_bytes) },
     };
     for (size_t i = 0; i < sizeof figures / sizeof figures [0]; i++)
         imgp_metrics_out_scalar (out, figures [i].name, figures [i].type, figures [i].help,

@@ -227,6 +227,11 @@ Test (disk, full_spool_507_readyz_then_every_accepted_job_ends_done)
     s_readyz_wait_t wait = { "" };
     cr_assert (h_wait_until (s_readyz_says_full, &wait, 10000),
                "/readyz did not say spool_full (reason \"%s\")", wait.reason);
+    h_response_t metrics = { 0 };
+    h_http (s_cluster->http_ports [0], "GET", "/metrics", NULL, NULL, 0, &metrics, 5000);
+    cr_assert (metrics.body && strstr (metrics.body, "imgpipe_broker_spool_full 1"),
+               "/metrics does not say the spool is full");
+    h_response_free (&metrics);
     long long waited = h_wait_log (&s_cluster->broker, "event=store_failed", 1, S_JOB_MS);
     cr_assert_geq (waited, 0, "no result failed to be stored");
     for (int i = 0; i < S_JOBS; i++) {

@@ -864,6 +864,20 @@ Test (spool, a_torn_tail_is_cut)
     imgp_spool_destroy (&spool);
 }
 
+//  `id`'s record says failed, code spool_damaged.
+static void
+s_expect_damaged_record (imgp_spool_t *spool, const char *id)
+{
+    void *text;
+    size_t size;
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
+    imgp_job_t record;
+    cr_assert_eq (imgp_spool_record_decode (text, &record), 0, "%s", (char *) text);
+    imgp_spool_release (text, NULL);
+    cr_assert_eq (record.state, IMGP_STATE_FAILED);
+    cr_assert_str_eq (record.code, "spool_damaged");
+}
+
 Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
 {
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
@@ -878,11 +892,12 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
         free (text);
     }
     imgp_spool_destroy (&spool);
-    //  A flipped byte in the middle record: skipped by its length.
+    //  A flipped byte in the middle record: skipped by its length; its job
+    //  was accepted, so it loads as failed spool_damaged (not "not found").
     s_poke (s_segment (1), offset [1] + S_ENTRY_HEADER + 3, "#", 1);
     spool = imgp_spool_new (s_dir, false);
     cr_assert (imgp_spool_has (spool, jobs [0].id, IMGP_SPOOL_JSON));
-    cr_assert_not (imgp_spool_has (spool, jobs [1].id, IMGP_SPOOL_JSON));
+    s_expect_damaged_record (spool, jobs [1].id);
     cr_assert (imgp_spool_has (spool, jobs [2].id, IMGP_SPOOL_JSON));
     imgp_job_t later = s_record (IMGP_STATE_QUEUED, 9);
     cr_assert_eq (imgp_spool_save (spool, &later), 0);          //  into segment 2
@@ -972,7 +987,7 @@ Test (spool, a_damaged_header_loses_only_its_entry)
     s_poke (s_segment (1), size - 2, "#", 1);         //  inside the last record's text
     spool = imgp_spool_new (s_dir, false);
     cr_assert_eq (s_size (s_segment (1)), size, "damage is kept, not cut");
-    cr_assert_not (imgp_spool_has (spool, jobs [JOBS - 1].id, IMGP_SPOOL_JSON));
+    s_expect_damaged_record (spool, jobs [JOBS - 1].id);
     cr_assert (imgp_spool_has (spool, jobs [JOBS - 2].id, IMGP_SPOOL_JSON));
     cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_destroy (&spool);
@@ -3966,5 +3981,40 @@ Test (spool, kept_originals_outlive_the_final_record)
     spool = imgp_spool_new (s_dir, false);
     cr_assert_not (imgp_spool_has (spool, done.id, IMGP_SPOOL_IN), "a start without it drops");
     cr_assert (imgp_spool_has (spool, done.id, IMGP_SPOOL_OUT));
+    imgp_spool_destroy (&spool);
+}
+
+//  A job whose record failed its checksum at replay (its original whole):
+//  it was accepted, so it loads as failed spool_damaged, not "not found";
+//  a failed job whose only entry, its record, was damaged too. A job
+//  deleted since is not brought back.
+Test (spool, a_damaged_record_loads_as_failed_spool_damaged)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    imgp_job_t queued = s_record (IMGP_STATE_QUEUED, 1), failed = s_record (IMGP_STATE_FAILED, 2);
+    imgp_job_t gone = s_record (IMGP_STATE_FAILED, 3);
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "marker-of-failed");
+    snprintf (gone.code, sizeof gone.code, "decode_error");
+    snprintf (gone.message, sizeof gone.message, "marker-of-gone");
+    cr_assert_eq (imgp_spool_save_with (spool, &queued, IMGP_SPOOL_IN, "original", 8), 0);
+    cr_assert_eq (imgp_spool_save (spool, &failed), 0);
+    cr_assert_eq (imgp_spool_save (spool, &gone), 0);
+    cr_assert_eq (imgp_spool_delete (spool, gone.id), 0);
+    imgp_spool_destroy (&spool);
+    s_log_flip ("\"state\":\"queued\"", 16);
+    s_log_flip ("marker-of-failed", 16);
+    s_log_flip ("marker-of-gone", 14);
+
+    spool = imgp_spool_new (s_dir, false);
+    for (int i = 0; i < 2; i++) {
+        const char *id = i ? failed.id : queued.id;
+        cr_assert (imgp_spool_damaged (spool, id));
+        s_expect_damaged_record (spool, id);
+    }
+    cr_assert_not (imgp_spool_has (spool, queued.id, IMGP_SPOOL_IN), "retired by that record");
+    cr_assert_not (imgp_spool_has (spool, gone.id, IMGP_SPOOL_JSON), "a deleted job stays gone");
+    cr_assert_not (imgp_spool_damaged (spool, gone.id));
     imgp_spool_destroy (&spool);
 }
