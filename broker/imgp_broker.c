@@ -270,8 +270,10 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
         memcpy (info->code, job->code, sizeof info->code);
         memcpy (info->message, job->message, sizeof info->message);
     }
-    if (job->state == IMGP_STATE_DONE)
-        info->result = job->result;
+    if (job->state == IMGP_STATE_DONE) {
+        info->results [0] = job->result;
+        info->result_count = 1;
+    }
     return info;
 }
 
@@ -315,6 +317,9 @@ s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
             return s_info_new (request, s_thumbnail_damaged (self, job));
         return imgp_msg_error_new (request, "internal", "the thumbnail is missing from the spool");
     }
+    //  OUT holds every rendition end to end; the first is the thumbnail
+    if (job->result.bytes > 0 && (size_t) job->result.bytes < size)
+        size = (size_t) job->result.bytes;
     imgp_msg_t *info = s_info_new (request, job);
     imgp_msg_set_data (info, data, size, imgp_spool_release);      //  sent without a copy
     return info;
@@ -349,7 +354,8 @@ s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
         imgp_msg_t *reply = s_info_new (request, job);
         if (done && request->type == IMGP_MSG_FETCH) {
-            zframe_t *thumbnail = zframe_new (imgp_msg_data (done), imgp_msg_size (done));
+            zframe_t *thumbnail = zframe_new (imgp_msg_data (done),
+                                              (size_t) done->results [0].bytes);
             imgp_msg_set_frame (reply, &thumbnail);
         }
         s_reply (self, IMGP_BROKER_STATUS, &reply);
@@ -537,7 +543,9 @@ s_stats (s_server_t *self, imgp_stats_t *stats)
                      &stats->resizers, &stats->slots);
     stats->spool_bytes = (int64_t) imgp_spool_live_bytes (self->spool);
     stats->spool_max_bytes = (int64_t) self->config->max_spool_bytes;
-    stats->spool_full = imgp_spool_full (self->spool)
+    //  Full also while results wait for room (dispatch paused): the
+    //  service is not ready even if a small upload would still fit.
+    stats->spool_full = imgp_spool_full (self->spool) || self->store_blocked
                      || (stats->spool_max_bytes && stats->spool_bytes >= stats->spool_max_bytes);
 }
 
@@ -940,8 +948,17 @@ static int
 s_check_image (imgp_job_t *job, imgp_msg_t *msg)
 {
     const char *reason = NULL;
-    if (imgp_magic_check (imgp_msg_data (msg), imgp_msg_size (msg), msg->result.format,
-                          msg->result.width, msg->result.height, &reason) == 0)
+    const uint8_t *data = imgp_msg_data (msg);
+    int i = 0;
+    //  one rendition after the other; the codec checked that they add up
+    for (; i < msg->result_count; i++) {
+        const imgp_result_t *result = &msg->results [i];
+        if (imgp_magic_check (data, (size_t) result->bytes, result->format, result->width,
+                              result->height, &reason))
+            break;
+        data += result->bytes;
+    }
+    if (i == msg->result_count)
         return 0;
     imgp_warn ("job=%s event=result_refused reason=bad_image worker=%s attempt=%d "
                "detail=\"%s\"", job->id, msg->worker, msg->attempts,
@@ -960,9 +977,8 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     }
     peer->done++;
-    job->result = msg->result;
-    job->result.bytes = (int64_t) imgp_msg_size (msg);
-    //  The thumbnail and the final record are stored together (s_finish);
+    job->result = msg->results [0];     //  the first rendition: what FETCH serves
+    //  The thumbnails and the final record are stored together (s_finish);
     //  when they cannot be, the job waits in the queue for room.
     if (s_finish (self, job, IMGP_STATE_DONE, msg))
         return;

@@ -136,7 +136,8 @@ struct _imgp_spool_t {
 static char s_fault [3][IMGP_ID_LEN + 1];
 
 //  The record's JSON text (with its form, at the end of this file).
-static size_t s_record_write (const imgp_job_t *r, char *buf, size_t size);
+static size_t s_record_write (const imgp_job_t *r, bool keep, char *buf, size_t size);
+static int s_record_decode (const char *text, imgp_job_t *r, bool *keep_p);
 //  Has a full spool room again? (beside imgp_spool_full)
 static void s_probe (imgp_spool_t *self);
 
@@ -345,13 +346,15 @@ s_forget_original (imgp_spool_t *self, s_entry_t *entry)
 //  Does a finished job keep its original on disk? A done job keeps it
 //  with --keep-originals, or when more can be made of it later (format
 //  auto: a format asked for later is made from it); a failed job never.
-//  Replay decides the same from the same record.
+//  The record says so ("keep_original":true), so replay, a read-only view
+//  and a later start without the flag decide the same: a kept original
+//  stays until its job is deleted.
 static bool
 s_keeps (imgp_spool_t *self, const imgp_job_t *record)
 {
     if (record->state == IMGP_STATE_FAILED)
         return false;
-    return self->keep_originals;
+    return self->keep_originals || record->opts.format == IMGP_FORMAT_AUTO;
 }
 
 //  A job finished: its original leaves memory, and the disk unless kept.
@@ -1007,10 +1010,12 @@ s_record_load (s_entry_t *entry, const char *id, imgp_job_t *record, char **text
 {
     if (s_record_text (entry, text_p))
         return -1;
+    bool keep = false;
     if (strlen (*text_p) != entry->record.size
-    ||  imgp_spool_record_decode (*text_p, record)
+    ||  s_record_decode (*text_p, record, &keep)
     ||  !streq (record->id, id))
         return -1;
+    entry->keep = keep;
     return 0;
 }
 
@@ -1097,7 +1102,6 @@ s_settle (imgp_spool_t *self)
         if (s_record_load (entry, id, &record, &text) == 0) {
             entry->finished = record.state == IMGP_STATE_DONE
                            || record.state == IMGP_STATE_FAILED;
-            entry->keep = s_keeps (self, &record);
             if (entry->finished && !entry->keep)
                 s_loc_kill (&entry->in);
         }
@@ -1501,7 +1505,8 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     char text [S_RECORD_TEXT];
     size_t len = s_faulty (record->id, IMGP_SPOOL_JSON)
               || (kind == IMGP_SPOOL_OUT && s_faulty (record->id, IMGP_SPOOL_OUT))
-               ? (errno = ENOSPC, 0) : s_record_write (record, text, sizeof text);
+               ? (errno = ENOSPC, 0)
+               : s_record_write (record, s_keeps (self, record), text, sizeof text);
     if (!len && errno == ENOSPC) {
         self->full = true;              //  as a full disk would: the probe clears it
         self->need = 1;
@@ -1521,7 +1526,7 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     }
     s_entry_t *entry = s_entry_require (self, record->id, locs [0].segment->seq);
     entry->finished = record->state == IMGP_STATE_DONE || record->state == IMGP_STATE_FAILED;
-    entry->keep = s_keeps (self, record);
+    entry->keep = s_keeps (self, record);     //  as the record says (keep_original)
     if (kind != IMGP_SPOOL_JSON)
         s_index_artefact (self, entry, kind, &locs [0], data);
     s_loc_kill (&entry->record);
@@ -2038,7 +2043,7 @@ s_probe (imgp_spool_t *self)
 //  The record as JSON text into `buf`, NUL-terminated; its length, or 0
 //  when it does not fit.
 static size_t
-s_record_write (const imgp_job_t *r, char *buf, size_t size)
+s_record_write (const imgp_job_t *r, bool keep, char *buf, size_t size)
 {
     assert (size > 0);
     imgp_jw_t out;
@@ -2062,6 +2067,8 @@ s_record_write (const imgp_job_t *r, char *buf, size_t size)
     }
     if (r->state == IMGP_STATE_DONE)
         imgp_jw_result (&out, "result", &r->result);
+    if (keep)                           //  the original outlives the job's end (s_keeps)
+        imgp_jw_bool (&out, "keep_original", true);
     imgp_jw_close (&out, '}');
     size_t len = imgp_jw_len (&out);
     buf [len] = 0;
@@ -2073,7 +2080,7 @@ imgp_spool_record_encode (const imgp_job_t *r)
 {
     assert (r);
     char buf [S_RECORD_TEXT];
-    size_t len = s_record_write (r, buf, sizeof buf);
+    size_t len = s_record_write (r, false, buf, sizeof buf);
     return len ? strdup (buf) : NULL;
 }
 
@@ -2119,6 +2126,14 @@ s_record_in_range (const imgp_job_t *r)
 int
 imgp_spool_record_decode (const char *text, imgp_job_t *r)
 {
+    return s_record_decode (text, r, NULL);
+}
+
+//  imgp_spool_record_decode, and whether the record keeps its job's
+//  original past its end (*keep_p, when not NULL).
+static int
+s_record_decode (const char *text, imgp_job_t *r, bool *keep_p)
+{
     assert (text);
     assert (r);
     memset (r, 0, sizeof *r);
@@ -2150,6 +2165,8 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
         ||  !s_record_in_range (r))
             rc = -1;
     }
+    if (keep_p)
+        *keep_p = json_is_true (json_object_get (root, "keep_original"));
     json_decref (root);
     return rc;
 }

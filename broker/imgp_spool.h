@@ -86,10 +86,10 @@ typedef int (imgp_spool_record_fn) (const imgp_job_t *record, void *arg);
 imgp_spool_t *imgp_spool_new (const char *dir, bool fsync);
 
 //  imgp_spool_new, where a done job keeps its original on disk (until the
-//  job is deleted) when `keep_originals` (--keep-originals); otherwise
-//  its final record retires it. Replay decides with the setting of this
-//  start (it is not in the log): a broker started without it drops the
-//  originals of done jobs.
+//  job is deleted) when `keep_originals` (--keep-originals) or its format
+//  is auto; otherwise its final record retires it. The final record says
+//  which ("keep_original":true), so replay decides the same whatever the
+//  flag of a later start.
 imgp_spool_t *imgp_spool_new_keeping (const char *dir, bool fsync, bool keep_originals);
 
 //  Replay the log under `dir` without changing anything (no cut, no

@@ -510,7 +510,8 @@ s_fake_info (imgp_msg_t *msg)
         snprintf (info->message, sizeof info->message, "the file is truncated");
     }
     if (state == IMGP_STATE_DONE && streq (msg->id, ID_BIG)) {
-        info->result = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12 };
+        info->result_count = 1;
+        info->results [0] = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12, { 0, 0 }, "" };
         if (msg->type == IMGP_MSG_FETCH) {
             uint8_t *png = calloc (1, UPLOAD_LIMIT);
             memcpy (png, THUMBNAIL, 8);
@@ -520,13 +521,15 @@ s_fake_info (imgp_msg_t *msg)
     else
     if (state == IMGP_STATE_DONE && streq (msg->id, ID_LIAR)) {
         static const char html [] = "<html><script>alert(1)</script></html>";
-        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, sizeof html - 1, 12 };
+        info->result_count = 1;
+        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, sizeof html - 1, 12, { 0, 0 }, "" };
         if (msg->type == IMGP_MSG_FETCH)
             imgp_msg_set_data (info, strdup (html), sizeof html - 1, NULL);
     }
     else
     if (state == IMGP_STATE_DONE) {
-        info->result = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 13, 12 };
+        info->result_count = 1;
+        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 13, 12, { 0, 0 }, "" };
         if (msg->type == IMGP_MSG_FETCH)
             imgp_msg_set_data (info, strdup (THUMBNAIL), strlen (THUMBNAIL), NULL);
     }
