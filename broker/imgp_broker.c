@@ -587,8 +587,9 @@ s_submit_refusal (s_server_t *self, imgp_msg_t *msg)
     size_t max = self->config->max_spool_bytes;
     uint64_t live = max ? imgp_spool_live_bytes (self->spool) : 0;
     if (max && live + size > max)
-        return imgp_msg_error_new (msg, "spool_full", "the broker's spool holds %llu bytes of "
-                                   "its %zu; retry later", (unsigned long long) live, max);
+        return imgp_msg_error_new (msg, "spool_full", "the broker's spool holds %llu bytes; "
+                                   "its limit is %zu; retry later", (unsigned long long) live,
+                                   max);
     if (s_make_room (self))
         return imgp_msg_error_new (msg, "queue_full",
                                    "the status table holds %zu unfinished jobs; retry later",

@@ -1520,8 +1520,10 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     pieces [count++] = (s_piece_t) { S_RECORD, text, len };
     s_loc_t locs [2];
     if (!len || s_append_n (self, record->id, pieces, count, locs)) {
+        int error = errno;              //  the broker answers by it (spool_full or internal)
         imgp_error ("job=%s event=spool_error op=write what=record error=\"%s\"", record->id,
-                    strerror (errno));
+                    strerror (error));
+        errno = error;
         return -1;
     }
     s_entry_t *entry = s_entry_require (self, record->id, locs [0].segment->seq);
