@@ -506,9 +506,11 @@ s_thumbnail (s_request_t *req)
     imgp_msg_t *info = s_ask (req, IMGP_MSG_FETCH);
     if (!info)
         return;
-    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info))
+    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info)) {
+        imgp_reply_cache (&req->reply, "", req->server->config.cache_max_age_s);
         imgp_reply_send (&req->reply, 200, imgp_format_mime (info->result.format),
                          imgp_msg_data (info), imgp_msg_size (info));
+    }
     else
     if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
         imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,

@@ -601,6 +601,7 @@ s_config (const char *intake, const char *status)
         .keepalive_timeout_ms = 5000,
         .max_wait_s = 30,
         .upload_timeout_ms = 20000,
+        .cache_max_age_s = 31536000,
     };
     return config;
 }
@@ -2307,5 +2308,54 @@ Test (http, head_answers_every_get_route_like_get)
     cr_assert_eq (response.status, 405);
     cr_assert_str_eq (s_header (&response, "Allow"), "POST");
     cr_assert_eq (response.size, 0);
+    s_response_free (&response);
+}
+
+//  `method` on `path` with `headers` ("Name: value\r\n" lines) added.
+static void
+s_get_with (const char *method, const char *path, const char *headers, response_t *response)
+{
+    char head [2048];
+    snprintf (head, sizeof head, "%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n%s",
+              method, path, headers);
+    s_exchange (head, NULL, 0, response);
+}
+
+//  A thumbnail says how long it may be cached; a conditional GET or HEAD
+//  that matches gets 304 with the cache headers and no body.
+Test (http, thumbnail_is_cacheable_and_conditional)
+{
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_DONE "/thumbnail", &response);
+    cr_assert_eq (response.status, 200);
+    cr_assert_str_eq (s_header (&response, "Cache-Control"), "public, max-age=31536000, immutable");
+    s_response_free (&response);
+    const char *methods [] = { "GET", "HEAD" };
+    for (size_t i = 0; i < 2; i++) {
+        s_get_with (methods [i], "/v1/images/" ID_DONE "/thumbnail", "If-None-Match: *\r\n",
+                    &response);
+        cr_assert_eq (response.status, 304, "%s: %d", methods [i], response.status);
+        cr_assert_eq (response.size, 0);
+        cr_assert_null (s_header (&response, "Content-Type"));
+        cr_assert_null (s_header (&response, "Content-Length"));
+        cr_assert_str_eq (s_header (&response, "Cache-Control"),
+                          "public, max-age=31536000, immutable");
+        s_response_free (&response);
+    }
+    //  Not a 200 without conditions: never a 304, and no cache headers.
+    static const struct { const char *id; int status; } others [] = {
+        { ID_QUEUED, 202 }, { ID_FAILED, 422 }, { ID_UNKNOWN, 404 },
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others [0]; i++) {
+        char path [128];
+        snprintf (path, sizeof path, "/v1/images/%s/thumbnail", others [i].id);
+        s_get_with ("GET", path, "If-None-Match: *\r\n", &response);
+        cr_assert_eq (response.status, others [i].status, "%s: %d", path, response.status);
+        cr_assert_null (s_header (&response, "Cache-Control"), "%s", path);
+        s_response_free (&response);
+    }
+    //  The status route is not conditional.
+    s_get_with ("GET", "/v1/images/" ID_DONE, "If-None-Match: *\r\n", &response);
+    cr_assert_eq (response.status, 200);
     s_response_free (&response);
 }
