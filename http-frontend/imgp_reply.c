@@ -25,21 +25,32 @@ s_body_pending (imgp_reply_t *self)
     return length < 0 && strcmp (self->method, "POST") == 0;
 }
 
+//  The next element of a comma-separated header list at *value: its
+//  start, and its length without the spaces around it; *value moves past
+//  it. Returns NULL when the list has no more. (Commas inside quoted
+//  strings are not special: no element we look for holds one.)
+static const char *
+s_list_next (const char **value, size_t *len)
+{
+    const char *item = *value + strspn (*value, " \t,");
+    if (!*item)
+        return NULL;
+    size_t n = strcspn (item, ",");
+    *value = item + n;
+    while (n > 0 && (item [n - 1] == ' ' || item [n - 1] == '\t'))
+        n--;
+    *len = n;
+    return item;
+}
+
 //  True when the comma-separated header `value` lists `token`, in any case.
 static bool
 s_has_token (const char *value, const char *token)
 {
-    size_t len = strlen (token);
-    while (*value) {
-        value += strspn (value, " \t,");
-        size_t n = strcspn (value, ",");
-        size_t end = n;
-        while (end > 0 && (value [end - 1] == ' ' || value [end - 1] == '\t'))
-            end--;
-        if (end == len && strncasecmp (value, token, len) == 0)
+    size_t len = strlen (token), n;
+    for (const char *item; (item = s_list_next (&value, &n)); )
+        if (n == len && strncasecmp (item, token, len) == 0)
             return true;
-        value += n;
-    }
     return false;
 }
 
@@ -109,6 +120,10 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
         s_head_add (&head, "Retry-After: %d\r\n", self->retry_after);
     if (self->authenticate)
         s_head_add (&head, "WWW-Authenticate: %s\r\n", self->authenticate);
+    if (self->etag)
+        s_head_add (&head, "ETag: %s\r\n", self->etag);
+    if (self->cache_control)
+        s_head_add (&head, "Cache-Control: %s\r\n", self->cache_control);
     if (self->rate_headers)
         s_head_add (&head, "RateLimit-Limit: %lld\r\nRateLimit-Remaining: %lld\r\n"
                     "RateLimit-Reset: %lld\r\n", (long long) self->rate_limit,
@@ -121,8 +136,8 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     if (close)
         mg_disable_connection_keep_alive (conn);
     s_head_add (&head, "Connection: %s\r\n\r\n", close ? "close" : "keep-alive");
-    //  A HEAD response says the length of the body it does not carry.
-    if (strcmp (self->method, "HEAD") == 0)
+    //  A HEAD or 304 response says the length of the body it does not carry.
+    if (strcmp (self->method, "HEAD") == 0 || status == 304)
         size = 0;
     else
     if (size && size <= sizeof head.text - head.size) {
@@ -134,6 +149,40 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     if (size)
         mg_write (conn, body, size);
     self->status = status;
+}
+
+//  The opaque part of an entity tag: `tag` without a leading W/, into
+//  *start and *len. Returns false when it is not a quoted tag.
+static bool
+s_opaque_tag (const char *tag, size_t size, const char **start, size_t *len)
+{
+    if (size >= 2 && tag [0] == 'W' && tag [1] == '/') {
+        tag += 2;
+        size -= 2;
+    }
+    if (size < 2 || tag [0] != '"' || tag [size - 1] != '"')
+        return false;
+    *start = tag;
+    *len = size;
+    return true;
+}
+
+bool
+imgp_reply_not_modified (imgp_reply_t *self, const char *etag)
+{
+    assert (self && etag);
+    const char *value = mg_get_header (self->conn, "If-None-Match");
+    const char *want;
+    size_t want_len;
+    if (!value || !s_opaque_tag (etag, strlen (etag), &want, &want_len))
+        return false;
+    size_t n, len;
+    for (const char *item, *tag; (item = s_list_next (&value, &n)); )
+        if ((n == 1 && *item == '*')
+        ||  (s_opaque_tag (item, n, &tag, &len) && len == want_len
+             && memcmp (tag, want, len) == 0))
+            return true;
+    return false;
 }
 
 void

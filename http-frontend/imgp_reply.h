@@ -41,6 +41,8 @@ typedef struct {
     int retry_after;            //  Retry-After seconds, 0 for none
     const char *allow;          //  Allow header (405), NULL for none
     const char *authenticate;   //  WWW-Authenticate header (401), NULL for none
+    const char *etag;           //  ETag header value, quoted ("..."), NULL for none
+    const char *cache_control;  //  Cache-Control header value, NULL for none
     char location [64];         //  Location header, "" for none
     bool rate_headers;          //  send RateLimit-Limit/-Remaining/-Reset below
     int64_t rate_limit;         //  RateLimit-Limit
@@ -49,9 +51,15 @@ typedef struct {
 } imgp_reply_t;
 
 //  Send a response with `size` bytes of `body` (borrowed) of MIME `type`.
-//  A HEAD request gets the head only, with the body's length.
+//  A HEAD request, and a 304, get the head only, with the body's length
+//  (RFC 9110 8.6: a 304's Content-Length is that of the 200 it stands for).
 void imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *body,
                       size_t size);
+
+//  True when the request's If-None-Match lists `etag` (a quoted strong
+//  tag) or is "*": the client's copy is current, answer 304. Compared
+//  weakly (RFC 9110 13.1.2: W/"x" matches "x"), as If-None-Match must be.
+bool imgp_reply_not_modified (imgp_reply_t *self, const char *etag);
 
 //  Send a JSON body; takes ownership of `body` (NULL means out of memory:
 //  a 500 goes out instead).
