@@ -247,8 +247,10 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
         memcpy (info->code, job->code, sizeof info->code);
         memcpy (info->message, job->message, sizeof info->message);
     }
-    if (job->state == IMGP_STATE_DONE)
-        info->result = job->result;
+    if (job->state == IMGP_STATE_DONE) {
+        info->results [0] = job->result;
+        info->result_count = 1;
+    }
     return info;
 }
 
@@ -263,6 +265,9 @@ s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
         imgp_spool_release (data, NULL);
         return imgp_msg_error_new (request, "internal", "the thumbnail is missing from the spool");
     }
+    //  OUT holds every rendition end to end; the first is the thumbnail
+    if (job->result.bytes > 0 && (size_t) job->result.bytes < size)
+        size = (size_t) job->result.bytes;
     imgp_msg_t *info = s_info_new (request, job);
     imgp_msg_set_data (info, data, size, imgp_spool_release);      //  sent without a copy
     return info;
@@ -297,7 +302,8 @@ s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
         imgp_msg_t *reply = s_info_new (request, job);
         if (done && request->type == IMGP_MSG_FETCH) {
-            zframe_t *thumbnail = zframe_new (imgp_msg_data (done), imgp_msg_size (done));
+            zframe_t *thumbnail = zframe_new (imgp_msg_data (done),
+                                              (size_t) done->results [0].bytes);
             imgp_msg_set_frame (reply, &thumbnail);
         }
         s_reply (self, IMGP_BROKER_STATUS, &reply);
@@ -828,8 +834,17 @@ static int
 s_check_image (imgp_job_t *job, imgp_msg_t *msg)
 {
     const char *reason = NULL;
-    if (imgp_magic_check (imgp_msg_data (msg), imgp_msg_size (msg), msg->result.format,
-                          msg->result.width, msg->result.height, &reason) == 0)
+    const uint8_t *data = imgp_msg_data (msg);
+    int i = 0;
+    //  one rendition after the other; the codec checked that they add up
+    for (; i < msg->result_count; i++) {
+        const imgp_result_t *result = &msg->results [i];
+        if (imgp_magic_check (data, (size_t) result->bytes, result->format, result->width,
+                              result->height, &reason))
+            break;
+        data += result->bytes;
+    }
+    if (i == msg->result_count)
         return 0;
     imgp_warn ("job=%s event=result_refused reason=bad_image worker=%s attempt=%d "
                "detail=\"%s\"", job->id, msg->worker, msg->attempts,
@@ -853,8 +868,7 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     }
     peer->done++;
-    job->result = msg->result;
-    job->result.bytes = (int64_t) imgp_msg_size (msg);
+    job->result = msg->results [0];     //  the first rendition: what FETCH serves
     s_finish (self, job, IMGP_STATE_DONE, msg);
     imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,
                job->worker, (long long) job->result.ms, (long long) job->result.bytes,

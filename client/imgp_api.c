@@ -47,13 +47,14 @@ imgp_api_opts (imgp_api_opts_t *opts, const char *width, const char *height,
         s_query_add (opts->query, sizeof opts->query, "enlarge", "true");
     imgp_opts_t parsed;
     *problem = NULL;
-    if (imgp_opts_parse_query (&parsed, opts->query, problem) != 0) {
+    if (imgp_opts_parse_query (&parsed, opts->query, problem, NULL) != 0) {
         if (!*problem)
             *problem = "bad thumbnail option";
         return -1;
     }
     static const char *exts [] = { [IMGP_FORMAT_PNG] = "png", [IMGP_FORMAT_JPEG] = "jpg",
-                                   [IMGP_FORMAT_WEBP] = "webp", [IMGP_FORMAT_AVIF] = "avif" };
+                                   [IMGP_FORMAT_WEBP] = "webp", [IMGP_FORMAT_AVIF] = "avif",
+                                   [IMGP_FORMAT_AUTO] = "img" };
     opts->ext = exts [parsed.format];
     return 0;
 }

@@ -328,12 +328,12 @@ s_status_json (imgp_msg_t *info)
         json_object_set_new (body, "error",
                              json_pack ("{s:s,s:s}", "code", info->code [0] ? info->code : "failed",
                                         "message", info->message));
-    if (body && info->state == IMGP_STATE_DONE)
+    if (body && info->state == IMGP_STATE_DONE && info->result_count > 0)
         json_object_set_new (body, "result",
-                             json_pack ("{s:i,s:i,s:s,s:I}", "width", info->result.width,
-                                        "height", info->result.height, "format",
-                                        imgp_format_name (info->result.format), "bytes",
-                                        (json_int_t) info->result.bytes));
+                             json_pack ("{s:i,s:i,s:s,s:I}", "width", info->results [0].width,
+                                        "height", info->results [0].height, "format",
+                                        imgp_format_name (info->results [0].format), "bytes",
+                                        (json_int_t) info->results [0].bytes));
     if (body && info->worker [0])
         json_object_set_new (body, "worker", json_string (info->worker));
     return body;
@@ -409,10 +409,14 @@ static void
 s_upload (s_request_t *req)
 {
     imgp_opts_t opts;
-    const char *error = NULL;
+    const char *error = NULL, *option = NULL;
     const char *query = mg_get_request_info (req->reply.conn)->query_string;
-    if (imgp_opts_parse_query (&opts, query, &error)) {
-        imgp_reply_error (&req->reply, 400, "bad_option", "%s", error ? error : "bad option");
+    if (imgp_opts_parse_query (&opts, query, &error, &option)) {
+        //  the option by name too, so a client can point at the field
+        imgp_reply_json (&req->reply, 400,
+                         json_pack ("{s:{s:s,s:s,s:s}}", "error", "code", "bad_option",
+                                    "message", error ? error : "bad option",
+                                    "option", option ? option : ""));
         return;
     }
     const imgp_http_config_t *config = &req->server->config;
@@ -498,12 +502,12 @@ static bool
 s_thumbnail_true (imgp_msg_t *info)
 {
     const char *sniffed = imgp_sniff (imgp_msg_data (info), imgp_msg_size (info), 0);
-    const char *format = imgp_format_name (info->result.format);
+    const char *format = imgp_format_name (info->results [0].format);
     if (!sniffed)
         return false;
     //  The sniffer names AVIF by its container, HEIF.
     return strcmp (sniffed, format) == 0
-        || (info->result.format == IMGP_FORMAT_AVIF && strcmp (sniffed, "heif") == 0);
+        || (info->results [0].format == IMGP_FORMAT_AVIF && strcmp (sniffed, "heif") == 0);
 }
 
 static void
@@ -513,14 +517,14 @@ s_thumbnail (s_request_t *req)
     if (!info)
         return;
     if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info)) {
-        imgp_reply_cache (&req->reply, "", req->server->config.cache_max_age_s);
-        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->result.format),
+        imgp_reply_cache (&req->reply, info->results [0].etag, req->server->config.cache_max_age_s);
+        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->results [0].format),
                          imgp_msg_data (info), imgp_msg_size (info));
     }
     else
     if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
         imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,
-                    imgp_format_name (info->result.format), imgp_msg_size (info));
+                    imgp_format_name (info->results [0].format), imgp_msg_size (info));
         imgp_reply_error (&req->reply, 502, "bad_gateway",
                           "the job service returned bytes that are not the thumbnail's format");
     }

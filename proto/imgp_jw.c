@@ -182,6 +182,16 @@ imgp_jw_close (imgp_jw_t *self, char bracket)
     s_put_char (self, bracket);
 }
 
+//  A box as `[W,H]`.
+static void
+s_put_box (imgp_jw_t *self, const char *key, imgp_size_t box)
+{
+    imgp_jw_open (self, key, '[');
+    imgp_jw_int (self, NULL, box.width);
+    imgp_jw_int (self, NULL, box.height);
+    imgp_jw_close (self, ']');
+}
+
 //  How both forms begin: `{"width":W,"height":H`.
 static void
 s_open_box (imgp_jw_t *self, const char *key, int width, int height)
@@ -200,6 +210,24 @@ imgp_jw_opts (imgp_jw_t *self, const char *key, const imgp_opts_t *opts)
     imgp_jw_string (self, "format", imgp_format_name (opts->format));
     imgp_jw_int (self, "quality", opts->quality);
     imgp_jw_bool (self, "enlarge", opts->enlarge);
+    //  The members added with renditions, only when not their default, so
+    //  a job with none of them is written as before.
+    if (opts->gravity != IMGP_GRAVITY_CENTRE)
+        imgp_jw_string (self, "gravity", imgp_gravity_name (opts->gravity));
+    if (opts->background [0] || opts->background [1] || opts->background [2]
+    ||  opts->background [3]) {
+        char text [10];
+        imgp_opts_background_text (opts->background, text);
+        imgp_jw_string (self, "background", text);
+    }
+    if (opts->animated)
+        imgp_jw_bool (self, "animated", true);
+    if (opts->size_count > 1) {
+        imgp_jw_open (self, "sizes", '[');
+        for (int i = 0; i < opts->size_count && i < IMGP_SIZES_MAX; i++)
+            s_put_box (self, NULL, opts->sizes [i]);
+        imgp_jw_close (self, ']');
+    }
     imgp_jw_close (self, '}');
 }
 
@@ -211,7 +239,21 @@ imgp_jw_result (imgp_jw_t *self, const char *key, const imgp_result_t *result)
     imgp_jw_string (self, "format", imgp_format_name (result->format));
     imgp_jw_int (self, "bytes", result->bytes);
     imgp_jw_int (self, "ms", result->ms);
+    if (result->box.width || result->box.height)
+        s_put_box (self, "box", result->box);
+    if (result->etag [0])
+        imgp_jw_string (self, "etag", result->etag);
     imgp_jw_close (self, '}');
+}
+
+void
+imgp_jw_results (imgp_jw_t *self, const char *key, const imgp_result_t *results, int count)
+{
+    assert (results || count == 0);
+    imgp_jw_open (self, key, '[');
+    for (int i = 0; i < count; i++)
+        imgp_jw_result (self, NULL, &results [i]);
+    imgp_jw_close (self, ']');
 }
 
 size_t

@@ -74,9 +74,14 @@ void imgp_jw_close (imgp_jw_t *self, char bracket);
 //  The protocol's forms (PROTOCOL.md), as members named `key`:
 //    opts:   {"width":100,"height":100,"fit":"inside","format":"png",
 //             "quality":0,"enlarge":false}
+//            (+ gravity, background, animated, sizes when not their default)
 //    result: {"width":100,"height":67,"format":"jpeg","bytes":1234,"ms":18}
+//            (+ "box":[w,h] unless 0x0, "etag":"<hex>" unless "")
+//    results: an array of `count` results
 void imgp_jw_opts (imgp_jw_t *self, const char *key, const imgp_opts_t *opts);
 void imgp_jw_result (imgp_jw_t *self, const char *key, const imgp_result_t *result);
+void imgp_jw_results (imgp_jw_t *self, const char *key, const imgp_result_t *results,
+                      int count);
 
 //  The text's length in bytes, or 0 when something did not fit.
 size_t imgp_jw_len (const imgp_jw_t *self);

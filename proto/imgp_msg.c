@@ -35,7 +35,7 @@ enum {
     F_SLOTS = 1 << 6,       //  "slots"
     F_WORKER = 1 << 7,      //  "worker"
     F_ERROR = 1 << 8,       //  "code", "message"
-    F_RESULT = 1 << 9,      //  "result" object
+    F_RESULT = 1 << 9,      //  "results" array (an old "result" object is read too)
     F_BY_STATE = 1 << 10,   //  INFO: error when failed, result when done
     F_OWNER = 1 << 11,      //  "owner", optional
     F_WAIT = 1 << 12,       //  "wait_ms", optional
@@ -282,8 +282,9 @@ s_check_opts (const imgp_opts_t *opts, char *error, size_t size)
         return s_fail (error, size, "opts.height %d is not in 1..%d", opts->height, IMGP_SIDE_MAX);
     if (opts->quality < 0 || opts->quality > 100)
         return s_fail (error, size, "opts.quality %d is not in 0..100", opts->quality);
-    if (!imgp_opts_valid (opts))
-        return s_fail (error, size, "opts.fit or opts.format is unknown");
+    const char *problem = NULL, *option = NULL;
+    if (imgp_opts_check (opts, &problem, &option))
+        return s_fail (error, size, "opts.%s: %s", option, problem);
     return 0;
 }
 
@@ -338,6 +339,37 @@ s_check_result (const imgp_result_t *result, char *error, size_t size)
         return s_fail (error, size, "result.format is unknown");
     if (result->bytes < 1 || result->ms < 0)
         return s_fail (error, size, "result.bytes must be >= 1 and result.ms >= 0");
+    bool no_box = result->box.width == 0 && result->box.height == 0;
+    if (!no_box && (result->box.width < 1 || result->box.width > IMGP_SIDE_MAX
+                 || result->box.height < 1 || result->box.height > IMGP_SIDE_MAX))
+        return s_fail (error, size, "result.box %dx%d is not in 1..%d", result->box.width,
+                       result->box.height, IMGP_SIDE_MAX);
+    size_t etag_len = strnlen (result->etag, sizeof result->etag);
+    if (etag_len != 0 && etag_len != IMGP_ETAG_LEN)
+        return s_fail (error, size, "result.etag must be %d lowercase hex characters",
+                       IMGP_ETAG_LEN);
+    for (size_t i = 0; i < etag_len; i++)
+        if (!((result->etag [i] >= '0' && result->etag [i] <= '9')
+           || (result->etag [i] >= 'a' && result->etag [i] <= 'f')))
+            return s_fail (error, size, "result.etag must be %d lowercase hex characters",
+                           IMGP_ETAG_LEN);
+    return 0;
+}
+
+//  DONE carries one result per size asked (1..8), INFO every rendition
+//  the broker holds (0..24); the data frame of a DONE is their bytes
+//  end to end, so the sizes must add up to it.
+static int
+s_check_results (const imgp_msg_t *self, char *error, size_t size)
+{
+    bool done = self->type == IMGP_MSG_DONE;
+    int min = done ? 1 : 0, max = done ? IMGP_SIZES_MAX : IMGP_RESULTS_MAX;
+    if (self->result_count < min || self->result_count > max)
+        return s_fail (error, size, "results has %d entries, not %d..%d", self->result_count,
+                       min, max);
+    for (int i = 0; i < self->result_count; i++)
+        if (s_check_result (&self->results [i], error, size))
+            return -1;
     return 0;
 }
 
@@ -408,9 +440,14 @@ s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
     if (spec->data == S_DATA_WITH_STATS && has_data != self->has_stats)
         return s_fail (error, size, "%s carries data and stats in a reply, neither in a request",
                        spec->name);
-    if (self->type == IMGP_MSG_DONE && self->result.bytes != (int64_t) len)
-        return s_fail (error, size, "result.bytes %lld does not match data of %zu bytes",
-                       (long long) self->result.bytes, len);
+    if (self->type == IMGP_MSG_DONE) {
+        int64_t sum = 0;
+        for (int i = 0; i < self->result_count; i++)
+            sum += self->results [i].bytes;     //  each is checked >= 1, so no wrap
+        if (sum != (int64_t) len)                //  within 8 sane sizes
+            return s_fail (error, size, "results' bytes add up to %lld, data is %zu bytes",
+                           (long long) sum, len);
+    }
     if (spec->data == S_DATA_WITH_STATS && has_data)
         return s_check_json_data (self, error, size);
     return 0;
@@ -522,7 +559,7 @@ s_check (imgp_msg_t *self, bool has_data, char *error, size_t size)
     &&  (s_check_text ("code", self->code, IMGP_CODE_MAX, S_TEXT_CODE, error, size)
       || s_check_message (self->message, error, size)))
         return -1;
-    if ((fields & F_RESULT) && s_check_result (&self->result, error, size))
+    if ((fields & F_RESULT) && s_check_results (self, error, size))
         return -1;
     if (s_check_optional (self, fields, error, size))
         return -1;
@@ -553,20 +590,48 @@ s_clean_text (char *text)
 json_t *
 imgp_msg_opts_to_json (const imgp_opts_t *opts)
 {
-    return json_pack ("{s:i, s:i, s:s, s:s, s:i, s:b}",
-                      "width", opts->width, "height", opts->height,
-                      "fit", imgp_fit_name (opts->fit),
-                      "format", imgp_format_name (opts->format),
-                      "quality", opts->quality, "enlarge", opts->enlarge);
+    json_t *obj = json_pack ("{s:i, s:i, s:s, s:s, s:i, s:b}",
+                             "width", opts->width, "height", opts->height,
+                             "fit", imgp_fit_name (opts->fit),
+                             "format", imgp_format_name (opts->format),
+                             "quality", opts->quality, "enlarge", opts->enlarge);
+    if (!obj)
+        return NULL;
+    //  the new members only when not their default, as imgp_jw_opts writes
+    if (opts->gravity != IMGP_GRAVITY_CENTRE)
+        json_object_set_new (obj, "gravity", json_string (imgp_gravity_name (opts->gravity)));
+    if (opts->background [0] || opts->background [1] || opts->background [2]
+    ||  opts->background [3]) {
+        char text [10];
+        imgp_opts_background_text (opts->background, text);
+        json_object_set_new (obj, "background", json_string (text));
+    }
+    if (opts->animated)
+        json_object_set_new (obj, "animated", json_true ());
+    if (opts->size_count > 1) {
+        json_t *sizes = json_array ();
+        for (int i = 0; i < opts->size_count && i < IMGP_SIZES_MAX; i++)
+            json_array_append_new (sizes, json_pack ("[i,i]", opts->sizes [i].width,
+                                                     opts->sizes [i].height));
+        json_object_set_new (obj, "sizes", sizes);
+    }
+    return obj;
 }
 
 json_t *
 imgp_msg_result_to_json (const imgp_result_t *result)
 {
-    return json_pack ("{s:i, s:i, s:s, s:I, s:I}",
-                      "width", result->width, "height", result->height,
-                      "format", imgp_format_name (result->format),
-                      "bytes", (json_int_t) result->bytes, "ms", (json_int_t) result->ms);
+    json_t *obj = json_pack ("{s:i, s:i, s:s, s:I, s:I}",
+                             "width", result->width, "height", result->height,
+                             "format", imgp_format_name (result->format),
+                             "bytes", (json_int_t) result->bytes,
+                             "ms", (json_int_t) result->ms);
+    if (obj && (result->box.width || result->box.height))
+        json_object_set_new (obj, "box", json_pack ("[i,i]", result->box.width,
+                                                    result->box.height));
+    if (obj && result->etag [0])
+        json_object_set_new (obj, "etag", json_string (result->etag));
+    return obj;
 }
 
 //  The header is written straight into a buffer by imgp_jw, in the bytes
@@ -647,7 +712,7 @@ s_put_fields (imgp_jw_t *out, imgp_msg_t *self, const s_type_spec_t *spec)
         imgp_jw_string (out, "message", self->message);
     }
     if (fields & F_RESULT)
-        imgp_jw_result (out, "result", &self->result);
+        imgp_jw_results (out, "results", self->results, self->result_count);
     s_put_optional (out, self, fields);
     imgp_jw_close (out, '}');
 }
@@ -665,8 +730,8 @@ s_header_write (imgp_msg_t *self, char *buf)
 {
     const s_type_spec_t *spec = s_type_spec (self->type);
     bool has_data = self->data_frame || self->data_buf;
-    if (self->type == IMGP_MSG_DONE)       //  the codec knows the size
-        self->result.bytes = (int64_t) imgp_msg_size (self);
+    if (self->type == IMGP_MSG_DONE && self->result_count == 1)
+        self->results [0].bytes = (int64_t) imgp_msg_size (self);  //  the codec knows it
     if (self->message [0])
         s_clean_text (self->message);
     char error [160];
@@ -716,7 +781,8 @@ imgp_msg_encode (imgp_msg_t *self)
 //  only ever says "yes, these values" for the texts jansson reads to the
 //  same values. Parsing with jansson was a third of a broker's user time.
 
-#define S_FAST_NODES 64             //  nodes on the stack (4 KiB); more: jansson
+#define S_FAST_NODES 128            //  nodes on the stack (8 KiB): a DONE of 8 results
+                                    //  fits; more (a big INFO): jansson
 #define S_FAST_DEPTH 8              //  nesting the fast parser takes; deeper: jansson
 
 typedef enum {
@@ -1104,11 +1170,96 @@ s_get_object (const s_node_t *obj, const char *key, char *error, size_t size)
 }
 
 static int
+s_parse_gravity (const char *text, int *value)
+{
+    imgp_gravity_t gravity = IMGP_GRAVITY_CENTRE;
+    int rc = imgp_gravity_parse (text, &gravity);
+    *value = (int) gravity;
+    return rc;
+}
+
+//  An optional boolean member; absent leaves *dst.
+static int
+s_get_bool_opt (const s_node_t *obj, const char *key, bool *dst, char *error, size_t size)
+{
+    const s_node_t *value = s_find (obj, key);
+    if (!value)
+        return 0;
+    if (!s_is (value, S_TRUE) && !s_is (value, S_FALSE))
+        return s_fail (error, size, "field \"%s\" is not a boolean", key);
+    *dst = s_is (value, S_TRUE);
+    return 0;
+}
+
+//  [w,h] as a box; sides are range-checked by the callers' checks.
+static int
+s_read_box (const s_node_t *node, const char *key, imgp_size_t *box, char *error,
+            size_t size)
+{
+    const s_node_t *w = s_is (node, S_ARRAY) ? node->child : NULL;
+    const s_node_t *h = w ? w->next : NULL;
+    if (!s_is (w, S_INT) || !s_is (h, S_INT) || h->next
+    ||  w->integer < 0 || w->integer > INT_MAX || h->integer < 0 || h->integer > INT_MAX)
+        return s_fail (error, size, "field \"%s\" is not [width,height]", key);
+    box->width = (int) w->integer;
+    box->height = (int) h->integer;
+    return 0;
+}
+
+//  "sizes": [[w,h],...], 1..8 of them.
+static int
+s_read_sizes (const s_node_t *node, imgp_opts_t *opts, char *error, size_t size)
+{
+    if (!s_is (node, S_ARRAY))
+        return s_fail (error, size, "field \"sizes\" is not an array");
+    int count = 0;
+    for (const s_node_t *item = node->child; item; item = item->next) {
+        if (count == IMGP_SIZES_MAX)
+            return s_fail (error, size, "field \"sizes\" has more than %d boxes",
+                           IMGP_SIZES_MAX);
+        if (s_read_box (item, "sizes", &opts->sizes [count], error, size))
+            return -1;
+        count++;
+    }
+    if (count == 0)
+        return s_fail (error, size, "field \"sizes\" is empty");
+    opts->size_count = count;
+    return 0;
+}
+
+//  The members added with sizes and renditions: optional, so an old
+//  record or an old peer's message reads as before (one box, centre, no
+//  background, first frame: the defaults s_opts_read starts from).
+static int
+s_opts_read_new (const s_node_t *obj, imgp_opts_t *opts, char *error, size_t size)
+{
+    opts->sizes [0] = (imgp_size_t) { opts->width, opts->height };
+    int gravity = 0;
+    if (s_find (obj, "gravity")
+    &&  s_get_name (obj, "gravity", s_parse_gravity, &gravity, error, size))
+        return -1;
+    opts->gravity = (imgp_gravity_t) gravity;
+    if (s_find (obj, "background")) {
+        char text [16];
+        if (s_get_str (obj, "background", text, sizeof text, error, size))
+            return -1;
+        if (text [0] != '#' || strlen (text) != 9
+        ||  imgp_opts_background_parse (text, opts->background))
+            return s_fail (error, size, "field \"background\" is not \"#rrggbbaa\"");
+    }
+    if (s_get_bool_opt (obj, "animated", &opts->animated, error, size))
+        return -1;
+    const s_node_t *sizes = s_find (obj, "sizes");
+    return sizes ? s_read_sizes (sizes, opts, error, size) : 0;
+}
+
+static int
 s_opts_read (const s_node_t *obj, imgp_opts_t *opts, char *error, size_t size)
 {
     if (!s_is (obj, S_OBJECT))
         return s_fail (error, size, "opts is not an object");
     int fit, format;
+    imgp_opts_default (opts);       //  the optional members start at their default
     if (s_get_int (obj, "width", &opts->width, error, size)
     ||  s_get_int (obj, "height", &opts->height, error, size)
     ||  s_get_name (obj, "fit", s_parse_fit, &fit, error, size)
@@ -1123,6 +1274,8 @@ s_opts_read (const s_node_t *obj, imgp_opts_t *opts, char *error, size_t size)
     if (!s_is (enlarge, S_TRUE) && !s_is (enlarge, S_FALSE))
         return s_fail (error, size, "field \"enlarge\" is not a boolean");
     opts->enlarge = s_is (enlarge, S_TRUE);
+    if (s_opts_read_new (obj, opts, error, size))
+        return -1;
     return s_check_opts (opts, error, size);
 }
 
@@ -1139,7 +1292,34 @@ s_result_read (const s_node_t *obj, imgp_result_t *result, char *error, size_t s
     ||  s_get_int64 (obj, "ms", &result->ms, error, size))
         return -1;
     result->format = (imgp_format_t) format;
+    result->box = (imgp_size_t) { 0, 0 };
+    result->etag [0] = '\0';
+    const s_node_t *box = s_find (obj, "box");
+    if (box && s_read_box (box, "box", &result->box, error, size))
+        return -1;
+    if (s_find (obj, "etag")
+    &&  s_get_str (obj, "etag", result->etag, sizeof result->etag, error, size))
+        return -1;
     return s_check_result (result, error, size);
+}
+
+//  An array of results, 0..max of them.
+static int
+s_results_read (const s_node_t *array, imgp_result_t *results, int max, int *count,
+                char *error, size_t size)
+{
+    if (!s_is (array, S_ARRAY))
+        return s_fail (error, size, "results is not an array");
+    int n = 0;
+    for (const s_node_t *item = array->child; item; item = item->next) {
+        if (n == max)
+            return s_fail (error, size, "results has more than %d entries", max);
+        if (s_result_read (item, &results [n], error, size))
+            return -1;
+        n++;
+    }
+    *count = n;
+    return 0;
 }
 
 int
@@ -1164,6 +1344,18 @@ imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error, size
     return rc;
 }
 
+int
+imgp_msg_results_from_json (json_t *array, imgp_result_t *results, int max, int *count,
+                            char *error, size_t size)
+{
+    if (!json_is_array (array))
+        return s_fail (error, size, "results is not an array");
+    s_pool_t pool;
+    int rc = s_results_read (s_json_nodes (&pool, array), results, max, count, error, size);
+    free (pool.nodes);
+    return rc;
+}
+
 static int
 s_read_opts (const s_node_t *root, imgp_opts_t *opts, char *error, size_t size)
 {
@@ -1171,11 +1363,19 @@ s_read_opts (const s_node_t *root, imgp_opts_t *opts, char *error, size_t size)
     return obj ? s_opts_read (obj, opts, error, size) : -1;
 }
 
+//  "results", or the single "result" of a peer from before renditions.
 static int
-s_read_result (const s_node_t *root, imgp_result_t *result, char *error, size_t size)
+s_read_results (const s_node_t *root, imgp_msg_t *self, char *error, size_t size)
 {
+    const s_node_t *array = s_find (root, "results");
+    if (array)
+        return s_results_read (array, self->results, IMGP_RESULTS_MAX, &self->result_count,
+                               error, size);
     const s_node_t *obj = s_get_object (root, "result", error, size);
-    return obj ? s_result_read (obj, result, error, size) : -1;
+    if (!obj || s_result_read (obj, &self->results [0], error, size))
+        return -1;
+    self->result_count = 1;
+    return 0;
 }
 
 static int
@@ -1272,7 +1472,7 @@ s_read_fields (const s_node_t *root, imgp_msg_t *self, const s_type_spec_t *spec
     ||  ((fields & F_ERROR)
       && (s_get_str (root, "code", self->code, sizeof self->code, error, size)
        || s_get_str (root, "message", self->message, sizeof self->message, error, size)))
-    ||  ((fields & F_RESULT) && s_read_result (root, &self->result, error, size))
+    ||  ((fields & F_RESULT) && s_read_results (root, self, error, size))
     ||  s_read_optional (root, self, fields, error, size))
         return -1;
     return 0;

@@ -30,7 +30,8 @@
 #define IMGP_WORKER_MAX 64          //  resizer name, printable ASCII
 #define IMGP_CODE_MAX 32            //  error code, [a-z_]
 #define IMGP_MESSAGE_MAX 256        //  error message, UTF-8 text
-#define IMGP_HEADER_MAX 4096        //  largest JSON header frame accepted
+#define IMGP_HEADER_MAX 8192        //  largest JSON header frame accepted (an INFO
+                                    //  with 24 results is up to ~4.2 kB)
 #define IMGP_OWNER_MAX 64           //  owner (API key name), [A-Za-z0-9_.-]
 #define IMGP_WAIT_MAX_MS 60000      //  longest wait_ms of a STATUS or FETCH
 #define IMGP_TAG_MAX 9007199254740991LL //  2^53 - 1: exact in every JSON reader
@@ -44,6 +45,9 @@
 #define IMGP_ATTEMPTS_MAX 1000      //  attempts field (JOB..FAILED, INFO); so also
                                     //  the most --max-attempts and a record may say
 #define IMGP_RESULT_SIDE_MAX 65535  //  result width and height
+#define IMGP_RESULTS_MAX 24         //  renditions of a job: 8 sizes x (asked or
+                                    //  family format, webp, avif)
+#define IMGP_ETAG_LEN 40            //  a rendition's ETag: SHA-1, lowercase hex
 
 typedef enum {
     //  frontend (REQ) -> broker intake (ROUTER)
@@ -53,7 +57,7 @@ typedef enum {
     IMGP_MSG_STATUS,        //  id
     IMGP_MSG_FETCH,         //  id; like STATUS, but INFO carries the thumbnail
     IMGP_MSG_INFO,          //  reply: id, state, created_at, updated_at, attempts,
-                            //  code+message when failed, result when done, worker,
+                            //  code+message when failed, results when done, worker,
                             //  data = thumbnail (FETCH of a done job only)
     IMGP_MSG_PING,          //  liveness (either REQ socket)
     IMGP_MSG_PONG,          //  reply to PING
@@ -63,7 +67,8 @@ typedef enum {
     //  resizer (DEALER) -> broker ventilator (ROUTER)
     IMGP_MSG_HEARTBEAT,     //  worker, slots (free working slots now)
     IMGP_MSG_STARTED,       //  id, worker, attempts
-    IMGP_MSG_DONE,          //  id, worker, attempts, result, data = thumbnail
+    IMGP_MSG_DONE,          //  id, worker, attempts, results (1..8), data = the
+                            //  renditions' bytes concatenated in that order
     IMGP_MSG_FAILED,        //  id, worker, attempts, code, message
     IMGP_MSG_READY,         //  worker, slots, credit, host (optional); on every connect
     //  frontend -> broker status (ROUTER), and the reply of the same name
@@ -99,32 +104,42 @@ typedef struct {
 //  Add one observation to a histogram.
 void imgp_histo_add (imgp_histo_t *histo, int64_t ms);
 
-//  Metadata of a finished thumbnail.
+//  Metadata of one finished rendition (a size in a format).
 typedef struct {
     int width;              //  pixels
     int height;             //  pixels
-    imgp_format_t format;   //  encoded format
+    imgp_format_t format;   //  encoded format, never AUTO
     int64_t bytes;          //  encoded size
     int64_t ms;             //  resize time on the resizer, milliseconds
+    imgp_size_t box;        //  the requested box it answers; 0x0 = the job's
+                            //  first size (a record from before sizes)
+    char etag [IMGP_ETAG_LEN + 1];  //  lowercase hex, "" when unknown
 } imgp_result_t;
 
 //  The JSON forms of options and results, as the headers carry them and
 //  as the broker's spool stores them, so both write and read one form:
 //    opts:   {"width":100,"height":100,"fit":"inside","format":"png",
 //             "quality":0,"enlarge":false}
+//            then, each only when not its default: "gravity":"north",
+//            "background":"#rrggbbaa", "animated":true,
+//            "sizes":[[100,100],[400,300]] (when more than one box)
 //    result: {"width":100,"height":67,"format":"jpeg","bytes":1234,"ms":18}
+//            then "box":[100,100] unless 0x0, "etag":"<hex>" unless ""
 //  _to_json returns a new reference (the caller's), NULL on OOM; it does
 //  not check ranges (the encoder does). imgp_jw_opts / imgp_jw_result
 //  (imgp_jw.h) write the same bytes without a tree, for the codec and the
 //  spool. _from_json reads a JSON object
 //  (borrowed) and checks every field's type and range, as the decoder
 //  does: 0, or -1 with the reason in `error` (may be NULL), e.g.
-//  "opts.width 0 is not in 1..4096".
+//  "opts.width 0 is not in 1..4096". _results_from_json reads an array of
+//  results (0..max of them) into `results`, their number into `count`.
 json_t *imgp_msg_opts_to_json (const imgp_opts_t *opts);
 int imgp_msg_opts_from_json (json_t *obj, imgp_opts_t *opts, char *error, size_t size);
 json_t *imgp_msg_result_to_json (const imgp_result_t *result);
 int imgp_msg_result_from_json (json_t *obj, imgp_result_t *result, char *error,
                                size_t size);
+int imgp_msg_results_from_json (json_t *array, imgp_result_t *results, int max, int *count,
+                                char *error, size_t size);
 
 //  The message record. Fields a type does not use are zero/empty and are
 //  neither encoded nor read for it.
@@ -142,7 +157,8 @@ typedef struct {
     char host [IMGP_HOST_MAX + 1];      //  READY: "" or the resizer's host name
     char code [IMGP_CODE_MAX + 1];      //  ERROR, FAILED, INFO when failed
     char message [IMGP_MESSAGE_MAX + 1];//  ERROR, FAILED, INFO when failed
-    imgp_result_t result;               //  DONE, INFO when done
+    int result_count;                   //  DONE: 1..IMGP_SIZES_MAX; INFO: 0..RESULTS_MAX
+    imgp_result_t results [IMGP_RESULTS_MAX];   //  DONE, INFO when done
     int64_t tag;                        //  any: 0 or 1..IMGP_TAG_MAX, echoed in replies
     char owner [IMGP_OWNER_MAX + 1];    //  SUBMIT, STATUS, FETCH: "" or the key name
     int wait_ms;                        //  STATUS, FETCH: 0, or hold until finished

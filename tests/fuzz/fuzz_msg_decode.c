@@ -43,18 +43,33 @@ static bool
 s_same_result (const imgp_result_t *a, const imgp_result_t *b)
 {
     return a->width == b->width && a->height == b->height && a->format == b->format
-        && a->bytes == b->bytes && a->ms == b->ms;
+        && a->bytes == b->bytes && a->ms == b->ms && a->box.width == b->box.width
+        && a->box.height == b->box.height && strcmp (a->etag, b->etag) == 0;
 }
 
 static bool
 s_same_opts (const imgp_opts_t *a, const imgp_opts_t *b)
 {
     return a->width == b->width && a->height == b->height && a->fit == b->fit
-        && a->format == b->format && a->quality == b->quality && a->enlarge == b->enlarge;
+        && a->format == b->format && a->quality == b->quality && a->enlarge == b->enlarge
+        && a->gravity == b->gravity && memcmp (a->background, b->background, 4) == 0
+        && a->animated == b->animated && a->size_count == b->size_count
+        && memcmp (a->sizes, b->sizes, sizeof a->sizes) == 0;
 }
 
 //  The public fields of two messages are equal (fields a type does not use
 //  are zero or default on both sides, so they compare equal too).
+static bool
+s_same_results (const imgp_msg_t *a, const imgp_msg_t *b)
+{
+    if (a->result_count != b->result_count)
+        return false;
+    for (int i = 0; i < a->result_count; i++)
+        if (!s_same_result (&a->results [i], &b->results [i]))
+            return false;
+    return true;
+}
+
 static bool
 s_same_fields (const imgp_msg_t *a, const imgp_msg_t *b)
 {
@@ -63,7 +78,7 @@ s_same_fields (const imgp_msg_t *a, const imgp_msg_t *b)
         && a->created_at == b->created_at && a->updated_at == b->updated_at
         && a->attempts == b->attempts && a->slots == b->slots
         && strcmp (a->worker, b->worker) == 0 && strcmp (a->code, b->code) == 0
-        && strcmp (a->message, b->message) == 0 && s_same_result (&a->result, &b->result);
+        && strcmp (a->message, b->message) == 0 && s_same_results (a, b);
 }
 
 //  Encode a decoded message and decode it again; both must succeed and

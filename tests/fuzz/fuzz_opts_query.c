@@ -48,7 +48,7 @@ s_check_reparse (const char *query, const imgp_opts_t *opts)
     s_canonical (opts, canonical, sizeof canonical);
     imgp_opts_t again;
     const char *error = NULL;
-    if (imgp_opts_parse_query (&again, canonical, &error) != 0)
+    if (imgp_opts_parse_query (&again, canonical, &error, NULL) != 0)
         s_broken (query, "accepted options do not parse back from their canonical query");
     if (again.width != opts->width || again.height != opts->height || again.fit != opts->fit
     ||  again.format != opts->format || again.quality != opts->quality
@@ -68,7 +68,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
     imgp_opts_t opts;
     const char *error = NULL;
-    int rc = imgp_opts_parse_query (&opts, query, &error);
+    int rc = imgp_opts_parse_query (&opts, query, &error, NULL);
     if (rc == 0 && (error || !imgp_opts_valid (&opts)))
         s_broken (query, "accepted with an error or with options out of range");
     if (rc != 0 && (rc != -1 || !error || !*error))

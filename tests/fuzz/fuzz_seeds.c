@@ -58,7 +58,8 @@ s_message (imgp_msg_type_t type, imgp_state_t state, bool with_id)
         strcpy (msg->host, "host-1");
     strcpy (msg->code, "decode_error");
     strcpy (msg->message, "VipsJpeg: premature end of JPEG file");
-    msg->result = (imgp_result_t) { .width = 100, .height = 75, .format = IMGP_FORMAT_WEBP,
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { .width = 100, .height = 75, .format = IMGP_FORMAT_WEBP,
                                     .bytes = 12, .ms = 7 };
     bool data = type == IMGP_MSG_SUBMIT || type == IMGP_MSG_JOB || type == IMGP_MSG_DONE
              || (type == IMGP_MSG_INFO && state == IMGP_STATE_DONE);

@@ -773,7 +773,8 @@ Test (faults, broker_restart_between_dispatch_and_started, .fini = s_teardown, .
     memcpy (done->id, job->id, sizeof done->id);
     snprintf (done->worker, sizeof done->worker, "%s", name);
     done->attempts = job->attempts;
-    done->result = (imgp_result_t) { 100, 75, IMGP_FORMAT_PNG, (int64_t) size, 5 };
+    done->result_count = 1;
+    done->results [0] = (imgp_result_t) { 100, 75, IMGP_FORMAT_PNG, (int64_t) size, 5, { 0, 0 }, "" };
     void *copy = malloc (size);
     cr_assert_not_null (copy);
     memcpy (copy, thumb, size);

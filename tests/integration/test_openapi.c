@@ -636,12 +636,29 @@ s_walk_uploads (const char **failed_id)
     //  Half a PNG: accepted (its magic is right), then failed by the resizer.
     *failed_id = s_upload ("/v1/images", "/v1/images", png, size / 2, false, 2);
     const char *routes [] = { "/v1/images", "/images" };
+    //  The options of the contract are taken (their effect is test_e2e's).
+    s_upload ("/v1/images", "/v1/images?fit=cover&gravity=attention&format=auto&quality=80"
+              "&sizes=100x100,40x30", png, size, true, 3);
+    s_upload ("/v1/images", "/v1/images?fit=contain&background=%23ff000080&format=webp"
+              "&animated=true", png, size, false, 3);
     for (size_t i = 0; i < 2; i++) {
-        char path [64];
-        snprintf (path, sizeof path, "%s?width=0", routes [i]);
-        s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = path, .key = S_KEY,
-                              .type = "image/png", .body = png, .size = size, .want = 400 },
-                NULL);
+        //  A bad option, alone or in combination: 400 naming it.
+        const char *bad [][2] = { { "width=0", "width" }, { "gravity=north", "gravity" } };
+        for (size_t b = 0; b < 2; b++) {
+            char path [64];
+            snprintf (path, sizeof path, "%s?%s", routes [i], bad [b][0]);
+            h_response_t resp;
+            s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = path,
+                                  .key = S_KEY, .type = "image/png", .body = png, .size = size,
+                                  .want = 400 }, &resp);
+            json_t *json = h_json (&resp);
+            const char *option = json_string_value (
+                json_object_get (json_object_get (json, "error"), "option"));
+            cr_assert (option && strcmp (option, bad [b][1]) == 0, "%s: option %s", path,
+                       option);
+            json_decref (json);
+            h_response_free (&resp);
+        }
         s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
                               .key = S_KEY, .type = "image/png", .body = "not an image at all",
                               .size = 19, .want = 415 }, NULL);
@@ -676,9 +693,12 @@ s_walk_jobs (const char *id, const char *failed_id)
         s_call (&(s_call_t) { .method = "GET", .doc = thumbs [i],
                               .path = s_path (formats [i], id, 1), .key = S_KEY, .want = 200 },
                 &resp);
-        char etag [128], headers [200] = "If-None-Match: *\r\n";
-        if (h_header (&resp, "ETag", etag, sizeof etag) == 0)
-            snprintf (headers, sizeof headers, "If-None-Match: \"x\", %s\r\n", etag);
+        //  The resizer's tag: 40 lowercase hex characters, quoted.
+        char etag [128] = "", headers [200];
+        h_header (&resp, "ETag", etag, sizeof etag);
+        cr_assert (strlen (etag) == 42 && etag [0] == '"' && etag [41] == '"'
+                   && strspn (etag + 1, "0123456789abcdef") == 40, "ETag '%s'", etag);
+        snprintf (headers, sizeof headers, "If-None-Match: \"x\", %s\r\n", etag);
         h_response_free (&resp);
         s_call (&(s_call_t) { .method = "GET", .doc = thumbs [i],
                               .path = s_path (formats [i], id, 1), .key = S_KEY,

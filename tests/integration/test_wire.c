@@ -62,7 +62,8 @@
 #include "imgp_msg.h"
 
 #define S_MAX_UPLOAD 200000         //  broker and resizer --max-upload-bytes
-#define S_MAX_MSG (S_MAX_UPLOAD + 5120) //  their ZMQ_MAXMSGSIZE (imgp_msg_max_size)
+#define S_MAX_MSG (S_MAX_UPLOAD + IMGP_HEADER_MAX + 1024)    //  their ZMQ_MAXMSGSIZE
+                                                            //  (imgp_msg_max_size)
 #define S_HEARTBEAT_TIMEOUT_MS 1500 //  broker --heartbeat-timeout-ms
 #define S_TEXT_(x) #x
 #define S_TEXT(x) S_TEXT_ (x)           //  a number as a flag value
@@ -118,7 +119,7 @@ static const s_case_t s_generic [] = {
     { "three random frames", S_RANDOM, NULL, 64, 3, false, "3 frames, at most 2", NULL },
     { "100 random frames", S_RANDOM, NULL, 100, 100, false, "100 frames, at most 2", NULL },
     { "random header and data", S_RANDOM, NULL, 700, 2, false, "header is not JSON", NULL },
-    { "5000-byte header", S_LONG, NULL, 5000, 0, false, "header frame of 5000 bytes", NULL },
+    { "9000-byte header", S_LONG, NULL, 9000, 0, false, "header frame of 9000 bytes", NULL },
     { "not JSON", S_FRAMES, "hello, broker", 0, 0, false, "header is not JSON", NULL },
     { "cut JSON", S_FRAMES, "{\"v\":1,\"type\":", 0, 0, false, "header is not JSON", NULL },
     { "JSON array", S_FRAMES, "[1,2,3]", 0, 0, false, "header is not a JSON object", NULL },
@@ -304,7 +305,7 @@ static const s_case_t s_link [] = {
       "missing field \"worker\"", NULL },
     { "DONE bytes mismatch", S_FRAMES, S_DONE ("\"result\":{\"width\":10,\"height\":10,"
       "\"format\":\"png\",\"bytes\":5,\"ms\":1}"), 100, 0, false,
-      "result.bytes 5 does not match data of 100", NULL },
+      "results' bytes add up to 5, data is 100 bytes", NULL },
     { "DONE without data", S_FRAMES, S_DONE (S_RESULT), 0, 0, false,
       "DONE is missing its data frame", NULL },
     { "DONE of 0x10 pixels", S_FRAMES, S_DONE ("\"result\":{\"width\":0,\"height\":10,"
@@ -954,7 +955,7 @@ Test (wire, oversized_frames_cut_the_sender_only, .fini = s_teardown, .timeout =
     int before = h_log_count (log, S_MALFORMED);
     s_cut_t intake = s_oversize (0, S_MAX_MSG + 1);
     s_cut_t huge = s_oversize (0, 8 * 1024 * 1024);
-    s_cut_t status = s_oversize (1, 5121);
+    s_cut_t status = s_oversize (1, imgp_msg_max_size (0) + 1);
     //  libzmq cuts these before the broker sees them: nothing reaches the codec.
     int logged = h_log_count (log, S_MALFORMED) - before;
     cr_expect_eq (logged, 0, "%d malformed lines for frames libzmq should have refused",
@@ -963,10 +964,11 @@ Test (wire, oversized_frames_cut_the_sender_only, .fini = s_teardown, .timeout =
     long long serving_ms = s_assert_serving ("oversized frames", h_now_ms ());
     s_assert_no_job ();
     fprintf (stderr, "wire oversized: SUBMIT of %d bytes on intake (limit %d), of 8 MiB on "
-             "intake, of 5121 bytes on status (limit 5120): each connection cut by libzmq "
+             "intake, of %d bytes on status (limit %d): each connection cut by libzmq "
              "after %lld / %lld / %lld ms, nothing logged by the broker (%d lines), the same "
              "DEALER answered again after %lld / %lld / %lld ms; next job done in %lld ms\n",
-             S_MAX_MSG + 1, S_MAX_MSG, intake.cut_ms, huge.cut_ms, status.cut_ms, logged,
+             S_MAX_MSG + 1, S_MAX_MSG, imgp_msg_max_size (0) + 1, imgp_msg_max_size (0),
+             intake.cut_ms, huge.cut_ms, status.cut_ms, logged,
              intake.back_ms, huge.back_ms, status.back_ms, serving_ms);
     h_cluster_pass (s_cluster);
 }
@@ -1187,7 +1189,8 @@ Test (wire, foreign_done_refused, .fini = s_teardown, .timeout = 120)
     void *bytes = h_make_image ("png", 10, 10, false, &size);
     cr_assert_not_null (bytes);
     imgp_msg_t *done = s_result (IMGP_MSG_DONE, id, S_ROGUE);
-    done->result = (imgp_result_t) { 10, 10, IMGP_FORMAT_PNG, (int64_t) size, 1 };
+    done->result_count = 1;
+    done->results [0] = (imgp_result_t) { 10, 10, IMGP_FORMAT_PNG, (int64_t) size, 1, { 0, 0 }, "" };
     s_set_data (done, bytes, size);
     s_send_msg (&done, rogue);
     imgp_msg_t *failed = s_result (IMGP_MSG_FAILED, id, "wire-rogue-2");
@@ -1444,8 +1447,7 @@ s_lone_job (const char *id, const void *data, size_t size)
     imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
     snprintf (job->id, sizeof job->id, "%s", id);
     job->attempts = 1;
-    job->opts = (imgp_opts_t) { .width = 100, .height = 100, .fit = IMGP_FIT_INSIDE,
-                                .format = IMGP_FORMAT_PNG, .quality = 0, .enlarge = false };
+    imgp_opts_default (&job->opts);
     s_set_data (job, data, size);
     job->routing_id = zframe_dup (s_lone.route);
     int rc = imgp_msg_send (&job, s_lone.jobs);
@@ -1510,9 +1512,9 @@ s_lone_expect_done (const char *id, int ms)
     int w = 0, h = 0;
     cr_expect_eq (h_check_thumb (imgp_msg_data (result), imgp_msg_size (result), 64, 48, 100,
                                  100, &w, &h, why, sizeof why), 0, "%s", why);
-    cr_expect (result->result.width == w && result->result.height == h,
-               "DONE says %dx%d, the thumbnail is %dx%d", result->result.width,
-               result->result.height, w, h);
+    cr_expect (result->results [0].width == w && result->results [0].height == h,
+               "DONE says %dx%d, the thumbnail is %dx%d", result->results [0].width,
+               result->results [0].height, w, h);
     imgp_msg_destroy (&result);
 }
 

@@ -542,7 +542,7 @@ Test (spool, record_text_is_jansson_compact_dump)
     snprintf (records [0].worker, sizeof records [0].worker, "w\"\\{}\x1f");
     snprintf (records [0].code, sizeof records [0].code, "decode_error");
     snprintf (records [0].message, sizeof records [0].message, "bad\n\t\r\b\f\x01 caf\xc3\xa9 /");
-    records [1].result = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17 };
+    records [1].result = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17, { 0, 0 }, "" };
     for (int i = 0; i < 3; i++) {
         char *text = imgp_spool_record_encode (&records [i]);
         cr_assert_not_null (text);
@@ -567,12 +567,13 @@ Test (spool, record_round_trip)
     done.bytes = 5000;
     done.attempts = 2;
     done.opts.width = 320;
+    done.opts.sizes [0].width = 320;     //  the decoder fills sizes [0]
     done.opts.fit = IMGP_FIT_COVER;
     done.opts.format = IMGP_FORMAT_WEBP;
     done.opts.quality = 80;
     done.opts.enlarge = true;
     snprintf (done.worker, sizeof done.worker, "host-1.42");
-    done.result = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15 };
+    done.result = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15, { 0, 0 }, "" };
 
     char *text = imgp_spool_record_encode (&done);
     cr_assert_not_null (text);
@@ -614,8 +615,15 @@ Test (spool, record_text_is_json_in_the_wire_forms)
     snprintf (failed.message, sizeof failed.message, "bad \"%s\"\n\t\x01 \\ caf\xc3\xa9 /",
               "name");
     imgp_job_t done = s_record (IMGP_STATE_DONE, 8);
-    done.opts = (imgp_opts_t) { 400, 300, IMGP_FIT_COVER, IMGP_FORMAT_JPEG, 80, true };
-    done.result = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17 };
+    imgp_opts_default (&done.opts);
+    done.opts.width = 400;
+    done.opts.height = 300;
+    done.opts.sizes [0] = (imgp_size_t) { 400, 300 };   //  the decoder fills it
+    done.opts.fit = IMGP_FIT_COVER;
+    done.opts.format = IMGP_FORMAT_JPEG;
+    done.opts.quality = 80;
+    done.opts.enlarge = true;
+    done.result = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17, { 0, 0 }, "" };
     imgp_job_t *records [2] = { &failed, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -669,7 +677,7 @@ Test (spool, record_out_of_range_is_refused)
     records [0].attempts = 1001;
     records [1].created_at = -5;
     records [2].state = IMGP_STATE_DONE;
-    records [2].result = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1 };
+    records [2].result = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1, { 0, 0 }, "" };
     records [3].state = IMGP_STATE_FAILED;
     snprintf (records [3].code, sizeof records [3].code, "Not A Code");
     records [4].attempts = 1000;            //  the largest that is fine
@@ -727,7 +735,7 @@ s_save_done (imgp_spool_t *spool, imgp_job_t *record, const char *thumbnail)
     cr_assert_eq (imgp_spool_put (spool, record->id, IMGP_SPOOL_OUT, thumbnail,
                                   strlen (thumbnail)), 0);
     record->state = IMGP_STATE_DONE;
-    record->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail), 1 };
+    record->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail), 1, { 0, 0 }, "" };
     cr_assert_eq (imgp_spool_save (spool, record), 0);
 }
 
@@ -1168,7 +1176,7 @@ Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG))
             break;
         job.state = IMGP_STATE_DONE;
-        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1 };
+        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1, { 0, 0 }, "" };
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_OUT, "t", 1))
             break;
     }
@@ -1193,7 +1201,7 @@ Test (spool, the_old_layout_is_imported_once)
     cr_assert_eq (mkdir (jobs, 0700), 0);
     imgp_job_t queued = s_record (IMGP_STATE_QUEUED, 10);
     imgp_job_t done = s_record (IMGP_STATE_DONE, 20);
-    done.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1 };
+    done.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
     imgp_job_t *records [2] = { &queued, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -1662,8 +1670,9 @@ static void
 s_worker_done_bytes (s_worker_t *self, const char *id, int attempt, void *bytes, size_t size)
 {
     imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
-    msg->result = (imgp_result_t) { S_THUMB_WIDTH, S_THUMB_HEIGHT, IMGP_FORMAT_PNG,
-                                    (int64_t) size, 7 };
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { S_THUMB_WIDTH, S_THUMB_HEIGHT, IMGP_FORMAT_PNG,
+                                    (int64_t) size, 7, { 0, 0 }, "" };
     imgp_msg_set_data (msg, bytes, size, NULL);
     s_worker_send (self, msg);
 }
@@ -1721,8 +1730,8 @@ s_expect_thumbnail (zsock_t *status, const char *id, const char *thumbnail)
     cr_assert_eq (info->state, IMGP_STATE_DONE);
     cr_assert_eq (imgp_msg_size (info), size);
     cr_assert_arr_eq (imgp_msg_data (info), png, size);
-    cr_assert_eq (info->result.bytes, (int64_t) size);
-    cr_assert_eq (info->result.width, S_THUMB_WIDTH);
+    cr_assert_eq (info->results [0].bytes, (int64_t) size);
+    cr_assert_eq (info->results [0].width, S_THUMB_WIDTH);
     imgp_msg_destroy (&info);
     free (png);
 }
@@ -1938,7 +1947,7 @@ Test (broker, fake_resizer_round_trip)
     info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     size_t png_size;
     free (s_png_new ("THUMBNAIL", &png_size));
-    cr_assert_eq (info->result.bytes, (int64_t) png_size);
+    cr_assert_eq (info->results [0].bytes, (int64_t) png_size);
     cr_assert_geq (info->updated_at, info->created_at);
     imgp_msg_destroy (&info);
     s_expect_thumbnail (rig->status, id, "THUMBNAIL");

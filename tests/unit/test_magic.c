@@ -88,6 +88,8 @@ s_encode (VipsImage *image, imgp_format_t format, const char *extra, int value, 
                                        "bitdepth", 8, "effort", 0, "compression",
                                        VIPS_FOREIGN_HEIF_COMPRESSION_AV1, extra, value, NULL);
             break;
+        case IMGP_FORMAT_AUTO:      //  never a file's format
+            break;
     }
     cr_assert_eq (rc, 0, "%s: save failed: %s", name, vips_error_buffer ());
     return result;

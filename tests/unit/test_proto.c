@@ -227,7 +227,7 @@ s_expect_opts (const char *query, int width, int height)
 {
     imgp_opts_t opts;
     const char *error = "unset";
-    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error), 0,
+    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error, NULL), 0,
                   "query \"%s\" refused: %s", query ? query : "(null)", error);
     cr_expect_null (error);
     cr_expect_eq (opts.width, width, "query \"%s\" width %d", query, opts.width);
@@ -239,7 +239,7 @@ s_opts_error (const char *query)
 {
     imgp_opts_t opts;
     const char *error = NULL;
-    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error), -1,
+    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error, NULL), -1,
                   "query \"%s\" accepted", query);
     cr_expect_not_null (error, "query \"%s\" gave no message", query);
     return error ? error : "";
@@ -271,18 +271,18 @@ Test (opts, all_keys)
     imgp_opts_t opts;
     const char *error = NULL;
     cr_assert_eq (imgp_opts_parse_query (&opts,
-        "width=300&height=200&fit=cover&format=webp&quality=80&enlarge=true", &error), 0);
+        "width=300&height=200&fit=cover&format=webp&quality=80&enlarge=true", &error, NULL), 0);
     cr_expect_eq (opts.width, 300);
     cr_expect_eq (opts.height, 200);
     cr_expect_eq (opts.fit, IMGP_FIT_COVER);
     cr_expect_eq (opts.format, IMGP_FORMAT_WEBP);
     cr_expect_eq (opts.quality, 80);
     cr_expect (opts.enlarge);
-    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=fill&format=avif&enlarge=0", &error), 0);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=fill&format=avif&enlarge=0", &error, NULL), 0);
     cr_expect_eq (opts.fit, IMGP_FIT_FILL);
     cr_expect_eq (opts.format, IMGP_FORMAT_AVIF);
     cr_expect_not (opts.enlarge);
-    cr_assert_eq (imgp_opts_parse_query (&opts, "format=jpeg&enlarge=1&fit=inside", &error), 0);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "format=jpeg&enlarge=1&fit=inside", &error, NULL), 0);
     cr_expect_eq (opts.format, IMGP_FORMAT_JPEG);
     cr_expect (opts.enlarge);
 }
@@ -302,9 +302,9 @@ Test (opts, url_decoding)
     s_expect_opts ("wid%74h=%32%30%30", 200, 200);
     imgp_opts_t opts;
     const char *error = NULL;
-    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%70ng&fit=%63over", &error), 0);
+    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%70ng&fit=%63over", &error, NULL), 0);
     cr_expect_eq (opts.fit, IMGP_FIT_COVER);
-    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%4A%50%45%47", &error), -1,
+    cr_expect_eq (imgp_opts_parse_query (&opts, "format=%4A%50%45%47", &error, NULL), -1,
                   "values are case-sensitive");
 }
 
@@ -325,15 +325,15 @@ Test (opts, bad_values)
     cr_expect_str_eq (s_opts_error ("width=99999999999999999999"), width);
     cr_expect_str_eq (s_opts_error ("height=0"),
                       "height must be a whole number from 1 to 4096");
-    cr_expect_str_eq (s_opts_error ("format=bmp"), "format must be png, jpeg, webp or avif");
-    cr_expect_str_eq (s_opts_error ("format=%2e%2e"), "format must be png, jpeg, webp or avif");
+    cr_expect_str_eq (s_opts_error ("format=bmp"), "format must be png, jpeg, webp, avif or auto");
+    cr_expect_str_eq (s_opts_error ("format=%2e%2e"), "format must be png, jpeg, webp, avif or auto");
     cr_expect_str_eq (s_opts_error ("quality=abc"),
                       "quality must be a whole number from 1 to 100");
     cr_expect_str_eq (s_opts_error ("quality=0"),
                       "quality must be a whole number from 1 to 100");
     cr_expect_str_eq (s_opts_error ("quality=101"),
                       "quality must be a whole number from 1 to 100");
-    cr_expect_str_eq (s_opts_error ("fit=crop"), "fit must be inside, cover or fill");
+    cr_expect_str_eq (s_opts_error ("fit=crop"), "fit must be inside, cover, fill or contain");
     cr_expect_str_eq (s_opts_error ("enlarge=yes"), "enlarge must be true, false, 1 or 0");
 }
 
@@ -417,7 +417,7 @@ Test (opts, names_and_mime)
     cr_expect_eq (imgp_fit_parse ("", &fit), -1);
     cr_expect_str_eq (imgp_format_name ((imgp_format_t) 9), "unknown");
     cr_expect_str_eq (imgp_state_name ((imgp_state_t) -1), "unknown");
-    cr_expect_str_eq (imgp_fit_name ((imgp_fit_t) 3), "unknown");
+    cr_expect_str_eq (imgp_fit_name ((imgp_fit_t) 4), "unknown");
 }
 
 //  --------------------------------------------------------------------------
@@ -637,25 +637,27 @@ Test (codec, info_done_with_thumbnail)
     imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_DONE;
     msg->attempts = 1;
-    msg->result = (imgp_result_t) { 100, 67, IMGP_FORMAT_JPEG, 1234, 18 };
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { 100, 67, IMGP_FORMAT_JPEG, 1234, 18, { 0, 0 }, "" };
     imgp_msg_set_data (msg, s_bytes (1234, 9), 1234, NULL);
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->state, IMGP_STATE_DONE);
-    cr_expect_eq (back->result.width, 100);
-    cr_expect_eq (back->result.height, 67);
-    cr_expect_eq (back->result.format, IMGP_FORMAT_JPEG);
-    cr_expect_eq (back->result.bytes, 1234);
-    cr_expect_eq (back->result.ms, 18);
+    cr_expect_eq (back->results [0].width, 100);
+    cr_expect_eq (back->results [0].height, 67);
+    cr_expect_eq (back->results [0].format, IMGP_FORMAT_JPEG);
+    cr_expect_eq (back->results [0].bytes, 1234);
+    cr_expect_eq (back->results [0].ms, 18);
     s_expect_data (back, 1234, 9);
     imgp_msg_destroy (&back);
 
     //  STATUS of a done job: INFO without the bytes.
     msg = s_msg_new (IMGP_MSG_INFO);
     msg->state = IMGP_STATE_DONE;
-    msg->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 70, 0 };
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 70, 0, { 0, 0 }, "" };
     back = s_round_trip (msg);
     cr_expect_eq (imgp_msg_size (back), 0);
-    cr_expect_eq (back->result.bytes, 70);
+    cr_expect_eq (back->results [0].bytes, 70);
     imgp_msg_destroy (&back);
 }
 
@@ -699,7 +701,7 @@ Test (codec, opts_and_result_json_forms)
     json_decref (obj);
     cr_expect_eq (imgp_msg_opts_from_json (NULL, &back, NULL, 0), -1);
 
-    imgp_result_t result = { 100, 67, IMGP_FORMAT_JPEG, 1234, 18 }, got;
+    imgp_result_t result = { 100, 67, IMGP_FORMAT_JPEG, 1234, 18, { 0, 0 }, "" }, got;
     obj = imgp_msg_result_to_json (&result);
     text = json_dumps (obj, JSON_COMPACT);
     cr_expect_str_eq (text, "{\"width\":100,\"height\":67,\"format\":\"jpeg\","
@@ -758,7 +760,7 @@ s_jw_sample (char *buf, size_t size, const char *text)
     imgp_opts_default (&opts);
     opts.fit = IMGP_FIT_COVER;
     opts.enlarge = true;
-    imgp_result_t result = { 100, 67, IMGP_FORMAT_WEBP, INT64_MAX, 0 };
+    imgp_result_t result = { 100, 67, IMGP_FORMAT_WEBP, INT64_MAX, 0, { 0, 0 }, "" };
     imgp_jw_t out;
     imgp_jw_init (&out, buf, size);
     imgp_jw_open (&out, NULL, '{');
@@ -963,7 +965,8 @@ Test (codec, heartbeat_and_started)
 Test (codec, done_forwards_frame_and_sets_bytes)
 {
     imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, "w1", 1);
-    msg->result = (imgp_result_t) { 100, 1, IMGP_FORMAT_PNG, 0, 42 };
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { 100, 1, IMGP_FORMAT_PNG, 0, 42, { 0, 0 }, "" };
     uint8_t *bytes = s_bytes (333, 5);
     zframe_t *frame = zframe_new (bytes, 333);
     free (bytes);
@@ -971,10 +974,10 @@ Test (codec, done_forwards_frame_and_sets_bytes)
     cr_expect_null (frame, "set_frame takes ownership");
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->type, IMGP_MSG_DONE);
-    cr_expect_eq (back->result.width, 100);
-    cr_expect_eq (back->result.height, 1);
-    cr_expect_eq (back->result.bytes, 333, "bytes filled in by the codec");
-    cr_expect_eq (back->result.ms, 42);
+    cr_expect_eq (back->results [0].width, 100);
+    cr_expect_eq (back->results [0].height, 1);
+    cr_expect_eq (back->results [0].bytes, 333, "bytes filled in by the codec");
+    cr_expect_eq (back->results [0].ms, 42);
     s_expect_data (back, 333, 5);
     imgp_msg_destroy (&back);
 }
@@ -1810,7 +1813,8 @@ Test (sockets, push_pull_tcp_job_and_done)
     strcpy (done->id, got->id);
     strcpy (done->worker, "test-worker");
     done->attempts = got->attempts;
-    done->result = (imgp_result_t) { 100, 75, IMGP_FORMAT_PNG, 0, 12 };
+    done->result_count = 1;
+    done->results [0] = (imgp_result_t) { 100, 75, IMGP_FORMAT_PNG, 0, 12, { 0, 0 }, "" };
     zframe_t *frame = zframe_new (imgp_msg_data (got), 1000);
     imgp_msg_set_frame (done, &frame);
     imgp_msg_destroy (&got);
@@ -1820,7 +1824,7 @@ Test (sockets, push_pull_tcp_job_and_done)
     cr_assert_not_null (got);
     cr_expect_eq (got->type, IMGP_MSG_DONE);
     cr_expect_str_eq (got->worker, "test-worker");
-    cr_expect_eq (got->result.bytes, 1000);
+    cr_expect_eq (got->results [0].bytes, 1000);
     s_expect_data (got, 1000, 4);
     imgp_msg_destroy (&got);
 
@@ -2094,4 +2098,348 @@ Test (conf, help_lists_each_option_with_range_default_and_variable,
     cr_expect (strstr (text, "(default anna)  [IMGP_NAME]"), "%s", text);
     cr_expect (strstr (text, "--intake VALUE"), "%s", text);
     cr_expect (strstr (text, "--fast ") && strstr (text, "[IMGP_FAST]"), "%s", text);
+}
+
+//  --------------------------------------------------------------------------
+//  Renditions: the options people know, sizes, results with box and etag
+
+#define S_ID_TEXT "0123456789abcdef0123456789abcdef"     //  S_ID, for literals
+
+//  Expect `query` refused naming `option`, in the option and the message.
+static void
+s_expect_refused (const char *query, const char *option)
+{
+    imgp_opts_t opts;
+    const char *error = NULL, *named = NULL;
+    cr_expect_eq (imgp_opts_parse_query (&opts, query, &error, &named), -1,
+                  "query \"%s\" accepted", query);
+    cr_expect_str_eq (named ? named : "(null)", option, "query \"%s\"", query);
+    cr_expect (error && strstr (error, option), "query \"%s\": message \"%s\" does not name %s",
+               query, error ? error : "(null)", option);
+}
+
+Test (renditions, new_options_parse)
+{
+    imgp_opts_t opts;
+    const char *error = NULL, *option = NULL;
+    cr_assert_eq (imgp_opts_parse_query (&opts, "sizes=100x100,400x300,64x48&fit=cover"
+                                         "&gravity=north-east&format=auto&quality=70",
+                                         &error, &option), 0, "%s", error);
+    cr_expect_eq (opts.size_count, 3);
+    cr_expect_eq (opts.width, 100);
+    cr_expect_eq (opts.height, 100);
+    cr_expect_eq (opts.sizes [1].width, 400);
+    cr_expect_eq (opts.sizes [1].height, 300);
+    cr_expect_eq (opts.sizes [2].width, 64);
+    cr_expect_eq (opts.gravity, IMGP_GRAVITY_NORTH_EAST);
+    cr_expect_eq (opts.format, IMGP_FORMAT_AUTO);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=contain&background=%23ff8000&width=50",
+                                         &error, &option), 0, "%s", error);
+    cr_expect_eq (opts.fit, IMGP_FIT_CONTAIN);
+    uint8_t orange [4] = { 0xff, 0x80, 0x00, 0xff };
+    cr_expect_eq (memcmp (opts.background, orange, 4), 0, "#rrggbb is opaque");
+    cr_expect_eq (opts.size_count, 1);
+    cr_expect_eq (opts.sizes [0].width, 50);
+    cr_expect_eq (opts.sizes [0].height, 50);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=contain&background=0000ff80", &error,
+                                         &option), 0, "%s", error);
+    uint8_t blue [4] = { 0, 0, 0xff, 0x80 };
+    cr_expect_eq (memcmp (opts.background, blue, 4), 0);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "animated=true&format=webp&fit=cover"
+                                         "&gravity=attention", &error, &option), 0);
+    cr_expect (opts.animated);
+    cr_expect_eq (opts.gravity, IMGP_GRAVITY_ATTENTION);
+    cr_assert_eq (imgp_opts_parse_query (&opts, "fit=cover&gravity=entropy", &error, &option), 0);
+    cr_expect_eq (opts.gravity, IMGP_GRAVITY_ENTROPY);
+    //  eight boxes of the longest text fit
+    cr_assert_eq (imgp_opts_parse_query (&opts, "sizes=4096x4096,4095x4096,4094x4096,"
+                                         "4093x4096,4092x4096,4091x4096,4090x4096,4089x4096",
+                                         &error, &option), 0, "%s", error);
+    cr_expect_eq (opts.size_count, 8);
+    cr_expect_eq (imgp_opts_box (&opts, 7).width, 4089);
+}
+
+Test (renditions, every_bad_option_is_named)
+{
+    s_expect_refused ("sizes=", "sizes");
+    s_expect_refused ("sizes=100", "sizes");
+    s_expect_refused ("sizes=100x", "sizes");
+    s_expect_refused ("sizes=0x10", "sizes");
+    s_expect_refused ("sizes=10x4097", "sizes");
+    s_expect_refused ("sizes=10x10,", "sizes");
+    s_expect_refused ("sizes=10x10,,20x20", "sizes");
+    s_expect_refused ("sizes=10X10", "sizes");
+    s_expect_refused ("sizes=1x1,2x2,3x3,4x4,5x5,6x6,7x7,8x8,9x9", "sizes");
+    s_expect_refused ("sizes=10x10,20x20,10x10", "sizes");
+    s_expect_refused ("sizes=10x10&width=10", "sizes");
+    s_expect_refused ("height=5&sizes=10x10", "sizes");
+    s_expect_refused ("sizes=1x1&sizes=2x2", "sizes");
+    s_expect_refused ("fit=contain&background=red", "background");
+    s_expect_refused ("fit=contain&background=%23fff", "background");
+    s_expect_refused ("fit=contain&background=%23ff00zz", "background");
+    s_expect_refused ("background=%23ffffff", "background");
+    s_expect_refused ("fit=cover&background=%23ffffff", "background");
+    s_expect_refused ("fit=cover&gravity=up", "gravity");
+    s_expect_refused ("gravity=north", "gravity");
+    s_expect_refused ("fit=fill&gravity=centre", "gravity");
+    s_expect_refused ("fit=contain&gravity=attention", "gravity");
+    s_expect_refused ("quality=80", "quality");
+    s_expect_refused ("format=png&quality=80", "quality");
+    s_expect_refused ("animated=yes&format=webp", "animated");
+    s_expect_refused ("animated=true", "animated");
+    s_expect_refused ("animated=true&format=jpeg", "animated");
+    s_expect_refused ("format=gif", "format");
+    s_expect_refused ("fit=crop", "fit");
+    s_expect_refused ("enlarge=2", "enlarge");
+    s_expect_refused ("width=0", "width");
+    s_expect_refused ("height=4097", "height");
+    s_expect_refused ("fit=cover&fit=fill", "fit");
+    //  an unknown key comes back as given
+    imgp_opts_t opts;
+    const char *error = NULL, *option = NULL;
+    cr_expect_eq (imgp_opts_parse_query (&opts, "colour=red", &error, &option), -1);
+    cr_expect_str_eq (option, "colour");
+    cr_expect (strstr (error, "unknown option"));
+    //  allowed: quality with auto, animated=false with anything
+    cr_expect_eq (imgp_opts_parse_query (&opts, "format=auto&quality=50&animated=false",
+                                         &error, &option), 0);
+}
+
+Test (renditions, fields_one_by_one)
+{
+    //  the multipart path: query keys and form fields share one "seen"
+    imgp_opts_t opts;
+    imgp_opts_default (&opts);
+    unsigned seen = 0;
+    const char *error = NULL, *option = NULL;
+    cr_assert_eq (imgp_opts_parse_field (&opts, &seen, "fit", "cover", &error, &option), 0);
+    cr_assert_eq (imgp_opts_parse_field (&opts, &seen, "sizes", "30x20,60x40", &error,
+                                         &option), 0);
+    cr_expect_eq (imgp_opts_parse_field (&opts, &seen, "fit", "fill", &error, &option), -1);
+    cr_expect_str_eq (option, "fit");
+    cr_assert_eq (imgp_opts_parse_end (&opts, seen, &error, &option), 0, "%s", error);
+    cr_expect_eq (opts.width, 30);
+    cr_expect_eq (opts.height, 20);
+    cr_expect_eq (opts.size_count, 2);
+}
+
+//  Options with every new member set, valid.
+static void
+s_rich_opts (imgp_opts_t *opts)
+{
+    imgp_opts_default (opts);
+    opts->width = opts->sizes [0].width = 400;
+    opts->height = opts->sizes [0].height = 300;
+    opts->sizes [1] = (imgp_size_t) { 100, 100 };
+    opts->sizes [2] = (imgp_size_t) { 4096, 1 };
+    opts->size_count = 3;
+    opts->fit = IMGP_FIT_COVER;
+    opts->gravity = IMGP_GRAVITY_SOUTH_WEST;
+    opts->format = IMGP_FORMAT_AUTO;
+    opts->quality = 60;
+    opts->animated = true;
+}
+
+Test (renditions, opts_json_round_trip_and_old_records)
+{
+    imgp_opts_t opts, back;
+    memset (&opts, 0, sizeof opts);
+    memset (&back, 0, sizeof back);
+    s_rich_opts (&opts);
+    json_t *obj = imgp_msg_opts_to_json (&opts);
+    char *text = json_dumps (obj, JSON_COMPACT);
+    cr_expect_str_eq (text, "{\"width\":400,\"height\":300,\"fit\":\"cover\",\"format\":\"auto\","
+                      "\"quality\":60,\"enlarge\":false,\"gravity\":\"south-west\","
+                      "\"animated\":true,\"sizes\":[[400,300],[100,100],[4096,1]]}");
+    free (text);
+    char error [160];
+    cr_expect_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), 0, "%s", error);
+    cr_expect_eq (memcmp (&back, &opts, sizeof opts), 0);
+    json_decref (obj);
+
+    //  contain with a background: the codec's writer and jansson agree
+    imgp_opts_default (&opts);
+    opts.fit = IMGP_FIT_CONTAIN;
+    opts.background [0] = 0x12;
+    opts.background [3] = 0xff;
+    char buf [512];
+    imgp_jw_t out;
+    imgp_jw_init (&out, buf, sizeof buf);
+    imgp_jw_opts (&out, NULL, &opts);
+    buf [imgp_jw_len (&out)] = '\0';
+    cr_expect_str_eq (buf, "{\"width\":100,\"height\":100,\"fit\":\"contain\",\"format\":\"png\","
+                      "\"quality\":0,\"enlarge\":false,\"background\":\"#120000ff\"}");
+    obj = json_loads (buf, 0, NULL);
+    cr_assert_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), 0, "%s", error);
+    cr_expect_eq (memcmp (back.background, opts.background, 4), 0);
+    json_decref (obj);
+
+    //  a record from before: six members, read as one box and defaults
+    obj = json_loads ("{\"width\":320,\"height\":200,\"fit\":\"inside\",\"format\":\"png\","
+                      "\"quality\":80,\"enlarge\":false}", 0, NULL);
+    cr_assert_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), 0, "%s", error);
+    cr_expect_eq (back.size_count, 1);
+    cr_expect_eq (back.sizes [0].width, 320);
+    cr_expect_eq (back.sizes [0].height, 200);
+    cr_expect_eq (back.gravity, IMGP_GRAVITY_CENTRE);
+    cr_expect_eq (back.quality, 80, "png with quality, as old records have it, still reads");
+    json_decref (obj);
+
+    //  refusals of the new members
+    const char *bad [] = {
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"gravity\":\"north\"}",
+        "{\"width\":1,\"height\":1,\"fit\":\"cover\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"gravity\":\"up\"}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"background\":\"#ffffffff\"}",
+        "{\"width\":1,\"height\":1,\"fit\":\"contain\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"background\":\"#ffffff\"}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"animated\":true}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"webp\",\"quality\":0,"
+        "\"enlarge\":false,\"animated\":1}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[2,2],[1,1]]}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[1,1],[1,1]]}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[1,1],[0,5]]}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[]}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[1,1],[2,2,2]]}",
+        "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[1,1],[2,2],[3,3],[4,4],[5,5],[6,6],[7,7],[8,8],[9,9]]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        obj = json_loads (bad [i], 0, NULL);
+        cr_assert_not_null (obj, "%s", bad [i]);
+        cr_expect_eq (imgp_msg_opts_from_json (obj, &back, error, sizeof error), -1,
+                      "accepted %s", bad [i]);
+        json_decref (obj);
+    }
+}
+
+//  A result of `bytes` for box `w` x `h` with a made-up etag.
+static imgp_result_t
+s_rendition (int w, int h, imgp_format_t format, int64_t bytes, char hex)
+{
+    imgp_result_t result = { w, h, format, bytes, 7, { w, h }, "" };
+    memset (result.etag, hex, IMGP_ETAG_LEN);
+    result.etag [IMGP_ETAG_LEN] = '\0';
+    return result;
+}
+
+Test (renditions, done_carries_every_size)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, "w-1", 1);
+    msg->result_count = 3;
+    msg->results [0] = s_rendition (400, 300, IMGP_FORMAT_JPEG, 1000, 'a');
+    msg->results [1] = s_rendition (100, 75, IMGP_FORMAT_JPEG, 200, 'b');
+    msg->results [2] = s_rendition (64, 48, IMGP_FORMAT_JPEG, 34, 'c');
+    msg->results [2].box = (imgp_size_t) { 64, 64 };
+    imgp_msg_set_data (msg, s_bytes (1234, 3), 1234, NULL);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_assert_eq (back->result_count, 3);
+    cr_expect_eq (back->results [1].width, 100);
+    cr_expect_eq (back->results [1].bytes, 200);
+    cr_expect_eq (back->results [2].box.width, 64);
+    cr_expect_eq (back->results [2].box.height, 64);
+    cr_expect_eq (back->results [2].etag [0], 'c');
+    cr_expect_eq (strlen (back->results [2].etag), IMGP_ETAG_LEN);
+    s_expect_data (back, 1234, 3);
+    imgp_msg_destroy (&back);
+
+    //  sizes that do not add up to the frame: refused both ways
+    msg = s_report_new (IMGP_MSG_DONE, "w-1", 1);
+    msg->result_count = 2;
+    msg->results [0] = s_rendition (10, 10, IMGP_FORMAT_PNG, 10, 'a');
+    msg->results [1] = s_rendition (20, 20, IMGP_FORMAT_PNG, 10, 'b');
+    imgp_msg_set_data (msg, s_bytes (21, 3), 21, NULL);
+    cr_expect_null (imgp_msg_encode (msg));
+    imgp_msg_destroy (&msg);
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[{\"width\":1,\"height\":1,\"format\":\"png\","
+                  "\"bytes\":2,\"ms\":0},{\"width\":1,\"height\":1,\"format\":\"png\","
+                  "\"bytes\":2,\"ms\":0}]}", "abc");
+    //  none, nine, auto, a bad etag, a bad box
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[]}", "abc");
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[{\"width\":1,\"height\":1,\"format\":\"auto\","
+                  "\"bytes\":3,\"ms\":0}]}", "abc");
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[{\"width\":1,\"height\":1,\"format\":\"png\","
+                  "\"bytes\":3,\"ms\":0,\"etag\":\"ABC\"}]}", "abc");
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[{\"width\":1,\"height\":1,\"format\":\"png\","
+                  "\"bytes\":3,\"ms\":0,\"box\":[0,5]}]}", "abc");
+    char nine [2048];
+    int n = snprintf (nine, sizeof nine, "{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\","
+                      "\"attempts\":1,\"worker\":\"w\",\"results\":[");
+    for (int i = 0; i < 9; i++)
+        n += snprintf (nine + n, sizeof nine - (size_t) n, "%s{\"width\":1,\"height\":1,"
+                       "\"format\":\"png\",\"bytes\":1,\"ms\":0}", i ? "," : "");
+    snprintf (nine + n, sizeof nine - (size_t) n, "]}");
+    s_expect_bad (nine, "abcdefghi");
+    //  a peer from before: one "result" object
+    imgp_msg_t *old = s_expect_good ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\","
+                                     "\"attempts\":1,\"worker\":\"w\",\"result\":{\"width\":1,"
+                                     "\"height\":1,\"format\":\"png\",\"bytes\":3,\"ms\":0}}",
+                                     "abc");
+    cr_assert_not_null (old);
+    cr_expect_eq (old->result_count, 1);
+    cr_expect_eq (old->results [0].box.width, 0, "no box: the job's first size");
+    cr_expect_str_eq (old->results [0].etag, "");
+    imgp_msg_destroy (&old);
+}
+
+Test (renditions, info_with_24_results_fits_the_header)
+{
+    imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
+    msg->state = IMGP_STATE_DONE;
+    msg->attempts = 1000;
+    msg->created_at = msg->updated_at = 9007199254740991LL;
+    strcpy (msg->worker, "a-very-long-worker-name-of-sixty-four-characters-0123456789abcde");
+    msg->tag = IMGP_TAG_MAX;
+    msg->result_count = IMGP_RESULTS_MAX;
+    for (int i = 0; i < IMGP_RESULTS_MAX; i++) {
+        msg->results [i] = s_rendition (IMGP_RESULT_SIDE_MAX, IMGP_RESULT_SIDE_MAX,
+                                        (imgp_format_t) (i % 4), INT64_MAX, 'f');
+        msg->results [i].ms = INT64_MAX;
+        msg->results [i].box = (imgp_size_t) { 4096 - i, 4096 };
+    }
+    imgp_msg_set_data (msg, s_bytes (10, 1), 10, NULL);
+    char *header = s_header_of (msg);
+    cr_expect_lt (strlen (header), IMGP_HEADER_MAX, "%zu bytes", strlen (header));
+    free (header);
+    imgp_msg_t *back = s_round_trip (msg);
+    cr_expect_eq (back->result_count, IMGP_RESULTS_MAX);
+    cr_expect_eq (back->results [23].box.width, 4096 - 23);
+    cr_expect_eq (back->results [23].bytes, INT64_MAX);
+    imgp_msg_destroy (&back);
+
+    //  the exported array reader, as the spool uses it
+    imgp_result_t results [IMGP_RESULTS_MAX];
+    int count = -1;
+    json_t *array = json_loads ("[{\"width\":5,\"height\":4,\"format\":\"webp\",\"bytes\":9,"
+                                "\"ms\":1,\"box\":[5,5]},{\"width\":2,\"height\":1,"
+                                "\"format\":\"avif\",\"bytes\":9,\"ms\":1}]", 0, NULL);
+    char error [160];
+    cr_assert_eq (imgp_msg_results_from_json (array, results, IMGP_RESULTS_MAX, &count, error,
+                                              sizeof error), 0, "%s", error);
+    cr_expect_eq (count, 2);
+    cr_expect_eq (results [0].box.height, 5);
+    cr_expect_eq (results [1].format, IMGP_FORMAT_AVIF);
+    cr_expect_eq (imgp_msg_results_from_json (array, results, 1, &count, error, sizeof error),
+                  -1, "over max");
+    json_decref (array);
+    imgp_result_t one = s_rendition (3, 2, IMGP_FORMAT_PNG, 5, '0');
+    json_t *obj = imgp_msg_result_to_json (&one);
+    char *text = json_dumps (obj, JSON_COMPACT);
+    cr_expect_str_eq (text, "{\"width\":3,\"height\":2,\"format\":\"png\",\"bytes\":5,\"ms\":7,"
+                      "\"box\":[3,2],\"etag\":\"0000000000000000000000000000000000000000\"}");
+    free (text);
+    json_decref (obj);
 }
