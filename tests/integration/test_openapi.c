@@ -807,6 +807,20 @@ s_walk_pending (void)
     free (png);
 }
 
+//  A small PNG uploaded on both upload routes gets `want`.
+static void
+s_upload_both (int want)
+{
+    size_t size = 0;
+    void *png = h_make_image ("png", 50, 50, false, &size);
+    const char *routes [] = { "/v1/images", "/images" };
+    for (size_t i = 0; i < 2; i++)
+        s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
+                              .key = S_KEY, .type = "image/png", .body = png, .size = size,
+                              .want = want }, NULL);
+    free (png);
+}
+
 //  With the broker gone, every route that asks it answers 503.
 static void
 s_walk_broker_down (const char *id)
@@ -827,14 +841,7 @@ s_walk_broker_down (const char *id)
     s_call (&(s_call_t) { .method = "GET", .doc = "/images/{id}/thumbnail",
                           .path = s_path ("/images/%s/thumbnail", id, 1), .key = S_KEY,
                           .want = 503 }, NULL);
-    size_t size = 0;
-    void *png = h_make_image ("png", 50, 50, false, &size);
-    const char *routes [] = { "/v1/images", "/images" };
-    for (size_t i = 0; i < 2; i++)
-        s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
-                              .key = S_KEY, .type = "image/png", .body = png, .size = size,
-                              .want = 503 }, NULL);
-    free (png);
+    s_upload_both (503);
 }
 
 //  The broker back with --max-spool-bytes 1: its spool already holds more,
@@ -847,14 +854,7 @@ s_walk_spool_full (void)
     s_cluster->opts.broker_extra [2] = NULL;
     cr_assert_eq (h_cluster_broker_start (s_cluster), 0);
     cr_assert_geq (h_wait_status (s_port (), "/healthz", 200, 20000), 0, "the broker is not back");
-    size_t size = 0;
-    void *png = h_make_image ("png", 50, 50, false, &size);
-    const char *routes [] = { "/v1/images", "/images" };
-    for (size_t i = 0; i < 2; i++)
-        s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
-                              .key = S_KEY, .type = "image/png", .body = png, .size = size,
-                              .want = 507 }, NULL);
-    free (png);
+    s_upload_both (507);
     h_response_t resp;
     s_call (&(s_call_t) { .method = "GET", .doc = "/readyz", .path = "/readyz", .want = 503 },
             &resp);
