@@ -30,6 +30,12 @@ const build = path.resolve(process.argv[2] || path.join(source, 'build'));
 const out = path.resolve(process.argv[3] || path.join(build, 'browser'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const KEY = 'br0wSeRkEy-0123456789abcdefGHIJKL';   // the page's API key (test only)
+// Options of issue 11 that streams A and B add in parallel, checked when
+// named here: "sizes" (several boxes, the status JSON's thumbnails list),
+// "contain" (fit=contain, transparent border), "auto" (format=auto served
+// as AVIF to this browser's Accept). None works before those merges; once
+// merged, make the default the whole list.
+const NEW_OPTIONS = (process.env.IMGP_BROWSER_NEW_OPTIONS ?? '').split(',').filter(Boolean);
 const START_MS = 30000;         // the processes come up
 const JOBS_MS = 90000;          // every card of a batch reaches done or failed
 
@@ -190,6 +196,15 @@ async function batch(page, files, opts) {
       error: c.querySelector('.error').textContent,
       thumbs: [...c.querySelectorAll('img.thumb')].map((img) => ({
         natural: [img.naturalWidth, img.naturalHeight],
+        // alpha at the middle of the left edge and at the centre
+        alpha: (() => {
+          const cv = document.createElement('canvas');
+          cv.width = img.naturalWidth; cv.height = img.naturalHeight;
+          const g = cv.getContext('2d');
+          g.drawImage(img, 0, 0);
+          const y = img.naturalHeight >> 1;
+          return [g.getImageData(0, y, 1, 1).data[3], g.getImageData(img.naturalWidth >> 1, y, 1, 1).data[3]];
+        })(),
         said: [+img.dataset.width, +img.dataset.height],
         format: img.dataset.format,
         link: img.closest('figure').querySelector('a[download]')?.download || '',
@@ -197,6 +212,40 @@ async function batch(page, files, opts) {
     })));
   }
   return result;
+}
+
+// The options of issue 11 named in NEW_OPTIONS.
+async function newOptions(page, photos) {
+  const clear = { sizes: '', fit: 'inside' };
+  if (NEW_OPTIONS.includes('sizes')) {
+    const f = photos[0];
+    const [card] = await batch(page, [f], { ...clear, width: 200, height: 200, sizes: '100x100,400x300', format: 'jpeg' });
+    const want = [[200, 200], [100, 100], [400, 300]].map(([w, h]) => inside(f.width, f.height, w, h));
+    const got = card.thumbs.map((t) => t.natural);
+    check(card.state === 'done' && got.length === 3
+          && got.every((g, i) => Math.abs(g[0] - want[i][0]) <= 1 && Math.abs(g[1] - want[i][1]) <= 1
+                                 && g[0] === card.thumbs[i].said[0] && g[1] === card.thumbs[i].said[1])
+          && card.thumbs.every((t) => t.format === 'jpeg'),
+          `${f.name} sizes=200x200,100x100,400x300 -> three JPEG thumbnails ${want.map((w) => w.join('x')).join(', ')}`,
+          `${card.state} ${got.map((g) => g.join('x')).join(', ')} ${card.error}`);
+  }
+  if (NEW_OPTIONS.includes('contain')) {
+    const f = photos.find((p) => p.height > p.width) || photos[0];
+    const [card] = await batch(page, [f], { ...clear, width: 160, height: 160, fit: 'contain', format: 'png' });
+    const t = card.thumbs[0];
+    check(card.state === 'done' && t && t.natural[0] === 160 && t.natural[1] === 160
+          && t.alpha[0] === 0 && t.alpha[1] === 255,
+          `${f.name} 160x160 contain PNG -> exactly 160x160, transparent border, opaque centre`,
+          t ? `${t.natural.join('x')} alpha edge/centre ${t.alpha.join('/')}` : card.error);
+  }
+  if (NEW_OPTIONS.includes('auto')) {
+    const f = photos[0];
+    const [card] = await batch(page, [f], { ...clear, width: 200, height: 200, format: 'auto' });
+    const t = card.thumbs[0];
+    check(card.state === 'done' && t && t.format === 'avif',
+          `${f.name} format=auto -> AVIF for a browser whose Accept lists image/avif first`,
+          t ? `${t.format} ${t.natural.join('x')}` : card.error);
+  }
 }
 
 async function run() {
@@ -276,6 +325,9 @@ async function run() {
     const ct = cover.thumbs[0];
     check(cover.state === 'done' && ct && ct.format === 'png' && ct.natural[0] === 120 && ct.natural[1] === 90,
           `${photos[0].name} 120x90 cover PNG -> exactly 120x90`, ct ? `${ct.natural.join('x')} ${ct.format}` : cover.error);
+
+    if (NEW_OPTIONS.length)
+      await newOptions(page, photos);
 
     // Only the public API, from this origin; the key never in a URL.
     const foreign = requests.filter((u) => !u.startsWith(base + '/') && !u.startsWith('blob:') && !u.startsWith('data:'));
