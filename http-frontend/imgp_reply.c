@@ -25,32 +25,21 @@ s_body_pending (imgp_reply_t *self)
     return length < 0 && strcmp (self->method, "POST") == 0;
 }
 
-//  The next element of a comma-separated header list at *value: its
-//  start, and its length without the spaces around it; *value moves past
-//  it. Returns NULL when the list has no more. (Commas inside quoted
-//  strings are not special: no element we look for holds one.)
-static const char *
-s_list_next (const char **value, size_t *len)
-{
-    const char *item = *value + strspn (*value, " \t,");
-    if (!*item)
-        return NULL;
-    size_t n = strcspn (item, ",");
-    *value = item + n;
-    while (n > 0 && (item [n - 1] == ' ' || item [n - 1] == '\t'))
-        n--;
-    *len = n;
-    return item;
-}
-
 //  True when the comma-separated header `value` lists `token`, in any case.
 static bool
 s_has_token (const char *value, const char *token)
 {
-    size_t len = strlen (token), n;
-    for (const char *item; (item = s_list_next (&value, &n)); )
-        if (n == len && strncasecmp (item, token, len) == 0)
+    size_t len = strlen (token);
+    while (*value) {
+        value += strspn (value, " \t,");
+        size_t n = strcspn (value, ",");
+        size_t end = n;
+        while (end > 0 && (value [end - 1] == ' ' || value [end - 1] == '\t'))
+            end--;
+        if (end == len && strncasecmp (value, token, len) == 0)
             return true;
+        value += n;
+    }
     return false;
 }
 
@@ -71,6 +60,75 @@ s_keep_alive (imgp_reply_t *self)
     const char *asked = mg_get_header (self->conn, "Connection");
     const char *version = mg_get_request_info (self->conn)->http_version;
     return asked ? s_has_token (asked, "keep-alive") : version && strcmp (version, "1.1") == 0;
+}
+
+//  Skip optional whitespace and empty list elements (RFC 9110 5.6.1).
+static const char *
+s_list_skip (const char *text)
+{
+    return text + strspn (text, " \t,");
+}
+
+bool
+imgp_reply_etag_match (const char *field, const char *etag)
+{
+    assert (field && etag);
+    //  The opaque-tag of ours: the weak comparison ignores W/.
+    const char *ours = strncmp (etag, "W/", 2) == 0 ? etag + 2 : etag;
+    size_t ours_len = strlen (ours);
+    for (const char *at = s_list_skip (field); *at; at = s_list_skip (at)) {
+        if (*at == '*')
+            return true;        //  we have a current representation
+        if (strncmp (at, "W/", 2) == 0)
+            at += 2;
+        //  entity-tag = [ W/ ] DQUOTE *etagc DQUOTE; etagc excludes DQUOTE
+        //  (a comma inside the quotes is part of the tag).
+        const char *close = *at == '"' ? strchr (at + 1, '"') : NULL;
+        if (!close)
+            return false;       //  malformed: match nothing
+        size_t len = (size_t) (close - at) + 1;
+        if (ours_len && len == ours_len && memcmp (at, ours, len) == 0)
+            return true;
+        at = close + 1;
+        at += strspn (at, " \t");
+        if (*at && *at != ',')
+            return false;       //  junk after a tag
+    }
+    return false;
+}
+
+void
+imgp_reply_cache (imgp_reply_t *self, const char *etag, int max_age_s)
+{
+    assert (self && etag);
+    self->cacheable = true;
+    if (*etag && strlen (etag) + 3 <= sizeof self->etag)
+        snprintf (self->etag, sizeof self->etag, "\"%s\"", etag);
+    else
+        self->etag [0] = '\0';
+    if (max_age_s >= 0)
+        snprintf (self->cache_control, sizeof self->cache_control,
+                  "public, max-age=%d, immutable", max_age_s);
+    else
+        snprintf (self->cache_control, sizeof self->cache_control, "no-cache");
+}
+
+//  True when a 200 about to be sent answers a conditional GET or HEAD whose
+//  If-None-Match matches the representation's tag: then it is a 304. Every
+//  If-None-Match line counts (a list may be split over several lines).
+static bool
+s_not_modified (imgp_reply_t *self, int status)
+{
+    if (status != 200 || !self->cacheable
+    ||  (strcmp (self->method, "GET") != 0 && strcmp (self->method, "HEAD") != 0))
+        return false;
+    const struct mg_request_info *info = mg_get_request_info (self->conn);
+    for (int i = 0; i < info->num_headers; i++)
+        if (strcasecmp (info->http_headers [i].name, "If-None-Match") == 0
+        &&  info->http_headers [i].value
+        &&  imgp_reply_etag_match (info->http_headers [i].value, self->etag))
+            return true;
+    return false;
 }
 
 //  A response head, with room for a small body after it, so most
@@ -105,13 +163,27 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     struct tm tm;
     strftime (date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r (&now, &tm));
 
+    //  A 304 has no content: no Content-Type or Content-Length either
+    //  (RFC 9110 15.4.5), but every header a 200 would have had for caches.
+    bool not_modified = s_not_modified (self, status);
+    if (not_modified) {
+        status = 304;
+        size = 0;
+    }
     s_head_t head = { .size = 0 };
     //  HTTP/1.0 clients get 1.0; everyone else, even one that asked for
     //  HTTP/9.9, gets what we speak.
     bool v10 = version && strcmp (version, "1.0") == 0;
     s_head_add (&head, "HTTP/%s %d %s\r\nDate: %s\r\n", v10 ? "1.0" : "1.1", status,
                 mg_get_response_code_text (conn, status), date);
-    s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
+    if (!not_modified)
+        s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
+    if (self->etag [0])
+        s_head_add (&head, "ETag: %s\r\n", self->etag);
+    if (self->cache_control [0])
+        s_head_add (&head, "Cache-Control: %s\r\n", self->cache_control);
+    if (self->vary)
+        s_head_add (&head, "Vary: %s\r\n", self->vary);
     if (self->location [0])
         s_head_add (&head, "Location: %s\r\n", self->location);
     if (self->allow)
@@ -120,10 +192,6 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
         s_head_add (&head, "Retry-After: %d\r\n", self->retry_after);
     if (self->authenticate)
         s_head_add (&head, "WWW-Authenticate: %s\r\n", self->authenticate);
-    if (self->etag)
-        s_head_add (&head, "ETag: %s\r\n", self->etag);
-    if (self->cache_control)
-        s_head_add (&head, "Cache-Control: %s\r\n", self->cache_control);
     if (self->rate_headers)
         s_head_add (&head, "RateLimit-Limit: %lld\r\nRateLimit-Remaining: %lld\r\n"
                     "RateLimit-Reset: %lld\r\n", (long long) self->rate_limit,
@@ -136,8 +204,8 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     if (close)
         mg_disable_connection_keep_alive (conn);
     s_head_add (&head, "Connection: %s\r\n\r\n", close ? "close" : "keep-alive");
-    //  A HEAD or 304 response says the length of the body it does not carry.
-    if (strcmp (self->method, "HEAD") == 0 || status == 304)
+    //  A HEAD response says the length of the body it does not carry.
+    if (strcmp (self->method, "HEAD") == 0)
         size = 0;
     else
     if (size && size <= sizeof head.text - head.size) {
@@ -149,40 +217,6 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     if (size)
         mg_write (conn, body, size);
     self->status = status;
-}
-
-//  The opaque part of an entity tag: `tag` without a leading W/, into
-//  *start and *len. Returns false when it is not a quoted tag.
-static bool
-s_opaque_tag (const char *tag, size_t size, const char **start, size_t *len)
-{
-    if (size >= 2 && tag [0] == 'W' && tag [1] == '/') {
-        tag += 2;
-        size -= 2;
-    }
-    if (size < 2 || tag [0] != '"' || tag [size - 1] != '"')
-        return false;
-    *start = tag;
-    *len = size;
-    return true;
-}
-
-bool
-imgp_reply_not_modified (imgp_reply_t *self, const char *etag)
-{
-    assert (self && etag);
-    const char *value = mg_get_header (self->conn, "If-None-Match");
-    const char *want;
-    size_t want_len;
-    if (!value || !s_opaque_tag (etag, strlen (etag), &want, &want_len))
-        return false;
-    size_t n, len;
-    for (const char *item, *tag; (item = s_list_next (&value, &n)); )
-        if ((n == 1 && *item == '*')
-        ||  (s_opaque_tag (item, n, &tag, &len) && len == want_len
-             && memcmp (tag, want, len) == 0))
-            return true;
-    return false;
 }
 
 void

@@ -2,6 +2,7 @@
 #include "imgp_static.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 //  Which file each URL path serves: the only paths this module answers.
@@ -32,8 +33,12 @@ void
 imgp_static_send (imgp_reply_t *reply, const imgp_static_file_t *file)
 {
     assert (reply && file);
-    reply->etag = file->etag;
-    reply->cache_control = "no-cache";
-    int status = imgp_reply_not_modified (reply, file->etag) ? 304 : 200;
-    imgp_reply_send (reply, status, file->type, file->data, file->size);
+    //  file->etag is quoted; imgp_reply_cache takes the bare tag. no-cache:
+    //  kept, but asked for again each time (a 304 when unchanged).
+    char tag [IMGP_REPLY_ETAG_MAX];
+    size_t len = strlen (file->etag);
+    assert (len >= 2 && len < sizeof tag);
+    snprintf (tag, sizeof tag, "%.*s", (int) len - 2, file->etag + 1);
+    imgp_reply_cache (reply, tag, -1);
+    imgp_reply_send (reply, 200, file->type, file->data, file->size);
 }
