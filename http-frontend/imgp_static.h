@@ -5,8 +5,8 @@
     any host with nothing beside the binary: no document root to install,
     no path from a request ever reaching the file system. meson runs
     imgp_static_embed.py over the files at build time; the generated
-    table holds each file's bytes, Content-Type and ETag (the quoted SHA-1
-    of its bytes).
+    table holds each file's bytes, Content-Type and entity tag (the SHA-1
+    of its bytes; imgp_reply_cache makes the ETag header of it).
 
     Responses carry the ETag and `Cache-Control: no-cache`: a browser keeps
     its copy but asks each time, and a frontend upgraded with a new page
@@ -28,7 +28,7 @@ typedef struct {
     const char *type;           //  Content-Type
     const unsigned char *data;  //  its bytes
     size_t size;                //  number of bytes
-    const char *etag;           //  strong ETag, quoted SHA-1 of the bytes
+    const char *etag;           //  SHA-1 of the bytes, lowercase hex, unquoted
 } imgp_static_file_t;
 
 //  Every embedded file, ending with an entry whose name is NULL
