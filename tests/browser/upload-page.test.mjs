@@ -17,11 +17,13 @@
 // OUT_DIR/upload-page.png. Every wait has a deadline; nothing asserts on
 // time.
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -38,6 +40,7 @@ const KEY = 'br0wSeRkEy-0123456789abcdefGHIJKL';   // the page's API key (test o
 const NEW_OPTIONS = (process.env.IMGP_BROWSER_NEW_OPTIONS ?? '').split(',').filter(Boolean);
 const START_MS = 30000;         // the processes come up
 const JOBS_MS = 90000;          // every card of a batch reaches done or failed
+const SLOW_SIDE = 4000;         // the slow PNG: 16 MP of 16-bit RGBA a resizer must unfilter
 
 let passed = 0, failed = 0;
 function check(ok, what, detail) {
@@ -97,8 +100,10 @@ async function startStack(dir) {
   const ep = (p) => `tcp://127.0.0.1:${p}`;
   fs.writeFileSync(path.join(dir, 'keys'), `page ${KEY}\n`);
   fs.mkdirSync(path.join(dir, 'data'));
+  // The processing check stops the resizers for a moment: the broker must
+  // not count them lost (and re-queue the job) meanwhile.
   start('broker', 'broker/imgpipe-broker', ['--intake', ep(intake), '--status', ep(status),
-        '--jobs', ep(jobs), '--data-dir', path.join(dir, 'data')], dir);
+        '--jobs', ep(jobs), '--data-dir', path.join(dir, 'data'), '--heartbeat-timeout-ms', '60000'], dir);
   for (const i of [1, 2])
     start(`resizer${i}`, 'resizer/imgpipe-resizer', ['--jobs', ep(jobs)], dir);
   start('frontend', 'http-frontend/imgpipe-frontend', ['--listen', `127.0.0.1:${http}`,
@@ -162,6 +167,45 @@ async function madeFixtures(page) {
   ];
 }
 
+// A w x h PNG of one colour, 16-bit RGBA, every row Paeth-filtered: a few
+// hundred kB that a resizer takes about a second to decode (PNG has no
+// shrink-on-load), so a test can catch its job while it runs. (The
+// harness's h_make_flat_png, written out by hand: node has no encoder.)
+async function slowPng(w, h) {
+  const table = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = table[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const len = Buffer.alloc(4), sum = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 16; ihdr[9] = 6;                  // 16 bits, RGBA
+  // Paeth of a flat image: the first pixel as it is, zeros everywhere else.
+  const first = Buffer.alloc(1 + w * 8), other = Buffer.alloc(1 + w * 8);
+  first[0] = other[0] = 4;
+  [10000, 30000, 50000, 65535].forEach((v, i) => first.writeUInt16BE(v, 1 + 2 * i));
+  const deflate = zlib.createDeflate({ level: 9 }), parts = [];
+  deflate.on('data', (d) => parts.push(d));
+  for (let y = 0; y < h; y++)
+    if (!deflate.write(y ? other : first)) await once(deflate, 'drain');
+  deflate.end();
+  await once(deflate, 'end');
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+                        chunk('IHDR', ihdr), chunk('IDAT', Buffer.concat(parts)), chunk('IEND', Buffer.alloc(0))]);
+}
+
 // What fit=inside makes of w x h in a box (no enlarging), as libvips
 // rounds it (the nearest pixel; a side is never 0).
 function inside(w, h, bw, bh) {
@@ -171,8 +215,8 @@ function inside(w, h, bw, bh) {
 
 // --- The page ----------------------------------------------------------------
 
-// Set the options, pick the files, and wait until every new card is final.
-async function batch(page, files, opts) {
+// Set the options and pick the files; returns the index of the first new card.
+async function pick(page, files, opts) {
   const before = await page.locator('.card').count();
   for (const [id, value] of Object.entries(opts))
     await page.locator(`#${id}`).evaluate((el, v) => {
@@ -180,6 +224,16 @@ async function batch(page, files, opts) {
       el.dispatchEvent(new Event('change'));
     }, String(value));
   await page.locator('#files').setInputFiles(files.map(({ name, mimeType, buffer }) => ({ name, mimeType, buffer })));
+  return before;
+}
+
+// Set the options, pick the files, and wait until every new card is final.
+async function batch(page, files, opts) {
+  return results(page, await pick(page, files, opts));
+}
+
+// Wait until every card from index `before` on is final; what each shows.
+async function results(page, before) {
   const cards = page.locator('.card');
   await page.waitForFunction((n) => {
     const all = [...document.querySelectorAll('.card')].slice(n);
@@ -212,6 +266,42 @@ async function batch(page, files, opts) {
     })));
   }
   return result;
+}
+
+// A job caught while it runs: its card must say processing. The slow
+// PNG's job is watched through the API; as soon as the broker says
+// processing, the resizers are stopped (SIGSTOP), so it stays so until the
+// page has shown it (its next ?wait=1 poll), then they go on (SIGCONT).
+async function processing(page, base) {
+  const file = { name: 'slow.png', mimeType: 'image/png', buffer: await slowPng(SLOW_SIDE, SLOW_SIDE) };
+  const before = await pick(page, [file], { sizes: '', width: 200, height: 200, fit: 'inside', format: 'png' });
+  await page.waitForFunction((n) => document.querySelectorAll('.card')[n]?.dataset.id, before,
+                             { timeout: JOBS_MS, polling: 10 });
+  const id = await page.locator('.card').nth(before).getAttribute('data-id');
+  const resizers = children.filter((c) => c.label.startsWith('resizer'));
+  let status = 'queued';
+  for (const end = Date.now() + JOBS_MS; status === 'queued' && Date.now() < end; ) {
+    const resp = await fetch(`${base}/v1/images/${id}`, { headers: { Authorization: `Bearer ${KEY}` } });
+    status = (await resp.json()).status;
+  }
+  let shown = false;
+  if (status === 'processing') {
+    resizers.forEach((c) => c.kill('SIGSTOP'));
+    try {
+      await page.waitForFunction((n) => document.querySelectorAll('.card')[n].dataset.state === 'processing',
+                                 before, { timeout: 20000, polling: 50 });
+      shown = true;
+    } catch (_) {
+    } finally {
+      resizers.forEach((c) => c.kill('SIGCONT'));
+    }
+  }
+  const [card] = await results(page, before);
+  const t = card.thumbs[0];
+  check(shown && card.seen === 'waiting>uploading>queued>processing>done' && t
+        && t.natural[0] === 200 && t.natural[1] === 200,
+        `${file.name} ${SLOW_SIDE}x${SLOW_SIDE} (${file.buffer.length} B) caught running: its card showed processing, then done with 200x200`,
+        `API said ${status}; states ${card.seen}; ${t ? t.natural.join('x') : card.error}`);
 }
 
 // The options of issue 11 named in NEW_OPTIONS.
@@ -326,6 +416,7 @@ async function run() {
     check(cover.state === 'done' && ct && ct.format === 'png' && ct.natural[0] === 120 && ct.natural[1] === 90,
           `${photos[0].name} 120x90 cover PNG -> exactly 120x90`, ct ? `${ct.natural.join('x')} ${ct.format}` : cover.error);
 
+    await processing(page, base);
     if (NEW_OPTIONS.length)
       await newOptions(page, photos);
 
