@@ -39,5 +39,8 @@ fi
 
 CHROMIUM=$chromium timeout -k 10 170 node upload-page.test.mjs "$build" "$build/browser"
 rc=$?
-[ $rc -eq 124 ] && echo "not ok - the browser test did not finish within 170 s" && echo "0 passed, 1 failed"
+if [ $rc -eq 124 ]; then
+    echo "not ok - the browser test did not finish within 170 s"
+    echo "0 passed, 1 failed"
+fi
 exit $rc

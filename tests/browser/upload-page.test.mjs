@@ -82,7 +82,14 @@ async function stopAll() {
     c.kill('SIGTERM');
   })));
 }
+// No program outlives the test: killed at exit, and on the SIGTERM of
+// run.sh's timeout (a signal skips 'exit' handlers otherwise).
 process.on('exit', () => children.forEach((c) => { try { c.kill('SIGKILL'); } catch (_) { } }));
+for (const signal of ['SIGTERM', 'SIGINT'])
+  process.on(signal, () => {
+    console.log(`not ok - stopped by ${signal}`);
+    process.exit(1);
+  });
 
 async function waitFor(what, deadlineMs, cond) {
   const end = Date.now() + deadlineMs;
