@@ -222,21 +222,32 @@ function inside(w, h, bw, bh) {
 
 // --- The page ----------------------------------------------------------------
 
-// Set the options and pick the files; returns the index of the first new card.
-async function pick(page, files, opts) {
+// Set the options and pick the files (or drop them on the drop zone, as a
+// drag from the desktop does); returns the index of the first new card.
+async function pick(page, files, opts, how = 'pick') {
   const before = await page.locator('.card').count();
   for (const [id, value] of Object.entries(opts))
     await page.locator(`#${id}`).evaluate((el, v) => {
       el.value = v;
       el.dispatchEvent(new Event('change'));
     }, String(value));
-  await page.locator('#files').setInputFiles(files.map(({ name, mimeType, buffer }) => ({ name, mimeType, buffer })));
+  if (how === 'drop')
+    await page.locator('#drop').evaluate((zone, list) => {
+      const dt = new DataTransfer();
+      for (const f of list)
+        dt.items.add(new File([Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0))], f.name, { type: f.mimeType }));
+      for (const type of ['dragover', 'drop'])
+        zone.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, files.map(({ name, mimeType, buffer }) => ({ name, mimeType, data: buffer.toString('base64') })));
+  else
+    await page.locator('#files').setInputFiles(files.map(({ name, mimeType, buffer }) => ({ name, mimeType, buffer })));
   return before;
 }
 
-// Set the options, pick the files, and wait until every new card is final.
-async function batch(page, files, opts) {
-  return results(page, await pick(page, files, opts));
+// Set the options, pick (or drop) the files, and wait until every new
+// card is final.
+async function batch(page, files, opts, how) {
+  return results(page, await pick(page, files, opts, how));
 }
 
 // Wait until every card from index `before` on is final; what each shows.
@@ -418,10 +429,19 @@ async function run() {
     }
 
     // Batch 2: the first photo again, 120x90 cover, PNG: exactly the box.
-    const [cover] = await batch(page, [photos[0]], { width: 120, height: 90, fit: 'cover', format: 'png' });
+    // Batch 2: the first photo again, dropped on the page, 120x90 cover,
+    // PNG: exactly the box. Its download link gives the PNG itself.
+    const [cover] = await batch(page, [photos[0]], { width: 120, height: 90, fit: 'cover', format: 'png' }, 'drop');
     const ct = cover.thumbs[0];
     check(cover.state === 'done' && ct && ct.format === 'png' && ct.natural[0] === 120 && ct.natural[1] === 90,
-          `${photos[0].name} 120x90 cover PNG -> exactly 120x90`, ct ? `${ct.natural.join('x')} ${ct.format}` : cover.error);
+          `${photos[0].name} dropped on the page, 120x90 cover PNG -> exactly 120x90`,
+          ct ? `${ct.natural.join('x')} ${ct.format}` : cover.error);
+    const [download] = await Promise.all([page.waitForEvent('download'),
+                                          page.locator('.card a[download]').last().click()]);
+    const saved = fs.readFileSync(await download.path());
+    check(download.suggestedFilename() === ct.link && saved.subarray(1, 4).toString() === 'PNG'
+          && saved.readUInt32BE(16) === 120 && saved.readUInt32BE(20) === 90,
+          'its download link saves that 120x90 PNG', `${download.suggestedFilename()} ${saved.length} B`);
 
     await processing(page, base);
     if (NEW_OPTIONS.length)
@@ -440,6 +460,24 @@ async function run() {
     const shot = path.join(out, 'upload-page.png');
     await page.screenshot({ path: shot, fullPage: true });
     check(fs.statSync(shot).size > 0, `screenshot saved: ${shot}`);
+
+    // Reloaded: the browser revalidates the page (If-None-Match) and the
+    // frontend answers 304 (Chromium reports the cached 200 to the page,
+    // so the frontend's own count of 304s says it), and the key is still
+    // in the tab.
+    const count304 = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const m = text.match(/^imgpipe_http_requests_total\{route="other",status="304"\} (\d+)/m);
+      return m ? +m[1] : 0;
+    };
+    const before304 = await count304();
+    const again = await page.reload();
+    const asked = (await again.request().allHeaders())['if-none-match'];
+    const after304 = await count304();
+    const key = await page.locator('#key').inputValue();
+    check(asked === first.headers().etag && after304 === before304 + 1 && key === KEY,
+          'reloaded: revalidated with If-None-Match, the frontend answered 304, the key still in the tab',
+          `If-None-Match ${asked}, 304s ${before304} -> ${after304}, key ${key === KEY ? 'kept' : 'lost'}`);
   } finally {
     await browser.close();
     await stopAll();
