@@ -461,6 +461,10 @@ async function run() {
     await page.screenshot({ path: shot, fullPage: true });
     check(fs.statSync(shot).size > 0, `screenshot saved: ${shot}`);
 
+    await page.locator('#clear').click();
+    const left = await page.locator('.card').count();
+    check(left === 0, '"Clear finished" removes every finished card', `${left} left`);
+
     // Reloaded: the browser revalidates the page (If-None-Match) and the
     // frontend answers 304 (Chromium reports the cached 200 to the page,
     // so the frontend's own count of 304s says it), and the key is still
