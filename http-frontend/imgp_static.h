@@ -12,8 +12,8 @@
     its copy but asks each time, and a frontend upgraded with a new page
     answers with the new one, an unchanged one with 304.
 
-    Never: serve a path that is not in the table below (no directory
-    listing, no lookup by a name taken from the request).
+    Never: serve a path that is not listed in imgp_static.c (s_served):
+    no directory listing, no lookup by a name taken from the request.
 */
 #ifndef IMGP_STATIC_H_INCLUDED
 #define IMGP_STATIC_H_INCLUDED

@@ -8,6 +8,15 @@
 // key, a bad file's error in words. Only a browser runs its JavaScript;
 // only the real programs give the answers it must show.
 //
+// Checks, in order: / without a key (ETag, no-cache); an upload without the
+// key shows the 401; the key in sessionStorage; photos go waiting >
+// uploading (progress to the whole body) > queued > done with thumbnails of
+// the right size and format and a download link; bad files end failed with
+// the server's message; a dropped file; the download itself; a job caught
+// running shows processing; (NEW_OPTIONS: sizes, contain, auto); no request
+// off the origin, only public routes, the key in no URL, no JS error; the
+// screenshot; Clear; a reload revalidates (304) and keeps the key.
+//
 // Usage (tests/browser/run.sh calls it):
 //   node upload-page.test.mjs BUILD_DIR OUT_DIR
 // env: IMGP_CORPUS (default SOURCE/../shared/corpus): photos and bad files
