@@ -124,16 +124,19 @@ static s_handler_fn s_upload, s_status, s_thumbnail, s_health, s_ready, s_metric
 //  whether it is open without an API key (probes and scrapes are).
 static const struct {
     s_route_t route;            //  route
-    const char *path;           //  fixed path, NULL for the id routes
-    const char *method;         //  the one method allowed
+    const char *path;           //  path; with {id}: as documented, matched by s_route_parse
+    const char *method;         //  the one method allowed (and HEAD where it is GET)
     s_handler_fn *handler;      //  handler for it
     imgp_route_t metric;        //  route label in the metrics
     bool open;                  //  served without an API key
 } s_routes [] = {
     { S_ROUTE_UPLOAD, "/v1/images", "POST", s_upload, IMGP_ROUTE_UPLOAD, false },
     { S_ROUTE_UPLOAD, "/images", "POST", s_upload, IMGP_ROUTE_UPLOAD, false },
-    { S_ROUTE_STATUS, NULL, "GET", s_status, IMGP_ROUTE_STATUS, false },
-    { S_ROUTE_THUMBNAIL, NULL, "GET", s_thumbnail, IMGP_ROUTE_THUMBNAIL, false },
+    { S_ROUTE_STATUS, "/v1/images/{id}", "GET", s_status, IMGP_ROUTE_STATUS, false },
+    { S_ROUTE_THUMBNAIL, "/v1/images/{id}/thumbnail", "GET", s_thumbnail, IMGP_ROUTE_THUMBNAIL,
+      false },
+    { S_ROUTE_THUMBNAIL, "/images/{id}/thumbnail", "GET", s_thumbnail, IMGP_ROUTE_THUMBNAIL,
+      false },
     { S_ROUTE_HEALTH, "/healthz", "GET", s_health, IMGP_ROUTE_HEALTH, true },
     { S_ROUTE_READY, "/readyz", "GET", s_ready, IMGP_ROUTE_READY, true },
     { S_ROUTE_METRICS, "/metrics", "GET", s_metrics, IMGP_ROUTE_METRICS, true },
@@ -196,7 +199,7 @@ static s_route_t
 s_route_parse (const char *path, char id [IMGP_ID_LEN + 1])
 {
     for (size_t i = 0; i < S_ROUTES; i++)
-        if (s_routes [i].path && strcmp (path, s_routes [i].path) == 0)
+        if (!strchr (s_routes [i].path, '{') && strcmp (path, s_routes [i].path) == 0)
             return s_routes [i].route;
     const char *rest = s_after (path, "/v1/images/");
     bool v1 = rest != NULL;
@@ -507,9 +510,11 @@ s_thumbnail (s_request_t *req)
     imgp_msg_t *info = s_ask (req, IMGP_MSG_FETCH);
     if (!info)
         return;
-    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info))
+    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info)) {
+        imgp_reply_cache (&req->reply, "", req->server->config.cache_max_age_s);
         imgp_reply_send (&req->reply, 200, imgp_format_mime (info->results [0].format),
                          imgp_msg_data (info), imgp_msg_size (info));
+    }
     else
     if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
         imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,
@@ -822,6 +827,22 @@ s_framing_ambiguous (s_request_t *req)
         && mg_get_header (req->reply.conn, "Content-Length");
 }
 
+//  True when `method` may be used on a route taking `route_method`: HEAD
+//  wherever GET is (RFC 9110 9.3.2; imgp_reply sends the head only).
+static bool
+s_method_allowed (const char *method, const char *route_method)
+{
+    return strcmp (method, route_method) == 0
+        || (strcmp (method, "HEAD") == 0 && strcmp (route_method, "GET") == 0);
+}
+
+//  The Allow header of a route taking `route_method`.
+static const char *
+s_allow (const char *route_method)
+{
+    return strcmp (route_method, "GET") == 0 ? "GET, HEAD" : route_method;
+}
+
 static void
 s_dispatch (s_request_t *req)
 {
@@ -855,12 +876,12 @@ s_dispatch (s_request_t *req)
             continue;
         if (!s_routes [i].open && s_guard (req))
             return;             //  401 or 429 sent
-        if (strcmp (req->reply.method, s_routes [i].method) == 0)
+        if (s_method_allowed (req->reply.method, s_routes [i].method))
             s_routes [i].handler (req);
         else {
-            req->reply.allow = s_routes [i].method;
+            req->reply.allow = s_allow (s_routes [i].method);
             imgp_reply_error (&req->reply, 405, "method_not_allowed", "use %s here",
-                              s_routes [i].method);
+                              req->reply.allow);
         }
         return;
     }
@@ -1163,6 +1184,18 @@ imgp_http_destroy (imgp_http_t **self_p)
     free (self->status);
     free (self);
     *self_p = NULL;
+}
+
+const char *
+imgp_http_route (size_t index, const char **method, bool *open)
+{
+    if (index >= S_ROUTES)
+        return NULL;
+    if (method)
+        *method = s_routes [index].method;
+    if (open)
+        *open = s_routes [index].open;
+    return s_routes [index].path;
 }
 
 int

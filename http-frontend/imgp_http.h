@@ -15,6 +15,7 @@
 #ifndef IMGP_HTTP_H_INCLUDED
 #define IMGP_HTTP_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "imgp_curve.h"
@@ -36,6 +37,7 @@ typedef struct {
     int rate_per_ip;            //  requests/s per client address without keys, 0 = off
     unsigned sniff_allow;       //  extra formats taken at upload, IMGP_SNIFF_* bits
     imgp_curve_t *curve;        //  CURVE keys for the broker links, borrowed; NULL plain
+    int cache_max_age_s;        //  Cache-Control max-age of a thumbnail, seconds
 } imgp_http_config_t;
 
 typedef struct _imgp_http_t imgp_http_t;
@@ -51,6 +53,13 @@ void imgp_http_destroy (imgp_http_t **self_p);
 //  Read the API key file again (SIGHUP). On an error the old keys stay and
 //  -1 is returned (logged); 0 otherwise, also when there are no keys.
 int imgp_http_reload (imgp_http_t *self);
+
+//  Route `index` of the router (0, 1, ... until NULL): its path as
+//  documented ("/v1/images/{id}/thumbnail"), the one method it takes
+//  (HEAD is also taken wherever that is GET) and whether it is served
+//  without an API key. For the OpenAPI walker test: every route the router
+//  knows must be documented.
+const char *imgp_http_route (size_t index, const char **method, bool *open);
 
 //  The TCP port listened on (the real one when the config asked for 0).
 int imgp_http_port (imgp_http_t *self);

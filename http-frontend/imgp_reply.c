@@ -62,6 +62,75 @@ s_keep_alive (imgp_reply_t *self)
     return asked ? s_has_token (asked, "keep-alive") : version && strcmp (version, "1.1") == 0;
 }
 
+//  Skip optional whitespace and empty list elements (RFC 9110 5.6.1).
+static const char *
+s_list_skip (const char *text)
+{
+    return text + strspn (text, " \t,");
+}
+
+bool
+imgp_reply_etag_match (const char *field, const char *etag)
+{
+    assert (field && etag);
+    //  The opaque-tag of ours: the weak comparison ignores W/.
+    const char *ours = strncmp (etag, "W/", 2) == 0 ? etag + 2 : etag;
+    size_t ours_len = strlen (ours);
+    for (const char *at = s_list_skip (field); *at; at = s_list_skip (at)) {
+        if (*at == '*')
+            return true;        //  we have a current representation
+        if (strncmp (at, "W/", 2) == 0)
+            at += 2;
+        //  entity-tag = [ W/ ] DQUOTE *etagc DQUOTE; etagc excludes DQUOTE
+        //  (a comma inside the quotes is part of the tag).
+        const char *close = *at == '"' ? strchr (at + 1, '"') : NULL;
+        if (!close)
+            return false;       //  malformed: match nothing
+        size_t len = (size_t) (close - at) + 1;
+        if (ours_len && len == ours_len && memcmp (at, ours, len) == 0)
+            return true;
+        at = close + 1;
+        at += strspn (at, " \t");
+        if (*at && *at != ',')
+            return false;       //  junk after a tag
+    }
+    return false;
+}
+
+void
+imgp_reply_cache (imgp_reply_t *self, const char *etag, int max_age_s)
+{
+    assert (self && etag);
+    self->cacheable = true;
+    if (*etag && strlen (etag) + 3 <= sizeof self->etag)
+        snprintf (self->etag, sizeof self->etag, "\"%s\"", etag);
+    else
+        self->etag [0] = '\0';
+    if (max_age_s >= 0)
+        snprintf (self->cache_control, sizeof self->cache_control,
+                  "public, max-age=%d, immutable", max_age_s);
+    else
+        snprintf (self->cache_control, sizeof self->cache_control, "no-cache");
+}
+
+//  True when a 200 about to be sent answers a conditional GET or HEAD whose
+//  If-None-Match matches the representation's tag: then it is a 304. Every
+//  If-None-Match line counts (a list may be split over several lines).
+static bool
+s_not_modified (imgp_reply_t *self, int status)
+{
+    if (status != 200 || !self->cacheable
+    ||  (strcmp (self->method, "GET") != 0 && strcmp (self->method, "HEAD") != 0))
+        return false;
+    const struct mg_request_info *info = mg_get_request_info (self->conn);
+    for (int i = 0; i < info->num_headers; i++)
+        if (strcasecmp (info->http_headers [i].name, "If-None-Match") == 0
+        &&  info->http_headers [i].value
+        &&  imgp_reply_etag_match (info->http_headers [i].value, self->etag))
+            return true;
+    return false;
+}
+
 //  A response head, with room for a small body after it, so most
 //  responses leave in one write.
 typedef struct {
@@ -94,13 +163,27 @@ imgp_reply_send (imgp_reply_t *self, int status, const char *type, const void *b
     struct tm tm;
     strftime (date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r (&now, &tm));
 
+    //  A 304 has no content: no Content-Type or Content-Length either
+    //  (RFC 9110 15.4.5), but every header a 200 would have had for caches.
+    bool not_modified = s_not_modified (self, status);
+    if (not_modified) {
+        status = 304;
+        size = 0;
+    }
     s_head_t head = { .size = 0 };
     //  HTTP/1.0 clients get 1.0; everyone else, even one that asked for
     //  HTTP/9.9, gets what we speak.
     bool v10 = version && strcmp (version, "1.0") == 0;
     s_head_add (&head, "HTTP/%s %d %s\r\nDate: %s\r\n", v10 ? "1.0" : "1.1", status,
                 mg_get_response_code_text (conn, status), date);
-    s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
+    if (!not_modified)
+        s_head_add (&head, "Content-Type: %s\r\nContent-Length: %zu\r\n", type, size);
+    if (self->etag [0])
+        s_head_add (&head, "ETag: %s\r\n", self->etag);
+    if (self->cache_control [0])
+        s_head_add (&head, "Cache-Control: %s\r\n", self->cache_control);
+    if (self->vary)
+        s_head_add (&head, "Vary: %s\r\n", self->vary);
     if (self->location [0])
         s_head_add (&head, "Location: %s\r\n", self->location);
     if (self->allow)

@@ -63,6 +63,10 @@ static const imgp_conf_spec_t s_specs [] = {
                    "empty = no keys needed"),
     IMGP_CONF_NUM (s_config_t, http.rate_per_ip, "rate-per-ip", 0, 0, 1000000,
                    "requests/s per client address when there are no API keys; 0 = off"),
+    IMGP_CONF_NUM (s_config_t, http.cache_max_age_s, "cache-max-age-s", 31536000, 0, 315360000,
+                   "Cache-Control max-age of a thumbnail, in seconds (a thumbnail never "
+                   "changes under its URL: its ETag changes with the source, options and "
+                   "pipeline version)"),
     IMGP_CONF_ALLOW_LOADERS (s_config_t, allow_loaders),
     IMGP_CONF_STR (s_config_t, curve_secret, "curve-secret", "",
                    "our CURVE certificate, the _secret file of `imgpipe keygen` (with "

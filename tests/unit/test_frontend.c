@@ -38,6 +38,7 @@
 #include "imgp_log.h"
 #include "imgp_mem.h"
 #include "imgp_msg.h"
+#include "imgp_reply.h"
 #include "imgp_sniff.h"
 
 #define UPLOAD_LIMIT 65536
@@ -603,6 +604,7 @@ s_config (const char *intake, const char *status)
         .keepalive_timeout_ms = 5000,
         .max_wait_s = 30,
         .upload_timeout_ms = 20000,
+        .cache_max_age_s = 31536000,
     };
     return config;
 }
@@ -1353,9 +1355,9 @@ Test (http, wrong_method_is_405_with_allow)
 {
     s_assert_405 ("GET", "/v1/images", "POST");
     s_assert_405 ("PUT", "/images", "POST");
-    s_assert_405 ("DELETE", "/v1/images/" ID_DONE, "GET");
-    s_assert_405 ("POST", "/v1/images/" ID_DONE "/thumbnail", "GET");
-    s_assert_405 ("POST", "/healthz", "GET");
+    s_assert_405 ("DELETE", "/v1/images/" ID_DONE, "GET, HEAD");
+    s_assert_405 ("POST", "/v1/images/" ID_DONE "/thumbnail", "GET, HEAD");
+    s_assert_405 ("POST", "/healthz", "GET, HEAD");
     cr_assert_eq (s_submits (), 0);
 }
 
@@ -2218,5 +2220,145 @@ Test (http, keep_alive_ends_while_the_pool_is_crowded)
     const char *line = strstr (response.body, "imgpipe_http_refusals_total{reason=\"pool_crowded\"} ");
     cr_assert_not_null (line, "%.300s", response.body);
     cr_assert_geq (atoi (strchr (line, ' ') + 1), 1);
+    s_response_free (&response);
+}
+
+//  --------------------------------------------------------------------------
+//  Caching (ETag, If-None-Match, 304) and HEAD
+
+
+//  RFC 9110 8.8.3.2 weak comparison, 13.1.2 If-None-Match: lists, "*",
+//  W/ on either side, commas inside quotes, malformed fields.
+Test (reply, if_none_match_uses_the_weak_comparison)
+{
+    const char *tag = "\"abc\"";
+    static const struct { const char *field; bool match; } cases [] = {
+        { "\"abc\"", true }, { "W/\"abc\"", true }, { "*", true },
+        { "\"x\", \"abc\"", true }, { "\"x\",W/\"abc\" , \"y\"", true }, { " ,\"abc\",", true },
+        { "\"a,b\", \"abc\"", true },           //  a comma inside a tag is part of it
+        { "\"abcd\"", false }, { "\"ab\"", false }, { "\"ABC\"", false }, { "abc", false },
+        { "", false }, { "\"a,b\"", false }, { "w/\"abc\"", false },    //  W/ is case-sensitive
+        { "\"abc", false }, { "\"x\" junk, \"abc\"", false },           //  malformed: nothing
+        { "\"\"", false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++)
+        cr_assert_eq (imgp_reply_etag_match (cases [i].field, tag), cases [i].match,
+                      "If-None-Match: %s", cases [i].field);
+    //  Ours weak: compared without its W/.
+    cr_assert (imgp_reply_etag_match ("\"abc\"", "W/\"abc\""));
+    //  No tag of ours: only "*" matches.
+    cr_assert (imgp_reply_etag_match ("*", ""));
+    cr_assert_not (imgp_reply_etag_match ("\"\"", ""));
+}
+
+Test (reply, cache_headers_as_configured)
+{
+    imgp_reply_t reply = { .method = "GET" };
+    imgp_reply_cache (&reply, "0123abcd", 600);
+    cr_assert_str_eq (reply.etag, "\"0123abcd\"");
+    cr_assert_str_eq (reply.cache_control, "public, max-age=600, immutable");
+    imgp_reply_cache (&reply, "", -1);      //  unknown tag, a fallback
+    cr_assert_str_eq (reply.etag, "");
+    cr_assert_str_eq (reply.cache_control, "no-cache");
+}
+
+//  A route's documented path with {id} replaced by `id`.
+static void
+s_route_path (const char *pattern, const char *id, char *path, size_t size)
+{
+    const char *brace = strstr (pattern, "{id}");
+    if (brace)
+        snprintf (path, size, "%.*s%s%s", (int) (brace - pattern), pattern, id, brace + 4);
+    else
+        snprintf (path, size, "%s", pattern);
+}
+
+//  HEAD is taken on every GET route of the router and answers what GET
+//  does, with the GET's Content-Length and no body.
+Test (http, head_answers_every_get_route_like_get)
+{
+    const char *method;
+    size_t routes = 0;
+    for (size_t i = 0; imgp_http_route (i, &method, NULL); i++) {
+        if (strcmp (method, "GET") != 0)
+            continue;
+        char path [256];
+        s_route_path (imgp_http_route (i, NULL, NULL), ID_DONE, path, sizeof path);
+        response_t get, head;
+        s_get ("GET", path, &get);
+        s_get ("HEAD", path, &head);
+        cr_assert_eq (head.status, get.status, "%s: HEAD %d, GET %d", path, head.status,
+                      get.status);
+        cr_assert_neq (head.status, 405, "%s", path);
+        cr_assert_eq (head.size, 0, "%s: HEAD carried %zu body bytes", path, head.size);
+        cr_assert_not_null (s_header (&head, "Content-Length"), "%s", path);
+        //  /metrics grows between the two requests: its length may differ.
+        if (!strstr (path, "metrics"))
+            cr_assert_eq ((size_t) atoll (s_header (&head, "Content-Length")), get.size,
+                          "%s: HEAD says %s bytes, GET sent %zu", path,
+                          s_header (&head, "Content-Length"), get.size);
+        char type [128];
+        snprintf (type, sizeof type, "%s", s_header (&get, "Content-Type"));
+        cr_assert_str_eq (s_header (&head, "Content-Type"), type, "%s", path);
+        s_response_free (&get);
+        s_response_free (&head);
+        routes++;
+    }
+    cr_assert_geq (routes, 7, "the router lists %zu GET routes", routes);
+    //  HEAD where only POST is taken: 405, Allow says POST, no body.
+    response_t response;
+    s_get ("HEAD", "/v1/images", &response);
+    cr_assert_eq (response.status, 405);
+    cr_assert_str_eq (s_header (&response, "Allow"), "POST");
+    cr_assert_eq (response.size, 0);
+    s_response_free (&response);
+}
+
+//  `method` on `path` with `headers` ("Name: value\r\n" lines) added.
+static void
+s_get_with (const char *method, const char *path, const char *headers, response_t *response)
+{
+    char head [2048];
+    snprintf (head, sizeof head, "%s %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n%s",
+              method, path, headers);
+    s_exchange (head, NULL, 0, response);
+}
+
+//  A thumbnail says how long it may be cached; a conditional GET or HEAD
+//  that matches gets 304 with the cache headers and no body.
+Test (http, thumbnail_is_cacheable_and_conditional)
+{
+    response_t response;
+    s_get ("GET", "/v1/images/" ID_DONE "/thumbnail", &response);
+    cr_assert_eq (response.status, 200);
+    cr_assert_str_eq (s_header (&response, "Cache-Control"), "public, max-age=31536000, immutable");
+    s_response_free (&response);
+    const char *methods [] = { "GET", "HEAD" };
+    for (size_t i = 0; i < 2; i++) {
+        s_get_with (methods [i], "/v1/images/" ID_DONE "/thumbnail", "If-None-Match: *\r\n",
+                    &response);
+        cr_assert_eq (response.status, 304, "%s: %d", methods [i], response.status);
+        cr_assert_eq (response.size, 0);
+        cr_assert_null (s_header (&response, "Content-Type"));
+        cr_assert_null (s_header (&response, "Content-Length"));
+        cr_assert_str_eq (s_header (&response, "Cache-Control"),
+                          "public, max-age=31536000, immutable");
+        s_response_free (&response);
+    }
+    //  Not a 200 without conditions: never a 304, and no cache headers.
+    static const struct { const char *id; int status; } others [] = {
+        { ID_QUEUED, 202 }, { ID_FAILED, 422 }, { ID_UNKNOWN, 404 },
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others [0]; i++) {
+        char path [128];
+        snprintf (path, sizeof path, "/v1/images/%s/thumbnail", others [i].id);
+        s_get_with ("GET", path, "If-None-Match: *\r\n", &response);
+        cr_assert_eq (response.status, others [i].status, "%s: %d", path, response.status);
+        cr_assert_null (s_header (&response, "Cache-Control"), "%s", path);
+        s_response_free (&response);
+    }
+    //  The status route is not conditional.
+    s_get_with ("GET", "/v1/images/" ID_DONE, "If-None-Match: *\r\n", &response);
+    cr_assert_eq (response.status, 200);
     s_response_free (&response);
 }
