@@ -100,7 +100,8 @@ typedef struct {
     s_loc_t record;             //  latest RECORD
     s_loc_t in;                 //  original, while live
     s_loc_t out;                //  thumbnail
-    bool finished;              //  latest record is done or failed
+    bool finished;              //  latest record retires the original
+                                //  (s_retires_original)
     uint64_t first_seq;         //  first segment this job wrote to
     s_blob_t *original;         //  kept in memory, or NULL
 } s_entry_t;
@@ -935,6 +936,17 @@ s_record_text (s_entry_t *entry, char **text_p)
     return 0;
 }
 
+//  Does a record retire its job's original? A finished one does, but a
+//  done job of format=auto keeps its original for the formats its clients
+//  ask for later (PROTOCOL.md 6.4, variant jobs), until the job is deleted.
+static bool
+s_retires_original (const imgp_job_t *record)
+{
+    if (record->state == IMGP_STATE_DONE)
+        return record->opts.format != IMGP_FORMAT_AUTO;
+    return record->state == IMGP_STATE_FAILED;
+}
+
 //  Decode an entry's latest record. Returns 0, or -1 when it cannot be read
 //  or decoded (*text_p holds what was read, if anything; caller frees).
 static int
@@ -1006,8 +1018,7 @@ s_settle (imgp_spool_t *self)
         imgp_job_t record;
         char *text = NULL;
         if (s_record_load (entry, id, &record, &text) == 0) {
-            entry->finished = record.state == IMGP_STATE_DONE
-                           || record.state == IMGP_STATE_FAILED;
+            entry->finished = s_retires_original (&record);
             if (entry->finished)
                 s_loc_kill (&entry->in);
         }
@@ -1090,7 +1101,7 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
     }
     free (text);
     int rc = 0;
-    bool finished = record.state == IMGP_STATE_DONE || record.state == IMGP_STATE_FAILED;
+    bool finished = s_retires_original (&record);
     const char *exts [2] = { ".in", ".out" };
     for (int kind = IMGP_SPOOL_IN; kind <= IMGP_SPOOL_OUT && rc == 0; kind++) {
         if (kind == IMGP_SPOOL_IN && finished)
@@ -1393,7 +1404,7 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
         return -1;
     }
     s_entry_t *entry = s_entry_require (self, record->id, locs [0].segment->seq);
-    entry->finished = record->state == IMGP_STATE_DONE || record->state == IMGP_STATE_FAILED;
+    entry->finished = s_retires_original (record);
     if (kind != IMGP_SPOOL_JSON)
         s_index_artefact (self, entry, kind, &locs [0], data);
     s_loc_kill (&entry->record);
@@ -1871,8 +1882,13 @@ s_record_write (const imgp_job_t *r, char *buf, size_t size)
         imgp_jw_string (&out, "message", r->message);
         imgp_jw_close (&out, '}');
     }
-    if (r->state == IMGP_STATE_DONE)
-        imgp_jw_result (&out, "result", &r->result);
+    if (r->state == IMGP_STATE_DONE) {
+        //  Every rendition, in the order of their bytes in OUT.
+        imgp_jw_open (&out, "results", '[');
+        for (int i = 0; i < r->result_count; i++)
+            imgp_jw_result (&out, NULL, &r->results [i]);
+        imgp_jw_close (&out, ']');
+    }
     imgp_jw_close (&out, '}');
     size_t len = imgp_jw_len (&out);
     buf [len] = 0;
@@ -1898,12 +1914,40 @@ s_copy (char *dest, size_t size, const char *text)
     return 0;
 }
 
-//  The error of a failed record, the result of a done one, in the ranges
+//  The renditions of a done record: "results" (1..IMGP_RESULTS_MAX), or
+//  the single "result" a broker before renditions wrote, as results[0]
+//  (its box: the job's first size).
+static int
+s_decode_results (json_t *results, json_t *result, imgp_job_t *r)
+{
+    if (!results && result) {
+        r->result_count = 1;
+        if (imgp_msg_result_from_json (result, &r->results [0], NULL, 0))
+            return -1;
+        if (r->results [0].box.width == 0)
+            r->results [0].box = (imgp_size_t) { r->opts.width, r->opts.height };
+        return 0;
+    }
+    size_t count = json_array_size (results);
+    if (!json_is_array (results) || count < 1 || count > IMGP_RESULTS_MAX)
+        return -1;
+    r->result_count = (int) count;
+    for (size_t i = 0; i < count; i++) {
+        imgp_result_t *one = &r->results [i];
+        if (imgp_msg_result_from_json (json_array_get (results, i), one, NULL, 0))
+            return -1;
+        if (one->box.width == 0)
+            one->box = (imgp_size_t) { r->opts.width, r->opts.height };
+    }
+    return 0;
+}
+
+//  The error of a failed record, the results of a done one, in the ranges
 //  INFO can carry (PROTOCOL.md 3.2). The broker writes nothing else, so a
 //  record outside them was damaged; refusing it here (set aside by the
 //  replay) keeps a bad record from making its job's INFO unsendable.
 static int
-s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
+s_decode_outcome (json_t *error, json_t *results, json_t *result, imgp_job_t *r)
 {
     if (r->state == IMGP_STATE_FAILED) {
         const char *code, *message;
@@ -1913,8 +1957,7 @@ s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
         ||  s_copy (r->message, sizeof r->message, message))
             return -1;
     }
-    if (r->state == IMGP_STATE_DONE
-    &&  (!result || imgp_msg_result_from_json (result, &r->result, NULL, 0)))
+    if (r->state == IMGP_STATE_DONE && s_decode_results (results, result, r))
         return -1;
     return 0;
 }
@@ -1940,13 +1983,13 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
     //  Records written before owners existed have none: they load as "".
     const char *id, *state, *worker, *owner = "";
     json_int_t created_at, updated_at, bytes;
-    json_t *opts = NULL, *error = NULL, *result = NULL;
+    json_t *opts = NULL, *error = NULL, *result = NULL, *results = NULL;
     int rc = json_unpack (root,
-        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o}",
+        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o, s?o}",
         "v", &version, "id", &id, "state", &state, "opts", &opts,
         "created_at", &created_at, "updated_at", &updated_at,
         "bytes", &bytes, "attempts", &r->attempts, "worker", &worker,
-        "owner", &owner, "error", &error, "result", &result);
+        "owner", &owner, "error", &error, "result", &result, "results", &results);
     if (rc == 0) {
         r->created_at = created_at;
         r->updated_at = updated_at;
@@ -1957,7 +2000,7 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
         ||  imgp_msg_opts_from_json (opts, &r->opts, NULL, 0)
         ||  s_copy (r->worker, sizeof r->worker, worker)
         ||  s_copy (r->owner, sizeof r->owner, owner)
-        ||  s_decode_outcome (error, result, r)
+        ||  s_decode_outcome (error, results, result, r)
         ||  !s_record_in_range (r))
             rc = -1;
     }

@@ -542,7 +542,9 @@ Test (spool, record_text_is_jansson_compact_dump)
     snprintf (records [0].worker, sizeof records [0].worker, "w\"\\{}\x1f");
     snprintf (records [0].code, sizeof records [0].code, "decode_error");
     snprintf (records [0].message, sizeof records [0].message, "bad\n\t\r\b\f\x01 caf\xc3\xa9 /");
-    records [1].result = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17, { 0, 0 }, "" };
+    records [1].result_count = 1;
+    records [1].results [0] = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17,
+                                                { 100, 100 }, "" };
     for (int i = 0; i < 3; i++) {
         char *text = imgp_spool_record_encode (&records [i]);
         cr_assert_not_null (text);
@@ -573,7 +575,8 @@ Test (spool, record_round_trip)
     done.opts.quality = 80;
     done.opts.enlarge = true;
     snprintf (done.worker, sizeof done.worker, "host-1.42");
-    done.result = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15, { 320, 100 }, "" };
 
     char *text = imgp_spool_record_encode (&done);
     cr_assert_not_null (text);
@@ -587,7 +590,8 @@ Test (spool, record_round_trip)
     cr_assert_eq (back.bytes, 5000);
     cr_assert_eq (back.attempts, 2);
     cr_assert_eq (memcmp (&back.opts, &done.opts, sizeof back.opts), 0);
-    cr_assert_eq (memcmp (&back.result, &done.result, sizeof back.result), 0);
+    cr_assert_eq (back.result_count, 1);
+    cr_assert_eq (memcmp (&back.results [0], &done.results [0], sizeof back.results [0]), 0);
     cr_assert_str_eq (back.worker, "host-1.42");
 
     imgp_job_t failed = s_record (IMGP_STATE_FAILED, 5);
@@ -623,7 +627,8 @@ Test (spool, record_text_is_json_in_the_wire_forms)
     done.opts.format = IMGP_FORMAT_JPEG;
     done.opts.quality = 80;
     done.opts.enlarge = true;
-    done.result = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17, { 400, 300 }, "" };
     imgp_job_t *records [2] = { &failed, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -634,8 +639,10 @@ Test (spool, record_text_is_json_in_the_wire_forms)
         cr_assert (json_equal (json_object_get (root, "opts"), opts), "%s", text);
         json_decref (opts);
         if (records [i]->state == IMGP_STATE_DONE) {
-            json_t *result = imgp_msg_result_to_json (&records [i]->result);
-            cr_assert (json_equal (json_object_get (root, "result"), result), "%s", text);
+            json_t *result = imgp_msg_result_to_json (&records [i]->results [0]);
+            json_t *results = json_object_get (root, "results");
+            cr_assert (json_array_size (results) == 1
+                    && json_equal (json_array_get (results, 0), result), "%s", text);
             json_decref (result);
         }
         json_decref (root);
@@ -645,7 +652,7 @@ Test (spool, record_text_is_json_in_the_wire_forms)
         cr_assert_str_eq (back.owner, records [i]->owner);
         cr_assert_str_eq (back.message, records [i]->message);
         cr_assert_eq (memcmp (&back.opts, &records [i]->opts, sizeof back.opts), 0);
-        cr_assert_eq (memcmp (&back.result, &records [i]->result, sizeof back.result), 0);
+        cr_assert_eq (memcmp (back.results, records [i]->results, sizeof back.results), 0);
         free (text);
     }
 }
@@ -677,7 +684,8 @@ Test (spool, record_out_of_range_is_refused)
     records [0].attempts = 1001;
     records [1].created_at = -5;
     records [2].state = IMGP_STATE_DONE;
-    records [2].result = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1, { 0, 0 }, "" };
+    records [2].result_count = 1;
+    records [2].results [0] = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1, { 0, 0 }, "" };
     records [3].state = IMGP_STATE_FAILED;
     snprintf (records [3].code, sizeof records [3].code, "Not A Code");
     records [4].attempts = 1000;            //  the largest that is fine
@@ -735,7 +743,9 @@ s_save_done (imgp_spool_t *spool, imgp_job_t *record, const char *thumbnail)
     cr_assert_eq (imgp_spool_put (spool, record->id, IMGP_SPOOL_OUT, thumbnail,
                                   strlen (thumbnail)), 0);
     record->state = IMGP_STATE_DONE;
-    record->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail), 1, { 0, 0 }, "" };
+    record->result_count = 1;
+    record->results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail),
+                                            1, { 0, 0 }, "" };
     cr_assert_eq (imgp_spool_save (spool, record), 0);
 }
 
@@ -1176,7 +1186,8 @@ Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG))
             break;
         job.state = IMGP_STATE_DONE;
-        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1, { 0, 0 }, "" };
+        job.result_count = 1;
+        job.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1, { 0, 0 }, "" };
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_OUT, "t", 1))
             break;
     }
@@ -1201,7 +1212,8 @@ Test (spool, the_old_layout_is_imported_once)
     cr_assert_eq (mkdir (jobs, 0700), 0);
     imgp_job_t queued = s_record (IMGP_STATE_QUEUED, 10);
     imgp_job_t done = s_record (IMGP_STATE_DONE, 20);
-    done.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
     imgp_job_t *records [2] = { &queued, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -1528,9 +1540,9 @@ s_png_chunk (uint8_t *at, const char *type, const void *data, size_t size)
     return s_put32 (start + 4 + size, s_crc32 (start, 4 + size));
 }
 
-//  The PNG for `text` (malloc'd, the caller's), its size in *size_p.
+//  A w x h PNG for `text` (malloc'd, the caller's), its size in *size_p.
 static uint8_t *
-s_png_new (const char *text, size_t *size_p)
+s_png_sized (const char *text, int width, int height, size_t *size_p)
 {
     static const uint8_t signature [8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     size_t len = strlen (text);
@@ -1538,13 +1550,20 @@ s_png_new (const char *text, size_t *size_p)
     cr_assert_not_null (png);
     memcpy (png, signature, 8);
     uint8_t ihdr [13] = { 0 };
-    s_put32 (s_put32 (ihdr, S_THUMB_WIDTH), S_THUMB_HEIGHT);
+    s_put32 (s_put32 (ihdr, (uint32_t) width), (uint32_t) height);
     ihdr [8] = 8;                   //  depth 8, colour type 0 (grey)
     uint8_t *end = s_png_chunk (png + 8, "IHDR", ihdr, sizeof ihdr);
     end = s_png_chunk (end, "IDAT", text, len);
     end = s_png_chunk (end, "IEND", NULL, 0);
     *size_p = (size_t) (end - png);
     return png;
+}
+
+//  The test's usual thumbnail: a 100 x 50 PNG for `text`.
+static uint8_t *
+s_png_new (const char *text, size_t *size_p)
+{
+    return s_png_sized (text, S_THUMB_WIDTH, S_THUMB_HEIGHT, size_p);
 }
 
 //  ---------------------------------------------------------------------
@@ -3688,4 +3707,194 @@ Test (broker, fsync_mode_accepts_a_burst_after_its_sync)
     imgp_spool_t *view = imgp_spool_new_readonly (s_dir);
     cr_assert_eq (imgp_spool_count (view, IMGP_SPOOL_JSON), BURST);
     imgp_spool_destroy (&view);
+}
+
+//  ---------------------------------------------------------------------
+//  Renditions (PROTOCOL.md 6.4): a DONE with one rendition per size, a
+//  FETCH that names its size, and a format=auto job whose FETCH names the
+//  formats its client takes and gets the others made by variant jobs.
+
+//  SUBMIT of a job with `sizes` (count of them) and `format`, accepted.
+static void
+s_submit_sized (zsock_t *intake, const char *id, const imgp_size_t *sizes, int count,
+                imgp_format_t format)
+{
+    imgp_msg_t *submit = s_submit_new (id, 10, "");
+    submit->opts.format = format;
+    submit->opts.width = sizes [0].width;
+    submit->opts.height = sizes [0].height;
+    submit->opts.size_count = count;
+    for (int i = 0; i < count; i++)
+        submit->opts.sizes [i] = sizes [i];
+    imgp_msg_t *reply = s_call (intake, submit);
+    cr_assert (reply && reply->type == IMGP_MSG_ACCEPTED, "SUBMIT: %s",
+               reply ? reply->message : "no reply");
+    imgp_msg_destroy (&reply);
+}
+
+//  DONE of a job with one grey PNG per size: text[i], w[i] x h[i], for box i.
+static void
+s_worker_done_sizes (s_worker_t *self, const char *id, int attempt, const imgp_size_t *boxes,
+                     const imgp_size_t *pixels, const char **texts, int count)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
+    uint8_t *all = NULL;
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        size_t size;
+        uint8_t *png = s_png_sized (texts [i], pixels [i].width, pixels [i].height, &size);
+        all = realloc (all, total + size);
+        cr_assert_not_null (all);
+        memcpy (all + total, png, size);
+        total += size;
+        free (png);
+        msg->results [i] = (imgp_result_t) { .width = pixels [i].width,
+            .height = pixels [i].height, .format = IMGP_FORMAT_PNG, .bytes = (int64_t) size,
+            .ms = 3, .box = boxes [i] };
+    }
+    msg->result_count = count;
+    imgp_msg_set_data (msg, all, total, NULL);
+    s_worker_send (self, msg);
+}
+
+//  FETCH of `box` ({0, 0}: none named) with `accept` (count), waiting wait_ms.
+static imgp_msg_t *
+s_fetch (zsock_t *status, const char *id, imgp_size_t box, const imgp_format_t *accept,
+         int count, int wait_ms)
+{
+    imgp_msg_t *request = s_query_new (IMGP_MSG_FETCH, id, "", 0, wait_ms);
+    request->box = box;
+    request->accept_count = count;
+    for (int i = 0; i < count; i++)
+        request->accept [i] = accept [i];
+    imgp_msg_t *reply = s_call (status, request);
+    cr_assert_not_null (reply, "no reply to FETCH");
+    return reply;
+}
+
+//  The reply is INFO with the PNG of `text`, rendition `index`.
+static void
+s_expect_rendition (imgp_msg_t **reply_p, int index, const char *text, int w, int h)
+{
+    imgp_msg_t *reply = *reply_p;
+    cr_assert_eq (reply->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (reply->type),
+                  reply->message);
+    cr_assert_eq (reply->rendition, index);
+    size_t size;
+    uint8_t *png = s_png_sized (text, w, h, &size);
+    cr_assert_eq (imgp_msg_size (reply), size);
+    cr_assert_arr_eq (imgp_msg_data (reply), png, size);
+    cr_assert_eq (reply->results [index].bytes, (int64_t) size);
+    free (png);
+    imgp_msg_destroy (reply_p);
+}
+
+Test (broker, renditions_by_size_and_after_a_restart)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    const imgp_size_t boxes [3] = { { 200, 200 }, { 100, 100 }, { 30, 60 } };
+    const imgp_size_t pixels [3] = { { 200, 100 }, { 100, 50 }, { 30, 15 } };
+    const char *texts [3] = { "big", "middle", "small" };
+    s_submit_sized (rig->intake, id, boxes, 3, IMGP_FORMAT_PNG);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_eq (job->opts.size_count, 3);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    //  A FETCH held until the job ends gets the size it named.
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 5, 4000);
+    held->box = boxes [2];
+    s_send (rig->dealer, held);
+    zclock_sleep (100);                     //  let the broker hold it
+    s_worker_done_sizes (rig->worker, id, attempt, boxes, pixels, texts, 3);
+    imgp_msg_t *reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 5);
+    s_expect_rendition (&reply, 2, "small", 30, 15);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->result_count, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert (info->results [i].box.width == boxes [i].width
+                && info->results [i].box.height == boxes [i].height
+                && info->results [i].width == pixels [i].width, "result %d", i);
+    imgp_msg_destroy (&info);
+
+    for (int round = 0; round < 2; round++) {
+        //  No box named: the first size. Each size by its box; others refused.
+        reply = s_fetch (rig->status, id, (imgp_size_t) { 0, 0 }, NULL, 0, 0);
+        s_expect_rendition (&reply, 0, "big", 200, 100);
+        for (int i = 0; i < 3; i++) {
+            reply = s_fetch (rig->status, id, boxes [i], NULL, 0, 0);
+            s_expect_rendition (&reply, i, texts [i], pixels [i].width, pixels [i].height);
+        }
+        reply = s_fetch (rig->status, id, (imgp_size_t) { 100, 50 }, NULL, 0, 0);
+        s_expect_error (&reply, "no_such_size");
+        //  Every rendition survives a restart, from the record and one OUT.
+        s_rig_destroy (&rig);
+        rig = s_rig_new (&config, NULL);
+    }
+    s_rig_destroy (&rig);
+}
+
+Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    const imgp_size_t box [1] = { { 100, 100 } };
+    const imgp_size_t pixels [1] = { { 100, 50 } };
+    const char *texts [1] = { "family" };
+    s_submit_sized (rig->intake, id, box, 1, IMGP_FORMAT_AUTO);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_done_sizes (rig->worker, id, attempt, box, pixels, texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  A client that takes anything gets the family; nothing is queued.
+    const imgp_format_t any [2] = { IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *reply = s_fetch (rig->status, id, box [0], any, 2, 0);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+
+    //  One that would rather have WebP: the family now, a variant job queued.
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (reply->pending, "the WebP variant is being made");
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    job = s_worker_await_job (rig->worker);
+    cr_assert_str_neq (job->id, id, "a variant job has an id of its own");
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    char variant [IMGP_ID_LEN + 1];
+    memcpy (variant, job->id, sizeof variant);
+    attempt = job->attempts;
+    imgp_msg_destroy (&job);
+
+    //  A FETCH held for it (wait_ms) is answered when it ends: here failed.
+    s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, id, "", 7, 4000));
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 8, 4000);
+    held->box = box [0];
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+    reply = s_next_reply (rig->dealer);     //  tag 7 named no WebP: answered at once
+    cr_assert_eq (reply->tag, 7);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    zclock_sleep (100);                     //  let the broker hold tag 8
+    s_worker_failed (rig->worker, variant, attempt, "save_failed");
+    reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 8);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+
+    //  A failed format is not tried again: no job goes out for it.
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    s_worker_ready (rig->worker, 1, 1);
+    cr_assert_null (s_worker_poll_job (rig->worker, 300));
+    s_rig_destroy (&rig);
 }
