@@ -1915,30 +1915,24 @@ s_copy (char *dest, size_t size, const char *text)
 }
 
 //  The renditions of a done record: "results" (1..IMGP_RESULTS_MAX), or
-//  the single "result" a broker before renditions wrote, as results[0]
-//  (its box: the job's first size).
+//  the single "result" a broker before renditions wrote, as results[0].
+//  A rendition without a box (written before sizes) gets the job's first.
 static int
 s_decode_results (json_t *results, json_t *result, imgp_job_t *r)
 {
+    int rc;
     if (!results && result) {
         r->result_count = 1;
-        if (imgp_msg_result_from_json (result, &r->results [0], NULL, 0))
-            return -1;
-        if (r->results [0].box.width == 0)
-            r->results [0].box = (imgp_size_t) { r->opts.width, r->opts.height };
-        return 0;
+        rc = imgp_msg_result_from_json (result, &r->results [0], NULL, 0);
     }
-    size_t count = json_array_size (results);
-    if (!json_is_array (results) || count < 1 || count > IMGP_RESULTS_MAX)
+    else
+        rc = imgp_msg_results_from_json (results, r->results, IMGP_RESULTS_MAX,
+                                         &r->result_count, NULL, 0);
+    if (rc || r->result_count < 1)
         return -1;
-    r->result_count = (int) count;
-    for (size_t i = 0; i < count; i++) {
-        imgp_result_t *one = &r->results [i];
-        if (imgp_msg_result_from_json (json_array_get (results, i), one, NULL, 0))
-            return -1;
-        if (one->box.width == 0)
-            one->box = (imgp_size_t) { r->opts.width, r->opts.height };
-    }
+    for (int i = 0; i < r->result_count; i++)
+        if (r->results [i].box.width == 0)
+            r->results [i].box = (imgp_size_t) { r->opts.width, r->opts.height };
     return 0;
 }
 

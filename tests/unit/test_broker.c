@@ -3898,3 +3898,39 @@ Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
     cr_assert_null (s_worker_poll_job (rig->worker, 300));
     s_rig_destroy (&rig);
 }
+
+//  A done record keeps every rendition, in order, with its box and etag;
+//  one written before renditions ("result": one object, no box) reads as
+//  one rendition of the job's first size.
+Test (table, a_record_keeps_every_rendition_and_reads_an_old_result)
+{
+    imgp_job_t done = s_record (IMGP_STATE_DONE, 5);
+    done.opts.format = IMGP_FORMAT_AUTO;
+    done.result_count = IMGP_RESULTS_MAX;
+    for (int i = 0; i < IMGP_RESULTS_MAX; i++) {
+        done.results [i] = (imgp_result_t) { 100 - i, 50, (imgp_format_t) (i % 4),
+                                             1000 + i, i, { 100, 100 - i }, "" };
+        memset (done.results [i].etag, "0123456789abcdef" [i % 16], IMGP_ETAG_LEN);
+    }
+    char *text = imgp_spool_record_encode (&done);
+    cr_assert_not_null (text, "a record of 24 renditions fits");
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    free (text);
+    cr_assert_eq (back.result_count, IMGP_RESULTS_MAX);
+    cr_assert_eq (memcmp (back.results, done.results, sizeof back.results), 0);
+    cr_assert_eq (back.opts.format, IMGP_FORMAT_AUTO);
+
+    const char *old = "{\"v\":1,\"id\":\"%s\",\"state\":\"done\",\"opts\":{\"width\":200,"
+        "\"height\":150,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false},"
+        "\"created_at\":1,\"updated_at\":2,\"bytes\":10,\"attempts\":1,\"worker\":\"w\","
+        "\"owner\":\"\",\"result\":{\"width\":200,\"height\":100,\"format\":\"png\","
+        "\"bytes\":77,\"ms\":3}}";
+    char json [1024];
+    snprintf (json, sizeof json, old, done.id);
+    cr_assert_eq (imgp_spool_record_decode (json, &back), 0);
+    cr_assert_eq (back.result_count, 1);
+    cr_assert_eq (back.results [0].bytes, 77);
+    cr_assert (back.results [0].box.width == 200 && back.results [0].box.height == 150);
+    cr_assert_str_eq (back.results [0].etag, "");
+}
