@@ -589,19 +589,20 @@ s_send (s_worker_t *self, imgp_msg_t **msg_p)
                     zmq_strerror (zmq_errno ()));
 }
 
-//  DONE with the thumbnail bytes, handed to libzmq without a copy.
+//  DONE with one result per rendition and their bytes end to end in one
+//  frame, handed to libzmq without a copy.
 static void
 s_send_done (s_worker_t *self, imgp_msg_t *job, imgp_thumb_result_t *thumb, int64_t ms)
 {
     imgp_msg_t *msg = s_result_new (self->resizer, job, IMGP_MSG_DONE);
-    imgp_result_t *result = &msg->results [0];
-    msg->result_count = 1;
-    result->width = thumb->width;
-    result->height = thumb->height;
-    result->format = thumb->format;
-    result->bytes = (int64_t) thumb->size;
-    result->ms = ms;
-    result->box = job->opts.sizes [0];
+    msg->result_count = thumb->count;
+    for (int i = 0; i < thumb->count; i++) {
+        const imgp_thumb_output_t *output = &thumb->outputs [i];
+        imgp_result_t *result = &msg->results [i];
+        *result = (imgp_result_t) { output->width, output->height, output->format,
+                                    (int64_t) output->size, ms, output->box, "" };
+        memcpy (result->etag, output->etag, sizeof result->etag);
+    }
     imgp_msg_set_data (msg, thumb->data, thumb->size, imgp_thumb_free);
     thumb->data = NULL;
     s_send (self, &msg);
@@ -657,9 +658,11 @@ s_handle_job (s_worker_t *self, imgp_msg_t **job_p, bool said)
 
     atomic_fetch_add (&resizer->jobs_done, 1);
     if (rc == 0) {
-        imgp_info ("job=%s event=resized ms=%lld in=%dx%d out=%dx%d bytes=%zu format=%s",
-                   job->id, (long long) ms, thumb.in_width, thumb.in_height, thumb.width,
-                   thumb.height, thumb.size, imgp_format_name (job->opts.format));
+        imgp_info ("job=%s event=resized ms=%lld in=%dx%d out=%dx%d bytes=%zu format=%s "
+                   "renditions=%d animated=%s", job->id, (long long) ms, thumb.in_width,
+                   thumb.in_height, thumb.width, thumb.height, thumb.size,
+                   imgp_format_name (thumb.format), thumb.count,
+                   thumb.animated ? "true" : "false");
         s_send_done (self, job, &thumb, ms);
     }
     else {

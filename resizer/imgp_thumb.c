@@ -15,7 +15,7 @@
     3. vips_thumbnail_buffer() with the loader option string
        "fail_on=truncated" (its own "fail_on" argument does not reach the
        loader in 8.14), shrink-on-load, EXIF auto-rotate, first frame only
-       (the loaders' default n=1), and sRGB out:
+       (the loaders' default n=1; n=-1 for a kept animation), and sRGB out:
        - a file with an embedded profile is transformed from it to sRGB
          ("export_profile" "srgb"; without it 8.14 keeps the pixels in the
          embedded profile's space, and stripping the profile would leave
@@ -38,6 +38,27 @@
        progress, and the broker's job timeout stays the outer bound.
     5. Encode with metadata stripped; JPEG has no alpha, so alpha is
        flattened onto white first.
+
+    Renditions (several boxes, fit, gravity, background, animation): the
+    source is decoded once. What libvips allows: shrink-on-load (JPEG's
+    DCT scaling, WebP's, HEIF's thumbnails) happens only inside
+    vips_thumbnail_buffer, for one target. So with one box whose fit
+    libvips' thumbnail does itself (inside, fill, cover by centre,
+    attention or entropy: its "crop" is vips_smartcrop) that call makes
+    the rendition, exactly as before renditions; otherwise it decodes to
+    the smallest image every box can be made from (the largest scale any
+    box needs, never above the source's pixels), and each box is then
+    vips_thumbnail_image of those pixels in memory: no second decode.
+    Cover with a compass gravity scales to cover the box and cuts it out
+    with vips_gravity; contain pads with vips_gravity and the background
+    (alpha added when the background is not opaque; JPEG flattens it on
+    white). An animation (animated=true, webp or auto) is loaded with
+    n=-1 and made per box by vips_thumbnail_buffer, which resizes frame by
+    frame (page-height), because vips_thumbnail_image would take the frame
+    strip in memory for one tall image; contain and compass gravities,
+    which would cut or pad the strip, give the first frame instead. Each
+    rendition gets an ETag: SHA-1 of the source's SHA-1, its options,
+    IMGP_VERSION and vips_version_string(), so an upgrade changes tags.
 
     The time limit: libvips emits "eval" on an image that has progress
     reporting on (vips_image_set_progress) after each unit of work of the
@@ -444,10 +465,19 @@ s_check_loader (const uint8_t *buf, size_t len, imgp_thumb_result_t *result)
                    "GIF, TIFF, HEIF/AVIF)", result->loader ? result->loader : class_name);
 }
 
-//  Step 2: read the header only and check the pixel count of the first page.
-//  Sets `profiled` when the file embeds an ICC profile (see step 3).
+//  What the header says about the source, for the pixel limit and the plan.
+typedef struct {
+    int width;              //  displayed width of the first page (EXIF rotation applied)
+    int height;             //  displayed height of the first page
+    int pages;              //  pages (frames) in the file, >= 1
+    bool profiled;          //  embeds an ICC profile (see step 3)
+} s_source_t;
+
+//  Step 2: read the header only and check the pixel count: of the first
+//  page, or of every frame when the frames will be decoded (`frames`).
 static int
-s_check_header (const uint8_t *buf, size_t len, bool *profiled, imgp_thumb_result_t *result)
+s_check_header (const uint8_t *buf, size_t len, bool frames, s_source_t *source,
+                imgp_thumb_result_t *result)
 {
     VipsImage *header = vips_image_new_from_buffer (buf, len, "",
                                                     "access", VIPS_ACCESS_SEQUENTIAL, NULL);
@@ -459,15 +489,24 @@ s_check_header (const uint8_t *buf, size_t len, bool *profiled, imgp_thumb_resul
 
     result->in_width = vips_image_get_width (header);
     result->in_height = vips_image_get_page_height (header);
-    *profiled = vips_image_get_typeof (header, VIPS_META_ICC_NAME) != 0;
+    bool swap = vips_image_get_orientation_swap (header);
+    source->width = swap ? result->in_height : result->in_width;
+    source->height = swap ? result->in_width : result->in_height;
+    source->pages = vips_image_get_n_pages (header);
+    source->profiled = vips_image_get_typeof (header, VIPS_META_ICC_NAME) != 0;
     g_object_unref (header);
 
-    int64_t pixels = (int64_t) result->in_width * result->in_height;
+    int pages = frames && source->pages > 1 ? source->pages : 1;
+    int64_t pixels = (int64_t) result->in_width * result->in_height * pages;
     if (pixels <= s_max_pixels)
         return 0;
     char have [32], limit [32];
     s_pixels_text (pixels, have, sizeof have);
     s_pixels_text (s_max_pixels, limit, sizeof limit);
+    if (pages > 1)
+        return s_fail (result, IMGP_THUMB_TOO_MANY_PIXELS, "animation is %d frames of %dx%d = "
+                       "%s, over the limit of %s", pages, result->in_width, result->in_height,
+                       have, limit);
     return s_fail (result, IMGP_THUMB_TOO_MANY_PIXELS, "image is %dx%d = %s, over the limit of %s",
                    result->in_width, result->in_height, have, limit);
 }
@@ -488,6 +527,24 @@ s_copy_rows (VipsRegion *region, void *seq, void *a, void *b, gboolean *stop)
     return 0;
 }
 
+//  The fields an animation needs to be saved as one (frame height,
+//  per-frame delays, loop count): the only metadata kept, from `from`.
+static void
+s_copy_animation (VipsImage *from, VipsImage *to)
+{
+    int page_height = vips_image_get_page_height (from);
+    if (page_height <= 0 || page_height >= vips_image_get_height (from))
+        return;
+    vips_image_set_int (to, VIPS_META_PAGE_HEIGHT, page_height);
+    int *delay = NULL, n = 0, loop = 0;
+    if (vips_image_get_typeof (from, "delay")
+    &&  vips_image_get_array_int (from, "delay", &delay, &n) == 0)
+        vips_image_set_array_int (to, "delay", delay, n);
+    if (vips_image_get_typeof (from, "loop") && vips_image_get_int (from, "loop", &loop) == 0)
+        vips_image_set_int (to, "loop", loop);
+    vips_error_clear ();
+}
+
 //  Step 4: compute `image` into a new memory image, as one unit of work
 //  (see the file comment for why not row by row). Returns the image, or
 //  NULL with libvips' error set.
@@ -501,6 +558,7 @@ s_materialise (VipsImage *image, s_deadline_t *deadline)
                             vips_image_get_bands (image), vips_image_get_format (image),
                             vips_image_get_coding (image), vips_image_get_interpretation (image),
                             vips_image_get_xres (image), vips_image_get_yres (image));
+    s_copy_animation (image, memory);
     int rc = vips_image_write_prepare (memory);
     if (rc == 0) {
         s_watch (image, deadline);
@@ -513,26 +571,103 @@ s_materialise (VipsImage *image, s_deadline_t *deadline)
     return rc ? NULL : memory;
 }
 
-//  Step 3 and 4: the thumbnail, decoded into memory; `profiled` from step 2.
-//  Returns the image or NULL with the result set.
-static VipsImage *
-s_decode (const uint8_t *buf, size_t len, bool profiled, const imgp_opts_t *opts,
-          s_deadline_t *deadline, imgp_thumb_result_t *result)
+//  How the one decode (vips_thumbnail_buffer) is asked: for a single box
+//  whose fit libvips' thumbnail does itself, the rendition directly;
+//  otherwise an image big enough for every box, resized per box after.
+typedef struct {
+    int width;              //  the box of the decode
+    int height;
+    VipsSize size;          //  its size mode
+    VipsInteresting crop;   //  its crop (fit=cover by centre, attention, entropy)
+    bool final;             //  the decode is the rendition (before contain's padding)
+} s_plan_t;
+
+//  The smallest whole number >= x > 0 (no libm for one call).
+static int
+s_ceil (double x)
 {
-    VipsSize size = opts->enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
+    int n = (int) x;
+    return n < x ? n + 1 : n;
+}
+
+static VipsSize
+s_size_mode (const imgp_opts_t *opts)
+{
     if (opts->fit == IMGP_FIT_FILL)
-        size = VIPS_SIZE_FORCE;
-    VipsInteresting crop = opts->fit == IMGP_FIT_COVER ? VIPS_INTERESTING_CENTRE
-                                                       : VIPS_INTERESTING_NONE;
+        return VIPS_SIZE_FORCE;
+    return opts->enlarge ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN;
+}
+
+//  The crop libvips' thumbnail does for fit=cover, or NONE when the
+//  gravity is a compass point (cropped by s_resize with vips_gravity).
+static VipsInteresting
+s_interesting (const imgp_opts_t *opts)
+{
+    if (opts->fit != IMGP_FIT_COVER)
+        return VIPS_INTERESTING_NONE;
+    switch (opts->gravity) {
+        case IMGP_GRAVITY_CENTRE: return VIPS_INTERESTING_CENTRE;
+        case IMGP_GRAVITY_ATTENTION: return VIPS_INTERESTING_ATTENTION;
+        case IMGP_GRAVITY_ENTROPY: return VIPS_INTERESTING_ENTROPY;
+        default: return VIPS_INTERESTING_NONE;
+    }
+}
+
+static bool
+s_compass_cover (const imgp_opts_t *opts)
+{
+    return opts->fit == IMGP_FIT_COVER && s_interesting (opts) == VIPS_INTERESTING_NONE;
+}
+
+//  The scale from the source that box `box` needs: inside and contain
+//  fit, cover and fill cover the box.
+static double
+s_box_scale (const imgp_opts_t *opts, imgp_size_t box, int width, int height)
+{
+    double sx = (double) box.width / width, sy = (double) box.height / height;
+    bool fits = opts->fit == IMGP_FIT_INSIDE || opts->fit == IMGP_FIT_CONTAIN;
+    return fits ? (sx < sy ? sx : sy) : (sx > sy ? sx : sy);
+}
+
+//  The plan for `boxes` boxes from box `first` on (one decode serves them
+//  all; an animation is decoded per box, see imgp_thumb_make).
+static s_plan_t
+s_plan (const imgp_opts_t *opts, const s_source_t *source, int first, int boxes)
+{
+    imgp_size_t box = imgp_opts_box (opts, first);
+    if (boxes == 1 && !s_compass_cover (opts))
+        return (s_plan_t) { box.width, box.height, s_size_mode (opts), s_interesting (opts),
+                            true };
+    //  The largest scale any box needs, never above the source's own
+    //  pixels (a box that enlarges grows from those, in s_resize).
+    double scale = 0;
+    for (int i = first; i < first + boxes; i++) {
+        double need = s_box_scale (opts, imgp_opts_box (opts, i), source->width,
+                                   source->height);
+        scale = need > scale ? need : scale;
+    }
+    scale = scale < 1.0 ? scale : 1.0;
+    int width = s_ceil (source->width * scale), height = s_ceil (source->height * scale);
+    return (s_plan_t) { width > 0 ? width : 1, height > 0 ? height : 1, VIPS_SIZE_DOWN,
+                        VIPS_INTERESTING_NONE, false };
+}
+
+//  Step 3 and 4: the decode as `plan` says, into memory; every frame when
+//  `frames`. Returns the image or NULL with the result set.
+static VipsImage *
+s_decode (const uint8_t *buf, size_t len, const s_source_t *source, const s_plan_t *plan,
+          bool frames, s_deadline_t *deadline, imgp_thumb_result_t *result)
+{
     char reason [IMGP_MESSAGE_MAX];
     VipsImage *thumb = NULL;
     //  libvips does not write to buf (the prototype predates const).
-    if (vips_thumbnail_buffer ((void *) buf, len, &thumb, opts->width,
-                               "height", opts->height,
-                               "size", size,
-                               "crop", crop,
-                               "export_profile", profiled ? "srgb" : NULL,
-                               "option_string", "fail_on=truncated",
+    if (vips_thumbnail_buffer ((void *) buf, len, &thumb, plan->width,
+                               "height", plan->height,
+                               "size", plan->size,
+                               "crop", plan->crop,
+                               "export_profile", source->profiled ? "srgb" : NULL,
+                               "option_string", frames ? "fail_on=truncated,n=-1"
+                                                       : "fail_on=truncated",
                                NULL)) {
         s_fail (result, IMGP_THUMB_DECODE_ERROR, "the image cannot be decoded: %s",
                 s_vips_reason (reason, sizeof reason));
@@ -570,6 +705,84 @@ s_decode (const uint8_t *buf, size_t len, bool profiled, const imgp_opts_t *opts
     return memory;
 }
 
+static VipsCompassDirection
+s_direction (imgp_gravity_t gravity)
+{
+    switch (gravity) {
+        case IMGP_GRAVITY_NORTH: return VIPS_COMPASS_DIRECTION_NORTH;
+        case IMGP_GRAVITY_NORTH_EAST: return VIPS_COMPASS_DIRECTION_NORTH_EAST;
+        case IMGP_GRAVITY_EAST: return VIPS_COMPASS_DIRECTION_EAST;
+        case IMGP_GRAVITY_SOUTH_EAST: return VIPS_COMPASS_DIRECTION_SOUTH_EAST;
+        case IMGP_GRAVITY_SOUTH: return VIPS_COMPASS_DIRECTION_SOUTH;
+        case IMGP_GRAVITY_SOUTH_WEST: return VIPS_COMPASS_DIRECTION_SOUTH_WEST;
+        case IMGP_GRAVITY_WEST: return VIPS_COMPASS_DIRECTION_WEST;
+        case IMGP_GRAVITY_NORTH_WEST: return VIPS_COMPASS_DIRECTION_NORTH_WEST;
+        default: return VIPS_COMPASS_DIRECTION_CENTRE;
+    }
+}
+
+//  fit=cover with a compass gravity: scale to cover the box (aspect kept,
+//  not past the source unless enlarge), then cut the box out on that side
+//  with vips_gravity (which crops when the box is smaller).
+static int
+s_cover_compass (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
+{
+    int width = vips_image_get_width (in), height = vips_image_get_height (in);
+    double scale = s_box_scale (opts, box, width, height);
+    if (!opts->enlarge && scale > 1.0)
+        scale = 1.0;
+    int cover_w = (int) (width * scale + 0.5), cover_h = (int) (height * scale + 0.5);
+    cover_w = cover_w > 0 ? cover_w : 1;
+    cover_h = cover_h > 0 ? cover_h : 1;
+    VipsImage *scaled = NULL;
+    if (vips_thumbnail_image (in, &scaled, cover_w, "height", cover_h,
+                              "size", VIPS_SIZE_FORCE, NULL))
+        return -1;
+    //  never larger than what there is: a small image is not padded
+    int crop_w = box.width < cover_w ? box.width : cover_w;
+    int crop_h = box.height < cover_h ? box.height : cover_h;
+    int rc = vips_gravity (scaled, out, s_direction (opts->gravity), crop_w, crop_h,
+                           "extend", VIPS_EXTEND_COPY, NULL);
+    g_object_unref (scaled);
+    return rc;
+}
+
+//  One box from the decoded image `in` (a new reference in *out): the
+//  same resize libvips' thumbnail does from a file, from pixels already
+//  in memory, so no box decodes the source again.
+static int
+s_resize (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
+{
+    if (s_compass_cover (opts))
+        return s_cover_compass (in, out, opts, box);
+    return vips_thumbnail_image (in, out, box.width, "height", box.height,
+                                 "size", s_size_mode (opts), "crop", s_interesting (opts), NULL);
+}
+
+//  fit=contain: centre `in` on a box of its background (RGBA; an opaque
+//  one on an image without alpha adds none). Returns a new reference.
+static int
+s_pad (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
+{
+    const uint8_t *rgba = opts->background;
+    bool alpha = vips_image_hasalpha (in) || rgba [3] != 255;
+    VipsImage *base = in;
+    g_object_ref (base);
+    if (alpha && !vips_image_hasalpha (in)) {
+        g_object_unref (base);
+        if (vips_bandjoin_const1 (in, &base, 255.0, NULL))
+            return -1;
+    }
+    VipsArrayDouble *background = vips_array_double_newv (alpha ? 4 : 3, (double) rgba [0],
+                                                          (double) rgba [1], (double) rgba [2],
+                                                          (double) rgba [3]);
+    int rc = vips_gravity (base, out, VIPS_COMPASS_DIRECTION_CENTRE, box.width, box.height,
+                           "extend", VIPS_EXTEND_BACKGROUND, "background", background, NULL);
+    vips_area_unref (VIPS_AREA (background));
+    g_object_unref (base);
+    return rc;
+}
+
 //  JPEG has no alpha channel: composite onto white. Returns a new reference.
 static VipsImage *
 s_flatten (VipsImage *image)
@@ -588,75 +801,149 @@ s_flatten (VipsImage *image)
 //  Remove every metadata item (EXIF, XMP, IPTC, ICC, comments...): the
 //  savers' "strip" is not enough, 8.14.1's webpsave ignores it. Built-in
 //  fields (width, height...) cannot be removed and are skipped by libvips.
+//  An animation keeps what makes it one (frame height, delays, loop).
 static void
 s_strip_metadata (VipsImage *image)
 {
     gchar **fields = vips_image_get_fields (image);
     for (gchar **f = fields; f && *f; f++)
-        vips_image_remove (image, *f);
+        if (strcmp (*f, VIPS_META_PAGE_HEIGHT) && strcmp (*f, "delay") && strcmp (*f, "loop"))
+            vips_image_remove (image, *f);
     g_strfreev (fields);
 }
 
-//  The encoder of the requested format, into result->data. Returns 0 or -1.
+//  The encoder of `format`, into *data / *size. Returns 0 or -1.
 static int
-s_save (VipsImage *image, const imgp_opts_t *opts, imgp_thumb_result_t *result)
+s_save (VipsImage *image, imgp_format_t format, int q, void **data, size_t *size)
 {
-    int q = opts->quality;
     int rc = -1;
-    //  auto: the source's family, JPEG for an image without alpha (a
-    //  photo), PNG where there is alpha
-    imgp_format_t format = opts->format;
-    if (format == IMGP_FORMAT_AUTO)
-        format = vips_image_hasalpha (image) ? IMGP_FORMAT_PNG : IMGP_FORMAT_JPEG;
-    result->format = format;
     switch (format) {
         case IMGP_FORMAT_PNG:
-            rc = vips_pngsave_buffer (image, &result->data, &result->size, "strip", TRUE, NULL);
+            rc = vips_pngsave_buffer (image, data, size, "strip", TRUE, NULL);
             break;
         case IMGP_FORMAT_JPEG: {
             VipsImage *flat = s_flatten (image);
             if (flat) {
-                rc = vips_jpegsave_buffer (flat, &result->data, &result->size, "strip", TRUE,
+                rc = vips_jpegsave_buffer (flat, data, size, "strip", TRUE,
                                            "Q", q ? q : S_JPEG_Q_DEFAULT, NULL);
                 g_object_unref (flat);
             }
             break;
         }
         case IMGP_FORMAT_WEBP:
-            rc = vips_webpsave_buffer (image, &result->data, &result->size, "strip", TRUE,
+            rc = vips_webpsave_buffer (image, data, size, "strip", TRUE,
                                        "Q", q ? q : S_WEBP_Q_DEFAULT, NULL);
             break;
         case IMGP_FORMAT_AVIF:
-            rc = vips_heifsave_buffer (image, &result->data, &result->size, "strip", TRUE,
+            rc = vips_heifsave_buffer (image, data, size, "strip", TRUE,
                                        "Q", q ? q : S_AVIF_Q_DEFAULT, "bitdepth", 8,
                                        "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL);
             break;
-        case IMGP_FORMAT_AUTO:
+        case IMGP_FORMAT_AUTO:      //  resolved by the caller
             break;
     }
     return rc;
 }
 
-//  Step 5: encode with metadata stripped.
+//  Step 5: encode one rendition with metadata stripped, into *data / *size.
 static int
-s_encode (VipsImage *image, const imgp_opts_t *opts, s_deadline_t *deadline,
-          imgp_thumb_result_t *result)
+s_encode (VipsImage *image, imgp_format_t format, int quality, s_deadline_t *deadline,
+          void **data, size_t *size, imgp_thumb_result_t *result)
 {
     s_strip_metadata (image);
     s_watch (image, deadline);
-    int rc = s_save (image, opts, result);
+    int rc = s_save (image, format, quality, data, size);
     s_unwatch (image, deadline);
-    if (rc == 0 && result->data && result->size > 0)
+    if (rc == 0 && *data && *size > 0)
         return 0;
 
     char reason [IMGP_MESSAGE_MAX];
-    g_free (result->data);
-    result->data = NULL;
-    result->size = 0;
+    g_free (*data);
+    *data = NULL;
+    *size = 0;
     if (deadline->passed)
         return s_fail_timeout (result);
     return s_fail (result, IMGP_THUMB_ENCODE_ERROR, "the %s encoder failed: %s",
-                   imgp_format_name (opts->format), s_vips_reason (reason, sizeof reason));
+                   imgp_format_name (format), s_vips_reason (reason, sizeof reason));
+}
+
+//  --------------------------------------------------------------------------
+//  Renditions: format, ETag, and their bytes end to end
+
+//  The format a rendition is made in: auto is the source's family (JPEG
+//  for an image without alpha, a photo; PNG with alpha), or WebP when the
+//  frames of an animation are kept; `frames` says they are.
+static imgp_format_t
+s_format (const imgp_opts_t *opts, bool alpha, bool frames)
+{
+    if (opts->format != IMGP_FORMAT_AUTO)
+        return opts->format;
+    if (frames)
+        return IMGP_FORMAT_WEBP;
+    return alpha ? IMGP_FORMAT_PNG : IMGP_FORMAT_JPEG;
+}
+
+//  Lowercase hex of a digest into `hex` (IMGP_ETAG_LEN + 1 bytes).
+static void
+s_digest_hex (zdigest_t *digest, char *hex)
+{
+    const byte *data = zdigest_data (digest);
+    for (size_t i = 0; i < zdigest_size (digest) && 2 * i < IMGP_ETAG_LEN; i++)
+        snprintf (hex + 2 * i, 3, "%02x", data [i]);
+    hex [IMGP_ETAG_LEN] = '\0';
+}
+
+//  SHA-1 hex of the source bytes, once per job.
+static void
+s_source_digest (const uint8_t *buf, size_t len, char *hex)
+{
+    zdigest_t *digest = zdigest_new ();
+    zdigest_update (digest, buf, len);
+    s_digest_hex (digest, hex);
+    zdigest_destroy (&digest);
+}
+
+//  The ETag of one rendition (PROTOCOL.md 3.2): SHA-1 of the source's
+//  SHA-1, the rendition's canonical options, IMGP_VERSION and libvips'
+//  version, so an upgrade that may change pixels changes every tag.
+static void
+s_etag (const char *source_hex, const imgp_opts_t *opts, imgp_size_t box,
+        imgp_format_t format, char *etag)
+{
+    char background [10];
+    imgp_opts_background_text (opts->background, background);
+    char text [512];
+    int len = snprintf (text, sizeof text, "%s box=%dx%d fit=%s gravity=%s background=%s "
+                        "format=%s quality=%d enlarge=%d animated=%d %s %s", source_hex,
+                        box.width, box.height, imgp_fit_name (opts->fit),
+                        imgp_gravity_name (opts->gravity), background,
+                        imgp_format_name (format), opts->quality, opts->enlarge ? 1 : 0,
+                        opts->animated ? 1 : 0, IMGP_VERSION, vips_version_string ());
+    zdigest_t *digest = zdigest_new ();
+    zdigest_update (digest, (const byte *) text, (size_t) len);
+    s_digest_hex (digest, etag);
+    zdigest_destroy (&digest);
+}
+
+//  Append a rendition's bytes (consumed) to result->data.
+static void
+s_append (imgp_thumb_result_t *result, void **data, size_t size)
+{
+    imgp_thumb_output_t *output = &result->outputs [result->count];
+    output->offset = result->size;
+    output->size = size;
+    if (!result->data) {
+        result->data = *data;          //  the first: no copy (the only one, mostly)
+        *data = NULL;
+    }
+    else {
+        result->data = g_realloc (result->data, result->size + size);
+        memcpy ((uint8_t *) result->data + result->size, *data, size);
+        g_free (*data);
+        *data = NULL;
+    }
+    result->size += size;
+    result->count++;
 }
 
 //  --------------------------------------------------------------------------
@@ -675,22 +962,20 @@ s_dry_run_init (void)
     pixel->Type = VIPS_INTERPRETATION_sRGB;
     int rc = 0;
     for (int format = 0; format < S_FORMATS && rc == 0; format++) {
-        imgp_opts_t opts;
-        imgp_opts_default (&opts);
-        opts.format = (imgp_format_t) format;
-        imgp_thumb_result_t encoded = { 0 };
-        rc = s_save (pixel, &opts, &encoded);
-        if (rc == 0 && encoded.data) {
+        void *data = NULL;
+        size_t size = 0;
+        rc = s_save (pixel, (imgp_format_t) format, 0, &data, &size);
+        if (rc == 0 && data) {
             g_free (s_fixed [format].data);
-            s_fixed [format] = (s_fixed_t) { encoded.data, encoded.size };
+            s_fixed [format] = (s_fixed_t) { data, size };
         }
         else {
             char reason [IMGP_MESSAGE_MAX];
             imgp_error ("event=config_error message=dry run: the 1x1 %s image cannot be "
-                        "encoded: %s", imgp_format_name (opts.format),
+                        "encoded: %s", imgp_format_name ((imgp_format_t) format),
                         s_vips_reason (reason, sizeof reason));
             vips_error_clear ();
-            g_free (encoded.data);
+            g_free (data);
             rc = -1;
         }
     }
@@ -701,19 +986,129 @@ s_dry_run_init (void)
     return rc;
 }
 
-//  A copy of the fixed image: the caller frees what it gets, as for a real
-//  thumbnail. A few hundred bytes, so the copy costs nothing measurable.
+//  A copy of the fixed image per box: the caller frees what it gets, as
+//  for a real thumbnail. A few hundred bytes, so the copy costs nothing
+//  measurable. Auto is the family of the white pixel: JPEG.
 static int
-s_dry_run_make (const imgp_opts_t *opts, imgp_thumb_result_t *result)
+s_dry_run_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
+                imgp_thumb_result_t *result)
 {
-    imgp_format_t format = opts->format == IMGP_FORMAT_AUTO ? IMGP_FORMAT_JPEG : opts->format;
+    char source [IMGP_ETAG_LEN + 1];
+    s_source_digest (buf, len, source);
+    imgp_format_t format = s_format (opts, false, false);
     const s_fixed_t *fixed = &s_fixed [format];
-    result->format = format;
-    result->data = g_memdup2 (fixed->data, fixed->size);
-    result->size = fixed->size;
+    for (int i = 0; i < opts->size_count; i++) {
+        void *data = g_memdup2 (fixed->data, fixed->size);
+        imgp_thumb_output_t *output = &result->outputs [result->count];
+        *output = (imgp_thumb_output_t) { 0, 0, 1, 1, format, imgp_opts_box (opts, i), "" };
+        s_etag (source, opts, output->box, format, output->etag);
+        s_append (result, &data, fixed->size);
+    }
     result->width = 1;
     result->height = 1;
+    result->format = format;
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  The renditions
+
+//  Everything one job's renditions share.
+typedef struct {
+    const uint8_t *buf;                 //  the source bytes (borrowed)
+    size_t len;                         //  their length
+    const imgp_opts_t *opts;            //  what was asked
+    s_source_t source;                  //  its header (step 2)
+    char digest [IMGP_ETAG_LEN + 1];    //  SHA-1 hex of the source
+    bool frames;                        //  decode every frame (animated=true, webp/auto)
+    s_deadline_t deadline;              //  the time limit
+} s_job_t;
+
+//  Box `i` from the decoded `base` (or, for an animation, from its own
+//  decode), padded for contain, encoded and appended to the result.
+static int
+s_render (s_job_t *job, VipsImage *base, const s_plan_t *plan, int i,
+          imgp_thumb_result_t *result)
+{
+    const imgp_opts_t *opts = job->opts;
+    imgp_size_t box = imgp_opts_box (opts, i);
+    VipsImage *image = NULL;
+    if (plan->final) {
+        image = base;
+        g_object_ref (image);
+    }
+    else
+    if (s_resize (base, &image, opts, box))
+        image = NULL;
+    if (image && opts->fit == IMGP_FIT_CONTAIN
+    &&  (vips_image_get_width (image) != box.width
+      || vips_image_get_page_height (image) != box.height)) {
+        VipsImage *padded = NULL;
+        if (vips_image_get_page_height (image) != vips_image_get_height (image)
+        ||  s_pad (image, &padded, opts, box))
+            padded = NULL;      //  an animation is not padded (see imgp_thumb_make)
+        if (padded) {
+            g_object_unref (image);
+            image = padded;
+        }
+    }
+    if (!image) {
+        char reason [IMGP_MESSAGE_MAX];
+        return s_fail (result, IMGP_THUMB_INTERNAL, "the %dx%d rendition cannot be made: %s",
+                       box.width, box.height, s_vips_reason (reason, sizeof reason));
+    }
+    bool frames = vips_image_get_page_height (image) < vips_image_get_height (image);
+    imgp_format_t format = s_format (opts, vips_image_hasalpha (base), frames);
+    imgp_thumb_output_t output = { 0, 0, vips_image_get_width (image),
+                                   vips_image_get_page_height (image), format, box, "" };
+    void *data = NULL;
+    size_t size = 0;
+    int rc = s_encode (image, format, opts->quality, &job->deadline, &data, &size, result);
+    g_object_unref (image);
+    if (rc)
+        return -1;
+    s_etag (job->digest, opts, box, format, output.etag);
+    result->outputs [result->count] = output;
+    result->animated = result->animated || frames;
+    s_append (result, &data, size);
+    return 0;
+}
+
+//  Every box from one decode; an animation is decoded once per box
+//  (vips_thumbnail_image treats a frame strip in memory as one tall
+//  image, so the frames are resized by libvips' thumbnail from the file).
+static int
+s_render_all (s_job_t *job, imgp_thumb_result_t *result)
+{
+    const imgp_opts_t *opts = job->opts;
+    int per_decode = job->frames ? 1 : opts->size_count;
+    for (int first = 0; first < opts->size_count; first += per_decode) {
+        s_plan_t plan = s_plan (opts, &job->source, first, per_decode);
+        VipsImage *base = s_decode (job->buf, job->len, &job->source, &plan, job->frames,
+                                    &job->deadline, result);
+        if (!base)
+            return -1;
+        int rc = 0;
+        for (int i = first; i < first + per_decode && rc == 0; i++)
+            rc = s_render (job, base, &plan, i, result);
+        g_object_unref (base);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+//  Frames are kept only where they can be: animated=true, a format that
+//  holds them (webp, or auto, which then makes webp), a fit that needs no
+//  per-frame cut (inside, fill, cover by centre; contain and the other
+//  gravities give the first frame), and a source with more than one.
+static bool
+s_wants_frames (const imgp_opts_t *opts)
+{
+    return opts->animated
+        && (opts->format == IMGP_FORMAT_WEBP || opts->format == IMGP_FORMAT_AUTO)
+        && (opts->fit == IMGP_FIT_INSIDE || opts->fit == IMGP_FIT_FILL
+         || (opts->fit == IMGP_FIT_COVER && opts->gravity == IMGP_GRAVITY_CENTRE));
 }
 
 int
@@ -726,23 +1121,29 @@ imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
 
     memset (result, 0, sizeof *result);
     vips_error_clear ();
-    s_deadline_t deadline = { 0, false };
+    s_job_t job = { .buf = buf, .len = len, .opts = opts };
     if (s_time_limit_ms > 0)
-        deadline.at = g_get_monotonic_time () + (gint64) s_time_limit_ms * 1000;
+        job.deadline.at = g_get_monotonic_time () + (gint64) s_time_limit_ms * 1000;
     if (!imgp_opts_valid (opts))
         return s_fail (result, IMGP_THUMB_INTERNAL, "thumbnail options are out of range");
     if (s_dry_run)
-        return s_dry_run_make (opts, result);
-    bool profiled = false;
-    if (s_check_loader (buf, len, result) || s_check_header (buf, len, &profiled, result))
+        return s_dry_run_make (buf, len, opts, result);
+    bool frames = s_wants_frames (opts);
+    if (s_check_loader (buf, len, result)
+    ||  s_check_header (buf, len, frames, &job.source, result))
         return -1;
+    job.frames = frames && job.source.pages > 1;
+    s_source_digest (buf, len, job.digest);
 
-    VipsImage *image = s_decode (buf, len, profiled, opts, &deadline, result);
-    if (!image)
+    if (s_render_all (&job, result)) {
+        g_free (result->data);
+        result->data = NULL;
+        result->size = 0;
+        result->count = 0;
         return -1;
-    result->width = vips_image_get_width (image);
-    result->height = vips_image_get_height (image);
-    int rc = s_encode (image, opts, &deadline, result);
-    g_object_unref (image);
-    return rc;
+    }
+    result->width = result->outputs [0].width;
+    result->height = result->outputs [0].height;
+    result->format = result->outputs [0].format;
+    return 0;
 }

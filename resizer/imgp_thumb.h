@@ -1,5 +1,6 @@
-/*  imgp_thumb — one image in, one thumbnail out: the only code in imgpipe
-    that touches libvips.
+/*  imgp_thumb — one image in, its renditions out (one per requested box,
+    from one decode where libvips allows): the only code in imgpipe that
+    touches libvips.
 
     Why: the resizer must turn untrusted bytes into a thumbnail, or into an
     error a user can act on, without ever decoding something we did not mean
@@ -65,16 +66,31 @@ typedef struct {
     bool dry_run;                   //  no decode: every job gets a fixed 1x1 image
 } imgp_thumb_config_t;
 
+//  One rendition: where its bytes are in the result's data, and what it is.
+typedef struct {
+    size_t offset;                      //  first byte in imgp_thumb_result_t.data
+    size_t size;                        //  its bytes
+    int width;                          //  pixels (of one frame when animated)
+    int height;                         //  pixels (of one frame when animated)
+    imgp_format_t format;               //  the format made, never AUTO
+    imgp_size_t box;                    //  the box it answers (opts' box of that index)
+    char etag [IMGP_ETAG_LEN + 1];      //  SHA-1 hex of source, options, versions
+} imgp_thumb_output_t;
+
 //  The outcome of one imgp_thumb_make() call. A plain value: clear it with
 //  imgp_thumb_result_clear() when `data` was not handed on.
 typedef struct {
     imgp_thumb_code_t code;             //  IMGP_THUMB_OK or why not
     char message [IMGP_MESSAGE_MAX + 1];//  for the user when code != OK, else ""
-    void *data;                         //  encoded thumbnail (g_malloc'd), NULL on failure
+    void *data;                         //  every rendition's bytes end to end, in box
+                                        //  order (g_malloc'd), NULL on failure
     size_t size;                        //  bytes in data
-    int width;                          //  thumbnail pixels
-    int height;                         //  thumbnail pixels
-    imgp_format_t format;               //  the format made (auto resolved)
+    int width;                          //  the first rendition's pixels
+    int height;                         //  the first rendition's pixels
+    imgp_format_t format;               //  the first rendition's format (auto resolved)
+    int count;                          //  renditions, = opts->size_count on success
+    imgp_thumb_output_t outputs [IMGP_SIZES_MAX];   //  each rendition
+    bool animated;                      //  frames were kept (animated=true, webp)
     int in_width;                       //  original pixels (first page, as stored), 0 if unknown
     int in_height;                      //  original pixels (first page, as stored), 0 if unknown
     const char *loader;                 //  libvips loader nickname ("jpegload_buffer"), or NULL
@@ -98,12 +114,16 @@ int imgp_thumb_init (const imgp_thumb_config_t *config);
 //  time, so a single current id is exact.
 void imgp_thumb_set_job (const char *id);
 
-//  Make the thumbnail of `buf` (`len` bytes, borrowed, read-only) as `opts`
-//  ask. Always fills `result` (which must not hold data: clear it first).
+//  Make the renditions of `buf` (`len` bytes, borrowed, read-only) as
+//  `opts` ask: one per box (imgp_opts_box), in that order, each with its
+//  fit, gravity, background, format (auto: JPEG for a source without
+//  alpha, PNG with; WebP when animated=true keeps frames), quality and an
+//  ETag. Always fills `result` (which must not hold data: clear it first).
 //  Returns 0 with result->data set, or -1 with result->code and
 //  result->message set; libvips' error buffer is left empty either way.
-//  In a dry run: 0 with a copy of the fixed 1x1 image in opts->format
-//  (in_width and in_height 0, loader NULL), whatever `buf` holds.
+//  In a dry run: 0 with a copy of the fixed 1x1 image in the format asked
+//  (auto: JPEG) per box (in_width and in_height 0, loader NULL), whatever
+//  `buf` holds.
 int imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
                      imgp_thumb_result_t *result);
 

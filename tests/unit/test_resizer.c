@@ -1706,3 +1706,383 @@ Test (priority, zero_leaves_it_alone_and_a_lower_one_is_kept)
     cr_assert_eq (imgp_resizer_set_priority (10), 0);
     cr_expect_eq (getpriority (PRIO_PROCESS, 0), 15, "raising it back would need privileges");
 }
+
+
+//  --------------------------------------------------------------------------
+//  Renditions: sizes from one upload, contain, cover by gravity, auto,
+//  animation, ETags
+
+//  `opts` with boxes `boxes` ("WxH,..." as the query gives them).
+static imgp_opts_t
+s_sized (const char *query)
+{
+    imgp_opts_t opts;
+    const char *error = NULL;
+    cr_assert_eq (imgp_opts_parse_query (&opts, query, &error, NULL), 0, "%s: %s", query,
+                  error);
+    return opts;
+}
+
+//  The pixel at x, y of rendition `i` of `result`, bands into `pixel` (4).
+static int
+s_pixel (const imgp_thumb_result_t *result, int i, int x, int y, double pixel [4])
+{
+    const imgp_thumb_output_t *output = &result->outputs [i];
+    VipsImage *image = s_decode ((uint8_t *) result->data + output->offset, output->size);
+    double *values = NULL;
+    int n = 0;
+    cr_assert_eq (vips_getpoint (image, &values, &n, x, y, NULL), 0);
+    for (int b = 0; b < n && b < 4; b++)
+        pixel [b] = values [b];
+    g_free (values);
+    g_object_unref (image);
+    return n;
+}
+
+Test (renditions, sizes_from_one_upload, .init = s_init)
+{
+    bytes_t in = s_fixture (300, 200, 3, ".jpg");
+    imgp_opts_t opts = s_sized ("sizes=100x100,40x40,200x50,600x600&format=webp");
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    cr_assert_eq (result.count, 4);
+    int want [4][2] = { { 100, 67 }, { 40, 27 }, { 75, 50 }, { 300, 200 } };
+    size_t offset = 0;
+    for (int i = 0; i < 4; i++) {
+        const imgp_thumb_output_t *output = &result.outputs [i];
+        cr_expect_eq (output->offset, offset, "rendition %d starts where the last ended", i);
+        offset += output->size;
+        cr_expect (abs (output->width - want [i][0]) <= 1 && abs (output->height - want [i][1]) <= 1,
+                   "box %dx%d gave %dx%d", output->box.width, output->box.height,
+                   output->width, output->height);
+        cr_expect_eq (output->box.width, imgp_opts_box (&opts, i).width);
+        cr_expect_eq (output->format, IMGP_FORMAT_WEBP);
+        VipsImage *image = s_decode ((uint8_t *) result.data + output->offset, output->size);
+        cr_expect_eq (vips_image_get_width (image), output->width);
+        cr_expect_eq (vips_image_get_height (image), output->height);
+        g_object_unref (image);
+        fprintf (stderr, "renditions: box %dx%d -> %dx%d webp, %zu bytes\n", output->box.width,
+                 output->box.height, output->width, output->height, output->size);
+    }
+    cr_expect_eq (offset, result.size, "the data is the renditions end to end");
+    cr_expect_eq (result.width, result.outputs [0].width);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
+Test (renditions, contain_pads_with_the_background, .init = s_init)
+{
+    bytes_t in = s_fixture (200, 100, 3, ".png");
+    //  opaque red: the border rows are red, the middle is the image
+    imgp_opts_t opts = s_sized ("fit=contain&width=50&background=%23ff0000");
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    s_check_output (&result, 50, 50);
+    double pixel [4];
+    int bands = s_pixel (&result, 0, 25, 2, pixel);
+    cr_expect_eq (bands, 3, "an opaque background adds no alpha");
+    cr_expect (pixel [0] == 255 && pixel [1] == 0 && pixel [2] == 0, "border %g,%g,%g",
+               pixel [0], pixel [1], pixel [2]);
+    fprintf (stderr, "contain: 200x100 in 50x50 #ff0000: border pixel %g,%g,%g\n", pixel [0],
+             pixel [1], pixel [2]);
+    imgp_thumb_result_clear (&result);
+    //  the default, transparent: PNG keeps it, JPEG shows white
+    opts = s_sized ("fit=contain&width=50");
+    result = s_thumb_ok (in, &opts);
+    s_check_output (&result, 50, 50);
+    cr_expect_eq (s_pixel (&result, 0, 25, 2, pixel), 4);
+    cr_expect_eq (pixel [3], 0, "transparent border, alpha %g", pixel [3]);
+    imgp_thumb_result_clear (&result);
+    opts = s_sized ("fit=contain&width=50&format=jpeg");
+    result = s_thumb_ok (in, &opts);
+    s_pixel (&result, 0, 25, 2, pixel);
+    cr_expect (pixel [0] >= 250 && pixel [1] >= 250 && pixel [2] >= 250,
+               "jpeg border %g,%g,%g, want white", pixel [0], pixel [1], pixel [2]);
+    imgp_thumb_result_clear (&result);
+    //  semi-transparent blue, in several sizes at once
+    opts = s_sized ("fit=contain&sizes=50x50,20x40&background=%230000ff80");
+    result = s_thumb_ok (in, &opts);
+    cr_assert_eq (result.count, 2);
+    cr_expect_eq (result.outputs [1].width, 20);
+    cr_expect_eq (result.outputs [1].height, 40);
+    s_pixel (&result, 1, 10, 1, pixel);
+    cr_expect (pixel [2] == 255 && pixel [3] == 128, "border %g,%g,%g,%g", pixel [0], pixel [1],
+               pixel [2], pixel [3]);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&in);
+}
+
+//  A 200x100 image, left half black, right half white (vertical: 100x200,
+//  black over white).
+static bytes_t
+s_halves (bool vertical)
+{
+    VipsImage *black = NULL, *white = NULL, *joined = NULL, *srgb = NULL;
+    cr_assert_eq (vips_black (&black, 100, 100, "bands", 3, NULL), 0);
+    cr_assert_eq (vips_linear1 (black, &white, 1.0, 255.0, NULL), 0);
+    cr_assert_eq (vips_join (black, white, &joined, vertical ? VIPS_DIRECTION_VERTICAL
+                                                            : VIPS_DIRECTION_HORIZONTAL, NULL), 0);
+    VipsImage *cast = NULL;
+    cr_assert_eq (vips_cast_uchar (joined, &cast, NULL), 0);
+    cr_assert_eq (vips_copy (cast, &srgb, "interpretation", VIPS_INTERPRETATION_sRGB, NULL), 0);
+    g_object_unref (black);
+    g_object_unref (white);
+    g_object_unref (joined);
+    g_object_unref (cast);
+    return s_encode (srgb, ".png");
+}
+
+//  The mean of rendition 0, 0 black .. 255 white.
+static double
+s_mean (const imgp_thumb_result_t *result)
+{
+    VipsImage *image = s_decode (result->data, result->outputs [0].size);
+    double mean = 0;
+    cr_assert_eq (vips_avg (image, &mean, NULL), 0);
+    g_object_unref (image);
+    return mean;
+}
+
+Test (renditions, cover_crops_by_gravity, .init = s_init)
+{
+    bytes_t wide = s_halves (false);        //  200x100: black | white
+    struct { const char *query; double low, high; } cases [] = {
+        { "fit=cover&width=50&gravity=west", 0, 1 },
+        { "fit=cover&width=50&gravity=north-west", 0, 1 },
+        { "fit=cover&width=50&gravity=east", 254, 255 },
+        { "fit=cover&width=50&gravity=south-east", 254, 255 },
+        { "fit=cover&width=50", 100, 155 },           //  centre: half and half
+        { "fit=cover&width=50&gravity=north", 100, 155 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        imgp_opts_t opts = s_sized (cases [i].query);
+        imgp_thumb_result_t result = s_thumb_ok (wide, &opts);
+        s_check_output (&result, 50, 50);
+        double mean = s_mean (&result);
+        cr_expect (mean >= cases [i].low && mean <= cases [i].high, "%s: mean %g not in %g..%g",
+                   cases [i].query, mean, cases [i].low, cases [i].high);
+        fprintf (stderr, "cover: %s on black|white 200x100: 50x50, mean %.1f\n",
+                 cases [i].query, mean);
+        imgp_thumb_result_clear (&result);
+    }
+    bytes_t tall = s_halves (true);         //  100x200: black over white
+    imgp_opts_t opts = s_sized ("fit=cover&sizes=40x40,10x20&gravity=south");
+    imgp_thumb_result_t result = s_thumb_ok (tall, &opts);
+    cr_assert_eq (result.count, 2);
+    cr_expect_eq (result.outputs [1].width, 10);
+    cr_expect_eq (result.outputs [1].height, 20);
+    cr_expect_geq (s_mean (&result), 254, "south of black over white is white");
+    imgp_thumb_result_clear (&result);
+    //  smart crops: the box, whatever they pick
+    const char *smart [] = { "fit=cover&width=60&height=30&gravity=attention",
+                             "fit=cover&width=30&height=60&gravity=entropy" };
+    bytes_t photo = s_fixture (300, 200, 3, ".jpg");
+    for (int i = 0; i < 2; i++) {
+        opts = s_sized (smart [i]);
+        result = s_thumb_ok (photo, &opts);
+        s_check_output (&result, opts.width, opts.height);
+        imgp_thumb_result_clear (&result);
+    }
+    bytes_free (&photo);
+    bytes_free (&tall);
+    bytes_free (&wide);
+}
+
+Test (renditions, auto_is_the_family, .init = s_init)
+{
+    bytes_t photo = s_fixture (120, 80, 3, ".jpg");
+    imgp_opts_t opts = s_sized ("format=auto&sizes=60x60,30x30");
+    imgp_thumb_result_t result = s_thumb_ok (photo, &opts);
+    cr_expect_eq (result.format, IMGP_FORMAT_JPEG);
+    cr_expect_eq (result.outputs [1].format, IMGP_FORMAT_JPEG);
+    s_check_encoded_as (&result, "VipsForeignLoadJpeg");
+    imgp_thumb_result_clear (&result);
+    bytes_t alpha = s_encode (s_image (120, 80, 4, 128), ".png");
+    result = s_thumb_ok (alpha, &opts);
+    cr_expect_eq (result.format, IMGP_FORMAT_PNG);
+    s_check_encoded_as (&result, "VipsForeignLoadPng");
+    imgp_thumb_result_clear (&result);
+    bytes_free (&alpha);
+    bytes_free (&photo);
+}
+
+//  Three 90x60 frames, saved as an animated GIF.
+static bytes_t
+s_animation (void)
+{
+    VipsImage *image = s_image (90, 180, 3, 255);
+    vips_image_set_int (image, VIPS_META_PAGE_HEIGHT, 60);
+    vips_image_set_int (image, VIPS_META_N_PAGES, 3);
+    return s_encode (image, ".gif");
+}
+
+//  Frames in rendition 0 (decoded with every page).
+static int
+s_frames (const imgp_thumb_result_t *result)
+{
+    VipsImage *image = vips_image_new_from_buffer (result->data, result->outputs [0].size, "",
+                                                   "n", -1, NULL);
+    cr_assert_not_null (image);
+    int page_height = vips_image_get_page_height (image);
+    cr_expect_eq (page_height, result->outputs [0].height);
+    int frames = vips_image_get_height (image) / page_height;
+    g_object_unref (image);
+    return frames;
+}
+
+Test (renditions, animated_webp_keeps_the_frames, .init = s_init)
+{
+    bytes_t gif = s_animation ();
+    imgp_opts_t opts = s_sized ("animated=true&format=webp&sizes=30x30,45x45");
+    imgp_thumb_result_t result = s_thumb_ok (gif, &opts);
+    cr_expect (result.animated);
+    cr_expect_eq (result.width, 30);
+    cr_expect_eq (result.height, 20);
+    cr_expect_eq (result.outputs [1].height, 30);
+    int frames = s_frames (&result);
+    cr_expect_eq (frames, 3, "%d frames", frames);
+    const char *reason = NULL;
+    cr_expect_eq (imgp_magic_check (result.data, result.outputs [0].size, IMGP_FORMAT_WEBP, 30, 20,
+                                    &reason), 0, "the broker's check: %s", reason);
+    fprintf (stderr, "animated: 3-frame 90x60 GIF, animated=true webp 30x30: %dx%d, %d frames, "
+             "%zu bytes\n", result.width, result.height, frames, result.outputs [0].size);
+    imgp_thumb_result_clear (&result);
+    //  auto keeps them as WebP; without animated=true, the first frame
+    opts = s_sized ("animated=true&format=auto&width=30");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect_eq (result.format, IMGP_FORMAT_WEBP);
+    cr_expect_eq (s_frames (&result), 3);
+    imgp_thumb_result_clear (&result);
+    opts = s_sized ("format=webp&width=30");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect_not (result.animated);
+    cr_expect_eq (s_frames (&result), 1);
+    imgp_thumb_result_clear (&result);
+    //  a still image with animated=true is just a still image
+    bytes_t still = s_fixture (90, 60, 3, ".png");
+    opts = s_sized ("animated=true&format=auto&width=30");
+    result = s_thumb_ok (still, &opts);
+    cr_expect_eq (result.format, IMGP_FORMAT_JPEG);
+    cr_expect_not (result.animated);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&still);
+    bytes_free (&gif);
+}
+
+Test (renditions, pixel_limit_counts_every_frame_when_animated)
+{
+    s_init_with (90 * 60 * 2, NULL);       //  two frames' worth
+    bytes_t gif = s_animation ();
+    imgp_opts_t opts = s_sized ("width=30&format=webp");
+    s_expect_size (gif, opts, 30, 20);
+    opts = s_sized ("width=30&format=webp&animated=true");
+    imgp_thumb_result_t result = { 0 };
+    cr_expect_eq (imgp_thumb_make (gif.data, gif.size, &opts, &result), -1);
+    cr_expect_eq (result.code, IMGP_THUMB_TOO_MANY_PIXELS);
+    cr_expect (strstr (result.message, "3 frames"), "%s", result.message);
+    imgp_thumb_result_clear (&result);
+    bytes_free (&gif);
+}
+
+//  The ETag of rendition `i` of `in` made with `query`.
+static void
+s_etag_of (bytes_t in, const char *query, int i, char *etag)
+{
+    imgp_opts_t opts = s_sized (query);
+    imgp_thumb_result_t result = s_thumb_ok (in, &opts);
+    cr_assert_gt (result.count, i);
+    snprintf (etag, IMGP_ETAG_LEN + 1, "%s", result.outputs [i].etag);
+    cr_assert_eq (strlen (etag), IMGP_ETAG_LEN);
+    for (const char *c = etag; *c; c++)
+        cr_assert ((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'), "%s", etag);
+    imgp_thumb_result_clear (&result);
+}
+
+Test (renditions, etag_follows_source_options_and_box, .init = s_init)
+{
+    bytes_t in = s_fixture (120, 80, 3, ".jpg");
+    char a [IMGP_ETAG_LEN + 1], b [IMGP_ETAG_LEN + 1];
+    s_etag_of (in, "width=50&format=jpeg&quality=80", 0, a);
+    s_etag_of (in, "width=50&format=jpeg&quality=80", 0, b);
+    cr_expect_str_eq (a, b, "same source and options, same tag");
+    const char *other [] = { "width=51&format=jpeg&quality=80", "width=50&format=jpeg&quality=81",
+                             "width=50&format=webp&quality=80", "width=50&format=jpeg",
+                             "width=50&format=jpeg&quality=80&fit=cover",
+                             "width=50&format=jpeg&quality=80&enlarge=true",
+                             "width=50&format=jpeg&quality=80&fit=contain&background=%23ffffff",
+                             "width=50&format=jpeg&quality=80&fit=cover&gravity=east" };
+    for (size_t i = 0; i < sizeof other / sizeof other [0]; i++) {
+        s_etag_of (in, other [i], 0, b);
+        cr_expect_str_neq (a, b, "%s has the tag of width=50&format=jpeg&quality=80", other [i]);
+    }
+    s_etag_of (in, "sizes=50x50,60x60&format=jpeg&quality=80", 0, b);
+    cr_expect_str_eq (a, b, "a box's tag does not depend on the other boxes");
+    s_etag_of (in, "sizes=50x50,60x60&format=jpeg&quality=80", 1, b);
+    cr_expect_str_neq (a, b);
+    //  one source byte more (after the JPEG's end: same pixels)
+    bytes_t more = { g_malloc (in.size + 1), in.size + 1 };
+    memcpy (more.data, in.data, in.size);
+    ((uint8_t *) more.data) [in.size] = 0;
+    s_etag_of (more, "width=50&format=jpeg&quality=80", 0, b);
+    cr_expect_str_neq (a, b, "another source, another tag");
+    fprintf (stderr, "etag: %s for width=50 jpeg q80; another trailing byte: %s\n", a, b);
+    bytes_free (&more);
+    bytes_free (&in);
+}
+
+Test (renditions, dry_run_gives_one_pixel_per_box)
+{
+    imgp_log_init ("test_resizer", false);
+    imgp_thumb_config_t config = { .max_pixels = DEFAULT_MAX_PIXELS, .vips_threads = 1,
+                                   .time_limit_ms = DEFAULT_TIME_LIMIT_MS, .dry_run = true };
+    cr_assert_eq (imgp_thumb_init (&config), 0);
+    imgp_opts_t opts = s_sized ("sizes=10x10,20x20,30x30&format=auto");
+    imgp_thumb_result_t result = { 0 };
+    cr_assert_eq (imgp_thumb_make ((const uint8_t *) "x", 1, &opts, &result), 0);
+    cr_assert_eq (result.count, 3);
+    for (int i = 0; i < 3; i++) {
+        const char *reason = NULL;
+        cr_expect_eq (imgp_magic_check ((uint8_t *) result.data + result.outputs [i].offset,
+                                        result.outputs [i].size, IMGP_FORMAT_JPEG, 1, 1, &reason),
+                      0, "%s", reason);
+        cr_expect_eq (result.outputs [i].box.width, 10 * (i + 1));
+        cr_expect_eq (strlen (result.outputs [i].etag), IMGP_ETAG_LEN);
+    }
+    imgp_thumb_result_clear (&result);
+    config.dry_run = false;
+    cr_assert_eq (imgp_thumb_init (&config), 0);
+}
+
+Test (renditions, done_carries_every_rendition, .init = s_init, .timeout = 30)
+{
+    fake_broker_t broker;
+    s_broker_start (&broker, 100, 1 << 20);
+    char id [IMGP_ID_LEN + 1];
+    cr_assert_eq (imgp_id_new (id), 0);
+    bytes_t image = s_fixture (300, 200, 3, ".jpg");
+    imgp_msg_t *job = imgp_msg_new (IMGP_MSG_JOB);
+    snprintf (job->id, sizeof job->id, "%s", id);
+    job->attempts = 1;
+    job->opts = s_sized ("sizes=100x100,50x50&fit=cover&format=auto");
+    imgp_msg_set_data (job, image.data, image.size, imgp_thumb_free);
+    const char *name = imgp_resizer_name (broker.resizer);
+    job->routing_id = zframe_new (name, strlen (name));
+    cr_assert_eq (imgp_msg_send (&job, broker.router), 0);
+    s_expect_started (&broker, id);
+    imgp_msg_t *done = s_expect (&broker, IMGP_MSG_DONE, id);
+    cr_assert_eq (done->result_count, 2);
+    int64_t sum = 0;
+    const uint8_t *data = imgp_msg_data (done);
+    for (int i = 0; i < 2; i++) {
+        const imgp_result_t *result = &done->results [i];
+        cr_expect_eq (result->format, IMGP_FORMAT_JPEG);
+        cr_expect_eq (result->width, 100 / (i + 1));
+        cr_expect_eq (result->box.width, 100 / (i + 1));
+        cr_expect_eq (strlen (result->etag), IMGP_ETAG_LEN);
+        const char *reason = NULL;
+        cr_expect_eq (imgp_magic_check (data + sum, (size_t) result->bytes, result->format,
+                                        result->width, result->height, &reason), 0, "%s", reason);
+        sum += result->bytes;
+    }
+    cr_expect_eq (sum, (int64_t) imgp_msg_size (done));
+    imgp_msg_destroy (&done);
+    s_broker_stop (&broker);
+}
