@@ -411,6 +411,8 @@ s_answer (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
     s_reply (self, IMGP_BROKER_STATUS, &reply);
 }
 
+static int s_want_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job);
+
 //  Answer every request held on `job`, which just ended: the one place
 //  held requests are woken. `done` is the resizer's DONE when the job ended
 //  done (NULL when it failed): a FETCH gets its rendition from the bytes
@@ -422,9 +424,13 @@ s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
     imgp_msg_t *request;
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
         imgp_msg_t *reply;
-        if (done && request->type == IMGP_MSG_FETCH)
+        if (done && request->type == IMGP_MSG_FETCH) {
+            //  One that prefers a format the auto job has not made gets it
+            //  queued now (and says pending), as a FETCH that came later would.
+            s_want_variant (self, request, job);
             reply = s_thumbnail_new (self, request, job, imgp_msg_data (done),
                                      imgp_msg_size (done));
+        }
         else
             reply = s_info_new (request, job);
         s_reply (self, IMGP_BROKER_STATUS, &reply);
@@ -536,7 +542,7 @@ s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t
     s_touch (job);
     s_release (self, job);
     imgp_table_finish (self->table, job, state);
-    s_count_finish (self, job);
+    //  Not counted in PONG's done/failed: those count accepted jobs.
     imgp_job_t *parent = imgp_table_lookup (self->table, job->parent);
     if (!parent || parent->state != IMGP_STATE_DONE)
         return;             //  expired meanwhile: nothing to add to
@@ -808,6 +814,8 @@ s_variant_new (s_server_t *self, imgp_job_t *parent, imgp_format_t format)
     }
     imgp_job_t record = { .state = IMGP_STATE_QUEUED, .opts = parent->opts };
     record.opts.format = format;
+    //  Frames are kept where the format can hold them (WebP), as auto does.
+    record.opts.animated = parent->opts.animated && format == IMGP_FORMAT_WEBP;
     if (imgp_id_new (record.id))
         return -1;
     memcpy (record.parent, parent->id, sizeof record.parent);
@@ -826,18 +834,26 @@ s_variant_new (s_server_t *self, imgp_job_t *parent, imgp_format_t format)
 }
 
 //  A FETCH of a done auto job whose client would rather have a format not
-//  made yet: queue its variant job; hold the FETCH for it when it asked to
-//  wait (else it is answered now with the best there is, INFO `pending`).
-//  Returns 0 when held.
+//  made yet: queue its variant job. Returns 0 when one is at work for it.
 static int
-s_hold_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+s_want_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
 {
     if (!job || msg->type != IMGP_MSG_FETCH || job->state != IMGP_STATE_DONE
     ||  job->opts.format != IMGP_FORMAT_AUTO || !s_has_size (job, s_wanted_box (job, msg)))
         return -1;
     imgp_format_t better;
-    if (s_choose (job, msg, &better) < 0 || better == IMGP_FORMAT_AUTO
-    ||  s_variant_new (self, job, better))
+    if (s_choose (job, msg, &better) < 0 || better == IMGP_FORMAT_AUTO)
+        return -1;
+    return s_variant_new (self, job, better);
+}
+
+//  s_want_variant, and hold the FETCH for that variant when it asked to
+//  wait (else it is answered now with the best there is, INFO `pending`).
+//  Returns 0 when held.
+static int
+s_hold_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+{
+    if (s_want_variant (self, msg, job))
         return -1;
     return s_hold (self, msg, job, true);
 }

@@ -3850,18 +3850,29 @@ Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
     imgp_msg_t *job = s_worker_await_job (rig->worker);
     int attempt = job->attempts;
     imgp_msg_destroy (&job);
+    //  A FETCH held until the job ends that prefers WebP gets the family
+    //  when it ends, and the WebP variant is queued then (pending).
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *early = s_query_new (IMGP_MSG_FETCH, id, "", 3, 4000);
+    early->accept_count = 3;
+    memcpy (early->accept, webp, sizeof webp);
+    s_send (rig->dealer, early);
+    zclock_sleep (100);                     //  let the broker hold it
     s_worker_done_sizes (rig->worker, id, attempt, box, pixels, texts, 1);
+    imgp_msg_t *reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 3);
+    cr_assert (reply->pending, "the WebP variant is queued when the job ends");
+    s_expect_rendition (&reply, 0, "family", 100, 50);
     imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
     imgp_msg_destroy (&info);
 
-    //  A client that takes anything gets the family; nothing is queued.
+    //  A client that takes anything gets the family.
     const imgp_format_t any [2] = { IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
-    imgp_msg_t *reply = s_fetch (rig->status, id, box [0], any, 2, 0);
+    reply = s_fetch (rig->status, id, box [0], any, 2, 0);
     cr_assert (!reply->pending);
     s_expect_rendition (&reply, 0, "family", 100, 50);
 
-    //  One that would rather have WebP: the family now, a variant job queued.
-    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    //  One that would rather have WebP: the family now, the variant at work.
     reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
     cr_assert (reply->pending, "the WebP variant is being made");
     s_expect_rendition (&reply, 0, "family", 100, 50);
