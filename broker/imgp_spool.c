@@ -1411,6 +1411,13 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     entry->record = locs [count - 1];
     if (entry->finished)
         s_forget_original (self, entry);
+    else
+    if (record->state == IMGP_STATE_DONE && entry->original) {
+        //  Kept on disk for a later variant job, read back then: the memory
+        //  is for the originals that dispatch needs now.
+        self->memory -= entry->original->size;
+        s_blob_unref (&entry->original);
+    }
     return 0;
 }
 
