@@ -48,16 +48,25 @@
     - One job never stalls the queue: a job the broker cannot dispatch (its
       original unreadable, a JOB the codec refuses, its attempts used up
       before a restart) ends failed, and dispatch goes on with the next.
-    - The original is let go only after the final record is saved (in the
-      log, that final record is what retires it).
-      If that save fails the record on disk still says queued/processing,
-      and a restart runs the job again from the original it kept. A record
-      that says queued/processing without an original (a spool from an older
-      broker, or changed by hand) reloads as failed, code internal.
+    - A job ends only once its final record is stored (s_finish; for DONE
+      the thumbnail and the record in one write): the table follows the
+      disk, so the API and the disk never disagree, with or without a
+      restart. When that write fails (a full disk) the job goes back to
+      the queue, its attempt given back, and dispatch pauses until the
+      disk has room again (s_store_failed, s_check_store): a full disk
+      never fails a job; --max-store-retries bounds a disk that says it
+      has room and still fails (then failed spool_full). The original is
+      let go after the final record (in the log, that record retires it;
+      with --keep-originals it stays until the TTL). A record that says
+      queued/processing without an original (a spool from an older
+      broker, or changed by hand) reloads as failed, code internal;
+      spool_damaged when the spool found its bytes failed their checksum.
+    - Intake refuses with spool_full (HTTP 507) when the spool cannot
+      write the upload or it would pass --max-spool-bytes of live bytes.
     - Other record writes that fail (dispatch, re-queue) are logged by the
-      spool and otherwise ignored: the table is the truth while we run, and
-      a stale record only costs a restart an attempt more or less. A full
-      disk must not stop the queue.
+      spool and otherwise ignored: the states they write are unfinished
+      either way, and a stale record only costs a restart an attempt more
+      or less.
     - A job's owner is set by its SUBMIT and never changes; STATUS/FETCH of
       another owner is answered as an unknown id (PROTOCOL.md 6.4).
     - A STATUS/FETCH with wait_ms on an unfinished job is held in
@@ -69,6 +78,16 @@
       deadline bounds the poll timeout, so an expired wait is answered on
       time, not at the next tick. Held requests are memory only: a restart
       drops them and the requester asks again.
+    - Renditions: a DONE carries one per size, stored as ONE OUT entry (the
+      bytes end to end, in results[] order) with the final record; a FETCH
+      names its box and, for format=auto, the formats its client takes, and
+      gets INFO with every result and one rendition's bytes (a copy of that
+      slice when there are several). A format an auto job's client prefers
+      and the job has not made is made by a variant job: an ordinary table
+      entry (own id, parent's options in that format, parent's original)
+      that is never written to the spool; its renditions are appended to
+      the parent's results and OUT in one write (s_variant_end). So a
+      restart forgets a variant in the making, never one that was made.
     - PONG stats: counters and histograms are bumped where things happen
       (O(1)); the gauges are read from the table when a PING comes.
 */
@@ -106,6 +125,7 @@
 #define S_JOBS_HWM 8                    //  JOBs queued towards one resizer, at most
 #define S_WARN_EVERY_MS 60000       //  a refusal from a nameless peer, logged this often
 #define S_STRINGS 6                 //  config strings the handle keeps copies of
+#define S_STORE_SLACK (256 << 10)   //  room beyond a result that failed before dispatch resumes
 
 static const char *s_socket_names [S_SOCKETS] = { "intake", "status", "jobs" };
 
@@ -132,6 +152,9 @@ typedef struct {
     imgp_waiters_t *waiters;            //  STATUS/FETCH held until their job ends
     zlistx_t *accepted;                 //  ACCEPTED replies held until the pass's spool sync
     imgp_stats_t stats;                 //  counters and histograms; PONG adds the gauges
+    zhashx_t *store_failures;           //  id -> times its final record could not be stored
+    bool store_blocked;                 //  a final record could not be stored: no dispatch
+    uint64_t store_need;                //  ... until the disk has room for this many bytes
     int64_t next_tick;                  //  monotonic ms of next housekeeping
     bool terminated;                    //  $TERM received
 } s_server_t;
@@ -161,6 +184,16 @@ const imgp_conf_spec_t imgp_broker_specs [] = {
                    "re-queue a job running longer than this"),
     IMGP_CONF_NUM (S_CONFIG, ttl_s, "ttl-s", 86400, 1, 3650LL * 86400,
                    "seconds finished jobs and thumbnails are kept"),
+    IMGP_CONF_NUM (S_CONFIG, max_spool_bytes, "max-spool-bytes", 0, 0, INT64_MAX,
+                   "live bytes in the spool beyond which uploads get 507 spool_full "
+                   "(0: only the disk's size)"),
+    IMGP_CONF_NUM (S_CONFIG, max_store_retries, "max-store-retries", 10, 1, 1000000,
+                   "a job whose result could not be stored this many times, while the disk "
+                   "said it had room, ends failed spool_full (a full disk pauses dispatch "
+                   "instead)"),
+    IMGP_CONF_FLAG (S_CONFIG, keep_originals, "keep-originals",
+                    "keep a done job's original until its TTL (default: deleted once its "
+                    "thumbnails are stored)"),
     IMGP_CONF_FLAG (S_CONFIG, fsync, "fsync",
                     "fdatasync the spool log once per loop pass, before that pass's ACCEPTED "
                     "replies go (survives power loss; slower)"),
@@ -254,6 +287,31 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
         memcpy (info->results, job->results, sizeof info->results);
     }
     return info;
+}
+
+//  A done job whose thumbnail failed its checksum when read back ends
+//  failed spool_damaged: the client learns what happened (not "not found"
+//  or a 500 on every try), and as a failed job's thumbnail is never read
+//  again, that is logged once. Returns the job as the table holds it now.
+//  When this record cannot be saved the disk still says done: a restart
+//  reads the damaged thumbnail again and decides the same.
+static imgp_job_t *
+s_thumbnail_damaged (s_server_t *self, imgp_job_t *job)
+{
+    imgp_job_t record = *job;
+    record.state = IMGP_STATE_FAILED;
+    record.updated_at = zclock_time ();
+    snprintf (record.code, sizeof record.code, "spool_damaged");
+    snprintf (record.message, sizeof record.message, "the thumbnail was damaged on the "
+              "broker's disk (checksum); upload the image again");
+    if (imgp_spool_save (self->spool, &record))
+        imgp_warn ("job=%s event=record_not_saved state=failed code=spool_damaged", job->id);
+    imgp_table_remove (self->table, &job);
+    job = imgp_table_insert (self->table, &record);
+    assert (job);
+    self->stats.failed++;
+    imgp_info ("job=%s event=failed code=spool_damaged attempt=%d", job->id, job->attempts);
+    return job;
 }
 
 //  ---------------------------------------------------------------------
@@ -357,8 +415,11 @@ s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job,
     void *data = NULL;
     size_t size = 0;
     if (!out) {
-        if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size)) {
+        if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) || size == 0) {
+            bool damaged = size == 0 && errno == EBADMSG;
             imgp_spool_release (data, NULL);
+            if (damaged)
+                return s_info_new (request, s_thumbnail_damaged (self, job));
             return imgp_msg_error_new (request, "internal",
                                        "the thumbnail is missing from the spool");
         }
@@ -462,35 +523,75 @@ s_release (s_server_t *self, imgp_job_t *job)
         imgp_peers_released (peer, job->bytes);
 }
 
-//  The job ends done or failed: table, record, and then the original goes,
-//  but only once the final record is on disk (see the top of this file).
-//  Every way a job ends comes through here, so here its waiters wake;
-//  `done` is the DONE that ended it, NULL when it failed.
 static void s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state,
                            imgp_msg_t *done);
 
+//  How often `id`'s final record could not be stored.
+static int
+s_store_failures (s_server_t *self, const char *id)
+{
+    return (int) (intptr_t) zhashx_lookup (self->store_failures, id);
+}
+
+//  The final record of `job` could not be stored: the job stays unfinished
+//  in the table as on disk (the API and the disk never disagree), back in
+//  the queue with its attempt given back (the resizer did its work; the
+//  broker's disk failed), and dispatch pauses until the disk has room for
+//  what failed (s_on_tick), so resizers do not redo work that cannot be
+//  stored. s_dispatch_one ends the job failed spool_full after
+//  --max-store-retries (the disk said it had room each time).
 static void
+s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t bytes)
+{
+    int failures = s_store_failures (self, job->id) + 1;
+    zhashx_update (self->store_failures, job->id, (void *) (intptr_t) failures);
+    if (job->phase == IMGP_PHASE_DISPATCHED || job->phase == IMGP_PHASE_RUNNING) {
+        s_release (self, job);
+        imgp_table_requeue (self->table, job);
+    }
+    if (job->attempts > 0)
+        job->attempts--;
+    self->store_blocked = true;
+    if (bytes > self->store_need)
+        self->store_need = bytes;
+    imgp_warn ("job=%s event=store_failed state=%s bytes=%zu failures=%d max=%d action=requeue "
+               "error=\"%s\"", job->id, imgp_state_name (state), bytes, failures,
+               self->config->max_store_retries, strerror (errno));
+}
+
+//  The job ends done or failed: its final record (for DONE with the
+//  thumbnail, in one write: both or neither) is stored first, then the
+//  table says so and the original goes (the record retired it on disk).
+//  When that store fails the job stays unfinished (s_store_failed) and -1
+//  is returned. Every way a job ends comes through here, so here its
+//  waiters wake; `done` is the DONE that ended it, NULL when it failed.
+//  A variant job (format=auto) ends in s_variant_end instead: it has no
+//  record of its own, its renditions go to its parent's.
+static int
 s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *done)
 {
     if (job->parent [0]) {
         s_variant_end (self, job, state, done);     //  its renditions go to its parent
-        return;
+        return 0;
     }
-    s_touch (job);
+    imgp_job_t record = *job;
+    record.state = state;
+    record.updated_at = zclock_time ();
+    int rc = done ? imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_OUT,
+                                          imgp_msg_data (done), imgp_msg_size (done))
+                  : imgp_spool_save (self->spool, &record);
+    if (rc) {
+        s_store_failed (self, job, state, done ? imgp_msg_size (done) : 1024);
+        return -1;
+    }
+    zhashx_delete (self->store_failures, job->id);
+    job->updated_at = record.updated_at;
     s_release (self, job);
     imgp_table_finish (self->table, job, state);
     s_count_finish (self, job);
-    //  A done auto job keeps its original for its variant jobs (the spool
-    //  keeps it on disk too).
-    bool keep = state == IMGP_STATE_DONE && job->opts.format == IMGP_FORMAT_AUTO;
-    if (s_persist (self, job) == 0) {
-        if (!keep)
-            imgp_spool_drop_original (self->spool, job->id);
-    }
-    else
-        imgp_warn ("job=%s event=original_kept reason=\"the final record was not saved\"",
-                   job->id);
+    imgp_spool_drop_original (self->spool, job->id);
     s_wake (self, job, done);
+    return 0;
 }
 
 //  Add a done variant job's renditions to its parent: results appended,
@@ -576,9 +677,9 @@ s_fail (s_server_t *self, imgp_job_t *job, const char *code, const char *format,
     va_start (args, format);
     vsnprintf (job->message, sizeof job->message, format, args);
     va_end (args);
-    s_finish (self, job, IMGP_STATE_FAILED, NULL);
-    imgp_info ("job=%s event=failed code=%s attempt=%d message=\"%s\"",
-               job->id, job->code, job->attempts, job->message);
+    if (s_finish (self, job, IMGP_STATE_FAILED, NULL) == 0)
+        imgp_info ("job=%s event=failed code=%s attempt=%d message=\"%s\"",
+                   job->id, job->code, job->attempts, job->message);
 }
 
 //  Forget a finished job: spool entries and table entry. The entry goes even
@@ -590,6 +691,7 @@ s_forget (s_server_t *self, imgp_job_t **job_p, const char *event)
 {
     imgp_info ("job=%s event=%s state=%s", (*job_p)->id, event,
                imgp_state_name ((*job_p)->state));
+    zhashx_delete (self->store_failures, (*job_p)->id);
     imgp_spool_delete (self->spool, (*job_p)->id);
     imgp_table_remove (self->table, job_p);
 }
@@ -655,6 +757,12 @@ s_stats (s_server_t *self, imgp_stats_t *stats)
     stats->waiters = (int64_t) imgp_waiters_size (self->waiters);
     imgp_peers_live (self->peers, zclock_mono (), self->config->heartbeat_timeout_ms,
                      &stats->resizers, &stats->slots);
+    stats->spool_bytes = (int64_t) imgp_spool_live_bytes (self->spool);
+    stats->spool_max_bytes = (int64_t) self->config->max_spool_bytes;
+    //  Full also while results wait for room (dispatch paused): the
+    //  service is not ready even if a small upload would still fit.
+    stats->spool_full = imgp_spool_full (self->spool) || self->store_blocked
+                     || (stats->spool_max_bytes && stats->spool_bytes >= stats->spool_max_bytes);
 }
 
 static void
@@ -692,6 +800,12 @@ s_submit_refusal (s_server_t *self, imgp_msg_t *msg)
     if (imgp_table_queued (self->table) >= self->config->max_queue)
         return imgp_msg_error_new (msg, "queue_full", "%zu jobs are queued; retry later",
                                    imgp_table_queued (self->table));
+    size_t max = self->config->max_spool_bytes;
+    uint64_t live = max ? imgp_spool_live_bytes (self->spool) : 0;
+    if (max && live + size > max)
+        return imgp_msg_error_new (msg, "spool_full", "the broker's spool holds %llu bytes; "
+                                   "its limit is %zu; retry later", (unsigned long long) live,
+                                   max);
     if (s_make_room (self))
         return imgp_msg_error_new (msg, "queue_full",
                                    "the status table holds %zu unfinished jobs; retry later",
@@ -746,7 +860,14 @@ s_on_submit (s_server_t *self, imgp_msg_t *msg)
     //  Original, then the record (the commit point), in one write.
     if (imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_IN, imgp_msg_data (msg),
                               imgp_msg_size (msg))) {
-        reply = imgp_msg_error_new (msg, "internal", "the broker could not store the job");
+        //  The disk (full, over quota, failing): the client may retry
+        //  later (507); nothing else is touched, no job exists.
+        reply = errno == EOVERFLOW
+              ? imgp_msg_error_new (msg, "internal", "the broker could not store the job")
+              : imgp_msg_error_new (msg, "spool_full", "the broker's disk cannot take the "
+                                    "image now (%s); retry later", strerror (errno));
+        imgp_info ("job=%s event=refused code=%s bytes=%zu", msg->id, reply->code,
+                   imgp_msg_size (msg));
         s_reply (self, IMGP_BROKER_INTAKE, &reply);
         return;
     }
@@ -1145,11 +1266,6 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         s_requeue (self, job, "bad_image");
         return;
     }
-    if (imgp_spool_put (self->spool, job->id, IMGP_SPOOL_OUT, imgp_msg_data (msg),
-                        imgp_msg_size (msg))) {
-        s_fail (self, job, "internal", "the broker could not store the thumbnail");
-        return;
-    }
     peer->done++;
     //  The codec checked that the renditions' bytes add up to the frame.
     job->result_count = msg->result_count;
@@ -1159,7 +1275,10 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
     for (int i = 0; i < job->result_count && i < job->opts.size_count; i++)
         if (job->results [i].box.width == 0)
             job->results [i].box = job->opts.sizes [i];
-    s_finish (self, job, IMGP_STATE_DONE, msg);
+    //  The thumbnails and the final record are stored together (s_finish);
+    //  when they cannot be, the job waits in the queue for room.
+    if (s_finish (self, job, IMGP_STATE_DONE, msg))
+        return;
     imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%zu renditions=%d attempt=%d",
                job->id, job->worker, (long long) job->results [0].ms, imgp_msg_size (msg),
                job->result_count, msg->attempts);
@@ -1238,7 +1357,9 @@ s_job_new (s_server_t *self, imgp_job_t *job)
     //  A variant job works on its parent's original.
     const char *source = job->parent [0] ? job->parent : job->id;
     if (imgp_spool_get (self->spool, source, IMGP_SPOOL_IN, &data, &size) || size == 0) {
+        int error = size == 0 && data ? EIO : errno;
         imgp_spool_release (data, NULL);
+        errno = error;
         return NULL;
     }
     imgp_msg_t *msg = imgp_msg_new (IMGP_MSG_JOB);
@@ -1264,7 +1385,18 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
         s_exhausted (self, job, "restart");
         return;
     }
+    int failures = s_store_failures (self, job->id);
+    if (failures >= self->config->max_store_retries) {
+        s_fail (self, job, "spool_full", "the broker could not store the result %d times "
+                "although its disk reported room", failures);
+        return;
+    }
     imgp_msg_t *msg = s_job_new (self, job);
+    if (!msg && errno == EBADMSG) {
+        s_fail (self, job, "spool_damaged", "the original was damaged on the broker's disk "
+                "(checksum); upload the image again");
+        return;
+    }
     if (!msg) {
         s_fail (self, job, "internal", "the original could not be read from the spool");
         return;
@@ -1307,7 +1439,9 @@ static void
 s_dispatch (s_server_t *self)
 {
     imgp_job_t *job;
-    while ((job = imgp_table_next (self->table))) {
+    //  While a final record could not be stored, nothing leaves: its
+    //  result would not be stored either (s_store_failed).
+    while (!self->store_blocked && (job = imgp_table_next (self->table))) {
         imgp_peer_t *peer = imgp_peers_choose (self->peers, zclock_mono (),
                                                self->config->heartbeat_timeout_ms,
                                                imgp_table_queued (self->table),
@@ -1370,6 +1504,22 @@ s_expire (s_server_t *self, int64_t now)
     }
 }
 
+//  Dispatch paused by a result that could not be stored goes on once the
+//  disk has room for it again (housekeeping may just have freed some).
+static void
+s_check_store (s_server_t *self)
+{
+    if (!self->store_blocked)
+        return;
+    uint64_t room = imgp_spool_room (self->spool);
+    if (room < self->store_need + S_STORE_SLACK)
+        return;
+    imgp_info ("event=store_resumed room=%llu need=%llu", (unsigned long long) room,
+               (unsigned long long) self->store_need);
+    self->store_blocked = false;
+    self->store_need = 0;
+}
+
 static void
 s_on_tick (s_server_t *self)
 {
@@ -1381,6 +1531,7 @@ s_on_tick (s_server_t *self)
     s_check_jobs (self, now);
     s_sweep (self);
     imgp_spool_maintain (self->spool);
+    s_check_store (self);
     self->next_tick = now + self->config->tick_ms;
 }
 
@@ -1443,14 +1594,22 @@ s_restore_check (s_server_t *self, imgp_job_t *record)
              : "the original was lost from the spool; upload the image again";
     if (!lost)
         return;
+    //  Lost because its bytes failed their checksum at replay: say so.
+    bool damaged = imgp_spool_damaged (self->spool, record->id);
+    if (damaged)
+        lost = record->state == IMGP_STATE_DONE
+             ? "the thumbnail was damaged on the broker's disk (checksum); upload the "
+               "image again"
+             : "the original was damaged on the broker's disk (checksum); upload the "
+               "image again";
     if (record->state != IMGP_STATE_DONE)
         record->updated_at = zclock_time ();
     record->state = IMGP_STATE_FAILED;
-    snprintf (record->code, sizeof record->code, "internal");
+    snprintf (record->code, sizeof record->code, damaged ? "spool_damaged" : "internal");
     snprintf (record->message, sizeof record->message, "%s", lost);
     s_persist (self, record);
-    imgp_warn ("job=%s event=failed code=internal reason=reload message=\"%s\"",
-               record->id, lost);
+    imgp_warn ("job=%s event=failed code=%s reason=reload message=\"%s\"",
+               record->id, record->code, lost);
 }
 
 static void
@@ -1458,8 +1617,7 @@ s_restore (s_server_t *self, imgp_job_t *record)
 {
     imgp_job_t *job = imgp_table_insert (self->table, record);
     assert (job);                   //  the spool names each id once
-    if (job->phase == IMGP_PHASE_FINISHED
-    &&  !(job->state == IMGP_STATE_DONE && job->opts.format == IMGP_FORMAT_AUTO))
+    if (job->phase == IMGP_PHASE_FINISHED)
         imgp_spool_drop_original (self->spool, job->id);
 }
 
@@ -1545,6 +1703,7 @@ s_server_destroy (s_server_t **self_p)
         zstr_free (&self->endpoints [i]);
     }
     imgp_waiters_destroy (&self->waiters);    //  nobody needs an answer now
+    zhashx_destroy (&self->store_failures);
     zlistx_destroy (&self->accepted);         //  none held: each pass sends them
     imgp_table_destroy (&self->table);
     imgp_peers_destroy (&self->peers);
@@ -1584,9 +1743,11 @@ s_server_new (zsock_t *pipe, const imgp_broker_config_t *config)
     self->peers = imgp_peers_new ();
     self->waiters = imgp_waiters_new ();
     self->accepted = zlistx_new ();
-    assert (self->accepted);
+    self->store_failures = zhashx_new ();
+    assert (self->accepted && self->store_failures);
     zlistx_set_destructor (self->accepted, s_msg_destructor);
-    self->spool = imgp_spool_new (config->data_dir, config->fsync);
+    self->spool = imgp_spool_new_keeping (config->data_dir, config->fsync,
+                                          config->keep_originals);
     if (!self->spool || s_curve_new (self) || s_recover (self)
     ||  s_bind (self, IMGP_BROKER_INTAKE, ZMQ_ROUTER, config->intake)
     ||  s_bind (self, IMGP_BROKER_STATUS, ZMQ_ROUTER, config->status)

@@ -36,6 +36,9 @@ typedef struct {
     int64_t heartbeat_timeout_ms;   //  worker silent -> lost, its jobs re-queued
     int64_t job_timeout_ms;         //  STARTED but no result -> re-queue
     int64_t ttl_s;                  //  finished jobs kept this long
+    size_t max_spool_bytes;         //  live spool bytes beyond which uploads get spool_full; 0 none
+    int max_store_retries;          //  results not stored (room said there) before failed spool_full
+    bool keep_originals;            //  done jobs keep their original until the TTL
     bool fsync;                     //  fdatasync the spool log once per loop pass
     int64_t tick_ms;                //  housekeeping period; 0: 100 ms (not an option)
     size_t max_waiters;             //  STATUS/FETCH held for wait_ms; beyond, answered at once

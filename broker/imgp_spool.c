@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #if defined (__x86_64__)
@@ -63,6 +64,8 @@
 #define S_TRIM_BYTES (64 << 10)         //  malloc_trim after a burst of originals this big
 #define S_HEADER 56                     //  bytes of an entry header
 #define S_MAGIC 0x32504d49u             //  "IMP2" little-endian
+#define S_PROBE_SLACK (64 << 10)        //  room beyond a failed write before appends retry
+#define S_PROBE_NEED_MAX (1 << 20)      //  ... of which at most this much is asked
 #define S_DELETE_SIZE 24                //  a DELETE's payload: first seq, before seq, before offset
 
 typedef enum {
@@ -84,6 +87,7 @@ typedef struct {
     s_segment_t *segment;       //  borrowed from the segment list
     uint64_t offset;            //  of the entry's header
     uint64_t size;              //  of its payload
+    uint32_t crc;               //  CRC-32C of its payload, checked when read back
 } s_loc_t;
 
 //  A buffer handed out by imgp_spool_get: refcounted, so a kept original
@@ -100,8 +104,8 @@ typedef struct {
     s_loc_t record;             //  latest RECORD
     s_loc_t in;                 //  original, while live
     s_loc_t out;                //  thumbnail
-    bool finished;              //  latest record retires the original
-                                //  (s_retires_original)
+    bool finished;              //  latest record is done or failed
+    bool keep;                  //  its original outlives a finished record (s_keeps)
     uint64_t first_seq;         //  first segment this job wrote to
     s_blob_t *original;         //  kept in memory, or NULL
 } s_entry_t;
@@ -122,12 +126,20 @@ struct _imgp_spool_t {
     uint64_t compact_from;      //  ... the head's seq when it began (what to sync)
     int compact_moved;          //  ... entries moved so far
     int64_t compact_started;    //  ... usecs when it began
+    bool keep_originals;        //  every done job keeps its original (--keep-originals)
+    bool full;                  //  the last append failed; cleared by one that works
+    uint64_t need;              //  ... bytes it wanted (the probe waits for that room)
+    zhashx_t *damaged;          //  ids whose entries failed a checksum (replay or read)
 };
 
-static char s_fault [2][IMGP_ID_LEN + 1];      //  tests: [0] record saves, [1] original reads
+//  Tests: [IN] original reads, [OUT] thumbnail writes, [JSON] record saves.
+static char s_fault [3][IMGP_ID_LEN + 1];
 
 //  The record's JSON text (with its form, at the end of this file).
-static size_t s_record_write (const imgp_job_t *r, char *buf, size_t size);
+static size_t s_record_write (const imgp_job_t *r, bool keep, char *buf, size_t size);
+static int s_record_decode (const char *text, imgp_job_t *r, bool *keep_p);
+//  Has a full spool room again? (beside imgp_spool_full)
+static void s_probe (imgp_spool_t *self);
 
 //  =====================================================================
 //  Small helpers
@@ -331,6 +343,34 @@ s_forget_original (imgp_spool_t *self, s_entry_t *entry)
     }
 }
 
+//  Does a finished job keep its original on disk? A done job keeps it
+//  with --keep-originals, or when more can be made of it later (format
+//  auto: a format asked for later is made from it); a failed job never.
+//  The record says so ("keep_original":true), so replay, a read-only view
+//  and a later start without the flag decide the same: a kept original
+//  stays until its job is deleted.
+static bool
+s_keeps (imgp_spool_t *self, const imgp_job_t *record)
+{
+    if (record->state == IMGP_STATE_FAILED)
+        return false;
+    return self->keep_originals || record->opts.format == IMGP_FORMAT_AUTO;
+}
+
+//  A job finished: its original leaves memory, and the disk unless kept.
+static void
+s_retire_original (imgp_spool_t *self, s_entry_t *entry)
+{
+    if (!entry->keep) {
+        s_forget_original (self, entry);
+        return;
+    }
+    if (entry->original) {
+        self->memory -= entry->original->size;
+        s_blob_unref (&entry->original);
+    }
+}
+
 static void
 s_entry_destroy (void **item_p)
 {
@@ -470,17 +510,23 @@ s_write_head (s_segment_t *head, const struct iovec *iov, int pieces, size_t tot
 //  (unlinked or compacted), so without this a head full of dead originals
 //  would refuse every append until a restart; with it, housekeeping frees
 //  the old head and intake works again. An empty head is kept (no segment
-//  per failed write). errno is kept for the caller.
+//  per failed write). The spool is full (imgp_spool_full) until an append
+//  works or the probe (imgp_spool_maintain) sees room for `size` bytes.
+//  errno is kept for the caller.
 static void
-s_write_failed (imgp_spool_t *self)
+s_write_failed (imgp_spool_t *self, uint64_t size)
 {
     int error = errno;
     s_segment_t *head = s_head (self);
-    if ((error == ENOSPC || error == EDQUOT || error == EIO) && head->size > 0) {
-        imgp_warn ("event=spool_full segment=%llu error=\"%s\" action=roll",
-                   (unsigned long long) head->seq, strerror (error));
+    bool roll = (error == ENOSPC || error == EDQUOT || error == EIO) && head->size > 0;
+    if (!self->full || roll)
+        imgp_warn ("event=spool_full segment=%llu need=%llu error=\"%s\" action=%s",
+                   (unsigned long long) head->seq, (unsigned long long) size,
+                   strerror (error), roll ? "roll" : "none");
+    self->full = true;
+    self->need = size;
+    if (roll)
         s_roll (self);
-    }
     errno = error;
 }
 
@@ -518,20 +564,22 @@ s_append_n (imgp_spool_t *self, const char *id, const s_piece_t *pieces, int cou
         header [4] = (unsigned char) pieces [i].type;
         s_put_le (header + 8, pieces [i].size, 8);
         memcpy (header + 24, id, IMGP_ID_LEN);
-        s_put_le (header + 16, s_crc (0, pieces [i].payload, pieces [i].size), 4);
+        uint32_t crc = s_crc (0, pieces [i].payload, pieces [i].size);
+        s_put_le (header + 16, crc, 4);
         s_put_le (header + 20, s_header_crc (header), 4);
         iov [2 * i] = (struct iovec) { header, S_HEADER };
         iov [2 * i + 1] = (struct iovec) { (void *) pieces [i].payload, pieces [i].size };
-        locs [i] = (s_loc_t) { head, head->size + total, pieces [i].size };
+        locs [i] = (s_loc_t) { head, head->size + total, pieces [i].size, crc };
         total += S_HEADER + pieces [i].size;
     }
     if (s_write_head (head, iov, 2 * count, total)) {
-        s_write_failed (self);
+        s_write_failed (self, total);
         return -1;
     }
     head->size += total;
     head->live += total;
     self->dirty = true;
+    self->full = false;
     return 0;
 }
 
@@ -676,7 +724,7 @@ typedef enum {
 //  under a good header S_SKIP.
 static s_class_t
 s_classify (s_reader_t *reader, uint64_t offset, bool last, s_type_t *type_p,
-            uint64_t *size_p, char id [IMGP_ID_LEN + 1])
+            uint64_t *size_p, uint32_t *crc_p, char id [IMGP_ID_LEN + 1])
 {
     uint64_t left = reader->end - offset;
     if (left < S_HEADER)
@@ -688,6 +736,7 @@ s_classify (s_reader_t *reader, uint64_t offset, bool last, s_type_t *type_p,
              ? S_TORN : S_DAMAGED;
     if (*size_p > left - S_HEADER)
         return last ? S_TORN : S_DAMAGED;
+    *crc_p = (uint32_t) s_get_le (header + 16, 4);
     if (!s_crc_ok (reader, offset, header, *size_p))
         return last && *size_p == left - S_HEADER ? S_TORN : S_SKIP;
     return S_WHOLE;
@@ -710,6 +759,15 @@ s_resync (s_reader_t *reader, uint64_t offset)
     return reader->end;
 }
 
+//  Remember that an entry of `id` failed its checksum, so the broker can
+//  tell the job's owner (spool_damaged) instead of "not found".
+static void
+s_mark_damaged (imgp_spool_t *self, const char *id)
+{
+    if (!zhashx_lookup (self->damaged, id))
+        zhashx_insert (self->damaged, id, (void *) 1);
+}
+
 //  A DELETE read at replay: forget the id's entries written before its
 //  position, keep those of a job that took the id since.
 static void
@@ -717,6 +775,7 @@ s_replay_delete (imgp_spool_t *self, s_segment_t *segment, const char *id,
                  const unsigned char *payload)
 {
     segment->deletes++;
+    zhashx_delete (self->damaged, id);          //  what it hit was before: forgotten too
     s_entry_t *entry = zhashx_lookup (self->index, id);
     if (!entry)
         return;
@@ -736,7 +795,7 @@ s_replay_delete (imgp_spool_t *self, s_segment_t *segment, const char *id,
 //  Apply one whole entry read at replay.
 static void
 s_replay_entry (imgp_spool_t *self, s_reader_t *reader, s_type_t type, const char *id,
-                uint64_t offset, uint64_t size)
+                uint64_t offset, uint64_t size, uint32_t crc)
 {
     if (type == S_DELETE) {
         s_segment_t *segment = reader->segment;
@@ -754,7 +813,7 @@ s_replay_entry (imgp_spool_t *self, s_reader_t *reader, s_type_t type, const cha
     s_entry_t *entry = s_entry_require (self, id, segment->seq);
     s_loc_t *loc = s_entry_loc (entry, type);
     s_loc_kill (loc);
-    *loc = (s_loc_t) { segment, offset, size };
+    *loc = (s_loc_t) { segment, offset, size, crc };
     segment->live += S_HEADER + size;
 }
 
@@ -775,8 +834,9 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned 
     while (offset < end) {
         s_type_t type = 0;
         uint64_t size = 0;
+        uint32_t crc = 0;
         char id [IMGP_ID_LEN + 1];
-        s_class_t class = s_classify (&reader, offset, last, &type, &size, id);
+        s_class_t class = s_classify (&reader, offset, last, &type, &size, &crc, id);
         if (class == S_TORN) {
             if (self->readonly)
                 break;              //  maybe a write in progress: leave it
@@ -795,6 +855,8 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned 
                       (unsigned long long) segment->seq, (unsigned long long) offset,
                       (unsigned long long) (S_HEADER + size));
             segment->damaged = true;
+            if (type != S_DELETE)
+                s_mark_damaged (self, id);
             offset += S_HEADER + size;
             continue;
         }
@@ -808,7 +870,7 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned 
             offset = next;
             continue;
         }
-        s_replay_entry (self, &reader, type, id, offset, size);
+        s_replay_entry (self, &reader, type, id, offset, size, crc);
         offset += S_HEADER + size;
     }
     segment->size = end;
@@ -931,20 +993,14 @@ s_record_text (s_entry_t *entry, char **text_p)
         free (text);
         return -1;
     }
+    if (s_crc (0, text, loc->size) != loc->crc) {
+        free (text);
+        errno = EBADMSG;
+        return -1;
+    }
     text [loc->size] = 0;
     *text_p = text;
     return 0;
-}
-
-//  Does a record retire its job's original? A finished one does, but a
-//  done job of format=auto keeps its original for the formats its clients
-//  ask for later (PROTOCOL.md 6.4, variant jobs), until the job is deleted.
-static bool
-s_retires_original (const imgp_job_t *record)
-{
-    if (record->state == IMGP_STATE_DONE)
-        return record->opts.format != IMGP_FORMAT_AUTO;
-    return record->state == IMGP_STATE_FAILED;
 }
 
 //  Decode an entry's latest record. Returns 0, or -1 when it cannot be read
@@ -954,10 +1010,12 @@ s_record_load (s_entry_t *entry, const char *id, imgp_job_t *record, char **text
 {
     if (s_record_text (entry, text_p))
         return -1;
+    bool keep = false;
     if (strlen (*text_p) != entry->record.size
-    ||  imgp_spool_record_decode (*text_p, record)
+    ||  s_record_decode (*text_p, record, &keep)
     ||  !streq (record->id, id))
         return -1;
+    entry->keep = keep;
     return 0;
 }
 
@@ -1000,6 +1058,26 @@ s_set_aside (imgp_spool_t *self, const char *id, s_entry_t *entry, const char *t
     imgp_spool_delete (self, id);
 }
 
+//  A job whose every record failed its checksum at replay, but whose
+//  original or thumbnail is whole: it was accepted (a record existed), so
+//  it gets a failed record, code spool_damaged, rather than vanish into
+//  "not found". Its options and owner were in the lost record: the new
+//  one has the defaults and no owner (with API keys its owner then gets
+//  404, as before).
+static void
+s_save_damaged (imgp_spool_t *self, const char *id)
+{
+    imgp_job_t record = { .state = IMGP_STATE_FAILED };
+    snprintf (record.id, sizeof record.id, "%s", id);
+    imgp_opts_default (&record.opts);
+    record.created_at = record.updated_at = zclock_time ();
+    snprintf (record.code, sizeof record.code, "spool_damaged");
+    snprintf (record.message, sizeof record.message, "the job's record was damaged on the "
+              "broker's disk (checksum); upload the image again");
+    imgp_warn ("job=%s event=spool_damaged what=record action=failed", id);
+    imgp_spool_save (self, &record);
+}
+
 //  After replay: entries without a record are debris (an original whose
 //  record never came); a finished record retires its original; a record
 //  that does not decode is set aside.
@@ -1010,6 +1088,10 @@ s_settle (imgp_spool_t *self)
     assert (ids);
     for (const char *id = zlistx_first (ids); id; id = zlistx_next (ids)) {
         s_entry_t *entry = zhashx_lookup (self->index, id);
+        if (!entry->record.segment && !self->readonly && zhashx_lookup (self->damaged, id)) {
+            s_save_damaged (self, id);
+            continue;
+        }
         if (!entry->record.segment) {
             imgp_debug ("job=%s event=spool_cleanup reason=\"no record\"", id);
             s_entry_remove (self, id);
@@ -1018,14 +1100,22 @@ s_settle (imgp_spool_t *self)
         imgp_job_t record;
         char *text = NULL;
         if (s_record_load (entry, id, &record, &text) == 0) {
-            entry->finished = s_retires_original (&record);
-            if (entry->finished)
+            entry->finished = record.state == IMGP_STATE_DONE
+                           || record.state == IMGP_STATE_FAILED;
+            if (entry->finished && !entry->keep)
                 s_loc_kill (&entry->in);
         }
         else
             s_set_aside (self, id, entry, text);
         free (text);
     }
+    zlistx_destroy (&ids);
+    //  A job whose only live entry (its record: a failed job) was damaged.
+    ids = zhashx_keys (self->damaged);
+    assert (ids);
+    for (const char *id = zlistx_first (ids); id && !self->readonly; id = zlistx_next (ids))
+        if (!zhashx_lookup (self->index, id))
+            s_save_damaged (self, id);
     zlistx_destroy (&ids);
 }
 
@@ -1101,7 +1191,7 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
     }
     free (text);
     int rc = 0;
-    bool finished = s_retires_original (&record);
+    bool finished = record.state == IMGP_STATE_DONE || record.state == IMGP_STATE_FAILED;
     const char *exts [2] = { ".in", ".out" };
     for (int kind = IMGP_SPOOL_IN; kind <= IMGP_SPOOL_OUT && rc == 0; kind++) {
         if (kind == IMGP_SPOOL_IN && finished)
@@ -1189,7 +1279,7 @@ s_import (imgp_spool_t *self)
 //  Open and close
 
 static imgp_spool_t *
-s_open (const char *dir, bool fsync, bool readonly)
+s_open (const char *dir, bool fsync, bool readonly, bool keep_originals)
 {
     assert (dir);
     imgp_spool_t *self = calloc (1, sizeof *self);
@@ -1197,10 +1287,12 @@ s_open (const char *dir, bool fsync, bool readonly)
         return NULL;
     self->fsync = fsync;
     self->readonly = readonly;
+    self->keep_originals = keep_originals;
     self->memory_max = S_MEMORY_MAX;
     self->segments = zlistx_new ();
     self->index = zhashx_new ();
-    assert (self->segments && self->index);
+    self->damaged = zhashx_new ();
+    assert (self->segments && self->index && self->damaged);
     zlistx_set_destructor (self->segments, s_segment_destroy);
     zhashx_set_destructor (self->index, s_entry_destroy);
     self->dir = strdup (dir);
@@ -1229,7 +1321,13 @@ err:
 imgp_spool_t *
 imgp_spool_new (const char *dir, bool fsync)
 {
-    imgp_spool_t *self = s_open (dir, fsync, false);
+    return imgp_spool_new_keeping (dir, fsync, false);
+}
+
+imgp_spool_t *
+imgp_spool_new_keeping (const char *dir, bool fsync, bool keep_originals)
+{
+    imgp_spool_t *self = s_open (dir, fsync, false, keep_originals);
     if (self)
         imgp_spool_maintain (self);     //  drop what the replay found dead
     return self;
@@ -1238,7 +1336,7 @@ imgp_spool_new (const char *dir, bool fsync)
 imgp_spool_t *
 imgp_spool_new_readonly (const char *dir)
 {
-    return s_open (dir, false, true);
+    return s_open (dir, false, true, false);
 }
 
 void
@@ -1251,6 +1349,7 @@ imgp_spool_destroy (imgp_spool_t **self_p)
     if (self->segments && !self->readonly && s_head (self))
         imgp_spool_sync (self);
     zhashx_destroy (&self->index);      //  before the segments its entries point at
+    zhashx_destroy (&self->damaged);
     zlistx_destroy (&self->segments);
     free (self->dir);
     free (self->log_dir);
@@ -1266,9 +1365,9 @@ static pthread_mutex_t s_fault_lock = PTHREAD_MUTEX_INITIALIZER;
 void
 imgp_spool_fault (const char *id, imgp_spool_kind_t kind)
 {
-    assert (kind == IMGP_SPOOL_JSON || kind == IMGP_SPOOL_IN);
+    assert (kind <= IMGP_SPOOL_JSON);
     pthread_mutex_lock (&s_fault_lock);
-    snprintf (s_fault [kind == IMGP_SPOOL_IN], IMGP_ID_LEN + 1, "%s", id ? id : "");
+    snprintf (s_fault [kind], IMGP_ID_LEN + 1, "%s", id ? id : "");
     pthread_mutex_unlock (&s_fault_lock);
 }
 
@@ -1276,7 +1375,7 @@ static bool
 s_faulty (const char *id, imgp_spool_kind_t kind)
 {
     pthread_mutex_lock (&s_fault_lock);
-    bool faulty = streq (s_fault [kind == IMGP_SPOOL_IN], id);
+    bool faulty = streq (s_fault [kind], id);
     pthread_mutex_unlock (&s_fault_lock);
     return faulty;
 }
@@ -1298,8 +1397,11 @@ s_index_artefact (imgp_spool_t *self, s_entry_t *entry, imgp_spool_kind_t kind,
     s_forget_original (self, entry);
     entry->in = *loc;
     size_t size = loc->size;
-    if (entry->finished)
+    if (entry->finished && !entry->keep)
         s_loc_kill (&entry->in);        //  dead on arrival, as replay will say
+    else
+    if (entry->finished)
+        ;                               //  kept on disk only, for what is asked later
     else
     if (self->memory + size <= self->memory_max && (entry->original = s_blob_new (size))) {
         memcpy (entry->original->data, data, size);
@@ -1353,6 +1455,19 @@ imgp_spool_get (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
     if ((blob = s_blob_new (loc->size))
     &&  s_pread_all (loc->segment->fd, blob->data, loc->size, loc->offset + S_HEADER))
         s_blob_unref (&blob);
+    else
+    if (blob && s_crc (0, blob->data, blob->size) != loc->crc) {
+        //  Read back from disk, so checked: the bytes changed since they
+        //  were written (a bad sector, a hand edit). The caller fails the
+        //  job once (spool_damaged); nothing else is touched.
+        s_blob_unref (&blob);
+        s_mark_damaged (self, id);
+        imgp_error ("job=%s event=spool_damaged what=%s segment=%llu offset=%llu "
+                    "reason=\"payload checksum\"", id, s_kind_names [kind],
+                    (unsigned long long) loc->segment->seq, (unsigned long long) loc->offset);
+        errno = EBADMSG;
+        return -1;
+    }
     if (!blob) {
         imgp_error ("job=%s event=spool_error op=read what=%s error=\"%s\"", id,
                     s_kind_names [kind], strerror (errno));
@@ -1388,8 +1503,14 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     assert (imgp_id_valid (record->id));
     assert (kind == IMGP_SPOOL_JSON || data || size == 0);
     char text [S_RECORD_TEXT];
-    size_t len = s_faulty (record->id, IMGP_SPOOL_JSON) ? (errno = ENOSPC, 0)
-               : s_record_write (record, text, sizeof text);
+    size_t len = s_faulty (record->id, IMGP_SPOOL_JSON)
+              || (kind == IMGP_SPOOL_OUT && s_faulty (record->id, IMGP_SPOOL_OUT))
+               ? (errno = ENOSPC, 0)
+               : s_record_write (record, s_keeps (self, record), text, sizeof text);
+    if (!len && errno == ENOSPC) {
+        self->full = true;              //  as a full disk would: the probe clears it
+        self->need = 1;
+    }
     if (!len && errno != ENOSPC)
         errno = EOVERFLOW;
     s_piece_t pieces [2];
@@ -1399,25 +1520,21 @@ imgp_spool_save_with (imgp_spool_t *self, const imgp_job_t *record, imgp_spool_k
     pieces [count++] = (s_piece_t) { S_RECORD, text, len };
     s_loc_t locs [2];
     if (!len || s_append_n (self, record->id, pieces, count, locs)) {
+        int error = errno;              //  the broker answers by it (spool_full or internal)
         imgp_error ("job=%s event=spool_error op=write what=record error=\"%s\"", record->id,
-                    strerror (errno));
+                    strerror (error));
+        errno = error;
         return -1;
     }
     s_entry_t *entry = s_entry_require (self, record->id, locs [0].segment->seq);
-    entry->finished = s_retires_original (record);
+    entry->finished = record->state == IMGP_STATE_DONE || record->state == IMGP_STATE_FAILED;
+    entry->keep = s_keeps (self, record);     //  as the record says (keep_original)
     if (kind != IMGP_SPOOL_JSON)
         s_index_artefact (self, entry, kind, &locs [0], data);
     s_loc_kill (&entry->record);
     entry->record = locs [count - 1];
     if (entry->finished)
-        s_forget_original (self, entry);
-    else
-    if (record->state == IMGP_STATE_DONE && entry->original) {
-        //  Kept on disk for a later variant job, read back then: the memory
-        //  is for the originals that dispatch needs now.
-        self->memory -= entry->original->size;
-        s_blob_unref (&entry->original);
-    }
+        s_retire_original (self, entry);
     return 0;
 }
 
@@ -1427,6 +1544,9 @@ imgp_spool_drop_original (imgp_spool_t *self, const char *id)
     assert (self);
     assert (imgp_id_valid (id));
     s_entry_t *entry = zhashx_lookup (self->index, id);
+    if (entry && entry->keep && entry->record.segment)
+        s_retire_original (self, entry);        //  memory only: the disk copy stays
+    else
     if (entry) {
         s_forget_original (self, entry);
         if (!entry->record.segment && !entry->out.segment)
@@ -1459,6 +1579,7 @@ imgp_spool_delete (imgp_spool_t *self, const char *id)
     else
         imgp_error ("job=%s event=spool_error op=delete error=\"%s\"", id, strerror (errno));
     s_entry_remove (self, id);
+    zhashx_delete (self->damaged, id);
     return rc;
 }
 
@@ -1594,7 +1715,7 @@ s_batch_flush (imgp_spool_t *self, s_batch_t *batch)
     head = s_head (self);
     struct iovec iov = { batch->bytes, batch->len };
     if (s_write_head (head, &iov, 1, batch->len)) {
-        s_write_failed (self);
+        s_write_failed (self, batch->len);
         return -1;
     }
     for (size_t i = 0; i < batch->count; i++) {
@@ -1602,7 +1723,7 @@ s_batch_flush (imgp_spool_t *self, s_batch_t *batch)
         if (!loc)
             continue;               //  a DELETE
         s_loc_kill (loc);
-        *loc = (s_loc_t) { head, head->size + batch->at [i], loc->size };
+        *loc = (s_loc_t) { head, head->size + batch->at [i], loc->size, loc->crc };
     }
     head->size += batch->len;
     head->live += batch->len - batch->delete_bytes;
@@ -1800,6 +1921,7 @@ imgp_spool_maintain (imgp_spool_t *self)
     }
     free (buf);
     s_trim (self);
+    s_probe (self);
 }
 
 //  =====================================================================
@@ -1850,6 +1972,62 @@ imgp_spool_set_memory (imgp_spool_t *self, size_t bytes)
     self->memory_max = bytes;
 }
 
+bool
+imgp_spool_full (imgp_spool_t *self)
+{
+    assert (self);
+    return self->full;
+}
+
+uint64_t
+imgp_spool_live_bytes (imgp_spool_t *self)
+{
+    assert (self);
+    uint64_t live = 0;
+    for (s_segment_t *segment = zlistx_first (self->segments); segment;
+         segment = zlistx_next (self->segments))
+        live += segment->live;
+    return live;
+}
+
+bool
+imgp_spool_damaged (imgp_spool_t *self, const char *id)
+{
+    assert (self);
+    assert (imgp_id_valid (id));
+    return zhashx_lookup (self->damaged, id) != NULL;
+}
+
+uint64_t
+imgp_spool_room (imgp_spool_t *self)
+{
+    assert (self);
+    struct statvfs st;
+    if (statvfs (self->log_dir, &st))
+        return UINT64_MAX;              //  unknown: let the writes tell
+    return (uint64_t) st.f_bavail * st.f_frsize;
+}
+
+//  While full: has the filesystem room again for the write that failed
+//  (and a little more; at most S_PROBE_NEED_MAX is asked, so one huge
+//  upload that failed does not hold the flag while smaller ones fit)? Then
+//  the flag clears; an append that fails sets it again at once. Without
+//  this probe a spool that refused one upload would say "full" until the
+//  next upload came, and /readyz would keep the uploads away.
+static void
+s_probe (imgp_spool_t *self)
+{
+    if (!self->full)
+        return;
+    uint64_t room = imgp_spool_room (self);
+    uint64_t need = self->need < S_PROBE_NEED_MAX ? self->need : S_PROBE_NEED_MAX;
+    if (room >= need + S_PROBE_SLACK) {
+        imgp_info ("event=spool_room room=%llu need=%llu", (unsigned long long) room,
+                   (unsigned long long) self->need);
+        self->full = false;
+    }
+}
+
 //  =====================================================================
 //  Record <-> JSON. Options and result take the wire's JSON forms, written
 //  by imgp_jw and read by imgp_msg_opts_from_json and kin: one form, one
@@ -1867,7 +2045,7 @@ imgp_spool_set_memory (imgp_spool_t *self, size_t bytes)
 //  The record as JSON text into `buf`, NUL-terminated; its length, or 0
 //  when it does not fit.
 static size_t
-s_record_write (const imgp_job_t *r, char *buf, size_t size)
+s_record_write (const imgp_job_t *r, bool keep, char *buf, size_t size)
 {
     assert (size > 0);
     imgp_jw_t out;
@@ -1896,6 +2074,8 @@ s_record_write (const imgp_job_t *r, char *buf, size_t size)
             imgp_jw_result (&out, NULL, &r->results [i]);
         imgp_jw_close (&out, ']');
     }
+    if (keep)                           //  the original outlives the job's end (s_keeps)
+        imgp_jw_bool (&out, "keep_original", true);
     imgp_jw_close (&out, '}');
     size_t len = imgp_jw_len (&out);
     buf [len] = 0;
@@ -1907,7 +2087,7 @@ imgp_spool_record_encode (const imgp_job_t *r)
 {
     assert (r);
     char buf [S_RECORD_TEXT];
-    size_t len = s_record_write (r, buf, sizeof buf);
+    size_t len = s_record_write (r, false, buf, sizeof buf);
     return len ? strdup (buf) : NULL;
 }
 
@@ -1974,6 +2154,14 @@ s_record_in_range (const imgp_job_t *r)
 int
 imgp_spool_record_decode (const char *text, imgp_job_t *r)
 {
+    return s_record_decode (text, r, NULL);
+}
+
+//  imgp_spool_record_decode, and whether the record keeps its job's
+//  original past its end (*keep_p, when not NULL).
+static int
+s_record_decode (const char *text, imgp_job_t *r, bool *keep_p)
+{
     assert (text);
     assert (r);
     memset (r, 0, sizeof *r);
@@ -2005,6 +2193,8 @@ imgp_spool_record_decode (const char *text, imgp_job_t *r)
         ||  !s_record_in_range (r))
             rc = -1;
     }
+    if (keep_p)
+        *keep_p = json_is_true (json_object_get (root, "keep_original"));
     json_decref (root);
     return rc;
 }

@@ -32,7 +32,12 @@
     skipped by its length; a header that does not hold (a flipped length or
     magic) is skipped by scanning forward for the next good header (magic
     and header CRC). So damage costs the entries it hit, not the rest of
-    the segment. A record that does not decode is set aside as
+    the segment. A job that an entry with a bad payload CRC names (its
+    id is in the header, which holds) is marked damaged (imgp_spool_damaged):
+    when none of its records is left it gets a failed record, code
+    spool_damaged, so an accepted job never turns into "not found". What
+    is read back at runtime is checked against its CRC as well
+    (imgp_spool_get). A record that does not decode is set aside as
     DIR/corrupt/ID.json (with ID.in) and logged.
 
     Disk stays bounded by live data: a segment with nothing live is
@@ -58,6 +63,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "imgp_table.h"
 
@@ -79,6 +85,13 @@ typedef int (imgp_spool_record_fn) (const imgp_job_t *record, void *arg);
 //  logged, on failure.
 imgp_spool_t *imgp_spool_new (const char *dir, bool fsync);
 
+//  imgp_spool_new, where a done job keeps its original on disk (until the
+//  job is deleted) when `keep_originals` (--keep-originals) or its format
+//  is auto; otherwise its final record retires it. The final record says
+//  which ("keep_original":true), so replay decides the same whatever the
+//  flag of a later start.
+imgp_spool_t *imgp_spool_new_keeping (const char *dir, bool fsync, bool keep_originals);
+
 //  Replay the log under `dir` without changing anything (no cut, no
 //  import, no new segment): for counting and reading in tools and tests,
 //  also while a broker writes it (its last entry may look torn: ignored).
@@ -99,8 +112,9 @@ int imgp_spool_put (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
 //  into *data_p, which the caller releases with imgp_spool_release: it is
 //  libzmq's free_fn, so imgp_msg_set_data (msg, data, size,
 //  imgp_spool_release) sends it without a copy (an original kept in memory
-//  is shared, not copied). Returns 0, or -1 with an error logged (missing
-//  included).
+//  is shared, not copied). What is read from disk is checked against its
+//  CRC: a mismatch logs spool_damaged once and fails with errno EBADMSG.
+//  Returns 0, or -1 with an error logged (missing included).
 int imgp_spool_get (imgp_spool_t *self, const char *id, imgp_spool_kind_t kind,
                     void **data_p, size_t *size_p);
 
@@ -154,8 +168,30 @@ size_t imgp_spool_count (imgp_spool_t *self, imgp_spool_kind_t kind);
 //  Bytes of originals kept in memory at most (default 256 MiB); 0 keeps none.
 void imgp_spool_set_memory (imgp_spool_t *self, size_t bytes);
 
-//  Tests only, process-wide: make saves of `id`'s record (JSON) or reads
-//  of its original (IN) fail as on a broken disk. NULL `id` clears `kind`.
+//  True after an append failed (ENOSPC, EDQUOT, EIO...), until an append
+//  works or imgp_spool_maintain finds the filesystem has room again for
+//  the write that failed (at most 1 MiB of it is asked for): /readyz says
+//  spool_full meanwhile.
+bool imgp_spool_full (imgp_spool_t *self);
+
+//  Bytes free for us on the spool's filesystem now (statvfs f_bavail),
+//  UINT64_MAX when it cannot tell.
+uint64_t imgp_spool_room (imgp_spool_t *self);
+
+//  Bytes the index points at: records, originals of unfinished (or kept)
+//  jobs, thumbnails, with their entry headers. The disk holds more until
+//  housekeeping reclaims dead entries (at most a quarter of each closed
+//  segment stays dead, plus the head segment, up to 64 MiB).
+uint64_t imgp_spool_live_bytes (imgp_spool_t *self);
+
+//  True when an entry of `id` failed its checksum: at replay (the entry
+//  was skipped) or when read back (imgp_spool_get then failed, errno
+//  EBADMSG). Cleared when the job is deleted.
+bool imgp_spool_damaged (imgp_spool_t *self, const char *id);
+
+//  Tests only, process-wide: make saves of `id`'s record (JSON), saves
+//  with its thumbnail (OUT, imgp_spool_save_with) or reads of its original
+//  (IN) fail as on a full or broken disk. NULL `id` clears `kind`.
 void imgp_spool_fault (const char *id, imgp_spool_kind_t kind);
 
 //  The record as JSON text (caller frees) and back (-1 when it does not

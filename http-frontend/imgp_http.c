@@ -58,6 +58,7 @@
 #include "imgp_watch.h"
 
 #define S_RETRY_AFTER_S 1       //  Retry-After for 503 and pending thumbnails
+#define S_RETRY_AFTER_SPOOL_S 30    //  Retry-After for 507: disk frees by TTL and compaction
 #define S_TRIM_QUIET_MS 1000    //  heap given back this long after the last request (imgp_mem)
 #define S_TRIM_BUSY_MS 10000    //  or this often while requests keep coming
 #define S_RATE_CLIENTS 65536    //  token buckets and log-once notes held (imgp_rate)
@@ -268,7 +269,7 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
         int status;             //  HTTP status for it
     } map [] = {
         { "not_found", 404 }, { "queue_full", 503 }, { "too_large", 413 },
-        { "bad_request", 400 }, { "no_such_size", 404 },
+        { "bad_request", 400 }, { "no_such_size", 404 }, { "spool_full", 507 },
     };
     int status = 500;
     for (size_t i = 0; i < sizeof map / sizeof map [0]; i++)
@@ -278,6 +279,8 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
         imgp_metrics_refusal (req->server->metrics, IMGP_REFUSAL_QUEUE_FULL);
         req->reply.retry_after = S_RETRY_AFTER_S;
     }
+    if (status == 507)              //  the broker's disk: room may come back (TTL, compaction)
+        req->reply.retry_after = S_RETRY_AFTER_SPOOL_S;
     const char *message = reply->message [0] ? reply->message : "the job service failed";
     if (strcmp (reply->code, "not_found") == 0)
         message = "no image with this id (it may have expired)";
@@ -717,10 +720,14 @@ s_health (s_request_t *req)
     imgp_msg_destroy (&pong);
 }
 
-//  Why the service cannot take work now, or NULL when it can.
+//  Why the service cannot take work now, or NULL when it can: a short
+//  reason (*reason_p, for machines) and a message.
 static const char *
-s_unready (imgp_msg_t *pong)
+s_unready (imgp_msg_t *pong, const char **reason_p)
 {
+    *reason_p = pong ? pong->has_stats ? pong->stats.resizers == 0 ? "no_resizer"
+              : pong->stats.queued >= pong->stats.queue_max ? "queue_full"
+              : pong->stats.spool_full ? "spool_full" : NULL : "no_stats" : "broker_down";
     if (!pong)
         return "the broker is not answering";
     if (!pong->has_stats)
@@ -729,18 +736,24 @@ s_unready (imgp_msg_t *pong)
         return "no resizer is live";
     if (pong->stats.queued >= pong->stats.queue_max)
         return "the broker's queue is full";
+    if (pong->stats.spool_full)
+        return "the broker's spool is full: uploads get 507";
     return NULL;
 }
 
-//  Readiness: the broker answers, its queue has room, a resizer is live.
+//  Readiness: the broker answers, its queue has room, a resizer is live,
+//  its spool can take uploads. 503 + JSON error with "reason" otherwise.
 static void
 s_ready (s_request_t *req)
 {
     imgp_msg_t *pong = s_ping (req);
-    const char *reason = s_unready (pong);
-    if (reason) {
+    const char *reason;
+    const char *message = s_unready (pong, &reason);
+    if (message) {
         req->reply.retry_after = S_RETRY_AFTER_S;
-        imgp_reply_error (&req->reply, 503, "not_ready", "%s", reason);
+        imgp_reply_json (&req->reply, 503, json_pack ("{s:{s:s,s:s,s:s}}", "error", "code",
+                                                      "not_ready", "message", message,
+                                                      "reason", reason));
     }
     else
         imgp_reply_json (&req->reply, 200, json_pack (
@@ -827,6 +840,12 @@ s_metrics_broker (imgp_metrics_out_t *out, imgp_msg_t *pong)
           offsetof (imgp_stats_t, failed) },
         { "broker_jobs_retried_total", "dispatches re-queued", IMGP_METRIC_COUNTER,
           offsetof (imgp_stats_t, retried) },
+        { "broker_spool_full", "1 while the spool cannot take uploads (they get 507)",
+          IMGP_METRIC_GAUGE, offsetof (imgp_stats_t, spool_full) },
+        { "broker_spool_bytes", "live bytes in the broker's spool", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, spool_bytes) },
+        { "broker_spool_max_bytes", "--max-spool-bytes, 0 none", IMGP_METRIC_GAUGE,
+          offsetof (imgp_stats_t, spool_max_bytes) },
     };
     for (size_t i = 0; i < sizeof figures / sizeof figures [0]; i++)
         imgp_metrics_out_scalar (out, figures [i].name, figures [i].type, figures [i].help,

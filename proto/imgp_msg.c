@@ -474,8 +474,14 @@ static const s_stats_key_t s_stats_fields [] = {
     { "done", offsetof (imgp_stats_t, done) },
     { "failed", offsetof (imgp_stats_t, failed) },
     { "retried", offsetof (imgp_stats_t, retried) },
+    //  From here on optional on decode (added later; an older broker's PONG
+    //  lacks them and reads as 0), always sent.
+    { "spool_full", offsetof (imgp_stats_t, spool_full) },
+    { "spool_bytes", offsetof (imgp_stats_t, spool_bytes) },
+    { "spool_max_bytes", offsetof (imgp_stats_t, spool_max_bytes) },
 };
 #define S_STATS_FIELDS (sizeof s_stats_fields / sizeof s_stats_fields [0])
+#define S_STATS_REQUIRED 10         //  the first fields, required on decode
 
 //  The histograms of imgp_stats_t.
 static const s_stats_key_t s_stats_histos [] = {
@@ -1453,7 +1459,8 @@ s_read_stats (const s_node_t *root, imgp_stats_t *stats, char *error, size_t siz
     if (!obj)
         return -1;
     for (size_t i = 0; i < S_STATS_FIELDS; i++)
-        if (s_get_int64 (obj, s_stats_fields [i].name, s_stats_field (stats, i), error, size))
+        if ((i < S_STATS_REQUIRED || s_find (obj, s_stats_fields [i].name))
+        &&  s_get_int64 (obj, s_stats_fields [i].name, s_stats_field (stats, i), error, size))
             return -1;
     for (size_t i = 0; i < S_STATS_HISTOS; i++)
         if (s_read_histo (obj, s_stats_histos [i].name, s_stats_histo (stats, i), error, size))

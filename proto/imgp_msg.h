@@ -98,6 +98,9 @@ typedef struct {
     int64_t done;           //  jobs ended done since start
     int64_t failed;         //  jobs ended failed since start
     int64_t retried;        //  dispatches re-queued (resizer lost, timeout) since start
+    int64_t spool_full;     //  1: the spool cannot take writes now (uploads get spool_full)
+    int64_t spool_bytes;    //  live bytes in the spool
+    int64_t spool_max_bytes;//  --max-spool-bytes, 0 none; uploads beyond it get spool_full
     imgp_histo_t job_ms;    //  resize time of done jobs, as the resizers reported
     imgp_histo_t wait_ms;   //  time from accepted to first dispatch
 } imgp_stats_t;

@@ -9,6 +9,7 @@
     run tests in parallel.
 */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
@@ -881,6 +882,20 @@ Test (spool, a_torn_tail_is_cut)
     imgp_spool_destroy (&spool);
 }
 
+//  `id`'s record says failed, code spool_damaged.
+static void
+s_expect_damaged_record (imgp_spool_t *spool, const char *id)
+{
+    void *text;
+    size_t size;
+    cr_assert_eq (imgp_spool_get (spool, id, IMGP_SPOOL_JSON, &text, &size), 0);
+    imgp_job_t record;
+    cr_assert_eq (imgp_spool_record_decode (text, &record), 0, "%s", (char *) text);
+    imgp_spool_release (text, NULL);
+    cr_assert_eq (record.state, IMGP_STATE_FAILED);
+    cr_assert_str_eq (record.code, "spool_damaged");
+}
+
 Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
 {
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
@@ -895,11 +910,12 @@ Test (spool, damage_inside_a_segment_loses_only_what_it_hit)
         free (text);
     }
     imgp_spool_destroy (&spool);
-    //  A flipped byte in the middle record: skipped by its length.
+    //  A flipped byte in the middle record: skipped by its length; its job
+    //  was accepted, so it loads as failed spool_damaged (not "not found").
     s_poke (s_segment (1), offset [1] + S_ENTRY_HEADER + 3, "#", 1);
     spool = imgp_spool_new (s_dir, false);
     cr_assert (imgp_spool_has (spool, jobs [0].id, IMGP_SPOOL_JSON));
-    cr_assert_not (imgp_spool_has (spool, jobs [1].id, IMGP_SPOOL_JSON));
+    s_expect_damaged_record (spool, jobs [1].id);
     cr_assert (imgp_spool_has (spool, jobs [2].id, IMGP_SPOOL_JSON));
     imgp_job_t later = s_record (IMGP_STATE_QUEUED, 9);
     cr_assert_eq (imgp_spool_save (spool, &later), 0);          //  into segment 2
@@ -989,7 +1005,7 @@ Test (spool, a_damaged_header_loses_only_its_entry)
     s_poke (s_segment (1), size - 2, "#", 1);         //  inside the last record's text
     spool = imgp_spool_new (s_dir, false);
     cr_assert_eq (s_size (s_segment (1)), size, "damage is kept, not cut");
-    cr_assert_not (imgp_spool_has (spool, jobs [JOBS - 1].id, IMGP_SPOOL_JSON));
+    s_expect_damaged_record (spool, jobs [JOBS - 1].id);
     cr_assert (imgp_spool_has (spool, jobs [JOBS - 2].id, IMGP_SPOOL_JSON));
     cr_assert (imgp_spool_has (spool, later.id, IMGP_SPOOL_JSON));
     imgp_spool_destroy (&spool);
@@ -1193,8 +1209,11 @@ Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
     }
     cr_assert_lt (accepted, 100, "the disk filled up");
     cr_assert_gt (accepted, 0);
+    cr_assert (imgp_spool_full (spool), "a failed append says full");
+    cr_assert_lt (imgp_spool_room (spool), BIG);
     //  Every job is done: the log is nearly all dead originals.
     imgp_spool_maintain (spool);
+    cr_assert_not (imgp_spool_full (spool), "housekeeping freed room: the probe clears it");
     imgp_job_t job = s_record (IMGP_STATE_QUEUED, 999);
     cr_assert_eq (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG), 0,
                   "intake works again once dead segments are gone");
@@ -2188,41 +2207,6 @@ s_mend_record (void)
     imgp_spool_fault (NULL, IMGP_SPOOL_JSON);
 }
 
-//  A result whose final record cannot be saved: the original stays, so the
-//  record on disk (the job unfinished, attempt 1) and the spool agree, and a
-//  restart runs the job again instead of failing it for a missing original.
-Test (broker, unsaved_final_record_keeps_the_original)
-{
-    imgp_broker_config_t config = s_config ();
-    char id [IMGP_ID_LEN + 1];
-    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
-    imgp_msg_t *job = s_worker_await_job (rig->worker);
-    imgp_msg_destroy (&job);
-    s_worker_started (rig->worker, id, 1);
-    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
-    imgp_msg_destroy (&info);
-
-    s_break_record (id);
-    s_worker_done (rig->worker, id, 1, "unsaved");
-    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
-    imgp_msg_destroy (&info);
-    cr_assert (s_spooled (id, IMGP_SPOOL_IN),
-               "the original went although the final record was not saved");
-    s_rig_destroy (&rig);
-
-    //  The disk still says unfinished: after a restart the job runs again.
-    s_mend_record ();
-    imgp_job_t saved = s_saved (id);
-    cr_assert_eq (saved.state, IMGP_STATE_QUEUED, "records are not written at STARTED");
-    cr_assert_eq (saved.attempts, 1);
-    rig = s_rig_new (&config, "w2");
-    s_worker_run_one (rig->worker, rig->status, id, "again");
-    s_expect_thumbnail (rig->status, id, "again");
-    cr_assert_not (s_spooled (id, IMGP_SPOOL_IN));
-
-    s_rig_destroy (&rig);
-}
-
 //  Records that say queued or processing but whose original is gone (a
 //  spool from an older broker, or changed by hand) reload as failed with a
 //  message that says so, even when a thumbnail was made: the record has
@@ -2288,22 +2272,6 @@ Test (broker, attempt_is_saved_before_the_job_leaves)
     s_expect_thumbnail (rig->status, id, "across");
 
     s_worker_destroy (&resizer);
-    s_rig_destroy (&rig);
-}
-
-//  A failed record save at dispatch does not hold the job back: it leaves
-//  (the spool logged the error) and its result still counts.
-Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
-{
-    imgp_broker_config_t config = s_config ();
-    char id [IMGP_ID_LEN + 1];
-    s_rig_t *rig = s_rig_with_job (&config, NULL, id);
-    s_break_record (id);
-    rig->worker = s_worker_new (rig->broker, "w1");
-    s_worker_run_one (rig->worker, rig->status, id, "anyway");
-    s_expect_thumbnail (rig->status, id, "anyway");
-    cr_assert (s_spooled (id, IMGP_SPOOL_IN), "kept: the final record was not saved");
-
     s_rig_destroy (&rig);
 }
 
@@ -3944,4 +3912,419 @@ Test (table, a_record_keeps_every_rendition_and_reads_an_old_result)
     cr_assert_eq (back.results [0].bytes, 77);
     cr_assert (back.results [0].box.width == 200 && back.results [0].box.height == 150);
     cr_assert_str_eq (back.results [0].etag, "");
+}
+
+//  ---------------------------------------------------------------------
+//  The disk: results that cannot be stored, spool_full, checksums
+
+//  A result whose final record cannot be stored leaves its job unfinished,
+//  in the table as on disk: back in the queue with its attempt given back
+//  and its original kept. Once the disk takes writes again the job is
+//  dispatched again and ends done; a restart agrees.
+Test (broker, a_result_that_cannot_be_stored_leaves_its_job_queued)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    int attempt = s_worker_take (rig->worker, id);
+    cr_assert_eq (attempt, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_PROCESSING);
+    imgp_msg_destroy (&info);
+
+    s_break_record (id);
+    s_worker_done (rig->worker, id, 1, "unstored");
+    info = s_wait_state (rig->status, id, IMGP_STATE_QUEUED);
+    cr_assert_eq (info->attempts, 0, "the attempt is given back");
+    imgp_msg_destroy (&info);
+    cr_assert (s_spooled (id, IMGP_SPOOL_IN), "the original is kept");
+    cr_assert_not (s_spooled (id, IMGP_SPOOL_OUT), "no thumbnail without its record");
+    cr_assert_neq (s_saved (id).state, IMGP_STATE_DONE);
+    cr_assert_eq (s_stats (rig->status).done, 0);
+
+    s_mend_record ();
+    //  Dispatched again (the disk has room); the same worker may hold it.
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_str_eq (job->id, id);
+    attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    s_worker_started (rig->worker, id, attempt);
+    s_worker_done (rig->worker, id, attempt, "stored");
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->attempts, 1, "one attempt counted");
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, id, "stored");
+    cr_assert_not (s_spooled (id, IMGP_SPOOL_IN));
+    s_rig_destroy (&rig);
+
+    rig = s_rig_new (&config, NULL);
+    s_expect_thumbnail (rig->status, id, "stored");
+    s_rig_destroy (&rig);
+}
+
+//  A failed record save at dispatch does not hold the job back: it leaves
+//  (the spool logged the error) and its result counts once it is stored.
+Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, NULL, id);
+    s_break_record (id);
+    rig->worker = s_worker_new (rig->broker, "w1");
+    int attempt = s_worker_take (rig->worker, id);
+    s_mend_record ();
+    s_worker_done (rig->worker, id, attempt, "anyway");
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, id, "anyway");
+    s_rig_destroy (&rig);
+}
+
+//  A disk that says it has room but keeps failing the thumbnail's write:
+//  after --max-store-retries the job ends failed spool_full (that record,
+//  without the thumbnail, is stored), and it is final across a restart.
+Test (broker, a_result_never_stored_ends_failed_after_max_store_retries)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_store_retries = 3;
+    config.max_attempts = 2;            //  store failures spend no attempt
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    imgp_spool_fault (id, IMGP_SPOOL_OUT);
+    int sent = 0;
+    for (int tries = 0; tries < 10; tries++) {
+        imgp_msg_t *job = s_worker_poll_job (rig->worker, 0);
+        if (!job) {
+            imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+            bool failed = info->state == IMGP_STATE_FAILED;
+            imgp_msg_destroy (&info);
+            if (failed)
+                break;
+            s_worker_ready (rig->worker, 1, 1);
+            job = s_worker_poll_job (rig->worker, S_TIMEOUT_MS);
+            if (!job)
+                continue;
+        }
+        int attempt = job->attempts;
+        cr_assert_leq (attempt, 1, "attempt %d: a store failure spent an attempt", attempt);
+        imgp_msg_destroy (&job);
+        s_worker_started (rig->worker, id, attempt);
+        s_worker_done (rig->worker, id, attempt, "never");
+        sent++;
+    }
+    imgp_spool_fault (NULL, IMGP_SPOOL_OUT);
+    imgp_msg_t *info = s_wait_failed (rig->status, id, "spool_full", "3 times");
+    imgp_msg_destroy (&info);
+    cr_assert_eq (sent, 3, "%d results sent", sent);
+    s_rig_destroy (&rig);
+    cr_assert_str_eq (s_saved (id).code, "spool_full");
+
+    rig = s_rig_new (&config, NULL);
+    info = s_wait_failed (rig->status, id, "spool_full", "3 times");
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
+}
+
+//  --max-spool-bytes: an upload that would take the spool's live bytes
+//  beyond it gets spool_full, and PONG says so; what was accepted is not
+//  touched and, once it is done and its original gone, uploads go again.
+Test (broker, max_spool_bytes_refuses_uploads_with_spool_full)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_spool_bytes = 6000;
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (rig->intake, a, 4000);
+    imgp_msg_t *reply = s_submit (rig->intake, b, 4000);
+    cr_assert_eq (reply->type, IMGP_MSG_ERROR);
+    cr_assert_str_eq (reply->code, "spool_full");
+    cr_assert (strstr (reply->message, "6000"), "%s", reply->message);
+    imgp_msg_destroy (&reply);
+    imgp_stats_t stats = s_stats (rig->status);
+    cr_assert_eq (stats.spool_max_bytes, 6000);
+    cr_assert_gt (stats.spool_bytes, 4000);
+    cr_assert_eq (stats.spool_full, 0, "room is left for smaller uploads");
+    reply = s_ask (rig->status, IMGP_MSG_STATUS, b);
+    s_expect_error (&reply, "not_found");
+
+    rig->worker = s_worker_new (rig->broker, "w1");
+    s_worker_run_one (rig->worker, rig->status, a, "small");
+    stats = s_stats (rig->status);
+    cr_assert_lt (stats.spool_bytes, 1000, "the done job's original is gone: %lld",
+                  (long long) stats.spool_bytes);
+    s_submit_ok (rig->intake, b, 4000);
+    s_expect_thumbnail (rig->status, a, "small");
+    s_rig_destroy (&rig);
+}
+
+//  A whole file (malloc'd), or NULL.
+static char *
+s_read_all (const char *path, size_t *size_p)
+{
+    FILE *file = fopen (path, "rb");
+    if (!file)
+        return NULL;
+    char *bytes = NULL;
+    size_t size = 0, room = 0, n;
+    char chunk [65536];
+    while ((n = fread (chunk, 1, sizeof chunk, file)) > 0) {
+        if (size + n > room) {
+            room = (size + n) * 2;
+            bytes = realloc (bytes, room);
+            cr_assert_not_null (bytes);
+        }
+        memcpy (bytes + size, chunk, n);
+        size += n;
+    }
+    fclose (file);
+    *size_p = size;
+    return bytes;
+}
+
+//  Flip a byte in the middle of the first place `needle` is found in the
+//  spool's log, as a bad sector would.
+static void
+s_log_flip (const void *needle, size_t size)
+{
+    char path [300];
+    snprintf (path, sizeof path, "%s/log", s_dir);
+    DIR *dir = opendir (path);
+    cr_assert_not_null (dir);
+    struct dirent *entry;
+    bool flipped = false;
+    while (!flipped && (entry = readdir (dir))) {
+        if (entry->d_name [0] == '.')
+            continue;
+        char file [600];
+        snprintf (file, sizeof file, "%s/%s", path, entry->d_name);
+        size_t len;
+        char *bytes = s_read_all (file, &len);
+        void *at = bytes ? memmem (bytes, len, needle, size) : NULL;
+        if (at) {
+            FILE *out = fopen (file, "r+b");
+            cr_assert_not_null (out);
+            long offset = (long) ((char *) at - bytes) + (long) size / 2;
+            char byte = bytes [offset] ^ 0x5a;
+            cr_assert_eq (fseek (out, offset, SEEK_SET), 0);
+            cr_assert_eq (fwrite (&byte, 1, 1, out), 1);
+            fclose (out);
+            flipped = true;
+        }
+        free (bytes);
+    }
+    closedir (dir);
+    cr_assert (flipped, "the bytes are not in the log");
+}
+
+//  A thumbnail whose bytes changed on disk: its job ends failed
+//  spool_damaged when it is read (not 404, not a 500 each time), the other
+//  job is served, and a restart keeps the decision.
+Test (broker, a_damaged_thumbnail_fails_its_job_spool_damaged)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char a [IMGP_ID_LEN + 1], b [IMGP_ID_LEN + 1];
+    s_new_id (a);
+    s_new_id (b);
+    s_submit_ok (rig->intake, a, 10);
+    s_submit_ok (rig->intake, b, 10);
+    s_worker_run_one (rig->worker, rig->status, a, "thumbnail-of-a-to-be-damaged");
+    s_worker_run_one (rig->worker, rig->status, b, "thumbnail-of-b");
+    const char *text = "thumbnail-of-a-to-be-damaged";
+    s_log_flip (text, strlen (text));
+
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_FETCH, a);
+    cr_assert_eq (info->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (info->type),
+                  info->message);
+    cr_assert_eq (info->state, IMGP_STATE_FAILED);
+    cr_assert_str_eq (info->code, "spool_damaged");
+    cr_assert_eq (imgp_msg_size (info), 0);
+    imgp_msg_destroy (&info);
+    info = s_wait_failed (rig->status, a, "spool_damaged", "damaged");
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, b, "thumbnail-of-b");
+    s_rig_destroy (&rig);
+
+    rig = s_rig_new (&config, NULL);
+    info = s_wait_failed (rig->status, a, "spool_damaged", "damaged");
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, b, "thumbnail-of-b");
+    s_rig_destroy (&rig);
+}
+
+//  An original whose bytes changed on disk, found by the replay of a
+//  restart, fails its job spool_damaged (not 404); the next job runs.
+Test (broker, a_damaged_original_found_at_restart_fails_its_job)
+{
+    imgp_broker_config_t config = s_config ();
+    char a [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_new (&config, NULL);
+    s_new_id (a);
+    s_submit_ok (rig->intake, a, 10);
+    s_rig_destroy (&rig);
+    //  The submitted original is 10 bytes of 'i' (s_submit_new), read back
+    //  from disk after a restart (memory holds originals of this run only).
+    s_log_flip ("iiiiiiiiii", 10);
+    rig = s_rig_new (&config, "w1");
+    imgp_msg_t *info = s_wait_failed (rig->status, a, "spool_damaged", "original");
+    imgp_msg_destroy (&info);
+    char b [IMGP_ID_LEN + 1];
+    s_new_id (b);
+    s_submit_ok (rig->intake, b, 10);
+    s_worker_run_one (rig->worker, rig->status, b, "next");
+    s_rig_destroy (&rig);
+}
+
+//  What is read back from disk is checked against its CRC: bytes changed
+//  under a running spool fail that read (EBADMSG, marked damaged) and no
+//  other; a restart's replay finds the same and skips the entry.
+Test (spool, a_checksum_that_fails_on_read_marks_the_job_damaged)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    imgp_job_t a = s_record (IMGP_STATE_DONE, 1), b = s_record (IMGP_STATE_DONE, 2);
+    a.result_count = b.result_count = 1;
+    a.results [0] = b.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 16, 1, { 0, 0 }, "" };
+    cr_assert_eq (imgp_spool_save_with (spool, &a, IMGP_SPOOL_OUT, "thumbnail-of-a-!", 16), 0);
+    cr_assert_eq (imgp_spool_save_with (spool, &b, IMGP_SPOOL_OUT, "thumbnail-of-b-!", 16), 0);
+    s_log_flip ("thumbnail-of-a-!", 16);
+    void *data = NULL;
+    size_t size = 0;
+    errno = 0;
+    cr_assert_eq (imgp_spool_get (spool, a.id, IMGP_SPOOL_OUT, &data, &size), -1);
+    cr_assert_eq (errno, EBADMSG);
+    cr_assert (imgp_spool_damaged (spool, a.id));
+    cr_assert_not (imgp_spool_damaged (spool, b.id));
+    cr_assert_eq (imgp_spool_get (spool, b.id, IMGP_SPOOL_OUT, &data, &size), 0);
+    cr_assert_eq (size, 16);
+    cr_assert_arr_eq (data, "thumbnail-of-b-!", 16);
+    imgp_spool_release (data, NULL);
+    imgp_spool_destroy (&spool);
+
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_damaged (spool, a.id), "replay finds it too");
+    cr_assert_not (imgp_spool_has (spool, a.id, IMGP_SPOOL_OUT));
+    cr_assert (imgp_spool_has (spool, a.id, IMGP_SPOOL_JSON), "its record is whole");
+    cr_assert (imgp_spool_has (spool, b.id, IMGP_SPOOL_OUT));
+    imgp_spool_delete (spool, a.id);
+    cr_assert_not (imgp_spool_damaged (spool, a.id), "forgotten with its job");
+    imgp_spool_destroy (&spool);
+}
+
+//  --keep-originals: a done job's original stays on disk (not in memory)
+//  until the job is deleted, across restarts (with or without the flag:
+//  its record says so); a failed job's goes.
+Test (spool, kept_originals_outlive_the_final_record)
+{
+    imgp_spool_t *spool = imgp_spool_new_keeping (s_dir, false, true);
+    cr_assert_not_null (spool);
+    imgp_job_t done = s_record (IMGP_STATE_QUEUED, 1), failed = s_record (IMGP_STATE_QUEUED, 2);
+    cr_assert_eq (imgp_spool_save_with (spool, &done, IMGP_SPOOL_IN, "original-d", 10), 0);
+    cr_assert_eq (imgp_spool_save_with (spool, &failed, IMGP_SPOOL_IN, "original-f", 10), 0);
+    done.state = IMGP_STATE_DONE;
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
+    cr_assert_eq (imgp_spool_save_with (spool, &done, IMGP_SPOOL_OUT, "thumb", 5), 0);
+    failed.state = IMGP_STATE_FAILED;
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    cr_assert_eq (imgp_spool_save (spool, &failed), 0);
+    imgp_spool_drop_original (spool, done.id);
+    imgp_spool_drop_original (spool, failed.id);
+    cr_assert (imgp_spool_has (spool, done.id, IMGP_SPOOL_IN));
+    cr_assert_not (imgp_spool_has (spool, failed.id, IMGP_SPOOL_IN));
+    void *data;
+    size_t size;
+    cr_assert_eq (imgp_spool_get (spool, done.id, IMGP_SPOOL_IN, &data, &size), 0);
+    cr_assert_arr_eq (data, "original-d", 10);
+    imgp_spool_release (data, NULL);
+    imgp_spool_destroy (&spool);
+
+    spool = imgp_spool_new_keeping (s_dir, false, true);
+    cr_assert (imgp_spool_has (spool, done.id, IMGP_SPOOL_IN), "kept across a restart");
+    cr_assert_not (imgp_spool_has (spool, failed.id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, done.id, IMGP_SPOOL_IN), "the record keeps it");
+    cr_assert (imgp_spool_has (spool, done.id, IMGP_SPOOL_OUT));
+    cr_assert (s_spooled (done.id, IMGP_SPOOL_IN), "a read-only view sees it too");
+
+    //  format=auto: kept without the flag (formats are made from it later).
+    imgp_job_t automatic = s_record (IMGP_STATE_QUEUED, 3);
+    automatic.opts.format = IMGP_FORMAT_AUTO;
+    cr_assert_eq (imgp_spool_save_with (spool, &automatic, IMGP_SPOOL_IN, "original-a", 10), 0);
+    automatic.state = IMGP_STATE_DONE;
+    automatic.result_count = 1;
+    automatic.results [0] = done.results [0];
+    cr_assert_eq (imgp_spool_save_with (spool, &automatic, IMGP_SPOOL_OUT, "thumb", 5), 0);
+    imgp_spool_drop_original (spool, automatic.id);
+    cr_assert (imgp_spool_has (spool, automatic.id, IMGP_SPOOL_IN));
+    imgp_spool_destroy (&spool);
+    spool = imgp_spool_new (s_dir, false);
+    cr_assert (imgp_spool_has (spool, automatic.id, IMGP_SPOOL_IN), "kept across a restart");
+    imgp_spool_delete (spool, automatic.id);
+    cr_assert_not (imgp_spool_has (spool, automatic.id, IMGP_SPOOL_IN), "until deleted");
+    imgp_spool_destroy (&spool);
+}
+
+//  A job whose record failed its checksum at replay (its original whole):
+//  it was accepted, so it loads as failed spool_damaged, not "not found";
+//  a failed job whose only entry, its record, was damaged too. A job
+//  deleted since is not brought back.
+Test (spool, a_damaged_record_loads_as_failed_spool_damaged)
+{
+    imgp_spool_t *spool = imgp_spool_new (s_dir, false);
+    cr_assert_not_null (spool);
+    imgp_job_t queued = s_record (IMGP_STATE_QUEUED, 1), failed = s_record (IMGP_STATE_FAILED, 2);
+    imgp_job_t gone = s_record (IMGP_STATE_FAILED, 3);
+    snprintf (failed.code, sizeof failed.code, "decode_error");
+    snprintf (failed.message, sizeof failed.message, "marker-of-failed");
+    snprintf (gone.code, sizeof gone.code, "decode_error");
+    snprintf (gone.message, sizeof gone.message, "marker-of-gone");
+    cr_assert_eq (imgp_spool_save_with (spool, &queued, IMGP_SPOOL_IN, "original", 8), 0);
+    cr_assert_eq (imgp_spool_save (spool, &failed), 0);
+    cr_assert_eq (imgp_spool_save (spool, &gone), 0);
+    cr_assert_eq (imgp_spool_delete (spool, gone.id), 0);
+    imgp_spool_destroy (&spool);
+    s_log_flip ("\"state\":\"queued\"", 16);
+    s_log_flip ("marker-of-failed", 16);
+    s_log_flip ("marker-of-gone", 14);
+
+    spool = imgp_spool_new (s_dir, false);
+    for (int i = 0; i < 2; i++) {
+        const char *id = i ? failed.id : queued.id;
+        cr_assert (imgp_spool_damaged (spool, id));
+        s_expect_damaged_record (spool, id);
+    }
+    cr_assert_not (imgp_spool_has (spool, queued.id, IMGP_SPOOL_IN), "retired by that record");
+    cr_assert_not (imgp_spool_has (spool, gone.id, IMGP_SPOOL_JSON), "a deleted job stays gone");
+    cr_assert_not (imgp_spool_damaged (spool, gone.id));
+    imgp_spool_destroy (&spool);
+}
+
+//  --keep-originals: a done job's original stays (on disk, across a
+//  restart) and goes with the job at its TTL, swept while the broker runs.
+Test (broker, a_kept_original_goes_with_its_job_at_the_ttl)
+{
+    imgp_broker_config_t config = s_config ();
+    config.keep_originals = true;
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    s_worker_run_one (rig->worker, rig->status, id, "kept");
+    cr_assert (s_spooled (id, IMGP_SPOOL_IN), "the original went although kept");
+    s_rig_destroy (&rig);
+    config.ttl_s = 1;
+    rig = s_rig_new (&config, NULL);
+    cr_assert (s_spooled (id, IMGP_SPOOL_IN), "the original went at the restart");
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (s_spooled (id, IMGP_SPOOL_JSON)) {
+        cr_assert (zclock_mono () < deadline, "the job never expired");
+        zclock_sleep (50);
+    }
+    cr_assert_not (s_spooled (id, IMGP_SPOOL_IN));
+    cr_assert_not (s_spooled (id, IMGP_SPOOL_OUT));
+    imgp_msg_t *reply = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    s_expect_error (&reply, "not_found");
+    s_rig_destroy (&rig);
 }
