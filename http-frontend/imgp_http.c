@@ -54,6 +54,7 @@
 #include "imgp_rate.h"
 #include "imgp_reply.h"
 #include "imgp_sniff.h"
+#include "imgp_static.h"
 #include "imgp_upload.h"
 #include "imgp_watch.h"
 
@@ -105,7 +106,8 @@ typedef enum {
     S_ROUTE_HEALTH,             //  /healthz
     S_ROUTE_READY,              //  /readyz
     S_ROUTE_METRICS,            //  /metrics
-    S_ROUTE_CLUSTER             //  /v1/cluster
+    S_ROUTE_CLUSTER,            //  /v1/cluster
+    S_ROUTE_STATIC              //  /, /v1/openapi.json: files built in (imgp_static)
 } s_route_t;
 
 //  One request in flight, on the stack of its worker thread.
@@ -121,7 +123,8 @@ typedef struct {
 
 typedef void (s_handler_fn) (s_request_t *req);
 
-static s_handler_fn s_upload, s_status, s_thumbnail, s_health, s_ready, s_metrics, s_cluster;
+static s_handler_fn s_upload, s_status, s_thumbnail, s_health, s_ready, s_metrics, s_cluster,
+                    s_static;
 
 //  Which method each route takes, who handles it, how it is counted, and
 //  whether it is open without an API key (probes and scrapes are).
@@ -144,6 +147,9 @@ static const struct {
     { S_ROUTE_READY, "/readyz", "GET", s_ready, IMGP_ROUTE_READY, true },
     { S_ROUTE_METRICS, "/metrics", "GET", s_metrics, IMGP_ROUTE_METRICS, true },
     { S_ROUTE_CLUSTER, "/v1/cluster", "GET", s_cluster, IMGP_ROUTE_CLUSTER, false },
+    //  The page asks for its key itself, and the API document is public.
+    { S_ROUTE_STATIC, "/", "GET", s_static, IMGP_ROUTE_OTHER, true },
+    { S_ROUTE_STATIC, "/v1/openapi.json", "GET", s_static, IMGP_ROUTE_OTHER, true },
 };
 #define S_ROUTES (sizeof s_routes / sizeof s_routes [0])
 
@@ -677,6 +683,17 @@ s_thumbnail (s_request_t *req)
         imgp_reply_json (&req->reply, 202, s_status_json (info));
     }
     imgp_msg_destroy (&info);
+}
+
+//  A file built into the frontend (the page, the API document).
+static void
+s_static (s_request_t *req)
+{
+    const imgp_static_file_t *file = imgp_static_find (req->path);
+    if (file)
+        imgp_static_send (&req->reply, file);
+    else
+        imgp_reply_error (&req->reply, 404, "not_found", "no such resource");
 }
 
 //  PING the broker: its PONG (with its figures), or NULL when it did not

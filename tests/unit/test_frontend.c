@@ -50,6 +50,7 @@
 #define ID_BIG "9999999999999999999999999999999a"  //  done, thumbnail of UPLOAD_LIMIT bytes
 #define THUMBNAIL "\x89PNG\r\n\x1A\nTHUMB"    //  a PNG's magic, then anything
 #define ID_LIAR "cccccccccccccccccccccccccccccccc"  //  done, bytes that are not its format
+#define THUMBNAIL_ETAG "0123456789abcdef0123456789abcdef01234567"     //  ID_DONE's rendition
 #define CREATED_MS 1700000000123LL          //  2023-11-14T22:13:20.123Z
 #define BOUNDARY "imgpTestBoundary42"
 
@@ -512,7 +513,8 @@ s_fake_info (imgp_msg_t *msg)
     }
     if (state == IMGP_STATE_DONE && streq (msg->id, ID_BIG)) {
         info->result_count = 1;
-        info->results [0] = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12, { 0, 0 }, "" };
+        info->results [0] = (imgp_result_t) { 4096, 4096, IMGP_FORMAT_PNG, UPLOAD_LIMIT, 12,
+                                              { 0, 0 }, "" };
         if (msg->type == IMGP_MSG_FETCH) {
             uint8_t *png = calloc (1, UPLOAD_LIMIT);
             memcpy (png, THUMBNAIL, 8);
@@ -523,14 +525,16 @@ s_fake_info (imgp_msg_t *msg)
     if (state == IMGP_STATE_DONE && streq (msg->id, ID_LIAR)) {
         static const char html [] = "<html><script>alert(1)</script></html>";
         info->result_count = 1;
-        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, sizeof html - 1, 12, { 0, 0 }, "" };
+        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, sizeof html - 1, 12,
+                                              { 0, 0 }, "" };
         if (msg->type == IMGP_MSG_FETCH)
             imgp_msg_set_data (info, strdup (html), sizeof html - 1, NULL);
     }
     else
     if (state == IMGP_STATE_DONE) {
         info->result_count = 1;
-        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 13, 12, { 0, 0 }, "" };
+        info->results [0] = (imgp_result_t) { 100, 50, IMGP_FORMAT_PNG, 13, 12, { 100, 100 },
+                                              THUMBNAIL_ETAG };
         if (msg->type == IMGP_MSG_FETCH)
             imgp_msg_set_data (info, strdup (THUMBNAIL), strlen (THUMBNAIL), NULL);
     }
@@ -1365,7 +1369,7 @@ Test (http, wrong_method_is_405_with_allow)
 Test (http, unknown_path_is_404_json)
 {
     static const char *paths [] = {
-        "/", "/nope", "/v1", "/v1/imagesx", "/imagesx", "/healthzz",
+        "/nope", "/v1", "/v1/imagesx", "/imagesx", "/healthzz",
         "/v1/images/" ID_DONE "/other", "/images/" ID_DONE,
     };
     for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++)
@@ -2332,18 +2336,38 @@ Test (http, thumbnail_is_cacheable_and_conditional)
     response_t response;
     s_get ("GET", "/v1/images/" ID_DONE "/thumbnail", &response);
     cr_assert_eq (response.status, 200);
+    cr_assert_str_eq (s_header (&response, "ETag"), "\"" THUMBNAIL_ETAG "\"");
     cr_assert_str_eq (s_header (&response, "Cache-Control"), "public, max-age=31536000, immutable");
     s_response_free (&response);
+    //  The rendition's tag, its weak form, in a list (split over two
+    //  lines too), or *: 304 for GET and HEAD alike.
+    const char *matching [] = {
+        "If-None-Match: \"" THUMBNAIL_ETAG "\"\r\n",
+        "If-None-Match: W/\"" THUMBNAIL_ETAG "\"\r\n",
+        "If-None-Match: \"old\", \"" THUMBNAIL_ETAG "\"\r\n",
+        "If-None-Match: \"old\"\r\nIf-None-Match: \"" THUMBNAIL_ETAG "\"\r\n",
+        "If-None-Match: *\r\n",
+    };
     const char *methods [] = { "GET", "HEAD" };
+    for (size_t i = 0; i < sizeof matching / sizeof matching [0]; i++)
+        for (size_t m = 0; m < 2; m++) {
+            s_get_with (methods [m], "/v1/images/" ID_DONE "/thumbnail", matching [i], &response);
+            cr_assert_eq (response.status, 304, "%s %s: %d", methods [m], matching [i],
+                          response.status);
+            cr_assert_eq (response.size, 0);
+            cr_assert_null (s_header (&response, "Content-Type"));
+            cr_assert_null (s_header (&response, "Content-Length"));
+            cr_assert_str_eq (s_header (&response, "ETag"), "\"" THUMBNAIL_ETAG "\"");
+            cr_assert_str_eq (s_header (&response, "Cache-Control"),
+                              "public, max-age=31536000, immutable");
+            s_response_free (&response);
+        }
+    //  Another tag, or a malformed field: the whole thumbnail.
+    const char *other [] = { "If-None-Match: \"0123\"\r\n", "If-None-Match: 0123\r\n" };
     for (size_t i = 0; i < 2; i++) {
-        s_get_with (methods [i], "/v1/images/" ID_DONE "/thumbnail", "If-None-Match: *\r\n",
-                    &response);
-        cr_assert_eq (response.status, 304, "%s: %d", methods [i], response.status);
-        cr_assert_eq (response.size, 0);
-        cr_assert_null (s_header (&response, "Content-Type"));
-        cr_assert_null (s_header (&response, "Content-Length"));
-        cr_assert_str_eq (s_header (&response, "Cache-Control"),
-                          "public, max-age=31536000, immutable");
+        s_get_with ("GET", "/v1/images/" ID_DONE "/thumbnail", other [i], &response);
+        cr_assert_eq (response.status, 200, "%s: %d", other [i], response.status);
+        cr_assert_str_eq (response.body, THUMBNAIL);
         s_response_free (&response);
     }
     //  Not a 200 without conditions: never a 304, and no cache headers.
