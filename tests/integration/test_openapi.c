@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #define S_KEY "walker-key-0123456789abcdef"     //  unlimited
-#define S_SLOW_KEY "walker-slow-0123456789abcdef"   //  1 request/s, burst 1
+#define S_SLOW_KEY "walker-slow-0123456789abcdef"   //  burst 1, then 1 per 100 s
 #define S_UNKNOWN_ID "0123456789abcdef0123456789abcdef"
 #define S_TIMEOUT_MS 30000
 #define S_DOC_FILE IMGP_SOURCE_DIR "/http-frontend/static/openapi.json"
@@ -70,7 +70,7 @@ s_setup (void)
     snprintf (keys, sizeof keys, "%s/keys.txt", s_dir);
     FILE *file = fopen (keys, "w");
     cr_assert_not_null (file);
-    fprintf (file, "walker %s\nslow %s 1 1\n", S_KEY, S_SLOW_KEY);
+    fprintf (file, "walker %s\nslow %s 0.01 1\n", S_KEY, S_SLOW_KEY);
     fclose (file);
     static char keys_flag [128];
     snprintf (keys_flag, sizeof keys_flag, "%s", keys);
@@ -844,8 +844,25 @@ s_walk_broker_down (const char *id)
     s_upload_both (503);
 }
 
+//  True when /readyz gives `arg` as its reason.
+static bool
+s_ready_reason_is (void *arg)
+{
+    h_response_t resp;
+    if (h_http (s_port (), "GET", "/readyz", NULL, NULL, 0, &resp, S_TIMEOUT_MS) != 0)
+        return false;
+    json_t *json = h_json (&resp);
+    const char *reason = json_string_value (
+        json_object_get (json_object_get (json, "error"), "reason"));
+    bool is = reason && strcmp (reason, arg) == 0;
+    json_decref (json);
+    h_response_free (&resp);
+    return is;
+}
+
 //  The broker back with --max-spool-bytes 1: its spool already holds more,
-//  so uploads get 507 and /readyz says spool_full.
+//  so uploads get 507 and /readyz says spool_full (once the resizer is
+//  back: until then it says no_resizer, the first reason it checks).
 static void
 s_walk_spool_full (void)
 {
@@ -855,6 +872,8 @@ s_walk_spool_full (void)
     cr_assert_eq (h_cluster_broker_start (s_cluster), 0);
     cr_assert_geq (h_wait_status (s_port (), "/healthz", 200, 20000), 0, "the broker is not back");
     s_upload_both (507);
+    cr_assert (h_wait_until (s_ready_reason_is, "spool_full", 20000),
+               "/readyz never said spool_full");
     h_response_t resp;
     s_call (&(s_call_t) { .method = "GET", .doc = "/readyz", .path = "/readyz", .want = 503 },
             &resp);
