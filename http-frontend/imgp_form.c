@@ -49,6 +49,9 @@ typedef struct {
     char *error;                //  where to say what was malformed
     size_t error_size;          //  its size
     char line [S_HEADERS_MAX];  //  the part header line being read
+    imgp_form_field_fn *other;  //  where other fields go, or NULL
+    char value [IMGP_FORM_VALUE_MAX + 1];   //  another field's value being read
+    size_t value_len;           //  its bytes so far (counted past the room too)
 } s_reader_t;
 
 static imgp_form_result_t
@@ -245,13 +248,13 @@ s_content_direct (s_reader_t *r, imgp_form_data_fn *data, bool *done)
 //  caller gave one. Returns OK, STOPPED, READ_ERROR or MALFORMED (the body
 //  ended first).
 static imgp_form_result_t
-s_content (s_reader_t *r, imgp_form_data_fn *data)
+s_content (s_reader_t *r, imgp_form_data_fn *data, void *data_arg)
 {
     while (true) {
         long at = s_find (r, r->delim, r->delim_len);
         size_t sure = at >= 0 ? (size_t) at
                     : s_held (r) >= r->delim_len ? s_held (r) - (r->delim_len - 1) : 0;
-        if (sure && data && data (r->arg, r->buf + r->start, sure))
+        if (sure && data && data (data_arg, r->buf + r->start, sure))
             return IMGP_FORM_STOPPED;
         r->start += sure;
         if (at >= 0) {
@@ -259,8 +262,10 @@ s_content (s_reader_t *r, imgp_form_data_fn *data)
             return IMGP_FORM_OK;
         }
         bool done = false;
-        imgp_form_result_t rc = data && r->room ? s_content_direct (r, data, &done)
-                                                : S_NOT_DIRECT;
+        //  only the wanted field (its data gets the caller's arg) is read
+        //  into the caller's room
+        imgp_form_result_t rc = data && data_arg == r->arg && r->room
+                              ? s_content_direct (r, data, &done) : S_NOT_DIRECT;
         if (rc != S_NOT_DIRECT) {
             if (rc != IMGP_FORM_OK || done)
                 return rc;
@@ -340,6 +345,33 @@ s_after_delimiter (s_reader_t *r, bool *closed)
     return rc;
 }
 
+//  Another field's bytes into r->value, counted past its room.
+static int
+s_collect (void *arg, const char *bytes, size_t len)
+{
+    s_reader_t *r = arg;
+    if (r->value_len < IMGP_FORM_VALUE_MAX) {
+        size_t room = IMGP_FORM_VALUE_MAX - r->value_len;
+        memcpy (r->value + r->value_len, bytes, len < room ? len : room);
+    }
+    r->value_len += len;
+    return 0;
+}
+
+//  Another field's content, whole, to r->other.
+static imgp_form_result_t
+s_other (s_reader_t *r, const char *name)
+{
+    r->value_len = 0;
+    imgp_form_result_t rc = s_content (r, s_collect, r);
+    if (rc != IMGP_FORM_OK)
+        return rc;
+    bool fits = r->value_len <= IMGP_FORM_VALUE_MAX;
+    r->value [fits ? r->value_len : 0] = '\0';
+    fits = fits && strlen (r->value) == r->value_len;      //  no NUL inside
+    return r->other (r->arg, name, fits ? r->value : NULL) ? IMGP_FORM_STOPPED : IMGP_FORM_OK;
+}
+
 //  The body after its first delimiter: parts until the close delimiter.
 static imgp_form_result_t
 s_parts (s_reader_t *r, const char *field, imgp_form_data_fn *data)
@@ -359,7 +391,13 @@ s_parts (s_reader_t *r, const char *field, imgp_form_data_fn *data)
         if (wanted && found)
             return IMGP_FORM_DUPLICATE;
         found |= wanted;
-        rc = s_content (r, wanted ? data : NULL);
+        if (wanted)
+            rc = s_content (r, data, r->arg);
+        else
+        if (r->other)
+            rc = s_other (r, name);
+        else
+            rc = s_content (r, NULL, NULL);
     }
     if (rc == IMGP_FORM_OK && !found)
         return IMGP_FORM_MISSING;
@@ -378,12 +416,22 @@ imgp_form_read_into (const char *boundary, const char *field, imgp_form_read_fn 
                      imgp_form_room_fn *room, imgp_form_data_fn *data, void *arg,
                      char *error, size_t error_size)
 {
+    return imgp_form_read_fields (boundary, field, read, room, data, NULL, arg, error,
+                                  error_size);
+}
+
+imgp_form_result_t
+imgp_form_read_fields (const char *boundary, const char *field, imgp_form_read_fn *read,
+                       imgp_form_room_fn *room, imgp_form_data_fn *data,
+                       imgp_form_field_fn *other, void *arg, char *error, size_t error_size)
+{
     //  Not calloc: the window and the line need no clearing (24 kB an upload).
     s_reader_t *r = malloc (sizeof *r);
     if (!r)
         return IMGP_FORM_STOPPED;       //  as if the sink were full: no memory
     r->read = read;
     r->room = room;
+    r->other = other;
     r->arg = arg;
     r->start = r->end = 0;
     r->eof = r->failed = false;
@@ -399,7 +447,7 @@ imgp_form_read_into (const char *boundary, const char *field, imgp_form_read_fn 
         //  The body as if it began with CRLF: its first delimiter needs none.
         memcpy (r->buf, "\r\n", 2);
         r->end = 2;
-        rc = s_content (r, NULL);      //  the preamble
+        rc = s_content (r, NULL, NULL);    //  the preamble
         if (rc == IMGP_FORM_MALFORMED)
             rc = s_malformed (r, "no boundary delimiter in the body");
         else

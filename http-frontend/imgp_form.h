@@ -9,7 +9,8 @@
     call back once more with a bogus length. This reader takes what the RFC
     allows and says exactly what was wrong. It never holds more than a
     small window of the body: the wanted field's bytes go to a callback as
-    they arrive, other fields are read and dropped.
+    they arrive, other fields are read and dropped, or handed on whole
+    when short (imgp_form_read_fields: options beside the file).
 
     Never: read past the close delimiter's line more than the window it
     already holds, trust a length from the body, or call back after a
@@ -21,6 +22,7 @@
 #include <stddef.h>
 
 #define IMGP_FORM_BOUNDARY_MAX 70   //  RFC 2046: 1..70 characters
+#define IMGP_FORM_VALUE_MAX 128     //  longest value of another field handed on
 
 //  Read up to `size` body bytes into `buf`: returns the count, 0 at the end
 //  of the body, -1 on a read error (the caller's reader knows why).
@@ -37,6 +39,12 @@ typedef int (imgp_form_data_fn) (void *arg, const char *bytes, size_t len);
 //  Bytes the reader writes there beyond what it then passes to data are
 //  scratch.
 typedef char *(imgp_form_room_fn) (void *arg, size_t *size);
+
+//  A field other than the wanted one, whole: its name and its value as a
+//  C string, or NULL when the value is over IMGP_FORM_VALUE_MAX bytes or
+//  holds a NUL (only its length was counted). Returns 0 to go on, -1 to
+//  stop (the read then ends IMGP_FORM_STOPPED).
+typedef int (imgp_form_field_fn) (void *arg, const char *name, const char *value);
 
 typedef enum {
     IMGP_FORM_OK = 0,           //  the close delimiter was read; the field came once
@@ -67,5 +75,13 @@ imgp_form_result_t imgp_form_read_into (const char *boundary, const char *field,
                                         imgp_form_read_fn *read, imgp_form_room_fn *room,
                                         imgp_form_data_fn *data, void *arg, char *error,
                                         size_t error_size);
+
+//  imgp_form_read_into, also handing every other field to `other` (may be
+//  NULL: they are dropped), in body order, before or after the wanted
+//  one: small fields beside a file, such as options.
+imgp_form_result_t imgp_form_read_fields (const char *boundary, const char *field,
+                                          imgp_form_read_fn *read, imgp_form_room_fn *room,
+                                          imgp_form_data_fn *data, imgp_form_field_fn *other,
+                                          void *arg, char *error, size_t error_size);
 
 #endif

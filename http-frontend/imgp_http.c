@@ -412,22 +412,20 @@ static void
 s_upload (s_request_t *req)
 {
     imgp_opts_t opts;
-    const char *error = NULL, *option = NULL;
     const char *query = mg_get_request_info (req->reply.conn)->query_string;
-    if (imgp_opts_parse_query (&opts, query, &error, &option)) {
-        //  the option by name too, so a client can point at the field
-        imgp_reply_json (&req->reply, 400,
-                         json_pack ("{s:{s:s,s:s,s:s}}", "error", "code", "bad_option",
-                                    "message", error ? error : "bad option",
-                                    "option", option ? option : ""));
-        return;
-    }
     const imgp_http_config_t *config = &req->server->config;
     imgp_upload_limits_t limits = { config->max_upload, config->upload_timeout_ms,
                                     config->head_timeout_ms, req->server->watch };
     imgp_upload_t upload;
-    int rc = imgp_upload_read (req->reply.conn, &limits, &upload);
+    int rc = imgp_upload_read_opts (req->reply.conn, &limits, query, &opts, &upload);
     req->reply.body_read = upload.consumed;
+    if (rc && upload.option [0]) {
+        //  the option by name too, so a client can point at the field
+        imgp_reply_json (&req->reply, 400,
+                         json_pack ("{s:{s:s,s:s,s:s}}", "error", "code", upload.code,
+                                    "message", upload.message, "option", upload.option));
+        return;
+    }
     if (rc) {
         if (upload.status == 413 || upload.status == 408)
             imgp_metrics_refusal (req->server->metrics, upload.status == 413

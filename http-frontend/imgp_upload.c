@@ -287,6 +287,14 @@ s_read_raw (struct mg_connection *conn, s_sink_t *sink, imgp_upload_t *upload)
     return 0;
 }
 
+//  Options being read from the query and the form fields beside img.
+typedef struct {
+    imgp_opts_t *opts;          //  where they go (the caller's)
+    unsigned seen;              //  keys given so far (imgp_opts_parse_field)
+    const char *error;          //  the first bad one's message (static), or NULL
+    char option [IMGP_UPLOAD_OPTION_MAX + 1];   //  and its name
+} s_options_t;
+
 //  The body bytes of a multipart upload, for imgp_form: counted against
 //  the limit plus S_FORM_SLACK, and against the deadlines of the sink.
 typedef struct {
@@ -294,6 +302,7 @@ typedef struct {
     s_sink_t *sink;             //  where the img field goes, and the clock
     long long declared;         //  Content-Length, -1 for chunked
     long long read;             //  body bytes read so far
+    s_options_t *options;       //  where other fields go, NULL: dropped
 } s_form_reader_t;
 
 static int
@@ -325,6 +334,45 @@ s_form_data (void *arg, const char *bytes, size_t len)
     return s_sink_append (reader->sink, bytes, len);
 }
 
+//  Remember the first bad option (its name copied: it may be the form's).
+static void
+s_option_bad (s_options_t *options, const char *error, const char *option)
+{
+    options->error = error ? error : "bad option";
+    snprintf (options->option, sizeof options->option, "%s", option ? option : "");
+}
+
+//  The bad option as the upload's error: 400 bad_option, naming it.
+static int
+s_fail_option (imgp_upload_t *upload, const s_options_t *options)
+{
+    snprintf (upload->option, sizeof upload->option, "%s", options->option);
+    //  the parser's messages are static: an unknown name is said here
+    if (options->option [0] && !strstr (options->error, options->option))
+        return s_fail (upload, 400, "bad_option", "%s: %s", options->option, options->error);
+    return s_fail (upload, 400, "bad_option", "%s", options->error);
+}
+
+//  A form field beside img: an option, by the query's names and rules.
+//  The first bad one is kept and the body read on, so that a form whose
+//  image is in another field hears that first ("no form field img").
+static int
+s_form_field (void *arg, const char *name, const char *value)
+{
+    s_form_reader_t *reader = arg;
+    s_options_t *options = reader->options;
+    if (!options || options->error)
+        return 0;               //  dropped: imgp_upload_read, or after a bad one
+    const char *error = NULL, *option = NULL;
+    if (!value)
+        s_option_bad (options, "a form field's value is over 128 bytes: no option is that "
+                      "long", name);
+    else
+    if (imgp_opts_parse_field (options->opts, &options->seen, name, value, &error, &option))
+        s_option_bad (options, error, option);
+    return 0;
+}
+
 //  Room for the image's next bytes, read there by imgp_form in place.
 static char *
 s_form_room (void *arg, size_t *size)
@@ -352,16 +400,18 @@ s_drain (struct mg_connection *conn, s_sink_t *sink)
 
 static int
 s_read_form (struct mg_connection *conn, const char *boundary, s_sink_t *sink,
-             imgp_upload_t *upload)
+             s_options_t *options, imgp_upload_t *upload)
 {
-    s_form_reader_t reader = { conn, sink, mg_get_request_info (conn)->content_length, 0 };
+    s_form_reader_t reader = { conn, sink, mg_get_request_info (conn)->content_length, 0,
+                               options };
     //  The image is most of a declared body: its buffer at once, rather
     //  than grown (pages not written cost nothing).
     if (reader.declared > 0 && s_sink_reserve (sink, (size_t) reader.declared))
         sink->no_memory = true;
     char why [120] = "";
-    imgp_form_result_t rc = imgp_form_read_into (boundary, "img", s_form_read, s_form_room,
-                                                 s_form_data, &reader, why, sizeof why);
+    imgp_form_result_t rc = imgp_form_read_fields (boundary, "img", s_form_read, s_form_room,
+                                                   s_form_data, s_form_field, &reader, why,
+                                                   sizeof why);
     if (s_sink_failed (sink))
         return 0;               //  sink says why
     if (rc == IMGP_FORM_READ_ERROR || rc == IMGP_FORM_STOPPED)
@@ -376,6 +426,8 @@ s_read_form (struct mg_connection *conn, const char *boundary, s_sink_t *sink,
         return s_fail (upload, 400, "bad_request",
                        "no form field \"img\": send the image file in the field named img");
     upload->consumed = s_drain (conn, sink);
+    if (options && options->error)
+        return s_fail_option (upload, options);
     return 0;
 }
 
@@ -449,12 +501,11 @@ s_continue (struct mg_connection *conn)
         mg_write (conn, line, sizeof line - 1);
 }
 
-int
-imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits,
-                  imgp_upload_t *upload)
+//  The upload; form fields beside img go to `options` (NULL: dropped).
+static int
+s_read (struct mg_connection *conn, const imgp_upload_limits_t *limits, s_options_t *options,
+        imgp_upload_t *upload)
 {
-    assert (conn && limits && limits->watch && upload);
-    memset (upload, 0, sizeof *upload);
     size_t limit = limits->max_bytes;
     s_body_t kind = s_body_kind (mg_get_header (conn, "Content-Type"));
     char boundary [IMGP_FORM_BOUNDARY_MAX + 1];
@@ -466,7 +517,7 @@ imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits
     s_sink_t sink = { .deadline = now + limits->timeout_ms,
                       .last_bytes = now, .limits = limits };
     int slot = imgp_watch_begin (limits->watch, sink.deadline);
-    int rc = kind == S_BODY_FORM ? s_read_form (conn, boundary, &sink, upload)
+    int rc = kind == S_BODY_FORM ? s_read_form (conn, boundary, &sink, options, upload)
                                  : s_read_raw (conn, &sink, upload);
     imgp_watch_end (limits->watch, slot);
     if (rc) {
@@ -485,6 +536,41 @@ imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits
     if (sink.size == 0)
         return s_fail (upload, 400, "bad_request", "the upload is empty");
     upload->status = 200;
+    return 0;
+}
+
+int
+imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits,
+                  imgp_upload_t *upload)
+{
+    assert (conn && limits && limits->watch && upload);
+    memset (upload, 0, sizeof *upload);
+    return s_read (conn, limits, NULL, upload);
+}
+
+int
+imgp_upload_read_opts (struct mg_connection *conn, const imgp_upload_limits_t *limits,
+                       const char *query, imgp_opts_t *opts, imgp_upload_t *upload)
+{
+    assert (conn && limits && limits->watch && opts && upload);
+    memset (upload, 0, sizeof *upload);
+    s_options_t options = { .opts = opts };
+    imgp_opts_default (opts);
+    const char *error = NULL, *option = NULL;
+    bool form = s_body_kind (mg_get_header (conn, "Content-Type")) == S_BODY_FORM;
+    //  A raw body adds no option: its query is judged whole before a byte.
+    if (imgp_opts_parse_pairs (opts, &options.seen, query, &error, &option)
+    ||  (!form && imgp_opts_parse_end (opts, options.seen, &error, &option))) {
+        s_option_bad (&options, error, option);
+        return s_fail_option (upload, &options);
+    }
+    if (s_read (conn, limits, form ? &options : NULL, upload))
+        return -1;
+    if (form && imgp_opts_parse_end (opts, options.seen, &error, &option)) {
+        imgp_upload_clear (upload);
+        s_option_bad (&options, error, option);
+        return s_fail_option (upload, &options);
+    }
     return 0;
 }
 

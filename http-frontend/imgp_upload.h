@@ -24,7 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imgp_opts.h"
 #include "imgp_watch.h"
+
+#define IMGP_UPLOAD_OPTION_MAX 64   //  an option's name kept for the error
 
 //  What one upload may take.
 typedef struct {
@@ -44,6 +47,7 @@ typedef struct {
     const char *code;           //  error code for the JSON body (static), NULL when ok
     char message [160];         //  what went wrong, in words a user can act on
     bool consumed;              //  true when the whole request body was read
+    char option [IMGP_UPLOAD_OPTION_MAX + 1];   //  code bad_option: the option at fault
 } imgp_upload_t;
 
 //  Read the upload of the request on `conn` within `limits`. Checks the
@@ -56,6 +60,18 @@ typedef struct {
 //  why not.
 int imgp_upload_read (struct mg_connection *conn, const imgp_upload_limits_t *limits,
                       imgp_upload_t *upload);
+
+//  imgp_upload_read with the thumbnail options: those of `query` (the URL
+//  query, may be NULL) and, in a multipart body, every form field beside
+//  `img` under the same names (before or after the file; each value at
+//  most IMGP_FORM_VALUE_MAX bytes). An unknown, repeated (in the query
+//  and a field, or twice) or bad option, or a bad combination, is status
+//  400 code "bad_option" with `option` naming it; the query's own
+//  mistakes are found before a body byte is read, a raw body's
+//  combinations too. Fills `opts` (imgp_opts_parse_* rules) when it
+//  returns 0.
+int imgp_upload_read_opts (struct mg_connection *conn, const imgp_upload_limits_t *limits,
+                           const char *query, imgp_opts_t *opts, imgp_upload_t *upload);
 
 //  Release the bytes held by `upload` (safe when there are none).
 void imgp_upload_clear (imgp_upload_t *upload);

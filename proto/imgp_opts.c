@@ -44,6 +44,9 @@ s_lookup (const char *names [], int count, const char *text)
     return -1;
 }
 
+//  Where a NULL `error` or `option` argument is written instead.
+static __thread const char *s_ignored;
+
 //  names [i], or "unknown" out of range.
 static const char *
 s_name (const char *names [], int count, int i)
@@ -124,11 +127,8 @@ s_check_sizes (const imgp_opts_t *opts, const char **error, const char **option)
 int
 imgp_opts_check (const imgp_opts_t *opts, const char **error, const char **option)
 {
-    const char *unused_error, *unused_option;
-    if (!error)
-        error = &unused_error;
-    if (!option)
-        option = &unused_option;
+    error = error ? error : &s_ignored;
+    option = option ? option : &s_ignored;
     if (!s_side_ok (opts->width))
         return s_refuse (error, option, "width must be a whole number from 1 to 4096", "width");
     if (!s_side_ok (opts->height))
@@ -456,11 +456,8 @@ int
 imgp_opts_parse_field (imgp_opts_t *opts, unsigned *seen, const char *key,
                        const char *value, const char **error, const char **option)
 {
-    const char *unused_error, *unused_option;
-    if (!error)
-        error = &unused_error;
-    if (!option)
-        option = &unused_option;
+    error = error ? error : &s_ignored;
+    option = option ? option : &s_ignored;
     int k;
     for (k = 0; k < S_KEYS; k++)
         if (strcmp (s_keys [k].name, key) == 0)
@@ -507,11 +504,8 @@ int
 imgp_opts_parse_end (imgp_opts_t *opts, unsigned seen, const char **error,
                      const char **option)
 {
-    const char *unused_error, *unused_option;
-    if (!error)
-        error = &unused_error;
-    if (!option)
-        option = &unused_option;
+    error = error ? error : &s_ignored;
+    option = option ? option : &s_ignored;
     //  sizes names every box; width/height beside it would be a second say.
     if (s_seen (seen, S_KEY_SIZES) && (s_seen (seen, S_KEY_WIDTH) || s_seen (seen, S_KEY_HEIGHT)))
         return s_refuse (error, option, "sizes replaces width and height: give one or the other",
@@ -546,30 +540,35 @@ imgp_opts_parse_end (imgp_opts_t *opts, unsigned seen, const char **error,
 }
 
 int
-imgp_opts_parse_query (imgp_opts_t *opts, const char *query, const char **error,
-                       const char **option)
+imgp_opts_parse_pairs (imgp_opts_t *opts, unsigned *seen, const char *query,
+                       const char **error, const char **option)
 {
-    const char *unused_error, *unused_option;
-    if (!error)
-        error = &unused_error;
-    if (!option)
-        option = &unused_option;
-    *error = NULL;
-    *option = NULL;
-    imgp_opts_default (opts);
-    if (!query)
-        return 0;
-
-    unsigned seen = 0;
-    const char *pair = query;
+    error = error ? error : &s_ignored;
+    option = option ? option : &s_ignored;
+    const char *pair = query ? query : "";
     while (*pair) {
         const char *end = strchr (pair, '&');
         size_t len = end ? (size_t) (end - pair) : strlen (pair);
-        if (len > 0 && s_parse_pair (opts, pair, len, &seen, error, option))
+        if (len > 0 && s_parse_pair (opts, pair, len, seen, error, option))
             return -1;
         if (!end)
             break;
         pair = end + 1;
     }
+    return 0;
+}
+
+int
+imgp_opts_parse_query (imgp_opts_t *opts, const char *query, const char **error,
+                       const char **option)
+{
+    error = error ? error : &s_ignored;
+    option = option ? option : &s_ignored;
+    *error = NULL;
+    *option = NULL;
+    imgp_opts_default (opts);
+    unsigned seen = 0;
+    if (imgp_opts_parse_pairs (opts, &seen, query, error, option))
+        return -1;
     return imgp_opts_parse_end (opts, seen, error, option);
 }

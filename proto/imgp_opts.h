@@ -99,6 +99,12 @@ int imgp_opts_parse_field (imgp_opts_t *opts, unsigned *seen, const char *key,
 int imgp_opts_parse_end (imgp_opts_t *opts, unsigned seen, const char **error,
                          const char **option);
 
+//  The key=value pairs of a query string (may be NULL) through
+//  imgp_opts_parse_field, without _parse_end: for a query whose options
+//  form fields may add to.
+int imgp_opts_parse_pairs (imgp_opts_t *opts, unsigned *seen, const char *query,
+                           const char **error, const char **option);
+
 //  Check every field's range and the combinations: gravity other than
 //  centre needs fit=cover, a background needs fit=contain, animated needs
 //  webp or auto, sizes 1..8 boxes, each 1..4096 a side, no two the same,

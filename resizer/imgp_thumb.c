@@ -55,8 +55,11 @@
     white). An animation (animated=true, webp or auto) is loaded with
     n=-1 and made per box by vips_thumbnail_buffer, which resizes frame by
     frame (page-height), because vips_thumbnail_image would take the frame
-    strip in memory for one tall image; contain and compass gravities,
-    which would cut or pad the strip, give the first frame instead. Each
+    strip in memory for one tall image; its crop too takes the strip as
+    one image, so cover decodes at the cover scale and contain fits, then
+    each frame is cut or padded on its own and the strip joined again
+    (s_per_frame). A smart crop (attention, entropy) would choose another
+    region per frame: it gives the first frame. Each
     rendition gets an ETag: SHA-1 of the source's SHA-1, its options,
     IMGP_VERSION and vips_version_string(), so an upgrade changes tags.
 
@@ -629,12 +632,30 @@ s_box_scale (const imgp_opts_t *opts, imgp_size_t box, int width, int height)
     return fits ? (sx < sy ? sx : sy) : (sx > sy ? sx : sy);
 }
 
-//  The plan for `boxes` boxes from box `first` on (one decode serves them
-//  all; an animation is decoded per box, see imgp_thumb_make).
+//  The decode box that covers `box` (aspect kept, not past the source's
+//  pixels unless enlarge), made exactly that size (FORCE: off by under a
+//  pixel at most, against a short side after rounding).
 static s_plan_t
-s_plan (const imgp_opts_t *opts, const s_source_t *source, int first, int boxes)
+s_plan_cover (const imgp_opts_t *opts, const s_source_t *source, imgp_size_t box)
+{
+    double scale = s_box_scale (opts, box, source->width, source->height);
+    if (!opts->enlarge && scale > 1.0)
+        scale = 1.0;
+    int width = s_ceil (source->width * scale), height = s_ceil (source->height * scale);
+    return (s_plan_t) { width > 0 ? width : 1, height > 0 ? height : 1, VIPS_SIZE_FORCE,
+                        VIPS_INTERESTING_NONE, true };
+}
+
+//  The plan for `boxes` boxes from box `first` on (one decode serves them
+//  all; an animation is decoded per box, `frames`, see s_render_all).
+static s_plan_t
+s_plan (const imgp_opts_t *opts, const s_source_t *source, int first, int boxes, bool frames)
 {
     imgp_size_t box = imgp_opts_box (opts, first);
+    //  libvips' thumbnail crops an animation's whole strip as one image:
+    //  the frames are cut one by one after (s_per_frame)
+    if (frames && opts->fit == IMGP_FIT_COVER)
+        return s_plan_cover (opts, source, box);
     if (boxes == 1 && !s_compass_cover (opts))
         return (s_plan_t) { box.width, box.height, s_size_mode (opts), s_interesting (opts),
                             true };
@@ -747,12 +768,30 @@ s_cover_compass (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_s
     return rc;
 }
 
+//  True when the decode is already box `box`'s rendition (the largest box,
+//  often): libvips' resize at scale 1 still filters every pixel.
+static bool
+s_already (VipsImage *in, const imgp_opts_t *opts, imgp_size_t box)
+{
+    int width = vips_image_get_width (in), height = vips_image_get_height (in);
+    if (opts->fit != IMGP_FIT_INSIDE && opts->fit != IMGP_FIT_CONTAIN)
+        return width == box.width && height == box.height;
+    bool fits = width <= box.width && height <= box.height;
+    bool touches = width == box.width || height == box.height;
+    return fits && (touches || !opts->enlarge);
+}
+
 //  One box from the decoded image `in` (a new reference in *out): the
 //  same resize libvips' thumbnail does from a file, from pixels already
 //  in memory, so no box decodes the source again.
 static int
 s_resize (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
 {
+    if (s_already (in, opts, box)) {
+        *out = in;
+        g_object_ref (in);
+        return 0;
+    }
     if (s_compass_cover (opts))
         return s_cover_compass (in, out, opts, box);
     return vips_thumbnail_image (in, out, box.width, "height", box.height,
@@ -780,6 +819,56 @@ s_pad (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
                            "extend", VIPS_EXTEND_BACKGROUND, "background", background, NULL);
     vips_area_unref (VIPS_AREA (background));
     g_object_unref (base);
+    return rc;
+}
+
+//  fit=cover of an animation: the box cut out of one frame (already at
+//  the cover scale, s_plan_cover) on the gravity's side.
+static int
+s_cover_cut (VipsImage *in, VipsImage **out, const imgp_opts_t *opts, imgp_size_t box)
+{
+    int width = vips_image_get_width (in), height = vips_image_get_height (in);
+    return vips_gravity (in, out, s_direction (opts->gravity),
+                         box.width < width ? box.width : width,
+                         box.height < height ? box.height : height,
+                         "extend", VIPS_EXTEND_COPY, NULL);
+}
+
+typedef int (s_frame_fn) (VipsImage *in, VipsImage **out, const imgp_opts_t *opts,
+                          imgp_size_t box);
+
+//  `fn` on every frame of an animation's strip (page-height), the frames
+//  joined back into a strip of the new frame height; on a still image,
+//  `fn` once. Returns 0 or -1 (libvips' error set).
+static int
+s_per_frame (VipsImage *in, VipsImage **out, s_frame_fn *fn, const imgp_opts_t *opts,
+             imgp_size_t box)
+{
+    int width = vips_image_get_width (in), height = vips_image_get_height (in);
+    int page_height = vips_image_get_page_height (in);
+    if (page_height <= 0 || page_height >= height)
+        return fn (in, out, opts, box);
+    int count = height / page_height;
+    VipsImage **frames = g_new0 (VipsImage *, count);
+    int rc = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        VipsImage *page = NULL;
+        rc = vips_extract_area (in, &page, 0, i * page_height, width, page_height, NULL);
+        if (rc == 0)
+            rc = fn (page, &frames [i], opts, box);
+        g_clear_object (&page);
+    }
+    VipsImage *strip = NULL;
+    if (rc == 0)
+        rc = vips_arrayjoin (frames, &strip, count, "across", 1, NULL);
+    if (rc == 0)
+        rc = vips_copy (strip, out, NULL);
+    if (rc == 0)                //  a fresh image of ours: its metadata may change
+        vips_image_set_int (*out, VIPS_META_PAGE_HEIGHT, vips_image_get_height (frames [0]));
+    g_clear_object (&strip);
+    for (int i = 0; i < count; i++)
+        g_clear_object (&frames [i]);
+    g_free (frames);
     return rc;
 }
 
@@ -893,12 +982,14 @@ s_digest_hex (zdigest_t *digest, char *hex)
     hex [IMGP_ETAG_LEN] = '\0';
 }
 
-//  SHA-1 hex of the source bytes, once per job.
+//  SHA-1 hex of the source bytes, once per job (about 2 ms a MB here,
+//  small beside the decode).
 static void
 s_source_digest (const uint8_t *buf, size_t len, char *hex)
 {
     zdigest_t *digest = zdigest_new ();
-    zdigest_update (digest, buf, len);
+    if (len)
+        zdigest_update (digest, buf, len);
     s_digest_hex (digest, hex);
     zdigest_destroy (&digest);
 }
@@ -990,11 +1081,12 @@ s_dry_run_init (void)
 //  for a real thumbnail. A few hundred bytes, so the copy costs nothing
 //  measurable. Auto is the family of the white pixel: JPEG.
 static int
-s_dry_run_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
-                imgp_thumb_result_t *result)
+s_dry_run_make (const imgp_opts_t *opts, imgp_thumb_result_t *result)
 {
+    //  The bytes made do not depend on the source, so neither do the tags
+    //  (and a benchmark does not pay for hashing every upload).
     char source [IMGP_ETAG_LEN + 1];
-    s_source_digest (buf, len, source);
+    s_source_digest (NULL, 0, source);
     imgp_format_t format = s_format (opts, false, false);
     const s_fixed_t *fixed = &s_fixed [format];
     for (int i = 0; i < opts->size_count; i++) {
@@ -1040,17 +1132,21 @@ s_render (s_job_t *job, VipsImage *base, const s_plan_t *plan, int i,
     else
     if (s_resize (base, &image, opts, box))
         image = NULL;
-    if (image && opts->fit == IMGP_FIT_CONTAIN
+    //  What libvips' thumbnail did not do: contain's padding, and the cut
+    //  of an animation's frames for cover; frame by frame.
+    s_frame_fn *finish = NULL;
+    if (opts->fit == IMGP_FIT_CONTAIN)
+        finish = s_pad;
+    if (opts->fit == IMGP_FIT_COVER && job->frames)
+        finish = s_cover_cut;
+    if (image && finish
     &&  (vips_image_get_width (image) != box.width
       || vips_image_get_page_height (image) != box.height)) {
-        VipsImage *padded = NULL;
-        if (vips_image_get_page_height (image) != vips_image_get_height (image)
-        ||  s_pad (image, &padded, opts, box))
-            padded = NULL;      //  an animation is not padded (see imgp_thumb_make)
-        if (padded) {
-            g_object_unref (image);
-            image = padded;
-        }
+        VipsImage *done = NULL;
+        if (s_per_frame (image, &done, finish, opts, box))
+            done = NULL;
+        g_object_unref (image);
+        image = done;
     }
     if (!image) {
         char reason [IMGP_MESSAGE_MAX];
@@ -1083,7 +1179,7 @@ s_render_all (s_job_t *job, imgp_thumb_result_t *result)
     const imgp_opts_t *opts = job->opts;
     int per_decode = job->frames ? 1 : opts->size_count;
     for (int first = 0; first < opts->size_count; first += per_decode) {
-        s_plan_t plan = s_plan (opts, &job->source, first, per_decode);
+        s_plan_t plan = s_plan (opts, &job->source, first, per_decode, job->frames);
         VipsImage *base = s_decode (job->buf, job->len, &job->source, &plan, job->frames,
                                     &job->deadline, result);
         if (!base)
@@ -1099,16 +1195,16 @@ s_render_all (s_job_t *job, imgp_thumb_result_t *result)
 }
 
 //  Frames are kept only where they can be: animated=true, a format that
-//  holds them (webp, or auto, which then makes webp), a fit that needs no
-//  per-frame cut (inside, fill, cover by centre; contain and the other
-//  gravities give the first frame), and a source with more than one.
+//  holds them (webp, or auto, which then makes webp), a gravity that is
+//  the same for every frame (a smart crop, attention or entropy, would
+//  pick another region per frame: the first frame), and a source with
+//  more than one.
 static bool
 s_wants_frames (const imgp_opts_t *opts)
 {
     return opts->animated
         && (opts->format == IMGP_FORMAT_WEBP || opts->format == IMGP_FORMAT_AUTO)
-        && (opts->fit == IMGP_FIT_INSIDE || opts->fit == IMGP_FIT_FILL
-         || (opts->fit == IMGP_FIT_COVER && opts->gravity == IMGP_GRAVITY_CENTRE));
+        && opts->gravity != IMGP_GRAVITY_ATTENTION && opts->gravity != IMGP_GRAVITY_ENTROPY;
 }
 
 int
@@ -1127,7 +1223,7 @@ imgp_thumb_make (const uint8_t *buf, size_t len, const imgp_opts_t *opts,
     if (!imgp_opts_valid (opts))
         return s_fail (result, IMGP_THUMB_INTERNAL, "thumbnail options are out of range");
     if (s_dry_run)
-        return s_dry_run_make (buf, len, opts, result);
+        return s_dry_run_make (opts, result);
     bool frames = s_wants_frames (opts);
     if (s_check_loader (buf, len, result)
     ||  s_check_header (buf, len, frames, &job.source, result))

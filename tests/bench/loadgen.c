@@ -9,7 +9,7 @@
              [--watch NAME=PID]... FILE...
 
     Each of C slots runs one job after another, as a client would: upload
-    the raw bytes (POST /v1/images?width=..&height=..&format=..&quality=..,
+    the raw bytes (POST /v1/images?width=..&height=..&format=..[&quality=..],
     Content-Type: image/jpeg), then GET /v1/images/{id}?wait=S until the
     status is final, then GET its thumbnail. The files are read once and
     sent from memory, in turn, until N jobs were uploaded. One thread drives
@@ -171,8 +171,11 @@ s_start_upload (s_run_t *run, CURLM *multi, s_slot_t *slot)
         return;
     const s_file_t *file = &run->files [run->uploaded % run->nfiles];
     char url [512];
-    snprintf (url, sizeof url, "%s/v1/images?width=%d&height=%d&format=%s&quality=%d",
-              run->url, run->width, run->height, run->format, run->quality);
+    int n = snprintf (url, sizeof url, "%s/v1/images?width=%d&height=%d&format=%s", run->url,
+                      run->width, run->height, run->format);
+    //  PNG has no quality, and the frontend refuses one given with it
+    if (strcmp (run->format, "png") != 0)
+        snprintf (url + n, sizeof url - (size_t) n, "&quality=%d", run->quality);
     s_get (slot, url, S_UPLOAD, 60000);
     //  Sent from our buffer, no copy; no "Expect: 100-continue" round trip.
     curl_easy_setopt (slot->easy, CURLOPT_POSTFIELDS, file->data);

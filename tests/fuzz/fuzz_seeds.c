@@ -47,6 +47,11 @@ s_message (imgp_msg_type_t type, imgp_state_t state, bool with_id)
     msg->opts.fit = IMGP_FIT_COVER;
     msg->opts.format = IMGP_FORMAT_WEBP;
     msg->opts.quality = 80;
+    msg->opts.gravity = IMGP_GRAVITY_NORTH;
+    msg->opts.animated = true;
+    msg->opts.size_count = 2;
+    msg->opts.sizes [0] = (imgp_size_t) { 200, 150 };
+    msg->opts.sizes [1] = (imgp_size_t) { 50, 50 };
     msg->state = state;
     msg->created_at = 1700000000000;
     msg->updated_at = 1700000001234;
@@ -60,7 +65,8 @@ s_message (imgp_msg_type_t type, imgp_state_t state, bool with_id)
     strcpy (msg->message, "VipsJpeg: premature end of JPEG file");
     msg->result_count = 1;
     msg->results [0] = (imgp_result_t) { .width = 100, .height = 75, .format = IMGP_FORMAT_WEBP,
-                                    .bytes = 12, .ms = 7 };
+                                    .bytes = 12, .ms = 7, .box = { 200, 150 } };
+    memset (msg->results [0].etag, 'e', IMGP_ETAG_LEN);
     bool data = type == IMGP_MSG_SUBMIT || type == IMGP_MSG_JOB || type == IMGP_MSG_DONE
              || (type == IMGP_MSG_INFO && state == IMGP_STATE_DONE);
     if (data)

@@ -628,6 +628,60 @@ s_walk_service (void)
                           .key = S_SLOW_KEY, .want = 429, .no_head = true }, NULL);
 }
 
+//  A multipart body: the text field `name`=`value`, then the image in `img`.
+static char *
+s_form_with_field (const char *name, const char *value, const void *png, size_t size,
+                   size_t *body_size)
+{
+    char head [512];
+    int n = snprintf (head, sizeof head,
+                      "--walkerBoundary\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n"
+                      "%s\r\n--walkerBoundary\r\nContent-Disposition: form-data; name=\"img\"; "
+                      "filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n", name, value);
+    const char *tail = "\r\n--walkerBoundary--\r\n";
+    *body_size = (size_t) n + size + strlen (tail);
+    char *body = malloc (*body_size);
+    cr_assert_not_null (body);
+    memcpy (body, head, (size_t) n);
+    memcpy (body + n, png, size);
+    memcpy (body + (size_t) n + size, tail, strlen (tail));
+    return body;
+}
+
+//  Options as multipart fields: a bad one is 400 naming it. Walked when
+//  the build reads option fields (a frontend that does not ignores them).
+static void
+s_walk_form_options (const void *png, size_t size)
+{
+    size_t body_size;
+    char *body = s_form_with_field ("gravity", "north", png, size, &body_size);
+    h_response_t resp;
+    cr_assert_eq (h_http_with (s_port (), "POST", "/v1/images", "Authorization: Bearer " S_KEY
+                               "\r\n", "multipart/form-data; boundary=walkerBoundary", body,
+                               body_size, &resp, S_TIMEOUT_MS), 0, "%s", resp.error);
+    int status = resp.status;
+    h_response_free (&resp);
+    if (status == 202)
+        json_array_append_new (s_unwalked, json_string ("options as multipart fields"));
+    else {
+        s_call (&(s_call_t) { .method = "POST", .doc = "/v1/images", .path = "/v1/images",
+                              .key = S_KEY, .type = "multipart/form-data; boundary=walkerBoundary",
+                              .body = body, .size = body_size, .want = 400 }, &resp);
+        json_t *json = h_json (&resp);
+        const char *option = json_string_value (
+            json_object_get (json_object_get (json, "error"), "option"));
+        cr_assert (option && strcmp (option, "gravity") == 0, "form field: option %s", option);
+        json_decref (json);
+        h_response_free (&resp);
+    }
+    free (body);
+    body = s_form_with_field ("width", "60", png, size, &body_size);
+    s_call (&(s_call_t) { .method = "POST", .doc = "/v1/images", .path = "/v1/images",
+                          .key = S_KEY, .type = "multipart/form-data; boundary=walkerBoundary",
+                          .body = body, .size = body_size, .want = 202 }, NULL);
+    free (body);
+}
+
 //  Uploads on both routes: accepted, a bad option, not an image, no key.
 //  Returns the id of a job that ends done; *failed_id one that ends failed.
 static const char *
@@ -671,6 +725,7 @@ s_walk_uploads (const char **failed_id)
                               .type = "image/png", .body = png, .size = size, .want = 401 },
                 NULL);
     }
+    s_walk_form_options (png, size);
     free (png);
     return id;
 }

@@ -858,13 +858,14 @@ s_post (const char *path, const char *type, const void *body, size_t size,
     s_exchange (head, body, size, response);
 }
 
-//  POST a multipart form: a text field `note`, then `field` holding the bytes.
+//  POST a multipart form: a text field (an option, enlarge=false: every
+//  field beside img is one), then `field` holding the bytes.
 static void
 s_post_form (const char *path, const char *field, const void *data, size_t size,
              response_t *response)
 {
     char *head = zsys_sprintf (
-        "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+        "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"enlarge\"\r\n\r\nfalse\r\n"
         "--" BOUNDARY "\r\nContent-Disposition: form-data; name=\"%s\"; filename=\"a.png\"\r\n"
         "Content-Type: image/png\r\n\r\n", field);
     const char *tail = "\r\n--" BOUNDARY "--\r\n";

@@ -1945,6 +1945,34 @@ Test (renditions, animated_webp_keeps_the_frames, .init = s_init)
     fprintf (stderr, "animated: 3-frame 90x60 GIF, animated=true webp 30x30: %dx%d, %d frames, "
              "%zu bytes\n", result.width, result.height, frames, result.outputs [0].size);
     imgp_thumb_result_clear (&result);
+    //  cover by centre cuts every frame, fill stretches every frame
+    opts = s_sized ("animated=true&format=webp&fit=cover&width=30");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect_eq (result.width, 30);
+    cr_expect_eq (result.height, 30);
+    cr_expect_eq (s_frames (&result), 3);
+    imgp_thumb_result_clear (&result);
+    opts = s_sized ("animated=true&format=webp&fit=fill&width=20&height=50");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect_eq (result.height, 50);
+    cr_expect_eq (s_frames (&result), 3);
+    imgp_thumb_result_clear (&result);
+    //  contain pads every frame, a compass gravity cuts every frame there
+    opts = s_sized ("animated=true&format=webp&fit=contain&width=30&background=%23ff0000");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect (result.width == 30 && result.height == 30, "%dx%d", result.width, result.height);
+    cr_expect_eq (s_frames (&result), 3);
+    imgp_thumb_result_clear (&result);
+    opts = s_sized ("animated=true&format=webp&fit=cover&width=20&height=60&gravity=east");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect (result.width == 20 && result.height == 60, "%dx%d", result.width, result.height);
+    cr_expect_eq (s_frames (&result), 3);
+    imgp_thumb_result_clear (&result);
+    //  a smart crop would pick another region per frame: the first frame
+    opts = s_sized ("animated=true&format=webp&fit=cover&width=30&gravity=attention");
+    result = s_thumb_ok (gif, &opts);
+    cr_expect_eq (s_frames (&result), 1);
+    imgp_thumb_result_clear (&result);
     //  auto keeps them as WebP; without animated=true, the first frame
     opts = s_sized ("animated=true&format=auto&width=30");
     result = s_thumb_ok (gif, &opts);
