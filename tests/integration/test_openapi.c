@@ -628,6 +628,18 @@ s_walk_service (void)
                           .key = S_SLOW_KEY, .want = 429, .no_head = true }, NULL);
 }
 
+//  True when the JSON error in `resp` has `member` (in "error") == `want`.
+static bool
+s_error_member_is (h_response_t *resp, const char *member, const char *want)
+{
+    json_t *json = h_json (resp);
+    const char *value = json_string_value (
+        json_object_get (json_object_get (json, "error"), member));
+    bool is = value && strcmp (value, want) == 0;
+    json_decref (json);
+    return is;
+}
+
 //  A multipart body: the text field `name`=`value`, then the image in `img`.
 static char *
 s_form_with_field (const char *name, const char *value, const void *png, size_t size,
@@ -667,11 +679,7 @@ s_walk_form_options (const void *png, size_t size)
         s_call (&(s_call_t) { .method = "POST", .doc = "/v1/images", .path = "/v1/images",
                               .key = S_KEY, .type = "multipart/form-data; boundary=walkerBoundary",
                               .body = body, .size = body_size, .want = 400 }, &resp);
-        json_t *json = h_json (&resp);
-        const char *option = json_string_value (
-            json_object_get (json_object_get (json, "error"), "option"));
-        cr_assert (option && strcmp (option, "gravity") == 0, "form field: option %s", option);
-        json_decref (json);
+        cr_assert (s_error_member_is (&resp, "option", "gravity"), "form field: %s", resp.body);
         h_response_free (&resp);
     }
     free (body);
@@ -710,12 +718,8 @@ s_walk_uploads (const char **failed_id)
             s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = path,
                                   .key = S_KEY, .type = "image/png", .body = png, .size = size,
                                   .want = 400 }, &resp);
-            json_t *json = h_json (&resp);
-            const char *option = json_string_value (
-                json_object_get (json_object_get (json, "error"), "option"));
-            cr_assert (option && strcmp (option, bad [b][1]) == 0, "%s: option %s", path,
-                       option);
-            json_decref (json);
+            cr_assert (s_error_member_is (&resp, "option", bad [b][1]), "%s: %s", path,
+                       resp.body);
             h_response_free (&resp);
         }
         s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
@@ -906,11 +910,7 @@ s_ready_reason_is (void *arg)
     h_response_t resp;
     if (h_http (s_port (), "GET", "/readyz", NULL, NULL, 0, &resp, S_TIMEOUT_MS) != 0)
         return false;
-    json_t *json = h_json (&resp);
-    const char *reason = json_string_value (
-        json_object_get (json_object_get (json, "error"), "reason"));
-    bool is = reason && strcmp (reason, arg) == 0;
-    json_decref (json);
+    bool is = s_error_member_is (&resp, "reason", arg);
     h_response_free (&resp);
     return is;
 }
@@ -932,11 +932,7 @@ s_walk_spool_full (void)
     h_response_t resp;
     s_call (&(s_call_t) { .method = "GET", .doc = "/readyz", .path = "/readyz", .want = 503 },
             &resp);
-    json_t *json = h_json (&resp);
-    const char *reason = json_string_value (
-        json_object_get (json_object_get (json, "error"), "reason"));
-    cr_assert (reason && strcmp (reason, "spool_full") == 0, "readyz reason %s", reason);
-    json_decref (json);
+    cr_assert (s_error_member_is (&resp, "reason", "spool_full"), "readyz: %s", resp.body);
     h_response_free (&resp);
 }
 
