@@ -2,7 +2,6 @@
 #include "imgp_static.h"
 
 #include <assert.h>
-#include <stdio.h>
 #include <string.h>
 
 //  Which file each URL path serves: the only paths this module answers.
@@ -33,12 +32,7 @@ void
 imgp_static_send (imgp_reply_t *reply, const imgp_static_file_t *file)
 {
     assert (reply && file);
-    //  file->etag is quoted; imgp_reply_cache takes the bare tag. no-cache:
-    //  kept, but asked for again each time (a 304 when unchanged).
-    char tag [IMGP_REPLY_ETAG_MAX];
-    size_t len = strlen (file->etag);
-    assert (len >= 2 && len < sizeof tag);
-    snprintf (tag, sizeof tag, "%.*s", (int) len - 2, file->etag + 1);
-    imgp_reply_cache (reply, tag, -1);
+    //  no-cache: kept, but asked for again each time (a 304 when unchanged).
+    imgp_reply_cache (reply, file->etag, -1);
     imgp_reply_send (reply, 200, file->type, file->data, file->size);
 }

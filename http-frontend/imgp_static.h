@@ -5,15 +5,15 @@
     any host with nothing beside the binary: no document root to install,
     no path from a request ever reaching the file system. meson runs
     imgp_static_embed.py over the files at build time; the generated
-    table holds each file's bytes, Content-Type and ETag (the quoted SHA-1
-    of its bytes).
+    table holds each file's bytes, Content-Type and entity tag (the SHA-1
+    of its bytes; imgp_reply_cache makes the ETag header of it).
 
     Responses carry the ETag and `Cache-Control: no-cache`: a browser keeps
     its copy but asks each time, and a frontend upgraded with a new page
     answers with the new one, an unchanged one with 304.
 
-    Never: serve a path that is not in the table below (no directory
-    listing, no lookup by a name taken from the request).
+    Never: serve a path that is not listed in imgp_static.c (s_served):
+    no directory listing, no lookup by a name taken from the request.
 */
 #ifndef IMGP_STATIC_H_INCLUDED
 #define IMGP_STATIC_H_INCLUDED
@@ -28,7 +28,7 @@ typedef struct {
     const char *type;           //  Content-Type
     const unsigned char *data;  //  its bytes
     size_t size;                //  number of bytes
-    const char *etag;           //  strong ETag, quoted SHA-1 of the bytes
+    const char *etag;           //  SHA-1 of the bytes, lowercase hex, unquoted
 } imgp_static_file_t;
 
 //  Every embedded file, ending with an entry whose name is NULL

@@ -2,9 +2,9 @@
 """imgp_static_embed.py OUTPUT.c FILE... — the frontend's static files as C.
 
 Writes the table imgp_static.h declares: each FILE's bytes, its name (the
-base name), its Content-Type (from its extension) and its ETag (the quoted
-SHA-1 of its bytes, so a changed file gets a new tag and an unchanged one
-keeps it across builds). Run by meson at build time (http-frontend/
+base name), its Content-Type (from its extension) and its entity tag (the
+SHA-1 of its bytes in hex, so a changed file gets a new tag and an
+unchanged one keeps it across builds). Run by meson at build time (http-frontend/
 meson.build); python3 is there because meson is. Nothing here is read at
 run time: the frontend serves what was built into it.
 """
@@ -37,7 +37,7 @@ def main(output, paths):
         for at in range(0, len(data), 16):
             lines.append('    ' + ', '.join('0x%02x' % b for b in data[at:at + 16]) + ',')
         lines.append('};')
-        entries.append('    { "%s", "%s", s_data_%d, %d, "\\"%s\\"" },'
+        entries.append('    { "%s", "%s", s_data_%d, %d, "%s" },'
                        % (name, TYPES[ext], i, len(data), hashlib.sha1(data).hexdigest()))
     lines += ['', 'const imgp_static_file_t imgp_static_files [] = {'] + entries
     lines += ['    { NULL, NULL, NULL, 0, NULL }', '};', '']

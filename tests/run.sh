@@ -5,8 +5,9 @@
 #
 # Three stages, each counted the same way (one result per test):
 #   1. the normal build: CLI checks, unit suites, integration suites,
-#      script tests, and the benchmark's smoke run (tests/bench/run.sh
-#      --quick: it works and writes every section; no number is checked);
+#      script tests, the upload page in headless Chromium (tests/browser),
+#      and the benchmark's smoke run (tests/bench/run.sh --quick: it works
+#      and writes every section; no number is checked);
 #   2. the same suites built with AddressSanitizer + UndefinedBehavior-
 #      Sanitizer (LeakSanitizer on), named "test_proto [asan]"...; any
 #      sanitizer report, from a test or from a program a test spawned,
@@ -240,6 +241,18 @@ for script in tests/deploy/test_*.sh tests/cluster/test_*.sh; do
     [ -x "$script" ] && run_script "$(basename "$script" .sh)" "$script" "$build"
 done
 stage_done scripts $start
+
+# ----------------------------------------------------------------------
+# The browser test: the upload page (GET /) in headless Chromium driven by
+# playwright-core, against the real programs with API keys on
+# (tests/browser/run.sh; the checks are listed in upload-page.test.mjs).
+# Counted like the script tests, one result per check; skipped, never
+# passed, where deps.sh could not install chromium or node, or npm ci could
+# not fetch playwright-core. Its screenshot: $build/browser/upload-page.png.
+
+start=$SECONDS
+run_script browser tests/browser/run.sh "$build"
+stage_done browser $start
 
 # ----------------------------------------------------------------------
 # The benchmark's smoke run: tests/bench/run.sh --quick (under a minute)
