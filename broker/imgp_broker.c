@@ -597,7 +597,9 @@ s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *don
 //  Add a done variant job's renditions to its parent: results appended,
 //  OUT rewritten as the old bytes plus the new (one entry, the order of
 //  results[]), the parent's record saved with it in one write. -1 when
-//  they do not fit or cannot be stored (the parent is left as it was).
+//  they cannot be added (no room, the parent's OUT unreadable), -2 when
+//  the write failed (the broker's disk: worth another try later); the
+//  parent is left as it was either way.
 static int
 s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
                imgp_msg_t *done)
@@ -623,17 +625,20 @@ s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
     record.result_count += variant->result_count;
     int rc = imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_OUT, out, size);
     free (out);
-    if (rc == 0) {
-        memcpy (parent->results, record.results, sizeof parent->results);
-        parent->result_count = record.result_count;
-    }
-    return rc;
+    if (rc)
+        return -2;
+    memcpy (parent->results, record.results, sizeof parent->results);
+    parent->result_count = record.result_count;
+    return 0;
 }
 
 //  A variant job ended (s_finish sends it here): its renditions join its
 //  parent's, or the parent remembers that format as failed (never tried
-//  again: a client then gets the family). Either way the requests held on
-//  the parent for it are answered now, with the best rendition there is.
+//  again: a client then gets the family) — unless only the broker's disk
+//  failed to store them: then the next FETCH that wants it asks again, as
+//  a job's result is never failed for the broker's own disk. Either way
+//  the requests held on the parent for it are answered now, with the best
+//  rendition there is.
 //  The variant stays in the table as a finished job (for the logs' sake
 //  and so that late results of it are duplicates) until TTL or eviction;
 //  it was never on disk.
@@ -649,9 +654,14 @@ s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t
         return;             //  expired meanwhile: nothing to add to
     unsigned bit = 1u << job->opts.format;
     parent->variants_pending &= ~bit;
-    if (state == IMGP_STATE_DONE && s_variant_add (self, parent, job, done) == 0)
+    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
+    if (rc == 0)
         imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
                    job->id, imgp_format_name (job->opts.format), parent->result_count);
+    else
+    if (rc == -2)
+        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
+                   parent->id, job->id, imgp_format_name (job->opts.format));
     else {
         parent->variants_failed |= bit;
         imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,

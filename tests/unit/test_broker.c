@@ -3805,19 +3805,34 @@ Test (broker, renditions_by_size_and_after_a_restart)
     s_rig_destroy (&rig);
 }
 
+//  The format=auto job of the tests below: one box, answered with a
+//  100x50 PNG "family" (the format the job itself makes).
+static const imgp_size_t s_auto_box [1] = { { 100, 100 } };
+static const imgp_size_t s_auto_pixels [1] = { { 100, 50 } };
+static const char *s_auto_texts [1] = { "family" };
+
+//  A rig whose worker "w1" holds a new format=auto job `id` of one box,
+//  100x100 (its attempt in *attempt), not yet answered.
+static s_rig_t *
+s_rig_with_auto_job (const imgp_broker_config_t *config, char *id, int *attempt)
+{
+    s_rig_t *rig = s_rig_new (config, "w1");
+    s_new_id (id);
+    s_submit_sized (rig->intake, id, s_auto_box, 1, IMGP_FORMAT_AUTO);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    *attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    return rig;
+}
+
 Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
 {
     imgp_broker_config_t config = s_config ();
-    s_rig_t *rig = s_rig_new (&config, "w1");
     char id [IMGP_ID_LEN + 1];
-    s_new_id (id);
-    const imgp_size_t box [1] = { { 100, 100 } };
-    const imgp_size_t pixels [1] = { { 100, 50 } };
-    const char *texts [1] = { "family" };
-    s_submit_sized (rig->intake, id, box, 1, IMGP_FORMAT_AUTO);
-    imgp_msg_t *job = s_worker_await_job (rig->worker);
-    int attempt = job->attempts;
-    imgp_msg_destroy (&job);
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    const imgp_size_t *box = s_auto_box;
+    imgp_msg_t *job;
     //  A FETCH held until the job ends that prefers WebP gets the family
     //  when it ends, and the WebP variant is queued then (pending).
     const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
@@ -3826,7 +3841,7 @@ Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
     memcpy (early->accept, webp, sizeof webp);
     s_send (rig->dealer, early);
     zclock_sleep (100);                     //  let the broker hold it
-    s_worker_done_sizes (rig->worker, id, attempt, box, pixels, texts, 1);
+    s_worker_done_sizes (rig->worker, id, attempt, box, s_auto_pixels, s_auto_texts, 1);
     imgp_msg_t *reply = s_next_reply (rig->dealer);
     cr_assert_eq (reply->tag, 3);
     cr_assert (reply->pending, "the WebP variant is queued when the job ends");
@@ -4326,5 +4341,103 @@ Test (broker, a_kept_original_goes_with_its_job_at_the_ttl)
     cr_assert_not (s_spooled (id, IMGP_SPOOL_OUT));
     imgp_msg_t *reply = s_ask (rig->status, IMGP_MSG_STATUS, id);
     s_expect_error (&reply, "not_found");
+    s_rig_destroy (&rig);
+}
+
+//  A lossless WebP header of w x h (no pixels: the broker never decodes),
+//  as the magic check takes it: RIFF, WEBP, one VP8L chunk. `mark` tells
+//  two apart. malloc'd, the caller's; its size in *size_p (26 bytes).
+static uint8_t *
+s_webp_new (int w, int h, uint8_t mark, size_t *size_p)
+{
+    static const uint8_t head [20] = { 'R', 'I', 'F', 'F', 18, 0, 0, 0, 'W', 'E', 'B', 'P',
+                                       'V', 'P', '8', 'L', 6, 0, 0, 0 };
+    uint8_t *webp = malloc (26);
+    cr_assert_not_null (webp);
+    memcpy (webp, head, sizeof head);
+    uint32_t bits = (uint32_t) (w - 1) | (uint32_t) (h - 1) << 14;
+    uint8_t body [6] = { 0x2f, (uint8_t) bits, (uint8_t) (bits >> 8), (uint8_t) (bits >> 16),
+                         (uint8_t) (bits >> 24), mark };
+    memcpy (webp + 20, body, sizeof body);
+    *size_p = 26;
+    return webp;
+}
+
+//  The worker takes the next JOB, a variant of `parent` in WebP, and
+//  answers it with one WebP of w x h per size.
+static void
+s_worker_variant_done (s_worker_t *worker, const char *parent, int w, int h, uint8_t mark)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_neq (job->id, parent);
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, job->id, job->attempts);
+    size_t size;
+    uint8_t *webp = s_webp_new (w, h, mark, &size);
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { .width = w, .height = h, .format = IMGP_FORMAT_WEBP,
+                                         .bytes = (int64_t) size, .ms = 2,
+                                         .box = job->opts.sizes [0] };
+    imgp_msg_set_data (msg, webp, size, NULL);
+    imgp_msg_destroy (&job);
+    s_worker_send (worker, msg);
+}
+
+//  A made variant joins its parent's renditions, served to clients that
+//  prefer it and kept across a restart; one the broker's disk could not
+//  store is asked for again by the next FETCH (not marked failed).
+Test (broker, auto_variant_made_is_kept_and_one_not_stored_is_asked_again)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    const imgp_size_t *box = s_auto_box;
+    s_worker_done_sizes (rig->worker, id, attempt, box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+
+    //  The broker's disk refuses the parent's record: the WebP is not
+    //  stored, the family is served, and the next FETCH asks again.
+    imgp_spool_fault (id, IMGP_SPOOL_JSON);
+    imgp_msg_t *reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (reply->pending);
+    imgp_msg_destroy (&reply);
+    s_worker_variant_done (rig->worker, id, 100, 50, 'x');
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    imgp_spool_fault (NULL, IMGP_SPOOL_JSON);
+    cr_assert_eq (reply->result_count, 1, "nothing was added");
+    imgp_msg_destroy (&reply);
+
+    //  Asked again: a second variant job, stored this time; a FETCH held
+    //  for it gets the WebP (rendition 1) when it is made.
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 9, 4000);
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+    s_worker_variant_done (rig->worker, id, 100, 50, 'y');
+    reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 9);
+    cr_assert_eq (reply->result_count, 2);
+    cr_assert_eq (reply->rendition, 1);
+    cr_assert (!reply->pending);
+    size_t size;
+    uint8_t *want = s_webp_new (100, 50, 'y', &size);
+    cr_assert_eq (imgp_msg_size (reply), size);
+    cr_assert_arr_eq (imgp_msg_data (reply), want, size);
+    imgp_msg_destroy (&reply);
+
+    //  Kept across a restart, with the family beside it.
+    s_rig_destroy (&rig);
+    rig = s_rig_new (&config, NULL);
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert_eq (reply->rendition, 1);
+    cr_assert (!reply->pending);
+    cr_assert_arr_eq (imgp_msg_data (reply), want, size);
+    imgp_msg_destroy (&reply);
+    reply = s_fetch (rig->status, id, box [0], webp + 1, 2, 0);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    free (want);
     s_rig_destroy (&rig);
 }
