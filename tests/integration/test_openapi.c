@@ -424,6 +424,21 @@ s_conforms (const s_call_t *call, const char *method, h_response_t *resp)
     json_decref (body);
 }
 
+//  The HEAD answer has the headers the GET had, with the same values.
+static void
+s_same_headers (const h_response_t *get, const h_response_t *head, const char *path)
+{
+    const char *names [] = { "Content-Type", "ETag", "Cache-Control", "Vary", "Retry-After",
+                             "Location", "WWW-Authenticate" };
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
+        char want [256] = "", got [256] = "";
+        if (h_header (get, names [i], want, sizeof want) != 0)
+            continue;
+        h_header (head, names [i], got, sizeof got);
+        cr_assert_str_eq (got, want, "HEAD %s: %s", path, names [i]);
+    }
+}
+
 //  Make `call`, check its answer against the document and its HEAD twin;
 //  the GET's response is left in *out when `out` is not NULL.
 static void
@@ -459,6 +474,7 @@ s_call (const s_call_t *call, h_response_t *out)
                    || strcmp (call->doc, "/readyz") == 0;
         if (resp.status != 304 && !moving)
             cr_assert_str_eq (head_length, get_length, "HEAD %s: Content-Length", call->path);
+        s_same_headers (&resp, &head, call->path);
         h_response_free (&head);
     }
     if (out)
