@@ -78,6 +78,16 @@
       deadline bounds the poll timeout, so an expired wait is answered on
       time, not at the next tick. Held requests are memory only: a restart
       drops them and the requester asks again.
+    - Renditions: a DONE carries one per size, stored as ONE OUT entry (the
+      bytes end to end, in results[] order) with the final record; a FETCH
+      names its box and, for format=auto, the formats its client takes, and
+      gets INFO with every result and one rendition's bytes (a copy of that
+      slice when there are several). A format an auto job's client prefers
+      and the job has not made is made by a variant job: an ordinary table
+      entry (own id, parent's options in that format, parent's original)
+      that is never written to the spool; its renditions are appended to
+      the parent's results and OUT in one write (s_variant_end). So a
+      restart forgets a variant in the making, never one that was made.
     - PONG stats: counters and histograms are bumped where things happen
       (O(1)); the gauges are read from the table when a PING comes.
 */
@@ -248,6 +258,8 @@ s_end_pass (s_server_t *self)
 static int
 s_persist (s_server_t *self, const imgp_job_t *job)
 {
+    if (job->parent [0])
+        return 0;           //  a variant job lives in memory only (s_variant_new)
     return imgp_spool_save (self->spool, job);
 }
 
@@ -271,8 +283,8 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
         memcpy (info->message, job->message, sizeof info->message);
     }
     if (job->state == IMGP_STATE_DONE) {
-        info->results [0] = job->result;
-        info->result_count = 1;
+        info->result_count = job->result_count;
+        memcpy (info->results, job->results, sizeof info->results);
     }
     return info;
 }
@@ -302,32 +314,144 @@ s_thumbnail_damaged (s_server_t *self, imgp_job_t *job)
     return job;
 }
 
-//  INFO of a done job with its thumbnail, read from the spool; INFO of the
-//  job failed spool_damaged when the thumbnail's checksum fails; ERROR
-//  internal when the spool cannot give it otherwise.
-static imgp_msg_t *
-s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
+//  ---------------------------------------------------------------------
+//  Renditions (PROTOCOL.md 6.4): a done job holds one rendition per size,
+//  and a job of format=auto more formats per size as its variant jobs
+//  make them. Their bytes are one OUT entry, the renditions concatenated
+//  in results[] order. A FETCH names the size it wants (`box`, default the
+//  first) and, for an auto job, the formats its client accepts in order of
+//  preference (`accept`).
+
+//  The box a FETCH asks for: its `box`, or the job's first size.
+static imgp_size_t
+s_wanted_box (const imgp_job_t *job, const imgp_msg_t *request)
 {
+    if (request->box.width > 0)
+        return request->box;
+    return (imgp_size_t) { job->opts.width, job->opts.height };
+}
+
+//  True when the job was asked for that box (one of its sizes).
+static bool
+s_has_size (const imgp_job_t *job, imgp_size_t box)
+{
+    for (int i = 0; i < job->opts.size_count; i++)
+        if (job->opts.sizes [i].width == box.width && job->opts.sizes [i].height == box.height)
+            return true;
+    return false;
+}
+
+//  Index of the rendition of `box` in `format`, -1 when none.
+static int
+s_rendition (const imgp_job_t *job, imgp_size_t box, imgp_format_t format)
+{
+    for (int i = 0; i < job->result_count; i++) {
+        const imgp_result_t *r = &job->results [i];
+        if (r->box.width == box.width && r->box.height == box.height && r->format == format)
+            return i;
+    }
+    return -1;
+}
+
+//  A format a variant job can add to an auto job: the family (JPEG or
+//  PNG) is what the job itself made.
+static bool
+s_variant_format (imgp_format_t format)
+{
+    return format == IMGP_FORMAT_WEBP || format == IMGP_FORMAT_AVIF;
+}
+
+//  The rendition a FETCH of a done job gets: -1 when the job has no such
+//  size. For an auto job, the first format of the request's `accept` list
+//  that is made; *better (may be NULL) is set to a format earlier in that
+//  list that a variant job could still make (IMGP_FORMAT_AUTO when none),
+//  the format the client would rather have. Any other job has one format:
+//  that one, whatever the list says (the client asked for it at upload).
+static int
+s_choose (const imgp_job_t *job, const imgp_msg_t *request, imgp_format_t *better)
+{
+    if (better)
+        *better = IMGP_FORMAT_AUTO;
+    imgp_size_t box = s_wanted_box (job, request);
+    int fallback = -1;          //  the box's first rendition: the family
+    for (int i = 0; i < job->result_count && fallback < 0; i++)
+        if (job->results [i].box.width == box.width && job->results [i].box.height == box.height)
+            fallback = i;
+    if (fallback < 0 || job->opts.format != IMGP_FORMAT_AUTO)
+        return fallback;
+    for (int a = 0; a < request->accept_count; a++) {
+        imgp_format_t format = request->accept [a];
+        int index = s_rendition (job, box, format);
+        if (index >= 0)
+            return index;
+        unsigned bit = 1u << format;
+        if (better && *better == IMGP_FORMAT_AUTO && s_variant_format (format)
+        &&  !(job->variants_failed & bit))
+            *better = format;
+    }
+    return fallback;
+}
+
+//  INFO of a done job with the chosen rendition's bytes, read from the
+//  spool (`out` NULL) or taken from `out` (the DONE in hand); ERROR
+//  no_such_size for a size the job was not asked for, internal when the
+//  spool cannot give the bytes.
+static imgp_msg_t *
+s_thumbnail_new (s_server_t *self, imgp_msg_t *request, imgp_job_t *job,
+                 const uint8_t *out, size_t out_size)
+{
+    imgp_format_t better;
+    int index = s_choose (job, request, &better);
+    if (index < 0) {
+        imgp_size_t box = s_wanted_box (job, request);
+        return imgp_msg_error_new (request, "no_such_size", "the job has no %dx%d thumbnail",
+                                   box.width, box.height);
+    }
+    int64_t offset = 0;
+    for (int i = 0; i < index; i++)
+        offset += job->results [i].bytes;
+    int64_t length = job->results [index].bytes;
+
     void *data = NULL;
     size_t size = 0;
-    if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) || size == 0) {
-        bool damaged = size == 0 && errno == EBADMSG;
+    if (!out) {
+        if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_OUT, &data, &size) || size == 0) {
+            bool damaged = size == 0 && errno == EBADMSG;
+            imgp_spool_release (data, NULL);
+            if (damaged)
+                return s_info_new (request, s_thumbnail_damaged (self, job));
+            return imgp_msg_error_new (request, "internal",
+                                       "the thumbnail is missing from the spool");
+        }
+        out = data;
+        out_size = size;
+    }
+    if (length < 1 || offset + length > (int64_t) out_size) {
+        imgp_error ("job=%s event=rendition_missing index=%d offset=%lld bytes=%lld out=%zu",
+                    job->id, index, (long long) offset, (long long) length, out_size);
         imgp_spool_release (data, NULL);
-        if (damaged)
-            return s_info_new (request, s_thumbnail_damaged (self, job));
         return imgp_msg_error_new (request, "internal", "the thumbnail is missing from the spool");
     }
-    //  OUT holds every rendition end to end; the first is the thumbnail
-    if (job->result.bytes > 0 && (size_t) job->result.bytes < size)
-        size = (size_t) job->result.bytes;
     imgp_msg_t *info = s_info_new (request, job);
-    imgp_msg_set_data (info, data, size, imgp_spool_release);      //  sent without a copy
+    info->rendition = index;
+    info->pending = better != IMGP_FORMAT_AUTO && (job->variants_pending & (1u << better));
+    if (data && offset == 0 && (size_t) length == size)
+        imgp_msg_set_data (info, data, size, imgp_spool_release);     //  sent without a copy
+    else {
+        //  One rendition of several: a copy of its bytes (thumbnails are small).
+        void *slice = malloc ((size_t) length);
+        assert (slice);
+        memcpy (slice, out + offset, (size_t) length);
+        imgp_msg_set_data (info, slice, (size_t) length, NULL);
+        imgp_spool_release (data, NULL);
+    }
     return info;
 }
 
 //  Answer a STATUS or FETCH about `job`, at once or after it was held:
-//  INFO (with the thumbnail for a FETCH of a done job), or ERROR not_found
-//  when `job` is NULL (unknown, or another owner's).
+//  INFO (with the chosen rendition for a FETCH of a done job), or ERROR
+//  not_found when `job` is NULL (unknown, or another owner's), or
+//  no_such_size for a FETCH of a size the job was not asked for.
 static void
 s_answer (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
 {
@@ -335,29 +459,41 @@ s_answer (s_server_t *self, imgp_msg_t *request, imgp_job_t *job)
     if (!job)
         reply = imgp_msg_error_new (request, "not_found", "no job with this id");
     else
+    if (request->type == IMGP_MSG_FETCH && !s_has_size (job, s_wanted_box (job, request))) {
+        imgp_size_t box = s_wanted_box (job, request);
+        reply = imgp_msg_error_new (request, "no_such_size", "the job has no %dx%d thumbnail",
+                                    box.width, box.height);
+    }
+    else
     if (request->type == IMGP_MSG_FETCH && job->state == IMGP_STATE_DONE)
-        reply = s_thumbnail_new (self, request, job);
+        reply = s_thumbnail_new (self, request, job, NULL, 0);
     else
         reply = s_info_new (request, job);
     s_reply (self, IMGP_BROKER_STATUS, &reply);
 }
 
+static int s_want_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job);
+
 //  Answer every request held on `job`, which just ended: the one place
 //  held requests are woken. `done` is the resizer's DONE when the job ended
-//  done (NULL when it failed): a FETCH gets a copy of its thumbnail, which
-//  is in hand, instead of a read of the spool per waiter.
+//  done (NULL when it failed): a FETCH gets its rendition from the bytes
+//  in hand instead of a read of the spool per waiter.
 static void
 s_wake (s_server_t *self, imgp_job_t *job, imgp_msg_t *done)
 {
     assert ((job->state == IMGP_STATE_DONE) == (done != NULL));
     imgp_msg_t *request;
     while ((request = imgp_waiters_take (self->waiters, job->id))) {
-        imgp_msg_t *reply = s_info_new (request, job);
+        imgp_msg_t *reply;
         if (done && request->type == IMGP_MSG_FETCH) {
-            zframe_t *thumbnail = zframe_new (imgp_msg_data (done),
-                                              (size_t) done->results [0].bytes);
-            imgp_msg_set_frame (reply, &thumbnail);
+            //  One that prefers a format the auto job has not made gets it
+            //  queued now (and says pending), as a FETCH that came later would.
+            s_want_variant (self, request, job);
+            reply = s_thumbnail_new (self, request, job, imgp_msg_data (done),
+                                     imgp_msg_size (done));
         }
+        else
+            reply = s_info_new (request, job);
         s_reply (self, IMGP_BROKER_STATUS, &reply);
         imgp_msg_destroy (&request);
     }
@@ -369,7 +505,7 @@ s_count_finish (s_server_t *self, imgp_job_t *job)
 {
     if (job->state == IMGP_STATE_DONE) {
         self->stats.done++;
-        imgp_histo_add (&self->stats.job_ms, job->result.ms);
+        imgp_histo_add (&self->stats.job_ms, job->results [0].ms);
     }
     else
         self->stats.failed++;
@@ -386,6 +522,9 @@ s_release (s_server_t *self, imgp_job_t *job)
     if (peer)
         imgp_peers_released (peer, job->bytes);
 }
+
+static void s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state,
+                           imgp_msg_t *done);
 
 //  How often `id`'s final record could not be stored.
 static int
@@ -426,9 +565,15 @@ s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t by
 //  When that store fails the job stays unfinished (s_store_failed) and -1
 //  is returned. Every way a job ends comes through here, so here its
 //  waiters wake; `done` is the DONE that ended it, NULL when it failed.
+//  A variant job (format=auto) ends in s_variant_end instead: it has no
+//  record of its own, its renditions go to its parent's.
 static int
 s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *done)
 {
+    if (job->parent [0]) {
+        s_variant_end (self, job, state, done);     //  its renditions go to its parent
+        return 0;
+    }
     imgp_job_t record = *job;
     record.state = state;
     record.updated_at = zclock_time ();
@@ -447,6 +592,87 @@ s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *don
     imgp_spool_drop_original (self->spool, job->id);
     s_wake (self, job, done);
     return 0;
+}
+
+//  Add a done variant job's renditions to its parent: results appended,
+//  OUT rewritten as the old bytes plus the new (one entry, the order of
+//  results[]), the parent's record saved with it in one write. -1 when
+//  they cannot be added (no room, the parent's OUT unreadable), -2 when
+//  the write failed (the broker's disk: worth another try later); the
+//  parent is left as it was either way.
+static int
+s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
+               imgp_msg_t *done)
+{
+    if (parent->result_count + variant->result_count > IMGP_RESULTS_MAX)
+        return -1;
+    void *old = NULL;
+    size_t old_size = 0;
+    if (imgp_spool_get (self->spool, parent->id, IMGP_SPOOL_OUT, &old, &old_size)) {
+        imgp_spool_release (old, NULL);
+        return -1;
+    }
+    size_t size = old_size + imgp_msg_size (done);
+    uint8_t *out = malloc (size);
+    assert (out);
+    memcpy (out, old, old_size);
+    memcpy (out + old_size, imgp_msg_data (done), imgp_msg_size (done));
+    imgp_spool_release (old, NULL);
+
+    imgp_job_t record = *parent;
+    memcpy (record.results + record.result_count, variant->results,
+            variant->result_count * sizeof variant->results [0]);
+    record.result_count += variant->result_count;
+    int rc = imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_OUT, out, size);
+    free (out);
+    if (rc)
+        return -2;
+    memcpy (parent->results, record.results, sizeof parent->results);
+    parent->result_count = record.result_count;
+    return 0;
+}
+
+//  A variant job ended (s_finish sends it here): its renditions join its
+//  parent's, or the parent remembers that format as failed (never tried
+//  again: a client then gets the family) — unless only the broker's disk
+//  failed to store them: then the next FETCH that wants it asks again, as
+//  a job's result is never failed for the broker's own disk. Either way
+//  the requests held on the parent for it are answered now, with the best
+//  rendition there is.
+//  The variant stays in the table as a finished job (for the logs' sake
+//  and so that late results of it are duplicates) until TTL or eviction;
+//  it was never on disk.
+static void
+s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *done)
+{
+    s_touch (job);
+    s_release (self, job);
+    imgp_table_finish (self->table, job, state);
+    //  Not counted in PONG's done/failed: those count accepted jobs.
+    imgp_job_t *parent = imgp_table_lookup (self->table, job->parent);
+    if (!parent || parent->state != IMGP_STATE_DONE)
+        return;             //  expired meanwhile: nothing to add to
+    unsigned bit = 1u << job->opts.format;
+    parent->variants_pending &= ~bit;
+    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
+    if (rc == 0)
+        imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
+                   job->id, imgp_format_name (job->opts.format), parent->result_count);
+    else
+    if (rc == -2)
+        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
+                   parent->id, job->id, imgp_format_name (job->opts.format));
+    else {
+        parent->variants_failed |= bit;
+        imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,
+                   job->id, imgp_format_name (job->opts.format),
+                   state == IMGP_STATE_DONE ? "internal" : job->code);
+    }
+    imgp_msg_t *request;
+    while ((request = imgp_waiters_take (self->waiters, parent->id))) {
+        s_answer (self, request, parent);
+        imgp_msg_destroy (&request);
+    }
 }
 
 static void
@@ -675,23 +901,92 @@ s_owned_job (s_server_t *self, imgp_msg_t *msg)
 }
 
 //  Hold a STATUS or FETCH with wait_ms until its unfinished job ends or the
-//  wait passes. Returns -1 when it is to be answered now: nothing to wait
-//  for, or --max-waiters requests are held already.
+//  wait passes (`variant`: until the variant job its done job waits for
+//  ends). Returns -1 when it is to be answered now: nothing to wait for, or
+//  --max-waiters requests are held already.
 static int
-s_hold (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+s_hold (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job, bool variant)
 {
-    if (!job || msg->wait_ms <= 0 || job->phase == IMGP_PHASE_FINISHED)
+    if (!job || msg->wait_ms <= 0 || (job->phase == IMGP_PHASE_FINISHED && !variant))
         return -1;
     if (imgp_waiters_size (self->waiters) >= self->config->max_waiters) {
         imgp_debug ("job=%s event=wait_refused waiters=%zu", job->id,
                     imgp_waiters_size (self->waiters));
         return -1;
     }
-    //  A copy keeps what the answer needs (envelope, id, tag, type). The
-    //  owner was checked here, and a job's owner never changes.
+    //  A copy keeps what the answer needs (envelope, id, tag, type, box,
+    //  accept). The owner was checked here, and a job's owner never changes.
     imgp_msg_t *held = imgp_msg_reply_new (msg, msg->type);
+    held->box = msg->box;                   //  and what a FETCH wants
+    held->accept_count = msg->accept_count;
+    memcpy (held->accept, msg->accept, sizeof held->accept);
     imgp_waiters_hold (self->waiters, &held, zclock_mono () + msg->wait_ms);
     return 0;
+}
+
+//  Queue a variant job making `format` for every size of the done auto job
+//  `parent`, unless one is at work already. The variant is an ordinary job
+//  to dispatch (attempts, timeouts, re-dispatch), with the parent's options
+//  in that format, but memory only: no record, no original of its own (it
+//  reads the parent's, which an auto job keeps), and its renditions go to
+//  the parent (s_variant_end). A restart forgets it; the next FETCH that
+//  wants the format queues it again. Returns 0 when one is at work.
+static int
+s_variant_new (s_server_t *self, imgp_job_t *parent, imgp_format_t format)
+{
+    unsigned bit = 1u << format;
+    if (parent->variants_pending & bit)
+        return 0;
+    if (!imgp_spool_has (self->spool, parent->id, IMGP_SPOOL_IN)) {
+        parent->variants_failed |= bit;
+        imgp_warn ("job=%s event=variant_failed format=%s code=internal "
+                   "reason=original_gone", parent->id, imgp_format_name (format));
+        return -1;
+    }
+    imgp_job_t record = { .state = IMGP_STATE_QUEUED, .opts = parent->opts };
+    record.opts.format = format;
+    //  Frames are kept where the format can hold them (WebP), as auto does.
+    record.opts.animated = parent->opts.animated && format == IMGP_FORMAT_WEBP;
+    if (imgp_id_new (record.id))
+        return -1;
+    memcpy (record.parent, parent->id, sizeof record.parent);
+    memcpy (record.owner, parent->owner, sizeof record.owner);
+    record.created_at = record.updated_at = zclock_time ();
+    record.bytes = parent->bytes;
+    //  Not bound by --max-jobs or --max-queue: at most two a parent, and
+    //  making room could evict the parent itself.
+    imgp_job_t *job = imgp_table_insert (self->table, &record);
+    if (!job)
+        return -1;
+    parent->variants_pending |= bit;
+    imgp_info ("job=%s event=variant_queued variant=%s format=%s", parent->id, job->id,
+               imgp_format_name (format));
+    return 0;
+}
+
+//  A FETCH of a done auto job whose client would rather have a format not
+//  made yet: queue its variant job. Returns 0 when one is at work for it.
+static int
+s_want_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+{
+    if (!job || msg->type != IMGP_MSG_FETCH || job->state != IMGP_STATE_DONE
+    ||  job->opts.format != IMGP_FORMAT_AUTO || !s_has_size (job, s_wanted_box (job, msg)))
+        return -1;
+    imgp_format_t better;
+    if (s_choose (job, msg, &better) < 0 || better == IMGP_FORMAT_AUTO)
+        return -1;
+    return s_variant_new (self, job, better);
+}
+
+//  s_want_variant, and hold the FETCH for that variant when it asked to
+//  wait (else it is answered now with the best there is, INFO `pending`).
+//  Returns 0 when held.
+static int
+s_hold_variant (s_server_t *self, imgp_msg_t *msg, imgp_job_t *job)
+{
+    if (s_want_variant (self, msg, job))
+        return -1;
+    return s_hold (self, msg, job, true);
 }
 
 //  STATUS or FETCH.
@@ -699,7 +994,11 @@ static void
 s_on_query (s_server_t *self, imgp_msg_t *msg)
 {
     imgp_job_t *job = s_owned_job (self, msg);
-    if (s_hold (self, msg, job))
+    //  A size the job does not have is answered at once, done or not.
+    bool sized = !job || msg->type != IMGP_MSG_FETCH || s_has_size (job, s_wanted_box (job, msg));
+    if (sized && s_hold_variant (self, msg, job) == 0)
+        return;
+    if (!sized || s_hold (self, msg, job, false))
         s_answer (self, msg, job);
 }
 
@@ -978,14 +1277,21 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
         return;
     }
     peer->done++;
-    job->result = msg->results [0];     //  the first rendition: what FETCH serves
+    //  The codec checked that the renditions' bytes add up to the frame.
+    job->result_count = msg->result_count;
+    memcpy (job->results, msg->results, sizeof job->results);
+    //  DONE's results are in the order of the job's sizes; a resizer from
+    //  before sizes names no box.
+    for (int i = 0; i < job->result_count && i < job->opts.size_count; i++)
+        if (job->results [i].box.width == 0)
+            job->results [i].box = job->opts.sizes [i];
     //  The thumbnails and the final record are stored together (s_finish);
     //  when they cannot be, the job waits in the queue for room.
     if (s_finish (self, job, IMGP_STATE_DONE, msg))
         return;
-    imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%lld attempt=%d", job->id,
-               job->worker, (long long) job->result.ms, (long long) job->result.bytes,
-               msg->attempts);
+    imgp_info ("job=%s event=done worker=%s ms=%lld bytes=%zu renditions=%d attempt=%d",
+               job->id, job->worker, (long long) job->results [0].ms, imgp_msg_size (msg),
+               job->result_count, msg->attempts);
 }
 
 static void
@@ -1058,7 +1364,9 @@ s_job_new (s_server_t *self, imgp_job_t *job)
 {
     void *data = NULL;
     size_t size = 0;
-    if (imgp_spool_get (self->spool, job->id, IMGP_SPOOL_IN, &data, &size) || size == 0) {
+    //  A variant job works on its parent's original.
+    const char *source = job->parent [0] ? job->parent : job->id;
+    if (imgp_spool_get (self->spool, source, IMGP_SPOOL_IN, &data, &size) || size == 0) {
         int error = size == 0 && data ? EIO : errno;
         imgp_spool_release (data, NULL);
         errno = error;

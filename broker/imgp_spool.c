@@ -2067,8 +2067,13 @@ s_record_write (const imgp_job_t *r, bool keep, char *buf, size_t size)
         imgp_jw_string (&out, "message", r->message);
         imgp_jw_close (&out, '}');
     }
-    if (r->state == IMGP_STATE_DONE)
-        imgp_jw_result (&out, "result", &r->result);
+    if (r->state == IMGP_STATE_DONE) {
+        //  Every rendition, in the order of their bytes in OUT.
+        imgp_jw_open (&out, "results", '[');
+        for (int i = 0; i < r->result_count; i++)
+            imgp_jw_result (&out, NULL, &r->results [i]);
+        imgp_jw_close (&out, ']');
+    }
     if (keep)                           //  the original outlives the job's end (s_keeps)
         imgp_jw_bool (&out, "keep_original", true);
     imgp_jw_close (&out, '}');
@@ -2096,12 +2101,34 @@ s_copy (char *dest, size_t size, const char *text)
     return 0;
 }
 
-//  The error of a failed record, the result of a done one, in the ranges
+//  The renditions of a done record: "results" (1..IMGP_RESULTS_MAX), or
+//  the single "result" a broker before renditions wrote, as results[0].
+//  A rendition without a box (written before sizes) gets the job's first.
+static int
+s_decode_results (json_t *results, json_t *result, imgp_job_t *r)
+{
+    int rc;
+    if (!results && result) {
+        r->result_count = 1;
+        rc = imgp_msg_result_from_json (result, &r->results [0], NULL, 0);
+    }
+    else
+        rc = imgp_msg_results_from_json (results, r->results, IMGP_RESULTS_MAX,
+                                         &r->result_count, NULL, 0);
+    if (rc || r->result_count < 1)
+        return -1;
+    for (int i = 0; i < r->result_count; i++)
+        if (r->results [i].box.width == 0)
+            r->results [i].box = (imgp_size_t) { r->opts.width, r->opts.height };
+    return 0;
+}
+
+//  The error of a failed record, the results of a done one, in the ranges
 //  INFO can carry (PROTOCOL.md 3.2). The broker writes nothing else, so a
 //  record outside them was damaged; refusing it here (set aside by the
 //  replay) keeps a bad record from making its job's INFO unsendable.
 static int
-s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
+s_decode_outcome (json_t *error, json_t *results, json_t *result, imgp_job_t *r)
 {
     if (r->state == IMGP_STATE_FAILED) {
         const char *code, *message;
@@ -2111,8 +2138,7 @@ s_decode_outcome (json_t *error, json_t *result, imgp_job_t *r)
         ||  s_copy (r->message, sizeof r->message, message))
             return -1;
     }
-    if (r->state == IMGP_STATE_DONE
-    &&  (!result || imgp_msg_result_from_json (result, &r->result, NULL, 0)))
+    if (r->state == IMGP_STATE_DONE && s_decode_results (results, result, r))
         return -1;
     return 0;
 }
@@ -2146,13 +2172,13 @@ s_record_decode (const char *text, imgp_job_t *r, bool *keep_p)
     //  Records written before owners existed have none: they load as "".
     const char *id, *state, *worker, *owner = "";
     json_int_t created_at, updated_at, bytes;
-    json_t *opts = NULL, *error = NULL, *result = NULL;
+    json_t *opts = NULL, *error = NULL, *result = NULL, *results = NULL;
     int rc = json_unpack (root,
-        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o}",
+        "{s:i, s:s, s:s, s:o, s:I, s:I, s:I, s:i, s:s, s?s, s?o, s?o, s?o}",
         "v", &version, "id", &id, "state", &state, "opts", &opts,
         "created_at", &created_at, "updated_at", &updated_at,
         "bytes", &bytes, "attempts", &r->attempts, "worker", &worker,
-        "owner", &owner, "error", &error, "result", &result);
+        "owner", &owner, "error", &error, "result", &result, "results", &results);
     if (rc == 0) {
         r->created_at = created_at;
         r->updated_at = updated_at;
@@ -2163,7 +2189,7 @@ s_record_decode (const char *text, imgp_job_t *r, bool *keep_p)
         ||  imgp_msg_opts_from_json (opts, &r->opts, NULL, 0)
         ||  s_copy (r->worker, sizeof r->worker, worker)
         ||  s_copy (r->owner, sizeof r->owner, owner)
-        ||  s_decode_outcome (error, result, r)
+        ||  s_decode_outcome (error, results, result, r)
         ||  !s_record_in_range (r))
             rc = -1;
     }

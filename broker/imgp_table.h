@@ -34,7 +34,15 @@ typedef enum {
     IMGP_PHASE_FINISHED         //  done or failed, kept until its TTL
 } imgp_phase_t;
 
-//  One job. Also the record the spool stores (times, attempts, error, result).
+//  One job. Also the record the spool stores (times, attempts, error, results).
+//  A done job holds every rendition it made (results[], in the order of
+//  their bytes in its OUT entry: rendition i starts at the sum of the bytes
+//  before it). A job of format=auto may get more renditions later, made by
+//  variant jobs: a variant job is a table entry of its own (its own id, for
+//  the wire) whose `parent` names the job it works for; it is never saved
+//  to the spool and its renditions are appended to its parent's.
+//  results[] is fixed-size (IMGP_RESULTS_MAX) so records stay plain values
+//  copied by assignment: about 2 kB a job.
 typedef struct {
     char id [IMGP_ID_LEN + 1];              //  job id, valid (imgp_id_valid)
     imgp_state_t state;                     //  what clients see
@@ -50,7 +58,13 @@ typedef struct {
     int64_t started_at;                     //  monotonic ms of STARTED, 0 none
     char code [IMGP_CODE_MAX + 1];          //  failure code when failed
     char message [IMGP_MESSAGE_MAX + 1];    //  failure message when failed
-    imgp_result_t result;                   //  thumbnail metadata when done
+    int result_count;                       //  renditions in results[], 0 until done
+    imgp_result_t results [IMGP_RESULTS_MAX];   //  the renditions when done
+    char parent [IMGP_ID_LEN + 1];          //  variant job: the job it works for; "" else
+    unsigned variants_pending;              //  auto job: formats (1 << format) a variant
+                                            //  job is making now; memory only
+    unsigned variants_failed;               //  auto job: formats a variant job failed to
+                                            //  make (not tried again); memory only
 } imgp_job_t;
 
 typedef struct _imgp_table_t imgp_table_t;

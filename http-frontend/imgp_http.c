@@ -67,6 +67,8 @@
 #define S_PATH_MAX 2048         //  longest decoded request path routed
 #define S_CLOCK_SLACK_MS 10     //  civetweb's clock and ours may round apart
 #define S_CROWDED_HEAD_MS 1000  //  head deadline of a connection taken while crowded
+#define S_VARIANT_WAIT_MS 10000 //  a thumbnail request waits this long, at most, for the
+                                //  format its Accept prefers (format=auto) to be made
 
 struct _imgp_http_t {
     struct mg_context *ctx;     //  civetweb server, NULL once stopped
@@ -273,7 +275,7 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
         int status;             //  HTTP status for it
     } map [] = {
         { "not_found", 404 }, { "queue_full", 503 }, { "too_large", 413 },
-        { "bad_request", 400 }, { "spool_full", 507 },
+        { "bad_request", 400 }, { "no_such_size", 404 }, { "spool_full", 507 },
     };
     int status = 500;
     for (size_t i = 0; i < sizeof map / sizeof map [0]; i++)
@@ -286,7 +288,7 @@ s_reply_broker_error (s_request_t *req, imgp_msg_t *reply)
     if (status == 507)              //  the broker's disk: room may come back (TTL, compaction)
         req->reply.retry_after = S_RETRY_AFTER_SPOOL_S;
     const char *message = reply->message [0] ? reply->message : "the job service failed";
-    if (status == 404)
+    if (strcmp (reply->code, "not_found") == 0)
         message = "no image with this id (it may have expired)";
     imgp_reply_error (&req->reply, status, reply->code [0] ? reply->code : "internal", "%s",
                       message);
@@ -318,6 +320,27 @@ s_iso8601 (int64_t ms, char *text, size_t size)
               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (ms % 1000));
 }
 
+//  Every rendition of a done job: its size (the box asked for), what it
+//  is, and the URL that serves it (a job of format=auto has several
+//  formats of one size: that URL serves the one the request's Accept
+//  prefers).
+static json_t *
+s_thumbnails_json (imgp_msg_t *info)
+{
+    json_t *list = json_array ();
+    for (int i = 0; list && i < info->result_count; i++) {
+        const imgp_result_t *r = &info->results [i];
+        char size [32], url [IMGP_ID_LEN + 64];
+        snprintf (size, sizeof size, "%dx%d", r->box.width, r->box.height);
+        snprintf (url, sizeof url, "/v1/images/%s/thumbnail?size=%s", info->id, size);
+        json_array_append_new (list, json_pack ("{s:s,s:i,s:i,s:s,s:I,s:s}", "size", size,
+                                                "width", r->width, "height", r->height,
+                                                "format", imgp_format_name (r->format),
+                                                "bytes", (json_int_t) r->bytes, "url", url));
+    }
+    return list;
+}
+
 static json_t *
 s_status_json (imgp_msg_t *info)
 {
@@ -331,12 +354,16 @@ s_status_json (imgp_msg_t *info)
         json_object_set_new (body, "error",
                              json_pack ("{s:s,s:s}", "code", info->code [0] ? info->code : "failed",
                                         "message", info->message));
-    if (body && info->state == IMGP_STATE_DONE && info->result_count > 0)
+    if (body && info->state == IMGP_STATE_DONE && info->result_count > 0) {
+        //  `result` is the first rendition, as before renditions, for old clients.
+        const imgp_result_t *first = &info->results [0];
         json_object_set_new (body, "result",
-                             json_pack ("{s:i,s:i,s:s,s:I}", "width", info->results [0].width,
-                                        "height", info->results [0].height, "format",
-                                        imgp_format_name (info->results [0].format), "bytes",
-                                        (json_int_t) info->results [0].bytes));
+                             json_pack ("{s:i,s:i,s:s,s:I}", "width", first->width,
+                                        "height", first->height, "format",
+                                        imgp_format_name (first->format), "bytes",
+                                        (json_int_t) first->bytes));
+        json_object_set_new (body, "thumbnails", s_thumbnails_json (info));
+    }
     if (body && info->worker [0])
         json_object_set_new (body, "worker", json_string (info->worker));
     return body;
@@ -464,15 +491,18 @@ s_wait_ms (s_request_t *req)
     return seconds * 1000;
 }
 
-//  Ask the broker about the request's job (STATUS or FETCH), holding the
-//  reply up to ?wait= until the job ends; replies itself unless INFO came.
+//  Ask the broker about the request's job (STATUS, or FETCH of `fetch`'s
+//  rendition), holding the reply up to `wait_ms` until the job ends;
+//  replies itself unless INFO came.
 static imgp_msg_t *
-s_ask (s_request_t *req, imgp_msg_type_t type)
+s_ask_with (s_request_t *req, imgp_msg_type_t type, int wait_ms, const imgp_link_request_t *fetch)
 {
-    int wait_ms = s_wait_ms (req);
-    if (wait_ms < 0)
-        return NULL;
     imgp_link_request_t request = { .type = type, .id = req->id, .wait_ms = wait_ms };
+    if (fetch) {
+        request.box = fetch->box;
+        request.accept_count = fetch->accept_count;
+        memcpy (request.accept, fetch->accept, sizeof request.accept);
+    }
     imgp_msg_t *reply = s_call (req, &request, NULL);
     if (!reply)
         s_reply_unavailable (req);
@@ -488,44 +518,155 @@ s_ask (s_request_t *req, imgp_msg_type_t type)
     return NULL;
 }
 
+//  s_ask_with, holding up to the request's ?wait=.
+static imgp_msg_t *
+s_ask (s_request_t *req, imgp_msg_type_t type, const imgp_link_request_t *fetch)
+{
+    int wait_ms = s_wait_ms (req);
+    return wait_ms < 0 ? NULL : s_ask_with (req, type, wait_ms, fetch);
+}
+
 static void
 s_status (s_request_t *req)
 {
-    imgp_msg_t *info = s_ask (req, IMGP_MSG_STATUS);
+    imgp_msg_t *info = s_ask (req, IMGP_MSG_STATUS, NULL);
     if (info)
         imgp_reply_json (&req->reply, 200, s_status_json (info));
     imgp_msg_destroy (&info);
 }
 
-//  True when the thumbnail's magic bytes are the format the job reports,
-//  so we never serve bytes under a Content-Type they do not have.
+//  The rendition whose bytes a FETCH's INFO carries (`rendition`; the
+//  first from a broker before renditions), NULL when it names none.
+static const imgp_result_t *
+s_rendition (imgp_msg_t *info)
+{
+    int index = info->rendition;
+    return index >= 0 && index < info->result_count ? &info->results [index] : NULL;
+}
+
+//  True when the thumbnail's magic bytes are the format the rendition
+//  claims, so we never serve bytes under a Content-Type they do not have.
 static bool
-s_thumbnail_true (imgp_msg_t *info)
+s_thumbnail_true (imgp_msg_t *info, const imgp_result_t *rendition)
 {
     const char *sniffed = imgp_sniff (imgp_msg_data (info), imgp_msg_size (info), 0);
-    const char *format = imgp_format_name (info->results [0].format);
+    const char *format = imgp_format_name (rendition->format);
     if (!sniffed)
         return false;
     //  The sniffer names AVIF by its container, HEIF.
     return strcmp (sniffed, format) == 0
-        || (info->results [0].format == IMGP_FORMAT_AVIF && strcmp (sniffed, "heif") == 0);
+        || (rendition->format == IMGP_FORMAT_AVIF && strcmp (sniffed, "heif") == 0);
+}
+
+//  ?size=WxH of a thumbnail request into `box` ({0, 0} when absent: the
+//  job's first size). Returns 0, or -1 after answering 400 bad_option.
+static int
+s_size_option (s_request_t *req, imgp_size_t *box)
+{
+    *box = (imgp_size_t) { 0, 0 };
+    const char *query = mg_get_request_info (req->reply.conn)->query_string;
+    char text [32];
+    int len = query ? mg_get_var (query, strlen (query), "size", text, sizeof text) : -1;
+    if (len == -1)
+        return 0;
+    unsigned w = 0, h = 0;
+    int used = 0;
+    bool digits = len > 0 && text [0] >= '1' && text [0] <= '9'
+               && strspn (text, "0123456789x") == (size_t) len;
+    if (!digits || sscanf (text, "%5ux%5u%n", &w, &h, &used) != 2 || used != len
+    ||  w < 1 || w > IMGP_SIDE_MAX || h < 1 || h > IMGP_SIDE_MAX) {
+        imgp_reply_json (&req->reply, 400, json_pack (
+            "{s:{s:s,s:s,s:s}}", "error", "code", "bad_option", "message",
+            "size must be WIDTHxHEIGHT, each 1..4096, e.g. size=400x300", "option", "size"));
+        return -1;
+    }
+    *box = (imgp_size_t) { (int) w, (int) h };
+    return 0;
+}
+
+//  True when an Accept header names `type` with a q above 0. Only explicit
+//  types count: "*/*" and "image/*" are what every client sends, also the
+//  ones that cannot show AVIF, so they get the family (JPEG or PNG).
+static bool
+s_accepts (const char *accept, const char *type)
+{
+    size_t len = strlen (type);
+    for (const char *p = accept; p && *p; ) {
+        p += strspn (p, " \t,");
+        size_t item = strcspn (p, ",");
+        size_t name = strcspn (p, ";, \t");
+        if (name == len && strncasecmp (p, type, len) == 0) {
+            //  q=0 means "not this one" (RFC 9110 12.4.2).
+            const char *q = strstr (p, "q=");
+            bool refused = q && q < p + item && strtod (q + 2, NULL) <= 0;
+            return !refused;
+        }
+        p += item;
+    }
+    return false;
+}
+
+//  The formats a thumbnail request takes, best first (format=auto
+//  negotiation, PROTOCOL.md 6.4): AVIF, then WebP when its Accept names
+//  them, then the family. A job of a fixed format ignores the list.
+static int
+s_accept_formats (s_request_t *req, imgp_format_t accept [IMGP_ACCEPT_MAX])
+{
+    const char *header = mg_get_header (req->reply.conn, "Accept");
+    int count = 0;
+    if (s_accepts (header, "image/avif"))
+        accept [count++] = IMGP_FORMAT_AVIF;
+    if (s_accepts (header, "image/webp"))
+        accept [count++] = IMGP_FORMAT_WEBP;
+    accept [count++] = IMGP_FORMAT_JPEG;
+    accept [count++] = IMGP_FORMAT_PNG;
+    return count;
+}
+
+//  FETCH the rendition the request wants. When a better format for it is
+//  being made (INFO `pending`: a format=auto job whose client prefers a
+//  format not made yet, now queued), ask once more, held up to
+//  S_VARIANT_WAIT_MS until it is made. *fallback says a better one is
+//  still coming: that answer must not be cached.
+static imgp_msg_t *
+s_fetch (s_request_t *req, const imgp_link_request_t *fetch, bool *fallback)
+{
+    *fallback = false;
+    imgp_msg_t *info = s_ask (req, IMGP_MSG_FETCH, fetch);
+    if (info && info->state == IMGP_STATE_DONE && info->pending) {
+        imgp_msg_destroy (&info);
+        info = s_ask_with (req, IMGP_MSG_FETCH, S_VARIANT_WAIT_MS, fetch);
+        *fallback = info && info->pending;
+    }
+    return info;
 }
 
 static void
 s_thumbnail (s_request_t *req)
 {
-    imgp_msg_t *info = s_ask (req, IMGP_MSG_FETCH);
+    imgp_link_request_t fetch = { .type = IMGP_MSG_FETCH };
+    if (s_size_option (req, &fetch.box))
+        return;
+    fetch.accept_count = s_accept_formats (req, fetch.accept);
+    bool fallback;
+    imgp_msg_t *info = s_fetch (req, &fetch, &fallback);
     if (!info)
         return;
-    if (info->state == IMGP_STATE_DONE && s_thumbnail_true (info)) {
-        imgp_reply_cache (&req->reply, info->results [0].etag, req->server->config.cache_max_age_s);
-        imgp_reply_send (&req->reply, 200, imgp_format_mime (info->results [0].format),
+    //  The answer depends on Accept (format=auto): caches must key on it.
+    req->reply.vary = "Accept";
+    const imgp_result_t *rendition = s_rendition (info);
+    if (info->state == IMGP_STATE_DONE && rendition && s_thumbnail_true (info, rendition)) {
+        //  A fallback while a better format is being made must not be kept.
+        imgp_reply_cache (&req->reply, rendition->etag,
+                          fallback ? -1 : req->server->config.cache_max_age_s);
+        imgp_reply_send (&req->reply, 200, imgp_format_mime (rendition->format),
                          imgp_msg_data (info), imgp_msg_size (info));
     }
     else
     if (info->state == IMGP_STATE_DONE && imgp_msg_size (info) > 0) {
         imgp_error ("job=%s event=thumbnail_mismatch format=%s bytes=%zu", req->id,
-                    imgp_format_name (info->results [0].format), imgp_msg_size (info));
+                    rendition ? imgp_format_name (rendition->format) : "-",
+                    imgp_msg_size (info));
         imgp_reply_error (&req->reply, 502, "bad_gateway",
                           "the job service returned bytes that are not the thumbnail's format");
     }

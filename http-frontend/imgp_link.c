@@ -276,6 +276,9 @@ s_message (s_call_t *call, int64_t now)
     msg->tag = call->tag;
     if (request->opts)
         msg->opts = *request->opts;
+    msg->box = request->box;
+    msg->accept_count = request->accept_count;
+    memcpy (msg->accept, request->accept, sizeof msg->accept);
     if (request->owner)
         snprintf (msg->owner, sizeof msg->owner, "%s", request->owner);
     if (request->wait_ms > 0 && call->wait_until > now)

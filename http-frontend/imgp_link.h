@@ -52,6 +52,9 @@ typedef struct {
     size_t size;                //  bytes in data
     int wait_ms;                //  STATUS, FETCH: let the broker hold the reply until the
                                 //  job ends, up to this (0..IMGP_WAIT_MAX_MS)
+    imgp_size_t box;            //  FETCH: the size wanted, {0, 0}: the job's first
+    int accept_count;           //  FETCH: formats in accept, 0 for none
+    imgp_format_t accept [IMGP_ACCEPT_MAX]; //  FETCH: formats the client takes, best first
 } imgp_link_request_t;
 
 //  Start the link: its thread and two DEALER sockets that connect to

@@ -42,7 +42,9 @@ enum {
     F_STATS = 1 << 13,      //  "stats" object, optional
     F_CREDIT = 1 << 14,     //  "credit"
     F_HOST = 1 << 15,       //  "host", optional
-    F_WORKER_OPT = 1 << 16  //  "worker", optional (INFO)
+    F_WORKER_OPT = 1 << 16, //  "worker", optional (INFO)
+    F_WANT = 1 << 17,       //  FETCH: "box", "accept", optional
+    F_RENDITION = 1 << 18   //  INFO: "rendition", "pending", optional
 };
 
 //  "tag" is optional on every type: a requester's number for its request,
@@ -83,9 +85,10 @@ static const s_type_spec_t s_types [] = {
     [IMGP_MSG_SUBMIT] = { "submit", "SUBMIT", F_ID | F_OPTS | F_OWNER, S_DATA_REQUIRED, 0 },
     [IMGP_MSG_ACCEPTED] = { "accepted", "ACCEPTED", F_ID | F_STATE, S_DATA_NONE, 0 },
     [IMGP_MSG_STATUS] = { "status", "STATUS", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
-    [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID | F_OWNER | F_WAIT, S_DATA_NONE, 0 },
+    [IMGP_MSG_FETCH] = { "fetch", "FETCH", F_ID | F_OWNER | F_WAIT | F_WANT, S_DATA_NONE, 0 },
     [IMGP_MSG_INFO] = { "info", "INFO",
-        F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE | F_WORKER_OPT, S_DATA_OPTIONAL, 0 },
+        F_ID | F_STATE | F_TIMES | F_ATTEMPTS | F_BY_STATE | F_WORKER_OPT | F_RENDITION,
+        S_DATA_OPTIONAL, 0 },
     [IMGP_MSG_PING] = { "ping", "PING", 0, S_DATA_NONE, 0 },
     [IMGP_MSG_PONG] = { "pong", "PONG", F_STATS, S_DATA_NONE, 0 },
     [IMGP_MSG_ERROR] = { "error", "ERROR", F_ID_OPT | F_ERROR, S_DATA_NONE, 0 },
@@ -518,6 +521,26 @@ s_check_stats (imgp_stats_t *stats, char *error, size_t size)
     return 0;
 }
 
+//  What a FETCH wants (PROTOCOL.md 6.4): a box of the job's sizes (0x0:
+//  its first), and the formats its client takes (never auto: a format
+//  one can be served in).
+static int
+s_check_want (const imgp_msg_t *self, char *error, size_t size)
+{
+    bool no_box = self->box.width == 0 && self->box.height == 0;
+    if (!no_box && (self->box.width < 1 || self->box.width > IMGP_SIDE_MAX
+                 || self->box.height < 1 || self->box.height > IMGP_SIDE_MAX))
+        return s_fail (error, size, "box %dx%d is not in 1..%d", self->box.width,
+                       self->box.height, IMGP_SIDE_MAX);
+    if (self->accept_count < 0 || self->accept_count > IMGP_ACCEPT_MAX)
+        return s_fail (error, size, "accept has %d formats, not 0..%d", self->accept_count,
+                       IMGP_ACCEPT_MAX);
+    for (int i = 0; i < self->accept_count; i++)
+        if ((int) self->accept [i] < IMGP_FORMAT_PNG || (int) self->accept [i] > IMGP_FORMAT_AVIF)
+            return s_fail (error, size, "accept has an unknown format");
+    return 0;
+}
+
 //  The optional fields: tag on every type, owner and wait_ms where used.
 static int
 s_check_optional (imgp_msg_t *self, unsigned fields, char *error, size_t size)
@@ -538,6 +561,12 @@ s_check_optional (imgp_msg_t *self, unsigned fields, char *error, size_t size)
     if ((fields & F_WORKER_OPT) && self->worker [0]
     &&  s_check_text ("worker", self->worker, IMGP_WORKER_MAX, S_TEXT_NAME, error, size))
         return -1;
+    if ((fields & F_WANT) && s_check_want (self, error, size))
+        return -1;
+    //  An index of the results sent (0 also when there are none: absent).
+    if ((fields & F_RENDITION)
+    &&  (self->rendition < 0 || (self->rendition > 0 && self->rendition >= self->result_count)))
+        return s_fail (error, size, "rendition %d is not an index of results", self->rendition);
     return 0;
 }
 
@@ -686,6 +715,22 @@ s_put_optional (imgp_jw_t *out, imgp_msg_t *self, unsigned fields)
         imgp_jw_string (out, "host", self->host);
     if ((fields & F_WORKER_OPT) && self->worker [0])
         imgp_jw_string (out, "worker", self->worker);
+    if ((fields & F_WANT) && (self->box.width || self->box.height)) {
+        imgp_jw_open (out, "box", '[');
+        imgp_jw_int (out, NULL, self->box.width);
+        imgp_jw_int (out, NULL, self->box.height);
+        imgp_jw_close (out, ']');
+    }
+    if ((fields & F_WANT) && self->accept_count) {
+        imgp_jw_open (out, "accept", '[');
+        for (int i = 0; i < self->accept_count; i++)
+            imgp_jw_string (out, NULL, imgp_format_name (self->accept [i]));
+        imgp_jw_close (out, ']');
+    }
+    if ((fields & F_RENDITION) && self->rendition)
+        imgp_jw_int (out, "rendition", self->rendition);
+    if ((fields & F_RENDITION) && self->pending)
+        imgp_jw_bool (out, "pending", true);
 }
 
 static void
@@ -1423,6 +1468,38 @@ s_read_stats (const s_node_t *root, imgp_stats_t *stats, char *error, size_t siz
     return 0;
 }
 
+//  FETCH's "box" and "accept", each when present.
+static int
+s_read_want (const s_node_t *root, imgp_msg_t *self, char *error, size_t size)
+{
+    const s_node_t *box = s_find (root, "box");
+    if (box && s_read_box (box, "box", &self->box, error, size))
+        return -1;
+    const s_node_t *accept = s_find (root, "accept");
+    if (!accept)
+        return 0;
+    if (!s_is (accept, S_ARRAY))
+        return s_fail (error, size, "field \"accept\" is not an array");
+    int count = 0;
+    for (const s_node_t *item = accept->child; item; item = item->next) {
+        char text [16];
+        imgp_format_t format;
+        if (count == IMGP_ACCEPT_MAX)
+            return s_fail (error, size, "field \"accept\" has more than %d formats",
+                           IMGP_ACCEPT_MAX);
+        if (!s_is (item, S_STRING) || item->len >= sizeof text)
+            return s_fail (error, size, "field \"accept\" holds a non-format");
+        memcpy (text, item->text, item->len);
+        text [item->len] = '\0';
+        if (strlen (text) != item->len || imgp_format_parse (text, &format)
+        ||  format == IMGP_FORMAT_AUTO)
+            return s_fail (error, size, "field \"accept\" holds an unknown format");
+        self->accept [count++] = format;
+    }
+    self->accept_count = count;
+    return 0;
+}
+
 //  The optional fields, each read only when present.
 static int
 s_read_optional (const s_node_t *root, imgp_msg_t *self, unsigned fields, char *error,
@@ -1450,6 +1527,13 @@ s_read_optional (const s_node_t *root, imgp_msg_t *self, unsigned fields, char *
     &&  (s_get_str (root, "worker", self->worker, sizeof self->worker, error, size)
       || !self->worker [0]))
         return s_fail (error, size, "field \"worker\" is not a worker name");
+    if ((fields & F_WANT) && s_read_want (root, self, error, size))
+        return -1;
+    if ((fields & F_RENDITION) && s_find (root, "rendition")
+    &&  s_get_int (root, "rendition", &self->rendition, error, size))
+        return -1;
+    if ((fields & F_RENDITION) && s_get_bool_opt (root, "pending", &self->pending, error, size))
+        return -1;
     return 0;
 }
 

@@ -47,6 +47,7 @@
 #define IMGP_RESULT_SIDE_MAX 65535  //  result width and height
 #define IMGP_RESULTS_MAX 24         //  renditions of a job: 8 sizes x (asked or
                                     //  family format, webp, avif)
+#define IMGP_ACCEPT_MAX 4           //  formats a FETCH's `accept` lists, at most
 #define IMGP_ETAG_LEN 40            //  a rendition's ETag: SHA-1, lowercase hex
 
 typedef enum {
@@ -165,6 +166,12 @@ typedef struct {
     int64_t tag;                        //  any: 0 or 1..IMGP_TAG_MAX, echoed in replies
     char owner [IMGP_OWNER_MAX + 1];    //  SUBMIT, STATUS, FETCH: "" or the key name
     int wait_ms;                        //  STATUS, FETCH: 0, or hold until finished
+    imgp_size_t box;                    //  FETCH: the size wanted; 0x0: the job's first
+    int accept_count;                   //  FETCH: formats in accept, 0..IMGP_ACCEPT_MAX
+    imgp_format_t accept [IMGP_ACCEPT_MAX]; //  FETCH: formats the client takes, best first
+    int rendition;                      //  INFO of a FETCH: index in results of the data
+    bool pending;                       //  INFO of a FETCH: a format earlier in its accept
+                                        //  is being made (a variant job, PROTOCOL.md 6.4)
     bool has_stats;                     //  PONG: stats present (the broker's always are);
                                         //  CLUSTER: set in a reply, never in a request
     imgp_stats_t stats;                 //  PONG, CLUSTER reply, when has_stats

@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #define S_KEY "walker-key-0123456789abcdef"     //  unlimited
-#define S_SLOW_KEY "walker-slow-0123456789abcdef"   //  1 request/s, burst 1
+#define S_SLOW_KEY "walker-slow-0123456789abcdef"   //  burst 1, then 1 per 100 s
 #define S_UNKNOWN_ID "0123456789abcdef0123456789abcdef"
 #define S_TIMEOUT_MS 30000
 #define S_DOC_FILE IMGP_SOURCE_DIR "/http-frontend/static/openapi.json"
@@ -70,7 +70,7 @@ s_setup (void)
     snprintf (keys, sizeof keys, "%s/keys.txt", s_dir);
     FILE *file = fopen (keys, "w");
     cr_assert_not_null (file);
-    fprintf (file, "walker %s\nslow %s 1 1\n", S_KEY, S_SLOW_KEY);
+    fprintf (file, "walker %s\nslow %s 0.01 1\n", S_KEY, S_SLOW_KEY);
     fclose (file);
     static char keys_flag [128];
     snprintf (keys_flag, sizeof keys_flag, "%s", keys);
@@ -424,6 +424,21 @@ s_conforms (const s_call_t *call, const char *method, h_response_t *resp)
     json_decref (body);
 }
 
+//  The HEAD answer has the headers the GET had, with the same values.
+static void
+s_same_headers (const h_response_t *get, const h_response_t *head, const char *path)
+{
+    const char *names [] = { "Content-Type", "ETag", "Cache-Control", "Vary", "Retry-After",
+                             "Location", "WWW-Authenticate" };
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
+        char want [256] = "", got [256] = "";
+        if (h_header (get, names [i], want, sizeof want) != 0)
+            continue;
+        h_header (head, names [i], got, sizeof got);
+        cr_assert_str_eq (got, want, "HEAD %s: %s", path, names [i]);
+    }
+}
+
 //  Make `call`, check its answer against the document and its HEAD twin;
 //  the GET's response is left in *out when `out` is not NULL.
 static void
@@ -459,6 +474,7 @@ s_call (const s_call_t *call, h_response_t *out)
                    || strcmp (call->doc, "/readyz") == 0;
         if (resp.status != 304 && !moving)
             cr_assert_str_eq (head_length, get_length, "HEAD %s: Content-Length", call->path);
+        s_same_headers (&resp, &head, call->path);
         h_response_free (&head);
     }
     if (out)
@@ -628,6 +644,68 @@ s_walk_service (void)
                           .key = S_SLOW_KEY, .want = 429, .no_head = true }, NULL);
 }
 
+//  True when the JSON error in `resp` has `member` (in "error") == `want`.
+static bool
+s_error_member_is (h_response_t *resp, const char *member, const char *want)
+{
+    json_t *json = h_json (resp);
+    const char *value = json_string_value (
+        json_object_get (json_object_get (json, "error"), member));
+    bool is = value && strcmp (value, want) == 0;
+    json_decref (json);
+    return is;
+}
+
+//  A multipart body: the text field `name`=`value`, then the image in `img`.
+static char *
+s_form_with_field (const char *name, const char *value, const void *png, size_t size,
+                   size_t *body_size)
+{
+    char head [512];
+    int n = snprintf (head, sizeof head,
+                      "--walkerBoundary\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n"
+                      "%s\r\n--walkerBoundary\r\nContent-Disposition: form-data; name=\"img\"; "
+                      "filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n", name, value);
+    const char *tail = "\r\n--walkerBoundary--\r\n";
+    *body_size = (size_t) n + size + strlen (tail);
+    char *body = malloc (*body_size);
+    cr_assert_not_null (body);
+    memcpy (body, head, (size_t) n);
+    memcpy (body + n, png, size);
+    memcpy (body + (size_t) n + size, tail, strlen (tail));
+    return body;
+}
+
+//  Options as multipart fields: a bad one is 400 naming it. Walked when
+//  the build reads option fields (a frontend that does not ignores them).
+static void
+s_walk_form_options (const void *png, size_t size)
+{
+    size_t body_size;
+    char *body = s_form_with_field ("gravity", "north", png, size, &body_size);
+    h_response_t resp;
+    cr_assert_eq (h_http_with (s_port (), "POST", "/v1/images", "Authorization: Bearer " S_KEY
+                               "\r\n", "multipart/form-data; boundary=walkerBoundary", body,
+                               body_size, &resp, S_TIMEOUT_MS), 0, "%s", resp.error);
+    int status = resp.status;
+    h_response_free (&resp);
+    if (status == 202)
+        json_array_append_new (s_unwalked, json_string ("options as multipart fields"));
+    else {
+        s_call (&(s_call_t) { .method = "POST", .doc = "/v1/images", .path = "/v1/images",
+                              .key = S_KEY, .type = "multipart/form-data; boundary=walkerBoundary",
+                              .body = body, .size = body_size, .want = 400 }, &resp);
+        cr_assert (s_error_member_is (&resp, "option", "gravity"), "form field: %s", resp.body);
+        h_response_free (&resp);
+    }
+    free (body);
+    body = s_form_with_field ("width", "60", png, size, &body_size);
+    s_call (&(s_call_t) { .method = "POST", .doc = "/v1/images", .path = "/v1/images",
+                          .key = S_KEY, .type = "multipart/form-data; boundary=walkerBoundary",
+                          .body = body, .size = body_size, .want = 202 }, NULL);
+    free (body);
+}
+
 //  Uploads on both routes: accepted, a bad option, not an image, no key.
 //  Returns the id of a job that ends done; *failed_id one that ends failed.
 static const char *
@@ -656,12 +734,8 @@ s_walk_uploads (const char **failed_id)
             s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = path,
                                   .key = S_KEY, .type = "image/png", .body = png, .size = size,
                                   .want = 400 }, &resp);
-            json_t *json = h_json (&resp);
-            const char *option = json_string_value (
-                json_object_get (json_object_get (json, "error"), "option"));
-            cr_assert (option && strcmp (option, bad [b][1]) == 0, "%s: option %s", path,
-                       option);
-            json_decref (json);
+            cr_assert (s_error_member_is (&resp, "option", bad [b][1]), "%s: %s", path,
+                       resp.body);
             h_response_free (&resp);
         }
         s_call (&(s_call_t) { .method = "POST", .doc = routes [i], .path = routes [i],
@@ -671,6 +745,7 @@ s_walk_uploads (const char **failed_id)
                               .type = "image/png", .body = png, .size = size, .want = 401 },
                 NULL);
     }
+    s_walk_form_options (png, size);
     free (png);
     return id;
 }
@@ -844,8 +919,21 @@ s_walk_broker_down (const char *id)
     s_upload_both (503);
 }
 
+//  True when /readyz gives `arg` as its reason.
+static bool
+s_ready_reason_is (void *arg)
+{
+    h_response_t resp;
+    if (h_http (s_port (), "GET", "/readyz", NULL, NULL, 0, &resp, S_TIMEOUT_MS) != 0)
+        return false;
+    bool is = s_error_member_is (&resp, "reason", arg);
+    h_response_free (&resp);
+    return is;
+}
+
 //  The broker back with --max-spool-bytes 1: its spool already holds more,
-//  so uploads get 507 and /readyz says spool_full.
+//  so uploads get 507 and /readyz says spool_full (once the resizer is
+//  back: until then it says no_resizer, the first reason it checks).
 static void
 s_walk_spool_full (void)
 {
@@ -855,14 +943,12 @@ s_walk_spool_full (void)
     cr_assert_eq (h_cluster_broker_start (s_cluster), 0);
     cr_assert_geq (h_wait_status (s_port (), "/healthz", 200, 20000), 0, "the broker is not back");
     s_upload_both (507);
+    cr_assert (h_wait_until (s_ready_reason_is, "spool_full", 20000),
+               "/readyz never said spool_full");
     h_response_t resp;
     s_call (&(s_call_t) { .method = "GET", .doc = "/readyz", .path = "/readyz", .want = 503 },
             &resp);
-    json_t *json = h_json (&resp);
-    const char *reason = json_string_value (
-        json_object_get (json_object_get (json, "error"), "reason"));
-    cr_assert (reason && strcmp (reason, "spool_full") == 0, "readyz reason %s", reason);
-    json_decref (json);
+    cr_assert (s_error_member_is (&resp, "reason", "spool_full"), "readyz: %s", resp.body);
     h_response_free (&resp);
 }
 

@@ -543,7 +543,9 @@ Test (spool, record_text_is_jansson_compact_dump)
     snprintf (records [0].worker, sizeof records [0].worker, "w\"\\{}\x1f");
     snprintf (records [0].code, sizeof records [0].code, "decode_error");
     snprintf (records [0].message, sizeof records [0].message, "bad\n\t\r\b\f\x01 caf\xc3\xa9 /");
-    records [1].result = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17, { 0, 0 }, "" };
+    records [1].result_count = 1;
+    records [1].results [0] = (imgp_result_t) { 400, 300, IMGP_FORMAT_AVIF, 12345, 17,
+                                                { 100, 100 }, "" };
     for (int i = 0; i < 3; i++) {
         char *text = imgp_spool_record_encode (&records [i]);
         cr_assert_not_null (text);
@@ -574,7 +576,8 @@ Test (spool, record_round_trip)
     done.opts.quality = 80;
     done.opts.enlarge = true;
     snprintf (done.worker, sizeof done.worker, "host-1.42");
-    done.result = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 320, 200, IMGP_FORMAT_WEBP, 777, 15, { 320, 100 }, "" };
 
     char *text = imgp_spool_record_encode (&done);
     cr_assert_not_null (text);
@@ -588,7 +591,8 @@ Test (spool, record_round_trip)
     cr_assert_eq (back.bytes, 5000);
     cr_assert_eq (back.attempts, 2);
     cr_assert_eq (memcmp (&back.opts, &done.opts, sizeof back.opts), 0);
-    cr_assert_eq (memcmp (&back.result, &done.result, sizeof back.result), 0);
+    cr_assert_eq (back.result_count, 1);
+    cr_assert_eq (memcmp (&back.results [0], &done.results [0], sizeof back.results [0]), 0);
     cr_assert_str_eq (back.worker, "host-1.42");
 
     imgp_job_t failed = s_record (IMGP_STATE_FAILED, 5);
@@ -624,7 +628,8 @@ Test (spool, record_text_is_json_in_the_wire_forms)
     done.opts.format = IMGP_FORMAT_JPEG;
     done.opts.quality = 80;
     done.opts.enlarge = true;
-    done.result = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 400, 300, IMGP_FORMAT_JPEG, 12345, 17, { 400, 300 }, "" };
     imgp_job_t *records [2] = { &failed, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -635,8 +640,10 @@ Test (spool, record_text_is_json_in_the_wire_forms)
         cr_assert (json_equal (json_object_get (root, "opts"), opts), "%s", text);
         json_decref (opts);
         if (records [i]->state == IMGP_STATE_DONE) {
-            json_t *result = imgp_msg_result_to_json (&records [i]->result);
-            cr_assert (json_equal (json_object_get (root, "result"), result), "%s", text);
+            json_t *result = imgp_msg_result_to_json (&records [i]->results [0]);
+            json_t *results = json_object_get (root, "results");
+            cr_assert (json_array_size (results) == 1
+                    && json_equal (json_array_get (results, 0), result), "%s", text);
             json_decref (result);
         }
         json_decref (root);
@@ -646,7 +653,7 @@ Test (spool, record_text_is_json_in_the_wire_forms)
         cr_assert_str_eq (back.owner, records [i]->owner);
         cr_assert_str_eq (back.message, records [i]->message);
         cr_assert_eq (memcmp (&back.opts, &records [i]->opts, sizeof back.opts), 0);
-        cr_assert_eq (memcmp (&back.result, &records [i]->result, sizeof back.result), 0);
+        cr_assert_eq (memcmp (back.results, records [i]->results, sizeof back.results), 0);
         free (text);
     }
 }
@@ -678,7 +685,8 @@ Test (spool, record_out_of_range_is_refused)
     records [0].attempts = 1001;
     records [1].created_at = -5;
     records [2].state = IMGP_STATE_DONE;
-    records [2].result = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1, { 0, 0 }, "" };
+    records [2].result_count = 1;
+    records [2].results [0] = (imgp_result_t) { 0, 50, IMGP_FORMAT_PNG, 10, 1, { 0, 0 }, "" };
     records [3].state = IMGP_STATE_FAILED;
     snprintf (records [3].code, sizeof records [3].code, "Not A Code");
     records [4].attempts = 1000;            //  the largest that is fine
@@ -736,7 +744,9 @@ s_save_done (imgp_spool_t *spool, imgp_job_t *record, const char *thumbnail)
     cr_assert_eq (imgp_spool_put (spool, record->id, IMGP_SPOOL_OUT, thumbnail,
                                   strlen (thumbnail)), 0);
     record->state = IMGP_STATE_DONE;
-    record->result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail), 1, { 0, 0 }, "" };
+    record->result_count = 1;
+    record->results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, (int64_t) strlen (thumbnail),
+                                            1, { 0, 0 }, "" };
     cr_assert_eq (imgp_spool_save (spool, record), 0);
 }
 
@@ -1192,7 +1202,8 @@ Test (spool, a_full_disk_takes_jobs_again_once_space_frees)
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_IN, big, BIG))
             break;
         job.state = IMGP_STATE_DONE;
-        job.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1, { 0, 0 }, "" };
+        job.result_count = 1;
+        job.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 1, 1, { 0, 0 }, "" };
         if (imgp_spool_save_with (spool, &job, IMGP_SPOOL_OUT, "t", 1))
             break;
     }
@@ -1220,7 +1231,8 @@ Test (spool, the_old_layout_is_imported_once)
     cr_assert_eq (mkdir (jobs, 0700), 0);
     imgp_job_t queued = s_record (IMGP_STATE_QUEUED, 10);
     imgp_job_t done = s_record (IMGP_STATE_DONE, 20);
-    done.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
     imgp_job_t *records [2] = { &queued, &done };
     for (int i = 0; i < 2; i++) {
         char *text = imgp_spool_record_encode (records [i]);
@@ -1547,9 +1559,9 @@ s_png_chunk (uint8_t *at, const char *type, const void *data, size_t size)
     return s_put32 (start + 4 + size, s_crc32 (start, 4 + size));
 }
 
-//  The PNG for `text` (malloc'd, the caller's), its size in *size_p.
+//  A w x h PNG for `text` (malloc'd, the caller's), its size in *size_p.
 static uint8_t *
-s_png_new (const char *text, size_t *size_p)
+s_png_sized (const char *text, int width, int height, size_t *size_p)
 {
     static const uint8_t signature [8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     size_t len = strlen (text);
@@ -1557,13 +1569,20 @@ s_png_new (const char *text, size_t *size_p)
     cr_assert_not_null (png);
     memcpy (png, signature, 8);
     uint8_t ihdr [13] = { 0 };
-    s_put32 (s_put32 (ihdr, S_THUMB_WIDTH), S_THUMB_HEIGHT);
+    s_put32 (s_put32 (ihdr, (uint32_t) width), (uint32_t) height);
     ihdr [8] = 8;                   //  depth 8, colour type 0 (grey)
     uint8_t *end = s_png_chunk (png + 8, "IHDR", ihdr, sizeof ihdr);
     end = s_png_chunk (end, "IDAT", text, len);
     end = s_png_chunk (end, "IEND", NULL, 0);
     *size_p = (size_t) (end - png);
     return png;
+}
+
+//  The test's usual thumbnail: a 100 x 50 PNG for `text`.
+static uint8_t *
+s_png_new (const char *text, size_t *size_p)
+{
+    return s_png_sized (text, S_THUMB_WIDTH, S_THUMB_HEIGHT, size_p);
 }
 
 //  ---------------------------------------------------------------------
@@ -3659,6 +3678,258 @@ Test (broker, fsync_mode_accepts_a_burst_after_its_sync)
 }
 
 //  ---------------------------------------------------------------------
+//  Renditions (PROTOCOL.md 6.4): a DONE with one rendition per size, a
+//  FETCH that names its size, and a format=auto job whose FETCH names the
+//  formats its client takes and gets the others made by variant jobs.
+
+//  SUBMIT of a job with `sizes` (count of them) and `format`, accepted.
+static void
+s_submit_sized (zsock_t *intake, const char *id, const imgp_size_t *sizes, int count,
+                imgp_format_t format)
+{
+    imgp_msg_t *submit = s_submit_new (id, 10, "");
+    submit->opts.format = format;
+    submit->opts.width = sizes [0].width;
+    submit->opts.height = sizes [0].height;
+    submit->opts.size_count = count;
+    for (int i = 0; i < count; i++)
+        submit->opts.sizes [i] = sizes [i];
+    imgp_msg_t *reply = s_call (intake, submit);
+    cr_assert (reply && reply->type == IMGP_MSG_ACCEPTED, "SUBMIT: %s",
+               reply ? reply->message : "no reply");
+    imgp_msg_destroy (&reply);
+}
+
+//  DONE of a job with one grey PNG per size: text[i], w[i] x h[i], for box i.
+static void
+s_worker_done_sizes (s_worker_t *self, const char *id, int attempt, const imgp_size_t *boxes,
+                     const imgp_size_t *pixels, const char **texts, int count)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
+    uint8_t *all = NULL;
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        size_t size;
+        uint8_t *png = s_png_sized (texts [i], pixels [i].width, pixels [i].height, &size);
+        all = realloc (all, total + size);
+        cr_assert_not_null (all);
+        memcpy (all + total, png, size);
+        total += size;
+        free (png);
+        msg->results [i] = (imgp_result_t) { .width = pixels [i].width,
+            .height = pixels [i].height, .format = IMGP_FORMAT_PNG, .bytes = (int64_t) size,
+            .ms = 3, .box = boxes [i] };
+    }
+    msg->result_count = count;
+    imgp_msg_set_data (msg, all, total, NULL);
+    s_worker_send (self, msg);
+}
+
+//  FETCH of `box` ({0, 0}: none named) with `accept` (count), waiting wait_ms.
+static imgp_msg_t *
+s_fetch (zsock_t *status, const char *id, imgp_size_t box, const imgp_format_t *accept,
+         int count, int wait_ms)
+{
+    imgp_msg_t *request = s_query_new (IMGP_MSG_FETCH, id, "", 0, wait_ms);
+    request->box = box;
+    request->accept_count = count;
+    for (int i = 0; i < count; i++)
+        request->accept [i] = accept [i];
+    imgp_msg_t *reply = s_call (status, request);
+    cr_assert_not_null (reply, "no reply to FETCH");
+    return reply;
+}
+
+//  The reply is INFO with the PNG of `text`, rendition `index`.
+static void
+s_expect_rendition (imgp_msg_t **reply_p, int index, const char *text, int w, int h)
+{
+    imgp_msg_t *reply = *reply_p;
+    cr_assert_eq (reply->type, IMGP_MSG_INFO, "got %s %s", imgp_msg_type_name (reply->type),
+                  reply->message);
+    cr_assert_eq (reply->rendition, index);
+    size_t size;
+    uint8_t *png = s_png_sized (text, w, h, &size);
+    cr_assert_eq (imgp_msg_size (reply), size);
+    cr_assert_arr_eq (imgp_msg_data (reply), png, size);
+    cr_assert_eq (reply->results [index].bytes, (int64_t) size);
+    free (png);
+    imgp_msg_destroy (reply_p);
+}
+
+Test (broker, renditions_by_size_and_after_a_restart)
+{
+    imgp_broker_config_t config = s_config ();
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    char id [IMGP_ID_LEN + 1];
+    s_new_id (id);
+    const imgp_size_t boxes [3] = { { 200, 200 }, { 100, 100 }, { 30, 60 } };
+    const imgp_size_t pixels [3] = { { 200, 100 }, { 100, 50 }, { 30, 15 } };
+    const char *texts [3] = { "big", "middle", "small" };
+    s_submit_sized (rig->intake, id, boxes, 3, IMGP_FORMAT_PNG);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    cr_assert_eq (job->opts.size_count, 3);
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    //  A FETCH held until the job ends gets the size it named.
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 5, 4000);
+    held->box = boxes [2];
+    s_send (rig->dealer, held);
+    zclock_sleep (100);                     //  let the broker hold it
+    s_worker_done_sizes (rig->worker, id, attempt, boxes, pixels, texts, 3);
+    imgp_msg_t *reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 5);
+    s_expect_rendition (&reply, 2, "small", 30, 15);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    cr_assert_eq (info->result_count, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert (info->results [i].box.width == boxes [i].width
+                && info->results [i].box.height == boxes [i].height
+                && info->results [i].width == pixels [i].width, "result %d", i);
+    imgp_msg_destroy (&info);
+
+    for (int round = 0; round < 2; round++) {
+        //  No box named: the first size. Each size by its box; others refused.
+        reply = s_fetch (rig->status, id, (imgp_size_t) { 0, 0 }, NULL, 0, 0);
+        s_expect_rendition (&reply, 0, "big", 200, 100);
+        for (int i = 0; i < 3; i++) {
+            reply = s_fetch (rig->status, id, boxes [i], NULL, 0, 0);
+            s_expect_rendition (&reply, i, texts [i], pixels [i].width, pixels [i].height);
+        }
+        reply = s_fetch (rig->status, id, (imgp_size_t) { 100, 50 }, NULL, 0, 0);
+        s_expect_error (&reply, "no_such_size");
+        //  Every rendition survives a restart, from the record and one OUT.
+        s_rig_destroy (&rig);
+        rig = s_rig_new (&config, NULL);
+    }
+    s_rig_destroy (&rig);
+}
+
+//  The format=auto job of the tests below: one box, answered with a
+//  100x50 PNG "family" (the format the job itself makes).
+static const imgp_size_t s_auto_box [1] = { { 100, 100 } };
+static const imgp_size_t s_auto_pixels [1] = { { 100, 50 } };
+static const char *s_auto_texts [1] = { "family" };
+
+//  A rig whose worker "w1" holds a new format=auto job `id` of one box,
+//  100x100 (its attempt in *attempt), not yet answered.
+static s_rig_t *
+s_rig_with_auto_job (const imgp_broker_config_t *config, char *id, int *attempt)
+{
+    s_rig_t *rig = s_rig_new (config, "w1");
+    s_new_id (id);
+    s_submit_sized (rig->intake, id, s_auto_box, 1, IMGP_FORMAT_AUTO);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    *attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    return rig;
+}
+
+Test (broker, auto_variant_failed_falls_back_and_is_not_tried_again)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    const imgp_size_t *box = s_auto_box;
+    imgp_msg_t *job;
+    //  A FETCH held until the job ends that prefers WebP gets the family
+    //  when it ends, and the WebP variant is queued then (pending).
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *early = s_query_new (IMGP_MSG_FETCH, id, "", 3, 4000);
+    early->accept_count = 3;
+    memcpy (early->accept, webp, sizeof webp);
+    s_send (rig->dealer, early);
+    zclock_sleep (100);                     //  let the broker hold it
+    s_worker_done_sizes (rig->worker, id, attempt, box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 3);
+    cr_assert (reply->pending, "the WebP variant is queued when the job ends");
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  A client that takes anything gets the family.
+    const imgp_format_t any [2] = { IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    reply = s_fetch (rig->status, id, box [0], any, 2, 0);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+
+    //  One that would rather have WebP: the family now, the variant at work.
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (reply->pending, "the WebP variant is being made");
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    job = s_worker_await_job (rig->worker);
+    cr_assert_str_neq (job->id, id, "a variant job has an id of its own");
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    char variant [IMGP_ID_LEN + 1];
+    memcpy (variant, job->id, sizeof variant);
+    attempt = job->attempts;
+    imgp_msg_destroy (&job);
+
+    //  A FETCH held for it (wait_ms) is answered when it ends: here failed.
+    s_send (rig->dealer, s_query_new (IMGP_MSG_FETCH, id, "", 7, 4000));
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 8, 4000);
+    held->box = box [0];
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+    reply = s_next_reply (rig->dealer);     //  tag 7 named no WebP: answered at once
+    cr_assert_eq (reply->tag, 7);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    zclock_sleep (100);                     //  let the broker hold tag 8
+    s_worker_failed (rig->worker, variant, attempt, "save_failed");
+    reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 8);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+
+    //  A failed format is not tried again: no job goes out for it.
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (!reply->pending);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    s_worker_ready (rig->worker, 1, 1);
+    cr_assert_null (s_worker_poll_job (rig->worker, 300));
+    s_rig_destroy (&rig);
+}
+
+//  A done record keeps every rendition, in order, with its box and etag;
+//  one written before renditions ("result": one object, no box) reads as
+//  one rendition of the job's first size.
+Test (table, a_record_keeps_every_rendition_and_reads_an_old_result)
+{
+    imgp_job_t done = s_record (IMGP_STATE_DONE, 5);
+    done.opts.format = IMGP_FORMAT_AUTO;
+    done.result_count = IMGP_RESULTS_MAX;
+    for (int i = 0; i < IMGP_RESULTS_MAX; i++) {
+        done.results [i] = (imgp_result_t) { 100 - i, 50, (imgp_format_t) (i % 4),
+                                             1000 + i, i, { 100, 100 - i }, "" };
+        memset (done.results [i].etag, "0123456789abcdef" [i % 16], IMGP_ETAG_LEN);
+    }
+    char *text = imgp_spool_record_encode (&done);
+    cr_assert_not_null (text, "a record of 24 renditions fits");
+    imgp_job_t back;
+    cr_assert_eq (imgp_spool_record_decode (text, &back), 0, "%s", text);
+    free (text);
+    cr_assert_eq (back.result_count, IMGP_RESULTS_MAX);
+    cr_assert_eq (memcmp (back.results, done.results, sizeof back.results), 0);
+    cr_assert_eq (back.opts.format, IMGP_FORMAT_AUTO);
+
+    const char *old = "{\"v\":1,\"id\":\"%s\",\"state\":\"done\",\"opts\":{\"width\":200,"
+        "\"height\":150,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,\"enlarge\":false},"
+        "\"created_at\":1,\"updated_at\":2,\"bytes\":10,\"attempts\":1,\"worker\":\"w\","
+        "\"owner\":\"\",\"result\":{\"width\":200,\"height\":100,\"format\":\"png\","
+        "\"bytes\":77,\"ms\":3}}";
+    char json [1024];
+    snprintf (json, sizeof json, old, done.id);
+    cr_assert_eq (imgp_spool_record_decode (json, &back), 0);
+    cr_assert_eq (back.result_count, 1);
+    cr_assert_eq (back.results [0].bytes, 77);
+    cr_assert (back.results [0].box.width == 200 && back.results [0].box.height == 150);
+    cr_assert_str_eq (back.results [0].etag, "");
+}
+
+//  ---------------------------------------------------------------------
 //  The disk: results that cannot be stored, spool_full, checksums
 
 //  A result whose final record cannot be stored leaves its job unfinished,
@@ -3928,7 +4199,8 @@ Test (spool, a_checksum_that_fails_on_read_marks_the_job_damaged)
     imgp_spool_t *spool = imgp_spool_new (s_dir, false);
     cr_assert_not_null (spool);
     imgp_job_t a = s_record (IMGP_STATE_DONE, 1), b = s_record (IMGP_STATE_DONE, 2);
-    a.result = b.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 16, 1, { 0, 0 }, "" };
+    a.result_count = b.result_count = 1;
+    a.results [0] = b.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 16, 1, { 0, 0 }, "" };
     cr_assert_eq (imgp_spool_save_with (spool, &a, IMGP_SPOOL_OUT, "thumbnail-of-a-!", 16), 0);
     cr_assert_eq (imgp_spool_save_with (spool, &b, IMGP_SPOOL_OUT, "thumbnail-of-b-!", 16), 0);
     s_log_flip ("thumbnail-of-a-!", 16);
@@ -3966,7 +4238,8 @@ Test (spool, kept_originals_outlive_the_final_record)
     cr_assert_eq (imgp_spool_save_with (spool, &done, IMGP_SPOOL_IN, "original-d", 10), 0);
     cr_assert_eq (imgp_spool_save_with (spool, &failed, IMGP_SPOOL_IN, "original-f", 10), 0);
     done.state = IMGP_STATE_DONE;
-    done.result = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
+    done.result_count = 1;
+    done.results [0] = (imgp_result_t) { 1, 1, IMGP_FORMAT_PNG, 5, 1, { 0, 0 }, "" };
     cr_assert_eq (imgp_spool_save_with (spool, &done, IMGP_SPOOL_OUT, "thumb", 5), 0);
     failed.state = IMGP_STATE_FAILED;
     snprintf (failed.code, sizeof failed.code, "decode_error");
@@ -3997,7 +4270,8 @@ Test (spool, kept_originals_outlive_the_final_record)
     automatic.opts.format = IMGP_FORMAT_AUTO;
     cr_assert_eq (imgp_spool_save_with (spool, &automatic, IMGP_SPOOL_IN, "original-a", 10), 0);
     automatic.state = IMGP_STATE_DONE;
-    automatic.result = done.result;
+    automatic.result_count = 1;
+    automatic.results [0] = done.results [0];
     cr_assert_eq (imgp_spool_save_with (spool, &automatic, IMGP_SPOOL_OUT, "thumb", 5), 0);
     imgp_spool_drop_original (spool, automatic.id);
     cr_assert (imgp_spool_has (spool, automatic.id, IMGP_SPOOL_IN));
@@ -4067,5 +4341,103 @@ Test (broker, a_kept_original_goes_with_its_job_at_the_ttl)
     cr_assert_not (s_spooled (id, IMGP_SPOOL_OUT));
     imgp_msg_t *reply = s_ask (rig->status, IMGP_MSG_STATUS, id);
     s_expect_error (&reply, "not_found");
+    s_rig_destroy (&rig);
+}
+
+//  A lossless WebP header of w x h (no pixels: the broker never decodes),
+//  as the magic check takes it: RIFF, WEBP, one VP8L chunk. `mark` tells
+//  two apart. malloc'd, the caller's; its size in *size_p (26 bytes).
+static uint8_t *
+s_webp_new (int w, int h, uint8_t mark, size_t *size_p)
+{
+    static const uint8_t head [20] = { 'R', 'I', 'F', 'F', 18, 0, 0, 0, 'W', 'E', 'B', 'P',
+                                       'V', 'P', '8', 'L', 6, 0, 0, 0 };
+    uint8_t *webp = malloc (26);
+    cr_assert_not_null (webp);
+    memcpy (webp, head, sizeof head);
+    uint32_t bits = (uint32_t) (w - 1) | (uint32_t) (h - 1) << 14;
+    uint8_t body [6] = { 0x2f, (uint8_t) bits, (uint8_t) (bits >> 8), (uint8_t) (bits >> 16),
+                         (uint8_t) (bits >> 24), mark };
+    memcpy (webp + 20, body, sizeof body);
+    *size_p = 26;
+    return webp;
+}
+
+//  The worker takes the next JOB, a variant of `parent` in WebP, and
+//  answers it with one WebP of w x h per size.
+static void
+s_worker_variant_done (s_worker_t *worker, const char *parent, int w, int h, uint8_t mark)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_neq (job->id, parent);
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, job->id, job->attempts);
+    size_t size;
+    uint8_t *webp = s_webp_new (w, h, mark, &size);
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { .width = w, .height = h, .format = IMGP_FORMAT_WEBP,
+                                         .bytes = (int64_t) size, .ms = 2,
+                                         .box = job->opts.sizes [0] };
+    imgp_msg_set_data (msg, webp, size, NULL);
+    imgp_msg_destroy (&job);
+    s_worker_send (worker, msg);
+}
+
+//  A made variant joins its parent's renditions, served to clients that
+//  prefer it and kept across a restart; one the broker's disk could not
+//  store is asked for again by the next FETCH (not marked failed).
+Test (broker, auto_variant_made_is_kept_and_one_not_stored_is_asked_again)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    const imgp_size_t *box = s_auto_box;
+    s_worker_done_sizes (rig->worker, id, attempt, box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+
+    //  The broker's disk refuses the parent's record: the WebP is not
+    //  stored, the family is served, and the next FETCH asks again.
+    imgp_spool_fault (id, IMGP_SPOOL_JSON);
+    imgp_msg_t *reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert (reply->pending);
+    imgp_msg_destroy (&reply);
+    s_worker_variant_done (rig->worker, id, 100, 50, 'x');
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    imgp_spool_fault (NULL, IMGP_SPOOL_JSON);
+    cr_assert_eq (reply->result_count, 1, "nothing was added");
+    imgp_msg_destroy (&reply);
+
+    //  Asked again: a second variant job, stored this time; a FETCH held
+    //  for it gets the WebP (rendition 1) when it is made.
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", 9, 4000);
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+    s_worker_variant_done (rig->worker, id, 100, 50, 'y');
+    reply = s_next_reply (rig->dealer);
+    cr_assert_eq (reply->tag, 9);
+    cr_assert_eq (reply->result_count, 2);
+    cr_assert_eq (reply->rendition, 1);
+    cr_assert (!reply->pending);
+    size_t size;
+    uint8_t *want = s_webp_new (100, 50, 'y', &size);
+    cr_assert_eq (imgp_msg_size (reply), size);
+    cr_assert_arr_eq (imgp_msg_data (reply), want, size);
+    imgp_msg_destroy (&reply);
+
+    //  Kept across a restart, with the family beside it.
+    s_rig_destroy (&rig);
+    rig = s_rig_new (&config, NULL);
+    reply = s_fetch (rig->status, id, box [0], webp, 3, 0);
+    cr_assert_eq (reply->rendition, 1);
+    cr_assert (!reply->pending);
+    cr_assert_arr_eq (imgp_msg_data (reply), want, size);
+    imgp_msg_destroy (&reply);
+    reply = s_fetch (rig->status, id, box [0], webp + 1, 2, 0);
+    s_expect_rendition (&reply, 0, "family", 100, 50);
+    free (want);
     s_rig_destroy (&rig);
 }

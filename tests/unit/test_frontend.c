@@ -1370,7 +1370,8 @@ Test (http, unknown_path_is_404_json)
 {
     static const char *paths [] = {
         "/nope", "/v1", "/v1/imagesx", "/imagesx", "/healthzz",
-        "/v1/images/" ID_DONE "/other", "/images/" ID_DONE,
+        ("/v1/images/" ID_DONE "/other"), ("/images/" ID_DONE),     //  () for clang's
+                                                                    //  -Wstring-concatenation
     };
     for (size_t i = 0; i < sizeof paths / sizeof paths [0]; i++)
         s_assert_get_error ("GET", paths [i], 404, "not_found");

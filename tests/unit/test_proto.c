@@ -2443,3 +2443,57 @@ Test (renditions, info_with_24_results_fits_the_header)
     free (text);
     json_decref (obj);
 }
+
+//  FETCH names the size and the formats it wants; INFO says which
+//  rendition its data is and whether a better one is being made
+//  (PROTOCOL.md 6.4). Absent, they read as before: first size, any format,
+//  rendition 0, nothing pending.
+Test (renditions, fetch_wants_and_info_says_which)
+{
+    imgp_msg_t *fetch = s_msg_new (IMGP_MSG_FETCH);
+    fetch->box = (imgp_size_t) { 400, 300 };
+    fetch->accept_count = 3;
+    fetch->accept [0] = IMGP_FORMAT_AVIF;
+    fetch->accept [1] = IMGP_FORMAT_WEBP;
+    fetch->accept [2] = IMGP_FORMAT_JPEG;
+    char *header = s_header_of (fetch);
+    cr_expect (strstr (header, "\"box\":[400,300],\"accept\":[\"avif\",\"webp\",\"jpeg\"]"),
+               "%s", header);
+    free (header);
+    imgp_msg_t *back = s_round_trip (fetch);
+    cr_expect (back->box.width == 400 && back->box.height == 300);
+    cr_expect (back->accept_count == 3 && back->accept [1] == IMGP_FORMAT_WEBP);
+    imgp_msg_destroy (&back);
+
+    imgp_msg_t *info = s_msg_new (IMGP_MSG_INFO);
+    info->state = IMGP_STATE_DONE;
+    info->result_count = 2;
+    info->results [0] = s_rendition (10, 10, IMGP_FORMAT_JPEG, 10, 'a');
+    info->results [1] = s_rendition (10, 10, IMGP_FORMAT_WEBP, 10, 'b');
+    info->rendition = 1;
+    info->pending = true;
+    imgp_msg_set_data (info, s_bytes (10, 1), 10, NULL);
+    back = s_round_trip (info);
+    cr_expect_eq (back->rendition, 1);
+    cr_expect (back->pending);
+    imgp_msg_destroy (&back);
+
+    char error [160];
+    const char *bad [] = {
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"box\":[0,5]}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"box\":[5]}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"accept\":[\"auto\"]}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"accept\":[\"gif\"]}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"accept\":\"webp\"}",
+        "{\"v\":1,\"type\":\"fetch\",\"id\":\"%s\",\"accept\":[\"png\",\"png\",\"png\",\"png\",\"png\"]}",
+        "{\"v\":1,\"type\":\"info\",\"id\":\"%s\",\"state\":\"queued\",\"created_at\":1,"
+        "\"updated_at\":1,\"attempts\":0,\"rendition\":1}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        char json [512];
+        snprintf (json, sizeof json, bad [i], "0123456789abcdef0123456789abcdef");
+        imgp_msg_t *msg = s_decode_header (json, strlen (json), NULL, error, sizeof error);
+        cr_expect_null (msg, "accepted %s", json);
+        imgp_msg_destroy (&msg);
+    }
+}
