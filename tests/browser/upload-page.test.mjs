@@ -41,12 +41,11 @@ const build = path.resolve(process.argv[2] || path.join(source, 'build'));
 const out = path.resolve(process.argv[3] || path.join(build, 'browser'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const KEY = 'br0wSeRkEy-0123456789abcdefGHIJKL';   // the page's API key (test only)
-// Options of issue 11 that streams A and B add in parallel, checked when
-// named here: "sizes" (several boxes, the status JSON's thumbnails list),
-// "contain" (fit=contain, transparent border), "auto" (format=auto served
-// as AVIF to this browser's Accept). None works before those merges; once
-// merged, make the default the whole list.
-const NEW_OPTIONS = (process.env.IMGP_BROWSER_NEW_OPTIONS ?? '').split(',').filter(Boolean);
+// The checks of the newer options, all on by default; a list in
+// IMGP_BROWSER_NEW_OPTIONS runs only those named: "sizes" (several boxes,
+// the status JSON's thumbnails list), "contain" (fit=contain, transparent
+// border), "auto" (format=auto served as AVIF to this browser's Accept).
+const NEW_OPTIONS = (process.env.IMGP_BROWSER_NEW_OPTIONS ?? 'sizes,contain,auto').split(',').filter(Boolean);
 const START_MS = 30000;         // the processes come up
 const JOBS_MS = 90000;          // every card of a batch reaches done or failed
 const SLOW_SIDE = 4000;         // the slow PNG: 16 MP of 16-bit RGBA a resizer must unfilter
