@@ -13,8 +13,9 @@
     imgp_warn / imgp_error call in the programs' sources has a literal
     format made only of key=value fields, `event=` first (after `job=` or
     `worker=` when the line is about one), no free prose, no key used twice
-    or taken by the JSON envelope. A new call written as prose fails here,
-    so it fails CI (tests/run.sh runs every tests/unit/test_*.c).
+    or taken by the JSON envelope, no key named like a secret. A new call
+    written as prose fails here, so it fails CI (tests/run.sh runs every
+    tests/unit/test_*.c).
 */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -599,6 +600,13 @@ s_format_problem (const char *format, char *why, size_t size)
             return why;
         }
         snprintf (keys [count], sizeof keys [count], "%.*s", (int) len, key);
+        //  Never a secret: a field named like one is refused outright.
+        if (strstr (keys [count], "secret") || strstr (keys [count], "password")
+        ||  strstr (keys [count], "token")) {
+            snprintf (why, size, "key %.31s names a secret: log a name, never the secret",
+                      keys [count]);
+            return why;
+        }
         if (strcmp (keys [count], "event") == 0)
             event = true;
         else
@@ -805,6 +813,7 @@ Test (calls, the_rule_itself)
         "cannot open %s: %s", "spool: event=x", "ms=%d event=x", "event=x (logged once)",
         "event=x event=y", "event=x time=%s", "event=x msg=\"open", "event=x msg=\"a\"b",
         "event=x a=b\"c\"", "job=%s", "", "event=x Key=1", "event=x k=v trailing words",
+        "event=x curve_secret=%s", "event=x password=%s", "event=x api_token=%s",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
         cr_expect_not_null (s_format_problem (bad [i], why, sizeof why), "passed: '%s'", bad [i]);
