@@ -977,7 +977,7 @@ s_set_aside (imgp_spool_t *self, const char *id, s_entry_t *entry, const char *t
         s_entry_remove (self, id);
         return;
     }
-    imgp_error ("job=%s event=spool_corrupt moved_to=%s", id, path);
+    imgp_error ("job=%s event=spool_corrupt moved_to=\"%s\"", id, path);
     if (s_mkdir (corrupt) == 0 && text && s_write_file (path, text, strlen (text)))
         imgp_error ("job=%s event=spool_error op=write path=\"%s\" error=\"%s\"", id, path,
                     strerror (errno));
@@ -1087,7 +1087,7 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
         free (text);
         char corrupt [PATH_MAX];
         s_pathf (corrupt, "%s/corrupt", self->dir);
-        imgp_error ("job=%s event=spool_corrupt file=%s moved_to=%s/", id, path, corrupt);
+        imgp_error ("job=%s event=spool_corrupt file=\"%s\" moved_to=\"%s/\"", id, path, corrupt);
         if (s_mkdir (corrupt) == 0) {
             s_import_aside (self, jobs, id, ".json");
             s_import_aside (self, jobs, id, ".in");

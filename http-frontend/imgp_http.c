@@ -1094,10 +1094,10 @@ s_keys_load (imgp_http_t *self)
     char error [256];
     self->keys = imgp_keys_new (self->config.api_keys, error, sizeof error);
     if (!self->keys) {
-        imgp_error ("event=keys_failed file=%s reason=\"%s\"", self->config.api_keys, error);
+        imgp_error ("event=keys_failed file=\"%s\" reason=\"%s\"", self->config.api_keys, error);
         return -1;
     }
-    imgp_info ("event=keys_loaded file=%s keys=%zu", self->config.api_keys,
+    imgp_info ("event=keys_loaded file=\"%s\" keys=%zu", self->config.api_keys,
                imgp_keys_size (self->keys));
     return 0;
 }
@@ -1180,11 +1180,11 @@ imgp_http_reload (imgp_http_t *self)
         return 0;               //  no key file to read again
     char error [256];
     if (imgp_keys_reload (self->keys, error, sizeof error)) {
-        imgp_error ("event=keys_reload_failed file=%s reason=\"%s\" action=kept_old_keys",
+        imgp_error ("event=keys_reload_failed file=\"%s\" reason=\"%s\" action=kept_old_keys",
                     self->config.api_keys, error);
         return -1;
     }
-    imgp_info ("event=keys_reloaded file=%s keys=%zu", self->config.api_keys,
+    imgp_info ("event=keys_reloaded file=\"%s\" keys=%zu", self->config.api_keys,
                imgp_keys_size (self->keys));
     return 0;
 }
