@@ -91,10 +91,11 @@ int imgp_conf_load (imgp_conf_t *self, void *config);
 
 //  What each imgpipe program does first with its options: create the
 //  configuration, parse argv, start the log (imgp_conf_log_start:
-//  --verbose, --log-format), store the rows into `config` (imgp_conf_load). Returns the
-//  configuration, for imgp_conf_destroy at exit; or NULL, everything freed,
-//  with the exit code in *exit_code: 0 after --help or --version, 2 on a
-//  bad flag or value (printed), 1 when out of memory.
+//  --verbose, --log-format), store the rows into `config`
+//  (imgp_conf_load). Returns the configuration, for imgp_conf_destroy at
+//  exit; or NULL, everything freed, with the exit code in *exit_code: 0
+//  after --help or --version, 2 on a bad flag or value (printed), 1 when
+//  out of memory.
 imgp_conf_t *imgp_conf_start (const char *program, const char *summary,
                               const imgp_conf_spec_t *specs, int argc, char **argv,
                               void *config, int *exit_code);

@@ -25,7 +25,7 @@
     (tests/unit/test_log.c fails the build's tests on a call that is not).
 
     How JSON is made: not by parsing the finished text, but by walking the
-    format and its arguments together (one walker, s_json_* in the .c).
+    format and its arguments together (one walker: s_fields_parse in the .c).
     The format says where each field starts and ends, so a value from
     outside (a client's message holding spaces, quotes or "job=x") stays
     inside its field; and each value's type comes from its conversion: a
