@@ -1646,7 +1646,7 @@ s_recover (s_server_t *self)
         zlistx_sort (records);
         for (record = zlistx_first (records); record; record = zlistx_next (records))
             s_restore (self, record);
-        imgp_info ("event=recovered jobs=%zu queued=%zu dir=%s", imgp_table_size (self->table),
+        imgp_info ("event=recovered jobs=%zu queued=%zu dir=\"%s\"", imgp_table_size (self->table),
                    imgp_table_queued (self->table), self->config->data_dir);
     }
     zlistx_destroy (&records);

@@ -164,7 +164,7 @@ s_mkdir (const char *path)
 {
     if (mkdir (path, 0750) == 0 || errno == EEXIST)
         return 0;
-    imgp_error ("spool: cannot create directory %s: %s", path, strerror (errno));
+    imgp_error ("event=spool_error op=mkdir path=\"%s\" error=\"%s\"", path, strerror (errno));
     return -1;
 }
 
@@ -173,7 +173,7 @@ s_fsync_dir (const char *path)
 {
     int fd = open (path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync (fd))
-        imgp_warn ("spool: cannot fsync %s: %s", path, strerror (errno));
+        imgp_warn ("event=spool_error op=fsync path=\"%s\" error=\"%s\"", path, strerror (errno));
     if (fd >= 0)
         close (fd);
 }
@@ -449,8 +449,8 @@ s_roll (imgp_spool_t *self)
 {
     s_segment_t *head = s_head (self);
     if (head && self->fsync && self->dirty && fdatasync (head->fd))
-        imgp_error ("spool: cannot sync segment %llu: %s", (unsigned long long) head->seq,
-                    strerror (errno));
+        imgp_error ("event=spool_error op=sync segment=%llu error=\"%s\"",
+                    (unsigned long long) head->seq, strerror (errno));
     s_segment_t *segment = calloc (1, sizeof *segment);
     assert (segment);
     segment->seq = head ? head->seq + 1 : 1;
@@ -458,7 +458,7 @@ s_roll (imgp_spool_t *self)
     s_segment_path (self, segment->seq, path);
     segment->fd = open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (segment->fd < 0) {
-        imgp_error ("spool: cannot create %s: %s", path, strerror (errno));
+        imgp_error ("event=spool_error op=create path=\"%s\" error=\"%s\"", path, strerror (errno));
         free (segment);
         return -1;
     }
@@ -496,7 +496,8 @@ s_write_head (s_segment_t *head, const struct iovec *iov, int pieces, size_t tot
         if (n <= 0) {
             int saved = n < 0 ? errno : EIO;
             if (ftruncate (head->fd, (off_t) head->size))
-                imgp_error ("spool: cannot cut a failed write: %s", strerror (errno));
+                imgp_error ("event=spool_error op=truncate what=failed_write error=\"%s\"",
+                            strerror (errno));
             errno = saved;
             return -1;
         }
@@ -844,7 +845,7 @@ s_replay_segment (imgp_spool_t *self, s_segment_t *segment, bool last, unsigned 
                        (unsigned long long) segment->seq, (unsigned long long) offset,
                        (unsigned long long) (end - offset));
             if (ftruncate (segment->fd, (off_t) offset))
-                imgp_error ("spool: cannot cut segment %llu: %s",
+                imgp_error ("event=spool_error op=truncate segment=%llu error=\"%s\"",
                             (unsigned long long) segment->seq, strerror (errno));
             end = offset;
             break;
@@ -940,7 +941,8 @@ s_load (imgp_spool_t *self)
     uint64_t *seqs;
     int count = s_list_segments (self, &seqs);
     if (count < 0) {
-        imgp_error ("spool: cannot read %s: %s", self->log_dir, strerror (errno));
+        imgp_error ("event=spool_error op=list path=\"%s\" error=\"%s\"", self->log_dir,
+                    strerror (errno));
         return -1;
     }
     //  The last segment with bytes in it is the one the broker wrote last:
@@ -962,7 +964,8 @@ s_load (imgp_spool_t *self)
         if (fd < 0 && self->readonly && errno == ENOENT)
             continue;
         if (fd < 0) {
-            imgp_error ("spool: cannot open %s: %s", path, strerror (errno));
+            imgp_error ("event=spool_error op=open path=\"%s\" error=\"%s\"", path,
+                        strerror (errno));
             free (seqs);
             free (buf);
             return -1;
@@ -1044,15 +1047,17 @@ s_set_aside (imgp_spool_t *self, const char *id, s_entry_t *entry, const char *t
         s_entry_remove (self, id);
         return;
     }
-    imgp_error ("job=%s event=spool_corrupt moved_to=%s", id, path);
+    imgp_error ("job=%s event=spool_corrupt moved_to=\"%s\"", id, path);
     if (s_mkdir (corrupt) == 0 && text && s_write_file (path, text, strlen (text)))
-        imgp_error ("spool: cannot write %s: %s", path, strerror (errno));
+        imgp_error ("job=%s event=spool_error op=write path=\"%s\" error=\"%s\"", id, path,
+                    strerror (errno));
     void *data;
     size_t size;
     if (entry->in.segment && imgp_spool_get (self, id, IMGP_SPOOL_IN, &data, &size) == 0) {
         s_pathf (path, "%s/%s.in", corrupt, id);
         if (s_write_file (path, data, size))
-            imgp_error ("spool: cannot write %s: %s", path, strerror (errno));
+            imgp_error ("job=%s event=spool_error op=write path=\"%s\" error=\"%s\"", id,
+                        path, strerror (errno));
         imgp_spool_release (data, NULL);
     }
     imgp_spool_delete (self, id);
@@ -1163,7 +1168,8 @@ s_import_aside (imgp_spool_t *self, const char *jobs, const char *id, const char
     s_pathf (from, "%s/%s%s", jobs, id, ext);
     s_pathf (to, "%s/corrupt/%s%s", self->dir, id, ext);
     if (rename (from, to) && errno != ENOENT)
-        imgp_error ("spool: cannot move %s to %s: %s", from, to, strerror (errno));
+        imgp_error ("job=%s event=spool_error op=move path=\"%s\" to=\"%s\" error=\"%s\"", id,
+                    from, to, strerror (errno));
 }
 
 //  Import one old job. Returns 1 imported, 0 set aside, -1 a write failed.
@@ -1182,7 +1188,7 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
         free (text);
         char corrupt [PATH_MAX];
         s_pathf (corrupt, "%s/corrupt", self->dir);
-        imgp_error ("job=%s event=spool_corrupt file=%s moved_to=%s/", id, path, corrupt);
+        imgp_error ("job=%s event=spool_corrupt file=\"%s\" moved_to=\"%s/\"", id, path, corrupt);
         if (s_mkdir (corrupt) == 0) {
             s_import_aside (self, jobs, id, ".json");
             s_import_aside (self, jobs, id, ".in");
@@ -1229,8 +1235,8 @@ s_import (imgp_spool_t *self)
     s_pathf (jobs, "%s/jobs", self->dir);
     DIR *dir = opendir (jobs);
     if (!dir)
-        return errno == ENOENT ? 0 : (imgp_error ("spool: cannot read %s: %s", jobs,
-                                                  strerror (errno)), -1);
+        return errno == ENOENT ? 0 : (imgp_error ("event=spool_error op=list path=\"%s\" "
+                                                  "error=\"%s\"", jobs, strerror (errno)), -1);
     zlistx_t *names = zlistx_new ();
     assert (names);
     zlistx_set_destructor (names, (zlistx_destructor_fn *) zstr_free);
@@ -1254,7 +1260,7 @@ s_import (imgp_spool_t *self)
         s_fsync_dir (self->log_dir);
     }
     if (rc) {
-        imgp_error ("spool: cannot import %s (%s); it is kept", jobs,
+        imgp_error ("event=spool_import_failed path=\"%s\" error=\"%s\" action=kept", jobs,
                     strerror (error ? error : errno));
         zlistx_destroy (&names);
         return -1;
@@ -1266,12 +1272,13 @@ s_import (imgp_spool_t *self)
         char path [PATH_MAX];
         s_pathf (path, "%s/%s", jobs, name);
         if (unlink (path) && errno != ENOENT)
-            imgp_warn ("spool: cannot delete %s: %s", path, strerror (errno));
+            imgp_warn ("job=%s event=spool_error op=delete path=\"%s\" error=\"%s\"", id, path,
+                       strerror (errno));
     }
     zlistx_destroy (&names);
     if (rmdir (jobs))
-        imgp_warn ("spool: %s not removed: %s", jobs, strerror (errno));
-    imgp_info ("event=spool_imported jobs=%d set_aside=%d from=%s", imported, aside, jobs);
+        imgp_warn ("event=spool_error op=rmdir path=\"%s\" error=\"%s\"", jobs, strerror (errno));
+    imgp_info ("event=spool_imported jobs=%d set_aside=%d from=\"%s\"", imported, aside, jobs);
     return 0;
 }
 
@@ -1302,7 +1309,7 @@ s_open (const char *dir, bool fsync, bool readonly, bool keep_originals)
     }
     //  The longest path is an old DIR/jobs/ID.ext (a name <= 255 bytes).
     if (strlen (dir) + 300 >= PATH_MAX) {
-        imgp_error ("spool: directory name too long: %s", dir);
+        imgp_error ("event=config_error reason=path_too_long path=\"%s\"", dir);
         goto err;
     }
     if (!readonly && (s_mkdir (dir) || s_mkdir (self->log_dir)))
@@ -1608,7 +1615,8 @@ s_segment_unlink (imgp_spool_t *self, s_segment_t *segment)
     char path [PATH_MAX];
     s_segment_path (self, segment->seq, path);
     if (unlink (path) && errno != ENOENT) {
-        imgp_warn ("spool: cannot delete %s: %s; kept", path, strerror (errno));
+        imgp_warn ("event=spool_error op=delete path=\"%s\" error=\"%s\" action=kept", path,
+                   strerror (errno));
         segment->damaged = true;
         return -1;
     }

@@ -50,7 +50,7 @@ main (int argc, char **argv)
         imgp_conf_destroy (&conf);
         return 1;
     }
-    imgp_info ("event=started intake=%s status=%s jobs=%s data_dir=%s curve=%s",
+    imgp_info ("event=started intake=%s status=%s jobs=%s data_dir=\"%s\" curve=%s",
                imgp_broker_endpoint (broker, IMGP_BROKER_INTAKE),
                imgp_broker_endpoint (broker, IMGP_BROKER_STATUS),
                imgp_broker_endpoint (broker, IMGP_BROKER_JOBS), config.data_dir,

@@ -330,7 +330,7 @@ s_write (s_worker_t *self, imgp_roundtrip_result_t *result)
                   self->output, problem);
         return IMGP_ROUNDTRIP_FAILED;
     }
-    imgp_debug ("job=%s event=written bytes=%zu path=%s", result->id, result->thumb_size,
+    imgp_debug ("job=%s event=written bytes=%zu path=\"%s\"", result->id, result->thumb_size,
                 self->output);
     return IMGP_ROUNDTRIP_DONE;
 }
@@ -363,7 +363,7 @@ s_reattach (s_worker_t *self, const imgp_roundtrip_t *trip, imgp_roundtrip_resul
 {
     memcpy (result->id, self->job, IMGP_ID_LEN + 1);
     s_job_known (self, result->id);
-    imgp_debug ("job=%s event=reattached path=%s", result->id, self->input);
+    imgp_debug ("job=%s event=reattached path=\"%s\"", result->id, self->input);
     imgp_roundtrip_status_t status = imgp_roundtrip_wait (trip, result);
     if (status == IMGP_ROUNDTRIP_FAILED && imgp_http_client_status (self->http) == 404)
         memset (result, 0, sizeof *result);

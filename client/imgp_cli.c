@@ -127,7 +127,7 @@ s_spec_find (const char *name)
     for (const imgp_conf_spec_t *s = imgp_cli_specs; s->name; s++)
         if (strcmp (s->name, name) == 0)
             return s;
-    return NULL;
+    return imgp_conf_builtin (name);    //  --log-format json
 }
 
 char **

@@ -113,7 +113,7 @@ s_call (const imgp_roundtrip_t *self, const char *method, const char *path, cons
                       " (no retry left within --wait-s %lld)", self->wait_s);
             return status == 0 ? IMGP_ROUNDTRIP_UNREACHED : IMGP_ROUNDTRIP_FAILED;
         }
-        imgp_debug ("event=retry path=%s status=%d delay_ms=%lld", path, status, delay);
+        imgp_debug ("event=retry path=\"%s\" status=%d delay_ms=%lld", path, status, delay);
         zclock_sleep ((int) delay);
     }
 }

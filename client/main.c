@@ -67,10 +67,8 @@ main (int argc, char **argv)
     if (rc == 1)
         exit_code = IMGP_CLI_EXIT_OK;
     else
-    if (rc == 0) {
-        imgp_log_init ("imgpipe", imgp_conf_bool (conf, "verbose"));
+    if (rc == 0 && imgp_conf_log_start (conf) == 0)
         exit_code = s_dispatch (conf, imgp_conf_argc (conf), imgp_conf_argv (conf));
-    }
     imgp_conf_destroy (&conf);
     free (conf_argv);
     return exit_code;

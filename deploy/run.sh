@@ -55,10 +55,35 @@ exec 3>&2
 set_now() { now=${EPOCHREALTIME/./}; now=$((now / 1000)); }
 
 log() {
-    local level=$1 t=${EPOCHREALTIME/./}
+    local level=$1 t=${EPOCHREALTIME/./} stamp
     shift
-    TZ=UTC0 printf '%(%Y-%m-%dT%H:%M:%S)T.%03dZ run.sh %s %s\n' "$((t / 1000000))" \
-           "$((t / 1000 % 1000))" "$level" "$*" >&3
+    TZ=UTC0 printf -v stamp '%(%Y-%m-%dT%H:%M:%S)T.%03dZ' "$((t / 1000000))" \
+           "$((t / 1000 % 1000))"
+    if [ "${IMGP_LOG_FORMAT:-text}" = json ]; then
+        log_json "$level" "$stamp" "$*" >&3
+    else
+        printf '%s run.sh %s %s\n' "$stamp" "$level" "$*" >&3
+    fi
+}
+
+# IMGP_LOG_FORMAT=json (which the programs read as --log-format): our lines
+# as JSON objects like theirs, from the same key=value text. A value is a
+# number when it reads as one and was not quoted (pids, seconds).
+log_json() {
+    local rest=$3 out key quoted value
+    out="{\"time\":\"$2\",\"level\":\"${1,,}\",\"program\":\"run.sh\""
+    while [[ $rest =~ ^\ *([a-z_]+)=(\"([^\"]*)\"|([^ ]*))(.*)$ ]]; do
+        key=${BASH_REMATCH[1]} quoted=${BASH_REMATCH[3]-} value=${BASH_REMATCH[4]-}
+        rest=${BASH_REMATCH[5]}
+        if [[ -z $quoted && $value =~ ^-?(0|[1-9][0-9]*)(\.[0-9]+)?$ ]]; then
+            out+=",\"$key\":$value"
+        else
+            value=$quoted$value
+            value=${value//\\/\\\\}
+            out+=",\"$key\":\"${value//\"/\\\"}\""
+        fi
+    done
+    printf '%s}\n' "$out"
 }
 
 # secs VAR MS: VAR = MS as seconds, "1.5" (for logs and sleep).

@@ -931,7 +931,7 @@ s_refusal (s_request_t *req, imgp_refusal_t reason, const char *name, const char
     imgp_http_t *self = req->server;
     imgp_metrics_refusal (self->metrics, reason);
     if (imgp_rate_once (self->rate, name, who, S_NOTE_MS, zclock_mono ()))
-        imgp_info ("event=refused reason=%s client=%s path=%.100s (logged once a minute)",
+        imgp_info ("event=refused reason=%s client=%s path=\"%.100s\" note=once_a_minute",
                    name, who, req->path);
 }
 
@@ -1101,8 +1101,9 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
         req.state->waiting_since = zclock_mono ();
     }
     if (imgp_log_verbose ())
-        imgp_debug ("http method=%.16s path=%.200s status=%d ms=%lld", req.reply.method, req.path,
-                    req.reply.status, (long long) (zclock_mono () - start));
+        imgp_debug ("event=http_request method=%.16s path=\"%.200s\" status=%d ms=%lld",
+                    req.reply.method, req.path, req.reply.status,
+                    (long long) (zclock_mono () - start));
     imgp_mem_served (self->mem);
     return req.reply.status > 0 ? req.reply.status : 500;
 }
@@ -1239,7 +1240,7 @@ static int
 s_log_message (const struct mg_connection *conn, const char *message)
 {
     (void) conn;
-    imgp_warn ("civetweb: %s", message);
+    imgp_warn ("event=civetweb message=\"%s\"", message);
     return 1;                   //  logged here; civetweb prints nothing
 }
 
@@ -1293,10 +1294,10 @@ s_keys_load (imgp_http_t *self)
     char error [256];
     self->keys = imgp_keys_new (self->config.api_keys, error, sizeof error);
     if (!self->keys) {
-        imgp_error ("event=keys_failed file=%s reason=\"%s\"", self->config.api_keys, error);
+        imgp_error ("event=keys_failed file=\"%s\" reason=\"%s\"", self->config.api_keys, error);
         return -1;
     }
-    imgp_info ("event=keys_loaded file=%s keys=%zu", self->config.api_keys,
+    imgp_info ("event=keys_loaded file=\"%s\" keys=%zu", self->config.api_keys,
                imgp_keys_size (self->keys));
     return 0;
 }
@@ -1332,7 +1333,7 @@ imgp_http_new (const imgp_http_config_t *config)
                                       (int64_t) config->max_upload, config->curve);
     if (!self->listen || !self->intake || !self->status || !self->conns || !self->rate
     ||  !self->metrics || !self->watch || !self->mem || !self->link || s_start (self)) {
-        imgp_error ("cannot start the HTTP server on '%s'", config->listen);
+        imgp_error ("event=start_failed listen=%s", config->listen);
         imgp_http_destroy (&self);
     }
     return self;
@@ -1391,11 +1392,11 @@ imgp_http_reload (imgp_http_t *self)
         return 0;               //  no key file to read again
     char error [256];
     if (imgp_keys_reload (self->keys, error, sizeof error)) {
-        imgp_error ("event=keys_reload_failed file=%s reason=\"%s\" (the old keys stay)",
+        imgp_error ("event=keys_reload_failed file=\"%s\" reason=\"%s\" action=kept_old_keys",
                     self->config.api_keys, error);
         return -1;
     }
-    imgp_info ("event=keys_reloaded file=%s keys=%zu", self->config.api_keys,
+    imgp_info ("event=keys_reloaded file=\"%s\" keys=%zu", self->config.api_keys,
                imgp_keys_size (self->keys));
     return 0;
 }

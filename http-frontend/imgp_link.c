@@ -602,7 +602,7 @@ s_endpoint_connect (imgp_link_t *self, s_endpoint_t *end)
                | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | IMGP_CURVE_EVENTS;
     if (zmq_socket_monitor (zsock_resolve (end->sock), monitor, events)
     ||  zsock_connect (end->events, "%s", monitor)) {
-        imgp_error ("event=monitor_failed endpoint=%s reason=%s", end->endpoint,
+        imgp_error ("event=monitor_failed endpoint=%s reason=\"%s\"", end->endpoint,
                     zmq_strerror (zmq_errno ()));
         return -1;
     }

@@ -119,8 +119,8 @@ imgp_sniff_allow_parse (const char *list, unsigned *allow)
             break;
         unsigned bit;
         if (s_loader_bit (p, len, &bit)) {
-            imgp_error ("event=config_error message=unknown loader '%.*s' in allow-loaders "
-                        "(known: svg, pdf, magick)", (int) len, p);
+            imgp_error ("event=config_error option=allow-loaders value=\"%.*s\" reason=\"unknown "
+                        "loader (known: svg, pdf, magick)\"", (int) len, p);
             return -1;
         }
         *allow |= bit;

@@ -19,6 +19,8 @@
 
 static const imgp_conf_spec_t s_builtin [] = {
     IMGP_CONF_FLAG_ROW ("verbose", "log DEBUG lines too"),
+    { "log-format", IMGP_CONF_NONE, 0, "text", 0, 0,
+      "log lines as text (key=value) or json (one object a line)" },
     IMGP_CONF_FLAG_ROW ("help", "print this help and exit"),
     IMGP_CONF_FLAG_ROW ("version", "print the version and exit"),
 };
@@ -213,6 +215,32 @@ imgp_conf_bool (imgp_conf_t *self, const char *name)
     return s_true (imgp_conf_str (self, name));
 }
 
+const imgp_conf_spec_t *
+imgp_conf_builtin (const char *name)
+{
+    for (size_t i = 0; i < S_BUILTINS; i++)
+        if (strcmp (s_builtin [i].name, name) == 0)
+            return &s_builtin [i];
+    return NULL;
+}
+
+int
+imgp_conf_log_start (imgp_conf_t *self)
+{
+    imgp_log_format_t format;
+    const char *name = imgp_conf_str (self, "log-format");
+    if (imgp_log_format_parse (name, &format)) {
+        const char *source;
+        s_value (self, s_index (self, "log-format"), &source);
+        fprintf (stderr, "%s: --log-format must be text or json, not '%s' (from %s)\n",
+                 self->program, name, source);
+        return -1;
+    }
+    imgp_log_init (self->program, imgp_conf_bool (self, "verbose"));
+    imgp_log_set_format (format);
+    return 0;
+}
+
 //  `text` as a whole number in [min, max]. Returns 0, or -1 with a message
 //  naming the option and where its value came from.
 static int
@@ -291,10 +319,10 @@ imgp_conf_start (const char *program, const char *summary, const imgp_conf_spec_
         return NULL;
     }
     int rc = imgp_conf_parse (self, argc, argv);
-    if (rc == 0) {
-        imgp_log_init (program, imgp_conf_bool (self, "verbose"));
+    if (rc == 0)
+        rc = imgp_conf_log_start (self);
+    if (rc == 0)
         rc = imgp_conf_load (self, config);
-    }
     if (rc != 0) {
         imgp_conf_destroy (&self);
         *exit_code = rc > 0 ? 0 : 2;

@@ -71,7 +71,8 @@ typedef struct _imgp_conf_t imgp_conf_t;
 
 //  Create a configuration for the program. `specs` ends with IMGP_CONF_END
 //  and must outlive the object; --help, --version and --verbose are always
-//  added. Returns NULL on allocation failure.
+//  added, and --log-format (text or json). Returns NULL on allocation
+//  failure.
 imgp_conf_t *imgp_conf_new (const char *program, const char *summary,
                             const imgp_conf_spec_t *specs);
 
@@ -89,11 +90,12 @@ int imgp_conf_parse (imgp_conf_t *self, int argc, char **argv);
 int imgp_conf_load (imgp_conf_t *self, void *config);
 
 //  What each imgpipe program does first with its options: create the
-//  configuration, parse argv, start the log (imgp_log_init with
-//  --verbose), store the rows into `config` (imgp_conf_load). Returns the
-//  configuration, for imgp_conf_destroy at exit; or NULL, everything freed,
-//  with the exit code in *exit_code: 0 after --help or --version, 2 on a
-//  bad flag or value (printed), 1 when out of memory.
+//  configuration, parse argv, start the log (imgp_conf_log_start:
+//  --verbose, --log-format), store the rows into `config`
+//  (imgp_conf_load). Returns the configuration, for imgp_conf_destroy at
+//  exit; or NULL, everything freed, with the exit code in *exit_code: 0
+//  after --help or --version, 2 on a bad flag or value (printed), 1 when
+//  out of memory.
 imgp_conf_t *imgp_conf_start (const char *program, const char *summary,
                               const imgp_conf_spec_t *specs, int argc, char **argv,
                               void *config, int *exit_code);
@@ -102,6 +104,16 @@ imgp_conf_t *imgp_conf_start (const char *program, const char *summary,
 //  with no flags and no environment (for tests and embedders). Returns 0,
 //  or -1 (printed) when a default is out of its range: a bug in the table.
 int imgp_conf_defaults (const imgp_conf_spec_t *specs, void *config);
+
+//  Start the log from the built-in options: imgp_log_init with --verbose,
+//  imgp_log_set_format with --log-format (text or json; also
+//  IMGP_LOG_FORMAT). Returns 0, or -1 (printed) for another format.
+int imgp_conf_log_start (imgp_conf_t *self);
+
+//  The row of a built-in option every program has (verbose, log-format,
+//  help, version), or NULL: for a caller that reorders argv and must know
+//  which flags take a value.
+const imgp_conf_spec_t *imgp_conf_builtin (const char *name);
 
 //  Positional arguments left after the flags (borrowed).
 int imgp_conf_argc (imgp_conf_t *self);

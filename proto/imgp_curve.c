@@ -95,31 +95,34 @@ static zcert_t *
 s_cert_load (const char *file, bool need_secret, const char *flag)
 {
     if (!file || !*file) {
-        imgp_error ("curve: %s is not set", flag);
+        imgp_error ("event=config_error option=%s reason=\"not set\"", flag);
         return NULL;
     }
     struct stat st;
     if (stat (file, &st) != 0) {
-        imgp_error ("curve: %s %s: %s", flag, file, strerror (errno));
+        imgp_error ("event=config_error option=%s file=\"%s\" reason=\"%s\"", flag, file,
+                    strerror (errno));
         return NULL;
     }
     if (!S_ISREG (st.st_mode)) {
-        imgp_error ("curve: %s %s is not a file", flag, file);
+        imgp_error ("event=config_error option=%s file=\"%s\" reason=\"not a file\"", flag, file);
         return NULL;
     }
     zconfig_t *root = zconfig_load (file);
     byte public_key [32], secret_key [32] = { 0 };
     zcert_t *cert = NULL;
     if (!root || !s_key_get (root, "/curve/public-key", public_key))
-        imgp_error ("curve: %s %s is not a czmq certificate (make one with imgpipe keygen)",
-                    flag, file);
+        imgp_error ("event=config_error option=%s file=\"%s\" reason=\"not a czmq certificate "
+                    "(make one with imgpipe keygen)\"", flag, file);
     else
     if (need_secret && !s_key_get (root, "/curve/secret-key", secret_key))
-        imgp_error ("curve: %s %s holds no secret key (give the _secret file)", flag, file);
+        imgp_error ("event=config_error option=%s file=\"%s\" reason=\"holds no secret key "
+                    "(give the _secret file)\"", flag, file);
     else {
         cert = zcert_new_from (public_key, secret_key);
         if (need_secret && (st.st_mode & (S_IRWXG | S_IRWXO)))
-            imgp_warn ("curve: %s %s can be read by others (chmod 600 it)", flag, file);
+            imgp_warn ("event=config_warning option=%s file=\"%s\" reason=\"can be read by "
+                       "others (chmod 600 it)\"", flag, file);
     }
     //  Our copy of the secret is wiped; zconfig's text of it is freed (czmq
     //  has no way to wipe it), as zcert_load would do.
@@ -170,8 +173,8 @@ s_clients_check (const char *clients_dir)
     if (dir)
         closedir (dir);
     if (certs == 0)
-        imgp_warn ("curve: --curve-clients %s holds no certificate: every peer is refused "
-                   "until one is copied in", clients_dir);
+        imgp_warn ("event=config_warning option=--curve-clients dir=\"%s\" reason=\"holds no "
+                   "certificate: every peer is refused until one is copied in\"", clients_dir);
 }
 
 imgp_curve_t *
@@ -179,7 +182,8 @@ imgp_curve_server_new (const char *secret_file, const char *clients_dir)
 {
     struct stat st;
     if (!clients_dir || !*clients_dir || stat (clients_dir, &st) != 0 || !S_ISDIR (st.st_mode)) {
-        imgp_error ("curve: --curve-clients %s is not a directory", clients_dir ? clients_dir : "");
+        imgp_error ("event=config_error option=--curve-clients dir=\"%s\" reason=\"not a "
+                    "directory\"", clients_dir ? clients_dir : "");
         return NULL;
     }
     imgp_curve_t *self = s_new (secret_file);
@@ -195,7 +199,7 @@ imgp_curve_server_new (const char *secret_file, const char *clients_dir)
         s_clients_check (clients_dir);
     }
     else {
-        imgp_error ("curve: cannot start zauth");
+        imgp_error ("event=start_failed what=zauth");
         imgp_curve_destroy (&self);
     }
     return self;
@@ -446,7 +450,8 @@ imgp_curve_watch (imgp_curve_t *self, zsock_t *sock, const char *name)
               self->watches++);
     int events = IMGP_CURVE_EVENTS | ZMQ_EVENT_MONITOR_STOPPED;
     if (zmq_socket_monitor (zsock_resolve (sock), endpoint, events) != 0) {
-        imgp_error ("curve: cannot watch socket %s: %s", name, zmq_strerror (zmq_errno ()));
+        imgp_error ("event=monitor_failed socket=%s error=\"%s\"", name,
+                    zmq_strerror (zmq_errno ()));
         return -1;
     }
     //  Wait until the watcher is connected, so no early event is dropped.

@@ -1894,7 +1894,7 @@ imgp_msg_recv (void *sock)
     if (!self) {
         zframe_destroy (&sender);
         zframe_destroy (&routing_id);
-        imgp_warn ("dropped malformed message: %s", error);
+        imgp_warn ("event=malformed_dropped reason=\"%s\"", error);
         errno = EPROTO;
         return NULL;
     }

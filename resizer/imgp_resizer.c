@@ -166,7 +166,7 @@ s_link_send (s_link_t *self, imgp_msg_t **msg_p)
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
     if (!self->dealer || imgp_msg_send (msg_p, self->dealer) != 0) {
-        imgp_error ("job=%s event=send_failed type=%s reason=%s", *id ? id : "-", type,
+        imgp_error ("job=%s event=send_failed type=%s reason=\"%s\"", *id ? id : "-", type,
                     self->dealer ? zmq_strerror (zmq_errno ()) : "no connection");
         imgp_msg_destroy (msg_p);
     }
@@ -224,7 +224,7 @@ s_link_open (s_link_t *self)
     self->dealer = zsock_new (ZMQ_DEALER);
     self->events = zsock_new (ZMQ_PAIR);
     if (!self->dealer || !self->events) {
-        imgp_error ("event=socket_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
+        imgp_error ("event=socket_failed socket=jobs reason=\"%s\"", zmq_strerror (zmq_errno ()));
         return -1;
     }
     void *dealer = zsock_resolve (self->dealer);
@@ -247,7 +247,7 @@ s_link_open (s_link_t *self)
                | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     if (zmq_socket_monitor (dealer, endpoint, events)
     ||  zsock_connect (self->events, "%s", endpoint)) {
-        imgp_error ("event=monitor_failed socket=jobs reason=%s", zmq_strerror (zmq_errno ()));
+        imgp_error ("event=monitor_failed socket=jobs reason=\"%s\"", zmq_strerror (zmq_errno ()));
         return -1;
     }
     if (zsock_connect (self->dealer, "%s", resizer->jobs)) {
@@ -511,7 +511,7 @@ s_link_loop (s_link_t *self)
         if (zmq_poll (items, count, timeout) == -1) {
             if (errno == EINTR)
                 continue;
-            imgp_error ("event=poll_failed socket=jobs reason=%s", zmq_strerror (errno));
+            imgp_error ("event=poll_failed socket=jobs reason=\"%s\"", zmq_strerror (errno));
             break;
         }
         if ((items [0].revents & ZMQ_POLLIN) && s_link_command (self))
@@ -585,7 +585,7 @@ s_send (s_worker_t *self, imgp_msg_t **msg_p)
     memcpy (id, (*msg_p)->id, sizeof id);
     const char *type = imgp_msg_type_name ((*msg_p)->type);
     if (s_pipe_send (self->pipe, msg_p) != 0)
-        imgp_error ("job=%s event=send_failed type=%s reason=%s", id, type,
+        imgp_error ("job=%s event=send_failed type=%s reason=\"%s\"", id, type,
                     zmq_strerror (zmq_errno ()));
 }
 
@@ -666,7 +666,7 @@ s_handle_job (s_worker_t *self, imgp_msg_t **job_p, bool said)
         s_send_done (self, job, &thumb, ms);
     }
     else {
-        imgp_info ("job=%s event=failed code=%s ms=%lld message=%s", job->id,
+        imgp_info ("job=%s event=failed code=%s ms=%lld message=\"%s\"", job->id,
                    imgp_thumb_code_name (thumb.code), (long long) ms, thumb.message);
         s_send_failed (self, job, &thumb);
     }
@@ -717,7 +717,7 @@ s_worker_open (s_worker_t *self)
     zsock_t *backend = NULL;
     self->pipe = zsys_create_pipe (&backend);
     if (!self->pipe) {
-        imgp_error ("event=socket_failed socket=pipe reason=%s", zmq_strerror (zmq_errno ()));
+        imgp_error ("event=socket_failed socket=pipe reason=\"%s\"", zmq_strerror (zmq_errno ()));
         return -1;
     }
     s_link_args_t args = { self->resizer, backend, -1 };
@@ -816,7 +816,7 @@ s_worker_loop (s_worker_t *self)
         if (zmq_poll (items, 2, s_worker_timeout (self)) == -1) {
             if (errno == EINTR)
                 continue;
-            imgp_error ("event=poll_failed socket=pipe reason=%s", zmq_strerror (errno));
+            imgp_error ("event=poll_failed socket=pipe reason=\"%s\"", zmq_strerror (errno));
             break;
         }
         if ((items [0].revents & ZMQ_POLLIN) || s_stopping (self->resizer)) {
@@ -904,7 +904,7 @@ s_make_name (imgp_resizer_t *self, const char *prefix)
 {
     char random [IMGP_ID_LEN + 1];
     if (imgp_id_new (random)) {
-        imgp_error ("event=config_error message=no randomness for the worker name");
+        imgp_error ("event=config_error message=\"no randomness for the worker name\"");
         return -1;
     }
     snprintf (self->name, sizeof self->name, "%s-%.*s", prefix,
@@ -925,19 +925,19 @@ s_check_config (const imgp_resizer_config_t *config)
     const char *prefix = config->name;
     if (s_set (prefix)
     &&  (strlen (prefix) > IMGP_RESIZER_PREFIX_MAX || !imgp_msg_worker_valid (prefix))) {
-        imgp_error ("event=config_error message=worker name must be 1..%d printable "
-                    "characters without spaces (a random suffix makes it unique)",
+        imgp_error ("event=config_error option=name message=\"worker name must be 1..%d printable "
+                    "characters without spaces (a random suffix makes it unique)\"",
                     IMGP_RESIZER_PREFIX_MAX);
         return -1;
     }
     if (config->max_upload_bytes > IMGP_UPLOAD_LIMIT_MAX) {
-        imgp_error ("event=config_error message=max-upload-bytes is over the limit of %lld",
+        imgp_error ("event=config_error option=max-upload-bytes limit=%lld",
                     (long long) IMGP_UPLOAD_LIMIT_MAX);
         return -1;
     }
     if (!s_set (config->curve_secret) != !s_set (config->curve_server)) {
-        imgp_error ("event=config_error message=CURVE needs both --curve-secret (our "
-                    "_secret file) and --curve-server (the broker's public certificate)");
+        imgp_error ("event=config_error message=\"CURVE needs both --curve-secret (our "
+                    "_secret file) and --curve-server (the broker's public certificate)\"");
         return -1;
     }
     return 0;

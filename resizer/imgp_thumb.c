@@ -178,7 +178,7 @@ s_vips_log (const gchar *domain, GLogLevelFlags flags, const gchar *message, gpo
     g_mutex_lock (&s_job_lock);
     snprintf (job, sizeof job, "%s", *s_job ? s_job : "-");
     g_mutex_unlock (&s_job_lock);
-    imgp_log (level, "job=%s event=vips_log message=%s", job, message ? message : "");
+    imgp_log (level, "job=%s event=vips_log message=\"%s\"", job, message ? message : "");
 }
 
 
@@ -213,8 +213,8 @@ s_parse_allowed (const char *extra, bool allowed [S_LOADERS])
             break;
         int k = s_loader_find (p, len);
         if (k < 0) {
-            imgp_error ("event=config_error message=unknown loader '%.*s' in allow-loaders "
-                        "(known: svg, pdf, magick)", (int) len, p);
+            imgp_error ("event=config_error option=allow-loaders value=\"%.*s\" reason=\"unknown "
+                        "loader (known: svg, pdf, magick)\"", (int) len, p);
             return -1;
         }
         allowed [k] = true;
@@ -278,7 +278,7 @@ imgp_thumb_init (const imgp_thumb_config_t *config)
 
     s_tune_malloc (config->vips_threads);
     if (VIPS_INIT ("imgpipe-resizer")) {
-        imgp_error ("event=config_error message=libvips failed to start: %s",
+        imgp_error ("event=config_error reason=vips_init message=\"%s\"",
                     vips_error_buffer ());
         vips_error_clear ();
         return -1;
@@ -1062,8 +1062,8 @@ s_dry_run_init (void)
         }
         else {
             char reason [IMGP_MESSAGE_MAX];
-            imgp_error ("event=config_error message=dry run: the 1x1 %s image cannot be "
-                        "encoded: %s", imgp_format_name ((imgp_format_t) format),
+            imgp_error ("event=config_error reason=dry_run_encode format=%s message=\"%s\"",
+                        imgp_format_name ((imgp_format_t) format),
                         s_vips_reason (reason, sizeof reason));
             vips_error_clear ();
             g_free (data);

@@ -73,7 +73,7 @@
 #define S_JOB_MS EXPECT_JOB_MS      //  deadline for one job to end
 #define S_REPLY_MS 10000            //  deadline for one reply or log line
 #define S_MAX_CASES 96              //  messages in one barrage
-#define S_MALFORMED "dropped malformed message"
+#define S_MALFORMED "event=malformed_dropped"
 
 //  A valid id no job ever has, and a valid opts object.
 #define S_ID "0123456789abcdef0123456789abcdef"

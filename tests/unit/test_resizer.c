@@ -530,8 +530,9 @@ Test (thumb, vips_warnings_carry_the_job_id, .init = s_init)
     unlink (path);
     close (fd);
     cr_assert (strstr (text, "WARN job=0123456789abcdef0123456789abcdef event=vips_log "
-                             "message=a test warning"), "log was: %s", text);
-    cr_assert (strstr (text, "job=- event=vips_log message=after the job"), "log was: %s", text);
+                             "message=\"a test warning\""), "log was: %s", text);
+    cr_assert (strstr (text, "job=- event=vips_log message=\"after the job\""), "log was: %s",
+               text);
     g_free (text);
 }
 
