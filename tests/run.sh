@@ -23,6 +23,10 @@ set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 1
+# The programs the tests start log as the tests read them: text. An
+# operator's IMGP_LOG_FORMAT=json would reach them through the environment
+# (test_jsonlogs asks for JSON itself, with the flag).
+unset IMGP_LOG_FORMAT
 build=${BUILD_DIR:-build}
 asan=${ASAN_BUILD_DIR:-$build-asan}
 fuzz=${FUZZ_BUILD_DIR:-$build-fuzz}
