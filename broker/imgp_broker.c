@@ -284,7 +284,7 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
     }
     if (job->state == IMGP_STATE_DONE) {
         info->result_count = job->result_count;
-        memcpy (info->results, job->results, sizeof info->results);
+        memcpy (info->results, job->results, job->result_count * sizeof info->results [0]);
     }
     return info;
 }
@@ -298,7 +298,9 @@ s_info_new (imgp_msg_t *request, imgp_job_t *job)
 static imgp_job_t *
 s_thumbnail_damaged (s_server_t *self, imgp_job_t *job)
 {
-    imgp_job_t record = *job;
+    imgp_job_t record = *job;           //  borrowing copy (imgp_job.h)...
+    record.results = NULL;              //  ...without the renditions: they go with
+    record.result_count = 0;            //  the job below, and a failed job has none
     record.state = IMGP_STATE_FAILED;
     record.updated_at = zclock_time ();
     snprintf (record.code, sizeof record.code, "spool_damaged");
@@ -574,7 +576,7 @@ s_finish (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t *don
         s_variant_end (self, job, state, done);     //  its renditions go to its parent
         return 0;
     }
-    imgp_job_t record = *job;
+    imgp_job_t record = *job;           //  borrowing copy (imgp_job.h), only saved
     record.state = state;
     record.updated_at = zclock_time ();
     int rc = done ? imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_OUT,
@@ -619,17 +621,17 @@ s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
     memcpy (out + old_size, imgp_msg_data (done), imgp_msg_size (done));
     imgp_spool_release (old, NULL);
 
-    imgp_job_t record = *parent;
-    memcpy (record.results + record.result_count, variant->results,
-            variant->result_count * sizeof variant->results [0]);
-    record.result_count += variant->result_count;
+    //  An owning copy with the new renditions: the parent changes only
+    //  once they are on disk.
+    imgp_job_t record;
+    imgp_job_copy (&record, parent);
+    imgp_job_add_results (&record, variant->results, variant->result_count);
     int rc = imgp_spool_save_with (self->spool, &record, IMGP_SPOOL_OUT, out, size);
     free (out);
-    if (rc)
-        return -2;
-    memcpy (parent->results, record.results, sizeof parent->results);
-    parent->result_count = record.result_count;
-    return 0;
+    if (rc == 0)
+        imgp_job_set_results (parent, record.results, record.result_count);
+    imgp_job_clear (&record);
+    return rc ? -2 : 0;
 }
 
 //  A variant job ended (s_finish sends it here): its renditions join its
@@ -1278,8 +1280,7 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
     }
     peer->done++;
     //  The codec checked that the renditions' bytes add up to the frame.
-    job->result_count = msg->result_count;
-    memcpy (job->results, msg->results, sizeof job->results);
+    imgp_job_set_results (job, msg->results, msg->result_count);
     //  DONE's results are in the order of the job's sizes; a resizer from
     //  before sizes names no box.
     for (int i = 0; i < job->result_count && i < job->opts.size_count; i++)
@@ -1417,7 +1418,7 @@ s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
     //  top). A send that fails below leaves the record one attempt ahead
     //  until the next write: a restart in between grants one attempt
     //  fewer, never more.
-    imgp_job_t record = *job;
+    imgp_job_t record = *job;           //  borrowing copy (imgp_job.h), only saved
     record.attempts = msg->attempts;
     snprintf (record.worker, sizeof record.worker, "%s", peer->name);
     s_persist (self, &record);
@@ -1563,12 +1564,13 @@ s_record_compare (const void *item1, const void *item2)
     return a < b ? -1 : a > b;
 }
 
+//  The scan lends each record for the call: the list keeps owning copies.
 static int
 s_collect (const imgp_job_t *record, void *arg)
 {
     imgp_job_t *copy = malloc (sizeof *copy);
     assert (copy);
-    *copy = *record;
+    imgp_job_copy (copy, record);
     zlistx_add_end ((zlistx_t *) arg, copy);
     return 0;
 }
@@ -1576,7 +1578,11 @@ s_collect (const imgp_job_t *record, void *arg)
 static void
 s_free_record (void **item_p)
 {
-    free (*item_p);
+    imgp_job_t *record = (imgp_job_t *) *item_p;
+    if (record) {
+        imgp_job_clear (record);
+        free (record);
+    }
     *item_p = NULL;
 }
 

@@ -1006,8 +1006,10 @@ s_record_text (s_entry_t *entry, char **text_p)
     return 0;
 }
 
-//  Decode an entry's latest record. Returns 0, or -1 when it cannot be read
-//  or decoded (*text_p holds what was read, if anything; caller frees).
+//  Decode an entry's latest record. Returns 0, the record then owning its
+//  renditions (caller clears), or -1 when it cannot be read or decoded, the
+//  record owning nothing (*text_p holds what was read, if anything; caller
+//  frees).
 static int
 s_record_load (s_entry_t *entry, const char *id, imgp_job_t *record, char **text_p)
 {
@@ -1015,9 +1017,12 @@ s_record_load (s_entry_t *entry, const char *id, imgp_job_t *record, char **text
         return -1;
     bool keep = false;
     if (strlen (*text_p) != entry->record.size
-    ||  s_record_decode (*text_p, record, &keep)
-    ||  !streq (record->id, id))
+    ||  s_record_decode (*text_p, record, &keep))
         return -1;
+    if (!streq (record->id, id)) {
+        imgp_job_clear (record);
+        return -1;
+    }
     entry->keep = keep;
     return 0;
 }
@@ -1109,6 +1114,7 @@ s_settle (imgp_spool_t *self)
                            || record.state == IMGP_STATE_FAILED;
             if (entry->finished && !entry->keep)
                 s_loc_kill (&entry->in);
+            imgp_job_clear (&record);
         }
         else
             s_set_aside (self, id, entry, text);
@@ -1181,10 +1187,14 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
     void *text = NULL, *data = NULL;
     size_t size = 0;
     imgp_job_t record;
-    if (s_read_path (path, S_RECORD_MAX, &text, &size)
-    ||  strlen (text) != size
-    ||  imgp_spool_record_decode (text, &record)
-    ||  !streq (record.id, id)) {
+    int rc = -1;
+    if (s_read_path (path, S_RECORD_MAX, &text, &size) == 0 && strlen (text) == size)
+        rc = imgp_spool_record_decode (text, &record);
+    if (rc == 0 && !streq (record.id, id)) {
+        imgp_job_clear (&record);
+        rc = -1;
+    }
+    if (rc) {
         free (text);
         char corrupt [PATH_MAX];
         s_pathf (corrupt, "%s/corrupt", self->dir);
@@ -1196,7 +1206,6 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
         return 0;
     }
     free (text);
-    int rc = 0;
     bool finished = record.state == IMGP_STATE_DONE || record.state == IMGP_STATE_FAILED;
     const char *exts [2] = { ".in", ".out" };
     for (int kind = IMGP_SPOOL_IN; kind <= IMGP_SPOOL_OUT && rc == 0; kind++) {
@@ -1210,6 +1219,7 @@ s_import_job (imgp_spool_t *self, const char *jobs, const char *id)
     }
     if (rc == 0)
         rc = imgp_spool_save (self, &record);
+    imgp_job_clear (&record);
     return rc ? -1 : 1;
 }
 
@@ -1954,7 +1964,9 @@ imgp_spool_scan (imgp_spool_t *self, imgp_spool_record_fn *fn, void *arg)
                         strerror (errno));
         if (rc)
             continue;
-        if (fn (&record, arg))
+        rc = fn (&record, arg);     //  borrowed for the call: fn copies what it keeps
+        imgp_job_clear (&record);
+        if (rc)
             break;
         count++;
     }
@@ -2112,22 +2124,27 @@ s_copy (char *dest, size_t size, const char *text)
 //  The renditions of a done record: "results" (1..IMGP_RESULTS_MAX), or
 //  the single "result" a broker before renditions wrote, as results[0].
 //  A rendition without a box (written before sizes) gets the job's first.
+//  Decoded into the stack first, so the record's array is sized by the
+//  count it turns out to have (zeroed, like the rest of the record).
 static int
 s_decode_results (json_t *results, json_t *result, imgp_job_t *r)
 {
+    imgp_result_t decoded [IMGP_RESULTS_MAX];
+    memset (decoded, 0, sizeof decoded);
+    int count = 0;
     int rc;
     if (!results && result) {
-        r->result_count = 1;
-        rc = imgp_msg_result_from_json (result, &r->results [0], NULL, 0);
+        count = 1;
+        rc = imgp_msg_result_from_json (result, &decoded [0], NULL, 0);
     }
     else
-        rc = imgp_msg_results_from_json (results, r->results, IMGP_RESULTS_MAX,
-                                         &r->result_count, NULL, 0);
-    if (rc || r->result_count < 1)
+        rc = imgp_msg_results_from_json (results, decoded, IMGP_RESULTS_MAX, &count, NULL, 0);
+    if (rc || count < 1)
         return -1;
-    for (int i = 0; i < r->result_count; i++)
-        if (r->results [i].box.width == 0)
-            r->results [i].box = (imgp_size_t) { r->opts.width, r->opts.height };
+    for (int i = 0; i < count; i++)
+        if (decoded [i].box.width == 0)
+            decoded [i].box = (imgp_size_t) { r->opts.width, r->opts.height };
+    imgp_job_set_results (r, decoded, count);
     return 0;
 }
 
@@ -2201,6 +2218,8 @@ s_record_decode (const char *text, imgp_job_t *r, bool *keep_p)
         ||  !s_record_in_range (r))
             rc = -1;
     }
+    if (rc)
+        imgp_job_clear (r);             //  a record refused owns nothing
     if (keep_p)
         *keep_p = json_is_true (json_object_get (root, "keep_original"));
     json_decref (root);

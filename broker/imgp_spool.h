@@ -75,7 +75,8 @@ typedef enum {
 
 typedef struct _imgp_spool_t imgp_spool_t;
 
-//  Called by imgp_spool_scan for each valid record (borrowed for the call).
+//  Called by imgp_spool_scan for each valid record, borrowed for the call
+//  with its renditions (imgp_job_copy what you keep; never clear it).
 //  Return 0 to go on, -1 to stop the scan.
 typedef int (imgp_spool_record_fn) (const imgp_job_t *record, void *arg);
 
@@ -196,7 +197,9 @@ void imgp_spool_fault (const char *id, imgp_spool_kind_t kind);
 
 //  The record as JSON text (caller frees) and back (-1 when it does not
 //  parse or a value is out of range): exposed for tests. A record without
-//  "owner" (from a broker before owners) decodes with owner "".
+//  "owner" (from a broker before owners) decodes with owner "". Decode
+//  overwrites *record without freeing what it held; on 0 the record owns
+//  its renditions (the caller clears it: imgp_job_clear), on -1 nothing.
 char *imgp_spool_record_encode (const imgp_job_t *record);
 int imgp_spool_record_decode (const char *text, imgp_job_t *record);
 

@@ -21,16 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-//  A record plus its place in the lists. `job` must stay the first member:
-//  the public imgp_job_t * and the entry are the same address.
 //  What the table knows about one worker name.
 typedef struct {
     zlistx_t *held;             //  its DISPATCHED and RUNNING entries, borrowed
     size_t named;               //  unfinished jobs whose worker is this name
 } s_worker_t;
 
+//  A record plus its place in the lists. `job` must stay the first member:
+//  the public imgp_job_t * and the entry are the same address.
 typedef struct {
-    imgp_job_t job;             //  the public record
+    imgp_job_t job;             //  the public record, owning its renditions
     void *handle;               //  node in the list of its phase
     s_worker_t *worker;         //  its worker's record while unfinished and naming
                                 //  one (counted in its `named`), else NULL
@@ -49,9 +49,13 @@ struct _imgp_table_t {
 };
 
 static void
-s_free_item (void **item_p)
+s_free_entry (void **item_p)
 {
-    free (*item_p);
+    s_entry_t *entry = (s_entry_t *) *item_p;
+    if (entry) {
+        imgp_job_clear (&entry->job);       //  its renditions are the table's
+        free (entry);
+    }
     *item_p = NULL;
 }
 
@@ -79,7 +83,7 @@ imgp_table_new (void)
     self->workers = zhashx_new ();
     assert (self->jobs && self->queue && self->dispatched && self->running
             && self->finished && self->workers);
-    zhashx_set_destructor (self->jobs, s_free_item);
+    zhashx_set_destructor (self->jobs, s_free_entry);
     zhashx_set_destructor (self->workers, s_free_worker);
     return self;
 }
@@ -212,7 +216,7 @@ imgp_table_insert (imgp_table_t *self, const imgp_job_t *record)
 
     s_entry_t *entry = calloc (1, sizeof *entry);
     assert (entry);
-    entry->job = *record;
+    imgp_job_copy (&entry->job, record);
     imgp_job_t *job = &entry->job;
     job->dispatched_at = 0;
     job->started_at = 0;

@@ -10,10 +10,12 @@
     walks, O(what they return)), so 100,000 jobs cost no more per message
     than 10.
 
-    Ownership: the table owns its job records. A returned imgp_job_t * is
-    borrowed and stays valid until that job is removed; callers may change
-    its plain fields (updated_at, code, result...) but change its phase only
-    through the functions below, which keep the lists and counters right.
+    Ownership: the table owns its job records (imgp_job.h), each with its
+    own copy of its renditions. A returned imgp_job_t * is borrowed and
+    stays valid until that job is removed; callers may change its plain
+    fields (updated_at, code...) and its renditions (imgp_job_set_results,
+    imgp_job_add_results), but change its phase only through the functions
+    below, which keep the lists and counters right.
     Never reads a file or a socket; never decides policy (attempt limits,
     bounds) — the broker does.
 */
@@ -24,68 +26,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "imgp_msg.h"
-
-//  Where the broker holds a job. Each phase is one list in the table.
-typedef enum {
-    IMGP_PHASE_QUEUED = 0,      //  in the FIFO, waiting for a resizer with credit
-    IMGP_PHASE_DISPATCHED,      //  sent to its worker, no STARTED yet
-    IMGP_PHASE_RUNNING,         //  a worker reported STARTED
-    IMGP_PHASE_FINISHED         //  done or failed, kept until its TTL
-} imgp_phase_t;
-
-//  One job. Also the record the spool stores (times, attempts, error, results).
-//  A done job holds every rendition it made (results[], in the order of
-//  their bytes in its OUT entry: rendition i starts at the sum of the bytes
-//  before it). A job of format=auto may get more renditions later, made by
-//  variant jobs: a variant job is a table entry of its own (its own id, for
-//  the wire) whose `parent` names the job it works for; it is never saved
-//  to the spool and its renditions are appended to its parent's.
-//  results[] is fixed-size (IMGP_RESULTS_MAX) so records stay plain values
-//  copied by assignment: about 2 kB a job.
-typedef struct {
-    char id [IMGP_ID_LEN + 1];              //  job id, valid (imgp_id_valid)
-    imgp_state_t state;                     //  what clients see
-    imgp_phase_t phase;                     //  where the broker holds it
-    imgp_opts_t opts;                       //  thumbnail options
-    char owner [IMGP_OWNER_MAX + 1];        //  SUBMIT's owner (API key name), "" none
-    int64_t created_at;                     //  wall clock ms, when accepted
-    int64_t updated_at;                     //  wall clock ms, last visible change
-    int64_t bytes;                          //  size of the original
-    int attempts;                           //  dispatches so far, 0..IMGP_ATTEMPTS_MAX
-    char worker [IMGP_WORKER_MAX + 1];      //  worker of the latest dispatch, "" none yet
-    int64_t dispatched_at;                  //  monotonic ms of last dispatch, 0 none
-    int64_t started_at;                     //  monotonic ms of STARTED, 0 none
-    char code [IMGP_CODE_MAX + 1];          //  failure code when failed
-    char message [IMGP_MESSAGE_MAX + 1];    //  failure message when failed
-    int result_count;                       //  renditions in results[], 0 until done
-    imgp_result_t results [IMGP_RESULTS_MAX];   //  the renditions when done
-    char parent [IMGP_ID_LEN + 1];          //  variant job: the job it works for; "" else
-    unsigned variants_pending;              //  auto job: formats (1 << format) a variant
-                                            //  job is making now; memory only
-    unsigned variants_failed;               //  auto job: formats a variant job failed to
-                                            //  make (not tried again); memory only
-} imgp_job_t;
+#include "imgp_job.h"
 
 typedef struct _imgp_table_t imgp_table_t;
 
 //  Create an empty table. Never NULL (aborts on OOM, like czmq).
 imgp_table_t *imgp_table_new (void);
 
-//  Destroy the table and every record in it; safe on NULL and twice.
+//  Destroy the table and every record in it (renditions too); safe on NULL
+//  and twice.
 void imgp_table_destroy (imgp_table_t **self_p);
 
-//  Insert a copy of `record`. Queued and processing records go to the back
-//  of the FIFO as queued, keeping their worker and attempts (that worker
-//  may still finish that attempt after a broker restart); done and failed
-//  records go to the back of the finished list. Returns the table's
-//  record, or NULL when the id is already held.
+//  Insert a copy of `record`, borrowed: the table's copy owns a copy of its
+//  renditions, and the caller keeps (and clears) its own if it owns any.
+//  Queued and processing records go to the back of the FIFO as queued,
+//  keeping their worker and attempts (that worker may still finish that
+//  attempt after a broker restart); done and failed records go to the back
+//  of the finished list. Returns the table's record, or NULL when the id
+//  is already held.
 imgp_job_t *imgp_table_insert (imgp_table_t *self, const imgp_job_t *record);
 
 //  The record for an id, or NULL.
 imgp_job_t *imgp_table_lookup (imgp_table_t *self, const char *id);
 
-//  Remove a job and free its record; `*job_p` is set to NULL.
+//  Remove a job and free its record and renditions; `*job_p` is set to NULL.
 void imgp_table_remove (imgp_table_t *self, imgp_job_t **job_p);
 
 //  Counts: all jobs, jobs in the FIFO, jobs dispatched but not STARTED,
@@ -115,7 +79,7 @@ void imgp_table_requeue (imgp_table_t *self, imgp_job_t *job);
 
 //  The job ended: `state` is IMGP_STATE_DONE or IMGP_STATE_FAILED. Valid
 //  from any unfinished phase; appended to the finished list, so set
-//  job->updated_at to the finish time. The caller fills code/result.
+//  job->updated_at to the finish time. The caller fills code/results.
 void imgp_table_finish (imgp_table_t *self, imgp_job_t *job, imgp_state_t state);
 
 //  An in-flight job past its deadline at monotonic time `now`: the one
