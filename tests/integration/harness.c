@@ -1298,6 +1298,42 @@ h_make_image (const char *format, int w, int h, bool alpha, size_t *size)
 }
 
 void *
+h_make_animation (int frames, int w, int h, size_t *size)
+{
+    h_vips_init ();
+    VipsObject *scope = VIPS_OBJECT (vips_image_new ());
+    VipsImage **t = (VipsImage **) vips_object_local_array (scope, 3);
+    void *buf = NULL;
+    size_t len = 0;
+    //  Rows of frame k are all k * 60: a ramp down the strip, cut in frames.
+    double scale [] = { 60.0 / h }, offset [] = { 0 };
+    int rc = vips_xyz (&t [0], w, h * frames, NULL)
+          || vips_extract_band (t [0], &t [1], 1, NULL)
+          || vips_linear (t [1], &t [2], scale, offset, 1, "uchar", TRUE, NULL);
+    if (rc == 0) {
+        vips_image_set_int (t [2], VIPS_META_PAGE_HEIGHT, h);
+        vips_image_set_int (t [2], VIPS_META_N_PAGES, frames);
+        rc = vips_gifsave_buffer (t [2], &buf, &len, NULL);
+    }
+    g_object_unref (scope);
+    return s_encoded (rc, buf, len, "animated gif", size);
+}
+
+int
+h_frames (const void *data, size_t size)
+{
+    h_vips_init ();
+    VipsImage *img = vips_image_new_from_buffer (data, size, "", "n", -1, NULL);
+    if (!img) {
+        vips_error_clear ();
+        return -1;
+    }
+    int frames = vips_image_get_height (img) / vips_image_get_page_height (img);
+    g_object_unref (img);
+    return frames;
+}
+
+void *
 h_make_flat_png (int w, int h, size_t *size)
 {
     h_vips_init ();

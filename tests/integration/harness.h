@@ -289,6 +289,14 @@ void h_vips_init (void);
 //  malloc'd bytes (g_free-compatible not needed: free()) or NULL.
 void *h_make_image (const char *format, int w, int h, bool alpha, size_t *size);
 
+//  An animated GIF of `frames` frames of w x h, each its own colour.
+//  Returns malloc'd bytes or NULL.
+void *h_make_animation (int frames, int w, int h, size_t *size);
+
+//  Frames of an image (decoded with every page): 1 for a still image,
+//  -1 when libvips cannot read it.
+int h_frames (const void *data, size_t size);
+
 //  A w x h PNG of one flat colour, 16-bit RGBA, every row Paeth-filtered:
 //  small on the wire (a 6000 x 6000 one is ~300 kB) but slow to decode, as
 //  a resizer must unfilter every pixel (PNG has no shrink-on-load): about

@@ -276,3 +276,33 @@ Test (options, new_options_end_done, .init = s_setup, .fini = s_teardown, .timeo
     free (jpeg);
     h_cluster_pass (s_cluster);
 }
+
+//  animated=true: an animated GIF through the real processes comes back as
+//  an animated WebP with every frame; without it, one frame (test_badinput).
+Test (options, animated_keeps_every_frame, .init = s_setup, .fini = s_teardown, .timeout = 90)
+{
+    size_t size = 0;
+    void *gif = h_make_animation (3, 90, 60, &size);
+    cr_assert_not_null (gif);
+    cr_assert_eq (h_frames (gif, size), 3, "the fixture is not a 3-frame animation");
+    char id [H_ID_SIZE];
+    h_response_t resp;
+    int status = h_upload (s_port (), "/v1/images?animated=true&format=webp&width=30", gif,
+                           size, "image/gif", false, id, &resp);
+    cr_assert_eq (status, 202, "POST: %d %.200s", status, resp.body ? resp.body : "");
+    h_response_free (&resp);
+    s_done_thumbnail (id, &resp);
+    int w = 0, h = 0;
+    char loader [64], why [160];
+    cr_assert_eq (h_decode (resp.body, resp.body_size, &w, &h, loader, sizeof loader, why,
+                            sizeof why), 0, "%s", why);
+    int frames = h_frames (resp.body, resp.body_size);
+    cr_expect (strstr (loader, "Webp"), "loader %s, want WebP", loader);
+    cr_expect_eq (frames, 3, "%d frames, want 3", frames);
+    cr_expect (w == 30 && h == 20, "first frame %dx%d, want 30x20", w, h);
+    fprintf (stderr, "options: 3-frame 90x60 GIF, animated=true&format=webp&width=30 -> %s "
+             "%dx%d, %d frames, %zu bytes\n", loader, w, h, frames, resp.body_size);
+    h_response_free (&resp);
+    free (gif);
+    h_cluster_pass (s_cluster);
+}
