@@ -119,6 +119,16 @@ s_done_thumbnail (const char *id, h_response_t *resp)
     cr_assert_eq (resp->status, 200, "GET %s: %d", path, resp->status);
 }
 
+//  s_done_thumbnail, then decode it: its size and libvips loader name.
+static void
+s_done_decoded (const char *id, h_response_t *resp, int *w, int *h, char loader [64])
+{
+    s_done_thumbnail (id, resp);
+    char why [160];
+    cr_assert_eq (h_decode (resp->body, resp->body_size, w, h, loader, 64, why, sizeof why), 0,
+                  "job %s: %s", id, why);
+}
+
 //  The 400 names `option` in "option" and in the message.
 static void
 s_expect_named (const h_response_t *resp, const char *what, const char *option)
@@ -155,11 +165,9 @@ Test (options, form_fields_before_and_after_the_file, .init = s_setup, .fini = s
     char id [H_ID_SIZE];
     s_accepted (&resp, "form fields", id);
     h_response_free (&resp);
-    s_done_thumbnail (id, &resp);
     int w = 0, h = 0;
-    char loader [64], why [160];
-    cr_assert_eq (h_decode (resp.body, resp.body_size, &w, &h, loader, sizeof loader, why,
-                            sizeof why), 0, "%s", why);
+    char loader [64];
+    s_done_decoded (id, &resp, &w, &h, loader);
     cr_expect (w == 60 && h == 60, "contain 60x60 gave %dx%d", w, h);
     fprintf (stderr, "options: form fit=contain width=60 (before img) background=#ff0000 "
              "(after): %dx%d %s\n", w, h, loader);
@@ -170,9 +178,7 @@ Test (options, form_fields_before_and_after_the_file, .init = s_setup, .fini = s
     s_post_form ("/v1/images?fit=cover&width=40&format=webp", gravity, png, size, NULL, &resp);
     s_accepted (&resp, "query + fields", id);
     h_response_free (&resp);
-    s_done_thumbnail (id, &resp);
-    cr_assert_eq (h_decode (resp.body, resp.body_size, &w, &h, loader, sizeof loader, why,
-                            sizeof why), 0, "%s", why);
+    s_done_decoded (id, &resp, &w, &h, loader);
     cr_expect (w == 40 && h == 40 && strstr (loader, "Webp"), "cover 40x40 webp gave %dx%d %s",
                w, h, loader);
     h_response_free (&resp);
@@ -291,11 +297,9 @@ Test (options, animated_keeps_every_frame, .init = s_setup, .fini = s_teardown, 
                            size, "image/gif", false, id, &resp);
     cr_assert_eq (status, 202, "POST: %d %.200s", status, resp.body ? resp.body : "");
     h_response_free (&resp);
-    s_done_thumbnail (id, &resp);
     int w = 0, h = 0;
-    char loader [64], why [160];
-    cr_assert_eq (h_decode (resp.body, resp.body_size, &w, &h, loader, sizeof loader, why,
-                            sizeof why), 0, "%s", why);
+    char loader [64];
+    s_done_decoded (id, &resp, &w, &h, loader);
     int frames = h_frames (resp.body, resp.body_size);
     cr_expect (strstr (loader, "Webp"), "loader %s, want WebP", loader);
     cr_expect_eq (frames, 3, "%d frames, want 3", frames);
