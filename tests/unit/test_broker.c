@@ -2218,6 +2218,60 @@ Test (broker, restart_keeps_jobs_and_thumbnails)
     s_rig_destroy (&rig);
 }
 
+//  REVIEW11 #1: a DONE of three JPEGs whose bytes (INT64_MAX, INT64_MAX,
+//  size + 2) wrap to the frame's size, sent raw since the codec no longer
+//  encodes it. The broker read 2^63 bytes of it and died; the job stayed
+//  queued on disk, so a restart gave it to the same resizer again.
+static void
+s_worker_done_that_wraps (s_worker_t *self, const char *id, int attempt)
+{
+    static const uint8_t jpeg [] = { 0xff, 0xd8, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0x00, 0x32,
+                                     0x00, 0x64, 0x01, 0x01, 0x11, 0x00, 0xff, 0xda, 0, 0 };
+    char header [1024];
+    const char *result = "{\"width\":100,\"height\":50,\"format\":\"jpeg\",\"ms\":7,"
+                         "\"box\":[100,100],\"bytes\":";
+    snprintf (header, sizeof header, "{\"v\":1,\"type\":\"done\",\"id\":\"%s\",\"attempts\":%d,"
+              "\"worker\":\"%s\",\"results\":[%s%lld},%s%lld},%s%zu}]}", id, attempt, self->name,
+              result, (long long) INT64_MAX, result, (long long) INT64_MAX, result,
+              sizeof jpeg + 2);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, "", 0);
+    zmsg_addstr (msg, header);
+    zmsg_addmem (msg, jpeg, sizeof jpeg);
+    cr_assert_eq (zmsg_send (&msg, self->dealer), 0);
+}
+
+Test (broker, a_done_whose_bytes_wrap_is_dropped_before_and_after_a_restart)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    for (int run = 0; run < 2; run++) {
+        imgp_msg_t *job = s_worker_await_job (rig->worker);
+        cr_assert_str_eq (job->id, id);
+        s_worker_done_that_wraps (rig->worker, id, job->attempts);
+        imgp_msg_destroy (&job);
+        //  The broker lives on (it answers) and the job is not done.
+        imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+        cr_assert_eq (info->type, IMGP_MSG_INFO);
+        cr_expect_neq (info->state, IMGP_STATE_DONE);
+        imgp_msg_destroy (&info);
+        if (run == 0) {                     //  the same spool, a new broker
+            s_rig_destroy (&rig);
+            rig = s_rig_new (&config, "w1");
+        }
+    }
+    //  An honest DONE for the job still finishes it.
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    int attempt = info->attempts;
+    imgp_msg_destroy (&info);
+    s_worker_done (rig->worker, id, attempt, "honest");
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, id, "honest");
+    s_rig_destroy (&rig);
+}
+
 //  ---------------------------------------------------------------------
 //  Spool failures, restarts, and jobs that must not stall the queue
 
