@@ -670,9 +670,13 @@ s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t
                    job->id, imgp_format_name (job->opts.format),
                    state == IMGP_STATE_DONE ? "internal" : job->code);
     }
+    //  Answering may find the parent's OUT damaged and replace its table
+    //  entry (s_thumbnail_damaged): hold the id, look the job up per request.
+    char id [IMGP_ID_LEN + 1];
+    memcpy (id, parent->id, sizeof id);
     imgp_msg_t *request;
-    while ((request = imgp_waiters_take (self->waiters, parent->id))) {
-        s_answer (self, request, parent);
+    while ((request = imgp_waiters_take (self->waiters, id))) {
+        s_answer (self, request, imgp_table_lookup (self->table, id));
         imgp_msg_destroy (&request);
     }
 }

@@ -4577,3 +4577,35 @@ Test (broker, auto_variant_made_is_kept_and_one_not_stored_is_asked_again)
     free (want);
     s_rig_destroy (&rig);
 }
+
+
+//  REVIEW11 #2: an auto job whose OUT is damaged on disk, two FETCHes held
+//  (60 s) for its WebP. The variant's DONE answers the first; its read of
+//  OUT fails the parent spool_damaged, which replaced the table entry the
+//  waking loop still read the id from (use after free): the second was
+//  then left to its hold. Both are answered now, as failed.
+Test (broker, a_parent_found_damaged_while_waking_answers_every_held_fetch)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_log_flip ("family", 6);
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    for (int tag = 1; tag <= 2; tag++) {
+        imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", tag, 60000);
+        held->accept_count = 3;
+        memcpy (held->accept, webp, sizeof webp);
+        s_send (rig->dealer, held);
+    }
+    s_worker_variant_done (rig->worker, id, 100, 50, 'x');
+    for (int i = 0; i < 2; i++) {
+        imgp_msg_t *reply = s_expect_info (rig->dealer, 0, IMGP_STATE_FAILED);
+        cr_expect_str_eq (reply->code, "spool_damaged");
+        imgp_msg_destroy (&reply);
+    }
+    s_rig_destroy (&rig);
+}
