@@ -1272,12 +1272,58 @@ s_check_image (imgp_job_t *job, imgp_msg_t *msg)
     return -1;
 }
 
+//  The format a job's renditions must have: the one asked for, or for an
+//  auto job the family (JPEG or PNG, the resizer's choice by alpha). A
+//  variant job asks for its own format (s_variant_new).
+static bool
+s_format_fits (const imgp_job_t *job, imgp_format_t format)
+{
+    if (job->opts.format == IMGP_FORMAT_AUTO)
+        return format == IMGP_FORMAT_JPEG || format == IMGP_FORMAT_PNG;
+    return format == job->opts.format;
+}
+
+//  Does DONE answer what the job asked: one rendition per size, in the
+//  order of opts.sizes (a resizer from before sizes names no box), each in
+//  the job's format? Else the broker would say done for thumbnails no
+//  client can get, or serve a format nobody asked for.
+static int
+s_check_results (imgp_job_t *job, imgp_msg_t *msg)
+{
+    char detail [96] = "";
+    if (msg->result_count != job->opts.size_count)
+        snprintf (detail, sizeof detail, "%d results for %d sizes", msg->result_count,
+                  job->opts.size_count);
+    for (int i = 0; !detail [0] && i < msg->result_count; i++) {
+        const imgp_result_t *result = &msg->results [i];
+        imgp_size_t want = job->opts.sizes [i];
+        bool no_box = result->box.width == 0 && result->box.height == 0;
+        if (!no_box && (result->box.width != want.width || result->box.height != want.height))
+            snprintf (detail, sizeof detail, "result %d is for %dx%d, not %dx%d", i,
+                      result->box.width, result->box.height, want.width, want.height);
+        else
+        if (!s_format_fits (job, result->format))
+            snprintf (detail, sizeof detail, "result %d is %s, the job asked %s", i,
+                      imgp_format_name (result->format), imgp_format_name (job->opts.format));
+    }
+    if (!detail [0])
+        return 0;
+    imgp_warn ("job=%s event=result_refused reason=bad_result worker=%s attempt=%d "
+               "detail=\"%s\"", job->id, msg->worker, msg->attempts, detail);
+    return -1;
+}
+
 static void
 s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
 {
     imgp_job_t *job = s_result_job (self, peer, msg);
     if (!job)
         return;
+    //  A variant's DONE passes here too before s_variant_add adds it.
+    if (s_check_results (job, msg)) {
+        s_requeue (self, job, "bad_result");
+        return;
+    }
     if (s_check_image (job, msg)) {
         s_requeue (self, job, "bad_image");
         return;
@@ -1285,9 +1331,9 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
     peer->done++;
     //  The codec checked that the renditions' bytes add up to the frame.
     imgp_job_set_results (job, msg->results, msg->result_count);
-    //  DONE's results are in the order of the job's sizes; a resizer from
-    //  before sizes names no box.
-    for (int i = 0; i < job->result_count && i < job->opts.size_count; i++)
+    //  DONE's results are in the order of the job's sizes (checked above);
+    //  a resizer from before sizes names no box.
+    for (int i = 0; i < job->result_count; i++)
         if (job->results [i].box.width == 0)
             job->results [i].box = job->opts.sizes [i];
     //  The thumbnails and the final record are stored together (s_finish);

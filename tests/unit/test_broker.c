@@ -4609,3 +4609,106 @@ Test (broker, a_parent_found_damaged_while_waking_answers_every_held_fetch)
     }
     s_rig_destroy (&rig);
 }
+
+//  The worker takes the next JOB, `id` again, and answers it with `msg`'s
+//  results (NULL: nothing). Returns the attempt it got.
+static int
+s_worker_next_attempt (s_worker_t *worker, const char *id)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id, "the job came back to the queue");
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    return attempt;
+}
+
+//  DONE of `id` with one 100x50 WebP for `box`.
+static void
+s_worker_done_webp (s_worker_t *worker, const char *id, int attempt, imgp_size_t box)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
+    size_t size;
+    uint8_t *webp = s_webp_new (100, 50, 'r', &size);
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { .width = 100, .height = 50, .format = IMGP_FORMAT_WEBP,
+                                         .bytes = (int64_t) size, .ms = 2, .box = box };
+    imgp_msg_set_data (msg, webp, size, NULL);
+    s_worker_send (worker, msg);
+}
+
+//  REVIEW11 #3: a DONE must answer the job: one rendition per size, in
+//  order, in its format. Before, a box not asked for, a missing size or a
+//  WebP for a png job ended the job done with thumbnails no client could
+//  get (no_such_size) or in a format nobody asked for. Each is now
+//  refused as a bad result and the job goes back to the queue.
+Test (broker, a_done_that_does_not_answer_the_job_is_requeued)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 10;
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    int attempt = s_worker_next_attempt (rig->worker, id);
+    const imgp_size_t asked [2] = { { 100, 100 }, { 7, 7 } };
+    const imgp_size_t pixels [2] = { { 100, 50 }, { 7, 4 } };
+    const char *texts [2] = { "first", "extra" };
+
+    //  a box not asked for, then one result too many
+    s_worker_done_sizes (rig->worker, id, attempt, asked + 1, pixels + 1, texts, 1);
+    int next = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (next, attempt + 1);
+    s_worker_done_sizes (rig->worker, id, next, asked, pixels, texts, 2);
+    attempt = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (attempt, next + 1);
+
+    //  a WebP for a png job
+    s_worker_done_webp (rig->worker, id, attempt, asked [0]);
+    next = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (next, attempt + 1);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    cr_expect_neq (info->state, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  the answer it asked for
+    s_worker_done_sizes (rig->worker, id, next, asked, pixels, texts, 1);
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    imgp_msg_t *reply = s_fetch (rig->status, id, (imgp_size_t) { 0, 0 }, NULL, 0, 0);
+    s_expect_rendition (&reply, 0, "first", 100, 50);
+    s_rig_destroy (&rig);
+}
+
+//  The same for format=auto: its own DONE must be the family (a WebP is
+//  refused), and a WebP variant's DONE must be WebP (a PNG is refused,
+//  and the variant tried again).
+Test (broker, an_auto_done_outside_its_family_or_variant_format_is_requeued)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 10;
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    s_worker_done_webp (rig->worker, id, attempt, s_auto_box [0]);
+    attempt = s_worker_next_attempt (rig->worker, id);
+    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  A FETCH that prefers WebP queues the variant; a PNG answer to it is
+    //  refused and the variant comes back.
+    const imgp_format_t accept [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *reply = s_fetch (rig->status, id, s_auto_box [0], accept, 3, 0);
+    cr_assert (reply->pending);
+    imgp_msg_destroy (&reply);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    char variant [IMGP_ID_LEN + 1];
+    memcpy (variant, job->id, sizeof variant);
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    s_worker_done_sizes (rig->worker, variant, job->attempts, s_auto_box, s_auto_pixels,
+                         s_auto_texts, 1);
+    imgp_msg_destroy (&job);
+    s_worker_next_attempt (rig->worker, variant);
+    reply = s_fetch (rig->status, id, s_auto_box [0], accept, 3, 0);
+    cr_expect_eq (reply->result_count, 1, "the PNG was not added as a rendition");
+    imgp_msg_destroy (&reply);
+    s_rig_destroy (&rig);
+}
