@@ -537,11 +537,14 @@ s_store_failures (s_server_t *self, const char *id)
 
 //  The final record of `job` could not be stored: the job stays unfinished
 //  in the table as on disk (the API and the disk never disagree), back in
-//  the queue with its attempt given back (the resizer did its work; the
-//  broker's disk failed), and dispatch pauses until the disk has room for
+//  the queue, and dispatch pauses until the disk has room for
 //  what failed (s_on_tick), so resizers do not redo work that cannot be
-//  stored. s_dispatch_one ends the job failed spool_full after
-//  --max-store-retries (the disk said it had room each time).
+//  stored. A job in flight gets its attempt back (a resizer ended it; the
+//  broker's disk failed); one failed at dispatch (still queued) does not,
+//  as no resizer spent that attempt and giving it back would send the
+//  job beyond --max-attempts. s_dispatch_one ends the job failed
+//  spool_full after --max-store-retries (the disk said it had room each
+//  time).
 static void
 s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t bytes)
 {
@@ -550,9 +553,9 @@ s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t by
     if (job->phase == IMGP_PHASE_DISPATCHED || job->phase == IMGP_PHASE_RUNNING) {
         s_release (self, job);
         imgp_table_requeue (self->table, job);
+        if (job->attempts > 0)
+            job->attempts--;
     }
-    if (job->attempts > 0)
-        job->attempts--;
     self->store_blocked = true;
     if (bytes > self->store_need)
         self->store_need = bytes;
@@ -1440,16 +1443,18 @@ s_job_new (s_server_t *self, imgp_job_t *job)
 static void
 s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
 {
-    //  Only a reload brings a job here with its attempts used up: the
-    //  broker stopped while its last attempt was out.
-    if (job->attempts >= self->config->max_attempts) {
-        s_exhausted (self, job, "restart");
-        return;
-    }
+    //  Store failures first: a job that keeps failing here with its
+    //  attempts used up would otherwise never reach spool_full.
     int failures = s_store_failures (self, job->id);
     if (failures >= self->config->max_store_retries) {
         s_fail (self, job, "spool_full", "the broker could not store the result %d times "
                 "although its disk reported room", failures);
+        return;
+    }
+    //  Only a reload brings a job here with its attempts used up: the
+    //  broker stopped while its last attempt was out.
+    if (job->attempts >= self->config->max_attempts) {
+        s_exhausted (self, job, "restart");
         return;
     }
     imgp_msg_t *msg = s_job_new (self, job);

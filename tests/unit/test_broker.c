@@ -4128,6 +4128,35 @@ Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
     s_rig_destroy (&rig);
 }
 
+//  REVIEW11 #4: a job reloaded with its attempts used up is failed at
+//  dispatch; when that failed record cannot be stored, no attempt is given
+//  back (no resizer spent one). Before, it was, and once the disk took
+//  writes again the job was sent to a resizer beyond --max-attempts.
+Test (broker, a_failed_store_at_dispatch_gives_no_attempt_back)
+{
+    imgp_job_t used = s_spool_job (IMGP_STATE_PROCESSING, 2, 1, true, false);
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 2;
+    imgp_spool_fault (used.id, IMGP_SPOOL_JSON);
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    s_worker_ready (rig->worker, 1, 1);
+    //  The failed record is not stored: dispatch pauses (PONG says full).
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (!s_stats (rig->status).spool_full && zclock_mono () < deadline)
+        zclock_sleep (10);
+    cr_assert (s_stats (rig->status).spool_full, "the store never failed");
+    imgp_spool_fault (NULL, IMGP_SPOOL_JSON);
+
+    imgp_msg_t *info = s_wait_failed (rig->status, used.id, "attempts_exhausted",
+                                      "2 attempts; the broker restarted during the last one");
+    cr_assert_eq (info->attempts, 2);
+    imgp_msg_destroy (&info);
+    imgp_msg_t *job = s_worker_poll_job (rig->worker, 100);
+    cr_expect_null (job, "sent as attempt %d", job ? job->attempts : 0);
+    imgp_msg_destroy (&job);
+    s_rig_destroy (&rig);
+}
+
 //  A disk that says it has room but keeps failing the thumbnail's write:
 //  after --max-store-retries the job ends failed spool_full (that record,
 //  without the thumbnail, is stored), and it is final across a restart.
