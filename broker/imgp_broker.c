@@ -637,6 +637,30 @@ s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
     return rc ? -2 : 0;
 }
 
+//  The variant's renditions join its done parent's (s_variant_add), or the
+//  parent remembers the format as failed; see s_variant_end below.
+static void
+s_variant_join (s_server_t *self, imgp_job_t *parent, imgp_job_t *job, imgp_state_t state,
+                imgp_msg_t *done)
+{
+    unsigned bit = 1u << job->opts.format;
+    parent->variants_pending &= ~bit;
+    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
+    if (rc == 0)
+        imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
+                   job->id, imgp_format_name (job->opts.format), parent->result_count);
+    else
+    if (rc == -2)
+        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
+                   parent->id, job->id, imgp_format_name (job->opts.format));
+    else {
+        parent->variants_failed |= bit;
+        imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,
+                   job->id, imgp_format_name (job->opts.format),
+                   state == IMGP_STATE_DONE ? "internal" : job->code);
+    }
+}
+
 //  A variant job ended (s_finish sends it here): its renditions join its
 //  parent's, or the parent remembers that format as failed (never tried
 //  again: a client then gets the family) — unless only the broker's disk
@@ -654,29 +678,16 @@ s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t
     s_release (self, job);
     imgp_table_finish (self->table, job, state);
     //  Not counted in PONG's done/failed: those count accepted jobs.
+    //  A parent failed meanwhile (spool_damaged) or gone (TTL, eviction)
+    //  takes nothing, but its held requests are answered now all the same
+    //  (failed, not_found) rather than at the end of their wait.
     imgp_job_t *parent = imgp_table_lookup (self->table, job->parent);
-    if (!parent || parent->state != IMGP_STATE_DONE)
-        return;             //  expired meanwhile: nothing to add to
-    unsigned bit = 1u << job->opts.format;
-    parent->variants_pending &= ~bit;
-    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
-    if (rc == 0)
-        imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
-                   job->id, imgp_format_name (job->opts.format), parent->result_count);
-    else
-    if (rc == -2)
-        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
-                   parent->id, job->id, imgp_format_name (job->opts.format));
-    else {
-        parent->variants_failed |= bit;
-        imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,
-                   job->id, imgp_format_name (job->opts.format),
-                   state == IMGP_STATE_DONE ? "internal" : job->code);
-    }
+    if (parent && parent->state == IMGP_STATE_DONE)
+        s_variant_join (self, parent, job, state, done);
     //  Answering may find the parent's OUT damaged and replace its table
     //  entry (s_thumbnail_damaged): hold the id, look the job up per request.
     char id [IMGP_ID_LEN + 1];
-    memcpy (id, parent->id, sizeof id);
+    memcpy (id, job->parent, sizeof id);
     imgp_msg_t *request;
     while ((request = imgp_waiters_take (self->waiters, id))) {
         s_answer (self, request, imgp_table_lookup (self->table, id));

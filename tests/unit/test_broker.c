@@ -4608,6 +4608,32 @@ Test (broker, auto_variant_made_is_kept_and_one_not_stored_is_asked_again)
 }
 
 
+//  A done format=auto job `id` (filled in) whose OUT then had a byte
+//  flipped on disk: the next read of it finds the damage.
+static s_rig_t *
+s_rig_with_damaged_auto_job (const imgp_broker_config_t *config, char *id)
+{
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (config, id, &attempt);
+    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_log_flip ("family", 6);
+    return rig;
+}
+
+//  A FETCH of `id` tagged `tag` that prefers WebP, held up to 60 s on the
+//  rig's DEALER.
+static void
+s_hold_webp_fetch (s_rig_t *rig, const char *id, int64_t tag)
+{
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", tag, 60000);
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+}
+
 //  REVIEW11 #2: an auto job whose OUT is damaged on disk, two FETCHes held
 //  (60 s) for its WebP. The variant's DONE answers the first; its read of
 //  OUT fails the parent spool_damaged, which replaced the table entry the
@@ -4617,19 +4643,9 @@ Test (broker, a_parent_found_damaged_while_waking_answers_every_held_fetch)
 {
     imgp_broker_config_t config = s_config ();
     char id [IMGP_ID_LEN + 1];
-    int attempt;
-    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
-    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
-    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
-    imgp_msg_destroy (&info);
-    s_log_flip ("family", 6);
-    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
-    for (int tag = 1; tag <= 2; tag++) {
-        imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", tag, 60000);
-        held->accept_count = 3;
-        memcpy (held->accept, webp, sizeof webp);
-        s_send (rig->dealer, held);
-    }
+    s_rig_t *rig = s_rig_with_damaged_auto_job (&config, id);
+    for (int tag = 1; tag <= 2; tag++)
+        s_hold_webp_fetch (rig, id, tag);
     s_worker_variant_done (rig->worker, id, 100, 50, 'x');
     for (int i = 0; i < 2; i++) {
         imgp_msg_t *reply = s_expect_info (rig->dealer, 0, IMGP_STATE_FAILED);
@@ -4738,6 +4754,33 @@ Test (broker, an_auto_done_outside_its_family_or_variant_format_is_requeued)
     s_worker_next_attempt (rig->worker, variant);
     reply = s_fetch (rig->status, id, s_auto_box [0], accept, 3, 0);
     cr_expect_eq (reply->result_count, 1, "the PNG was not added as a rendition");
+    imgp_msg_destroy (&reply);
+    s_rig_destroy (&rig);
+}
+
+
+//  REVIEW11 #6: a FETCH held (60 s) for an auto job's WebP, then another
+//  FETCH finds the job's OUT damaged: the job is failed spool_damaged
+//  while its variant runs. When the variant ends, the held FETCH is
+//  answered at once (failed); before, it waited out its whole hold.
+Test (broker, held_fetches_of_a_parent_failed_meanwhile_are_answered_when_its_variant_ends)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_damaged_auto_job (&config, id);
+    const imgp_format_t accept [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    s_hold_webp_fetch (rig, id, 1);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);     //  the variant: held now
+    imgp_msg_t *reply = s_fetch (rig->status, id, s_auto_box [0], accept + 1, 2, 0);
+    cr_assert_eq (reply->type, IMGP_MSG_INFO);
+    cr_assert_eq (reply->state, IMGP_STATE_FAILED);
+    cr_assert_str_eq (reply->code, "spool_damaged");
+    imgp_msg_destroy (&reply);
+
+    s_worker_done_webp (rig->worker, job->id, job->attempts, s_auto_box [0]);
+    imgp_msg_destroy (&job);
+    reply = s_expect_info (rig->dealer, 1, IMGP_STATE_FAILED);
+    cr_expect_str_eq (reply->code, "spool_damaged");
     imgp_msg_destroy (&reply);
     s_rig_destroy (&rig);
 }
