@@ -749,6 +749,11 @@ s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
                 "sent bytes that are not the image it claimed", what, job->attempts,
                 job->worker);
     else
+    if (streq (reason, "bad_result"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "sent results that are not the sizes or format the job asked for", what,
+                job->attempts, job->worker);
+    else
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "stopped answering", what, job->attempts, job->worker);
 }

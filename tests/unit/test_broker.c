@@ -4681,6 +4681,17 @@ s_worker_done_webp (s_worker_t *worker, const char *id, int attempt, imgp_size_t
     s_worker_send (worker, msg);
 }
 
+//  A rig whose worker "w1" holds a new job `id` (its attempt in *attempt),
+//  with --max-attempts `max_attempts`.
+static s_rig_t *
+s_rig_with_taken_job (imgp_broker_config_t *config, int max_attempts, char *id, int *attempt)
+{
+    config->max_attempts = max_attempts;
+    s_rig_t *rig = s_rig_with_job (config, "w1", id);
+    *attempt = s_worker_next_attempt (rig->worker, id);
+    return rig;
+}
+
 //  REVIEW11 #3: a DONE must answer the job: one rendition per size, in
 //  order, in its format. Before, a box not asked for, a missing size or a
 //  WebP for a png job ended the job done with thumbnails no client could
@@ -4689,10 +4700,9 @@ s_worker_done_webp (s_worker_t *worker, const char *id, int attempt, imgp_size_t
 Test (broker, a_done_that_does_not_answer_the_job_is_requeued)
 {
     imgp_broker_config_t config = s_config ();
-    config.max_attempts = 10;
     char id [IMGP_ID_LEN + 1];
-    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
-    int attempt = s_worker_next_attempt (rig->worker, id);
+    int attempt;
+    s_rig_t *rig = s_rig_with_taken_job (&config, 10, id, &attempt);
     const imgp_size_t asked [2] = { { 100, 100 }, { 7, 7 } };
     const imgp_size_t pixels [2] = { { 100, 50 }, { 7, 4 } };
     const char *texts [2] = { "first", "extra" };
@@ -4719,6 +4729,20 @@ Test (broker, a_done_that_does_not_answer_the_job_is_requeued)
     imgp_msg_destroy (&info);
     imgp_msg_t *reply = s_fetch (rig->status, id, (imgp_size_t) { 0, 0 }, NULL, 0, 0);
     s_expect_rendition (&reply, 0, "first", 100, 50);
+    s_rig_destroy (&rig);
+}
+
+//  A bad result on the last attempt ends the job saying so.
+Test (broker, a_bad_result_on_the_last_attempt_says_so)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_taken_job (&config, 1, id, &attempt);
+    s_worker_done_webp (rig->worker, id, attempt, (imgp_size_t) { 100, 100 });
+    imgp_msg_t *info = s_wait_failed (rig->status, id, "attempts_exhausted",
+                                      "not the sizes or format the job asked for");
+    imgp_msg_destroy (&info);
     s_rig_destroy (&rig);
 }
 
