@@ -537,11 +537,14 @@ s_store_failures (s_server_t *self, const char *id)
 
 //  The final record of `job` could not be stored: the job stays unfinished
 //  in the table as on disk (the API and the disk never disagree), back in
-//  the queue with its attempt given back (the resizer did its work; the
-//  broker's disk failed), and dispatch pauses until the disk has room for
+//  the queue, and dispatch pauses until the disk has room for
 //  what failed (s_on_tick), so resizers do not redo work that cannot be
-//  stored. s_dispatch_one ends the job failed spool_full after
-//  --max-store-retries (the disk said it had room each time).
+//  stored. A job in flight gets its attempt back (a resizer ended it; the
+//  broker's disk failed); one failed at dispatch (still queued) does not,
+//  as no resizer spent that attempt and giving it back would send the
+//  job beyond --max-attempts. s_dispatch_one ends the job failed
+//  spool_full after --max-store-retries (the disk said it had room each
+//  time).
 static void
 s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t bytes)
 {
@@ -550,9 +553,9 @@ s_store_failed (s_server_t *self, imgp_job_t *job, imgp_state_t state, size_t by
     if (job->phase == IMGP_PHASE_DISPATCHED || job->phase == IMGP_PHASE_RUNNING) {
         s_release (self, job);
         imgp_table_requeue (self->table, job);
+        if (job->attempts > 0)
+            job->attempts--;
     }
-    if (job->attempts > 0)
-        job->attempts--;
     self->store_blocked = true;
     if (bytes > self->store_need)
         self->store_need = bytes;
@@ -634,6 +637,30 @@ s_variant_add (s_server_t *self, imgp_job_t *parent, const imgp_job_t *variant,
     return rc ? -2 : 0;
 }
 
+//  The variant's renditions join its done parent's (s_variant_add), or the
+//  parent remembers the format as failed; see s_variant_end below.
+static void
+s_variant_join (s_server_t *self, imgp_job_t *parent, imgp_job_t *job, imgp_state_t state,
+                imgp_msg_t *done)
+{
+    unsigned bit = 1u << job->opts.format;
+    parent->variants_pending &= ~bit;
+    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
+    if (rc == 0)
+        imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
+                   job->id, imgp_format_name (job->opts.format), parent->result_count);
+    else
+    if (rc == -2)
+        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
+                   parent->id, job->id, imgp_format_name (job->opts.format));
+    else {
+        parent->variants_failed |= bit;
+        imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,
+                   job->id, imgp_format_name (job->opts.format),
+                   state == IMGP_STATE_DONE ? "internal" : job->code);
+    }
+}
+
 //  A variant job ended (s_finish sends it here): its renditions join its
 //  parent's, or the parent remembers that format as failed (never tried
 //  again: a client then gets the family) — unless only the broker's disk
@@ -651,28 +678,19 @@ s_variant_end (s_server_t *self, imgp_job_t *job, imgp_state_t state, imgp_msg_t
     s_release (self, job);
     imgp_table_finish (self->table, job, state);
     //  Not counted in PONG's done/failed: those count accepted jobs.
+    //  A parent failed meanwhile (spool_damaged) or gone (TTL, eviction)
+    //  takes nothing, but its held requests are answered now all the same
+    //  (failed, not_found) rather than at the end of their wait.
     imgp_job_t *parent = imgp_table_lookup (self->table, job->parent);
-    if (!parent || parent->state != IMGP_STATE_DONE)
-        return;             //  expired meanwhile: nothing to add to
-    unsigned bit = 1u << job->opts.format;
-    parent->variants_pending &= ~bit;
-    int rc = state == IMGP_STATE_DONE ? s_variant_add (self, parent, job, done) : -1;
-    if (rc == 0)
-        imgp_info ("job=%s event=variant_done variant=%s format=%s renditions=%d", parent->id,
-                   job->id, imgp_format_name (job->opts.format), parent->result_count);
-    else
-    if (rc == -2)
-        imgp_warn ("job=%s event=variant_not_stored variant=%s format=%s action=ask_again",
-                   parent->id, job->id, imgp_format_name (job->opts.format));
-    else {
-        parent->variants_failed |= bit;
-        imgp_warn ("job=%s event=variant_failed variant=%s format=%s code=%s", parent->id,
-                   job->id, imgp_format_name (job->opts.format),
-                   state == IMGP_STATE_DONE ? "internal" : job->code);
-    }
+    if (parent && parent->state == IMGP_STATE_DONE)
+        s_variant_join (self, parent, job, state, done);
+    //  Answering may find the parent's OUT damaged and replace its table
+    //  entry (s_thumbnail_damaged): hold the id, look the job up per request.
+    char id [IMGP_ID_LEN + 1];
+    memcpy (id, job->parent, sizeof id);
     imgp_msg_t *request;
-    while ((request = imgp_waiters_take (self->waiters, parent->id))) {
-        s_answer (self, request, parent);
+    while ((request = imgp_waiters_take (self->waiters, id))) {
+        s_answer (self, request, imgp_table_lookup (self->table, id));
         imgp_msg_destroy (&request);
     }
 }
@@ -730,6 +748,11 @@ s_exhausted (s_server_t *self, imgp_job_t *job, const char *reason)
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "sent bytes that are not the image it claimed", what, job->attempts,
                 job->worker);
+    else
+    if (streq (reason, "bad_result"))
+        s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
+                "sent results that are not the sizes or format the job asked for", what,
+                job->attempts, job->worker);
     else
         s_fail (self, job, "attempts_exhausted", "%s %d attempts; the last resizer (%s) "
                 "stopped answering", what, job->attempts, job->worker);
@@ -1268,12 +1291,58 @@ s_check_image (imgp_job_t *job, imgp_msg_t *msg)
     return -1;
 }
 
+//  The format a job's renditions must have: the one asked for, or for an
+//  auto job the family (JPEG or PNG, the resizer's choice by alpha). A
+//  variant job asks for its own format (s_variant_new).
+static bool
+s_format_fits (const imgp_job_t *job, imgp_format_t format)
+{
+    if (job->opts.format == IMGP_FORMAT_AUTO)
+        return format == IMGP_FORMAT_JPEG || format == IMGP_FORMAT_PNG;
+    return format == job->opts.format;
+}
+
+//  Does DONE answer what the job asked: one rendition per size, in the
+//  order of opts.sizes (a resizer from before sizes names no box), each in
+//  the job's format? Else the broker would say done for thumbnails no
+//  client can get, or serve a format nobody asked for.
+static int
+s_check_results (imgp_job_t *job, imgp_msg_t *msg)
+{
+    char detail [96] = "";
+    if (msg->result_count != job->opts.size_count)
+        snprintf (detail, sizeof detail, "%d results for %d sizes", msg->result_count,
+                  job->opts.size_count);
+    for (int i = 0; !detail [0] && i < msg->result_count; i++) {
+        const imgp_result_t *result = &msg->results [i];
+        imgp_size_t want = job->opts.sizes [i];
+        bool no_box = result->box.width == 0 && result->box.height == 0;
+        if (!no_box && (result->box.width != want.width || result->box.height != want.height))
+            snprintf (detail, sizeof detail, "result %d is for %dx%d, not %dx%d", i,
+                      result->box.width, result->box.height, want.width, want.height);
+        else
+        if (!s_format_fits (job, result->format))
+            snprintf (detail, sizeof detail, "result %d is %s, the job asked %s", i,
+                      imgp_format_name (result->format), imgp_format_name (job->opts.format));
+    }
+    if (!detail [0])
+        return 0;
+    imgp_warn ("job=%s event=result_refused reason=bad_result worker=%s attempt=%d "
+               "detail=\"%s\"", job->id, msg->worker, msg->attempts, detail);
+    return -1;
+}
+
 static void
 s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
 {
     imgp_job_t *job = s_result_job (self, peer, msg);
     if (!job)
         return;
+    //  A variant's DONE passes here too before s_variant_add adds it.
+    if (s_check_results (job, msg)) {
+        s_requeue (self, job, "bad_result");
+        return;
+    }
     if (s_check_image (job, msg)) {
         s_requeue (self, job, "bad_image");
         return;
@@ -1281,9 +1350,9 @@ s_on_done (s_server_t *self, imgp_peer_t *peer, imgp_msg_t *msg)
     peer->done++;
     //  The codec checked that the renditions' bytes add up to the frame.
     imgp_job_set_results (job, msg->results, msg->result_count);
-    //  DONE's results are in the order of the job's sizes; a resizer from
-    //  before sizes names no box.
-    for (int i = 0; i < job->result_count && i < job->opts.size_count; i++)
+    //  DONE's results are in the order of the job's sizes (checked above);
+    //  a resizer from before sizes names no box.
+    for (int i = 0; i < job->result_count; i++)
         if (job->results [i].box.width == 0)
             job->results [i].box = job->opts.sizes [i];
     //  The thumbnails and the final record are stored together (s_finish);
@@ -1390,16 +1459,18 @@ s_job_new (s_server_t *self, imgp_job_t *job)
 static void
 s_dispatch_one (s_server_t *self, imgp_job_t *job, imgp_peer_t *peer)
 {
-    //  Only a reload brings a job here with its attempts used up: the
-    //  broker stopped while its last attempt was out.
-    if (job->attempts >= self->config->max_attempts) {
-        s_exhausted (self, job, "restart");
-        return;
-    }
+    //  Store failures first: a job that keeps failing here with its
+    //  attempts used up would otherwise never reach spool_full.
     int failures = s_store_failures (self, job->id);
     if (failures >= self->config->max_store_retries) {
         s_fail (self, job, "spool_full", "the broker could not store the result %d times "
                 "although its disk reported room", failures);
+        return;
+    }
+    //  Only a reload brings a job here with its attempts used up: the
+    //  broker stopped while its last attempt was out.
+    if (job->attempts >= self->config->max_attempts) {
+        s_exhausted (self, job, "restart");
         return;
     }
     imgp_msg_t *msg = s_job_new (self, job);

@@ -340,8 +340,11 @@ s_check_result (const imgp_result_t *result, char *error, size_t size)
                        result->width, result->height, IMGP_RESULT_SIDE_MAX);
     if ((int) result->format < IMGP_FORMAT_PNG || (int) result->format > IMGP_FORMAT_AVIF)
         return s_fail (error, size, "result.format is unknown");
-    if (result->bytes < 1 || result->ms < 0)
-        return s_fail (error, size, "result.bytes must be >= 1 and result.ms >= 0");
+    //  No rendition is larger than the largest frame any program takes, so
+    //  the sum of a DONE's 8 (or an INFO's 24) stays far from a wrap.
+    if (result->bytes < 1 || result->bytes > IMGP_UPLOAD_LIMIT_MAX || result->ms < 0)
+        return s_fail (error, size, "result.bytes must be 1..%lld and result.ms >= 0",
+                       (long long) IMGP_UPLOAD_LIMIT_MAX);
     bool no_box = result->box.width == 0 && result->box.height == 0;
     if (!no_box && (result->box.width < 1 || result->box.width > IMGP_SIDE_MAX
                  || result->box.height < 1 || result->box.height > IMGP_SIDE_MAX))
@@ -444,10 +447,13 @@ s_check_data (imgp_msg_t *self, const s_type_spec_t *spec, bool has_data,
         return s_fail (error, size, "%s carries data and stats in a reply, neither in a request",
                        spec->name);
     if (self->type == IMGP_MSG_DONE) {
+        //  Each is 1..IMGP_UPLOAD_LIMIT_MAX and there are at most 8, so
+        //  the sum cannot wrap; stopping once it passes the frame keeps
+        //  that true whatever the bounds become.
         int64_t sum = 0;
-        for (int i = 0; i < self->result_count; i++)
-            sum += self->results [i].bytes;     //  each is checked >= 1, so no wrap
-        if (sum != (int64_t) len)                //  within 8 sane sizes
+        for (int i = 0; i < self->result_count && sum <= (int64_t) len; i++)
+            sum += self->results [i].bytes;
+        if (sum != (int64_t) len)
             return s_fail (error, size, "results' bytes add up to %lld, data is %zu bytes",
                            (long long) sum, len);
     }

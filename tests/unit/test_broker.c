@@ -2218,6 +2218,60 @@ Test (broker, restart_keeps_jobs_and_thumbnails)
     s_rig_destroy (&rig);
 }
 
+//  REVIEW11 #1: a DONE of three JPEGs whose bytes (INT64_MAX, INT64_MAX,
+//  size + 2) wrap to the frame's size, sent raw since the codec no longer
+//  encodes it. The broker read 2^63 bytes of it and died; the job stayed
+//  queued on disk, so a restart gave it to the same resizer again.
+static void
+s_worker_done_that_wraps (s_worker_t *self, const char *id, int attempt)
+{
+    static const uint8_t jpeg [] = { 0xff, 0xd8, 0xff, 0xc0, 0x00, 0x0b, 0x08, 0x00, 0x32,
+                                     0x00, 0x64, 0x01, 0x01, 0x11, 0x00, 0xff, 0xda, 0, 0 };
+    char header [1024];
+    const char *result = "{\"width\":100,\"height\":50,\"format\":\"jpeg\",\"ms\":7,"
+                         "\"box\":[100,100],\"bytes\":";
+    snprintf (header, sizeof header, "{\"v\":1,\"type\":\"done\",\"id\":\"%s\",\"attempts\":%d,"
+              "\"worker\":\"%s\",\"results\":[%s%lld},%s%lld},%s%zu}]}", id, attempt, self->name,
+              result, (long long) INT64_MAX, result, (long long) INT64_MAX, result,
+              sizeof jpeg + 2);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, "", 0);
+    zmsg_addstr (msg, header);
+    zmsg_addmem (msg, jpeg, sizeof jpeg);
+    cr_assert_eq (zmsg_send (&msg, self->dealer), 0);
+}
+
+Test (broker, a_done_whose_bytes_wrap_is_dropped_before_and_after_a_restart)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_job (&config, "w1", id);
+    for (int run = 0; run < 2; run++) {
+        imgp_msg_t *job = s_worker_await_job (rig->worker);
+        cr_assert_str_eq (job->id, id);
+        s_worker_done_that_wraps (rig->worker, id, job->attempts);
+        imgp_msg_destroy (&job);
+        //  The broker lives on (it answers) and the job is not done.
+        imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+        cr_assert_eq (info->type, IMGP_MSG_INFO);
+        cr_expect_neq (info->state, IMGP_STATE_DONE);
+        imgp_msg_destroy (&info);
+        if (run == 0) {                     //  the same spool, a new broker
+            s_rig_destroy (&rig);
+            rig = s_rig_new (&config, "w1");
+        }
+    }
+    //  An honest DONE for the job still finishes it.
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    int attempt = info->attempts;
+    imgp_msg_destroy (&info);
+    s_worker_done (rig->worker, id, attempt, "honest");
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_expect_thumbnail (rig->status, id, "honest");
+    s_rig_destroy (&rig);
+}
+
 //  ---------------------------------------------------------------------
 //  Spool failures, restarts, and jobs that must not stall the queue
 
@@ -4074,6 +4128,35 @@ Test (broker, dispatch_goes_on_when_the_record_cannot_be_saved)
     s_rig_destroy (&rig);
 }
 
+//  REVIEW11 #4: a job reloaded with its attempts used up is failed at
+//  dispatch; when that failed record cannot be stored, no attempt is given
+//  back (no resizer spent one). Before, it was, and once the disk took
+//  writes again the job was sent to a resizer beyond --max-attempts.
+Test (broker, a_failed_store_at_dispatch_gives_no_attempt_back)
+{
+    imgp_job_t used = s_spool_job (IMGP_STATE_PROCESSING, 2, 1, true, false);
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 2;
+    imgp_spool_fault (used.id, IMGP_SPOOL_JSON);
+    s_rig_t *rig = s_rig_new (&config, "w1");
+    s_worker_ready (rig->worker, 1, 1);
+    //  The failed record is not stored: dispatch pauses (PONG says full).
+    int64_t deadline = zclock_mono () + S_TIMEOUT_MS;
+    while (!s_stats (rig->status).spool_full && zclock_mono () < deadline)
+        zclock_sleep (10);
+    cr_assert (s_stats (rig->status).spool_full, "the store never failed");
+    imgp_spool_fault (NULL, IMGP_SPOOL_JSON);
+
+    imgp_msg_t *info = s_wait_failed (rig->status, used.id, "attempts_exhausted",
+                                      "2 attempts; the broker restarted during the last one");
+    cr_assert_eq (info->attempts, 2);
+    imgp_msg_destroy (&info);
+    imgp_msg_t *job = s_worker_poll_job (rig->worker, 100);
+    cr_expect_null (job, "sent as attempt %d", job ? job->attempts : 0);
+    imgp_msg_destroy (&job);
+    s_rig_destroy (&rig);
+}
+
 //  A disk that says it has room but keeps failing the thumbnail's write:
 //  after --max-store-retries the job ends failed spool_full (that record,
 //  without the thumbnail, is stored), and it is final across a restart.
@@ -4521,5 +4604,207 @@ Test (broker, auto_variant_made_is_kept_and_one_not_stored_is_asked_again)
     reply = s_fetch (rig->status, id, box [0], webp + 1, 2, 0);
     s_expect_rendition (&reply, 0, "family", 100, 50);
     free (want);
+    s_rig_destroy (&rig);
+}
+
+
+//  A done format=auto job `id` (filled in) whose OUT then had a byte
+//  flipped on disk: the next read of it finds the damage.
+static s_rig_t *
+s_rig_with_damaged_auto_job (const imgp_broker_config_t *config, char *id)
+{
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (config, id, &attempt);
+    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    s_log_flip ("family", 6);
+    return rig;
+}
+
+//  A FETCH of `id` tagged `tag` that prefers WebP, held up to 60 s on the
+//  rig's DEALER.
+static void
+s_hold_webp_fetch (s_rig_t *rig, const char *id, int64_t tag)
+{
+    const imgp_format_t webp [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *held = s_query_new (IMGP_MSG_FETCH, id, "", tag, 60000);
+    held->accept_count = 3;
+    memcpy (held->accept, webp, sizeof webp);
+    s_send (rig->dealer, held);
+}
+
+//  REVIEW11 #2: an auto job whose OUT is damaged on disk, two FETCHes held
+//  (60 s) for its WebP. The variant's DONE answers the first; its read of
+//  OUT fails the parent spool_damaged, which replaced the table entry the
+//  waking loop still read the id from (use after free): the second was
+//  then left to its hold. Both are answered now, as failed.
+Test (broker, a_parent_found_damaged_while_waking_answers_every_held_fetch)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_damaged_auto_job (&config, id);
+    for (int tag = 1; tag <= 2; tag++)
+        s_hold_webp_fetch (rig, id, tag);
+    s_worker_variant_done (rig->worker, id, 100, 50, 'x');
+    for (int i = 0; i < 2; i++) {
+        imgp_msg_t *reply = s_expect_info (rig->dealer, 0, IMGP_STATE_FAILED);
+        cr_expect_str_eq (reply->code, "spool_damaged");
+        imgp_msg_destroy (&reply);
+    }
+    s_rig_destroy (&rig);
+}
+
+//  The worker takes the next JOB, `id` again, and answers it with `msg`'s
+//  results (NULL: nothing). Returns the attempt it got.
+static int
+s_worker_next_attempt (s_worker_t *worker, const char *id)
+{
+    imgp_msg_t *job = s_worker_await_job (worker);
+    cr_assert_str_eq (job->id, id, "the job came back to the queue");
+    int attempt = job->attempts;
+    imgp_msg_destroy (&job);
+    return attempt;
+}
+
+//  DONE of `id` with one 100x50 WebP for `box`.
+static void
+s_worker_done_webp (s_worker_t *worker, const char *id, int attempt, imgp_size_t box)
+{
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, id, attempt);
+    size_t size;
+    uint8_t *webp = s_webp_new (100, 50, 'r', &size);
+    msg->result_count = 1;
+    msg->results [0] = (imgp_result_t) { .width = 100, .height = 50, .format = IMGP_FORMAT_WEBP,
+                                         .bytes = (int64_t) size, .ms = 2, .box = box };
+    imgp_msg_set_data (msg, webp, size, NULL);
+    s_worker_send (worker, msg);
+}
+
+//  A rig whose worker "w1" holds a new job `id` (its attempt in *attempt),
+//  with --max-attempts `max_attempts`.
+static s_rig_t *
+s_rig_with_taken_job (imgp_broker_config_t *config, int max_attempts, char *id, int *attempt)
+{
+    config->max_attempts = max_attempts;
+    s_rig_t *rig = s_rig_with_job (config, "w1", id);
+    *attempt = s_worker_next_attempt (rig->worker, id);
+    return rig;
+}
+
+//  REVIEW11 #3: a DONE must answer the job: one rendition per size, in
+//  order, in its format. Before, a box not asked for, a missing size or a
+//  WebP for a png job ended the job done with thumbnails no client could
+//  get (no_such_size) or in a format nobody asked for. Each is now
+//  refused as a bad result and the job goes back to the queue.
+Test (broker, a_done_that_does_not_answer_the_job_is_requeued)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_taken_job (&config, 10, id, &attempt);
+    const imgp_size_t asked [2] = { { 100, 100 }, { 7, 7 } };
+    const imgp_size_t pixels [2] = { { 100, 50 }, { 7, 4 } };
+    const char *texts [2] = { "first", "extra" };
+
+    //  a box not asked for, then one result too many
+    s_worker_done_sizes (rig->worker, id, attempt, asked + 1, pixels + 1, texts, 1);
+    int next = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (next, attempt + 1);
+    s_worker_done_sizes (rig->worker, id, next, asked, pixels, texts, 2);
+    attempt = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (attempt, next + 1);
+
+    //  a WebP for a png job
+    s_worker_done_webp (rig->worker, id, attempt, asked [0]);
+    next = s_worker_next_attempt (rig->worker, id);
+    cr_assert_eq (next, attempt + 1);
+    imgp_msg_t *info = s_ask (rig->status, IMGP_MSG_STATUS, id);
+    cr_expect_neq (info->state, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  the answer it asked for
+    s_worker_done_sizes (rig->worker, id, next, asked, pixels, texts, 1);
+    info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+    imgp_msg_t *reply = s_fetch (rig->status, id, (imgp_size_t) { 0, 0 }, NULL, 0, 0);
+    s_expect_rendition (&reply, 0, "first", 100, 50);
+    s_rig_destroy (&rig);
+}
+
+//  A bad result on the last attempt ends the job saying so.
+Test (broker, a_bad_result_on_the_last_attempt_says_so)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_taken_job (&config, 1, id, &attempt);
+    s_worker_done_webp (rig->worker, id, attempt, (imgp_size_t) { 100, 100 });
+    imgp_msg_t *info = s_wait_failed (rig->status, id, "attempts_exhausted",
+                                      "not the sizes or format the job asked for");
+    imgp_msg_destroy (&info);
+    s_rig_destroy (&rig);
+}
+
+//  The same for format=auto: its own DONE must be the family (a WebP is
+//  refused), and a WebP variant's DONE must be WebP (a PNG is refused,
+//  and the variant tried again).
+Test (broker, an_auto_done_outside_its_family_or_variant_format_is_requeued)
+{
+    imgp_broker_config_t config = s_config ();
+    config.max_attempts = 10;
+    char id [IMGP_ID_LEN + 1];
+    int attempt;
+    s_rig_t *rig = s_rig_with_auto_job (&config, id, &attempt);
+    s_worker_done_webp (rig->worker, id, attempt, s_auto_box [0]);
+    attempt = s_worker_next_attempt (rig->worker, id);
+    s_worker_done_sizes (rig->worker, id, attempt, s_auto_box, s_auto_pixels, s_auto_texts, 1);
+    imgp_msg_t *info = s_wait_state (rig->status, id, IMGP_STATE_DONE);
+    imgp_msg_destroy (&info);
+
+    //  A FETCH that prefers WebP queues the variant; a PNG answer to it is
+    //  refused and the variant comes back.
+    const imgp_format_t accept [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    imgp_msg_t *reply = s_fetch (rig->status, id, s_auto_box [0], accept, 3, 0);
+    cr_assert (reply->pending);
+    imgp_msg_destroy (&reply);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);
+    char variant [IMGP_ID_LEN + 1];
+    memcpy (variant, job->id, sizeof variant);
+    cr_assert_eq (job->opts.format, IMGP_FORMAT_WEBP);
+    s_worker_done_sizes (rig->worker, variant, job->attempts, s_auto_box, s_auto_pixels,
+                         s_auto_texts, 1);
+    imgp_msg_destroy (&job);
+    s_worker_next_attempt (rig->worker, variant);
+    reply = s_fetch (rig->status, id, s_auto_box [0], accept, 3, 0);
+    cr_expect_eq (reply->result_count, 1, "the PNG was not added as a rendition");
+    imgp_msg_destroy (&reply);
+    s_rig_destroy (&rig);
+}
+
+
+//  REVIEW11 #6: a FETCH held (60 s) for an auto job's WebP, then another
+//  FETCH finds the job's OUT damaged: the job is failed spool_damaged
+//  while its variant runs. When the variant ends, the held FETCH is
+//  answered at once (failed); before, it waited out its whole hold.
+Test (broker, held_fetches_of_a_parent_failed_meanwhile_are_answered_when_its_variant_ends)
+{
+    imgp_broker_config_t config = s_config ();
+    char id [IMGP_ID_LEN + 1];
+    s_rig_t *rig = s_rig_with_damaged_auto_job (&config, id);
+    const imgp_format_t accept [3] = { IMGP_FORMAT_WEBP, IMGP_FORMAT_JPEG, IMGP_FORMAT_PNG };
+    s_hold_webp_fetch (rig, id, 1);
+    imgp_msg_t *job = s_worker_await_job (rig->worker);     //  the variant: held now
+    imgp_msg_t *reply = s_fetch (rig->status, id, s_auto_box [0], accept + 1, 2, 0);
+    cr_assert_eq (reply->type, IMGP_MSG_INFO);
+    cr_assert_eq (reply->state, IMGP_STATE_FAILED);
+    cr_assert_str_eq (reply->code, "spool_damaged");
+    imgp_msg_destroy (&reply);
+
+    s_worker_done_webp (rig->worker, job->id, job->attempts, s_auto_box [0]);
+    imgp_msg_destroy (&job);
+    reply = s_expect_info (rig->dealer, 1, IMGP_STATE_FAILED);
+    cr_expect_str_eq (reply->code, "spool_damaged");
+    imgp_msg_destroy (&reply);
     s_rig_destroy (&rig);
 }

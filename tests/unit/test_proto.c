@@ -2395,6 +2395,38 @@ Test (renditions, done_carries_every_size)
     imgp_msg_destroy (&old);
 }
 
+//  REVIEW11 #1: bytes of INT64_MAX, INT64_MAX and 5 wrap to a sum of 3,
+//  which once matched a 3-byte frame and let the broker read 2^63 bytes.
+Test (renditions, done_bytes_that_wrap_are_refused)
+{
+    s_expect_bad ("{\"v\":1,\"type\":\"done\",\"id\":\"" S_ID_TEXT "\",\"attempts\":1,"
+                  "\"worker\":\"w\",\"results\":[{\"width\":1,\"height\":1,\"format\":\"jpeg\","
+                  "\"bytes\":9223372036854775807,\"ms\":0},{\"width\":1,\"height\":1,"
+                  "\"format\":\"jpeg\",\"bytes\":9223372036854775807,\"ms\":0},"
+                  "{\"width\":1,\"height\":1,\"format\":\"jpeg\",\"bytes\":5,\"ms\":0}]}",
+                  "abc");
+    imgp_msg_t *msg = s_report_new (IMGP_MSG_DONE, "w-1", 1);
+    msg->result_count = 3;
+    msg->results [0] = s_rendition (10, 10, IMGP_FORMAT_JPEG, INT64_MAX, 'a');
+    msg->results [1] = s_rendition (10, 10, IMGP_FORMAT_JPEG, INT64_MAX, 'b');
+    msg->results [2] = s_rendition (10, 10, IMGP_FORMAT_JPEG, 5, 'c');
+    imgp_msg_set_data (msg, s_bytes (3, 3), 3, NULL);
+    cr_expect_null (imgp_msg_encode (msg), "a wrapping sum is refused on encode too");
+    imgp_msg_destroy (&msg);
+
+    //  one rendition over the largest frame, in an INFO (which carries no
+    //  sum to catch it) as in a DONE
+    s_expect_bad ("{\"v\":1,\"type\":\"info\",\"id\":\"" S_ID_TEXT "\",\"state\":\"done\","
+                  "\"created_at\":1,\"updated_at\":2,\"attempts\":1,\"results\":[{\"width\":1,"
+                  "\"height\":1,\"format\":\"png\",\"bytes\":1073741825,\"ms\":0}]}", NULL);
+    imgp_msg_t *ok = s_expect_good ("{\"v\":1,\"type\":\"info\",\"id\":\"" S_ID_TEXT "\","
+                                    "\"state\":\"done\",\"created_at\":1,\"updated_at\":2,"
+                                    "\"attempts\":1,\"results\":[{\"width\":1,\"height\":1,"
+                                    "\"format\":\"png\",\"bytes\":1073741824,\"ms\":0}]}", NULL);
+    cr_expect_not_null (ok, "the limit itself is fine");
+    imgp_msg_destroy (&ok);
+}
+
 Test (renditions, info_with_24_results_fits_the_header)
 {
     imgp_msg_t *msg = s_msg_new (IMGP_MSG_INFO);
@@ -2406,7 +2438,8 @@ Test (renditions, info_with_24_results_fits_the_header)
     msg->result_count = IMGP_RESULTS_MAX;
     for (int i = 0; i < IMGP_RESULTS_MAX; i++) {
         msg->results [i] = s_rendition (IMGP_RESULT_SIDE_MAX, IMGP_RESULT_SIDE_MAX,
-                                        (imgp_format_t) (i % 4), INT64_MAX, 'f');
+                                        (imgp_format_t) (i % 4), IMGP_UPLOAD_LIMIT_MAX,
+                                        'f');
         msg->results [i].ms = INT64_MAX;
         msg->results [i].box = (imgp_size_t) { 4096 - i, 4096 };
     }
@@ -2417,7 +2450,7 @@ Test (renditions, info_with_24_results_fits_the_header)
     imgp_msg_t *back = s_round_trip (msg);
     cr_expect_eq (back->result_count, IMGP_RESULTS_MAX);
     cr_expect_eq (back->results [23].box.width, 4096 - 23);
-    cr_expect_eq (back->results [23].bytes, INT64_MAX);
+    cr_expect_eq (back->results [23].bytes, IMGP_UPLOAD_LIMIT_MAX);
     imgp_msg_destroy (&back);
 
     //  the exported array reader, as the spool uses it
