@@ -1307,7 +1307,15 @@ s_opts_read_new (const s_node_t *obj, imgp_opts_t *opts, char *error, size_t siz
     if (s_get_bool_opt (obj, "animated", &opts->animated, error, size))
         return -1;
     const s_node_t *sizes = s_find (obj, "sizes");
-    return sizes ? s_read_sizes (sizes, opts, error, size) : 0;
+    if (!sizes)
+        return 0;
+    if (s_read_sizes (sizes, opts, error, size))
+        return -1;
+    //  The encoder writes "sizes" only for two boxes or more, width x height
+    //  first; one box that is not width x height would come back changed.
+    if (opts->sizes [0].width != opts->width || opts->sizes [0].height != opts->height)
+        return s_fail (error, size, "field \"sizes\" does not start with [width,height]");
+    return 0;
 }
 
 static int

@@ -2307,6 +2307,10 @@ Test (renditions, opts_json_round_trip_and_old_records)
         "\"enlarge\":false,\"sizes\":[[1,1],[0,5]]}",
         "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
         "\"enlarge\":false,\"sizes\":[]}",
+        //  one box that is not width x height (the fuzzer's: the encoder
+        //  writes no sizes for one box, so it came back 200x150)
+        "{\"width\":200,\"height\":150,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
+        "\"enlarge\":false,\"sizes\":[[460,1500]]}",
         "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
         "\"enlarge\":false,\"sizes\":[[1,1],[2,2,2]]}",
         "{\"width\":1,\"height\":1,\"fit\":\"inside\",\"format\":\"png\",\"quality\":0,"
